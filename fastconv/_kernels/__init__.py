@@ -1,0 +1,1 @@
+"""Private compiled kernels. Typed memoryviews in, preallocated output, no checking."""

@@ -1,0 +1,89 @@
+"""Thread count for the OpenMP kernels and the BLAS calls they sit beside.
+
+The process-wide default comes from OpenMP (which honours OMP_NUM_THREADS) and
+is changed by `set_num_threads`; `threads(n)` overrides it for the calling
+thread (a context variable), so one thread's override never leaks into
+another's computation. Every op reads the count once, passes it to its kernel
+as `num_threads`, and sets BLAS to the same count around its GEMMs, so BLAS
+threads and OpenMP threads never run on the same cores at once.
+"""
+import contextlib
+import contextvars
+import threading
+
+from threadpoolctl import ThreadpoolController
+
+from fastconv._kernels import _openmp
+
+_default = max(1, _openmp.default_num_threads())
+_override = contextvars.ContextVar("fastconv_num_threads", default=None)
+
+
+def _check(n):
+    import numbers
+
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
+        raise TypeError(f"num_threads must be an int, got {type(n).__name__} {n!r}")
+    if n < 1:
+        raise ValueError(f"num_threads must be >= 1, got {n}")
+    return int(n)
+
+
+def get_num_threads():
+    """The number of threads fastconv's kernels use in the calling thread."""
+    n = _override.get()
+    return _default if n is None else n
+
+
+def set_num_threads(n):
+    """Set the process-wide number of threads for fastconv's kernels and BLAS calls."""
+    global _default
+    _default = _check(n)
+
+
+@contextlib.contextmanager
+def threads(n):
+    """Context manager: use `n` threads inside the block (in this thread only).
+
+    >>> with fastconv.threads(1):
+    ...     y = fastconv.conv2d(x, w)
+    """
+    token = _override.set(_check(n))
+    try:
+        yield
+    finally:
+        _override.reset(token)
+
+
+class _Blas:
+    """Sets the BLAS thread count lazily: only when it differs from the last one set."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._controllers = None
+        self._current = None
+
+    def _load(self):
+        if self._controllers is None:
+            import numpy  # noqa: F401  (loads numpy's BLAS so threadpoolctl can see it)
+
+            self._controllers = ThreadpoolController().select(user_api="blas").lib_controllers
+        return self._controllers
+
+    def set_num_threads(self, n):
+        if n == self._current:
+            return
+        with self._lock:
+            for lib in self._load():
+                lib.set_num_threads(n)
+            self._current = n
+
+    def info(self):
+        return [
+            {"library": c.internal_api, "version": c.version, "threading": getattr(c, "threading_layer", None),
+             "num_threads": c.num_threads, "path": c.filepath}
+            for c in self._load()
+        ]
+
+
+blas = _Blas()

@@ -1,0 +1,83 @@
+"""Pure-NumPy versions of every public op: the oracle for the tests and the
+baseline for the benchmarks. Written for clarity; loops run over kernel offsets
+at most, never over pixels.
+"""
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from fastconv import _validation as v
+
+
+def _pad(x, g, H, W):
+    """Zero-pad (N, C, H, W) to the extent the geometry's windows cover."""
+    span_h = g.dilation_h * (g.kernel_h - 1) + 1
+    span_w = g.dilation_w * (g.kernel_w - 1) + 1
+    bottom = max(0, (g.out_h - 1) * g.stride_h + span_h - H - g.pad_top)
+    right = max(0, (g.out_w - 1) * g.stride_w + span_w - W - g.pad_left)
+    return np.pad(x, ((0, 0), (0, 0), (g.pad_top, bottom), (g.pad_left, right)))
+
+
+def _windows(x, g):
+    """View of shape (N, C, Ho, Wo, kh, kw): the input under every window."""
+    xp = _pad(x, g, *x.shape[2:])
+    span = (g.dilation_h * (g.kernel_h - 1) + 1, g.dilation_w * (g.kernel_w - 1) + 1)
+    win = sliding_window_view(xp, span, axis=(2, 3))
+    return win[:, :, ::g.stride_h, ::g.stride_w, ::g.dilation_h, ::g.dilation_w][:, :, :g.out_h, :g.out_w]
+
+
+def _scatter_windows(win_grad, g, H, W):
+    """Adjoint of `_windows`: sum (N, C, Ho, Wo, kh, kw) back onto (N, C, H, W)."""
+    N, C = win_grad.shape[:2]
+    xp = _pad(np.zeros((N, C, H, W), win_grad.dtype), g, H, W)
+    for i in range(g.kernel_h):
+        for j in range(g.kernel_w):
+            top, left = i * g.dilation_h, j * g.dilation_w
+            xp[:, :, top: top + g.stride_h * (g.out_h - 1) + 1: g.stride_h,
+               left: left + g.stride_w * (g.out_w - 1) + 1: g.stride_w] += win_grad[..., i, j]
+    return xp[:, :, g.pad_top: g.pad_top + H, g.pad_left: g.pad_left + W].copy()
+
+
+def im2col(x, kernel_size, stride=1, padding=0, dilation=1):
+    x = v.float_array(x, "x", ndim=4)
+    g = v.conv_geometry(x.shape[2:], kernel_size, stride, padding, dilation)
+    win = _windows(x, g)                                     # (N, C, Ho, Wo, kh, kw)
+    N, C = x.shape[:2]
+    return np.ascontiguousarray(win.transpose(0, 1, 4, 5, 2, 3)).reshape(
+        N, C * g.kernel_h * g.kernel_w, g.out_h * g.out_w)
+
+
+def col2im(cols, output_size, kernel_size, stride=1, padding=0, dilation=1):
+    cols = v.float_array(cols, "cols", ndim=3)
+    H, W = v.pair(output_size, "output_size", minimum=1)
+    g = v.conv_geometry((H, W), kernel_size, stride, padding, dilation)
+    N = cols.shape[0]
+    C = cols.shape[1] // (g.kernel_h * g.kernel_w)
+    win_grad = cols.reshape(N, C, g.kernel_h, g.kernel_w, g.out_h, g.out_w).transpose(0, 1, 4, 5, 2, 3)
+    return _scatter_windows(win_grad, g, H, W)
+
+
+def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, algorithm="auto"):
+    x, weight, bias, g, groups = v.conv2d_args(x, weight, bias, stride, padding, dilation, groups)
+    N, C = x.shape[:2]
+    K = weight.shape[0]
+    win = _windows(x, g).reshape(N, groups, C // groups, g.out_h, g.out_w, g.kernel_h, g.kernel_w)
+    w = weight.reshape(groups, K // groups, C // groups, g.kernel_h, g.kernel_w)
+    out = np.einsum("ngchwij,gkcij->ngkhw", win, w, optimize=True).reshape(N, K, g.out_h, g.out_w)
+    if bias is not None:
+        out = out + bias[:, None, None]
+    return np.ascontiguousarray(out, dtype=x.dtype)
+
+
+def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, groups=1, algorithm="auto"):
+    x, weight, _, g, groups = v.conv2d_args(x, weight, None, stride, padding, dilation, groups)
+    N, C, H, W = x.shape
+    K = weight.shape[0]
+    gout = v.grad_output_array(grad_output, (N, K, g.out_h, g.out_w), x.dtype)
+    gout_g = gout.reshape(N, groups, K // groups, g.out_h, g.out_w)
+    win = _windows(x, g).reshape(N, groups, C // groups, g.out_h, g.out_w, g.kernel_h, g.kernel_w)
+    w = weight.reshape(groups, K // groups, C // groups, g.kernel_h, g.kernel_w)
+    grad_w = np.einsum("ngchwij,ngkhw->gkcij", win, gout_g, optimize=True).reshape(weight.shape)
+    win_grad = np.einsum("gkcij,ngkhw->ngchwij", w, gout_g, optimize=True)
+    grad_x = _scatter_windows(win_grad.reshape(N, C, g.out_h, g.out_w, g.kernel_h, g.kernel_w), g, H, W)
+    grad_b = gout.sum(axis=(0, 2, 3))
+    return grad_x.astype(x.dtype, copy=False), grad_w.astype(x.dtype, copy=False), grad_b

@@ -1,0 +1,33 @@
+import numpy as np
+import pytest
+
+DTYPES = [np.float32, np.float64]
+# Absolute/relative tolerance for comparing sums of products, per dtype.
+TOL = {np.dtype(np.float32): dict(rtol=1e-4, atol=1e-4), np.dtype(np.float64): dict(rtol=1e-10, atol=1e-10)}
+
+
+def assert_close(actual, expected):
+    actual = np.asarray(actual)
+    expected = np.asarray(expected)
+    assert actual.shape == expected.shape, (actual.shape, expected.shape)
+    np.testing.assert_allclose(actual, expected, **TOL[actual.dtype])
+
+
+def numerical_gradient(f, x, eps=1e-6):
+    """Central differences of the scalar f() with respect to every element of x (float64)."""
+    grad = np.zeros_like(x)
+    flat, gflat = x.reshape(-1), grad.reshape(-1)
+    for i in range(flat.size):
+        old = flat[i]
+        flat[i] = old + eps
+        plus = f()
+        flat[i] = old - eps
+        minus = f()
+        flat[i] = old
+        gflat[i] = (plus - minus) / (2 * eps)
+    return grad
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(12345)
