@@ -1,52 +1,34 @@
-"""`python -m fastconv`: the main job (see README)."""
+"""python -m fastconv: the main job.
+
+  python -m fastconv            show the configuration and a quick conv2d speed table
+  python -m fastconv bench      the full one-run comparison report (reference, torch)
+"""
 import argparse
-import statistics
 import sys
-import time
-
-import numpy as np
-
-
-def _median_time(fn, repeats):
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
-def speed_table(repeats=5):
-    """conv2d against the NumPy reference on a few shapes, measured in this process."""
-    import fastconv
-    from fastconv import reference
-
-    rng = np.random.default_rng(0)
-    cases = [  # name, (N, C, H=W, K, kernel, stride, pad)
-        ("C1", (64, 3, 32, 32, 3, 1, 1)),
-        ("C2", (8, 64, 56, 64, 3, 1, 1)),
-        ("C5", (8, 256, 28, 512, 1, 1, 0)),
-    ]
-    print(f"\nconv2d float32 forward, median of {repeats}, {fastconv.get_num_threads()} threads")
-    print(f"{'case':6}{'shape (N,C,H,K,k,s,p)':28}{'fastconv':>12}{'reference':>12}{'speed-up':>10}")
-    for name, (N, C, H, K, k, s, p) in cases:
-        x = rng.standard_normal((N, C, H, H), dtype=np.float32)
-        w = rng.standard_normal((K, C, k, k), dtype=np.float32)
-        fast = _median_time(lambda: fastconv.conv2d(x, w, stride=s, padding=p), repeats)
-        slow = _median_time(lambda: reference.conv2d(x, w, stride=s, padding=p), max(1, repeats // 2))
-        print(f"{name:6}{str((N, C, H, K, k, s, p)):28}{fast * 1e3:10.2f}ms{slow * 1e3:10.1f}ms{slow / fast:9.1f}x")
 
 
 def main(argv=None):
     import fastconv
+    from fastconv import bench
 
-    parser = argparse.ArgumentParser(prog="python -m fastconv", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m fastconv", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=None, help="number of threads (default: all cores)")
+    sub = parser.add_subparsers(dest="command")
+    b = sub.add_parser("bench", help="one-run comparison report against the reference and torch")
+    b.add_argument("--sections", nargs="*", choices=list(bench.SECTIONS), default=None)
+    b.add_argument("--repeats", type=int, default=7)
+    b.add_argument("--dtypes", nargs="*", default=["float32", "float64"], choices=["float32", "float64"])
+    b.add_argument("--no-reference", action="store_true", help="skip the (slow) NumPy reference")
     args = parser.parse_args(argv)
     if args.threads is not None:
         fastconv.set_num_threads(args.threads)
-    fastconv.show_config()
-    speed_table()
+    if args.command == "bench":
+        bench.run(args.sections, args.repeats, with_reference=not args.no_reference, dtypes=args.dtypes)
+    else:
+        fastconv.show_config()
+        print()
+        bench.run(["conv"], repeats=3, dtypes=["float32"])
     return 0
 
 

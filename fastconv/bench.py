@@ -1,0 +1,162 @@
+"""`python -m fastconv bench`: every op against the NumPy reference and, when it
+is installed, PyTorch on the CPU — timed in one process, interleaved, medians.
+
+Each section is a function returning `Case`s; a Case names the competing
+callables for one op on one shape. All callables of a Case are timed round-robin
+(each round calls each once, in rotating order) so that drifts in machine load
+hit them alike; the table reports medians and the ratios between them, beside
+the machine's measured ceilings (BLAS GEMM rate, copy bandwidth).
+"""
+import statistics
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+import fastconv
+from fastconv import reference
+
+
+@dataclass
+class Case:
+    op: str                      # e.g. "conv2d fwd"
+    label: str                   # e.g. "C2 (8,64,56,64,3,1,1)"
+    dtype: str
+    impls: dict                  # name -> zero-argument callable; "fastconv" first
+    flops: float = 0.0           # useful floating-point work, for GFLOP/s
+    bytes: float = 0.0           # bytes that must move (read + write), for GB/s
+    times: dict = field(default_factory=dict)
+
+
+def interleaved_medians(impls, repeats=7, min_time=0.0):
+    """Median seconds per callable, timed round-robin after one warm-up call each."""
+    for fn in impls.values():
+        fn()
+    names = list(impls)
+    samples = {name: [] for name in names}
+    for r in range(repeats):
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            t0 = time.perf_counter()
+            impls[name]()
+            samples[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(s) for name, s in samples.items()}
+
+
+def gemm_rate(dtype=np.float32, n=2048, repeats=5):
+    """GFLOP/s of NumPy's BLAS on an n x n matmul: the compute ceiling."""
+    a = np.ones((n, n), dtype)
+    b = np.ones((n, n), dtype)
+    t = interleaved_medians({"gemm": lambda: a @ b}, repeats)["gemm"]
+    return 2 * n ** 3 / t / 1e9
+
+
+def copy_bandwidth(nbytes=256 << 20, repeats=5):
+    """GB/s (bytes read + written) of a large array copy: the memory ceiling."""
+    src = np.ones(nbytes // 8)
+    dst = np.empty_like(src)
+    t = interleaved_medians({"copy": lambda: np.copyto(dst, src)}, repeats)["copy"]
+    return 2 * nbytes / t / 1e9
+
+
+def load_torch(num_threads):
+    """torch, warmed up with one autograd backward (its CPU conv runs several times
+    slower before the first one), or None when it is not installed."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(num_threads)
+    x = torch.randn(2, 3, 16, 16, requires_grad=True)
+    w = torch.randn(4, 3, 3, 3, requires_grad=True)
+    torch.nn.functional.conv2d(x, w, padding=1).sum().backward()
+    return torch
+
+
+# ---------------------------------------------------------------------------
+# Sections
+
+CONV_CASES = {  # name: (N, C, H=W, K, kernel, stride, padding)
+    "C1": (64, 3, 32, 32, 3, 1, 1),
+    "C2": (8, 64, 56, 64, 3, 1, 1),
+    "C3": (1, 128, 112, 128, 3, 1, 1),
+    "C4": (8, 3, 227, 96, 11, 4, 0),
+    "C5": (8, 256, 28, 512, 1, 1, 0),
+}
+
+
+def conv_cases(torch, dtypes=("float32", "float64"), with_reference=True):
+    rng = np.random.default_rng(0)
+    for dtype in dtypes:
+        for name, (N, C, H, K, k, s, p) in CONV_CASES.items():
+            x = rng.standard_normal((N, C, H, H)).astype(dtype)
+            w = rng.standard_normal((K, C, k, k)).astype(dtype)
+            y = fastconv.conv2d(x, w, stride=s, padding=p)
+            go = rng.standard_normal(y.shape).astype(dtype)
+            flops = 2.0 * y.size * C * k * k
+            label = f"{name} {(N, C, H, K, k, s, p)}".replace(" ", "")
+            fwd = {"fastconv": lambda: fastconv.conv2d(x, w, stride=s, padding=p)}
+            bwd = {"fastconv": lambda: fastconv.conv2d_backward(go, x, w, stride=s, padding=p)}
+            if with_reference:
+                fwd["reference"] = lambda: reference.conv2d(x, w, stride=s, padding=p)
+                bwd["reference"] = lambda: reference.conv2d_backward(go, x, w, stride=s, padding=p)
+            if torch is not None:
+                tx, tw, tgo = (torch.from_numpy(a) for a in (x, w, go))
+                txg = tx.clone().requires_grad_(True)
+                twg = tw.clone().requires_grad_(True)
+                F = torch.nn.functional
+
+                def torch_fwd():
+                    with torch.no_grad():
+                        F.conv2d(tx, tw, stride=s, padding=p)
+
+                def torch_bwd():
+                    txg.grad = twg.grad = None
+                    F.conv2d(txg, twg, stride=s, padding=p).backward(tgo)
+
+                fwd["torch"] = torch_fwd
+                bwd["torch"] = torch_bwd  # forward + backward: torch cannot run backward alone
+            yield Case("conv2d fwd", label, dtype, fwd, flops=flops)
+            yield Case("conv2d bwd", label, dtype, bwd, flops=2 * flops)
+
+
+SECTIONS = {"conv": conv_cases}
+
+
+# ---------------------------------------------------------------------------
+
+def format_table(cases, ceilings):
+    lines = [
+        f"ceilings: float32 GEMM {ceilings['gemm']:.0f} GFLOP/s, copy {ceilings['copy']:.1f} GB/s "
+        f"(read + write); {fastconv.get_num_threads()} threads",
+        "",
+        f"{'op':<16}{'case':<30}{'dtype':<9}{'fastconv':>10}{'reference':>11}{'torch':>10}"
+        f"{'rate':>14}{'vs torch':>10}{'vs ref':>9}",
+    ]
+    for c in cases:
+        t = c.times
+        ms = lambda name: f"{t[name] * 1e3:8.2f}ms" if name in t else f"{'-':>10}"
+        rate = (f"{c.flops / t['fastconv'] / 1e9:8.1f}GFLOP/s" if c.flops
+                else f"{c.bytes / t['fastconv'] / 1e9:9.2f}GB/s" if c.bytes else "")
+        vs_torch = f"{t['fastconv'] / t['torch']:9.2f}x" if "torch" in t else f"{'-':>10}"
+        vs_ref = f"{t['reference'] / t['fastconv']:8.0f}x" if "reference" in t else f"{'-':>9}"
+        lines.append(f"{c.op:<16}{c.label:<30}{c.dtype:<9}{ms('fastconv')}{ms('reference'):>11}{ms('torch')}"
+                     f"{rate:>14}{vs_torch}{vs_ref}")
+    lines.append("")
+    lines.append("vs torch: fastconv time / torch time (< 1 is faster); vs ref: reference time / fastconv time.")
+    return "\n".join(lines)
+
+
+def run(sections=None, repeats=7, num_threads=None, with_reference=True, dtypes=("float32", "float64"),
+        out=print):
+    """Time the chosen sections and print the table; returns the timed cases."""
+    num_threads = num_threads or fastconv.get_num_threads()
+    torch = load_torch(num_threads)
+    cases = []
+    with fastconv.threads(num_threads):
+        ceilings = {"gemm": gemm_rate(), "copy": copy_bandwidth()}
+        for name in sections or SECTIONS:
+            for case in SECTIONS[name](torch, dtypes=dtypes, with_reference=with_reference):
+                case.times = interleaved_medians(case.impls, repeats)
+                cases.append(case)
+    out(format_table(cases, ceilings))
+    return cases
