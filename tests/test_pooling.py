@@ -434,3 +434,16 @@ def test_output_size_keeps_a_ceil_mode_window_that_overhangs_the_input():
         fastconv.output_size(2, 2, stride=2, dilation=2)
     assert fastconv.output_size(5, 2, stride=2, ceil_mode=True) == 3
     assert fastconv.output_size(5, 2, stride=2, padding=1, ceil_mode=True) == 3   # last start in padding: dropped
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_global_max_with_infinities_and_nan(dtype):
+    x = np.zeros((1, 4, 9, 11), dtype)
+    x[0, 0, 3, 4] = np.inf
+    x[0, 1, 5, 5] = -np.inf
+    x[0, 2, 2, 2], x[0, 2, 7, 1] = np.inf, -np.inf
+    x[0, 3, 1, 1], x[0, 3, 8, 10], x[0, 3, 0, 0] = np.nan, np.nan, np.inf
+    m, idx = fastconv.global_max_pool2d(x, keepdims=False, return_indices=True)
+    np.testing.assert_array_equal(m[0], [np.inf, 0, np.inf, np.nan])
+    np.testing.assert_array_equal(idx[0], [3 * 11 + 4, 0, 2 * 11 + 2, 8 * 11 + 10])
+    np.testing.assert_array_equal(fastconv.global_max_pool2d(x, keepdims=False), m)

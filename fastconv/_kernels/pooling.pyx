@@ -107,6 +107,34 @@ cdef extern from *:
             row[2 * q + 1] += g[q];                                                            \
         }                                                                                      \
         row[2 * hi] += g[hi - 1];                                                              \
+    }                                                                                          \
+    /* acc[k] = max(acc[k], s[k]); z[k] += s[k] - s[k], which stays 0 unless s[k] is */     \
+    /* NaN or infinite: a vectorisable stand-in for "saw a NaN". */                           \
+    static void fastconv_max_into_##NAME(T *restrict acc, T *restrict z, const T *restrict s,  \
+                                         Py_ssize_t n) {                                       \
+        for (Py_ssize_t k = 0; k < n; k++) {                                                   \
+            acc[k] = FASTCONV_MAX(s[k], acc[k]);                                               \
+            z[k] = z[k] + (s[k] - s[k]);                                                       \
+        }                                                                                      \
+    }                                                                                          \
+    /* Max of src[0:L] (L >= 1), NaN propagating, over 64 lanes; when a NaN or an */         \
+    /* infinity shows up, an exact scalar pass decides. */                                    \
+    static T fastconv_plane_max_##NAME(const T *src, Py_ssize_t L) {                           \
+        T lane[64], z[64], m = src[0], zz = 0;                                                 \
+        Py_ssize_t i, k, blocks = L / 64;                                                      \
+        for (k = 0; k < 64; k++) { lane[k] = m; z[k] = 0; }                                    \
+        for (i = 0; i < blocks; i++) fastconv_max_into_##NAME(lane, z, src + 64 * i, 64);     \
+        for (k = 0; k < 64; k++) { m = FASTCONV_MAX(lane[k], m); zz = zz + z[k]; }             \
+        for (i = 64 * blocks; i < L; i++) {                                                    \
+            m = FASTCONV_MAX(src[i], m);                                                       \
+            zz = zz + (src[i] - src[i]);                                                       \
+        }                                                                                      \
+        if (zz != zz) {                                                                        \
+            m = src[0];                                                                        \
+            for (i = 1; i < L; i++)                                                            \
+                if (src[i] > m || src[i] != src[i]) m = src[i];                                \
+        }                                                                                      \
+        return m;                                                                              \
     }
     FASTCONV_POOL_LOOPS(float, f)
     FASTCONV_POOL_LOOPS(double, d)
@@ -131,6 +159,8 @@ cdef extern from *:
     void fastconv_spread_2s2_d(double* row, const double* g, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil
     void fastconv_spread_3s2_f(float* row, const float* g, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil
     void fastconv_spread_3s2_d(double* row, const double* g, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil
+    float fastconv_plane_max_f(const float* src, Py_ssize_t L) noexcept nogil
+    double fastconv_plane_max_d(const double* src, Py_ssize_t L) noexcept nogil
 
 
 cdef inline void _max_2x2s2(floating* dst, const floating* r0, const floating* r1,
@@ -544,36 +574,25 @@ cdef inline floating _plane_sum(const floating* src, Py_ssize_t L) noexcept nogi
 
 
 cdef inline floating _plane_max(const floating* src, Py_ssize_t L) noexcept nogil:
-    # Eight running maxima; a NaN, once in a lane, stays there and wins the merge.
-    cdef floating lane[8]
-    cdef Py_ssize_t i, k, blocks = L // 8
-    cdef floating m = src[0], v
-    if blocks:
-        for k in range(8):
-            lane[k] = src[k]
-        for i in range(1, blocks):
-            for k in range(8):
-                v = src[8 * i + k]
-                lane[k] = v if _takes(v, lane[k]) else lane[k]
-        for k in range(8):
-            m = lane[k] if _takes(lane[k], m) else m
-    for i in range(8 * blocks, L):
-        v = src[i]
-        m = v if _takes(v, m) else m
-    return m
+    if floating is float:
+        return fastconv_plane_max_f(src, L)
+    else:
+        return fastconv_plane_max_d(src, L)
 
 
 cdef inline int64_t _plane_argmax(const floating* src, Py_ssize_t L) noexcept nogil:
-    # torch's order: the first maximum, or the last NaN.
+    """torch's index: the first maximum, or the last NaN. The max comes from the
+    vectorised pass; finding it again is a short scan of a plane still in cache."""
+    cdef floating m = _plane_max(src, L)
     cdef Py_ssize_t i
-    cdef int64_t best = 0
-    cdef floating m = src[0], v
-    for i in range(1, L):
-        v = src[i]
-        if _takes(v, m):
-            m = v
-            best = i
-    return best
+    if m != m:
+        for i in range(L - 1, -1, -1):
+            if src[i] != src[i]:
+                return i
+    for i in range(L):
+        if src[i] == m:
+            return i
+    return 0
 
 
 def global_avg_pool2d(const floating[:, ::1] x, floating[::1] out, int num_threads):
