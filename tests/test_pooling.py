@@ -92,8 +92,11 @@ def test_fused_max_loops_with_nan_at_every_position(dtype, kernel, stride, paddi
     for pos in range(kernel * kernel):
         x = np.arange(2 * 15 * 18, dtype=dtype).reshape(1, 2, 15, 18) % 7
         x[..., pos // kernel::kernel + 3, pos % kernel::kernel + 5] = np.nan
-        y = fastconv.max_pool2d(x, kernel, stride, padding)
-        np.testing.assert_array_equal(y, reference.max_pool2d(x, kernel, stride, padding))
+        y, idx = fastconv.max_pool2d(x, kernel, stride, padding, return_indices=True)
+        ry, ridx = reference.max_pool2d(x, kernel, stride, padding, return_indices=True)
+        np.testing.assert_array_equal(y, ry)
+        np.testing.assert_array_equal(idx, ridx)
+        np.testing.assert_array_equal(fastconv.max_pool2d(x, kernel, stride, padding), y)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

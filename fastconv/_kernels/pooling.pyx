@@ -108,6 +108,58 @@ cdef extern from *:
         }                                                                                      \
         row[2 * hi] += g[hi - 1];                                                              \
     }                                                                                          \
+    /* With indices (flat, base = position of r0[0]): torch's choice is the first */         \
+    /* element equal to the max, or the last NaN; both picked by branch-free selects. */       \
+    static void fastconv_max_2x2s2_idx_##NAME(T *dst, int64_t *idx, const T *r0, const T *r1,  \
+                                              Py_ssize_t lo, Py_ssize_t hi, int64_t base,      \
+                                              int64_t W) {                                     \
+        const int w = (int)W;                                                                  \
+        for (Py_ssize_t ow = lo; ow < hi; ow++) {                                              \
+            T a = r0[2 * ow], b = r0[2 * ow + 1], c = r1[2 * ow], d = r1[2 * ow + 1];          \
+            T m = FASTCONV_MAX(FASTCONV_MAX(a, b), FASTCONV_MAX(c, d));                        \
+            int nan = (a != a) | (b != b) | (c != c) | (d != d);                               \
+            int first = c == m ? w : w + 1;                                                \
+            first = b == m ? 1 : first;                                                        \
+            first = a == m ? 0 : first;                                                        \
+            int last = d != d ? w + 1 : (c != c ? w : (b != b ? 1 : 0));                  \
+            dst[ow] = nan ? (T)NAN : m;                                                        \
+            idx[ow] = base + 2 * ow + (nan ? last : first);                                    \
+        }                                                                                      \
+    }                                                                                          \
+    static void fastconv_max_3x3s2_idx_##NAME(T *dst, int64_t *idx, const T *r0, const T *r1,  \
+                                              const T *r2, Py_ssize_t lo, Py_ssize_t hi,       \
+                                              int64_t base, int64_t W) {                       \
+        const int w = (int)W;                                                                  \
+        for (Py_ssize_t ow = lo; ow < hi; ow++) {                                              \
+            T a = r0[2 * ow], b = r0[2 * ow + 1], c = r0[2 * ow + 2];                          \
+            T d = r1[2 * ow], e = r1[2 * ow + 1], f = r1[2 * ow + 2];                          \
+            T g = r2[2 * ow], h = r2[2 * ow + 1], i = r2[2 * ow + 2];                          \
+            T m = FASTCONV_MAX(FASTCONV_MAX(FASTCONV_MAX(a, b), FASTCONV_MAX(c, d)),           \
+                               FASTCONV_MAX(FASTCONV_MAX(e, f),                                \
+                                            FASTCONV_MAX(g, FASTCONV_MAX(h, i))));             \
+            int nan = (a != a) | (b != b) | (c != c) | (d != d) | (e != e) | (f != f)          \
+                      | (g != g) | (h != h) | (i != i);                                        \
+            int first = h == m ? 2 * w + 1 : 2 * w + 2;                                    \
+            first = g == m ? 2 * w : first;                                                    \
+            first = f == m ? w + 2 : first;                                                    \
+            first = e == m ? w + 1 : first;                                                    \
+            first = d == m ? w : first;                                                        \
+            first = c == m ? 2 : first;                                                        \
+            first = b == m ? 1 : first;                                                        \
+            first = a == m ? 0 : first;                                                        \
+            int last = 0;                                                                  \
+            last = b != b ? 1 : last;                                                          \
+            last = c != c ? 2 : last;                                                          \
+            last = d != d ? w : last;                                                          \
+            last = e != e ? w + 1 : last;                                                      \
+            last = f != f ? w + 2 : last;                                                      \
+            last = g != g ? 2 * w : last;                                                      \
+            last = h != h ? 2 * w + 1 : last;                                                  \
+            last = i != i ? 2 * w + 2 : last;                                                  \
+            dst[ow] = nan ? (T)NAN : m;                                                        \
+            idx[ow] = base + 2 * ow + (nan ? last : first);                                    \
+        }                                                                                      \
+    }                                                                                          \
     /* acc[k] = max(acc[k], s[k]); z[k] += s[k] - s[k], which stays 0 unless s[k] is */     \
     /* NaN or infinite: a vectorisable stand-in for "saw a NaN". */                           \
     static void fastconv_max_into_##NAME(T *restrict acc, T *restrict z, const T *restrict s,  \
@@ -160,6 +212,16 @@ cdef extern from *:
     void fastconv_spread_3s2_f(float* row, const float* g, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil
     void fastconv_spread_3s2_d(double* row, const double* g, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil
     float fastconv_plane_max_f(const float* src, Py_ssize_t L) noexcept nogil
+    void fastconv_max_2x2s2_idx_f(float* dst, int64_t* idx, const float* r0, const float* r1,
+                                  Py_ssize_t lo, Py_ssize_t hi, int64_t base, int64_t W) noexcept nogil
+    void fastconv_max_2x2s2_idx_d(double* dst, int64_t* idx, const double* r0, const double* r1,
+                                  Py_ssize_t lo, Py_ssize_t hi, int64_t base, int64_t W) noexcept nogil
+    void fastconv_max_3x3s2_idx_f(float* dst, int64_t* idx, const float* r0, const float* r1,
+                                  const float* r2, Py_ssize_t lo, Py_ssize_t hi, int64_t base,
+                                  int64_t W) noexcept nogil
+    void fastconv_max_3x3s2_idx_d(double* dst, int64_t* idx, const double* r0, const double* r1,
+                                  const double* r2, Py_ssize_t lo, Py_ssize_t hi, int64_t base,
+                                  int64_t W) noexcept nogil
     double fastconv_plane_max_d(const double* src, Py_ssize_t L) noexcept nogil
 
 
@@ -223,7 +285,7 @@ cdef inline void _max_pool_row(const floating* plane, floating* dst, int64_t* ds
     """One output row: interior columns by contiguous passes, border columns clipped."""
     cdef Py_ssize_t ih0 = oh * sh - pt, i_lo, i_hi, i, j, ih, off, t, ow, iw0, iw, j_lo, j_hi
     cdef const floating* row
-    cdef bint started
+    cdef bint started, fused
     cdef floating v, m
     cdef int64_t k
     if ih0 >= 0 and ih0 + (kh - 1) * dh < H:
@@ -233,10 +295,21 @@ cdef inline void _max_pool_row(const floating* plane, floating* dst, int64_t* ds
         i_hi = _end(ih0, dh, H, kh)
     if c_lo < c_hi:
         row = plane + ih0 * W - pl
-        if not with_indices and dh == 1 and dw == 1 and sw == 2 and i_lo == 0 and i_hi == kh and kh == kw == 2:
+        fused = dh == 1 and dw == 1 and sw == 2 and i_lo == 0 and i_hi == kh
+        if fused and kh == kw == 2 and not with_indices:
             _max_2x2s2(dst, row, row + W, c_lo, c_hi)
-        elif not with_indices and dh == 1 and dw == 1 and sw == 2 and i_lo == 0 and i_hi == kh and kh == kw == 3:
+        elif fused and kh == kw == 3 and not with_indices:
             _max_3x3s2(dst, row, row + W, row + 2 * W, c_lo, c_hi)
+        elif fused and kh == kw == 2:
+            if floating is float:
+                fastconv_max_2x2s2_idx_f(dst, dst_idx, row, row + W, c_lo, c_hi, ih0 * W - pl, W)
+            else:
+                fastconv_max_2x2s2_idx_d(dst, dst_idx, row, row + W, c_lo, c_hi, ih0 * W - pl, W)
+        elif fused and kh == kw == 3:
+            if floating is float:
+                fastconv_max_3x3s2_idx_f(dst, dst_idx, row, row + W, row + 2 * W, c_lo, c_hi, ih0 * W - pl, W)
+            else:
+                fastconv_max_3x3s2_idx_d(dst, dst_idx, row, row + W, row + 2 * W, c_lo, c_hi, ih0 * W - pl, W)
         else:
             for i in range(i_lo, i_hi):
                 ih = ih0 + i * dh
