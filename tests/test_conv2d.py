@@ -152,3 +152,18 @@ def test_workspace_is_bounded_whatever_the_batch():
         g = v.conv_geometry((H, H), k, s, 1, 1)
         rows = _band_rows(C * k * k, g, 4)
         assert _workspace(16, C * k * k, rows, g, np.float32).nbytes <= 64 << 20
+
+
+def test_peak_extra_memory_stays_under_the_cap():
+    """C2 with N=64: besides its output, conv2d allocates only the per-thread bands."""
+    import tracemalloc
+
+    x = np.ones((64, 64, 56, 56), np.float32)
+    w = np.ones((64, 64, 3, 3), np.float32)
+    tracemalloc.start()
+    try:
+        y = fastconv.conv2d(x, w, padding=1)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak - y.nbytes < 64 << 20
