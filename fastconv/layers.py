@@ -384,7 +384,7 @@ class Flatten(Layer):
     def forward(self, x, training=True):
         x = np.asarray(x)
         self._remember(training, x.shape)
-        return x.reshape(x.shape[0], -1)
+        return x.reshape(self.output_shape(x.shape))
 
     def backward(self, grad_output):
         (shape,) = self._recall()
