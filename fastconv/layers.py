@@ -16,7 +16,6 @@ import numpy as np
 
 import fastconv
 from fastconv import _validation as v
-from fastconv._threads import blas, get_num_threads
 
 __all__ = ["Layer", "Conv2D", "Linear", "MaxPool2D", "AvgPool2D", "ReLU", "Sigmoid", "Flatten",
            "Dropout", "Sequential"]
@@ -212,6 +211,7 @@ class Linear(Layer):
 
     ``params``: ``weight`` of shape (out_features, in_features) and ``bias`` of
     shape (out_features,). Input (N, in_features) -> output (N, out_features).
+    The products are NumPy matmuls (BLAS with its own thread setting).
     """
 
     def __init__(self, in_features, out_features, bias=True, *, dtype=np.float32, rng=None, init="he",
@@ -231,7 +231,6 @@ class Linear(Layer):
         if x.shape[1] != self.in_features:
             raise ValueError(f"{self!r} expects x of shape (N, {self.in_features}), got {x.shape}")
         self._remember(training, x)
-        blas.set_num_threads(get_num_threads())
         y = x @ self.params["weight"].T
         if "bias" in self.params:
             y += self.params["bias"]
@@ -240,7 +239,6 @@ class Linear(Layer):
     def backward(self, grad_output):
         (x,) = self._recall()
         grad_output = v.grad_output_array(grad_output, (x.shape[0], self.out_features), self.dtype)
-        blas.set_num_threads(get_num_threads())
         self._set_grads(weight=grad_output.T @ x, bias=grad_output.sum(axis=0))
         return grad_output @ self.params["weight"]
 
