@@ -102,49 +102,50 @@ class ProgressBar:
 
 
 def train(model, x, y, epochs=10, batch_size=32, lr=3e-3, seed=0, x_test=None, y_test=None, stream=None):
-    """Train `model` with Adam on (x, y); returns (seconds spent training, images seen).
+    """Train `model` with Adam on (x, y), shuffling with `seed` every epoch.
 
     A progress bar per epoch shows the running loss (and the test accuracy at
     the end of the epoch when `x_test` is given); evaluation is not timed.
+
+    Returns
+    -------
+    dict with ``images`` (images trained on) and ``step_seconds`` (the time of
+    every training step: forward, loss, backward and update).
     """
     rng = np.random.default_rng(seed)
     optimizer = Adam(model, lr=lr)
     n_batches = -(-len(y) // batch_size)
-    seconds, images = 0.0, 0
+    step_seconds, images = [], 0
     for epoch in range(epochs):
         bar = ProgressBar(n_batches, f"epoch {epoch + 1:>{len(str(epochs))}}/{epochs}", stream)
         order = rng.permutation(len(y))
-        losses = []
+        loss_sum = 0.0
         for b in range(n_batches):
             batch = order[b * batch_size:(b + 1) * batch_size]
+            xb, yb = x[batch], y[batch]
             start = time.perf_counter()
-            losses.append(train_step(model, optimizer, x[batch], y[batch]))
-            seconds += time.perf_counter() - start
+            loss_sum += train_step(model, optimizer, xb, yb)
+            step_seconds.append(time.perf_counter() - start)
             images += len(batch)
-            bar.update(b + 1, f"loss {np.mean(losses):.4f}")
-        text = f"loss {np.mean(losses):.4f}"
+            bar.update(b + 1, f"loss {loss_sum / (b + 1):.4f}")
+        text = f"loss {loss_sum / n_batches:.4f}"
         if x_test is not None:
             text += f"  test accuracy {accuracy(model, x_test, y_test):.2%}"
         bar.close(text)
-    return seconds, images
+    return dict(images=images, step_seconds=step_seconds)
 
 
-def step_seconds(models, x, y, steps=5, lr=3e-3):
-    """Median seconds of one training step for each model in `models` (name ->
-    model), timed round-robin on the same batch after one warm-up step each.
-
-    Works on copies of nothing: the models are trained by these steps.
-    """
-    optimizers = {name: Adam(model, lr=lr) for name, model in models.items()}
-    for name, model in models.items():
-        train_step(model, optimizers[name], x, y)
-    samples = {name: [] for name in models}
+def step_seconds(model, x, y, steps=5, lr=3e-3):
+    """Median seconds of a training step of `model` on the batch (x, y), over
+    `steps` steps after one warm-up step (the model is updated by them)."""
+    optimizer = Adam(model, lr=lr)
+    train_step(model, optimizer, x, y)
+    times = []
     for _ in range(steps):
-        for name, model in models.items():
-            start = time.perf_counter()
-            train_step(model, optimizers[name], x, y)
-            samples[name].append(time.perf_counter() - start)
-    return {name: statistics.median(s) for name, s in samples.items()}
+        start = time.perf_counter()
+        train_step(model, optimizer, x, y)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
 
 def main(epochs=10, batch_size=32, threads=None, seed=0, lr=3e-3, reference_steps=5, out=print, stream=None):
@@ -159,24 +160,23 @@ def main(epochs=10, batch_size=32, threads=None, seed=0, lr=3e-3, reference_step
     out(f"fastconv {fastconv.__version__}: training a LeNet-style CNN on scikit-learn's 8x8 digits "
         f"({len(y_train)} training, {len(y_test)} test images), {fastconv.get_num_threads()} threads")
     out(f"{model.num_params():,} parameters, batch size {batch_size}, {epochs} epochs, Adam lr {lr}")
-    seconds, images = train(model, x_train, y_train, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-                            x_test=x_test, y_test=y_test, stream=stream)
+    stats = train(model, x_train, y_train, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+                  x_test=x_test, y_test=y_test, stream=stream)
+    seconds, images = sum(stats["step_seconds"]), stats["images"]
     acc = accuracy(model, x_test, y_test)
     rate = images / seconds if seconds else float("nan")
     out(f"test accuracy: {acc:.2%} ({round(acc * len(y_test))}/{len(y_test)})")
-    out(f"training speed: {rate:,.0f} images/s ({images:,} images in {seconds:.2f} s)")
+    out(f"training speed: {rate:,.0f} images/s ({images:,} images in {seconds:.2f} s of training steps)")
     result = dict(accuracy=acc, images_per_second=rate, train_seconds=seconds)
     if reference_steps:
-        # The same step on the same batch with the layers on fastconv and on the
-        # pure-NumPy reference ops, interleaved, from identical initial weights.
-        batch = slice(0, min(batch_size, len(y_train)))
-        times = step_seconds({"fastconv": lenet(rng=seed), "reference": lenet(rng=seed).set_backend(reference)},
-                             x_train[batch], y_train[batch], steps=reference_steps, lr=lr)
-        n = batch.stop
-        fast, slow = n / times["fastconv"], n / times["reference"]
-        out(f"same training step, batch {n}, median of {reference_steps}: fastconv layers {fast:,.0f} images/s, "
-            f"pure-NumPy reference layers {slow:,.0f} images/s -> {times['reference'] / times['fastconv']:.1f}x "
-            f"speed-up")
-        result.update(step_images_per_second=fast, reference_images_per_second=slow,
-                      speedup=times["reference"] / times["fastconv"])
+        # The same step (batch size, weights, data) with the layers on the
+        # pure-NumPy reference ops; compared with the median fastconv step above.
+        n = min(batch_size, len(y_train))
+        fast = statistics.median(stats["step_seconds"][:-1] or stats["step_seconds"])  # the last batch may be short
+        slow = step_seconds(lenet(rng=seed).set_backend(reference), x_train[:n], y_train[:n],
+                            steps=reference_steps, lr=lr)
+        out(f"median training step, batch {n}: fastconv layers {fast * 1e3:.2f} ms ({n / fast:,.0f} images/s), "
+            f"pure-NumPy reference layers {slow * 1e3:.1f} ms ({n / slow:,.0f} images/s): "
+            f"{slow / fast:.1f}x speed-up")
+        result.update(step_images_per_second=n / fast, reference_images_per_second=n / slow, speedup=slow / fast)
     return result

@@ -15,9 +15,8 @@ def test_digits_training_beats_chance_by_far():
     assert len(y_train) + len(y_test) == 1797 and abs(len(y_test) - 359) <= 1
     model = training.lenet(rng=1)
     stream = io.StringIO()
-    seconds, images = training.train(model, x_train[:640], y_train[:640], epochs=3, batch_size=32, seed=1,
-                                     stream=stream)
-    assert images == 3 * 640 and seconds > 0
+    stats = training.train(model, x_train[:640], y_train[:640], epochs=3, batch_size=32, seed=1, stream=stream)
+    assert stats["images"] == 3 * 640 and len(stats["step_seconds"]) == 3 * 20
     assert training.accuracy(model, x_test, y_test) > 0.75          # chance: 0.10
     lines = stream.getvalue().splitlines()
     assert len(lines) == 3 and lines[0].startswith("epoch 1/3 [" + "#" * 30 + "] 20/20  loss ")
