@@ -11,6 +11,7 @@ import sys
 import time
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 import fastconv
 from fastconv import reference
@@ -156,6 +157,13 @@ def main(epochs=10, batch_size=32, threads=None, seed=0, lr=3e-3, reference_step
     if threads is not None:
         fastconv.set_num_threads(threads)
     x_train, y_train, x_test, y_test = load_digits(seed=seed)
+    # NumPy's own matmuls (the Linear layer, the reference ops) get the same
+    # thread count as fastconv's kernels, so the comparison is like for like.
+    with threadpool_limits(limits=fastconv.get_num_threads(), user_api="blas"):
+        return _run(x_train, y_train, x_test, y_test, epochs, batch_size, seed, lr, reference_steps, out, stream)
+
+
+def _run(x_train, y_train, x_test, y_test, epochs, batch_size, seed, lr, reference_steps, out, stream):
     model = lenet(rng=seed)
     out(f"fastconv {fastconv.__version__}: training a LeNet-style CNN on scikit-learn's 8x8 digits "
         f"({len(y_train)} training, {len(y_test)} test images), {fastconv.get_num_threads()} threads")
