@@ -64,6 +64,9 @@ POOL_LAYERS = [  # (input shape, layer)
     ((1, 2, 7, 7), lambda: MaxPool2D(3, stride=2)),
     ((2, 3, 6, 6), lambda: AvgPool2D(2)),
     ((2, 2, 7, 5), lambda: AvgPool2D((3, 2), stride=(2, 1), padding=1)),
+    ((1, 2, 9, 8), lambda: MaxPool2D(2, stride=2, padding=1, dilation=2, ceil_mode=True)),
+    ((1, 2, 7, 8), lambda: AvgPool2D(3, stride=2, padding=1, ceil_mode=True, count_include_pad=False)),
+    ((1, 2, 6, 6), lambda: AvgPool2D(2, divisor_override=3)),
 ]
 
 
