@@ -81,6 +81,14 @@ class Layer:
         """Shape of ``forward(x)`` for an `x` of shape `input_shape` (batch axis included)."""
         return tuple(input_shape)
 
+    def _weighted_input(self, x, ndim):
+        """`x` checked against a layer with weights: `ndim`-D, of the weights' dtype."""
+        x = v.float_array(x, "x", ndim=ndim)
+        if x.dtype != self.dtype:
+            raise TypeError(f"x has dtype {x.dtype} but {self!r} has {self.dtype} weights; "
+                            f"convert one of them (mixed dtypes are not cast silently)")
+        return x
+
     def _remember(self, training, *values):
         self._cache = values if training else None
 
@@ -175,7 +183,7 @@ class Conv2D(Layer):
         return dict(stride=self.stride, padding=self.padding, dilation=self.dilation, groups=self.groups)
 
     def forward(self, x, training=True):
-        x = v.float_array(x, "x", ndim=4, dtype=self.dtype)
+        x = self._weighted_input(x, 4)
         self._remember(training, x)
         return self.backend.conv2d(x, self.params["weight"], self.params.get("bias"), **self._args())
 
@@ -227,7 +235,7 @@ class Linear(Layer):
         self.grads = {k: np.zeros_like(p) for k, p in self.params.items()}
 
     def forward(self, x, training=True):
-        x = v.float_array(x, "x", ndim=2, dtype=self.dtype)
+        x = self._weighted_input(x, 2)
         if x.shape[1] != self.in_features:
             raise ValueError(f"{self!r} expects x of shape (N, {self.in_features}), got {x.shape}")
         self._remember(training, x)
