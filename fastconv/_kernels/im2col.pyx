@@ -29,7 +29,7 @@ def im2col(const floating[:, :, :, ::1] x, floating[:, :, ::1] cols,
            Py_ssize_t oh_start, Py_ssize_t out_w, int num_threads):
     """Fill cols (N, C*kh*kw, rows*out_w) from x (N, C, H, W). Every element is written."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
-    cdef Py_ssize_t kk = kh * kw
+    cdef Py_ssize_t kk = <Py_ssize_t>kh * kw  # kh*kw in int could overflow
     cdef Py_ssize_t rows = cols.shape[2] // out_w if out_w > 0 else 0
     cdef Py_ssize_t task, n, c, i, j, r, ih, off, lo, hi, ow
     cdef floating* dst
@@ -70,7 +70,7 @@ def col2im_add(const floating[:, :, ::1] cols, floating[:, :, :, ::1] x,
     """x += fold(cols): the adjoint of im2col. Each (n, c) plane belongs to one thread,
     so overlapping windows are summed without races."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
-    cdef Py_ssize_t kk = kh * kw
+    cdef Py_ssize_t kk = <Py_ssize_t>kh * kw  # kh*kw in int could overflow
     cdef Py_ssize_t rows = cols.shape[2] // out_w if out_w > 0 else 0
     cdef Py_ssize_t plane, n, c, i, j, r, ih, off, lo, hi, ow
     cdef floating* dst
