@@ -76,6 +76,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, a
     L = g.out_h * g.out_w
     w = weight.reshape(groups, K // groups, -1)
     col_rows = x.shape[1] * g.kernel_h * g.kernel_w
+    v.allocatable((N, K, g.out_h, g.out_w), x.dtype, "output")
     out = np.empty((N, K, g.out_h, g.out_w), dtype=x.dtype)
     if N and K:
         num_threads = get_num_threads()
