@@ -171,9 +171,12 @@ def conv_padding(padding, kernel, stride, dilation):
     return (ph, ph), (pw, pw)
 
 
-def conv_geometry(in_hw, kernel_size, stride, padding, dilation):
-    """Check and normalise the window arguments of a convolution over an (H, W) map."""
-    kernel = pair(kernel_size, "kernel_size", minimum=1)
+def conv_geometry(in_hw, kernel_size, stride, padding, dilation, kernel_name="kernel_size"):
+    """Check and normalise the window arguments of a convolution over an (H, W) map.
+
+    `kernel_name` is what the messages call the kernel size (conv2d: the weight's).
+    """
+    kernel = pair(kernel_size, kernel_name, minimum=1)
     stride = pair(stride, "stride", minimum=1)
     dilation = pair(dilation, "dilation", minimum=1)
     (pt, pb), (pl, pr) = conv_padding(padding, kernel, stride, dilation)
@@ -183,7 +186,7 @@ def conv_geometry(in_hw, kernel_size, stride, padding, dilation):
     spans = [d * (k - 1) + 1 for k, d in zip(kernel, dilation)]
     if spans[0] > H + pt + pb or spans[1] > W + pl + pr:
         raise ValueError(
-            f"kernel_size {kernel} (dilation {dilation}, span {tuple(spans)}) is larger than "
+            f"{kernel_name} {kernel} (dilation {dilation}, span {tuple(spans)}) is larger than "
             f"the padded input {(H + pt + pb, W + pl + pr)}"
         )
     out_h = (H + pt + pb - spans[0]) // stride[0] + 1
@@ -220,7 +223,7 @@ def conv2d_args(x, weight, bias, stride, padding, dilation, groups):
             raise ValueError(f"bias must have shape ({K},), got {bias.shape}")
     if x.shape[2] == 0 or x.shape[3] == 0:
         raise ValueError(f"x must have non-zero height and width, got shape {x.shape}")
-    geom = conv_geometry(x.shape[2:], (kh, kw), stride, padding, dilation)
+    geom = conv_geometry(x.shape[2:], (kh, kw), stride, padding, dilation, "weight kernel_size")
     return x, weight, bias, geom, groups
 
 

@@ -68,3 +68,8 @@ def test_absurd_thread_counts_are_rejected():
             with fastconv.threads(bad):
                 pass
     assert fastconv.get_num_threads() == n
+
+
+def test_conv2d_names_the_weight_when_its_kernel_does_not_fit():
+    with pytest.raises(ValueError, match=r"\bweight\b"):
+        fastconv.conv2d(X, np.zeros((3, 2, 7, 7), np.float32))
