@@ -72,11 +72,11 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, a
     """
     x, weight, bias, g, groups = v.conv2d_args(x, weight, bias, stride, padding, dilation, groups)
     v.choice(algorithm, "algorithm", ALGORITHMS)
-    _check_blas_limits(g)
     N, K = x.shape[0], weight.shape[0]
     col_rows = x.shape[1] * g.kernel_h * g.kernel_w
     v.allocatable((N, K, g.out_h, g.out_w), x.dtype, "output")
     out = np.empty((N, K, g.out_h, g.out_w), dtype=x.dtype)
+    _check_blas_limits(g)
     num_threads = get_num_threads()
     band_rows = _band_rows(col_rows, g, x.dtype.itemsize)
     workspace = _workspace(num_threads, col_rows, band_rows, g, x.dtype)
