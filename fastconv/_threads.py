@@ -16,7 +16,11 @@ from threadpoolctl import ThreadpoolController
 
 from fastconv._kernels import _openmp
 
-_default = max(1, _openmp.default_num_threads())
+#: More threads than any machine has cores: far more can exhaust the process's
+#: thread limit, and the OpenMP runtime then crashes rather than failing cleanly.
+MAX_THREADS = 1024
+
+_default = min(max(1, _openmp.default_num_threads()), MAX_THREADS)
 _override = contextvars.ContextVar("fastconv_num_threads", default=None)
 
 
@@ -27,6 +31,8 @@ def _check(n):
         raise TypeError(f"num_threads must be an int, got {type(n).__name__} {n!r}")
     if n < 1:
         raise ValueError(f"num_threads must be >= 1, got {n}")
+    if n > MAX_THREADS:
+        raise ValueError(f"num_threads must be <= {MAX_THREADS}, got {n}")
     return int(n)
 
 

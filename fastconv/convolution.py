@@ -17,6 +17,9 @@ BAND_BYTES = 1 << 20
 
 ALGORITHMS = ("auto", "im2col")
 
+#: BLAS dimensions are 32-bit ints; an output plane is a GEMM's leading dimension.
+_BLAS_INT_MAX = 2**31 - 1
+
 
 def _band_rows(col_rows, g, itemsize):
     """Output rows per band: as many as fit in BAND_BYTES, but at least enough
@@ -25,6 +28,12 @@ def _band_rows(col_rows, g, itemsize):
     span_h = g.dilation_h * (g.kernel_h - 1) + 1
     rows = max(rows, -(-(span_h - g.stride_h) // g.stride_h))
     return min(rows, g.out_h)
+
+
+def _check_blas_limits(g):
+    if g.out_h * g.out_w > _BLAS_INT_MAX:
+        raise ValueError(f"the output plane {g.out_h}x{g.out_w} has more than 2**31 - 1 elements, "
+                         f"beyond BLAS's 32-bit dimensions")
 
 
 def _pointwise(g):
@@ -65,7 +74,9 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, a
     v.choice(algorithm, "algorithm", ALGORITHMS)
     N, K = x.shape[0], weight.shape[0]
     col_rows = x.shape[1] * g.kernel_h * g.kernel_w
+    v.allocatable((N, K, g.out_h, g.out_w), x.dtype, "output")
     out = np.empty((N, K, g.out_h, g.out_w), dtype=x.dtype)
+    _check_blas_limits(g)
     num_threads = get_num_threads()
     band_rows = _band_rows(col_rows, g, x.dtype.itemsize)
     workspace = _workspace(num_threads, col_rows, band_rows, g, x.dtype)
@@ -94,6 +105,7 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
     """
     x, weight, _, g, groups = v.conv2d_args(x, weight, None, stride, padding, dilation, groups)
     v.choice(algorithm, "algorithm", ALGORITHMS)
+    _check_blas_limits(g)
     N, K = x.shape[0], weight.shape[0]
     grad_output = v.grad_output_array(grad_output, (N, K, g.out_h, g.out_w), x.dtype)
     col_rows = x.shape[1] * g.kernel_h * g.kernel_w

@@ -44,7 +44,8 @@ cdef inline void fill_columns(const floating* image, Py_ssize_t C, Py_ssize_t H,
 
 def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, ::1] weight,
                    floating[:, :, ::1] out, floating[:, ::1] workspace,
-                   int kh, int kw, int sh, int sw, int pt, int pl, int dh, int dw,
+                   Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pt, Py_ssize_t pl,
+                   Py_ssize_t dh, Py_ssize_t dw,
                    Py_ssize_t out_w, Py_ssize_t band_rows, int num_threads):
     """out (N, K, Ho*Wo) = conv(x, weight). workspace: (num_threads, C*kh*kw*band_rows*out_w)."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
@@ -104,8 +105,8 @@ cdef inline void backward_band(const floating* image, const floating* weight, co
 def conv2d_backward(const floating[:, :, :, ::1] x, const floating[:, :, ::1] weight,
                     const floating[:, :, ::1] grad_out, floating[:, :, :, ::1] grad_x,
                     floating[:, :, :, ::1] grad_w_parts, floating[:, ::1] workspace,
-                    int kh, int kw, int sh, int sw, int pt, int pl, int dh, int dw,
-                    Py_ssize_t out_w, Py_ssize_t band_rows, int num_threads):
+                    Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pt, Py_ssize_t pl,
+                    Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t out_w, Py_ssize_t band_rows, int num_threads):
     """grad_x (zero on entry) and grad_w_parts (num_threads, G, K/G, C/G*kh*kw; zero on
     entry, summed by the caller) from grad_out (N, K, Ho*Wo).
 

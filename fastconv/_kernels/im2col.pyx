@@ -7,7 +7,8 @@ from fastconv._kernels._columns cimport Window, col2im_row, im2col_row
 
 
 def im2col(const floating[:, :, :, ::1] x, floating[:, :, ::1] cols,
-           int kh, int kw, int sh, int sw, int pt, int pl, int dh, int dw,
+           Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pt, Py_ssize_t pl,
+           Py_ssize_t dh, Py_ssize_t dw,
            Py_ssize_t out_w, int num_threads):
     """cols (N, C*kh*kw, Ho*out_w) <- x (N, C, H, W). Every element is written."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
@@ -24,7 +25,8 @@ def im2col(const floating[:, :, :, ::1] x, floating[:, :, ::1] cols,
 
 
 def col2im(const floating[:, :, ::1] cols, floating[:, :, :, ::1] x,
-           int kh, int kw, int sh, int sw, int pt, int pl, int dh, int dw,
+           Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pt, Py_ssize_t pl,
+           Py_ssize_t dh, Py_ssize_t dw,
            Py_ssize_t out_w, int num_threads):
     """x (N, C, H, W), zero on entry, += fold(cols). One thread owns each (n, c)
     plane, so overlapping windows are summed without races."""
