@@ -32,8 +32,8 @@ MISSING_SKLEARN = (
 def load_digits(test_fraction=0.2, seed=0, dtype=np.float32):
     """scikit-learn's 8x8 digits as ``(x_train, y_train, x_test, y_test)``.
 
-    Images are (N, 1, 8, 8) scaled to [0, 1]; the split is stratified-free,
-    random with `seed`. Raises `MissingScikitLearn` (an ImportError) with
+    Images are (N, 1, 8, 8) scaled to [0, 1]; labels are int64 in 0..9. The
+    split is a random permutation drawn with `seed` (not stratified). Raises `MissingScikitLearn` (an ImportError) with
     install instructions when scikit-learn is missing.
     """
     try:
