@@ -164,9 +164,10 @@ def main(epochs=10, batch_size=32, threads=None, seed=0, lr=3e-3, reference_step
 
 
 def _run(x_train, y_train, x_test, y_test, epochs, batch_size, seed, lr, reference_steps, out, stream):
+    threads = fastconv.get_num_threads()
     model = lenet(rng=seed)
     out(f"fastconv {fastconv.__version__}: training a LeNet-style CNN on scikit-learn's 8x8 digits "
-        f"({len(y_train)} training, {len(y_test)} test images), {fastconv.get_num_threads()} threads")
+        f"({len(y_train)} training, {len(y_test)} test images), {threads} thread{'s' if threads > 1 else ''}")
     out(f"{model.num_params():,} parameters, batch size {batch_size}, {epochs} epochs, Adam lr {lr}")
     stats = train(model, x_train, y_train, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                   x_test=x_test, y_test=y_test, stream=stream)
