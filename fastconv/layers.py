@@ -10,7 +10,8 @@ turns dropout off.
 The ops come from a backend module: `fastconv` by default, or any module with
 the same functions, e.g. `fastconv.reference` (pure NumPy) to compare speeds::
 
-    model.set_backend(fastconv.reference)
+    from fastconv import reference
+    model.set_backend(reference)
 """
 import numpy as np
 
@@ -69,9 +70,12 @@ class Layer:
 
     # -- the interface -------------------------------------------------------
     def forward(self, x, training=True):
+        """The layer's output for the batch `x`; with `training`, keep what `backward` needs."""
         return x
 
     def backward(self, grad_output):
+        """The gradient for the input of the last training `forward`, given the
+        gradient for its output; fills `grads` with the parameters' gradients."""
         return grad_output
 
     def __call__(self, x, training=True):
