@@ -15,7 +15,7 @@ row-major, a candidate replaces the running max when it is larger or NaN
 """
 from cython cimport floating
 from cython.parallel cimport prange
-from libc.math cimport INFINITY
+from libc.math cimport INFINITY, NAN
 from libc.stdint cimport int64_t
 from libc.string cimport memset
 
@@ -43,6 +43,112 @@ cdef inline bint _takes(floating v, floating m) noexcept nogil:
 # ---------------------------------------------------------------------------
 # Max pooling
 
+# Fused loops for the common 2x2 and 3x3 stride-2 windows, in plain C: one pass
+# over the output width with every window element in registers, which the
+# compiler vectorises (deinterleaving the stride-2 loads with shufps). Plain C
+# because `v > m ? v : m` then compiles to maxps/maxpd, where Cython's if/else
+# form becomes a four-instruction blend. maxps drops a NaN in v, so the max
+# loops flag NaNs separately (x != x) and put one back: NaN still propagates.
+# Sums run in torch's order (row-major) and divide once, as torch does.
+cdef extern from *:
+    """
+    #define FASTCONV_MAX(v, m) ((v) > (m) ? (v) : (m))
+    #define FASTCONV_POOL_LOOPS(T, NAME)                                                       \
+    static void fastconv_max_2x2s2_##NAME(T *dst, const T *r0, const T *r1,                    \
+                                          Py_ssize_t lo, Py_ssize_t hi) {                      \
+        for (Py_ssize_t ow = lo; ow < hi; ow++) {                                              \
+            T a = r0[2 * ow], b = r0[2 * ow + 1], c = r1[2 * ow], d = r1[2 * ow + 1];          \
+            int nan = (a != a) | (b != b) | (c != c) | (d != d);                               \
+            T m = FASTCONV_MAX(FASTCONV_MAX(a, b), FASTCONV_MAX(c, d));                        \
+            dst[ow] = nan ? (T)NAN : m;                                                        \
+        }                                                                                      \
+    }                                                                                          \
+    static void fastconv_max_3x3s2_##NAME(T *dst, const T *r0, const T *r1, const T *r2,       \
+                                          Py_ssize_t lo, Py_ssize_t hi) {                      \
+        for (Py_ssize_t ow = lo; ow < hi; ow++) {                                              \
+            T a = r0[2 * ow], b = r0[2 * ow + 1], c = r0[2 * ow + 2];                          \
+            T d = r1[2 * ow], e = r1[2 * ow + 1], f = r1[2 * ow + 2];                          \
+            T g = r2[2 * ow], h = r2[2 * ow + 1], i = r2[2 * ow + 2];                          \
+            int nan = (a != a) | (b != b) | (c != c) | (d != d) | (e != e) | (f != f)          \
+                      | (g != g) | (h != h) | (i != i);                                        \
+            T m = FASTCONV_MAX(FASTCONV_MAX(FASTCONV_MAX(a, b), FASTCONV_MAX(c, d)),           \
+                               FASTCONV_MAX(FASTCONV_MAX(e, f),                                \
+                                            FASTCONV_MAX(g, FASTCONV_MAX(h, i))));             \
+            dst[ow] = nan ? (T)NAN : m;                                                        \
+        }                                                                                      \
+    }                                                                                          \
+    static void fastconv_avg_2x2s2_##NAME(T *dst, const T *r0, const T *r1,                    \
+                                          Py_ssize_t lo, Py_ssize_t hi, T div) {               \
+        for (Py_ssize_t ow = lo; ow < hi; ow++)                                                \
+            dst[ow] = (((r0[2 * ow] + r0[2 * ow + 1]) + r1[2 * ow]) + r1[2 * ow + 1]) / div;   \
+    }                                                                                          \
+    static void fastconv_avg_3x3s2_##NAME(T *dst, const T *r0, const T *r1, const T *r2,       \
+                                          Py_ssize_t lo, Py_ssize_t hi, T div) {               \
+        for (Py_ssize_t ow = lo; ow < hi; ow++)                                                \
+            dst[ow] = ((((((((r0[2 * ow] + r0[2 * ow + 1]) + r0[2 * ow + 2])                   \
+                            + r1[2 * ow]) + r1[2 * ow + 1]) + r1[2 * ow + 2])                  \
+                         + r2[2 * ow]) + r2[2 * ow + 1]) + r2[2 * ow + 2]) / div;              \
+    }                                                                                          \
+    /* row[ow*2 + j] += g[ow] for j < 2 (windows side by side) */                              \
+    static void fastconv_spread_2s2_##NAME(T *row, const T *g, Py_ssize_t lo, Py_ssize_t hi) { \
+        for (Py_ssize_t ow = lo; ow < hi; ow++) {                                              \
+            row[2 * ow] += g[ow];                                                              \
+            row[2 * ow + 1] += g[ow];                                                          \
+        }                                                                                      \
+    }                                                                                          \
+    /* row[ow*2 + j] += g[ow] for j < 3: windows overlap by one column, so gather */           \
+    /* per input column (no dependence between iterations, unlike the scatter). */             \
+    static void fastconv_spread_3s2_##NAME(T *row, const T *g, Py_ssize_t lo, Py_ssize_t hi) { \
+        if (lo >= hi) return;                                                                  \
+        row[2 * lo] += g[lo];                                                                  \
+        row[2 * lo + 1] += g[lo];                                                              \
+        for (Py_ssize_t q = lo + 1; q < hi; q++) {                                             \
+            row[2 * q] += g[q - 1] + g[q];                                                     \
+            row[2 * q + 1] += g[q];                                                            \
+        }                                                                                      \
+        row[2 * hi] += g[hi - 1];                                                              \
+    }
+    FASTCONV_POOL_LOOPS(float, f)
+    FASTCONV_POOL_LOOPS(double, d)
+    """
+    void fastconv_max_2x2s2_f(float* dst, const float* r0, const float* r1,
+                              Py_ssize_t lo, Py_ssize_t hi) noexcept nogil
+    void fastconv_max_2x2s2_d(double* dst, const double* r0, const double* r1,
+                              Py_ssize_t lo, Py_ssize_t hi) noexcept nogil
+    void fastconv_max_3x3s2_f(float* dst, const float* r0, const float* r1, const float* r2,
+                              Py_ssize_t lo, Py_ssize_t hi) noexcept nogil
+    void fastconv_max_3x3s2_d(double* dst, const double* r0, const double* r1, const double* r2,
+                              Py_ssize_t lo, Py_ssize_t hi) noexcept nogil
+    void fastconv_avg_2x2s2_f(float* dst, const float* r0, const float* r1,
+                              Py_ssize_t lo, Py_ssize_t hi, float div) noexcept nogil
+    void fastconv_avg_2x2s2_d(double* dst, const double* r0, const double* r1,
+                              Py_ssize_t lo, Py_ssize_t hi, double div) noexcept nogil
+    void fastconv_avg_3x3s2_f(float* dst, const float* r0, const float* r1, const float* r2,
+                              Py_ssize_t lo, Py_ssize_t hi, float div) noexcept nogil
+    void fastconv_avg_3x3s2_d(double* dst, const double* r0, const double* r1, const double* r2,
+                              Py_ssize_t lo, Py_ssize_t hi, double div) noexcept nogil
+    void fastconv_spread_2s2_f(float* row, const float* g, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil
+    void fastconv_spread_2s2_d(double* row, const double* g, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil
+    void fastconv_spread_3s2_f(float* row, const float* g, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil
+    void fastconv_spread_3s2_d(double* row, const double* g, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil
+
+
+cdef inline void _max_2x2s2(floating* dst, const floating* r0, const floating* r1,
+                            Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+    if floating is float:
+        fastconv_max_2x2s2_f(dst, r0, r1, lo, hi)
+    else:
+        fastconv_max_2x2s2_d(dst, r0, r1, lo, hi)
+
+
+cdef inline void _max_3x3s2(floating* dst, const floating* r0, const floating* r1, const floating* r2,
+                            Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+    if floating is float:
+        fastconv_max_3x3s2_f(dst, r0, r1, r2, lo, hi)
+    else:
+        fastconv_max_3x3s2_d(dst, r0, r1, r2, lo, hi)
+
+
 cdef inline void _max_row_first(floating* dst, const floating* src, Py_ssize_t lo, Py_ssize_t hi,
                                 Py_ssize_t sw) noexcept nogil:
     cdef Py_ssize_t ow
@@ -57,21 +163,6 @@ cdef inline void _max_row(floating* dst, const floating* src, Py_ssize_t lo, Py_
     for ow in range(lo, hi):
         v = src[ow * sw]
         m = dst[ow]
-        dst[ow] = v if _takes(v, m) else m
-
-
-cdef inline void _max_2x2s2(floating* dst, const floating* r0, const floating* r1,
-                            Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
-    # The common 2x2 stride-2 window in one pass: four loads, three selects.
-    cdef Py_ssize_t ow
-    cdef floating m, v
-    for ow in range(lo, hi):
-        m = r0[2 * ow]
-        v = r0[2 * ow + 1]
-        m = v if _takes(v, m) else m
-        v = r1[2 * ow]
-        m = v if _takes(v, m) else m
-        v = r1[2 * ow + 1]
         dst[ow] = v if _takes(v, m) else m
 
 
@@ -95,6 +186,81 @@ cdef inline void _max_row_indexed(floating* dst, int64_t* idx, const floating* s
         idx[ow] = base + ow * sw if t else idx[ow]
 
 
+cdef inline void _max_pool_row(const floating* plane, floating* dst, int64_t* dst_idx, bint with_indices,
+                               Py_ssize_t oh, Py_ssize_t H, Py_ssize_t W, Py_ssize_t out_w,
+                               Py_ssize_t c_lo, Py_ssize_t c_hi, int kh, int kw, int sh, int sw,
+                               int pt, int pl, int dh, int dw) noexcept nogil:
+    """One output row: interior columns by contiguous passes, border columns clipped."""
+    cdef Py_ssize_t ih0 = oh * sh - pt, i_lo, i_hi, i, j, ih, off, t, ow, iw0, iw, j_lo, j_hi
+    cdef const floating* row
+    cdef bint started
+    cdef floating v, m
+    cdef int64_t k
+    if ih0 >= 0 and ih0 + (kh - 1) * dh < H:
+        i_lo, i_hi = 0, kh
+    else:
+        i_lo = _first(ih0, dh)
+        i_hi = _end(ih0, dh, H, kh)
+    if c_lo < c_hi:
+        row = plane + ih0 * W - pl
+        if not with_indices and dh == 1 and dw == 1 and sw == 2 and i_lo == 0 and i_hi == kh and kh == kw == 2:
+            _max_2x2s2(dst, row, row + W, c_lo, c_hi)
+        elif not with_indices and dh == 1 and dw == 1 and sw == 2 and i_lo == 0 and i_hi == kh and kh == kw == 3:
+            _max_3x3s2(dst, row, row + W, row + 2 * W, c_lo, c_hi)
+        else:
+            for i in range(i_lo, i_hi):
+                ih = ih0 + i * dh
+                for j in range(kw):
+                    off = j * dw - pl
+                    if with_indices:
+                        _max_row_indexed(dst, dst_idx, plane + ih * W + off, c_lo, c_hi, sw,
+                                         ih * W + off, i == i_lo and j == 0)
+                    elif i == i_lo and j == 0:
+                        if sw == 1:
+                            _max_row_first(dst, plane + ih * W + off, c_lo, c_hi, 1)
+                        elif sw == 2:
+                            _max_row_first(dst, plane + ih * W + off, c_lo, c_hi, 2)
+                        else:
+                            _max_row_first(dst, plane + ih * W + off, c_lo, c_hi, sw)
+                    elif sw == 1:
+                        _max_row(dst, plane + ih * W + off, c_lo, c_hi, 1)
+                    elif sw == 2:
+                        _max_row(dst, plane + ih * W + off, c_lo, c_hi, 2)
+                    else:
+                        _max_row(dst, plane + ih * W + off, c_lo, c_hi, sw)
+    # Border columns (windows that reach into the padding): clip to the input.
+    for t in range(out_w - (c_hi - c_lo)):
+        ow = t if t < c_lo else t + (c_hi - c_lo)
+        iw0 = ow * sw - pl
+        j_lo = _first(iw0, dw)
+        j_hi = _end(iw0, dw, W, kw)
+        started = False
+        m = -INFINITY
+        k = 0
+        for i in range(i_lo, i_hi):
+            ih = ih0 + i * dh
+            for j in range(j_lo, j_hi):
+                iw = iw0 + j * dw
+                v = plane[ih * W + iw]
+                if not started or _takes(v, m):
+                    m = v
+                    k = ih * W + iw
+                    started = True
+        dst[ow] = m
+        if with_indices:
+            dst_idx[ow] = k
+
+
+cdef inline Py_ssize_t _row_blocks(Py_ssize_t planes, Py_ssize_t rows, int num_threads) noexcept nogil:
+    """Blocks per plane: whole planes when there are plenty, else enough row blocks
+    to give every thread several tasks."""
+    cdef Py_ssize_t want = 4 * num_threads
+    if planes >= want:
+        return 1
+    want = (want + planes - 1) // planes
+    return want if want < rows else rows
+
+
 def max_pool2d(const floating[:, :, ::1] x, floating[:, :, ::1] out, int64_t[:, :, ::1] indices,
                bint with_indices, int kh, int kw, int sh, int sw, int pt, int pl, int dh, int dw,
                int num_threads):
@@ -103,13 +269,7 @@ def max_pool2d(const floating[:, :, ::1] x, floating[:, :, ::1] out, int64_t[:, 
     Every window must contain at least one input element."""
     cdef Py_ssize_t P = x.shape[0], H = x.shape[1], W = x.shape[2]
     cdef Py_ssize_t out_h = out.shape[1], out_w = out.shape[2]
-    cdef Py_ssize_t task, t, p, oh, ow, i, j, ih0, iw0, i_lo, i_hi, j_lo, j_hi, c_lo, c_hi, off, k
-    cdef Py_ssize_t ih, iw
-    cdef bint started, fast_2x2
-    cdef floating* dst
-    cdef int64_t* dst_idx
-    cdef const floating* plane
-    cdef floating v, m
+    cdef Py_ssize_t task, p, blk, oh, oh_end, c_lo, c_hi, blocks, rows_per_block
     if P == 0 or out_h == 0 or out_w == 0:
         return
     # Interior output columns: every window column inside [0, W).
@@ -117,62 +277,17 @@ def max_pool2d(const floating[:, :, ::1] x, floating[:, :, ::1] out, int64_t[:, 
     c_hi = _end(-pl + (kw - 1) * dw, sw, W, out_w)
     if c_lo > c_hi:
         c_lo = c_hi
-    fast_2x2 = kh == 2 and kw == 2 and sh == 2 and sw == 2 and dh == 1 and dw == 1 and not with_indices
-    for task in prange(P * out_h, nogil=True, schedule="static", num_threads=num_threads):
-        p = task // out_h
-        oh = task % out_h
-        plane = &x[p, 0, 0]
-        dst = &out[p, oh, 0]
-        dst_idx = &indices[p, oh, 0] if with_indices else NULL
-        ih0 = oh * sh - pt
-        i_lo = _first(ih0, dh)
-        i_hi = _end(ih0, dh, H, kh)
-        # Interior columns, one contiguous pass per window element.
-        if c_lo < c_hi:
-            if fast_2x2 and i_hi - i_lo == 2:
-                _max_2x2s2(dst, plane + ih0 * W - pl, plane + (ih0 + 1) * W - pl, c_lo, c_hi)
-            else:
-                for i in range(i_lo, i_hi):
-                    ih = ih0 + i * dh
-                    for j in range(kw):
-                        off = j * dw - pl
-                        if with_indices:
-                            _max_row_indexed(dst, dst_idx, plane + ih * W + off, c_lo, c_hi, sw,
-                                             ih * W + off, i == i_lo and j == 0)
-                        elif i == i_lo and j == 0:
-                            if sw == 1:
-                                _max_row_first(dst, plane + ih * W + off, c_lo, c_hi, 1)
-                            elif sw == 2:
-                                _max_row_first(dst, plane + ih * W + off, c_lo, c_hi, 2)
-                            else:
-                                _max_row_first(dst, plane + ih * W + off, c_lo, c_hi, sw)
-                        elif sw == 1:
-                            _max_row(dst, plane + ih * W + off, c_lo, c_hi, 1)
-                        elif sw == 2:
-                            _max_row(dst, plane + ih * W + off, c_lo, c_hi, 2)
-                        else:
-                            _max_row(dst, plane + ih * W + off, c_lo, c_hi, sw)
-        # Border columns: clip the window to the input.
-        for t in range(out_w - (c_hi - c_lo)):
-            ow = t if t < c_lo else t + (c_hi - c_lo)
-            iw0 = ow * sw - pl
-            j_lo = _first(iw0, dw)
-            j_hi = _end(iw0, dw, W, kw)
-            started = False
-            m = -INFINITY
-            k = 0
-            for i in range(i_lo, i_hi):
-                ih = ih0 + i * dh
-                for j in range(j_lo, j_hi):
-                    iw = iw0 + j * dw
-                    v = plane[ih * W + iw]
-                    if not started or _takes(v, m):
-                        m = v
-                        k = ih * W + iw
-                        started = True
-            dst[ow] = m
-            if with_indices:
-                dst_idx[ow] = k
+    blocks = _row_blocks(P, out_h, num_threads)
+    rows_per_block = (out_h + blocks - 1) // blocks
+    for task in prange(P * blocks, nogil=True, schedule="static", num_threads=num_threads):
+        p = task // blocks
+        blk = task % blocks
+        oh_end = (blk + 1) * rows_per_block
+        if oh_end > out_h:
+            oh_end = out_h
+        for oh in range(blk * rows_per_block, oh_end):
+            _max_pool_row(&x[p, 0, 0], &out[p, oh, 0], &indices[p, oh, 0] if with_indices else NULL,
+                          with_indices, oh, H, W, out_w, c_lo, c_hi, kh, kw, sh, sw, pt, pl, dh, dw)
 
 
 def max_pool2d_backward(const floating[:, ::1] grad_output, const int64_t[:, ::1] indices,
@@ -209,9 +324,9 @@ def max_pool2d_backward(const floating[:, ::1] grad_output, const int64_t[:, ::1
 # ---------------------------------------------------------------------------
 # Average / sum pooling
 #
-# The divisor of window (oh, ow) is torch's: `divisor` when given (> 0 here
-# means "override", sum pooling passes 1), else the window's height times
-# width, clipped to the padded input (count_include_pad) or to the input.
+# The divisor of window (oh, ow) is torch's: `divisor` when non-zero (an
+# override; sum pooling passes 1), else the window's height times width,
+# clipped to the padded input (count_include_pad) or to the input.
 
 cdef inline Py_ssize_t _count(Py_ssize_t start, Py_ssize_t k, Py_ssize_t n, Py_ssize_t pad,
                               bint include_pad) noexcept nogil:
@@ -226,6 +341,22 @@ cdef inline Py_ssize_t _count(Py_ssize_t start, Py_ssize_t k, Py_ssize_t n, Py_s
     if end > n:
         end = n
     return end - start
+
+
+cdef inline void _avg_2x2s2(floating* dst, const floating* r0, const floating* r1,
+                            Py_ssize_t lo, Py_ssize_t hi, floating div) noexcept nogil:
+    if floating is float:
+        fastconv_avg_2x2s2_f(dst, r0, r1, lo, hi, div)
+    else:
+        fastconv_avg_2x2s2_d(dst, r0, r1, lo, hi, div)
+
+
+cdef inline void _avg_3x3s2(floating* dst, const floating* r0, const floating* r1, const floating* r2,
+                            Py_ssize_t lo, Py_ssize_t hi, floating div) noexcept nogil:
+    if floating is float:
+        fastconv_avg_3x3s2_f(dst, r0, r1, r2, lo, hi, div)
+    else:
+        fastconv_avg_3x3s2_d(dst, r0, r1, r2, lo, hi, div)
 
 
 cdef inline void _sum_row(floating* dst, const floating* src, Py_ssize_t lo, Py_ssize_t hi,
@@ -245,60 +376,71 @@ cdef inline void _divide_row(floating* dst, Py_ssize_t lo, Py_ssize_t hi, floati
         dst[ow] = dst[ow] / d
 
 
+cdef inline void _avg_pool_row(const floating* plane, floating* dst, Py_ssize_t oh, Py_ssize_t H,
+                               Py_ssize_t W, Py_ssize_t out_w, Py_ssize_t c_lo, Py_ssize_t c_hi,
+                               int kh, int kw, int sh, int sw, int pt, int pl,
+                               bint count_include_pad, long long divisor) noexcept nogil:
+    """One output row: interior columns by contiguous passes, border columns clipped."""
+    cdef Py_ssize_t ih0 = oh * sh - pt, i_lo, i_hi, i, j, t, ow, iw0, j_lo, j_hi
+    cdef Py_ssize_t rows = _count(ih0, kh, H, pt, count_include_pad)
+    cdef const floating* row = plane + ih0 * W - pl
+    cdef floating s, d
+    i_lo = _first(ih0, 1)
+    i_hi = _end(ih0, 1, H, kh)
+    if c_lo < c_hi:
+        # Interior windows are kw wide whether or not padding counts.
+        d = <floating> divisor if divisor else <floating> (rows * kw)
+        if sw == 2 and kh == kw == 2 and i_lo == 0 and i_hi == 2:
+            _avg_2x2s2(dst, row, row + W, c_lo, c_hi, d)
+        elif sw == 2 and kh == kw == 3 and i_lo == 0 and i_hi == 3:
+            _avg_3x3s2(dst, row, row + W, row + 2 * W, c_lo, c_hi, d)
+        else:
+            for i in range(i_lo, i_hi):
+                for j in range(kw):
+                    if sw == 1:
+                        _sum_row(dst, row + i * W + j, c_lo, c_hi, 1, i == i_lo and j == 0)
+                    elif sw == 2:
+                        _sum_row(dst, row + i * W + j, c_lo, c_hi, 2, i == i_lo and j == 0)
+                    else:
+                        _sum_row(dst, row + i * W + j, c_lo, c_hi, sw, i == i_lo and j == 0)
+            if d != 1:
+                _divide_row(dst, c_lo, c_hi, d)
+    for t in range(out_w - (c_hi - c_lo)):
+        ow = t if t < c_lo else t + (c_hi - c_lo)
+        iw0 = ow * sw - pl
+        j_lo = _first(iw0, 1)
+        j_hi = _end(iw0, 1, W, kw)
+        s = 0
+        for i in range(i_lo, i_hi):
+            for j in range(j_lo, j_hi):
+                s = s + plane[(ih0 + i) * W + iw0 + j]
+        d = <floating> divisor if divisor else <floating> (rows * _count(iw0, kw, W, pl, count_include_pad))
+        dst[ow] = s / d
+
+
 def avg_pool2d(const floating[:, :, ::1] x, floating[:, :, ::1] out, int kh, int kw, int sh, int sw,
                int pt, int pl, bint count_include_pad, long long divisor, int num_threads):
-    """out[p, oh, ow] = sum of x[p] under window (oh, ow) / divisor (see above);
-    `divisor` = 0: torch's default divisor, otherwise that constant (1: sum pooling)."""
+    """out[p, oh, ow] = sum of x[p] under window (oh, ow) / divisor (see above)."""
     cdef Py_ssize_t P = x.shape[0], H = x.shape[1], W = x.shape[2]
     cdef Py_ssize_t out_h = out.shape[1], out_w = out.shape[2]
-    cdef Py_ssize_t task, t, p, oh, ow, i, j, ih0, iw0, i_lo, i_hi, j_lo, j_hi, c_lo, c_hi, off, ih
-    cdef Py_ssize_t rows
-    cdef floating* dst
-    cdef const floating* plane
-    cdef floating s, d
+    cdef Py_ssize_t task, p, blk, oh, oh_end, c_lo, c_hi, blocks, rows_per_block
     if P == 0 or out_h == 0 or out_w == 0:
         return
     c_lo = _first(-pl, sw)
     c_hi = _end(-pl + kw - 1, sw, W, out_w)
     if c_lo > c_hi:
         c_lo = c_hi
-    for task in prange(P * out_h, nogil=True, schedule="static", num_threads=num_threads):
-        p = task // out_h
-        oh = task % out_h
-        plane = &x[p, 0, 0]
-        dst = &out[p, oh, 0]
-        ih0 = oh * sh - pt
-        i_lo = _first(ih0, 1)
-        i_hi = _end(ih0, 1, H, kh)
-        rows = _count(ih0, kh, H, pt, count_include_pad)
-        if c_lo < c_hi:
-            for i in range(i_lo, i_hi):
-                for j in range(kw):
-                    off = (ih0 + i) * W + j - pl
-                    if sw == 1:
-                        _sum_row(dst, plane + off, c_lo, c_hi, 1, i == i_lo and j == 0)
-                    elif sw == 2:
-                        _sum_row(dst, plane + off, c_lo, c_hi, 2, i == i_lo and j == 0)
-                    else:
-                        _sum_row(dst, plane + off, c_lo, c_hi, sw, i == i_lo and j == 0)
-            if divisor != 1:
-                # Interior windows are kw wide whether or not padding counts.
-                d = <floating> divisor if divisor else <floating> (rows * kw)
-                _divide_row(dst, c_lo, c_hi, d)
-        for t in range(out_w - (c_hi - c_lo)):
-            ow = t if t < c_lo else t + (c_hi - c_lo)
-            iw0 = ow * sw - pl
-            j_lo = _first(iw0, 1)
-            j_hi = _end(iw0, 1, W, kw)
-            s = 0
-            for i in range(i_lo, i_hi):
-                for j in range(j_lo, j_hi):
-                    s = s + plane[(ih0 + i) * W + iw0 + j]
-            if divisor:
-                d = <floating> divisor
-            else:
-                d = <floating> (rows * _count(iw0, kw, W, pl, count_include_pad))
-            dst[ow] = s / d if divisor != 1 else s
+    blocks = _row_blocks(P, out_h, num_threads)
+    rows_per_block = (out_h + blocks - 1) // blocks
+    for task in prange(P * blocks, nogil=True, schedule="static", num_threads=num_threads):
+        p = task // blocks
+        blk = task % blocks
+        oh_end = (blk + 1) * rows_per_block
+        if oh_end > out_h:
+            oh_end = out_h
+        for oh in range(blk * rows_per_block, oh_end):
+            _avg_pool_row(&x[p, 0, 0], &out[p, oh, 0], oh, H, W, out_w, c_lo, c_hi,
+                          kh, kw, sh, sw, pt, pl, count_include_pad, divisor)
 
 
 cdef inline void _scatter_row(floating* dst, const floating* g, Py_ssize_t lo, Py_ssize_t hi,
@@ -306,6 +448,30 @@ cdef inline void _scatter_row(floating* dst, const floating* g, Py_ssize_t lo, P
     cdef Py_ssize_t ow
     for ow in range(lo, hi):
         dst[ow * sw] += g[ow]
+
+
+cdef inline void _spread_row(floating* row, const floating* g, Py_ssize_t lo, Py_ssize_t hi,
+                             int kw, int sw) noexcept nogil:
+    """row[ow*sw + j] += g[ow] for the interior outputs ow in [lo, hi) and j < kw."""
+    cdef Py_ssize_t j
+    if sw == 2 and kw == 2:
+        if floating is float:
+            fastconv_spread_2s2_f(row, g, lo, hi)
+        else:
+            fastconv_spread_2s2_d(row, g, lo, hi)
+    elif sw == 2 and kw == 3:
+        if floating is float:
+            fastconv_spread_3s2_f(row, g, lo, hi)
+        else:
+            fastconv_spread_3s2_d(row, g, lo, hi)
+    else:
+        for j in range(kw):
+            if sw == 1:
+                _scatter_row(row + j, g, lo, hi, 1)
+            elif sw == 2:
+                _scatter_row(row + j, g, lo, hi, 2)
+            else:
+                _scatter_row(row + j, g, lo, hi, sw)
 
 
 def avg_pool2d_backward(const floating[:, :, ::1] grad_output, floating[:, :, ::1] grad_input,
@@ -337,20 +503,16 @@ def avg_pool2d_backward(const floating[:, :, ::1] grad_output, floating[:, :, ::
             i_lo = _first(ih0, 1)
             i_hi = _end(ih0, 1, H, kh)
             rows = _count(ih0, kh, H, pt, count_include_pad)
-            for ow in range(out_w):
-                if divisor:
-                    d = <floating> divisor
-                else:
+            d = <floating> divisor if divisor else <floating> (rows * kw)
+            for ow in range(c_lo, c_hi):
+                g[ow] = go[ow] / d
+            for t in range(out_w - (c_hi - c_lo)):
+                ow = t if t < c_lo else t + (c_hi - c_lo)
+                if not divisor:
                     d = <floating> (rows * _count(ow * sw - pl, kw, W, pl, count_include_pad))
-                g[ow] = go[ow] / d if divisor != 1 else go[ow]
+                g[ow] = go[ow] / d
             for i in range(i_lo, i_hi):
-                for j in range(kw):
-                    if sw == 1:
-                        _scatter_row(gi + (ih0 + i) * W + j - pl, g, c_lo, c_hi, 1)
-                    elif sw == 2:
-                        _scatter_row(gi + (ih0 + i) * W + j - pl, g, c_lo, c_hi, 2)
-                    else:
-                        _scatter_row(gi + (ih0 + i) * W + j - pl, g, c_lo, c_hi, sw)
+                _spread_row(gi + (ih0 + i) * W - pl, g, c_lo, c_hi, kw, sw)
                 for t in range(out_w - (c_hi - c_lo)):
                     ow = t if t < c_lo else t + (c_hi - c_lo)
                     iw0 = ow * sw - pl
