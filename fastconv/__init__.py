@@ -15,6 +15,10 @@ from fastconv.pooling import (
     sum_pool2d, sum_pool2d_backward,
 )
 from fastconv._config import show_config
+from fastconv.layers import (AvgPool2D, Conv2D, Dropout, Flatten, Linear, MaxPool2D, ReLU, Sequential,
+                             Sigmoid)
+from fastconv.losses import binary_log_loss, softmax_cross_entropy
+from fastconv.optim import SGD, Adam
 
 __all__ = [
     "__version__",
@@ -26,4 +30,7 @@ __all__ = [
     "output_size",
     "get_num_threads", "set_num_threads", "threads",
     "show_config",
+    "Conv2D", "Linear", "MaxPool2D", "AvgPool2D", "ReLU", "Sigmoid", "Flatten", "Dropout", "Sequential",
+    "softmax_cross_entropy", "binary_log_loss",
+    "SGD", "Adam",
 ]
