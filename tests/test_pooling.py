@@ -299,6 +299,7 @@ def test_avg_and_sum_pool_reject_bad_arguments(op, kwargs, exc, word):
 @pytest.mark.parametrize("kwargs, exc, word", [
     (dict(divisor_override=0), ValueError, "divisor_override"),
     (dict(divisor_override=1.5), TypeError, "divisor_override"),
+    (dict(divisor_override=2**70), ValueError, "divisor_override"),
     (dict(count_include_pad="no"), TypeError, "count_include_pad"),
 ])
 def test_avg_pool_rejects_bad_divisor_arguments(kwargs, exc, word):

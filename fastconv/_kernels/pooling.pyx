@@ -121,7 +121,10 @@ cdef extern from *:
             int first = c == m ? w : w + 1;                                                \
             first = b == m ? 1 : first;                                                        \
             first = a == m ? 0 : first;                                                        \
-            int last = d != d ? w + 1 : (c != c ? w : (b != b ? 1 : 0));                  \
+            int last = 0;                                                                      \
+            last = b != b ? 1 : last;                                                          \
+            last = c != c ? w : last;                                                          \
+            last = d != d ? w + 1 : last;                                                      \
             dst[ow] = nan ? (T)NAN : m;                                                        \
             idx[ow] = base + 2 * ow + (nan ? last : first);                                    \
         }                                                                                      \
@@ -280,8 +283,9 @@ cdef inline void _max_row_indexed(floating* dst, int64_t* idx, const floating* s
 
 cdef inline void _max_pool_row(const floating* plane, floating* dst, int64_t* dst_idx, bint with_indices,
                                Py_ssize_t oh, Py_ssize_t H, Py_ssize_t W, Py_ssize_t out_w,
-                               Py_ssize_t c_lo, Py_ssize_t c_hi, int kh, int kw, int sh, int sw,
-                               int pt, int pl, int dh, int dw) noexcept nogil:
+                               Py_ssize_t c_lo, Py_ssize_t c_hi, Py_ssize_t kh, Py_ssize_t kw,
+                               Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pt, Py_ssize_t pl,
+                               Py_ssize_t dh, Py_ssize_t dw) noexcept nogil:
     """One output row: interior columns by contiguous passes, border columns clipped."""
     cdef Py_ssize_t ih0 = oh * sh - pt, i_lo, i_hi, i, j, ih, off, t, ow, iw0, iw, j_lo, j_hi
     cdef const floating* row
@@ -365,7 +369,8 @@ cdef inline Py_ssize_t _row_blocks(Py_ssize_t planes, Py_ssize_t rows, int num_t
 
 
 def max_pool2d(const floating[:, :, ::1] x, floating[:, :, ::1] out, int64_t[:, :, ::1] indices,
-               bint with_indices, int kh, int kw, int sh, int sw, int pt, int pl, int dh, int dw,
+               bint with_indices, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
+               Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t dh, Py_ssize_t dw,
                int num_threads):
     """out[p, oh, ow] = max of x[p] under window (oh, ow); indices (flat in H*W) when
     `with_indices` (else `indices` is not touched and may be a dummy).
@@ -481,7 +486,8 @@ cdef inline void _divide_row(floating* dst, Py_ssize_t lo, Py_ssize_t hi, floati
 
 cdef inline void _avg_pool_row(const floating* plane, floating* dst, Py_ssize_t oh, Py_ssize_t H,
                                Py_ssize_t W, Py_ssize_t out_w, Py_ssize_t c_lo, Py_ssize_t c_hi,
-                               int kh, int kw, int sh, int sw, int pt, int pl,
+                               Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
+                               Py_ssize_t pt, Py_ssize_t pl,
                                bint count_include_pad, long long divisor) noexcept nogil:
     """One output row: interior columns by contiguous passes, border columns clipped."""
     cdef Py_ssize_t ih0 = oh * sh - pt, i_lo, i_hi, i, j, t, ow, iw0, j_lo, j_hi
@@ -521,8 +527,9 @@ cdef inline void _avg_pool_row(const floating* plane, floating* dst, Py_ssize_t 
         dst[ow] = s / d
 
 
-def avg_pool2d(const floating[:, :, ::1] x, floating[:, :, ::1] out, int kh, int kw, int sh, int sw,
-               int pt, int pl, bint count_include_pad, long long divisor, int num_threads):
+def avg_pool2d(const floating[:, :, ::1] x, floating[:, :, ::1] out,
+               Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
+               Py_ssize_t pt, Py_ssize_t pl, bint count_include_pad, long long divisor, int num_threads):
     """out[p, oh, ow] = sum of x[p] under window (oh, ow) / divisor (see above)."""
     cdef Py_ssize_t P = x.shape[0], H = x.shape[1], W = x.shape[2]
     cdef Py_ssize_t out_h = out.shape[1], out_w = out.shape[2]
@@ -554,7 +561,7 @@ cdef inline void _scatter_row(floating* dst, const floating* g, Py_ssize_t lo, P
 
 
 cdef inline void _spread_row(floating* row, const floating* g, Py_ssize_t lo, Py_ssize_t hi,
-                             int kw, int sw) noexcept nogil:
+                             Py_ssize_t kw, Py_ssize_t sw) noexcept nogil:
     """row[ow*sw + j] += g[ow] for the interior outputs ow in [lo, hi) and j < kw."""
     cdef Py_ssize_t j
     if sw == 2 and kw == 2:
@@ -578,7 +585,8 @@ cdef inline void _spread_row(floating* row, const floating* g, Py_ssize_t lo, Py
 
 
 def avg_pool2d_backward(const floating[:, :, ::1] grad_output, floating[:, :, ::1] grad_input,
-                        floating[:, ::1] scratch, int kh, int kw, int sh, int sw, int pt, int pl,
+                        floating[:, ::1] scratch, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh,
+                        Py_ssize_t sw, Py_ssize_t pt, Py_ssize_t pl,
                         bint count_include_pad, long long divisor, int num_threads):
     """The adjoint of `avg_pool2d` (same arguments); grad_input is fully overwritten.
     `scratch` is (num_threads, out_w): one row of scaled gradients per thread."""
