@@ -90,6 +90,7 @@ def max_pool2d_backward(grad_output, indices, input_shape):
     if unbatched:
         idx = idx[None]
     N, C, H, W = shape
+    v.allocatable(shape, gob.dtype, "grad_input")
     grad_input = np.empty(shape, dtype=gob.dtype)
     L = gob.shape[2] * gob.shape[3]
     bad = _kernel.max_pool2d_backward(gob.reshape(N * C, L), idx.reshape(N * C, L),
@@ -118,6 +119,7 @@ def _avg_backward(grad_output, input_shape, kernel_size, stride, padding, ceil_m
         raise ValueError(f"grad_output has shape {grad_output.shape}, but pooling input_shape "
                          f"{tuple(input_shape)} gives {g.out_h}x{g.out_w} outputs per plane")
     N, C, H, W = shape
+    v.allocatable(shape, gob.dtype, "grad_input")
     grad_input = np.empty(shape, dtype=gob.dtype)
     num_threads = num_threads_for(grad_input.size)
     scratch = np.empty((num_threads, g.out_w), dtype=gob.dtype)
@@ -267,6 +269,7 @@ def global_avg_pool2d_backward(grad_output, input_shape):
     grad_input : ndarray, shape `input_shape`, dtype of `grad_output`
     """
     go, shape = _global_grad(grad_output, input_shape)
+    v.allocatable(shape, go.dtype, "grad_input")
     grad_input = np.empty(shape, dtype=go.dtype)
     _kernel.global_avg_pool2d_backward(go.reshape(-1), grad_input.reshape(go.size, shape[-2] * shape[-1]),
                                        num_threads_for(grad_input.size))
@@ -320,6 +323,7 @@ def global_max_pool2d_backward(grad_output, indices, input_shape):
     idx = v.index_array(indices, go.shape)
     P = go.size
     HW = shape[-1] * shape[-2]
+    v.allocatable(shape, go.dtype, "grad_input")
     grad_input = np.empty(shape, dtype=go.dtype)
     bad = _kernel.max_pool2d_backward(go.reshape(P, 1), idx.reshape(P, 1), grad_input.reshape(P, HW),
                                       num_threads_for(grad_input.size))

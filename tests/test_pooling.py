@@ -349,6 +349,14 @@ def test_max_backward_rejects_out_of_range_indices_without_writing(bad):
         fastconv.global_max_pool2d_backward(go[..., :1, :1], idx[..., :1, :1] + bad, X.shape)
 
 
+def test_backward_with_an_unallocatable_input_shape_is_a_memory_error():
+    shape = (1, 1, 2**40, 2**40)
+    with pytest.raises(MemoryError, match="grad_input"):
+        fastconv.global_avg_pool2d_backward(np.zeros((1, 1, 1, 1)), shape)
+    with pytest.raises(MemoryError, match="grad_input"):
+        fastconv.max_pool2d_backward(np.zeros((1, 1, 1, 1)), np.zeros((1, 1, 1, 1), np.int64), shape)
+
+
 def test_max_backward_accepts_other_integer_index_dtypes(rng):
     x = rng.standard_normal((2, 3, 8, 8))
     y, idx = fastconv.max_pool2d(x, 3, 2, 1, return_indices=True)
