@@ -5,6 +5,7 @@ out as C-contiguous float32/float64 ndarrays (copied once if needed, never
 written to), sizes come out as checked tuples of Python ints, and every
 rejection is a ValueError/TypeError that names the argument and its value.
 """
+import math
 import numbers
 from typing import NamedTuple
 
@@ -12,6 +13,10 @@ import numpy as np
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _DTYPE_NAMES = "float32 or float64"
+
+#: Largest window argument (kernel_size, stride, padding, dilation, output_size):
+#: the kernels take these as C ints.
+MAX_SIZE = 2**31 - 1
 
 
 def _describe(value):
@@ -27,7 +32,10 @@ def float_array(x, name, ndim=None, dtype=None):
     if not isinstance(x, np.ndarray):
         if isinstance(x, (str, bytes)) or x is None:
             raise TypeError(f"{name} must be an array of {_DTYPE_NAMES}, got {_describe(x)}")
-        x = np.asarray(x)
+        try:
+            x = np.asarray(x)
+        except (ValueError, TypeError) as e:  # ragged nesting and the like
+            raise type(e)(f"{name} must be an array of {_DTYPE_NAMES}, got {_describe(x)} ({e})") from None
         # Python floats and lists of them arrive as float64: accept those.
     if x.dtype not in FLOAT_DTYPES:
         raise TypeError(f"{name} must have dtype {_DTYPE_NAMES}, got {x.dtype}")
@@ -41,24 +49,36 @@ def float_array(x, name, ndim=None, dtype=None):
     return np.ascontiguousarray(x)
 
 
-def integer(value, name, minimum=None):
+def integer(value, name, minimum=None, maximum=None):
     """A Python int from an int-like (bools, floats and strings are rejected)."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an int, got {_describe(value)}")
     value = int(value)
     if minimum is not None and value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be <= {maximum}, got {value}")
     return value
 
 
-def pair(value, name, minimum=None):
-    """(a, b) from an int or a pair of ints."""
+def pair(value, name, minimum=None, maximum=MAX_SIZE):
+    """(a, b) from an int or a pair of ints, each in [minimum, maximum]."""
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value[()]
     if isinstance(value, (tuple, list, np.ndarray)):
         if len(value) != 2:
             raise ValueError(f"{name} must be an int or a pair of ints, got {_describe(value)}")
-        return (integer(value[0], name, minimum), integer(value[1], name, minimum))
-    v = integer(value, name, minimum)
+        return (integer(value[0], name, minimum, maximum), integer(value[1], name, minimum, maximum))
+    v = integer(value, name, minimum, maximum)
     return (v, v)
+
+
+def allocatable(shape, dtype, what):
+    """Raise MemoryError if an array of `shape` exceeds the address space (NumPy would
+    raise a ValueError that names no argument)."""
+    nbytes = math.prod(shape) * np.dtype(dtype).itemsize
+    if nbytes > np.iinfo(np.intp).max:
+        raise MemoryError(f"cannot allocate the {what}: shape {tuple(shape)} needs {nbytes} bytes")
 
 
 def choice(value, name, choices):
@@ -151,17 +171,22 @@ def conv_padding(padding, kernel, stride, dilation):
     return (ph, ph), (pw, pw)
 
 
-def conv_geometry(in_hw, kernel_size, stride, padding, dilation):
-    """Check and normalise the window arguments of a convolution over an (H, W) map."""
-    kernel = pair(kernel_size, "kernel_size", minimum=1)
+def conv_geometry(in_hw, kernel_size, stride, padding, dilation, kernel_name="kernel_size"):
+    """Check and normalise the window arguments of a convolution over an (H, W) map.
+
+    `kernel_name` is what the messages call the kernel size (conv2d: the weight's).
+    """
+    kernel = pair(kernel_size, kernel_name, minimum=1)
     stride = pair(stride, "stride", minimum=1)
     dilation = pair(dilation, "dilation", minimum=1)
     (pt, pb), (pl, pr) = conv_padding(padding, kernel, stride, dilation)
+    if max(pt, pl) > MAX_SIZE:
+        raise ValueError(f"padding={padding!r} gives padding {(pt, pl)}, larger than {MAX_SIZE}")
     H, W = in_hw
     spans = [d * (k - 1) + 1 for k, d in zip(kernel, dilation)]
     if spans[0] > H + pt + pb or spans[1] > W + pl + pr:
         raise ValueError(
-            f"kernel_size {kernel} (dilation {dilation}, span {tuple(spans)}) is larger than "
+            f"{kernel_name} {kernel} (dilation {dilation}, span {tuple(spans)}) is larger than "
             f"the padded input {(H + pt + pb, W + pl + pr)}"
         )
     out_h = (H + pt + pb - spans[0]) // stride[0] + 1
@@ -198,7 +223,7 @@ def conv2d_args(x, weight, bias, stride, padding, dilation, groups):
             raise ValueError(f"bias must have shape ({K},), got {bias.shape}")
     if x.shape[2] == 0 or x.shape[3] == 0:
         raise ValueError(f"x must have non-zero height and width, got shape {x.shape}")
-    geom = conv_geometry(x.shape[2:], (kh, kw), stride, padding, dilation)
+    geom = conv_geometry(x.shape[2:], (kh, kw), stride, padding, dilation, "weight kernel_size")
     return x, weight, bias, geom, groups
 
 
