@@ -105,7 +105,7 @@ class _OpBenchmark:
     timeout = 300
     rounds = 1          # the suite is large and the machine small: asv's default is 2
     repeat = (1, 5, 10.0)
-    track_repeats = 5
+    speedup_repeats = 5
 
     def setup(self, *params):
         threads = params[-1]
@@ -157,7 +157,7 @@ class _OpBenchmark:
 
     def _speedup(self, other):
         impls = {"fastconv": self.impls["fastconv"], other: self._impl(other)}
-        t = interleaved_medians(impls, self.track_repeats)
+        t = interleaved_medians(impls, self.speedup_repeats)
         return t[other] / t["fastconv"]
 
     def track_speedup_reference(self, *params):
