@@ -42,6 +42,18 @@ def get_num_threads():
     return _default if n is None else n
 
 
+#: Work units (multiply-adds, or elements moved) worth one extra thread. Below
+#: this, waking a thread team and meeting at its barrier costs more than it
+#: saves: microseconds on an idle machine, far more when another process holds
+#: the cores (the team waits at the barrier for a descheduled member).
+WORK_PER_THREAD = 1 << 17
+
+
+def num_threads_for(work):
+    """Threads for an op of `work` units: `get_num_threads()`, fewer for small ops."""
+    return max(1, min(get_num_threads(), int(work) // WORK_PER_THREAD))
+
+
 def set_num_threads(n):
     """Set the process-wide number of threads for fastconv's kernels and BLAS calls."""
     global _default

@@ -3,7 +3,7 @@ import numpy as np
 
 from fastconv import _validation as v
 from fastconv._kernels import im2col as _kernel
-from fastconv._threads import get_num_threads
+from fastconv._threads import num_threads_for
 
 
 def im2col(x, kernel_size, stride=1, padding=0, dilation=1):
@@ -34,7 +34,7 @@ def im2col(x, kernel_size, stride=1, padding=0, dilation=1):
     cols = np.empty(shape, dtype=x.dtype)
     _kernel.im2col(batched, cols, g.kernel_h, g.kernel_w, g.stride_h, g.stride_w,
                    g.pad_top, g.pad_left, g.dilation_h, g.dilation_w, g.out_w,
-                   get_num_threads())
+                   num_threads_for(cols.size))
     return cols if x.ndim == 4 else cols[0]
 
 
@@ -74,5 +74,5 @@ def col2im(cols, output_size, kernel_size, stride=1, padding=0, dilation=1):
     x = np.zeros((N, rows // kk, H, W), dtype=cols.dtype)
     _kernel.col2im(batched, x, g.kernel_h, g.kernel_w, g.stride_h, g.stride_w,
                    g.pad_top, g.pad_left, g.dilation_h, g.dilation_w, g.out_w,
-                   get_num_threads())
+                   num_threads_for(batched.size))
     return x if cols.ndim == 3 else x[0]

@@ -9,7 +9,7 @@ import numpy as np
 
 from fastconv import _validation as v
 from fastconv._kernels import conv_gemm as _kernel
-from fastconv._threads import blas, get_num_threads
+from fastconv._threads import blas, num_threads_for
 
 #: Target size of one thread's column band: about half of a 2 MiB L2 cache, so
 #: the band is still cached when BLAS reads it.
@@ -77,7 +77,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, a
     v.allocatable((N, K, g.out_h, g.out_w), x.dtype, "output")
     out = np.empty((N, K, g.out_h, g.out_w), dtype=x.dtype)
     _check_blas_limits(g)
-    num_threads = get_num_threads()
+    num_threads = num_threads_for(out.size * (col_rows // groups))
     band_rows = _band_rows(col_rows, g, x.dtype.itemsize)
     workspace = _workspace(num_threads, col_rows, band_rows, g, x.dtype)
     with blas.single_threaded():
@@ -109,7 +109,7 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
     N, K = x.shape[0], weight.shape[0]
     grad_output = v.grad_output_array(grad_output, (N, K, g.out_h, g.out_w), x.dtype)
     col_rows = x.shape[1] * g.kernel_h * g.kernel_w
-    num_threads = get_num_threads()
+    num_threads = num_threads_for(2 * grad_output.size * (col_rows // groups))
     band_rows = _band_rows(col_rows, g, x.dtype.itemsize)
     workspace = _workspace(num_threads, col_rows, band_rows, g, x.dtype)
     grad_x = np.zeros_like(x)

@@ -46,3 +46,12 @@ else:
     settings.register_profile("sanitize", max_examples=15, **_common)
     settings.register_profile("long", max_examples=3000, **_common)
     settings.load_profile(__import__("os").environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+@pytest.fixture(autouse=True)
+def parallel_even_when_small(monkeypatch):
+    """Tests use small arrays; make every op use all its threads anyway, so the
+    parallel code paths (and any race in them) are what the tests exercise."""
+    from fastconv import _threads
+
+    monkeypatch.setattr(_threads, "WORK_PER_THREAD", 1)
