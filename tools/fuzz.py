@@ -28,6 +28,7 @@ import os
 import sys
 import time
 import traceback
+import warnings
 
 import numpy as np
 
@@ -224,6 +225,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     faulthandler.enable()
+    warnings.simplefilter("ignore", RuntimeWarning)  # NaN/inf/overflow in poisoned data is expected
     install_budget(int(args.budget_mb * 2**20))
     stats = Stats()
     cfg = settings(max_examples=args.batch, deadline=None, database=None, derandomize=False,
