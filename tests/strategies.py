@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field
 
 import numpy as np
+from hypothesis import assume
 from hypothesis import strategies as st
 
 import fastconv
@@ -49,7 +50,7 @@ def relayout(a, layout):
     if layout == "F":
         return np.asfortranarray(a)
     if layout == "strided":
-        big = np.full(tuple(2 * s + 1 for s in a.shape), np.nan, a.dtype)
+        big = np.full(tuple(2 * s + 1 for s in a.shape), np.nan if a.dtype.kind == "f" else -7, a.dtype)
         view = big[tuple(slice(1, None, 2) for _ in a.shape)]
         view[...] = a
         return view
@@ -186,6 +187,92 @@ def output_size_call(draw):
     return Call(dict(n=n, kernel_size=k, stride=s, padding=p, dilation=d, ceil_mode=ceil_mode))
 
 
+@st.composite
+def pool_window(draw, dilation=True):
+    """kernel, stride (or None), padding <= kernel // 2, dilation, ceil_mode, and an (H, W) they fit."""
+    kernel = draw(_pairs(1, 4))
+    stride = draw(st.one_of(st.none(), _pairs(1, 3)))
+    pad = tuple(draw(st.integers(0, k // 2)) for k in kernel)
+    dil = draw(_pairs(1, 2)) if dilation else (1, 1)
+    ceil_mode = draw(st.sampled_from([False, True, np.bool_(True)]))
+    hw = tuple(max(1, d * (k - 1) + 1 - 2 * p) + draw(st.integers(0, 6)) for k, p, d in zip(kernel, pad, dil))
+    try:  # with dilation a window can fall wholly in the padding: torch rejects that too
+        g = v.pool_geometry(hw, kernel, stride, pad, dil, bool(ceil_mode))
+    except ValueError:
+        assume(False)
+    kw = dict(kernel_size=draw(int_arg(*kernel)),
+              stride=None if stride is None else draw(int_arg(*stride)),
+              padding=draw(int_arg(*pad)), ceil_mode=ceil_mode)
+    if dilation:
+        kw["dilation"] = draw(int_arg(*dil))
+    return kw, hw, g
+
+
+@st.composite
+def pool_input_shape(draw, hw):
+    if draw(st.booleans()):
+        return (draw(st.integers(0, 3)),) + hw
+    return (draw(st.integers(0, 3)), draw(st.integers(0, 3))) + hw
+
+
+def _spell_shape(draw, shape):
+    return draw(st.sampled_from([tuple(shape), list(shape), np.array(shape)]))
+
+
+@st.composite
+def max_pool_call(draw):
+    dtype = draw(st.sampled_from(DTYPES))
+    kw, hw, g = draw(pool_window())
+    x = draw(arrays(draw(pool_input_shape(hw)), dtype))
+    return Call(dict(x=x, **kw, return_indices=draw(st.booleans())))
+
+
+@st.composite
+def max_pool_backward_call(draw):
+    dtype = draw(st.sampled_from(DTYPES))
+    kw, hw, g = draw(pool_window())
+    shape = draw(pool_input_shape(hw))
+    x = np.random.default_rng(draw(st.integers(0, 2**32 - 1))).standard_normal(shape).astype(dtype)
+    _, indices = reference.max_pool2d(x, **kw, return_indices=True)
+    go = draw(arrays(indices.shape, dtype))
+    return Call(dict(grad_output=go, indices=relayout(indices, draw(st.sampled_from(LAYOUTS))),
+                     input_shape=_spell_shape(draw, shape)))
+
+
+@st.composite
+def avg_pool_call(draw, kind="avg", backward=False):
+    dtype = draw(st.sampled_from(DTYPES))
+    kw, hw, g = draw(pool_window(dilation=False))
+    shape = draw(pool_input_shape(hw))
+    if kind == "avg":
+        kw["count_include_pad"] = draw(st.booleans())
+        kw["divisor_override"] = draw(st.one_of(st.none(), st.integers(1, 5), st.integers(-3, -1)))
+    if backward:
+        go = draw(arrays(shape[:-2] + (g.out_h, g.out_w), dtype))
+        return Call(dict(grad_output=go, input_shape=_spell_shape(draw, shape), **kw))
+    return Call(dict(x=draw(arrays(shape, dtype)), **kw))
+
+
+@st.composite
+def global_pool_call(draw, kind, backward=False):
+    dtype = draw(st.sampled_from(DTYPES))
+    hw = (draw(st.integers(1, 7)), draw(st.integers(1, 7)))
+    shape = draw(pool_input_shape(hw))
+    keepdims = draw(st.booleans())
+    if not backward:
+        kw = dict(x=draw(arrays(shape, dtype)), keepdims=keepdims)
+        if kind == "max":
+            kw["return_indices"] = draw(st.booleans())
+        return Call(kw)
+    lead = shape[:-2] + ((1, 1) if keepdims else ())
+    kw = dict(grad_output=draw(arrays(lead, dtype)))
+    if kind == "max":
+        x = np.random.default_rng(draw(st.integers(0, 2**32 - 1))).standard_normal(shape).astype(dtype)
+        kw["indices"] = reference.global_max_pool2d(x, keepdims=keepdims, return_indices=True)[1]
+    kw["input_shape"] = _spell_shape(draw, shape)
+    return Call(kw)
+
+
 # ---------------------------------------------------------------------------
 # References (where fastconv.reference takes a different form)
 
@@ -234,7 +321,12 @@ BAD = {
     "n": NOT_INT + [0, -1, -2**63, -10**30],
     "n0": NOT_INT + [-1, -2**63, -10**30],
     "bool": [],  # anything: truthiness, as in torch
+    "flag": [0, 1, None, "True", 1.0, np.int64(1), (True,), np.array([True])],
+    "divisor": [0, np.int64(0), 1.5, float("nan"), "2", True, (2,), 2**63, -2**63 - 1, 2**100, -10**30],
+    "shape": [None, "abc", 5, 2.0, (), (3,), (1, 2), (1, 2, 3, 4, 5), (1, 1, 0, 4), (1, 1, 4, 0), (-1, 1, 4, 4),
+              (1.0, 1, 4, 4), ("1", 1, 4, 4), (True, 1, 4, 4), [None, 1, 4, 4], {1, 2, 3}],
 }
+BAD["optsize"] = [b for b in BAD["size"] if b is not None]
 
 
 def _other(dtype):
@@ -270,8 +362,19 @@ class OpSpec:
         return [n for n, k in self.kinds.items() if k.startswith("array") or k.startswith("optarray")]
 
 
+def bad_indices(value):
+    a = np.asarray(value) if value is not None else np.zeros((1, 1, 1, 1), np.int64)
+    return [(None, ()), ("idx", ()), (a.astype(np.float64), ()), (a.astype(bool), ()), (a.astype(object), ()),
+            (np.zeros(a.shape + (1,), np.int64), ("grad_output",)), (np.zeros((1,) * 7, np.int64), ("grad_output",)),
+            (np.full(a.shape, -1, np.int64), ("input_shape",)) if a.size else (None, ()),
+            (np.full(a.shape, 2**40, np.int64), ("input_shape",)) if a.size else (None, ()),
+            (np.full(a.shape, 2**63 - 1, np.uint64), ("input_shape",)) if a.size else (None, ())]
+
+
 def bad_values(spec, call, name):
     kind = spec.kinds[name]
+    if kind == "indices":
+        return bad_indices(call.kwargs.get(name))
     if kind.startswith(("array", "optarray")):
         ndims = tuple(int(c) for c in kind.split(":")[1])
         partners = tuple(n for n in spec.arrays() if n != name)
@@ -370,6 +473,59 @@ OPS = [
     OpSpec("output_size", fastconv.output_size, output_size_reference, output_size_call(),
            dict(n="n", kernel_size="n", stride="n", padding="n0", dilation="n", ceil_mode="bool"), exact=True),
 ]
+
+
+def _pool_mismatches(backward=False, indices=False):
+    def pad_over_half(call):
+        return dict(kernel_size=(1, 1), padding=(1, 0)), ("kernel_size",)
+
+    def grad_shape(call):
+        go = call.kwargs["grad_output"]
+        return dict(grad_output=_grow(go, go.ndim - 1)), ("indices", "input_shape")
+
+    def batch_mismatch(call):
+        shape = tuple(int(n) for n in call.kwargs["input_shape"])
+        return dict(input_shape=(shape[0] + 1,) + shape[1:]), ("grad_output",)
+
+    if backward:
+        return [("grad_output", grad_shape), ("input_shape", batch_mismatch)] + \
+            ([] if indices else [("padding", pad_over_half)])
+    return [("padding", pad_over_half)]
+
+
+_POOL_KINDS = dict(kernel_size="size", stride="optsize", padding="padding", ceil_mode="flag")
+_AVG_KINDS = dict(_POOL_KINDS, count_include_pad="flag", divisor_override="divisor")
+
+if hasattr(fastconv, "max_pool2d"):
+    OPS += [
+        OpSpec("max_pool2d", fastconv.max_pool2d, reference.max_pool2d, max_pool_call(),
+               dict(x="array:34", **_POOL_KINDS, dilation="size", return_indices="flag"), exact=True,
+               mismatches=_pool_mismatches()),
+        OpSpec("max_pool2d_backward", fastconv.max_pool2d_backward, reference.max_pool2d_backward,
+               max_pool_backward_call(), dict(grad_output="array:34", indices="indices", input_shape="shape"),
+               mismatches=_pool_mismatches(True, True)[:1]),
+        OpSpec("avg_pool2d", fastconv.avg_pool2d, reference.avg_pool2d, avg_pool_call(),
+               dict(x="array:34", **_AVG_KINDS), mismatches=_pool_mismatches()),
+        OpSpec("avg_pool2d_backward", fastconv.avg_pool2d_backward, reference.avg_pool2d_backward,
+               avg_pool_call(backward=True), dict(grad_output="array:34", input_shape="shape", **_AVG_KINDS),
+               mismatches=_pool_mismatches(True)),
+        OpSpec("sum_pool2d", fastconv.sum_pool2d, reference.sum_pool2d, avg_pool_call("sum"),
+               dict(x="array:34", **_POOL_KINDS), mismatches=_pool_mismatches()),
+        OpSpec("sum_pool2d_backward", fastconv.sum_pool2d_backward, reference.sum_pool2d_backward,
+               avg_pool_call("sum", backward=True), dict(grad_output="array:34", input_shape="shape", **_POOL_KINDS),
+               mismatches=_pool_mismatches(True)),
+        OpSpec("global_avg_pool2d", fastconv.global_avg_pool2d, reference.global_avg_pool2d,
+               global_pool_call("avg"), dict(x="array:34", keepdims="flag")),
+        OpSpec("global_avg_pool2d_backward", fastconv.global_avg_pool2d_backward,
+               reference.global_avg_pool2d_backward, global_pool_call("avg", backward=True),
+               dict(grad_output="array:1234", input_shape="shape")),
+        OpSpec("global_max_pool2d", fastconv.global_max_pool2d, reference.global_max_pool2d,
+               global_pool_call("max"), dict(x="array:34", keepdims="flag", return_indices="flag"), exact=True),
+        OpSpec("global_max_pool2d_backward", fastconv.global_max_pool2d_backward,
+               reference.global_max_pool2d_backward, global_pool_call("max", backward=True),
+               dict(grad_output="array:1234", indices="indices", input_shape="shape")),
+    ]
+
 OPS_BY_NAME = {spec.name: spec for spec in OPS}
 
 
@@ -396,6 +552,10 @@ def assert_matches(spec, result, expected, call):
             assert r == e, (r, e)
             continue
         assert isinstance(r, np.ndarray) and type(r) is np.ndarray
+        if r.dtype.kind in "iu":  # max pooling's indices
+            assert r.dtype == np.int64 and r.flags.c_contiguous, (r.dtype, r.flags)
+            np.testing.assert_array_equal(r, e)
+            continue
         assert r.dtype == dtype and r.flags.c_contiguous, (r.dtype, r.flags)
         assert r.shape == np.shape(e), (r.shape, np.shape(e))
         if spec.exact:
