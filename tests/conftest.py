@@ -42,7 +42,7 @@ except ImportError:  # hypothesis is in the test extras; tests that need it impo
     pass
 else:
     _common = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-    settings.register_profile("ci", max_examples=60, **_common)
+    settings.register_profile("ci", max_examples=30, **_common)
     settings.register_profile("sanitize", max_examples=15, **_common)
     settings.register_profile("long", max_examples=3000, **_common)
     settings.load_profile(__import__("os").environ.get("HYPOTHESIS_PROFILE", "ci"))
