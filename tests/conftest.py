@@ -46,3 +46,7 @@ else:
     settings.register_profile("sanitize", max_examples=15, **_common)
     settings.register_profile("long", max_examples=3000, **_common)
     settings.load_profile(__import__("os").environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+# tests/test_big.py needs ~9 GB per test: collected only with FASTCONV_BIG_TESTS=1.
+collect_ignore = [] if __import__("os").environ.get("FASTCONV_BIG_TESTS", "0") not in ("", "0") else ["test_big.py"]

@@ -288,6 +288,7 @@ def _batched(ref, name, ndim):
 
 def output_size_reference(n, kernel_size, stride=1, padding=0, dilation=1, ceil_mode=False):
     """torch's pooling_output_shape, literally (output_size computes it differently)."""
+    n, kernel_size, stride, padding, dilation = (int(a) for a in (n, kernel_size, stride, padding, dilation))
     span = dilation * (kernel_size - 1) + 1
     out = (n + 2 * padding - span + (stride - 1 if ceil_mode else 0)) // stride + 1
     if ceil_mode and (out - 1) * stride >= n + padding:  # the last window must start in the image
