@@ -59,7 +59,9 @@ def sanitizer_flags(compiler):
     """FASTCONV_SANITIZE=1: AddressSanitizer + UndefinedBehaviorSanitizer (gcc/clang)."""
     if os.environ.get("FASTCONV_SANITIZE", "0") in ("", "0") or compiler.compiler_type == "msvc":
         return [], []
-    flags = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-g", "-O1"]
+    # -fno-wrapv undoes CPython's -fwrapv, under which signed overflow is defined and
+    # UBSan cannot report it.
+    flags = ["-fsanitize=address,undefined", "-fno-wrapv", "-fno-omit-frame-pointer", "-g", "-O1"]
     return flags, ["-fsanitize=address,undefined"]
 
 

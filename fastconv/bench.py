@@ -222,7 +222,50 @@ def pool_cases(torch, dtypes=("float32", "float64"), with_reference=True):
         yield Case("global_max fwd", label, dtype, g_max, bytes=io)
 
 
-SECTIONS = {"conv": conv_cases, "columns": column_cases, "pool": pool_cases}
+def concurrency_cases(torch, dtypes=("float32", "float64"), with_reference=True):
+    """Two Python threads, each running one long call with ``threads(1)``, against
+    the same two calls one after the other. The kernels release the GIL, so on two
+    free cores the pair takes about as long as one call: in the table "fastconv"
+    is the concurrent pair, "reference" the sequential pair, and "vs ref" the
+    speed-up of running them concurrently (2x at best)."""
+    import threading
+
+    rng = np.random.default_rng(0)
+    for dtype in dtypes:
+        x = [rng.standard_normal((8, 64, 56, 56)).astype(dtype) for _ in range(2)]
+        w = rng.standard_normal((64, 64, 3, 3)).astype(dtype)
+        y = fastconv.conv2d(x[0], w, padding=1)
+        go = [rng.standard_normal(y.shape).astype(dtype) for _ in range(2)]
+        p = [rng.standard_normal((16, 64, 112, 112)).astype(dtype) for _ in range(2)]
+        calls = {
+            "conv2d fwd": (lambda i: fastconv.conv2d(x[i], w, padding=1), 2.0 * y.size * 64 * 9),
+            "conv2d bwd": (lambda i: fastconv.conv2d_backward(go[i], x[i], w, padding=1), 4.0 * y.size * 64 * 9),
+            "max_pool2d": (lambda i: fastconv.max_pool2d(p[i], 3, 2, 1), 0.0),
+        }
+        for op, (call, flops) in calls.items():
+            if not hasattr(fastconv, op.split()[0]):
+                continue
+
+            def one(i, call=call):
+                with fastconv.threads(1):
+                    call(i)
+
+            def concurrent(one=one):
+                pair = [threading.Thread(target=one, args=(i,)) for i in range(2)]
+                for t in pair:
+                    t.start()
+                for t in pair:
+                    t.join()
+
+            def sequential(one=one):
+                one(0)
+                one(1)
+
+            yield Case("2 callers", f"{op} threads(1) x2", dtype, {"fastconv": concurrent, "reference": sequential},
+                       flops=2 * flops, bytes=0.0 if flops else 2.0 * p[0].nbytes * 1.25)
+
+
+SECTIONS = {"conv": conv_cases, "columns": column_cases, "pool": pool_cases, "concurrency": concurrency_cases}
 
 
 # ---------------------------------------------------------------------------
@@ -255,6 +298,9 @@ def format_table(cases, ceilings):
                      "(and fastconv time / floor).")
     for note in dict.fromkeys(c.note for c in cases if c.note):
         lines.append(note + ".")
+    if any(c.op == "2 callers" for c in cases):
+        lines.append("2 callers: fastconv = two Python threads each running the call at once, reference = the "
+                     "two calls in sequence; vs ref = speed-up from running them concurrently (at most 2x).")
     return "\n".join(lines)
 
 

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field
 
 import numpy as np
+from hypothesis import assume
 from hypothesis import strategies as st
 
 import fastconv
@@ -44,10 +45,12 @@ class Call:
 
 def relayout(a, layout):
     """Same values as `a`, in a different memory layout."""
+    if a.ndim == 0:
+        return a
     if layout == "F":
         return np.asfortranarray(a)
     if layout == "strided":
-        big = np.full(tuple(2 * s + 1 for s in a.shape), np.nan, a.dtype)
+        big = np.full(tuple(2 * s + 1 for s in a.shape), np.nan if a.dtype.kind == "f" else -7, a.dtype)
         view = big[tuple(slice(1, None, 2) for _ in a.shape)]
         view[...] = a
         return view
@@ -184,6 +187,92 @@ def output_size_call(draw):
     return Call(dict(n=n, kernel_size=k, stride=s, padding=p, dilation=d, ceil_mode=ceil_mode))
 
 
+@st.composite
+def pool_window(draw, dilation=True):
+    """kernel, stride (or None), padding <= kernel // 2, dilation, ceil_mode, and an (H, W) they fit."""
+    kernel = draw(_pairs(1, 4))
+    stride = draw(st.one_of(st.none(), _pairs(1, 3)))
+    pad = tuple(draw(st.integers(0, k // 2)) for k in kernel)
+    dil = draw(_pairs(1, 2)) if dilation else (1, 1)
+    ceil_mode = draw(st.sampled_from([False, True, np.bool_(True)]))
+    hw = tuple(max(1, d * (k - 1) + 1 - 2 * p) + draw(st.integers(0, 6)) for k, p, d in zip(kernel, pad, dil))
+    try:  # with dilation a window can fall wholly in the padding: torch rejects that too
+        g = v.pool_geometry(hw, kernel, stride, pad, dil, bool(ceil_mode))
+    except ValueError:
+        assume(False)
+    kw = dict(kernel_size=draw(int_arg(*kernel)),
+              stride=None if stride is None else draw(int_arg(*stride)),
+              padding=draw(int_arg(*pad)), ceil_mode=ceil_mode)
+    if dilation:
+        kw["dilation"] = draw(int_arg(*dil))
+    return kw, hw, g
+
+
+@st.composite
+def pool_input_shape(draw, hw):
+    if draw(st.booleans()):
+        return (draw(st.integers(0, 3)),) + hw
+    return (draw(st.integers(0, 3)), draw(st.integers(0, 3))) + hw
+
+
+def _spell_shape(draw, shape):
+    return draw(st.sampled_from([tuple(shape), list(shape), np.array(shape)]))
+
+
+@st.composite
+def max_pool_call(draw):
+    dtype = draw(st.sampled_from(DTYPES))
+    kw, hw, g = draw(pool_window())
+    x = draw(arrays(draw(pool_input_shape(hw)), dtype))
+    return Call(dict(x=x, **kw, return_indices=draw(st.booleans())))
+
+
+@st.composite
+def max_pool_backward_call(draw):
+    dtype = draw(st.sampled_from(DTYPES))
+    kw, hw, g = draw(pool_window())
+    shape = draw(pool_input_shape(hw))
+    x = np.random.default_rng(draw(st.integers(0, 2**32 - 1))).standard_normal(shape).astype(dtype)
+    _, indices = reference.max_pool2d(x, **kw, return_indices=True)
+    go = draw(arrays(indices.shape, dtype))
+    return Call(dict(grad_output=go, indices=relayout(indices, draw(st.sampled_from(LAYOUTS))),
+                     input_shape=_spell_shape(draw, shape)))
+
+
+@st.composite
+def avg_pool_call(draw, kind="avg", backward=False):
+    dtype = draw(st.sampled_from(DTYPES))
+    kw, hw, g = draw(pool_window(dilation=False))
+    shape = draw(pool_input_shape(hw))
+    if kind == "avg":
+        kw["count_include_pad"] = draw(st.booleans())
+        kw["divisor_override"] = draw(st.one_of(st.none(), st.integers(1, 5), st.integers(-3, -1)))
+    if backward:
+        go = draw(arrays(shape[:-2] + (g.out_h, g.out_w), dtype))
+        return Call(dict(grad_output=go, input_shape=_spell_shape(draw, shape), **kw))
+    return Call(dict(x=draw(arrays(shape, dtype)), **kw))
+
+
+@st.composite
+def global_pool_call(draw, kind, backward=False):
+    dtype = draw(st.sampled_from(DTYPES))
+    hw = (draw(st.integers(1, 7)), draw(st.integers(1, 7)))
+    shape = draw(pool_input_shape(hw))
+    keepdims = draw(st.booleans())
+    if not backward:
+        kw = dict(x=draw(arrays(shape, dtype)), keepdims=keepdims)
+        if kind == "max":
+            kw["return_indices"] = draw(st.booleans())
+        return Call(kw)
+    lead = shape[:-2] + ((1, 1) if keepdims else ())
+    kw = dict(grad_output=draw(arrays(lead, dtype)))
+    if kind == "max":
+        x = np.random.default_rng(draw(st.integers(0, 2**32 - 1))).standard_normal(shape).astype(dtype)
+        kw["indices"] = reference.global_max_pool2d(x, keepdims=keepdims, return_indices=True)[1]
+    kw["input_shape"] = _spell_shape(draw, shape)
+    return Call(kw)
+
+
 # ---------------------------------------------------------------------------
 # References (where fastconv.reference takes a different form)
 
@@ -197,11 +286,20 @@ def _batched(ref, name, ndim):
     return call
 
 
-def output_size_reference(n, kernel_size, stride, padding, dilation, ceil_mode):
-    """Count window starts o*stride by brute force (torch's rule, without its formula)."""
+def output_size_reference(n, kernel_size, stride=1, padding=0, dilation=1, ceil_mode=False):
+    """torch's pooling_output_shape, literally (output_size computes it differently)."""
+    n, kernel_size, stride, padding, dilation = (int(a) for a in (n, kernel_size, stride, padding, dilation))
     span = dilation * (kernel_size - 1) + 1
-    room = n + 2 * padding - span
-    if ceil_mode:  # a partial last window is kept unless it starts in the bottom padding
+    out = (n + 2 * padding - span + (stride - 1 if ceil_mode else 0)) // stride + 1
+    if ceil_mode and (out - 1) * stride >= n + padding:  # the last window must start in the image
+        out -= 1
+    return out
+
+
+def count_windows(n, kernel_size, stride, padding, dilation, ceil_mode):
+    """Brute force: window starts that fit (floor) or start before the right padding (ceil)."""
+    room = n + 2 * padding - dilation * (kernel_size - 1) - 1
+    if ceil_mode:
         return sum(1 for o in range(n + 2 * padding + 1) if o * stride < room + stride and o * stride < n + padding)
     return sum(1 for o in range(n + 2 * padding + 1) if o * stride <= room)
 
@@ -223,7 +321,13 @@ BAD = {
     "choice": ["winograd", "", "AUTO", None, 1, 0, True, b"auto", ("auto",), ["im2col"]],
     "n": NOT_INT + [0, -1, -2**63, -10**30],
     "n0": NOT_INT + [-1, -2**63, -10**30],
+    "bool": [],  # anything: truthiness, as in torch
+    "flag": [0, 1, None, "True", 1.0, np.int64(1), (True,), np.array([True])],
+    "divisor": [0, np.int64(0), 1.5, float("nan"), "2", True, (2,), 2**63, -2**63 - 1, 2**100, -10**30],
+    "shape": [None, "abc", 5, 2.0, (), (3,), (1, 2), (1, 2, 3, 4, 5), (1, 1, 0, 4), (1, 1, 4, 0), (-1, 1, 4, 4),
+              (1.0, 1, 4, 4), ("1", 1, 4, 4), (True, 1, 4, 4), [None, 1, 4, 4], {1, 2, 3}],
 }
+BAD["optsize"] = [b for b in BAD["size"] if b is not None]
 
 
 def _other(dtype):
@@ -237,8 +341,9 @@ def bad_arrays(value, ndims, partners):
     out = [("text", ()), (b"bytes", ()), (3, ()), ([[1.0], [1.0, 2.0]], ()), ({"a": 1}, ()), (object(), ()),
            (a.astype(np.int32), ()), (a.astype(np.int64), ()), (a.astype(np.uint8), ()), (a.astype(np.complex64), ()),
            (a.astype(np.complex128), ()), (a.astype(np.float16), ()), (a.astype(bool), ()), (a.astype(object), ()),
-           (a.astype(">f4"), ()), (a.astype(">f8"), ()), (a.astype("m8[s]"), ()),
-           (a.tolist() if a.dtype.kind != "f" else a.astype(np.int16).tolist(), ())]
+           (a.astype(">f4"), ()), (a.astype(">f8"), ()), (a.astype("m8[s]"), ())]
+    if a.size:  # (an empty list is an empty float64 array: maybe valid)
+        out.append((a.astype(np.int16).tolist(), ()))
     out += [(np.zeros((1,) * d, a.dtype), ()) for d in wrong_ndim[:3]]
     if value is not None and partners:
         out.append((a.astype(_other(a.dtype)), partners))  # mixed float dtypes: either side may be named
@@ -259,8 +364,19 @@ class OpSpec:
         return [n for n, k in self.kinds.items() if k.startswith("array") or k.startswith("optarray")]
 
 
+def bad_indices(value):
+    a = np.asarray(value) if value is not None else np.zeros((1, 1, 1, 1), np.int64)
+    return [(None, ()), ("idx", ()), (a.astype(np.float64), ()), (a.astype(bool), ()), (a.astype(object), ()),
+            (np.zeros(a.shape + (1,), np.int64), ("grad_output",)), (np.zeros((1,) * 7, np.int64), ("grad_output",)),
+            (np.full(a.shape, -1, np.int64), ("input_shape",)) if a.size else (None, ()),
+            (np.full(a.shape, 2**40, np.int64), ("input_shape",)) if a.size else (None, ()),
+            (np.full(a.shape, 2**63 - 1, np.uint64), ("input_shape",)) if a.size else (None, ())]
+
+
 def bad_values(spec, call, name):
     kind = spec.kinds[name]
+    if kind == "indices":
+        return bad_indices(call.kwargs.get(name))
     if kind.startswith(("array", "optarray")):
         ndims = tuple(int(c) for c in kind.split(":")[1])
         partners = tuple(n for n in spec.arrays() if n != name)
@@ -272,7 +388,7 @@ def bad_values(spec, call, name):
 def invalid_call(draw, spec):
     """(Call, names): a valid call with one argument broken; the error must name one of `names`."""
     call = draw(spec.valid)
-    options = [(n, None) for n in spec.kinds] + [(n, m) for n, m in spec.mismatches]
+    options = [(n, None) for n in spec.kinds if bad_values(spec, call, n)] + list(spec.mismatches)
     name, mismatch = draw(st.sampled_from(options))
     if mismatch is not None:
         broken = mismatch(call)
@@ -357,8 +473,61 @@ OPS = [
     OpSpec("col2im", fastconv.col2im, _batched(reference.col2im, "cols", 3), col2im_call(),
            dict(cols="array:23", output_size="size", **_WINDOW_KINDS), mismatches=_col2im_mismatches()),
     OpSpec("output_size", fastconv.output_size, output_size_reference, output_size_call(),
-           dict(n="n", kernel_size="n", stride="n", padding="n0", dilation="n"), exact=True),
+           dict(n="n", kernel_size="n", stride="n", padding="n0", dilation="n", ceil_mode="bool"), exact=True),
 ]
+
+
+def _pool_mismatches(backward=False, indices=False):
+    def pad_over_half(call):
+        return dict(kernel_size=(1, 1), padding=(1, 0)), ("kernel_size",)
+
+    def grad_shape(call):
+        go = call.kwargs["grad_output"]
+        return dict(grad_output=_grow(go, go.ndim - 1)), ("indices", "input_shape")
+
+    def batch_mismatch(call):
+        shape = tuple(int(n) for n in call.kwargs["input_shape"])
+        return dict(input_shape=(shape[0] + 1,) + shape[1:]), ("grad_output",)
+
+    if backward:
+        return [("grad_output", grad_shape), ("input_shape", batch_mismatch)] + \
+            ([] if indices else [("padding", pad_over_half)])
+    return [("padding", pad_over_half)]
+
+
+_POOL_KINDS = dict(kernel_size="size", stride="optsize", padding="padding", ceil_mode="flag")
+_AVG_KINDS = dict(_POOL_KINDS, count_include_pad="flag", divisor_override="divisor")
+
+if hasattr(fastconv, "max_pool2d"):
+    OPS += [
+        OpSpec("max_pool2d", fastconv.max_pool2d, reference.max_pool2d, max_pool_call(),
+               dict(x="array:34", **_POOL_KINDS, dilation="size", return_indices="flag"), exact=True,
+               mismatches=_pool_mismatches()),
+        OpSpec("max_pool2d_backward", fastconv.max_pool2d_backward, reference.max_pool2d_backward,
+               max_pool_backward_call(), dict(grad_output="array:34", indices="indices", input_shape="shape"),
+               mismatches=_pool_mismatches(True, True)[:1]),
+        OpSpec("avg_pool2d", fastconv.avg_pool2d, reference.avg_pool2d, avg_pool_call(),
+               dict(x="array:34", **_AVG_KINDS), mismatches=_pool_mismatches()),
+        OpSpec("avg_pool2d_backward", fastconv.avg_pool2d_backward, reference.avg_pool2d_backward,
+               avg_pool_call(backward=True), dict(grad_output="array:34", input_shape="shape", **_AVG_KINDS),
+               mismatches=_pool_mismatches(True)),
+        OpSpec("sum_pool2d", fastconv.sum_pool2d, reference.sum_pool2d, avg_pool_call("sum"),
+               dict(x="array:34", **_POOL_KINDS), mismatches=_pool_mismatches()),
+        OpSpec("sum_pool2d_backward", fastconv.sum_pool2d_backward, reference.sum_pool2d_backward,
+               avg_pool_call("sum", backward=True), dict(grad_output="array:34", input_shape="shape", **_POOL_KINDS),
+               mismatches=_pool_mismatches(True)),
+        OpSpec("global_avg_pool2d", fastconv.global_avg_pool2d, reference.global_avg_pool2d,
+               global_pool_call("avg"), dict(x="array:34", keepdims="flag")),
+        OpSpec("global_avg_pool2d_backward", fastconv.global_avg_pool2d_backward,
+               reference.global_avg_pool2d_backward, global_pool_call("avg", backward=True),
+               dict(grad_output="array:1234", input_shape="shape")),
+        OpSpec("global_max_pool2d", fastconv.global_max_pool2d, reference.global_max_pool2d,
+               global_pool_call("max"), dict(x="array:34", keepdims="flag", return_indices="flag"), exact=True),
+        OpSpec("global_max_pool2d_backward", fastconv.global_max_pool2d_backward,
+               reference.global_max_pool2d_backward, global_pool_call("max", backward=True),
+               dict(grad_output="array:1234", indices="indices", input_shape="shape")),
+    ]
+
 OPS_BY_NAME = {spec.name: spec for spec in OPS}
 
 
@@ -366,12 +535,13 @@ OPS_BY_NAME = {spec.name: spec for spec in OPS}
 # Checks (shared by tests and the fuzz harness)
 
 def snapshot(call):
-    return {k: np.array(a, copy=True) for k, a in call.kwargs.items() if isinstance(a, np.ndarray)}
+    """The bytes of every (non-object) array argument."""
+    return {k: a.tobytes() for k, a in call.kwargs.items() if isinstance(a, np.ndarray) and a.dtype != object}
 
 
 def assert_untouched(call, before):
     for k, old in before.items():
-        np.testing.assert_array_equal(call.kwargs[k], old, err_msg=f"{k} was modified")
+        assert call.kwargs[k].tobytes() == old, f"{k} was modified"
 
 
 def assert_matches(spec, result, expected, call):
@@ -384,6 +554,10 @@ def assert_matches(spec, result, expected, call):
             assert r == e, (r, e)
             continue
         assert isinstance(r, np.ndarray) and type(r) is np.ndarray
+        if r.dtype.kind in "iu":  # max pooling's indices
+            assert r.dtype == np.int64 and r.flags.c_contiguous, (r.dtype, r.flags)
+            np.testing.assert_array_equal(r, e)
+            continue
         assert r.dtype == dtype and r.flags.c_contiguous, (r.dtype, r.flags)
         assert r.shape == np.shape(e), (r.shape, np.shape(e))
         if spec.exact:

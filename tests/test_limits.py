@@ -73,3 +73,14 @@ def test_absurd_thread_counts_are_rejected():
 def test_conv2d_names_the_weight_when_its_kernel_does_not_fit():
     with pytest.raises(ValueError, match=r"\bweight\b"):
         fastconv.conv2d(X, np.zeros((3, 2, 7, 7), np.float32))
+
+
+@pytest.mark.parametrize("value", [2**63, -2**63 - 1, 2**100])
+def test_divisor_override_beyond_long_long(value):
+    # The kernels take it as a C long long: it used to raise OverflowError.
+    x = np.ones((1, 1, 4, 4), np.float32)
+    with pytest.raises(ValueError, match="divisor_override"):
+        fastconv.avg_pool2d(x, 2, divisor_override=value)
+    with pytest.raises(ValueError, match="divisor_override"):
+        fastconv.avg_pool2d_backward(np.ones((1, 1, 2, 2), np.float32), x.shape, 2, divisor_override=value)
+    np.testing.assert_array_equal(fastconv.avg_pool2d(x, 2, divisor_override=2**63 - 1), 4 / (2**63 - 1))

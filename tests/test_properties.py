@@ -5,7 +5,8 @@ strategies are the table in tests/strategies.py."""
 import pytest
 from hypothesis import given
 
-from strategies import OPS, check_invalid, check_valid, invalid_call
+import fastconv
+from strategies import OPS, check_invalid, check_valid, count_windows, invalid_call, output_size_call
 
 
 @pytest.mark.parametrize("spec", OPS, ids=lambda s: s.name)
@@ -23,3 +24,10 @@ def test_invalid_arguments_raise_errors_that_name_them(spec):
         call, names = case
         check_invalid(spec, call, names)
     check()
+
+
+@given(output_size_call())
+def test_output_size_counts_the_windows(call):
+    # Independent of torch's formula: count window starts by brute force (ceil_mode in
+    # pooling's domain, padding <= kernel_size // 2, where the two agree).
+    assert fastconv.output_size(**call.kwargs) == count_windows(**call.kwargs)
