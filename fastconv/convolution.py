@@ -7,6 +7,7 @@ BLAS (the GEMMs) take turns on the same `num_threads` cores, never at once.
 """
 import numpy as np
 
+from fastconv import _direct
 from fastconv import _validation as v
 from fastconv._kernels import im2col as _columns
 from fastconv._threads import blas, get_num_threads
@@ -14,7 +15,12 @@ from fastconv._threads import blas, get_num_threads
 #: Upper bound on the column workspace of one call, whatever the batch size.
 WORKSPACE_BYTES = 64 << 20
 
-ALGORITHMS = ("auto", "im2col")
+ALGORITHMS = ("auto", "im2col", "direct")
+
+
+def _choose_algorithm(x_shape, weight_shape, geometry, groups):
+    """The algorithm `"auto"` runs: "im2col" or "direct"."""
+    return "im2col"
 
 
 def _bands(N, col_rows, out_h, out_w, itemsize):
@@ -64,7 +70,11 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, a
     groups : int
         Channels are split into `groups` independent convolutions;
         ``groups == C`` is a depthwise convolution.
-    algorithm : {"auto", "im2col"}
+    algorithm : {"auto", "im2col", "direct"}
+        ``"im2col"``: a bounded column buffer and one BLAS GEMM per band of
+        images; ``"direct"``: sums straight from the input, no workspace that
+        grows with the output; ``"auto"``: picked from the shapes
+        (`_choose_algorithm`).
 
     Returns
     -------
@@ -72,6 +82,10 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, a
     """
     x, weight, bias, g, groups = v.conv2d_args(x, weight, bias, stride, padding, dilation, groups)
     v.choice(algorithm, "algorithm", ALGORITHMS)
+    if algorithm == "auto":
+        algorithm = _choose_algorithm(x.shape, weight.shape, g, groups)
+    if algorithm == "direct":
+        return _direct.forward(x, weight, bias, g, groups, get_num_threads())
     N, K = x.shape[0], weight.shape[0]
     L = g.out_h * g.out_w
     w = weight.reshape(groups, K // groups, -1)
@@ -114,6 +128,10 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
     v.choice(algorithm, "algorithm", ALGORITHMS)
     N, K = x.shape[0], weight.shape[0]
     grad_output = v.grad_output_array(grad_output, (N, K, g.out_h, g.out_w), x.dtype)
+    if algorithm == "auto":
+        algorithm = _choose_algorithm(x.shape, weight.shape, g, groups)
+    if algorithm == "direct":
+        return _direct.backward(grad_output, x, weight, g, groups, get_num_threads())
     L = g.out_h * g.out_w
     Kg = K // groups
     col_rows = x.shape[1] * g.kernel_h * g.kernel_w
