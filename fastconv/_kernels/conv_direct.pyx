@@ -23,6 +23,8 @@ import numpy as np
 
 cdef extern from "conv_direct_rows.h" nogil:
     enum: FC_KB
+    int fc_compiled_for_avx_fma()
+    int fc_cpu_has_avx_fma()
     Py_ssize_t fc_strip_f()
     Py_ssize_t fc_strip_d()
     void fc_forward_row_f(const float* rows, Py_ssize_t row_len, const Py_ssize_t* tap_off,
@@ -264,6 +266,19 @@ def conv2d_grad_weight(const floating[:, :, :, ::1] grad_output, const floating[
                         for s in range(S):
                             total = total + part[kb * part_k + (i * kw + j) * S + s]
                         grad_weight[g * Kg + k0 + kb, c, i, j] = total
+
+
+# ---------------------------------------------------------------------------
+# Which build this is (conv_direct_avx.pyx compiles this same source with AVX + FMA).
+
+def compiled_for_avx_fma():
+    """True when this module was compiled with AVX + FMA enabled."""
+    return bool(fc_compiled_for_avx_fma())
+
+
+def cpu_has_avx_fma():
+    """True when the CPU and OS run AVX + FMA instructions (False off x86 or unknown)."""
+    return bool(fc_cpu_has_avx_fma())
 
 
 # ---------------------------------------------------------------------------

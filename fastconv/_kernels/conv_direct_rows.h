@@ -44,7 +44,7 @@ FC_VEC_TYPES(T, SUF)                                                            
                                                                                                      \
 FC_INLINE fc_vec_##SUF fc_load_##SUF(const T *p) { fc_vec_##SUF v; memcpy(&v, p, sizeof v); return v; } \
 FC_INLINE void fc_store_##SUF(T *p, fc_vec_##SUF v) { memcpy(p, &v, sizeof v); }                   \
-FC_INLINE fc_vec_##SUF fc_bcast_##SUF(T s) { fc_vec_##SUF v = {0}; return v + s; }             \
+FC_INLINE fc_vec_##SUF fc_bcast_##SUF(T s) { fc_vec_##SUF zero = {0}; return s - zero; } /* s - 0 folds; s + 0 does not (-0) */             \
                                                                                                      \
 /* Output pixels per strip. */                                                                       \
 static ptrdiff_t fc_strip_##SUF(void) { return FC_NV * FC_LANES(T); }                               \
@@ -219,5 +219,26 @@ static void fc_grad_w_row_##SUF(T *part, ptrdiff_t part_k, const T *go, ptrdiff_
 
 FC_DEFINE_ROWS(float, f)
 FC_DEFINE_ROWS(double, d)
+
+/* Whether this translation unit was compiled for AVX + FMA. */
+static int fc_compiled_for_avx_fma(void)
+{
+#if defined(__AVX__) && defined(__FMA__)
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+/* Whether the running CPU (and OS) can execute AVX + FMA code. */
+static int fc_cpu_has_avx_fma(void)
+{
+#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx") && __builtin_cpu_supports("fma");
+#else
+    return 0;
+#endif
+}
 
 #endif
