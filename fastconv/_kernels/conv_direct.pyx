@@ -43,6 +43,10 @@ cdef extern from "conv_direct_rows.h" nogil:
                          const float* row, Py_ssize_t Wo, int nk)
     void fc_grad_w_row_d(double* part, Py_ssize_t part_k, const double* go, Py_ssize_t go_k,
                          const double* row, Py_ssize_t Wo, int nk)
+    void fc_correlate_rows_f(const float* rows, Py_ssize_t row_len, Py_ssize_t nrows, const float* k,
+                             Py_ssize_t kw, float* y, Py_ssize_t n, int accumulate)
+    void fc_correlate_rows_d(const double* rows, Py_ssize_t row_len, Py_ssize_t nrows, const double* k,
+                             Py_ssize_t kw, double* y, Py_ssize_t n, int accumulate)
 
 cdef inline void _forward_row(const floating* rows, Py_ssize_t row_len, const Py_ssize_t* tap_off,
                               const floating* w, Py_ssize_t w_k, Py_ssize_t nc, Py_ssize_t kh, Py_ssize_t kw,
@@ -266,6 +270,57 @@ def conv2d_grad_weight(const floating[:, :, :, ::1] grad_output, const floating[
                         for s in range(S):
                             total = total + part[kb * part_k + (i * kw + j) * S + s]
                         grad_weight[g * Kg + k0 + kb, c, i, j] = total
+
+
+# ---------------------------------------------------------------------------
+# One image with one kernel (for fastconv.convolve / convolve2d, which flip it):
+#     out[r, t] = sum_{i, j} x[r - pad_top + i, t - pad_left + j] * k[i, j]   (0 outside x)
+# Tasks are (output row, chunk of `chunk` output columns), so one long 1-D signal
+# is as parallel as a tall image. Each task packs `rows_per_pass` zero-padded
+# input row segments at a time and adds their taps into the output chunk.
+
+def correlate2d(const floating[:, ::1] x, const floating[:, ::1] kernel, floating[:, ::1] out,
+                Py_ssize_t pad_top, Py_ssize_t pad_left, Py_ssize_t chunk, Py_ssize_t rows_per_pass,
+                floating[:, ::1] workspace, int num_threads):
+    """out, every element written; workspace holds rows_per_pass * (chunk + kw - 1) values per thread."""
+    cdef Py_ssize_t H = x.shape[0], W = x.shape[1], kh = kernel.shape[0], kw = kernel.shape[1]
+    cdef Py_ssize_t Ho = out.shape[0], Wo = out.shape[1]
+    cdef Py_ssize_t nchunks = (Wo + chunk - 1) // chunk, row_len = chunk + kw - 1
+    cdef Py_ssize_t task, r, t0, n, i, i0, i_lo, i_hi, nr, first, lo, hi, seg
+    cdef bint accumulate
+    cdef floating* buf = NULL
+    if Ho == 0 or Wo == 0:
+        return
+    with nogil, parallel(num_threads=num_threads):
+        buf = &workspace[threadid(), 0]
+        for task in prange(Ho * nchunks, schedule="static"):
+            r = task // nchunks
+            t0 = (task % nchunks) * chunk
+            n = min(chunk, Wo - t0)
+            seg = n + kw - 1
+            first = t0 - pad_left          # buf[u] = x[row, first + u], zero outside
+            lo = min(seg, max(0, -first))
+            hi = max(lo, min(seg, W - first))
+            i_lo = _first_tap(r - pad_top, 1)
+            i_hi = _end_tap(r - pad_top, 1, H, kh)
+            accumulate = False
+            if hi > lo:
+                for i0 in range((i_hi - i_lo + rows_per_pass - 1) // rows_per_pass if i_hi > i_lo else 0):
+                    nr = min(rows_per_pass, i_hi - i_lo - i0 * rows_per_pass)
+                    for i in range(nr):
+                        memset(buf + i * row_len, 0, lo * sizeof(floating))
+                        memcpy(buf + i * row_len + lo, &x[r - pad_top + i_lo + i0 * rows_per_pass + i, first + lo],
+                               (hi - lo) * sizeof(floating))
+                        memset(buf + i * row_len + hi, 0, (seg - hi) * sizeof(floating))
+                    if floating is float:
+                        fc_correlate_rows_f(buf, row_len, nr, &kernel[i_lo + i0 * rows_per_pass, 0], kw,
+                                            &out[r, t0], n, accumulate)
+                    else:
+                        fc_correlate_rows_d(buf, row_len, nr, &kernel[i_lo + i0 * rows_per_pass, 0], kw,
+                                            &out[r, t0], n, accumulate)
+                    accumulate = True
+            if not accumulate:             # no input under this chunk
+                memset(&out[r, t0], 0, n * sizeof(floating))
 
 
 # ---------------------------------------------------------------------------

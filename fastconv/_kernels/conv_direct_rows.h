@@ -19,6 +19,7 @@
 
 #define FC_KB 4 /* channels per register block */
 #define FC_NV 2 /* vectors per strip of output pixels */
+#define FC_NV1 8 /* vectors per strip for one channel (no channel block to hide FMA latency) */
 
 #if defined(__GNUC__) || defined(__clang__)
 #  define FC_INLINE static inline __attribute__((always_inline))
@@ -217,8 +218,43 @@ static void fc_grad_w_row_##SUF(T *part, ptrdiff_t part_k, const T *go, ptrdiff_
     }                                                                                                \
 }
 
+#define FC_DEFINE_CORRELATE(T, SUF)                                                                  \
+/* y[s] (+)= sum_{i < nrows, j < kw} k[i*kw + j] * rows[i*row_len + j + s], s < n: one channel's     \
+ * cross-correlation over packed (zero-padded) rows, a strip of FC_NV1 vectors at a time. */          \
+static void fc_correlate_rows_##SUF(const T *rows, ptrdiff_t row_len, ptrdiff_t nrows, const T *k,   \
+        ptrdiff_t kw, T *y, ptrdiff_t n, int accumulate)                                             \
+{                                                                                                    \
+    const ptrdiff_t L = FC_LANES(T), S = FC_NV1 * FC_LANES(T);                                       \
+    ptrdiff_t t0 = 0, i, j, s;                                                                       \
+    int v;                                                                                           \
+    for (; t0 + S <= n; t0 += S) {                                                                   \
+        fc_vec_##SUF acc[FC_NV1];                                                                    \
+        for (v = 0; v < FC_NV1; v++)                                                                 \
+            acc[v] = accumulate ? fc_load_##SUF(y + t0 + v * L) : fc_bcast_##SUF(0);                 \
+        for (i = 0; i < nrows; i++) {                                                                \
+            const T *src = rows + i * row_len + t0;                                                  \
+            for (j = 0; j < kw; j++) {                                                               \
+                fc_vec_##SUF kv = fc_bcast_##SUF(k[i * kw + j]);                                     \
+                for (v = 0; v < FC_NV1; v++)                                                         \
+                    acc[v] += kv * fc_load_##SUF(src + j + v * L);                                   \
+            }                                                                                        \
+        }                                                                                            \
+        for (v = 0; v < FC_NV1; v++)                                                                 \
+            fc_store_##SUF(y + t0 + v * L, acc[v]);                                                  \
+    }                                                                                                \
+    for (s = t0; s < n; s++) {                                                                       \
+        T acc = accumulate ? y[s] : 0;                                                               \
+        for (i = 0; i < nrows; i++)                                                                  \
+            for (j = 0; j < kw; j++)                                                                 \
+                acc += k[i * kw + j] * rows[i * row_len + j + s];                                    \
+        y[s] = acc;                                                                                  \
+    }                                                                                                \
+}
+
 FC_DEFINE_ROWS(float, f)
 FC_DEFINE_ROWS(double, d)
+FC_DEFINE_CORRELATE(float, f)
+FC_DEFINE_CORRELATE(double, d)
 
 /* Whether this translation unit was compiled for AVX + FMA. */
 static int fc_compiled_for_avx_fma(void)
