@@ -132,12 +132,12 @@ static void fc_forward_row_##SUF(const T *rows, ptrdiff_t row_len, const ptrdiff
                                                                                                      \
 /* dst[c*dst_c + ow] += sum_{k < Kg} w[k*w_k + c*w_c] * go[k*go_k + ow], c < nc, ow < Wo. */          \
 FC_INLINE void fc_grad_x_strip_##SUF(const T *go, ptrdiff_t go_k, const T *w, ptrdiff_t w_k,        \
-        ptrdiff_t w_c, ptrdiff_t Kg, T *dst, ptrdiff_t dst_c, const int nc)                          \
+        ptrdiff_t w_c, ptrdiff_t Kg, T *dst, ptrdiff_t dst_c, const int nc, ptrdiff_t skip)           \
 {                                                                                                    \
     const ptrdiff_t L = FC_LANES(T);                                                                 \
     fc_vec_##SUF acc[FC_KB][FC_NV];                                                                  \
     int cb, v;                                                                                       \
-    ptrdiff_t k;                                                                                     \
+    ptrdiff_t k, s;                                                                                  \
     for (cb = 0; cb < nc; cb++)                                                                      \
         for (v = 0; v < FC_NV; v++)                                                                  \
             acc[cb][v] = fc_bcast_##SUF(0);                                                          \
@@ -151,26 +151,45 @@ FC_INLINE void fc_grad_x_strip_##SUF(const T *go, ptrdiff_t go_k, const T *w, pt
                 acc[cb][v] += wv * g[v];                                                             \
         }                                                                                            \
     }                                                                                                \
-    for (cb = 0; cb < nc; cb++)                                                                      \
-        for (v = 0; v < FC_NV; v++)                                                                  \
-            fc_store_##SUF(dst + cb * dst_c + v * L, fc_load_##SUF(dst + cb * dst_c + v * L) + acc[cb][v]); \
+    if (skip == 0) {                                                                                 \
+        for (cb = 0; cb < nc; cb++)                                                                  \
+            for (v = 0; v < FC_NV; v++)                                                              \
+                fc_store_##SUF(dst + cb * dst_c + v * L, fc_load_##SUF(dst + cb * dst_c + v * L) + acc[cb][v]); \
+    } else { /* an overlapping tail strip: add only the pixels past the first `skip` */             \
+        T tmp[FC_NV * FC_LANES(T)];                                                                  \
+        for (cb = 0; cb < nc; cb++) {                                                                \
+            for (v = 0; v < FC_NV; v++)                                                              \
+                fc_store_##SUF(tmp + v * L, acc[cb][v]);                                             \
+            for (s = skip; s < FC_NV * L; s++)                                                       \
+                dst[cb * dst_c + s] += tmp[s];                                                       \
+        }                                                                                            \
+    }                                                                                                \
 }                                                                                                    \
                                                                                                      \
 static void fc_grad_x_row_##SUF(const T *go, ptrdiff_t go_k, const T *w, ptrdiff_t w_k,             \
         ptrdiff_t w_c, ptrdiff_t Kg, T *dst, ptrdiff_t dst_c, ptrdiff_t Wo, int nc)                  \
 {                                                                                                    \
     const ptrdiff_t S = FC_NV * FC_LANES(T);                                                         \
-    ptrdiff_t ow0 = 0, k, s;                                                                         \
+    ptrdiff_t ow0 = 0, k, s, skip = 0;                                                               \
     int cb;                                                                                          \
-    for (; ow0 + S <= Wo; ow0 += S) {                                                                \
-        switch (nc) {                                                                                \
-        case 4: fc_grad_x_strip_##SUF(go + ow0, go_k, w, w_k, w_c, Kg, dst + ow0, dst_c, 4); break;  \
-        case 3: fc_grad_x_strip_##SUF(go + ow0, go_k, w, w_k, w_c, Kg, dst + ow0, dst_c, 3); break;  \
-        case 2: fc_grad_x_strip_##SUF(go + ow0, go_k, w, w_k, w_c, Kg, dst + ow0, dst_c, 2); break;  \
-        default: fc_grad_x_strip_##SUF(go + ow0, go_k, w, w_k, w_c, Kg, dst + ow0, dst_c, 1);        \
+    for (;;) {                                                                                       \
+        if (ow0 + S > Wo) {                                                                          \
+            if (ow0 == Wo || Wo < S)                                                                 \
+                break;                                                                               \
+            skip = ow0 - (Wo - S); /* last strip: overlap the previous one */                        \
+            ow0 = Wo - S;                                                                            \
         }                                                                                            \
+        switch (nc) {                                                                                \
+        case 4: fc_grad_x_strip_##SUF(go + ow0, go_k, w, w_k, w_c, Kg, dst + ow0, dst_c, 4, skip); break; \
+        case 3: fc_grad_x_strip_##SUF(go + ow0, go_k, w, w_k, w_c, Kg, dst + ow0, dst_c, 3, skip); break; \
+        case 2: fc_grad_x_strip_##SUF(go + ow0, go_k, w, w_k, w_c, Kg, dst + ow0, dst_c, 2, skip); break; \
+        default: fc_grad_x_strip_##SUF(go + ow0, go_k, w, w_k, w_c, Kg, dst + ow0, dst_c, 1, skip);  \
+        }                                                                                            \
+        ow0 += S;                                                                                    \
+        if (skip)                                                                                    \
+            return;                                                                                  \
     }                                                                                                \
-    for (cb = 0; cb < nc; cb++)                                                                      \
+    for (cb = 0; cb < nc; cb++) /* rows narrower than one strip */                                   \
         for (s = ow0; s < Wo; s++) {                                                                 \
             T acc = 0;                                                                               \
             for (k = 0; k < Kg; k++)                                                                 \
