@@ -97,20 +97,43 @@ def test_random_shapes(build):
             assert_close(got, want)
 
 
-@pytest.mark.parametrize("case", [CASES[1], BENCH_LIKE[3], EDGE[1], EDGE[2]])
-def test_direct_gradients_match_finite_differences(build, case):
+@pytest.mark.parametrize("case", [
+    (1, 4, 6, 7, 4, 3, 2, (1, 2), (2, 1), 2),
+    (1, 2, 13, 13, 3, 5, 4, 0, 1, 1),          # C4-like: large kernel, stride 4
+    (1, 4, 6, 5, 4, 3, 1, 5, 1, 2),            # windows wholly in the padding
+    (1, 3, 5, 21, 3, (2, 4), (2, 3), (1, 0), (2, 1), 3),
+])
+def test_direct_gradients_match_finite_differences(case):
     rng = np.random.default_rng(5)
-    N, C, H, W, K, k, s, p, d, g = case
-    x, w, b, kw = make(rng, (1, C, H, min(W, 12), min(K, 2 * g), k, s, p, d, g), np.float64)
+    x, w, b, kw = make(rng, case, np.float64)
     go = rng.standard_normal(fastconv.conv2d(x, w, b, algorithm="direct", **kw).shape)
 
     def loss():
         return float(np.sum(fastconv.conv2d(x, w, b, algorithm="direct", **kw) * go))
 
     gx, gw, gb = fastconv.conv2d_backward(go, x, w, algorithm="direct", **kw)
-    np.testing.assert_allclose(gx, numerical_gradient(loss, x), rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(gw, numerical_gradient(loss, w), rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(gb, numerical_gradient(loss, b), rtol=1e-6, atol=1e-7)
+    with fastconv.threads(1):
+        np.testing.assert_allclose(gx, numerical_gradient(loss, x), rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(gw, numerical_gradient(loss, w), rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(gb, numerical_gradient(loss, b), rtol=1e-6, atol=1e-7)
+
+
+def test_direct_workspace_is_small(rng):
+    # Everything conv2d(algorithm="direct") allocates (the kernel itself allocates
+    # nothing): the output plus per-thread row buffers, far under 1 MiB.
+    import tracemalloc
+
+    x = rng.standard_normal((4, 64, 56, 56)).astype(np.float32)
+    w = rng.standard_normal((64, 64, 3, 3)).astype(np.float32)
+    fastconv.conv2d(x[:1, :, :8], w, padding=1, algorithm="direct")
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        y = fastconv.conv2d(x, w, padding=1, algorithm="direct")
+        peak = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+    assert peak - y.nbytes < 1 << 20
 
 
 def test_inputs_untouched_and_noncontiguous_accepted(rng):
