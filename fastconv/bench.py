@@ -137,7 +137,9 @@ def direct_cases(torch, dtypes=("float32", "float64"), with_reference=True):
             kw = dict(stride=s, padding=p, groups=groups)
             y = fastconv.conv2d(x, w, **kw)
             go = rng.standard_normal(y.shape).astype(dtype)
-            auto = _choose_algorithm(x.shape, w.shape, conv_geometry((H, H), k, s, p, 1), groups)
+            geometry = conv_geometry((H, H), k, s, p, 1)
+            auto = _choose_algorithm(x.shape, w.shape, geometry, groups)
+            auto_bwd = _choose_algorithm(x.shape, w.shape, geometry, groups, backward=True)
             label = f"{name} {(N, C, H, K, k, s, p)}".replace(" ", "") + (f"g{groups}" if groups > 1 else "")
             flops = 2.0 * y.size * (C // groups) * k * k
             fwd = {"fastconv": lambda: fastconv.conv2d(x, w, **kw)}
@@ -162,7 +164,7 @@ def direct_cases(torch, dtypes=("float32", "float64"), with_reference=True):
                 fwd["torch"] = torch_fwd
                 bwd["torch"] = torch_bwd
             yield Case(f"fwd auto={auto}", label, dtype, fwd, flops=flops)
-            yield Case(f"bwd auto={auto}", label, dtype, bwd, flops=2 * flops)
+            yield Case(f"bwd auto={auto_bwd}", label, dtype, bwd, flops=2 * flops)
     import scipy.signal
 
     for dtype in dtypes:

@@ -173,7 +173,9 @@ def test_auto_choice_is_a_valid_algorithm():
     for N, C, H, K, k, s, p in CONV_CASES.values():
         for groups in (1, C):
             g = conv_geometry((H, H), k, s, p, 1)
-            assert convolution._choose_algorithm((N, C, H, H), (K, C // groups, k, k), g, groups) in ("im2col", "direct")
+            for backward in (False, True):
+                choice = convolution._choose_algorithm((N, C, H, H), (K, C // groups, k, k), g, groups, backward)
+                assert choice in ("im2col", "direct")
 
 
 class TestAgainstTorch:
