@@ -237,7 +237,7 @@ def conv2d_grad_weight(const floating[:, :, :, ::1] grad_output, const floating[
     cdef Py_ssize_t M = ((Wo - 1) * sw + (kw - 1) * dw + 1 + sw - 1) // sw
     cdef Py_ssize_t S = fc_strip_f() if floating is float else fc_strip_d()
     cdef Py_ssize_t row_len = sw * M, go_k = Ho * Wo, part_k = kh * kw * S
-    cdef Py_ssize_t task, g, kbi, c, k0, nk, n, oh, ih0, i_lo, i_hi, i, j, tap, kb, s
+    cdef Py_ssize_t task, g, kbi, c, k0, nk, n, oh, ih, t, i, j, tap, kb, s
     cdef floating total
     cdef floating* part = NULL
     cdef floating* row = NULL
@@ -253,12 +253,13 @@ def conv2d_grad_weight(const floating[:, :, :, ::1] grad_output, const floating[
             memset(part, 0, FC_KB * part_k * sizeof(floating))
             if Wo > 0:
                 for n in range(N):
-                    for oh in range(Ho):
-                        ih0 = oh * sh - pt
-                        i_lo = _first_tap(ih0, dh)
-                        i_hi = _end_tap(ih0, dh, H, kh)
-                        for i in range(i_lo, i_hi):
-                            _pack_row(&x[n, g * Cg + c, ih0 + i * dh, 0], W, row, M, sw, pl)
+                    for ih in range(H):     # pack each input row once, for every window row using it
+                        _pack_row(&x[n, g * Cg + c, ih, 0], W, row, M, sw, pl)
+                        for i in range(kh):
+                            t = ih + pt - i * dh
+                            if t < 0 or t % sh != 0 or t // sh >= Ho:
+                                continue
+                            oh = t // sh
                             for j in range(kw):
                                 tap = j * dw
                                 _grad_w_row(part + (i * kw + j) * S, part_k, &grad_output[n, g * Kg + k0, oh, 0],
