@@ -115,11 +115,21 @@ static void fc_forward_row_##SUF(const T *rows, ptrdiff_t row_len, const ptrdiff
     for (; ow0 + S <= Wo; ow0 += S) {                                                                \
         const T *r = rows + ow0;                                                                     \
         T *o = out + ow0;                                                                            \
-        switch (nk) {                                                                                \
-        case 4: fc_forward_strip_##SUF(r, row_len, tap_off, w, w_k, nc, kh, kw, i_lo, i_hi, o, out_k, bias, accumulate, 4); break; \
-        case 3: fc_forward_strip_##SUF(r, row_len, tap_off, w, w_k, nc, kh, kw, i_lo, i_hi, o, out_k, bias, accumulate, 3); break; \
-        case 2: fc_forward_strip_##SUF(r, row_len, tap_off, w, w_k, nc, kh, kw, i_lo, i_hi, o, out_k, bias, accumulate, 2); break; \
-        default: fc_forward_strip_##SUF(r, row_len, tap_off, w, w_k, nc, kh, kw, i_lo, i_hi, o, out_k, bias, accumulate, 1); \
+        /* literal block sizes (and the common kernel width 3) give unrolled bodies */             \
+        if (kw == 3) {                                                                               \
+            switch (nk) {                                                                            \
+            case 4: fc_forward_strip_##SUF(r, row_len, tap_off, w, w_k, nc, kh, 3, i_lo, i_hi, o, out_k, bias, accumulate, 4); break; \
+            case 3: fc_forward_strip_##SUF(r, row_len, tap_off, w, w_k, nc, kh, 3, i_lo, i_hi, o, out_k, bias, accumulate, 3); break; \
+            case 2: fc_forward_strip_##SUF(r, row_len, tap_off, w, w_k, nc, kh, 3, i_lo, i_hi, o, out_k, bias, accumulate, 2); break; \
+            default: fc_forward_strip_##SUF(r, row_len, tap_off, w, w_k, nc, kh, 3, i_lo, i_hi, o, out_k, bias, accumulate, 1); \
+            }                                                                                        \
+        } else {                                                                                     \
+            switch (nk) {                                                                            \
+            case 4: fc_forward_strip_##SUF(r, row_len, tap_off, w, w_k, nc, kh, kw, i_lo, i_hi, o, out_k, bias, accumulate, 4); break; \
+            case 3: fc_forward_strip_##SUF(r, row_len, tap_off, w, w_k, nc, kh, kw, i_lo, i_hi, o, out_k, bias, accumulate, 3); break; \
+            case 2: fc_forward_strip_##SUF(r, row_len, tap_off, w, w_k, nc, kh, kw, i_lo, i_hi, o, out_k, bias, accumulate, 2); break; \
+            default: fc_forward_strip_##SUF(r, row_len, tap_off, w, w_k, nc, kh, kw, i_lo, i_hi, o, out_k, bias, accumulate, 1); \
+            }                                                                                        \
         }                                                                                            \
     }                                                                                                \
     if (ow0 < Wo && Wo >= S && !accumulate) /* an overlapping full strip: same values, vector speed */ \
