@@ -21,7 +21,7 @@
 #define FC_NV 2 /* vectors per strip of output pixels */
 #define FC_NV1 8 /* vectors per strip for one channel (no channel block to hide FMA latency) */
 
-#if defined(__GNUC__) || defined(__clang__)
+#if (defined(__GNUC__) || defined(__clang__)) && !defined(FC_NO_VECTOR_EXTENSIONS)
 #  define FC_INLINE static inline __attribute__((always_inline))
 #  if defined(__AVX__)
 #    define FC_VBYTES 32
