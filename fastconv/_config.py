@@ -4,7 +4,7 @@ import sys
 
 import numpy as np
 
-from fastconv import __version__
+from fastconv import __version__, _direct
 from fastconv._kernels import _openmp
 from fastconv._threads import blas, get_num_threads
 
@@ -20,6 +20,7 @@ def config():
         "num_threads": get_num_threads(),
         "num_procs": _openmp.num_procs(),
         "blas": blas.info(),
+        "direct_kernels": "AVX+FMA" if _direct.kernel.compiled_for_avx_fma() else "baseline",
     }
 
 
@@ -29,6 +30,7 @@ def show_config():
     print(f"fastconv {c['fastconv']}  (python {c['python']}, numpy {c['numpy']}, {c['platform']})")
     print(f"  OpenMP:      {'enabled' if c['openmp'] else 'disabled (serial kernels)'}")
     print(f"  threads:     {c['num_threads']} of {c['num_procs']} processors")
+    print(f"  direct conv: {c['direct_kernels']} build")
     for lib in c["blas"] or [{"library": "none found"}]:
         details = ", ".join(f"{k} {lib[k]}" for k in ("version", "threading", "num_threads") if lib.get(k))
         print(f"  BLAS:        {lib['library']} ({details})")

@@ -1,5 +1,6 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-"""Direct 2-D convolution (cross-correlation): forward, grad_x, grad_weight.
+"""Direct 2-D convolution (cross-correlation): forward, grad_x, grad_weight,
+and the one-channel correlation behind fastconv.convolve / convolve2d.
 
 No column matrix: every output value is summed straight from the input. The
 only scratch memory is one small buffer per thread (`workspace[thread]`): a
