@@ -136,6 +136,16 @@ def test_direct_workspace_is_small(rng):
     assert peak - y.nbytes < 1 << 20
 
 
+@pytest.mark.parametrize("algorithm", ["im2col", "direct"])
+def test_no_input_channels_gives_the_bias(algorithm):
+    x, w, b = np.zeros((2, 0, 5, 5)), np.zeros((3, 0, 3, 3)), np.arange(3.0)
+    y = fastconv.conv2d(x, w, b, algorithm=algorithm)
+    np.testing.assert_array_equal(y, np.broadcast_to(b[:, None, None], (2, 3, 3, 3)))
+    gx, gw, gb = fastconv.conv2d_backward(np.ones_like(y), x, w, algorithm=algorithm)
+    assert gx.shape == x.shape and gw.shape == w.shape
+    np.testing.assert_array_equal(gb, [18.0, 18.0, 18.0])
+
+
 def test_inputs_untouched_and_noncontiguous_accepted(rng):
     x, w, b, kw = make(rng, BENCH_LIKE[0], np.float32)
     xt = np.asfortranarray(x)

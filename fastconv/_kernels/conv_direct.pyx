@@ -142,7 +142,7 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] 
             ih0 = oh * sh - pt
             i_lo = _first_tap(ih0, dh)
             i_hi = _end_tap(ih0, dh, H, kh)
-            if i_lo >= i_hi:          # the window lies wholly in the padding
+            if i_lo >= i_hi or Cg == 0:   # the window lies wholly in the padding, or no channels
                 for k in range(K):
                     for ow in range(Wo):
                         out[n, k, oh, ow] = bias[k]
