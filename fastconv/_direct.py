@@ -48,7 +48,7 @@ def forward(x, weight, bias, g, groups, num_threads):
     chunk = _channel_chunk(Cg, kh * row_len)
     workspace = np.empty((num_threads, chunk * kh * row_len), dtype=x.dtype)
     kernel.conv2d_forward(x, weight, bias, out, groups, g.stride_h, g.stride_w, g.pad_top, g.pad_left,
-                           g.dilation_h, g.dilation_w, workspace, chunk, num_threads)
+                          g.dilation_h, g.dilation_w, workspace, chunk, num_threads)
     return out
 
 
@@ -61,11 +61,12 @@ def backward(grad_output, x, weight, g, groups, num_threads):
     chunk = _channel_chunk(Cg, row_len)
     workspace = np.empty((num_threads, chunk * row_len), dtype=x.dtype)
     kernel.conv2d_grad_x(grad_output, weight, grad_x, groups, g.stride_h, g.stride_w, g.pad_top, g.pad_left,
-                          g.dilation_h, g.dilation_w, workspace, chunk, num_threads)
+                         g.dilation_h, g.dilation_w, workspace, chunk, num_threads)
     grad_w = np.empty_like(weight)
     row_len = kernel.forward_row_len(g.stride_w, g.out_w, kw, g.dilation_w)
-    workspace = np.empty((num_threads, kernel.grad_weight_workspace(kh, kw, row_len, x.dtype == np.float64)), dtype=x.dtype)
+    size = kernel.grad_weight_workspace(kh, kw, row_len, x.dtype == np.float64)
+    workspace = np.empty((num_threads, size), dtype=x.dtype)
     kernel.conv2d_grad_weight(grad_output, x, grad_w, groups, g.stride_h, g.stride_w, g.pad_top, g.pad_left,
-                               g.dilation_h, g.dilation_w, workspace, num_threads)
+                              g.dilation_h, g.dilation_w, workspace, num_threads)
     grad_b = grad_output.sum(axis=(0, 2, 3))
     return grad_x, grad_w, grad_b

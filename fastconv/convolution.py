@@ -21,17 +21,22 @@ ALGORITHMS = ("auto", "im2col", "direct")
 def _choose_algorithm(x_shape, weight_shape, geometry, groups, backward=False):
     """The algorithm `"auto"` runs: "im2col" or "direct".
 
-    Measured (2 shared cores, AVX+FMA direct build, interleaved medians of 7,
-    direct time / im2col time, float32 | float64; C1-C5 as in bench.CONV_CASES,
-    DW = depthwise 3x3 (8, 64, 56, 56), groups=64):
+    Measured on the project machine (2 shared cores, AVX+FMA direct build,
+    interleaved medians of 7; float32 from `python -m fastconv bench --sections
+    direct`, float64 by the same calls), direct time / im2col time, C1-C5 as in
+    bench.CONV_CASES, DW = depthwise 3x3 (8, 64, 56, 56), groups=64:
 
-        forward   C1 0.66|0.42  C2 0.22|0.28  C3 0.73|0.50  C4 0.29|0.32  C5 0.73|0.61  DW 0.34|0.33
-        backward  C1 1.13|1.07  C2 0.27|0.34  C3 0.73|1.09  C4 0.73|0.57  C5 2.63|2.22  DW 0.47|0.22
+                 C1    C2    C3    C4    C5    DW
+        fwd f32  0.94  0.19  0.72  0.23  0.66  0.27
+        fwd f64  0.52  0.34  0.80  0.40  0.95  0.31
+        bwd f32  1.56  0.33  0.82  0.72  1.53  0.36
+        bwd f64  1.08  0.30  1.05  0.63  2.18  0.34
 
     Forward: direct wins everywhere, so it is always direct. Backward: a 1x1
     kernel's gradients are two plain GEMMs (im2col needs no columns there),
     and with few multiply-adds per output (C/groups*kh*kw < 64, as C1's 27) the
-    direct weight gradient spends as long packing input rows as summing them.
+    direct weight gradient spends as long packing input rows as summing them;
+    elsewhere direct (C3 float64, 1.05, is the closest call).
     """
     K, Cg, kh, kw = weight_shape
     if not backward:
