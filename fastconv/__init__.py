@@ -11,7 +11,16 @@ from fastconv.columns import col2im, im2col
 from fastconv.convolution import conv2d, conv2d_backward
 from fastconv.convolution1d import conv1d, conv1d_backward
 from fastconv.signal import convolve, convolve2d
+from fastconv.pooling import (
+    avg_pool2d, avg_pool2d_backward, global_avg_pool2d, global_avg_pool2d_backward,
+    global_max_pool2d, global_max_pool2d_backward, max_pool2d, max_pool2d_backward,
+    sum_pool2d, sum_pool2d_backward,
+)
 from fastconv._config import show_config
+from fastconv.layers import (AvgPool2D, Conv2D, Dropout, Flatten, Linear, MaxPool2D, ReLU, Sequential,
+                             Sigmoid)
+from fastconv.losses import binary_log_loss, softmax_cross_entropy
+from fastconv.optim import SGD, Adam
 
 __all__ = [
     "__version__",
@@ -19,7 +28,13 @@ __all__ = [
     "conv1d", "conv1d_backward",
     "convolve", "convolve2d",
     "im2col", "col2im",
+    "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
+    "sum_pool2d", "sum_pool2d_backward",
+    "global_avg_pool2d", "global_avg_pool2d_backward", "global_max_pool2d", "global_max_pool2d_backward",
     "output_size",
     "get_num_threads", "set_num_threads", "threads",
     "show_config",
+    "Conv2D", "Linear", "MaxPool2D", "AvgPool2D", "ReLU", "Sigmoid", "Flatten", "Dropout", "Sequential",
+    "softmax_cross_entropy", "binary_log_loss",
+    "SGD", "Adam",
 ]

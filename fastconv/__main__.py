@@ -1,7 +1,13 @@
 """python -m fastconv: the main job.
 
-  python -m fastconv            show the configuration and a quick conv2d speed table
+  python -m fastconv            train a LeNet-style CNN on scikit-learn's 8x8 digits with
+                                fastconv's layers: progress bar, test accuracy, images/s and
+                                the speed-up over the same layers on the pure-NumPy reference ops
+                                (needs scikit-learn: pip install ".[examples]")
+  python -m fastconv config     show the build and runtime configuration
   python -m fastconv bench      the full one-run comparison report (reference, torch)
+  python -m fastconv bench --scaling 1 2
+                                fastconv at 1 and 2 threads: the thread speed-up of every op
 """
 import argparse
 import sys
@@ -14,21 +20,38 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m fastconv", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=None, help="number of threads (default: all cores)")
+    parser.add_argument("--epochs", type=int, default=10, help="training epochs (default: 10)")
+    parser.add_argument("--batch-size", type=int, default=32, help="training batch size (default: 32)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for the split, weights and shuffling (default: 0)")
     sub = parser.add_subparsers(dest="command")
+    sub.add_parser("config", help="show the build and runtime configuration")
     b = sub.add_parser("bench", help="one-run comparison report against the reference and torch")
     b.add_argument("--sections", nargs="*", choices=list(bench.SECTIONS), default=None)
     b.add_argument("--repeats", type=int, default=7)
     b.add_argument("--dtypes", nargs="*", default=["float32", "float64"], choices=["float32", "float64"])
     b.add_argument("--no-reference", action="store_true", help="skip the (slow) NumPy reference")
+    b.add_argument("--scaling", nargs=2, type=int, metavar=("LO", "HI"), default=None,
+                   help="instead: time fastconv at LO and HI threads and report the speed-up (e.g. 1 2)")
     args = parser.parse_args(argv)
     if args.threads is not None:
         fastconv.set_num_threads(args.threads)
-    if args.command == "bench":
+    if args.command == "bench" and args.scaling:
+        bench.run_scaling(args.sections, args.repeats, counts=tuple(args.scaling), dtypes=args.dtypes)
+    elif args.command == "bench":
         bench.run(args.sections, args.repeats, with_reference=not args.no_reference, dtypes=args.dtypes)
-    else:
+    elif args.command == "config":
         fastconv.show_config()
-        print()
-        bench.run(["conv"], repeats=3, dtypes=["float32"])
+    else:
+        from fastconv import training
+
+        for name in ("epochs", "batch_size"):
+            if getattr(args, name) < 1:
+                parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+        try:
+            training.main(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed)
+        except training.MissingScikitLearn as error:
+            print(error, file=sys.stderr)
+            return 1
     return 0
 
 

@@ -9,6 +9,46 @@ from fastconv._kernels import _openmp
 from fastconv._threads import blas, get_num_threads
 
 
+def build_info():
+    """How the extensions were compiled: written by setup.py into fastconv/_build_info.py.
+
+    The OpenMP flag itself comes from the compiled extension (``_OPENMP`` was
+    defined or not), so it is right even if the generated module is missing.
+    """
+    try:
+        from fastconv import _build_info as b
+    except ImportError:  # built by something other than setup.py's build_ext
+        b = None
+    get = lambda name, default=None: getattr(b, name, default)  # noqa: E731
+    return {
+        "openmp": _openmp.openmp_enabled(),
+        "openmp_compile_args": get("openmp_compile_args", []),
+        "openmp_link_args": get("openmp_link_args", []),
+        "compiler": get("compiler", "unknown"),
+        "compile_args": get("compile_args", []),
+        "cython": get("cython", "unknown"),
+        "numpy": get("numpy_build", "unknown"),
+        "platform": get("platform", "unknown"),
+    }
+
+
+def numpy_blas_build():
+    """The BLAS NumPy was built against (fastconv's GEMMs are NumPy's): name and version."""
+    try:
+        dep = np.__config__.CONFIG["Build Dependencies"]["blas"]
+        return {"name": dep.get("name"), "version": dep.get("version")}
+    except (AttributeError, KeyError, TypeError):  # NumPy < 1.26 has no CONFIG dict
+        return {"name": "unknown", "version": None}
+
+
+def openmp_runtime():
+    """The OpenMP runtime libraries loaded in this process (libgomp, libomp, vcomp)."""
+    from threadpoolctl import ThreadpoolController
+
+    return [{"library": c.prefix, "version": c.version, "path": c.filepath}
+            for c in ThreadpoolController().select(user_api="openmp").lib_controllers]
+
+
 def config():
     """The build and runtime configuration as a dict (what `show_config` prints)."""
     return {
@@ -19,18 +59,34 @@ def config():
         "openmp": _openmp.openmp_enabled(),
         "num_threads": get_num_threads(),
         "num_procs": _openmp.num_procs(),
+        "build": build_info(),
+        "blas_build": numpy_blas_build(),
+        "openmp_runtime": openmp_runtime(),
         "blas": blas.info(),
         "direct_kernels": "AVX+FMA" if _direct.kernel.compiled_for_avx_fma() else "baseline",
     }
 
 
 def show_config():
-    """Print fastconv's version, OpenMP status, thread count and the BLAS in use."""
+    """Print fastconv's version, how it was built (compiler, OpenMP flags, the BLAS
+    NumPy was built with), and what it runs with (threads, OpenMP and BLAS libraries)."""
     c = config()
+    b = c["build"]
     print(f"fastconv {c['fastconv']}  (python {c['python']}, numpy {c['numpy']}, {c['platform']})")
-    print(f"  OpenMP:      {'enabled' if c['openmp'] else 'disabled (serial kernels)'}")
+    print(f"  built with:  {b['compiler']}; Cython {b['cython']}; numpy {b['numpy']}; {b['platform']}")
+    print(f"  flags:       {' '.join(b['compile_args']) or '-'}")
+    if c["openmp"]:
+        flags = (f"compile {' '.join(b['openmp_compile_args']) or '-'}, link {' '.join(b['openmp_link_args']) or '-'}"
+                 if b["openmp_compile_args"] else "flags unknown")
+        runtime = ", ".join(f"{lib['library']}" + (f" {lib['version']}" if lib["version"] else "")
+                            for lib in c["openmp_runtime"]) or "not found"
+        print(f"  OpenMP:      enabled (built with {flags}; runtime {runtime})")
+    else:
+        print("  OpenMP:      disabled (serial kernels)")
     print(f"  threads:     {c['num_threads']} of {c['num_procs']} processors")
     print(f"  direct conv: {c['direct_kernels']} build")
+    bb = c["blas_build"]
+    print(f"  BLAS built:  {bb['name']} {bb['version'] or ''} (NumPy's, which runs fastconv's GEMMs)")
     for lib in c["blas"] or [{"library": "none found"}]:
         details = ", ".join(f"{k} {lib[k]}" for k in ("version", "threading", "num_threads") if lib.get(k))
         print(f"  BLAS:        {lib['library']} ({details})")

@@ -9,6 +9,7 @@ import importlib
 
 import numpy as np
 
+from fastconv import _validation as v
 from fastconv._kernels import conv_direct as baseline_kernel
 
 
@@ -41,6 +42,7 @@ def forward(x, weight, bias, g, groups, num_threads):
     """(N, K, Ho, Wo) = conv2d(x, weight) + bias."""
     N, K = x.shape[0], weight.shape[0]
     Cg, kh, kw = weight.shape[1:]
+    v.allocatable((N, K, g.out_h, g.out_w), x.dtype, "output")
     out = np.empty((N, K, g.out_h, g.out_w), dtype=x.dtype)
     if bias is None:
         bias = np.zeros(K, dtype=x.dtype)

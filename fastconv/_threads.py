@@ -4,7 +4,8 @@ The process-wide default comes from OpenMP (which honours OMP_NUM_THREADS) and
 is changed by `set_num_threads`; `threads(n)` overrides it for the calling
 thread (a context variable), so one thread's override never leaks into
 another's computation. Every op reads the count once, passes it to its kernel
-as `num_threads`, and sets BLAS to the same count around its GEMMs, so BLAS
+as `num_threads`. Kernels that call BLAS do so from inside their OpenMP
+threads, one single-threaded GEMM per thread (`blas.single_threaded()`), so BLAS
 threads and OpenMP threads never run on the same cores at once.
 """
 import contextlib
@@ -15,7 +16,11 @@ from threadpoolctl import ThreadpoolController
 
 from fastconv._kernels import _openmp
 
-_default = max(1, _openmp.default_num_threads())
+#: More threads than any machine has cores: far more can exhaust the process's
+#: thread limit, and the OpenMP runtime then crashes rather than failing cleanly.
+MAX_THREADS = 1024
+
+_default = min(max(1, _openmp.default_num_threads()), MAX_THREADS)
 _override = contextvars.ContextVar("fastconv_num_threads", default=None)
 
 
@@ -26,6 +31,8 @@ def _check(n):
         raise TypeError(f"num_threads must be an int, got {type(n).__name__} {n!r}")
     if n < 1:
         raise ValueError(f"num_threads must be >= 1, got {n}")
+    if n > MAX_THREADS:
+        raise ValueError(f"num_threads must be <= {MAX_THREADS}, got {n}")
     return int(n)
 
 
@@ -33,6 +40,18 @@ def get_num_threads():
     """The number of threads fastconv's kernels use in the calling thread."""
     n = _override.get()
     return _default if n is None else n
+
+
+#: Work units (multiply-adds, or elements moved) worth one extra thread. Below
+#: this, waking a thread team and meeting at its barrier costs more than it
+#: saves: microseconds on an idle machine, far more when another process holds
+#: the cores (the team waits at the barrier for a descheduled member).
+WORK_PER_THREAD = 1 << 17
+
+
+def num_threads_for(work):
+    """Threads for an op of `work` units: `get_num_threads()`, fewer for small ops."""
+    return max(1, min(get_num_threads(), int(work) // WORK_PER_THREAD))
 
 
 def set_num_threads(n):
@@ -55,35 +74,49 @@ def threads(n):
         _override.reset(token)
 
 
-class _Blas:
-    """Sets the BLAS thread count lazily: only when it differs from the last one set."""
+class _BlasLimiter:
+    """Holds BLAS at one thread while fastconv kernels call it from their own OpenMP
+    threads (so the two thread pools never compete for the cores), and restores the
+    user's setting when the last such call in the process ends."""
 
     def __init__(self):
         self._lock = threading.Lock()
-        self._controllers = None
-        self._current = None
+        self._libraries = None
+        self._active = 0
+        self._saved = []
 
-    def _load(self):
-        if self._controllers is None:
-            import numpy  # noqa: F401  (loads numpy's BLAS so threadpoolctl can see it)
+    def libraries(self):
+        if self._libraries is None:
+            import scipy.linalg.cython_blas  # noqa: F401  (the BLAS the kernels call)
 
-            self._controllers = ThreadpoolController().select(user_api="blas").lib_controllers
-        return self._controllers
+            self._libraries = ThreadpoolController().select(user_api="blas").lib_controllers
+        return self._libraries
 
-    def set_num_threads(self, n):
-        if n == self._current:
-            return
+    @contextlib.contextmanager
+    def single_threaded(self):
         with self._lock:
-            for lib in self._load():
-                lib.set_num_threads(n)
-            self._current = n
+            if self._active == 0:
+                self._saved = [(lib, lib.num_threads) for lib in self.libraries()]
+                for lib, n in self._saved:
+                    if n != 1:
+                        lib.set_num_threads(1)
+            self._active += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._active -= 1
+                if self._active == 0:
+                    for lib, n in self._saved:
+                        if n != 1:
+                            lib.set_num_threads(n)
 
     def info(self):
         return [
             {"library": c.internal_api, "version": c.version, "threading": getattr(c, "threading_layer", None),
              "num_threads": c.num_threads, "path": c.filepath}
-            for c in self._load()
+            for c in self.libraries()
         ]
 
 
-blas = _Blas()
+blas = _BlasLimiter()

@@ -5,6 +5,7 @@ out as C-contiguous float32/float64 ndarrays (copied once if needed, never
 written to), sizes come out as checked tuples of Python ints, and every
 rejection is a ValueError/TypeError that names the argument and its value.
 """
+import math
 import numbers
 from typing import NamedTuple
 
@@ -12,6 +13,10 @@ import numpy as np
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _DTYPE_NAMES = "float32 or float64"
+
+#: Largest window argument (kernel_size, stride, padding, dilation, output_size):
+#: the kernels take these as C ints.
+MAX_SIZE = 2**31 - 1
 
 
 def _describe(value):
@@ -27,7 +32,10 @@ def float_array(x, name, ndim=None, dtype=None):
     if not isinstance(x, np.ndarray):
         if isinstance(x, (str, bytes)) or x is None:
             raise TypeError(f"{name} must be an array of {_DTYPE_NAMES}, got {_describe(x)}")
-        x = np.asarray(x)
+        try:
+            x = np.asarray(x)
+        except (ValueError, TypeError) as e:  # ragged nesting and the like
+            raise type(e)(f"{name} must be an array of {_DTYPE_NAMES}, got {_describe(x)} ({e})") from None
         # Python floats and lists of them arrive as float64: accept those.
     if x.dtype not in FLOAT_DTYPES:
         raise TypeError(f"{name} must have dtype {_DTYPE_NAMES}, got {x.dtype}")
@@ -41,24 +49,36 @@ def float_array(x, name, ndim=None, dtype=None):
     return np.ascontiguousarray(x)
 
 
-def integer(value, name, minimum=None):
+def integer(value, name, minimum=None, maximum=None):
     """A Python int from an int-like (bools, floats and strings are rejected)."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an int, got {_describe(value)}")
     value = int(value)
     if minimum is not None and value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be <= {maximum}, got {value}")
     return value
 
 
-def pair(value, name, minimum=None):
-    """(a, b) from an int or a pair of ints."""
+def pair(value, name, minimum=None, maximum=MAX_SIZE):
+    """(a, b) from an int or a pair of ints, each in [minimum, maximum]."""
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value[()]
     if isinstance(value, (tuple, list, np.ndarray)):
         if len(value) != 2:
             raise ValueError(f"{name} must be an int or a pair of ints, got {_describe(value)}")
-        return (integer(value[0], name, minimum), integer(value[1], name, minimum))
-    v = integer(value, name, minimum)
+        return (integer(value[0], name, minimum, maximum), integer(value[1], name, minimum, maximum))
+    v = integer(value, name, minimum, maximum)
     return (v, v)
+
+
+def allocatable(shape, dtype, what):
+    """Raise MemoryError if an array of `shape` exceeds the address space (NumPy would
+    raise a ValueError that names no argument)."""
+    nbytes = math.prod(shape) * np.dtype(dtype).itemsize
+    if nbytes > np.iinfo(np.intp).max:
+        raise MemoryError(f"cannot allocate the {what}: shape {tuple(shape)} needs {nbytes} bytes")
 
 
 def choice(value, name, choices):
@@ -75,14 +95,14 @@ def window_count(n, kernel_size, stride=1, padding=0, dilation=1, ceil_mode=Fals
     """
     span = dilation * (kernel_size - 1) + 1
     room = n + 2 * padding - span
-    if room < 0:
-        return 0
     if ceil_mode:
+        # torch: ceil(room / stride) + 1, which keeps one window even when the
+        # span overhangs the padded input by less than a stride.
         out = -(-room // stride) + 1
-        if (out - 1) * stride >= n + padding:
+        if out > 0 and (out - 1) * stride >= n + padding:
             out -= 1
-        return out
-    return room // stride + 1
+        return max(out, 0)
+    return max(room // stride + 1, 0)
 
 
 def output_size(n, kernel_size, stride=1, padding=0, dilation=1, ceil_mode=False):
@@ -151,17 +171,22 @@ def conv_padding(padding, kernel, stride, dilation):
     return (ph, ph), (pw, pw)
 
 
-def conv_geometry(in_hw, kernel_size, stride, padding, dilation):
-    """Check and normalise the window arguments of a convolution over an (H, W) map."""
-    kernel = pair(kernel_size, "kernel_size", minimum=1)
+def conv_geometry(in_hw, kernel_size, stride, padding, dilation, kernel_name="kernel_size"):
+    """Check and normalise the window arguments of a convolution over an (H, W) map.
+
+    `kernel_name` is what the messages call the kernel size (conv2d: the weight's).
+    """
+    kernel = pair(kernel_size, kernel_name, minimum=1)
     stride = pair(stride, "stride", minimum=1)
     dilation = pair(dilation, "dilation", minimum=1)
     (pt, pb), (pl, pr) = conv_padding(padding, kernel, stride, dilation)
+    if max(pt, pl) > MAX_SIZE:
+        raise ValueError(f"padding={padding!r} gives padding {(pt, pl)}, larger than {MAX_SIZE}")
     H, W = in_hw
     spans = [d * (k - 1) + 1 for k, d in zip(kernel, dilation)]
     if spans[0] > H + pt + pb or spans[1] > W + pl + pr:
         raise ValueError(
-            f"kernel_size {kernel} (dilation {dilation}, span {tuple(spans)}) is larger than "
+            f"{kernel_name} {kernel} (dilation {dilation}, span {tuple(spans)}) is larger than "
             f"the padded input {(H + pt + pb, W + pl + pr)}"
         )
     out_h = (H + pt + pb - spans[0]) // stride[0] + 1
@@ -198,7 +223,7 @@ def conv2d_args(x, weight, bias, stride, padding, dilation, groups):
             raise ValueError(f"bias must have shape ({K},), got {bias.shape}")
     if x.shape[2] == 0 or x.shape[3] == 0:
         raise ValueError(f"x must have non-zero height and width, got shape {x.shape}")
-    geom = conv_geometry(x.shape[2:], (kh, kw), stride, padding, dilation)
+    geom = conv_geometry(x.shape[2:], (kh, kw), stride, padding, dilation, "weight kernel_size")
     return x, weight, bias, geom, groups
 
 
@@ -207,3 +232,116 @@ def grad_output_array(grad_output, expected_shape, dtype):
     if grad_output.shape != tuple(expected_shape):
         raise ValueError(f"grad_output must have shape {tuple(expected_shape)}, got {grad_output.shape}")
     return grad_output
+
+
+def _flag(value, name):
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {_describe(value)}")
+    return bool(value)
+
+
+def _windows_reach_input(n, kernel_size, stride, padding, dilation, count):
+    """Whether each of the `count` windows along an axis covers at least one input element."""
+    starts = np.arange(count) * stride - padding
+    first = np.where(starts < 0, -(starts // dilation), 0)    # first window step at >= 0
+    return bool(np.all((first < kernel_size) & (starts + first * dilation < n)))
+
+
+def pool_geometry(in_hw, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
+    """Check and normalise the window arguments of a pooling over an (H, W) map.
+
+    torch's rules: `stride` defaults to `kernel_size`; padding is at most half the
+    kernel; with `ceil_mode` a last partial window is kept unless it would start in
+    the bottom/right padding. Returns a `ConvGeometry`.
+    """
+    kernel = pair(kernel_size, "kernel_size", minimum=1)
+    stride = kernel if stride is None else pair(stride, "stride", minimum=1)
+    if isinstance(padding, str):
+        raise TypeError(f"padding must be an int or a pair of ints for pooling, got {_describe(padding)}")
+    pad = pair(padding, "padding", minimum=0)
+    dilation = pair(dilation, "dilation", minimum=1)
+    ceil_mode = _flag(ceil_mode, "ceil_mode")
+    for axis in range(2):
+        if pad[axis] > kernel[axis] // 2:
+            raise ValueError(
+                f"padding {pad} must be at most half of kernel_size {kernel} (torch's rule), "
+                f"got {pad[axis]} > {kernel[axis]} // 2")
+    out = tuple(window_count(n, k, s, p, d, ceil_mode)
+                for n, k, s, p, d in zip(in_hw, kernel, stride, pad, dilation))
+    if min(out) < 1:
+        raise ValueError(
+            f"the output size {out} is below 1: kernel_size {kernel} (dilation {dilation}) does not fit "
+            f"the input {tuple(in_hw)} padded by {pad}")
+    for axis, name in enumerate(("rows", "columns")):
+        if dilation[axis] > 1 and not _windows_reach_input(in_hw[axis], kernel[axis], stride[axis],
+                                                           pad[axis], dilation[axis], out[axis]):
+            raise ValueError(
+                f"with dilation {dilation} and padding {pad}, a window's {name} fall only in the padding "
+                f"of the input {tuple(in_hw)}; reduce dilation or padding")
+    return ConvGeometry(kernel[0], kernel[1], stride[0], stride[1], pad[0], pad[1],
+                        dilation[0], dilation[1], out[0], out[1])
+
+
+def pool_input(x, name="x"):
+    """`x` as a C-contiguous (N, C, H, W) array, and whether it came in unbatched (C, H, W)."""
+    x = float_array(x, name)
+    if x.ndim not in (3, 4):
+        raise ValueError(f"{name} must be 3-D (C, H, W) or 4-D (N, C, H, W), got shape {x.shape}")
+    if x.shape[-1] == 0 or x.shape[-2] == 0:
+        raise ValueError(f"{name} must have non-zero height and width, got shape {x.shape}")
+    return (x if x.ndim == 4 else x[None]), x.ndim == 3
+
+
+def input_shape_of(input_shape):
+    """`input_shape` as a tuple of 3 or 4 ints, (C, H, W) or (N, C, H, W), with non-zero H and W."""
+    if isinstance(input_shape, (str, bytes)) or not hasattr(input_shape, "__len__"):
+        raise TypeError(f"input_shape must be a tuple of ints, got {_describe(input_shape)}")
+    shape = tuple(integer(n, "input_shape", minimum=0) for n in input_shape)
+    if len(shape) not in (3, 4):
+        raise ValueError(f"input_shape must be (N, C, H, W) or (C, H, W), got {shape}")
+    if shape[-1] == 0 or shape[-2] == 0:
+        raise ValueError(f"input_shape must have non-zero height and width, got {shape}")
+    return shape
+
+
+def pool_grad_output(grad_output, input_shape):
+    """Checked (grad_output as 4-D array, input_shape as a 4-tuple, unbatched flag)."""
+    grad_output = float_array(grad_output, "grad_output")
+    if grad_output.ndim not in (3, 4):
+        raise ValueError(f"grad_output must be 3-D (C, Ho, Wo) or 4-D (N, C, Ho, Wo), "
+                         f"got shape {grad_output.shape}")
+    shape = input_shape_of(input_shape)
+    if len(shape) != grad_output.ndim:
+        raise ValueError(f"input_shape {shape} and grad_output (shape {grad_output.shape}) must have "
+                         f"the same number of dimensions")
+    if grad_output.shape[:-2] != shape[:-2]:
+        raise ValueError(f"grad_output has shape {grad_output.shape} but input_shape is {shape}: "
+                         f"the leading (N, C) must match")
+    unbatched = grad_output.ndim == 3
+    if unbatched:
+        grad_output, shape = grad_output[None], (1,) + shape
+    return grad_output, shape, unbatched
+
+
+def index_array(indices, expected_shape):
+    """`indices` as a C-contiguous int64 array of exactly `expected_shape` (values unchecked)."""
+    if not isinstance(indices, np.ndarray):
+        if isinstance(indices, (str, bytes)) or indices is None:
+            raise TypeError(f"indices must be an integer array, got {_describe(indices)}")
+        indices = np.asarray(indices)
+    if indices.dtype == np.bool_ or not np.issubdtype(indices.dtype, np.integer):
+        raise TypeError(f"indices must have an integer dtype (as returned with return_indices=True), "
+                        f"got {indices.dtype}")
+    if indices.shape != tuple(expected_shape):
+        raise ValueError(f"indices must have the shape of grad_output {tuple(expected_shape)}, "
+                         f"got {indices.shape}")
+    return np.ascontiguousarray(indices, dtype=np.int64)
+
+
+def divisor_of(divisor_override):
+    if divisor_override is None:
+        return 0
+    d = integer(divisor_override, "divisor_override")
+    if d == 0:
+        raise ValueError("divisor_override must be a non-zero int, got 0")
+    return d

@@ -15,6 +15,7 @@ import numpy as np
 
 import fastconv
 from fastconv import reference
+from fastconv._kernels import _openmp
 
 
 @dataclass
@@ -181,7 +182,38 @@ def direct_cases(torch, dtypes=("float32", "float64"), with_reference=True):
                    flops=2.0 * 2052 ** 2 * 25)
 
 
-SECTIONS = {"conv": conv_cases, "direct": direct_cases}
+
+
+COLUMN_CASES = {  # name: (N, C, H=W, kernel, stride, padding): the im2col of conv cases C2 and C4
+    "C2": (8, 64, 56, 3, 1, 1),
+    "C4": (8, 3, 227, 11, 4, 0),
+}
+
+
+def column_cases(torch, dtypes=("float32", "float64"), with_reference=True):
+    """im2col / col2im (== torch unfold / fold): pure data movement, rated in GB/s."""
+    rng = np.random.default_rng(0)
+    for dtype in dtypes:
+        for name, (N, C, H, k, s, p) in COLUMN_CASES.items():
+            x = rng.standard_normal((N, C, H, H)).astype(dtype)
+            cols = fastconv.im2col(x, k, stride=s, padding=p)
+            moved = float(x.nbytes + cols.nbytes)
+            label = f"{name} {(N, C, H, k, s, p)}".replace(" ", "")
+            fwd = {"fastconv": lambda: fastconv.im2col(x, k, stride=s, padding=p)}
+            adj = {"fastconv": lambda: fastconv.col2im(cols, H, k, stride=s, padding=p)}
+            if with_reference:
+                fwd["reference"] = lambda: reference.im2col(x, k, stride=s, padding=p)
+                adj["reference"] = lambda: reference.col2im(cols, H, k, stride=s, padding=p)
+            if torch is not None:
+                tx, tcols = torch.from_numpy(x), torch.from_numpy(cols)
+                F = torch.nn.functional
+                fwd["torch"] = lambda: F.unfold(tx, k, stride=s, padding=p)
+                adj["torch"] = lambda: F.fold(tcols, H, k, stride=s, padding=p)
+            yield Case("im2col", label, dtype, fwd, bytes=moved)
+            yield Case("col2im", label, dtype, adj, bytes=moved)
+
+
+SECTIONS = {"conv": conv_cases, "columns": column_cases, "direct": direct_cases}
 
 
 # ---------------------------------------------------------------------------
@@ -200,7 +232,8 @@ def format_table(cases, ceilings):
         rate = (f"{c.flops / t['fastconv'] / 1e9:8.1f}GFLOP/s" if c.flops
                 else f"{c.bytes / t['fastconv'] / 1e9:9.2f}GB/s" if c.bytes else "")
         vs_torch = f"{t['fastconv'] / t['torch']:9.2f}x" if "torch" in t else f"{'-':>10}"
-        vs_ref = f"{t['reference'] / t['fastconv']:8.0f}x" if "reference" in t else f"{'-':>9}"
+        ref = t["reference"] / t["fastconv"] if "reference" in t else None
+        vs_ref = f"{'-':>9}" if ref is None else f"{ref:8.1f}x" if ref < 10 else f"{ref:8.0f}x"
         others = "".join(f"  {name} {t[name] * 1e3:.2f}ms = {t[name] / t['fastconv']:.2f}x fastconv"
                          + (f" {t[name] / t['torch']:.2f}x torch" if "torch" in t else "")
                          for name in t if name not in ("fastconv", "reference", "torch"))
@@ -225,4 +258,44 @@ def run(sections=None, repeats=7, num_threads=None, with_reference=True, dtypes=
                 case.times = interleaved_medians(case.impls, repeats)
                 cases.append(case)
     out(format_table(cases, ceilings))
+    return cases
+
+
+def format_scaling(cases, counts):
+    lo, hi = counts
+    lines = [
+        f"thread scaling: fastconv at {lo} and {hi} threads, timed interleaved in one process",
+        "",
+        f"{'op':<16}{'case':<30}{'dtype':<9}{f'{lo} thread':>11}{f'{hi} threads':>12}{'speed-up':>10}",
+    ]
+    for c in cases:
+        t_lo, t_hi = c.times[lo], c.times[hi]
+        lines.append(f"{c.op:<16}{c.label:<30}{c.dtype:<9}{t_lo * 1e3:9.2f}ms{t_hi * 1e3:10.2f}ms"
+                     f"{t_lo / t_hi:9.2f}x")
+    speedups = [c.times[lo] / c.times[hi] for c in cases]
+    if speedups:
+        lines += ["", f"speed-up = time at {lo} / time at {hi}; geometric mean "
+                      f"{float(np.exp(np.mean(np.log(speedups)))):.2f}x over {len(speedups)} cases "
+                      f"(ideal {hi / lo:.0f}x; {_openmp.num_procs()} processors)"]
+    return "\n".join(lines)
+
+
+def run_scaling(sections=None, repeats=7, counts=(1, 2), dtypes=("float32",), out=print):
+    """Time fastconv's callable of every case at two thread counts, interleaved, and
+    print the speed-ups: the check that the OpenMP loops (and BLAS) really scale."""
+    lo, hi = counts
+    cases = []
+    for name in sections or SECTIONS:
+        for case in SECTIONS[name](None, dtypes=dtypes, with_reference=False):
+            fn = case.impls["fastconv"]
+
+            def at(n, fn=fn):
+                def call():
+                    with fastconv.threads(n):
+                        fn()
+                return call
+
+            case.times = interleaved_medians({lo: at(lo), hi: at(hi)}, repeats)
+            cases.append(case)
+    out(format_scaling(cases, counts))
     return cases

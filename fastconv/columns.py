@@ -3,7 +3,7 @@ import numpy as np
 
 from fastconv import _validation as v
 from fastconv._kernels import im2col as _kernel
-from fastconv._threads import get_num_threads
+from fastconv._threads import num_threads_for
 
 
 def im2col(x, kernel_size, stride=1, padding=0, dilation=1):
@@ -29,10 +29,12 @@ def im2col(x, kernel_size, stride=1, padding=0, dilation=1):
     if H == 0 or W == 0:
         raise ValueError(f"x must have non-zero height and width, got shape {x.shape}")
     g = v.conv_geometry((H, W), kernel_size, stride, padding, dilation)
-    cols = np.empty((N, C * g.kernel_h * g.kernel_w, g.out_h * g.out_w), dtype=x.dtype)
+    shape = (N, C * g.kernel_h * g.kernel_w, g.out_h * g.out_w)
+    v.allocatable(shape, x.dtype, "column matrix")
+    cols = np.empty(shape, dtype=x.dtype)
     _kernel.im2col(batched, cols, g.kernel_h, g.kernel_w, g.stride_h, g.stride_w,
-                   g.pad_top, g.pad_left, g.dilation_h, g.dilation_w, 0, g.out_w,
-                   get_num_threads())
+                   g.pad_top, g.pad_left, g.dilation_h, g.dilation_w, g.out_w,
+                   num_threads_for(cols.size))
     return cols if x.ndim == 4 else cols[0]
 
 
@@ -68,8 +70,9 @@ def col2im(cols, output_size, kernel_size, stride=1, padding=0, dilation=1):
         raise ValueError(
             f"cols.shape[-1] = {L} does not match the {g.out_h}x{g.out_w} = {g.out_h * g.out_w} "
             f"windows of output_size {(H, W)} with these kernel_size/stride/padding/dilation")
+    v.allocatable((N, rows // kk, H, W), cols.dtype, "output")
     x = np.zeros((N, rows // kk, H, W), dtype=cols.dtype)
-    _kernel.col2im_add(batched, x, g.kernel_h, g.kernel_w, g.stride_h, g.stride_w,
-                       g.pad_top, g.pad_left, g.dilation_h, g.dilation_w, 0, g.out_w,
-                       get_num_threads())
+    _kernel.col2im(batched, x, g.kernel_h, g.kernel_w, g.stride_h, g.stride_w,
+                   g.pad_top, g.pad_left, g.dilation_h, g.dilation_w, g.out_w,
+                   num_threads_for(batched.size))
     return x if cols.ndim == 3 else x[0]

@@ -1,19 +1,20 @@
 """2-D convolution (cross-correlation) forward and backward.
 
-`im2col` algorithm: for a band of images (or of output rows, for one very large
-image) the im2col kernel writes the column matrix into a bounded workspace and
-one batched BLAS GEMM per band turns it into output. OpenMP (im2col/col2im) and
-BLAS (the GEMMs) take turns on the same `num_threads` cores, never at once.
+`im2col` algorithm (fastconv/_kernels/conv_gemm.pyx): OpenMP threads take
+(image, band of output rows) tasks; each builds the band's column matrix in its
+own cache-sized slice of a workspace and multiplies it with single-threaded
+BLAS. Extra memory is `num_threads` bands, whatever the batch size.
 """
 import numpy as np
 
 from fastconv import _direct
 from fastconv import _validation as v
-from fastconv._kernels import im2col as _columns
-from fastconv._threads import blas, get_num_threads
+from fastconv._kernels import conv_gemm as _kernel
+from fastconv._threads import blas, num_threads_for
 
-#: Upper bound on the column workspace of one call, whatever the batch size.
-WORKSPACE_BYTES = 64 << 20
+#: Target size of one thread's column band: about half of a 2 MiB L2 cache, so
+#: the band is still cached when BLAS reads it.
+BAND_BYTES = 1 << 20
 
 ALGORITHMS = ("auto", "im2col", "direct")
 
@@ -45,39 +46,38 @@ def _choose_algorithm(x_shape, weight_shape, geometry, groups, backward=False):
         return "im2col"
     return "direct"
 
-
-def _bands(N, col_rows, out_h, out_w, itemsize):
-    """Yield (n0, n1, r0, r1): image ranges, or output-row ranges of one image,
-    whose column matrix fits in WORKSPACE_BYTES."""
-    per_row = max(1, col_rows * out_w * itemsize)
-    per_image = per_row * out_h
-    if per_image <= WORKSPACE_BYTES:
-        step = max(1, WORKSPACE_BYTES // per_image)
-        for n0 in range(0, N, step):
-            yield n0, min(N, n0 + step), 0, out_h
-    else:
-        step = max(1, WORKSPACE_BYTES // per_row)
-        for n in range(N):
-            for r0 in range(0, out_h, step):
-                yield n, n + 1, r0, min(out_h, r0 + step)
+#: BLAS dimensions are 32-bit ints; an output plane is a GEMM's leading dimension.
+_BLAS_INT_MAX = 2**31 - 1
 
 
-def _workspace(N, col_rows, g, dtype):
-    """One buffer large enough for the biggest band."""
-    itemsize = np.dtype(dtype).itemsize
-    largest = max(((n1 - n0) * (r1 - r0) for n0, n1, r0, r1 in _bands(N, col_rows, g.out_h, g.out_w, itemsize)),
-                  default=0)
-    return np.empty(largest * col_rows * g.out_w, dtype=dtype)
+def _band_rows(col_rows, g, itemsize):
+    """Output rows per band: as many as fit in BAND_BYTES, but at least enough
+    that bands two apart never scatter into the same input rows (backward)."""
+    rows = max(1, BAND_BYTES // max(1, col_rows * g.out_w * itemsize))
+    span_h = g.dilation_h * (g.kernel_h - 1) + 1
+    rows = max(rows, -(-(span_h - g.stride_h) // g.stride_h))
+    return min(rows, g.out_h)
 
 
-def _im2col_band(x, cols, g, n0, n1, r0, num_threads):
-    _columns.im2col(x[n0:n1], cols, g.kernel_h, g.kernel_w, g.stride_h, g.stride_w,
-                    g.pad_top, g.pad_left, g.dilation_h, g.dilation_w, r0, g.out_w, num_threads)
+def _check_blas_limits(g):
+    if g.out_h * g.out_w > _BLAS_INT_MAX:
+        raise ValueError(f"the output plane {g.out_h}x{g.out_w} has more than 2**31 - 1 elements, "
+                         f"beyond BLAS's 32-bit dimensions")
 
 
-def _col2im_band(cols, grad_x, g, n0, n1, r0, num_threads):
-    _columns.col2im_add(cols, grad_x[n0:n1], g.kernel_h, g.kernel_w, g.stride_h, g.stride_w,
-                        g.pad_top, g.pad_left, g.dilation_h, g.dilation_w, r0, g.out_w, num_threads)
+def _pointwise(g):
+    return (g.kernel_h, g.kernel_w, g.stride_h, g.stride_w, g.pad_top, g.pad_left) == (1, 1, 1, 1, 0, 0)
+
+
+def _workspace(num_threads, col_rows, band_rows, g, dtype):
+    """Per-thread column bands; a pointwise (1x1) convolution reads its input directly."""
+    size = 0 if _pointwise(g) else col_rows * band_rows * g.out_w
+    return np.empty((num_threads, size), dtype=dtype)
+
+
+def _window_args(g):
+    return (g.kernel_h, g.kernel_w, g.stride_h, g.stride_w, g.pad_top, g.pad_left,
+            g.dilation_h, g.dilation_w, g.out_w)
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, algorithm="auto"):
@@ -108,25 +108,19 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, a
     if algorithm == "auto":
         algorithm = _choose_algorithm(x.shape, weight.shape, g, groups)
     if algorithm == "direct":
-        return _direct.forward(x, weight, bias, g, groups, get_num_threads())
+        work = x.shape[0] * weight.shape[0] * g.out_h * g.out_w * weight[0].size
+        return _direct.forward(x, weight, bias, g, groups, num_threads_for(work))
     N, K = x.shape[0], weight.shape[0]
-    L = g.out_h * g.out_w
-    w = weight.reshape(groups, K // groups, -1)
     col_rows = x.shape[1] * g.kernel_h * g.kernel_w
+    v.allocatable((N, K, g.out_h, g.out_w), x.dtype, "output")
     out = np.empty((N, K, g.out_h, g.out_w), dtype=x.dtype)
-    if N and K:
-        num_threads = get_num_threads()
-        blas.set_num_threads(num_threads)
-        workspace = _workspace(N, col_rows, g, x.dtype)
-        for n0, n1, r0, r1 in _bands(N, col_rows, g.out_h, g.out_w, x.dtype.itemsize):
-            nb, band = n1 - n0, (r1 - r0) * g.out_w
-            cols = workspace[: nb * col_rows * band].reshape(nb, col_rows, band)
-            _im2col_band(x, cols, g, n0, n1, r0, num_threads)
-            cols = cols.reshape(nb, groups, col_rows // groups, band)
-            if band == L:
-                np.matmul(w, cols, out=out[n0:n1].reshape(nb, groups, K // groups, L))
-            else:
-                out[n0:n1, :, r0:r1] = np.matmul(w, cols).reshape(nb, K, r1 - r0, g.out_w)
+    _check_blas_limits(g)
+    num_threads = num_threads_for(out.size * (col_rows // groups))
+    band_rows = _band_rows(col_rows, g, x.dtype.itemsize)
+    workspace = _workspace(num_threads, col_rows, band_rows, g, x.dtype)
+    with blas.single_threaded():
+        _kernel.conv2d_forward(x, weight.reshape(groups, K // groups, col_rows // groups), out.reshape(N, K, g.out_h * g.out_w), workspace,
+                               *_window_args(g), band_rows, num_threads)
     if bias is not None:
         out += bias[:, None, None]
     return out
@@ -149,31 +143,22 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
     """
     x, weight, _, g, groups = v.conv2d_args(x, weight, None, stride, padding, dilation, groups)
     v.choice(algorithm, "algorithm", ALGORITHMS)
+    _check_blas_limits(g)
     N, K = x.shape[0], weight.shape[0]
     grad_output = v.grad_output_array(grad_output, (N, K, g.out_h, g.out_w), x.dtype)
     if algorithm == "auto":
         algorithm = _choose_algorithm(x.shape, weight.shape, g, groups, backward=True)
     if algorithm == "direct":
-        return _direct.backward(grad_output, x, weight, g, groups, get_num_threads())
-    L = g.out_h * g.out_w
-    Kg = K // groups
+        work = 2 * grad_output.size * weight[0].size
+        return _direct.backward(grad_output, x, weight, g, groups, num_threads_for(work))
     col_rows = x.shape[1] * g.kernel_h * g.kernel_w
-    w_t = weight.reshape(groups, Kg, -1).transpose(0, 2, 1)
+    num_threads = num_threads_for(2 * grad_output.size * (col_rows // groups))
+    band_rows = _band_rows(col_rows, g, x.dtype.itemsize)
+    workspace = _workspace(num_threads, col_rows, band_rows, g, x.dtype)
     grad_x = np.zeros_like(x)
-    grad_w = np.zeros((groups, Kg, col_rows // groups), dtype=x.dtype)
-    grad_b = grad_output.sum(axis=(0, 2, 3))
-    if N and K:
-        num_threads = get_num_threads()
-        blas.set_num_threads(num_threads)
-        workspace = _workspace(N, col_rows, g, x.dtype)
-        for n0, n1, r0, r1 in _bands(N, col_rows, g.out_h, g.out_w, x.dtype.itemsize):
-            nb, band = n1 - n0, (r1 - r0) * g.out_w
-            cols = workspace[: nb * col_rows * band].reshape(nb, col_rows, band)
-            _im2col_band(x, cols, g, n0, n1, r0, num_threads)
-            cols = cols.reshape(nb, groups, col_rows // groups, band)
-            go = grad_output[n0:n1] if band == L else np.ascontiguousarray(grad_output[n0:n1, :, r0:r1])
-            go = go.reshape(nb, groups, Kg, band)
-            grad_w += np.matmul(go, cols.transpose(0, 1, 3, 2)).sum(axis=0)
-            np.matmul(w_t, go, out=cols)  # the columns are spent: reuse them for d(cols)
-            _col2im_band(cols.reshape(nb, col_rows, band), grad_x, g, n0, n1, r0, num_threads)
-    return grad_x, grad_w.reshape(weight.shape), grad_b
+    grad_w_parts = np.zeros((num_threads, groups, K // groups, col_rows // groups), dtype=x.dtype)
+    with blas.single_threaded():
+        _kernel.conv2d_backward(x, weight.reshape(groups, K // groups, col_rows // groups), grad_output.reshape(N, K, g.out_h * g.out_w),
+                                grad_x, grad_w_parts, workspace, *_window_args(g), band_rows, num_threads)
+    grad_w = grad_w_parts.sum(axis=0).reshape(weight.shape)
+    return grad_x, grad_w, grad_output.sum(axis=(0, 2, 3))

@@ -133,3 +133,147 @@ def convolve(a, v_, mode="full"):
     n, m = a.size, v_.size
     start, length = {"full": (0, n + m - 1), "same": ((m - 1) // 2, n), "valid": (m - 1, n - m + 1)}[mode]
     return full[start: start + length].copy()
+# ---------------------------------------------------------------------------
+# Pooling
+
+def _pool_input(x):
+    xb, unbatched = v.pool_input(x)
+    return xb, unbatched
+
+
+def _padded_windows(x, g, fill):
+    """(N, C, Ho, Wo, kh, kw) view of `x` padded with `fill`, and the same view of a
+    mask that is True on the input elements (False on the padding)."""
+    N, C, H, W = x.shape
+    span_h = g.dilation_h * (g.kernel_h - 1) + 1
+    span_w = g.dilation_w * (g.kernel_w - 1) + 1
+    bottom = max(0, (g.out_h - 1) * g.stride_h + span_h - H - g.pad_top)
+    right = max(0, (g.out_w - 1) * g.stride_w + span_w - W - g.pad_left)
+    widths = ((0, 0), (0, 0), (g.pad_top, bottom), (g.pad_left, right))
+    xp = np.pad(x, widths, constant_values=fill)
+    mask = np.pad(np.ones((1, 1, H, W), bool), widths, constant_values=False)
+
+    def windows(a):
+        win = sliding_window_view(a, (span_h, span_w), axis=(2, 3))
+        return win[:, :, ::g.stride_h, ::g.stride_w, ::g.dilation_h, ::g.dilation_w][:, :, :g.out_h, :g.out_w]
+
+    return windows(xp), windows(mask)
+
+
+def _window_flat_index(g, W):
+    """(Ho, Wo, kh, kw): flat input position ih*W + iw under each window element."""
+    ih = (np.arange(g.out_h)[:, None] * g.stride_h - g.pad_top + np.arange(g.kernel_h) * g.dilation_h)
+    iw = (np.arange(g.out_w)[:, None] * g.stride_w - g.pad_left + np.arange(g.kernel_w) * g.dilation_w)
+    return ih[:, None, :, None] * W + iw[None, :, None, :]
+
+
+def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
+    xb, unbatched = _pool_input(x)
+    N, C, H, W = xb.shape
+    g = v.pool_geometry((H, W), kernel_size, stride, padding, dilation, ceil_mode)
+    win, inside = _padded_windows(xb, g, -np.inf)
+    k = g.kernel_h * g.kernel_w
+    win = win.reshape(win.shape[:4] + (k,))
+    inside = inside.reshape(inside.shape[:4] + (k,))
+    out = win.max(axis=-1, initial=-np.inf)                     # NaN propagates
+    # torch's choice of index: the first maximum among the input elements, or the last NaN.
+    first_max = np.argmax((win == out[..., None]) & inside, axis=-1)
+    last_nan = k - 1 - np.argmax(np.isnan(win)[..., ::-1], axis=-1)
+    pick = np.where(np.isnan(out), last_nan, first_max)
+    flat = np.broadcast_to(_window_flat_index(g, W).reshape(g.out_h, g.out_w, k), win.shape)
+    indices = np.take_along_axis(flat, pick[..., None], axis=-1)[..., 0].astype(np.int64)
+    out = np.ascontiguousarray(out)
+    if unbatched:
+        out, indices = out[0], indices[0]
+    return (out, indices) if return_indices else out
+
+
+def max_pool2d_backward(grad_output, indices, input_shape):
+    gob, shape, unbatched = v.pool_grad_output(grad_output, input_shape)
+    idx = v.index_array(indices, gob.shape[1:] if unbatched else gob.shape).reshape(gob.shape)
+    N, C, H, W = shape
+    if idx.size and (idx.min() < 0 or idx.max() >= H * W):
+        raise ValueError(f"indices has values outside [0, H*W) = [0, {H * W})")
+    grad = np.zeros((N * C, H * W), dtype=gob.dtype)
+    planes = np.repeat(np.arange(N * C), gob.shape[2] * gob.shape[3])
+    np.add.at(grad, (planes, idx.reshape(-1)), gob.reshape(-1))
+    grad = grad.reshape(shape)
+    return grad[0] if unbatched else grad
+
+
+def _avg_divisor(g, H, W, count_include_pad, divisor_override):
+    """(Ho, Wo) divisors, torch's rule: windows clipped to the padded input, or to the input."""
+    if divisor_override is not None:
+        return np.full((g.out_h, g.out_w), v.divisor_of(divisor_override), dtype=np.int64)
+
+    def counts(out, k, s, p, n):
+        start = np.arange(out) * s - p
+        end = np.minimum(start + k, n + p)
+        if not count_include_pad:
+            start, end = np.maximum(start, 0), np.minimum(end, n)
+        return end - start
+
+    return np.outer(counts(g.out_h, g.kernel_h, g.stride_h, g.pad_top, H),
+                    counts(g.out_w, g.kernel_w, g.stride_w, g.pad_left, W))
+
+
+def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+               divisor_override=None):
+    xb, unbatched = _pool_input(x)
+    N, C, H, W = xb.shape
+    count_include_pad = v._flag(count_include_pad, "count_include_pad")
+    g = v.pool_geometry((H, W), kernel_size, stride, padding, 1, ceil_mode)
+    win, _ = _padded_windows(xb, g, 0)
+    out = win.sum(axis=(-2, -1)) / _avg_divisor(g, H, W, count_include_pad, divisor_override)
+    out = np.ascontiguousarray(out, dtype=xb.dtype)
+    return out[0] if unbatched else out
+
+
+def avg_pool2d_backward(grad_output, input_shape, kernel_size, stride=None, padding=0, ceil_mode=False,
+                        count_include_pad=True, divisor_override=None):
+    gob, shape, unbatched = v.pool_grad_output(grad_output, input_shape)
+    N, C, H, W = shape
+    count_include_pad = v._flag(count_include_pad, "count_include_pad")
+    g = v.pool_geometry((H, W), kernel_size, stride, padding, 1, ceil_mode)
+    if gob.shape[2:] != (g.out_h, g.out_w):
+        raise ValueError(f"grad_output has {gob.shape[2:]} outputs per plane, expected {(g.out_h, g.out_w)}")
+    share = gob / _avg_divisor(g, H, W, count_include_pad, divisor_override)
+    win_grad = np.broadcast_to(share[..., None, None], share.shape + (g.kernel_h, g.kernel_w))
+    grad = _scatter_windows(win_grad, g, H, W).astype(gob.dtype, copy=False)
+    return grad[0] if unbatched else grad
+
+
+def sum_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False):
+    return avg_pool2d(x, kernel_size, stride, padding, ceil_mode, True, 1)
+
+
+def sum_pool2d_backward(grad_output, input_shape, kernel_size, stride=None, padding=0, ceil_mode=False):
+    return avg_pool2d_backward(grad_output, input_shape, kernel_size, stride, padding, ceil_mode, True, 1)
+
+
+def global_avg_pool2d(x, keepdims=True):
+    x = v.float_array(x, "x")
+    return x.mean(axis=(-2, -1), keepdims=keepdims, dtype=x.dtype)
+
+
+def global_avg_pool2d_backward(grad_output, input_shape):
+    go = v.float_array(grad_output, "grad_output")
+    shape = v.input_shape_of(input_shape)
+    share = go.reshape(shape[:-2] + (1, 1)) / (shape[-2] * shape[-1])
+    return np.ascontiguousarray(np.broadcast_to(share, shape), dtype=go.dtype)
+
+
+def global_max_pool2d(x, keepdims=True, return_indices=False):
+    x = v.float_array(x, "x")
+    H, W = x.shape[-2:]
+    out, indices = max_pool2d(x, (H, W), return_indices=True)
+    if not keepdims:
+        out, indices = out[..., 0, 0], indices[..., 0, 0]
+    return (out, indices) if return_indices else out
+
+
+def global_max_pool2d_backward(grad_output, indices, input_shape):
+    go = v.float_array(grad_output, "grad_output")
+    shape = v.input_shape_of(input_shape)
+    lead = shape[:-2] + (1, 1)
+    return max_pool2d_backward(go.reshape(lead), np.asarray(indices).reshape(lead), shape)

@@ -31,3 +31,27 @@ def numerical_gradient(f, x, eps=1e-6):
 @pytest.fixture
 def rng():
     return np.random.default_rng(12345)
+
+
+# Hypothesis profiles, chosen with HYPOTHESIS_PROFILE: "ci" (the default) keeps the
+# property tests to a few seconds; "long" is for soak runs; "sanitize" is for the
+# slow ASan/UBSan build (tools/sanitize.sh).
+try:
+    from hypothesis import HealthCheck, settings
+except ImportError:  # hypothesis is in the test extras; tests that need it import it
+    pass
+else:
+    _common = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    settings.register_profile("ci", max_examples=60, **_common)
+    settings.register_profile("sanitize", max_examples=15, **_common)
+    settings.register_profile("long", max_examples=3000, **_common)
+    settings.load_profile(__import__("os").environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+@pytest.fixture(autouse=True)
+def parallel_even_when_small(monkeypatch):
+    """Tests use small arrays; make every op use all its threads anyway, so the
+    parallel code paths (and any race in them) are what the tests exercise."""
+    from fastconv import _threads
+
+    monkeypatch.setattr(_threads, "WORK_PER_THREAD", 1)

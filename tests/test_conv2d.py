@@ -79,30 +79,6 @@ def test_gradients_match_finite_differences(case):
     np.testing.assert_allclose(gb, numerical_gradient(loss, b), rtol=1e-6, atol=1e-7)
 
 
-def test_bounded_workspace_bands_give_the_same_result(rng, monkeypatch):
-    """Shrink the workspace cap so the op must work in image bands and in row bands."""
-    from fastconv import convolution
-
-    x, w, b, kw = make(rng, (3, 4, 17, 15, 8, 5, 2, 2, 1, 2), np.float64)
-    want = reference.conv2d(x, w, b, **kw)
-    go = rng.standard_normal(want.shape)
-    want_grads = reference.conv2d_backward(go, x, w, **kw)
-    per_row = 4 * 25 * 8 * 8  # col_rows * out_w * itemsize
-    for cap in (per_row * 9 * 2, per_row * 3, per_row, 1):
-        monkeypatch.setattr(convolution, "WORKSPACE_BYTES", cap)
-        assert_close(fastconv.conv2d(x, w, b, **kw), want)
-        for got, expected in zip(fastconv.conv2d_backward(go, x, w, **kw), want_grads):
-            assert_close(got, expected)
-
-
-def test_workspace_stays_under_the_cap():
-    from fastconv.convolution import WORKSPACE_BYTES, _bands
-
-    for N, col_rows, oh, ow in [(64, 576, 56, 56), (1, 1152, 112, 112), (1000, 27, 32, 32)]:
-        for n0, n1, r0, r1 in _bands(N, col_rows, oh, ow, 4):
-            assert (n1 - n0) * (r1 - r0) * col_rows * ow * 4 <= WORKSPACE_BYTES
-
-
 def test_non_contiguous_and_read_only_inputs_are_not_modified(rng):
     x, w, b, kw = make(rng, CASES[1], np.float64)
     xf = np.asfortranarray(x)
@@ -147,3 +123,47 @@ class TestAgainstTorch:
         assert_close(gx, tx.grad.numpy())
         assert_close(gw, tw.grad.numpy())
         assert_close(gb, tb.grad.numpy())
+
+
+def test_row_bands_give_the_same_result(rng, monkeypatch):
+    """Shrink the band size so images are split into many bands of output rows
+    (and the backward's even/odd band schedule is exercised)."""
+    from fastconv import convolution
+
+    x, w, b, kw = make(rng, (3, 4, 17, 15, 8, 5, 2, 2, 1, 2), np.float64)
+    want = reference.conv2d(x, w, b, **kw)
+    go = rng.standard_normal(want.shape)
+    want_grads = reference.conv2d_backward(go, x, w, **kw)
+    for band_bytes in (1 << 20, 4000, 1):
+        monkeypatch.setattr(convolution, "BAND_BYTES", band_bytes)
+        assert_close(fastconv.conv2d(x, w, b, **kw), want)
+        for got, expected in zip(fastconv.conv2d_backward(go, x, w, **kw), want_grads):
+            assert_close(got, expected)
+
+
+def test_workspace_is_bounded_whatever_the_batch():
+    """The column workspace is one band per thread: about BAND_BYTES each, far
+    below a 64 MiB cap even at 16 threads, and independent of the batch size."""
+    from fastconv import _validation as v
+    from fastconv.convolution import _band_rows, _workspace
+
+    for N, C, H, k, s in [(64, 64, 56, 3, 1), (1, 128, 112, 3, 1), (100000, 3, 32, 3, 1), (8, 3, 227, 11, 4),
+                          (8, 3, 227, 11, 1), (64, 512, 14, 3, 1)]:
+        g = v.conv_geometry((H, H), k, s, 1, 1)
+        rows = _band_rows(C * k * k, g, 4)
+        assert _workspace(16, C * k * k, rows, g, np.float32).nbytes <= 64 << 20
+
+
+def test_peak_extra_memory_stays_under_the_cap():
+    """C2 with N=64: besides its output, conv2d allocates only the per-thread bands."""
+    import tracemalloc
+
+    x = np.ones((64, 64, 56, 56), np.float32)
+    w = np.ones((64, 64, 3, 3), np.float32)
+    tracemalloc.start()
+    try:
+        y = fastconv.conv2d(x, w, padding=1)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak - y.nbytes < 64 << 20

@@ -105,3 +105,14 @@ def test_show_config(capsys):
     fastconv.show_config()
     out = capsys.readouterr().out
     assert "OpenMP" in out and "BLAS" in out and fastconv.__version__ in out
+
+
+def test_small_ops_use_fewer_threads(monkeypatch):
+    from fastconv import _threads
+
+    monkeypatch.setattr(_threads, "WORK_PER_THREAD", 1000)
+    with fastconv.threads(4):
+        assert _threads.num_threads_for(0) == 1
+        assert _threads.num_threads_for(1999) == 1
+        assert _threads.num_threads_for(2000) == 2
+        assert _threads.num_threads_for(10**9) == 4

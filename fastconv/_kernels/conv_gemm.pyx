@@ -1,0 +1,134 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""Convolution as im2col + GEMM, fused per (image, band of output rows).
+
+Each task builds the column matrix of one band of output rows in its thread's
+own slice of `workspace` (sized by the caller to stay in cache), then calls
+single-threaded BLAS on it, so columns are consumed while still in L2 and the
+workspace is num_threads bands, whatever the batch size. A 1x1, stride-1,
+unpadded convolution needs no columns: the input plane is the column matrix.
+
+Weights are (G, K/G, C/G*kh*kw); outputs and gradients are viewed as (N, K, Ho*Wo).
+"""
+from cython cimport floating
+from cython.parallel cimport parallel, prange, threadid
+from scipy.linalg.cython_blas cimport dgemm, sgemm
+
+from fastconv._kernels._columns cimport Window, col2im_row, im2col_row
+
+
+cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k, floating alpha,
+                      const floating* a, int lda, const floating* b, int ldb, floating beta,
+                      floating* c, int ldc) noexcept nogil:
+    """Row-major C (m x n) = alpha op(A) op(B) + beta C, through column-major BLAS
+    (C^T = op(B)^T op(A)^T: swap the operands, keep the flags)."""
+    cdef char ta = b'T' if trans_a else b'N'
+    cdef char tb = b'T' if trans_b else b'N'
+    if floating is float:
+        sgemm(&tb, &ta, &n, &m, &k, &alpha, <float*>b, &ldb, <float*>a, &lda, &beta, c, &ldc)
+    else:
+        dgemm(&tb, &ta, &n, &m, &k, &alpha, <double*>b, &ldb, <double*>a, &lda, &beta, c, &ldc)
+
+
+cdef inline bint is_pointwise(Window g) noexcept nogil:
+    return g.kh == 1 and g.kw == 1 and g.sh == 1 and g.sw == 1 and g.pt == 0 and g.pl == 0
+
+
+cdef inline void fill_columns(const floating* image, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
+                              Window g, Py_ssize_t r0, Py_ssize_t rows, floating* cols) noexcept nogil:
+    cdef Py_ssize_t c, tap, kk = g.kh * g.kw, ld = rows * g.out_w
+    for c in range(C):
+        for tap in range(kk):
+            im2col_row(image + c * H * W, H, W, g, tap // g.kw, tap % g.kw, r0, rows,
+                       cols + (c * kk + tap) * ld)
+
+
+def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, ::1] weight,
+                   floating[:, :, ::1] out, floating[:, ::1] workspace,
+                   Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pt, Py_ssize_t pl,
+                   Py_ssize_t dh, Py_ssize_t dw,
+                   Py_ssize_t out_w, Py_ssize_t band_rows, int num_threads):
+    """out (N, K, Ho*Wo) = conv(x, weight). workspace: (num_threads, C*kh*kw*band_rows*out_w)."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t G = weight.shape[0], Kg = weight.shape[1], CKg = weight.shape[2]
+    cdef Py_ssize_t L = out.shape[2], out_h = L // out_w
+    cdef Py_ssize_t n_bands = (out_h + band_rows - 1) // band_rows
+    cdef Window g = Window(kh, kw, sh, sw, pt, pl, dh, dw, out_w)
+    cdef bint pointwise = is_pointwise(g)
+    cdef Py_ssize_t task, n, r0, rows, ld, grp
+    cdef floating* cols
+    cdef const floating* b
+    if N == 0 or L == 0:
+        return
+    with nogil, parallel(num_threads=num_threads):
+        cols = &workspace[threadid(), 0]
+        for task in prange(N * n_bands, schedule="static"):
+            n = task // n_bands
+            r0 = (task % n_bands) * band_rows
+            rows = min(band_rows, out_h - r0)
+            if pointwise:
+                b, ld = &x[n, 0, 0, 0] + r0 * out_w, L
+            else:
+                fill_columns(&x[n, 0, 0, 0], C, H, W, g, r0, rows, cols)
+                b, ld = cols, rows * out_w
+            for grp in range(G):
+                gemm(False, False, Kg, rows * out_w, CKg, 1, &weight[grp, 0, 0], CKg,
+                     b + grp * CKg * ld, ld, 0, &out[n, grp * Kg, r0 * out_w], L)
+
+
+cdef inline void backward_band(const floating* image, const floating* weight, const floating* gout,
+                               floating* grad_image, floating* grad_w, floating* cols,
+                               Py_ssize_t C, Py_ssize_t H, Py_ssize_t W, Py_ssize_t G, Py_ssize_t Kg,
+                               Py_ssize_t CKg, Py_ssize_t L, Window g, Py_ssize_t r0,
+                               Py_ssize_t rows) noexcept nogil:
+    """One band: grad_w += gout_band @ cols^T, then grad_image += col2im(weight^T @ gout_band)."""
+    cdef Py_ssize_t grp, c, tap, kk = g.kh * g.kw, ld = rows * g.out_w
+    cdef const floating* go = gout + r0 * g.out_w
+    if is_pointwise(g):
+        for grp in range(G):
+            gemm(False, True, Kg, CKg, ld, 1, go + grp * Kg * L, L, image + grp * CKg * L + r0 * g.out_w, L,
+                 1, grad_w + grp * Kg * CKg, CKg)
+            gemm(True, False, CKg, ld, Kg, 1, weight + grp * Kg * CKg, CKg, go + grp * Kg * L, L,
+                 1, grad_image + grp * CKg * L + r0 * g.out_w, L)
+        return
+    fill_columns(image, C, H, W, g, r0, rows, cols)
+    for grp in range(G):
+        gemm(False, True, Kg, CKg, ld, 1, go + grp * Kg * L, L, cols + grp * CKg * ld, ld,
+             1, grad_w + grp * Kg * CKg, CKg)
+        gemm(True, False, CKg, ld, Kg, 1, weight + grp * Kg * CKg, CKg, go + grp * Kg * L, L,
+             0, cols + grp * CKg * ld, ld)
+    for c in range(C):
+        for tap in range(kk):
+            col2im_row(cols + (c * kk + tap) * ld, H, W, g, tap // g.kw, tap % g.kw, r0, rows,
+                       grad_image + c * H * W)
+
+
+def conv2d_backward(const floating[:, :, :, ::1] x, const floating[:, :, ::1] weight,
+                    const floating[:, :, ::1] grad_out, floating[:, :, :, ::1] grad_x,
+                    floating[:, :, :, ::1] grad_w_parts, floating[:, ::1] workspace,
+                    Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pt, Py_ssize_t pl,
+                    Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t out_w, Py_ssize_t band_rows, int num_threads):
+    """grad_x (zero on entry) and grad_w_parts (num_threads, G, K/G, C/G*kh*kw; zero on
+    entry, summed by the caller) from grad_out (N, K, Ho*Wo).
+
+    Bands of one image overlap in the input rows they scatter into; with at
+    least (span - stride) / stride rows per band (the caller's job), bands two
+    apart never do, so even bands run in parallel first, then odd ones.
+    """
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t G = weight.shape[0], Kg = weight.shape[1], CKg = weight.shape[2]
+    cdef Py_ssize_t L = grad_out.shape[2], out_h = L // out_w
+    cdef Py_ssize_t n_bands = (out_h + band_rows - 1) // band_rows
+    cdef Window g = Window(kh, kw, sh, sw, pt, pl, dh, dw, out_w)
+    cdef Py_ssize_t parity, per_image, task, n, r0, tid
+    if N == 0 or L == 0:
+        return
+    for parity in range(2):
+        per_image = (n_bands - parity + 1) // 2
+        with nogil, parallel(num_threads=num_threads):
+            tid = threadid()
+            for task in prange(N * per_image, schedule="static"):
+                n = task // per_image
+                r0 = (2 * (task % per_image) + parity) * band_rows
+                backward_band(&x[n, 0, 0, 0], &weight[0, 0, 0], &grad_out[n, 0, 0], &grad_x[n, 0, 0, 0],
+                              &grad_w_parts[tid, 0, 0, 0], &workspace[tid, 0], C, H, W, G, Kg, CKg, L, g,
+                              r0, min(band_rows, out_h - r0))

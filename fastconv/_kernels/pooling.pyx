@@ -1,0 +1,619 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""Max / average / sum pooling, forward and backward, over (P, H, W) planes.
+
+The public ops flatten (N, C) into P planes. Forward kernels run one task per
+output row (prange over P * out_h, static schedule), backward kernels one task
+per plane (each thread owns its planes, so overlapping windows accumulate
+without races). Every row is split into interior columns, whose windows lie
+wholly inside the input and are computed by contiguous loops over the output
+width that the compiler vectorises, and the few border columns, computed by a
+scalar loop over the clipped window. Padding is never materialised.
+
+Window order and comparisons follow torch's CPU kernels: elements are visited
+row-major, a candidate replaces the running max when it is larger or NaN
+(so ties keep the first element, and a NaN, once taken, stays).
+"""
+from cython cimport floating
+from cython.parallel cimport prange
+from libc.math cimport INFINITY, NAN
+from libc.stdint cimport int64_t
+from libc.string cimport memset
+
+from fastconv._kernels._openmp cimport omp_get_thread_num
+
+
+# [_first(...), _end(...)): the steps t (0 <= t < limit) whose position
+# offset + t*step lies in [0, size). Two functions, not one with pointer
+# outputs: a local whose address is taken is shared inside prange.
+cdef inline Py_ssize_t _first(Py_ssize_t offset, Py_ssize_t step) noexcept nogil:
+    return 0 if offset >= 0 else (-offset + step - 1) // step
+
+
+cdef inline Py_ssize_t _end(Py_ssize_t offset, Py_ssize_t step, Py_ssize_t size,
+                            Py_ssize_t limit) noexcept nogil:
+    cdef Py_ssize_t end = 0 if size - 1 - offset < 0 else (size - 1 - offset) // step + 1
+    return end if end < limit else limit
+
+
+cdef inline bint _takes(floating v, floating m) noexcept nogil:
+    # torch's rule: larger, or NaN. Bitwise | keeps the loop branch-free.
+    return (v > m) | (v != v)
+
+
+# ---------------------------------------------------------------------------
+# Max pooling
+
+# Fused loops for the common 2x2 and 3x3 stride-2 windows, in plain C: one pass
+# over the output width with every window element in registers, which the
+# compiler vectorises (deinterleaving the stride-2 loads with shufps). Plain C
+# because `v > m ? v : m` then compiles to maxps/maxpd, where Cython's if/else
+# form becomes a four-instruction blend. maxps drops a NaN in v, so the max
+# loops flag NaNs separately (x != x) and put one back: NaN still propagates.
+# Sums run in torch's order (row-major) and divide once, as torch does.
+cdef extern from *:
+    """
+    #define FASTCONV_MAX(v, m) ((v) > (m) ? (v) : (m))
+    #define FASTCONV_POOL_LOOPS(T, NAME)                                                       \
+    static void fastconv_max_2x2s2_##NAME(T *dst, const T *r0, const T *r1,                    \
+                                          Py_ssize_t lo, Py_ssize_t hi) {                      \
+        for (Py_ssize_t ow = lo; ow < hi; ow++) {                                              \
+            T a = r0[2 * ow], b = r0[2 * ow + 1], c = r1[2 * ow], d = r1[2 * ow + 1];          \
+            int nan = (a != a) | (b != b) | (c != c) | (d != d);                               \
+            T m = FASTCONV_MAX(FASTCONV_MAX(a, b), FASTCONV_MAX(c, d));                        \
+            dst[ow] = nan ? (T)NAN : m;                                                        \
+        }                                                                                      \
+    }                                                                                          \
+    static void fastconv_max_3x3s2_##NAME(T *dst, const T *r0, const T *r1, const T *r2,       \
+                                          Py_ssize_t lo, Py_ssize_t hi) {                      \
+        for (Py_ssize_t ow = lo; ow < hi; ow++) {                                              \
+            T a = r0[2 * ow], b = r0[2 * ow + 1], c = r0[2 * ow + 2];                          \
+            T d = r1[2 * ow], e = r1[2 * ow + 1], f = r1[2 * ow + 2];                          \
+            T g = r2[2 * ow], h = r2[2 * ow + 1], i = r2[2 * ow + 2];                          \
+            int nan = (a != a) | (b != b) | (c != c) | (d != d) | (e != e) | (f != f)          \
+                      | (g != g) | (h != h) | (i != i);                                        \
+            T m = FASTCONV_MAX(FASTCONV_MAX(FASTCONV_MAX(a, b), FASTCONV_MAX(c, d)),           \
+                               FASTCONV_MAX(FASTCONV_MAX(e, f),                                \
+                                            FASTCONV_MAX(g, FASTCONV_MAX(h, i))));             \
+            dst[ow] = nan ? (T)NAN : m;                                                        \
+        }                                                                                      \
+    }                                                                                          \
+    static void fastconv_avg_2x2s2_##NAME(T *dst, const T *r0, const T *r1,                    \
+                                          Py_ssize_t lo, Py_ssize_t hi, T div) {               \
+        for (Py_ssize_t ow = lo; ow < hi; ow++)                                                \
+            dst[ow] = (((r0[2 * ow] + r0[2 * ow + 1]) + r1[2 * ow]) + r1[2 * ow + 1]) / div;   \
+    }                                                                                          \
+    static void fastconv_avg_3x3s2_##NAME(T *dst, const T *r0, const T *r1, const T *r2,       \
+                                          Py_ssize_t lo, Py_ssize_t hi, T div) {               \
+        for (Py_ssize_t ow = lo; ow < hi; ow++)                                                \
+            dst[ow] = ((((((((r0[2 * ow] + r0[2 * ow + 1]) + r0[2 * ow + 2])                   \
+                            + r1[2 * ow]) + r1[2 * ow + 1]) + r1[2 * ow + 2])                  \
+                         + r2[2 * ow]) + r2[2 * ow + 1]) + r2[2 * ow + 2]) / div;              \
+    }                                                                                          \
+    /* row[ow*2 + j] += g[ow] for j < 2 (windows side by side) */                              \
+    static void fastconv_spread_2s2_##NAME(T *row, const T *g, Py_ssize_t lo, Py_ssize_t hi) { \
+        for (Py_ssize_t ow = lo; ow < hi; ow++) {                                              \
+            row[2 * ow] += g[ow];                                                              \
+            row[2 * ow + 1] += g[ow];                                                          \
+        }                                                                                      \
+    }                                                                                          \
+    /* row[ow*2 + j] += g[ow] for j < 3: windows overlap by one column, so gather */           \
+    /* per input column (no dependence between iterations, unlike the scatter). */             \
+    static void fastconv_spread_3s2_##NAME(T *row, const T *g, Py_ssize_t lo, Py_ssize_t hi) { \
+        if (lo >= hi) return;                                                                  \
+        row[2 * lo] += g[lo];                                                                  \
+        row[2 * lo + 1] += g[lo];                                                              \
+        for (Py_ssize_t q = lo + 1; q < hi; q++) {                                             \
+            row[2 * q] += g[q - 1] + g[q];                                                     \
+            row[2 * q + 1] += g[q];                                                            \
+        }                                                                                      \
+        row[2 * hi] += g[hi - 1];                                                              \
+    }
+    FASTCONV_POOL_LOOPS(float, f)
+    FASTCONV_POOL_LOOPS(double, d)
+    """
+    void fastconv_max_2x2s2_f(float* dst, const float* r0, const float* r1,
+                              Py_ssize_t lo, Py_ssize_t hi) noexcept nogil
+    void fastconv_max_2x2s2_d(double* dst, const double* r0, const double* r1,
+                              Py_ssize_t lo, Py_ssize_t hi) noexcept nogil
+    void fastconv_max_3x3s2_f(float* dst, const float* r0, const float* r1, const float* r2,
+                              Py_ssize_t lo, Py_ssize_t hi) noexcept nogil
+    void fastconv_max_3x3s2_d(double* dst, const double* r0, const double* r1, const double* r2,
+                              Py_ssize_t lo, Py_ssize_t hi) noexcept nogil
+    void fastconv_avg_2x2s2_f(float* dst, const float* r0, const float* r1,
+                              Py_ssize_t lo, Py_ssize_t hi, float div) noexcept nogil
+    void fastconv_avg_2x2s2_d(double* dst, const double* r0, const double* r1,
+                              Py_ssize_t lo, Py_ssize_t hi, double div) noexcept nogil
+    void fastconv_avg_3x3s2_f(float* dst, const float* r0, const float* r1, const float* r2,
+                              Py_ssize_t lo, Py_ssize_t hi, float div) noexcept nogil
+    void fastconv_avg_3x3s2_d(double* dst, const double* r0, const double* r1, const double* r2,
+                              Py_ssize_t lo, Py_ssize_t hi, double div) noexcept nogil
+    void fastconv_spread_2s2_f(float* row, const float* g, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil
+    void fastconv_spread_2s2_d(double* row, const double* g, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil
+    void fastconv_spread_3s2_f(float* row, const float* g, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil
+    void fastconv_spread_3s2_d(double* row, const double* g, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil
+
+
+cdef inline void _max_2x2s2(floating* dst, const floating* r0, const floating* r1,
+                            Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+    if floating is float:
+        fastconv_max_2x2s2_f(dst, r0, r1, lo, hi)
+    else:
+        fastconv_max_2x2s2_d(dst, r0, r1, lo, hi)
+
+
+cdef inline void _max_3x3s2(floating* dst, const floating* r0, const floating* r1, const floating* r2,
+                            Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+    if floating is float:
+        fastconv_max_3x3s2_f(dst, r0, r1, r2, lo, hi)
+    else:
+        fastconv_max_3x3s2_d(dst, r0, r1, r2, lo, hi)
+
+
+cdef inline void _max_row_first(floating* dst, const floating* src, Py_ssize_t lo, Py_ssize_t hi,
+                                Py_ssize_t sw) noexcept nogil:
+    cdef Py_ssize_t ow
+    for ow in range(lo, hi):
+        dst[ow] = src[ow * sw]
+
+
+cdef inline void _max_row(floating* dst, const floating* src, Py_ssize_t lo, Py_ssize_t hi,
+                          Py_ssize_t sw) noexcept nogil:
+    cdef Py_ssize_t ow
+    cdef floating v, m
+    for ow in range(lo, hi):
+        v = src[ow * sw]
+        m = dst[ow]
+        dst[ow] = v if _takes(v, m) else m
+
+
+cdef inline void _max_row_indexed(floating* dst, int64_t* idx, const floating* src,
+                                  Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t sw,
+                                  int64_t base, bint first) noexcept nogil:
+    # src[ow*sw] is flat element base + ow*sw of the plane.
+    cdef Py_ssize_t ow
+    cdef floating v, m
+    cdef bint t
+    if first:
+        for ow in range(lo, hi):
+            dst[ow] = src[ow * sw]
+            idx[ow] = base + ow * sw
+        return
+    for ow in range(lo, hi):
+        v = src[ow * sw]
+        m = dst[ow]
+        t = _takes(v, m)
+        dst[ow] = v if t else m
+        idx[ow] = base + ow * sw if t else idx[ow]
+
+
+cdef inline void _max_pool_row(const floating* plane, floating* dst, int64_t* dst_idx, bint with_indices,
+                               Py_ssize_t oh, Py_ssize_t H, Py_ssize_t W, Py_ssize_t out_w,
+                               Py_ssize_t c_lo, Py_ssize_t c_hi, int kh, int kw, int sh, int sw,
+                               int pt, int pl, int dh, int dw) noexcept nogil:
+    """One output row: interior columns by contiguous passes, border columns clipped."""
+    cdef Py_ssize_t ih0 = oh * sh - pt, i_lo, i_hi, i, j, ih, off, t, ow, iw0, iw, j_lo, j_hi
+    cdef const floating* row
+    cdef bint started
+    cdef floating v, m
+    cdef int64_t k
+    if ih0 >= 0 and ih0 + (kh - 1) * dh < H:
+        i_lo, i_hi = 0, kh
+    else:
+        i_lo = _first(ih0, dh)
+        i_hi = _end(ih0, dh, H, kh)
+    if c_lo < c_hi:
+        row = plane + ih0 * W - pl
+        if not with_indices and dh == 1 and dw == 1 and sw == 2 and i_lo == 0 and i_hi == kh and kh == kw == 2:
+            _max_2x2s2(dst, row, row + W, c_lo, c_hi)
+        elif not with_indices and dh == 1 and dw == 1 and sw == 2 and i_lo == 0 and i_hi == kh and kh == kw == 3:
+            _max_3x3s2(dst, row, row + W, row + 2 * W, c_lo, c_hi)
+        else:
+            for i in range(i_lo, i_hi):
+                ih = ih0 + i * dh
+                for j in range(kw):
+                    off = j * dw - pl
+                    if with_indices:
+                        _max_row_indexed(dst, dst_idx, plane + ih * W + off, c_lo, c_hi, sw,
+                                         ih * W + off, i == i_lo and j == 0)
+                    elif i == i_lo and j == 0:
+                        if sw == 1:
+                            _max_row_first(dst, plane + ih * W + off, c_lo, c_hi, 1)
+                        elif sw == 2:
+                            _max_row_first(dst, plane + ih * W + off, c_lo, c_hi, 2)
+                        else:
+                            _max_row_first(dst, plane + ih * W + off, c_lo, c_hi, sw)
+                    elif sw == 1:
+                        _max_row(dst, plane + ih * W + off, c_lo, c_hi, 1)
+                    elif sw == 2:
+                        _max_row(dst, plane + ih * W + off, c_lo, c_hi, 2)
+                    else:
+                        _max_row(dst, plane + ih * W + off, c_lo, c_hi, sw)
+    # Border columns (windows that reach into the padding): clip to the input.
+    for t in range(out_w - (c_hi - c_lo)):
+        ow = t if t < c_lo else t + (c_hi - c_lo)
+        iw0 = ow * sw - pl
+        j_lo = _first(iw0, dw)
+        j_hi = _end(iw0, dw, W, kw)
+        started = False
+        m = -INFINITY
+        k = 0
+        for i in range(i_lo, i_hi):
+            ih = ih0 + i * dh
+            for j in range(j_lo, j_hi):
+                iw = iw0 + j * dw
+                v = plane[ih * W + iw]
+                if not started or _takes(v, m):
+                    m = v
+                    k = ih * W + iw
+                    started = True
+        dst[ow] = m
+        if with_indices:
+            dst_idx[ow] = k
+
+
+cdef inline Py_ssize_t _row_blocks(Py_ssize_t planes, Py_ssize_t rows, int num_threads) noexcept nogil:
+    """Blocks per plane: whole planes when there are plenty, else enough row blocks
+    to give every thread several tasks."""
+    cdef Py_ssize_t want = 4 * num_threads
+    if planes >= want:
+        return 1
+    want = (want + planes - 1) // planes
+    return want if want < rows else rows
+
+
+def max_pool2d(const floating[:, :, ::1] x, floating[:, :, ::1] out, int64_t[:, :, ::1] indices,
+               bint with_indices, int kh, int kw, int sh, int sw, int pt, int pl, int dh, int dw,
+               int num_threads):
+    """out[p, oh, ow] = max of x[p] under window (oh, ow); indices (flat in H*W) when
+    `with_indices` (else `indices` is not touched and may be a dummy).
+    Every window must contain at least one input element."""
+    cdef Py_ssize_t P = x.shape[0], H = x.shape[1], W = x.shape[2]
+    cdef Py_ssize_t out_h = out.shape[1], out_w = out.shape[2]
+    cdef Py_ssize_t task, p, blk, oh, oh_end, c_lo, c_hi, blocks, rows_per_block
+    if P == 0 or out_h == 0 or out_w == 0:
+        return
+    # Interior output columns: every window column inside [0, W).
+    c_lo = _first(-pl, sw)
+    c_hi = _end(-pl + (kw - 1) * dw, sw, W, out_w)
+    if c_lo > c_hi:
+        c_lo = c_hi
+    blocks = _row_blocks(P, out_h, num_threads)
+    rows_per_block = (out_h + blocks - 1) // blocks
+    for task in prange(P * blocks, nogil=True, schedule="static", num_threads=num_threads):
+        p = task // blocks
+        blk = task % blocks
+        oh_end = (blk + 1) * rows_per_block
+        if oh_end > out_h:
+            oh_end = out_h
+        for oh in range(blk * rows_per_block, oh_end):
+            _max_pool_row(&x[p, 0, 0], &out[p, oh, 0], &indices[p, oh, 0] if with_indices else NULL,
+                          with_indices, oh, H, W, out_w, c_lo, c_hi, kh, kw, sh, sw, pt, pl, dh, dw)
+
+
+def max_pool2d_backward(const floating[:, ::1] grad_output, const int64_t[:, ::1] indices,
+                        floating[:, ::1] grad_input, int num_threads):
+    """grad_input[p, indices[p, o]] += grad_output[p, o]; grad_input is fully overwritten.
+
+    Returns the number of indices outside [0, H*W); those are skipped, never written."""
+    cdef Py_ssize_t P = grad_output.shape[0], L = grad_output.shape[1], HW = grad_input.shape[1]
+    cdef Py_ssize_t p, o
+    cdef int64_t k
+    cdef Py_ssize_t bad = 0
+    cdef floating* gi
+    cdef const floating* go
+    cdef const int64_t* idx
+    if P == 0 or HW == 0:
+        return 0
+    for p in prange(P, nogil=True, schedule="static", num_threads=num_threads):
+        gi = &grad_input[p, 0]
+        memset(gi, 0, HW * sizeof(floating))
+        if L == 0:
+            continue
+        go = &grad_output[p, 0]
+        idx = &indices[p, 0]
+        for o in range(L):
+            k = idx[o]
+            # One unsigned compare rejects negatives and values past the plane.
+            if <unsigned long long> k < <unsigned long long> HW:
+                gi[k] += go[o]
+            else:
+                bad += 1
+    return bad
+
+
+# ---------------------------------------------------------------------------
+# Average / sum pooling
+#
+# The divisor of window (oh, ow) is torch's: `divisor` when non-zero (an
+# override; sum pooling passes 1), else the window's height times width,
+# clipped to the padded input (count_include_pad) or to the input.
+
+cdef inline Py_ssize_t _count(Py_ssize_t start, Py_ssize_t k, Py_ssize_t n, Py_ssize_t pad,
+                              bint include_pad) noexcept nogil:
+    """Window length along one axis: clipped to [-pad, n + pad) or to [0, n)."""
+    cdef Py_ssize_t end = start + k
+    if end > n + pad:
+        end = n + pad
+    if include_pad:
+        return end - start
+    if start < 0:
+        start = 0
+    if end > n:
+        end = n
+    return end - start
+
+
+cdef inline void _avg_2x2s2(floating* dst, const floating* r0, const floating* r1,
+                            Py_ssize_t lo, Py_ssize_t hi, floating div) noexcept nogil:
+    if floating is float:
+        fastconv_avg_2x2s2_f(dst, r0, r1, lo, hi, div)
+    else:
+        fastconv_avg_2x2s2_d(dst, r0, r1, lo, hi, div)
+
+
+cdef inline void _avg_3x3s2(floating* dst, const floating* r0, const floating* r1, const floating* r2,
+                            Py_ssize_t lo, Py_ssize_t hi, floating div) noexcept nogil:
+    if floating is float:
+        fastconv_avg_3x3s2_f(dst, r0, r1, r2, lo, hi, div)
+    else:
+        fastconv_avg_3x3s2_d(dst, r0, r1, r2, lo, hi, div)
+
+
+cdef inline void _sum_row(floating* dst, const floating* src, Py_ssize_t lo, Py_ssize_t hi,
+                          Py_ssize_t sw, bint first) noexcept nogil:
+    cdef Py_ssize_t ow
+    if first:
+        for ow in range(lo, hi):
+            dst[ow] = src[ow * sw]
+    else:
+        for ow in range(lo, hi):
+            dst[ow] = dst[ow] + src[ow * sw]
+
+
+cdef inline void _divide_row(floating* dst, Py_ssize_t lo, Py_ssize_t hi, floating d) noexcept nogil:
+    cdef Py_ssize_t ow
+    for ow in range(lo, hi):
+        dst[ow] = dst[ow] / d
+
+
+cdef inline void _avg_pool_row(const floating* plane, floating* dst, Py_ssize_t oh, Py_ssize_t H,
+                               Py_ssize_t W, Py_ssize_t out_w, Py_ssize_t c_lo, Py_ssize_t c_hi,
+                               int kh, int kw, int sh, int sw, int pt, int pl,
+                               bint count_include_pad, long long divisor) noexcept nogil:
+    """One output row: interior columns by contiguous passes, border columns clipped."""
+    cdef Py_ssize_t ih0 = oh * sh - pt, i_lo, i_hi, i, j, t, ow, iw0, j_lo, j_hi
+    cdef Py_ssize_t rows = _count(ih0, kh, H, pt, count_include_pad)
+    cdef const floating* row = plane + ih0 * W - pl
+    cdef floating s, d
+    i_lo = _first(ih0, 1)
+    i_hi = _end(ih0, 1, H, kh)
+    if c_lo < c_hi:
+        # Interior windows are kw wide whether or not padding counts.
+        d = <floating> divisor if divisor else <floating> (rows * kw)
+        if sw == 2 and kh == kw == 2 and i_lo == 0 and i_hi == 2:
+            _avg_2x2s2(dst, row, row + W, c_lo, c_hi, d)
+        elif sw == 2 and kh == kw == 3 and i_lo == 0 and i_hi == 3:
+            _avg_3x3s2(dst, row, row + W, row + 2 * W, c_lo, c_hi, d)
+        else:
+            for i in range(i_lo, i_hi):
+                for j in range(kw):
+                    if sw == 1:
+                        _sum_row(dst, row + i * W + j, c_lo, c_hi, 1, i == i_lo and j == 0)
+                    elif sw == 2:
+                        _sum_row(dst, row + i * W + j, c_lo, c_hi, 2, i == i_lo and j == 0)
+                    else:
+                        _sum_row(dst, row + i * W + j, c_lo, c_hi, sw, i == i_lo and j == 0)
+            if d != 1:
+                _divide_row(dst, c_lo, c_hi, d)
+    for t in range(out_w - (c_hi - c_lo)):
+        ow = t if t < c_lo else t + (c_hi - c_lo)
+        iw0 = ow * sw - pl
+        j_lo = _first(iw0, 1)
+        j_hi = _end(iw0, 1, W, kw)
+        s = 0
+        for i in range(i_lo, i_hi):
+            for j in range(j_lo, j_hi):
+                s = s + plane[(ih0 + i) * W + iw0 + j]
+        d = <floating> divisor if divisor else <floating> (rows * _count(iw0, kw, W, pl, count_include_pad))
+        dst[ow] = s / d
+
+
+def avg_pool2d(const floating[:, :, ::1] x, floating[:, :, ::1] out, int kh, int kw, int sh, int sw,
+               int pt, int pl, bint count_include_pad, long long divisor, int num_threads):
+    """out[p, oh, ow] = sum of x[p] under window (oh, ow) / divisor (see above)."""
+    cdef Py_ssize_t P = x.shape[0], H = x.shape[1], W = x.shape[2]
+    cdef Py_ssize_t out_h = out.shape[1], out_w = out.shape[2]
+    cdef Py_ssize_t task, p, blk, oh, oh_end, c_lo, c_hi, blocks, rows_per_block
+    if P == 0 or out_h == 0 or out_w == 0:
+        return
+    c_lo = _first(-pl, sw)
+    c_hi = _end(-pl + kw - 1, sw, W, out_w)
+    if c_lo > c_hi:
+        c_lo = c_hi
+    blocks = _row_blocks(P, out_h, num_threads)
+    rows_per_block = (out_h + blocks - 1) // blocks
+    for task in prange(P * blocks, nogil=True, schedule="static", num_threads=num_threads):
+        p = task // blocks
+        blk = task % blocks
+        oh_end = (blk + 1) * rows_per_block
+        if oh_end > out_h:
+            oh_end = out_h
+        for oh in range(blk * rows_per_block, oh_end):
+            _avg_pool_row(&x[p, 0, 0], &out[p, oh, 0], oh, H, W, out_w, c_lo, c_hi,
+                          kh, kw, sh, sw, pt, pl, count_include_pad, divisor)
+
+
+cdef inline void _scatter_row(floating* dst, const floating* g, Py_ssize_t lo, Py_ssize_t hi,
+                              Py_ssize_t sw) noexcept nogil:
+    cdef Py_ssize_t ow
+    for ow in range(lo, hi):
+        dst[ow * sw] += g[ow]
+
+
+cdef inline void _spread_row(floating* row, const floating* g, Py_ssize_t lo, Py_ssize_t hi,
+                             int kw, int sw) noexcept nogil:
+    """row[ow*sw + j] += g[ow] for the interior outputs ow in [lo, hi) and j < kw."""
+    cdef Py_ssize_t j
+    if sw == 2 and kw == 2:
+        if floating is float:
+            fastconv_spread_2s2_f(row, g, lo, hi)
+        else:
+            fastconv_spread_2s2_d(row, g, lo, hi)
+    elif sw == 2 and kw == 3:
+        if floating is float:
+            fastconv_spread_3s2_f(row, g, lo, hi)
+        else:
+            fastconv_spread_3s2_d(row, g, lo, hi)
+    else:
+        for j in range(kw):
+            if sw == 1:
+                _scatter_row(row + j, g, lo, hi, 1)
+            elif sw == 2:
+                _scatter_row(row + j, g, lo, hi, 2)
+            else:
+                _scatter_row(row + j, g, lo, hi, sw)
+
+
+def avg_pool2d_backward(const floating[:, :, ::1] grad_output, floating[:, :, ::1] grad_input,
+                        floating[:, ::1] scratch, int kh, int kw, int sh, int sw, int pt, int pl,
+                        bint count_include_pad, long long divisor, int num_threads):
+    """The adjoint of `avg_pool2d` (same arguments); grad_input is fully overwritten.
+    `scratch` is (num_threads, out_w): one row of scaled gradients per thread."""
+    cdef Py_ssize_t P = grad_input.shape[0], H = grad_input.shape[1], W = grad_input.shape[2]
+    cdef Py_ssize_t out_h = grad_output.shape[1], out_w = grad_output.shape[2]
+    cdef Py_ssize_t p, t, oh, ow, i, j, ih0, iw0, i_lo, i_hi, j_lo, j_hi, c_lo, c_hi, rows
+    cdef floating* gi
+    cdef floating* g
+    cdef const floating* go
+    cdef floating d
+    if P == 0 or H == 0 or W == 0:
+        return
+    c_lo = _first(-pl, sw)
+    c_hi = _end(-pl + kw - 1, sw, W, out_w)
+    if c_lo > c_hi:
+        c_lo = c_hi
+    for p in prange(P, nogil=True, schedule="static", num_threads=num_threads):
+        # This thread's row of scaled gradients: each output's share for each of its inputs.
+        g = &scratch[omp_get_thread_num(), 0]
+        gi = &grad_input[p, 0, 0]
+        memset(gi, 0, H * W * sizeof(floating))
+        for oh in range(out_h):
+            go = &grad_output[p, oh, 0]
+            ih0 = oh * sh - pt
+            i_lo = _first(ih0, 1)
+            i_hi = _end(ih0, 1, H, kh)
+            rows = _count(ih0, kh, H, pt, count_include_pad)
+            d = <floating> divisor if divisor else <floating> (rows * kw)
+            for ow in range(c_lo, c_hi):
+                g[ow] = go[ow] / d
+            for t in range(out_w - (c_hi - c_lo)):
+                ow = t if t < c_lo else t + (c_hi - c_lo)
+                if not divisor:
+                    d = <floating> (rows * _count(ow * sw - pl, kw, W, pl, count_include_pad))
+                g[ow] = go[ow] / d
+            for i in range(i_lo, i_hi):
+                _spread_row(gi + (ih0 + i) * W - pl, g, c_lo, c_hi, kw, sw)
+                for t in range(out_w - (c_hi - c_lo)):
+                    ow = t if t < c_lo else t + (c_hi - c_lo)
+                    iw0 = ow * sw - pl
+                    j_lo = _first(iw0, 1)
+                    j_hi = _end(iw0, 1, W, kw)
+                    for j in range(j_lo, j_hi):
+                        gi[(ih0 + i) * W + iw0 + j] += g[ow]
+
+
+# ---------------------------------------------------------------------------
+# Global pooling: one value per plane. The per-plane work sits in helpers so
+# their lane arrays are per call (a C array declared in the prange function
+# would be shared between the threads).
+
+cdef inline floating _plane_sum(const floating* src, Py_ssize_t L) noexcept nogil:
+    # Eight partial sums: a reduction the compiler vectorises without -ffast-math.
+    cdef floating acc[8]
+    cdef Py_ssize_t i, k, blocks = L // 8
+    cdef floating s
+    for k in range(8):
+        acc[k] = 0
+    for i in range(blocks):
+        for k in range(8):
+            acc[k] = acc[k] + src[8 * i + k]
+    s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
+    for i in range(8 * blocks, L):
+        s = s + src[i]
+    return s
+
+
+cdef inline floating _plane_max(const floating* src, Py_ssize_t L) noexcept nogil:
+    # Eight running maxima; a NaN, once in a lane, stays there and wins the merge.
+    cdef floating lane[8]
+    cdef Py_ssize_t i, k, blocks = L // 8
+    cdef floating m = src[0], v
+    if blocks:
+        for k in range(8):
+            lane[k] = src[k]
+        for i in range(1, blocks):
+            for k in range(8):
+                v = src[8 * i + k]
+                lane[k] = v if _takes(v, lane[k]) else lane[k]
+        for k in range(8):
+            m = lane[k] if _takes(lane[k], m) else m
+    for i in range(8 * blocks, L):
+        v = src[i]
+        m = v if _takes(v, m) else m
+    return m
+
+
+cdef inline int64_t _plane_argmax(const floating* src, Py_ssize_t L) noexcept nogil:
+    # torch's order: the first maximum, or the last NaN.
+    cdef Py_ssize_t i
+    cdef int64_t best = 0
+    cdef floating m = src[0], v
+    for i in range(1, L):
+        v = src[i]
+        if _takes(v, m):
+            m = v
+            best = i
+    return best
+
+
+def global_avg_pool2d(const floating[:, ::1] x, floating[::1] out, int num_threads):
+    """out[p] = mean of x[p, :] (L >= 1)."""
+    cdef Py_ssize_t P = x.shape[0], L = x.shape[1]
+    cdef Py_ssize_t p
+    if P == 0:
+        return
+    for p in prange(P, nogil=True, schedule="static", num_threads=num_threads):
+        out[p] = _plane_sum(&x[p, 0], L) / <floating> L
+
+
+def global_avg_pool2d_backward(const floating[::1] grad_output, floating[:, ::1] grad_input,
+                               int num_threads):
+    """grad_input[p, :] = grad_output[p] / L."""
+    cdef Py_ssize_t P = grad_input.shape[0], L = grad_input.shape[1]
+    cdef Py_ssize_t p, i
+    cdef floating g
+    cdef floating* dst
+    if P == 0 or L == 0:
+        return
+    for p in prange(P, nogil=True, schedule="static", num_threads=num_threads):
+        g = grad_output[p] / <floating> L
+        dst = &grad_input[p, 0]
+        for i in range(L):
+            dst[i] = g
+
+
+def global_max_pool2d(const floating[:, ::1] x, floating[::1] out, int64_t[::1] indices,
+                      bint with_indices, int num_threads):
+    """out[p] = max of x[p, :] (NaN propagates); indices[p] its position when `with_indices`."""
+    cdef Py_ssize_t P = x.shape[0], L = x.shape[1]
+    cdef Py_ssize_t p
+    cdef int64_t k
+    if P == 0 or L == 0:
+        return
+    for p in prange(P, nogil=True, schedule="static", num_threads=num_threads):
+        if with_indices:
+            k = _plane_argmax(&x[p, 0], L)
+            indices[p] = k
+            out[p] = x[p, k]
+        else:
+            out[p] = _plane_max(&x[p, 0], L)
