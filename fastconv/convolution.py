@@ -22,26 +22,22 @@ ALGORITHMS = ("auto", "im2col", "direct")
 def _choose_algorithm(x_shape, weight_shape, geometry, groups, backward=False):
     """The algorithm `"auto"` runs: "im2col" or "direct".
 
-    Measured on the project machine (2 shared cores, AVX+FMA direct build,
-    interleaved medians of 7; float32 from `python -m fastconv bench --sections
-    direct`, float64 by the same calls), direct time / im2col time, C1-C5 as in
-    bench.CONV_CASES, DW = depthwise 3x3 (8, 64, 56, 56), groups=64:
+    Measured on the project machine against the banded im2col + GEMM kernel
+    (2 shared cores, AVX+FMA direct build, interleaved medians of 15), direct
+    time / im2col time, forward, float32 | float64 (C1-C5 as in
+    bench.CONV_CASES, DW = depthwise 3x3 (8, 64, 56, 56), groups=64):
 
-                 C1    C2    C3    C4    C5    DW
-        fwd f32  0.94  0.19  0.72  0.23  0.66  0.27
-        fwd f64  0.52  0.34  0.80  0.40  0.95  0.31
-        bwd f32  1.56  0.33  0.82  0.72  1.53  0.36
-        bwd f64  1.08  0.30  1.05  0.63  2.18  0.34
+        C1 2.05|0.98  C2 1.03|1.19  C3 1.24|1.17  C4 0.88|1.00  C5 2.43|2.74  DW 1.84|0.96
 
-    Forward: direct wins everywhere, so it is always direct. Backward: a 1x1
-    kernel's gradients are two plain GEMMs (im2col needs no columns there),
-    and with few multiply-adds per output (C/groups*kh*kw < 64, as C1's 27) the
-    direct weight gradient spends as long packing input rows as summing them;
-    elsewhere direct (C3 float64, 1.05, is the closest call).
+    and backward (direct / im2col): C1 1.82|1.75, C2 2.72|2.25, C3 2.09|1.97,
+    C4 4.09|2.92, C5 8.83|5.57, DW 1.26|0.97 (C3, C5 and the backward figures
+    from `python -m fastconv bench --sections direct` and the same calls in
+    float64). So im2col, except the forward pass of a strided convolution,
+    where im2col's copies become strided gathers (C4: 11x11, stride 4).
     """
-    K, Cg, kh, kw = weight_shape
-    if not backward:
+    if not backward and (geometry.stride_h > 1 or geometry.stride_w > 1):
         return "direct"
+    return "im2col"
     if groups == 1 and (kh * kw == 1 or Cg * kh * kw < 64):
         return "im2col"
     return "direct"
