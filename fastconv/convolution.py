@@ -29,7 +29,7 @@ def _choose_algorithm(x_shape, weight_shape, geometry, groups, backward=False):
 
         C1 2.05|0.98  C2 1.03|1.19  C3 1.24|1.17  C4 0.88|1.00  C5 2.43|2.74  DW 1.84|0.96
 
-    and backward (direct / im2col): C1 1.82|1.75, C2 2.72|2.25, C3 2.09|1.97,
+    and backward (direct / im2col): C1 1.70|1.75, C2 2.72|2.25, C3 2.09|1.97,
     C4 4.09|2.92, C5 8.83|5.57, DW 1.26|0.97 (C3, C5 and the backward figures
     from `python -m fastconv bench --sections direct` and the same calls in
     float64). So im2col, except the forward pass of a strided convolution,
