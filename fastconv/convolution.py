@@ -38,9 +38,7 @@ def _choose_algorithm(x_shape, weight_shape, geometry, groups, backward=False):
     if not backward and (geometry.stride_h > 1 or geometry.stride_w > 1):
         return "direct"
     return "im2col"
-    if groups == 1 and (kh * kw == 1 or Cg * kh * kw < 64):
-        return "im2col"
-    return "direct"
+
 
 #: BLAS dimensions are 32-bit ints; an output plane is a GEMM's leading dimension.
 _BLAS_INT_MAX = 2**31 - 1
