@@ -341,7 +341,7 @@ def index_array(indices, expected_shape):
 def divisor_of(divisor_override):
     if divisor_override is None:
         return 0
-    d = integer(divisor_override, "divisor_override")
+    d = integer(divisor_override, "divisor_override", minimum=-(2**63 - 1), maximum=2**63 - 1)
     if d == 0:
         raise ValueError("divisor_override must be a non-zero int, got 0")
     return d

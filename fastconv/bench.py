@@ -26,6 +26,7 @@ class Case:
     impls: dict                  # name -> zero-argument callable; "fastconv" first
     flops: float = 0.0           # useful floating-point work, for GFLOP/s
     bytes: float = 0.0           # bytes that must move (read + write), for GB/s
+    note: str = ""               # a footnote on how the competitors are timed
     times: dict = field(default_factory=dict)
 
 
@@ -213,7 +214,79 @@ def column_cases(torch, dtypes=("float32", "float64"), with_reference=True):
             yield Case("col2im", label, dtype, adj, bytes=moved)
 
 
-SECTIONS = {"conv": conv_cases, "columns": column_cases, "direct": direct_cases}
+POOL_SHAPE = (8, 64, 112, 112)
+POOL_WINDOWS = {  # label: (kernel, stride, padding)
+    "2x2s2": (2, 2, 0),
+    "3x3s2p1": (3, 2, 1),    # ResNet's stem: overlapping windows
+}
+TORCH_BWD_NOTE = ("torch bwd: the aten backward op alone (max_pool2d_with_indices_backward / "
+                  "avg_pool2d_backward), no forward")
+
+
+def pool_cases(torch, dtypes=("float32", "float64"), with_reference=True):
+    """Max / average / sum / global pooling on (8, 64, 112, 112): memory-bound, so each
+    case carries the bytes it must move and the table shows GB/s and the memory floor."""
+    rng = np.random.default_rng(0)
+    for dtype in dtypes:
+        x = rng.standard_normal(POOL_SHAPE).astype(dtype)
+        tx = torch.from_numpy(x) if torch is not None else None
+        for name, (k, s, p) in POOL_WINDOWS.items():
+            label = f"{name} {POOL_SHAPE}".replace(" ", "")
+            y, idx = fastconv.max_pool2d(x, k, s, p, return_indices=True)
+            go = rng.standard_normal(y.shape).astype(dtype)
+            io = x.nbytes + y.nbytes
+            cases = {
+                "max_pool2d fwd": ({"fastconv": lambda: fastconv.max_pool2d(x, k, s, p)}, io),
+                "max_pool2d +idx": ({"fastconv": lambda: fastconv.max_pool2d(x, k, s, p, return_indices=True)},
+                                    io + idx.nbytes),
+                "max_pool2d bwd": ({"fastconv": lambda: fastconv.max_pool2d_backward(go, idx, x.shape)},
+                                   go.nbytes + idx.nbytes + x.nbytes),
+                "avg_pool2d fwd": ({"fastconv": lambda: fastconv.avg_pool2d(x, k, s, p)}, io),
+                "avg_pool2d bwd": ({"fastconv": lambda: fastconv.avg_pool2d_backward(go, x.shape, k, s, p)},
+                                   go.nbytes + x.nbytes),
+                "sum_pool2d fwd": ({"fastconv": lambda: fastconv.sum_pool2d(x, k, s, p)}, io),
+                "sum_pool2d bwd": ({"fastconv": lambda: fastconv.sum_pool2d_backward(go, x.shape, k, s, p)},
+                                   go.nbytes + x.nbytes),
+            }
+            if with_reference:
+                cases["max_pool2d fwd"][0]["reference"] = lambda: reference.max_pool2d(x, k, s, p)
+                cases["max_pool2d +idx"][0]["reference"] = lambda: reference.max_pool2d(x, k, s, p, return_indices=True)
+                cases["max_pool2d bwd"][0]["reference"] = lambda: reference.max_pool2d_backward(go, idx, x.shape)
+                cases["avg_pool2d fwd"][0]["reference"] = lambda: reference.avg_pool2d(x, k, s, p)
+                cases["avg_pool2d bwd"][0]["reference"] = lambda: reference.avg_pool2d_backward(go, x.shape, k, s, p)
+                cases["sum_pool2d fwd"][0]["reference"] = lambda: reference.sum_pool2d(x, k, s, p)
+                cases["sum_pool2d bwd"][0]["reference"] = lambda: reference.sum_pool2d_backward(go, x.shape, k, s, p)
+            if torch is not None:
+                F, aten = torch.nn.functional, torch.ops.aten
+                tgo, tidx = torch.from_numpy(go), torch.from_numpy(idx)
+                cases["max_pool2d fwd"][0]["torch"] = lambda: F.max_pool2d(tx, k, s, p)
+                cases["max_pool2d +idx"][0]["torch"] = lambda: F.max_pool2d(tx, k, s, p, return_indices=True)
+                cases["max_pool2d bwd"][0]["torch"] = lambda: aten.max_pool2d_with_indices_backward(
+                    tgo, tx, [k, k], [s, s], [p, p], [1, 1], False, tidx)
+                cases["avg_pool2d fwd"][0]["torch"] = lambda: F.avg_pool2d(tx, k, s, p)
+                cases["avg_pool2d bwd"][0]["torch"] = lambda: aten.avg_pool2d_backward(
+                    tgo, tx, [k, k], [s, s], [p, p], False, True, None)
+                cases["sum_pool2d fwd"][0]["torch"] = lambda: F.avg_pool2d(tx, k, s, p, divisor_override=1)
+                cases["sum_pool2d bwd"][0]["torch"] = lambda: aten.avg_pool2d_backward(
+                    tgo, tx, [k, k], [s, s], [p, p], False, True, 1)
+            for op, (impls, nbytes) in cases.items():
+                note = TORCH_BWD_NOTE if op.endswith("bwd") and "torch" in impls else ""
+                yield Case(op, label, dtype, impls, bytes=nbytes, note=note)
+        label = f"global {POOL_SHAPE}".replace(" ", "")
+        io = x.nbytes + x.nbytes // (POOL_SHAPE[2] * POOL_SHAPE[3])
+        g_avg = {"fastconv": lambda: fastconv.global_avg_pool2d(x)}
+        g_max = {"fastconv": lambda: fastconv.global_max_pool2d(x)}
+        if with_reference:
+            g_avg["reference"] = lambda: reference.global_avg_pool2d(x)
+            g_max["reference"] = lambda: reference.global_max_pool2d(x)
+        if torch is not None:
+            g_avg["torch"] = lambda: torch.nn.functional.adaptive_avg_pool2d(tx, 1)
+            g_max["torch"] = lambda: torch.nn.functional.adaptive_max_pool2d(tx, 1)
+        yield Case("global_avg fwd", label, dtype, g_avg, bytes=io)
+        yield Case("global_max fwd", label, dtype, g_max, bytes=io)
+
+
+SECTIONS = {"conv": conv_cases, "columns": column_cases, "pool": pool_cases, "direct": direct_cases}
 
 
 # ---------------------------------------------------------------------------
@@ -234,14 +307,24 @@ def format_table(cases, ceilings):
         vs_torch = f"{t['fastconv'] / t['torch']:9.2f}x" if "torch" in t else f"{'-':>10}"
         ref = t["reference"] / t["fastconv"] if "reference" in t else None
         vs_ref = f"{'-':>9}" if ref is None else f"{ref:8.1f}x" if ref < 10 else f"{ref:8.0f}x"
+        # Memory-bound ops: the time the bytes alone take at the measured copy bandwidth.
+        floor = (f"  floor {c.bytes / (ceilings['copy'] * 1e9) * 1e3:.2f}ms "
+                 f"({t['fastconv'] * ceilings['copy'] * 1e9 / c.bytes:.1f}x)" if c.bytes else "")
+        # Other implementations timed beside fastconv (the direct section's algorithms, NumPy, SciPy).
         others = "".join(f"  {name} {t[name] * 1e3:.2f}ms = {t[name] / t['fastconv']:.2f}x fastconv"
                          + (f" {t[name] / t['torch']:.2f}x torch" if "torch" in t else "")
                          for name in t if name not in ("fastconv", "reference", "torch"))
         lines.append(f"{c.op:<16}{c.label:<30}{c.dtype:<9}{ms('fastconv')}{ms('reference'):>11}{ms('torch')}"
-                     f"{rate:>14}{vs_torch}{vs_ref}{others}")
+                     f"{rate:>14}{vs_torch}{vs_ref}{floor}{others}")
     lines.append("")
-    lines.append("vs torch: fastconv time / torch time (< 1 is faster); vs ref: reference time / fastconv time; "
-                 "further columns: other implementations' times as multiples of fastconv's (and torch's).")
+    lines.append("vs torch: fastconv time / torch time (< 1 is faster); vs ref: reference time / fastconv time.")
+    if any(set(c.times) - {"fastconv", "reference", "torch"} for c in cases):
+        lines.append("further columns: other implementations' times as multiples of fastconv's (and torch's).")
+    if any(c.bytes for c in cases):
+        lines.append("GB/s: bytes read + written / fastconv time; floor: those bytes at the copy bandwidth "
+                     "(and fastconv time / floor).")
+    for note in dict.fromkeys(c.note for c in cases if c.note):
+        lines.append(note + ".")
     return "\n".join(lines)
 
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from fastconv import _validation as v
 from fastconv._kernels import pooling as _kernel
-from fastconv._threads import get_num_threads
+from fastconv._threads import num_threads_for
 
 _NO_INDICES = np.zeros((1, 1, 1), dtype=np.int64)
 
@@ -54,7 +54,7 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
     indices = np.empty(out.shape, dtype=np.int64) if return_indices else _NO_INDICES
     _kernel.max_pool2d(_planes(xb), _planes(out), _planes(indices) if return_indices else indices,
                        return_indices, g.kernel_h, g.kernel_w, g.stride_h, g.stride_w,
-                       g.pad_top, g.pad_left, g.dilation_h, g.dilation_w, get_num_threads())
+                       g.pad_top, g.pad_left, g.dilation_h, g.dilation_w, num_threads_for(xb.size))
     if unbatched:
         out, indices = out[0], indices[0]
     return (out, indices) if return_indices else out
@@ -90,10 +90,11 @@ def max_pool2d_backward(grad_output, indices, input_shape):
     if unbatched:
         idx = idx[None]
     N, C, H, W = shape
+    v.allocatable(shape, gob.dtype, "grad_input")
     grad_input = np.empty(shape, dtype=gob.dtype)
     L = gob.shape[2] * gob.shape[3]
     bad = _kernel.max_pool2d_backward(gob.reshape(N * C, L), idx.reshape(N * C, L),
-                                      grad_input.reshape(N * C, H * W), get_num_threads())
+                                      grad_input.reshape(N * C, H * W), num_threads_for(grad_input.size))
     if bad:
         raise ValueError(f"indices has {bad} value(s) outside [0, H*W) = [0, {H * W}) for "
                          f"input_shape {tuple(input_shape)}")
@@ -106,7 +107,7 @@ def _avg_forward(x, kernel_size, stride, padding, ceil_mode, count_include_pad, 
     N, C = xb.shape[:2]
     out = np.empty((N, C, g.out_h, g.out_w), dtype=xb.dtype)
     _kernel.avg_pool2d(_planes(xb), _planes(out), g.kernel_h, g.kernel_w, g.stride_h, g.stride_w,
-                       g.pad_top, g.pad_left, count_include_pad, divisor, get_num_threads())
+                       g.pad_top, g.pad_left, count_include_pad, divisor, num_threads_for(xb.size))
     return out[0] if unbatched else out
 
 
@@ -118,8 +119,9 @@ def _avg_backward(grad_output, input_shape, kernel_size, stride, padding, ceil_m
         raise ValueError(f"grad_output has shape {grad_output.shape}, but pooling input_shape "
                          f"{tuple(input_shape)} gives {g.out_h}x{g.out_w} outputs per plane")
     N, C, H, W = shape
+    v.allocatable(shape, gob.dtype, "grad_input")
     grad_input = np.empty(shape, dtype=gob.dtype)
-    num_threads = get_num_threads()
+    num_threads = num_threads_for(grad_input.size)
     scratch = np.empty((num_threads, g.out_w), dtype=gob.dtype)
     _kernel.avg_pool2d_backward(_planes(gob), _planes(grad_input), scratch, g.kernel_h, g.kernel_w,
                                 g.stride_h, g.stride_w, g.pad_top, g.pad_left, count_include_pad,
@@ -239,7 +241,7 @@ def global_avg_pool2d(x, keepdims=True):
     keepdims = v._flag(keepdims, "keepdims")
     N, C, H, W = xb.shape
     out = np.empty(N * C, dtype=xb.dtype)
-    _kernel.global_avg_pool2d(xb.reshape(N * C, H * W), out, get_num_threads())
+    _kernel.global_avg_pool2d(xb.reshape(N * C, H * W), out, num_threads_for(xb.size))
     return out.reshape(_global_shape(xb.shape[unbatched:], keepdims))
 
 
@@ -267,9 +269,10 @@ def global_avg_pool2d_backward(grad_output, input_shape):
     grad_input : ndarray, shape `input_shape`, dtype of `grad_output`
     """
     go, shape = _global_grad(grad_output, input_shape)
+    v.allocatable(shape, go.dtype, "grad_input")
     grad_input = np.empty(shape, dtype=go.dtype)
     _kernel.global_avg_pool2d_backward(go.reshape(-1), grad_input.reshape(go.size, shape[-2] * shape[-1]),
-                                       get_num_threads())
+                                       num_threads_for(grad_input.size))
     return grad_input
 
 
@@ -296,7 +299,8 @@ def global_max_pool2d(x, keepdims=True, return_indices=False):
     N, C, H, W = xb.shape
     out = np.empty(N * C, dtype=xb.dtype)
     indices = np.empty(N * C, dtype=np.int64)
-    _kernel.global_max_pool2d(xb.reshape(N * C, H * W), out, indices, return_indices, get_num_threads())
+    _kernel.global_max_pool2d(xb.reshape(N * C, H * W), out, indices, return_indices,
+                              num_threads_for(xb.size))
     shape = _global_shape(xb.shape[unbatched:], keepdims)
     return (out.reshape(shape), indices.reshape(shape)) if return_indices else out.reshape(shape)
 
@@ -319,9 +323,10 @@ def global_max_pool2d_backward(grad_output, indices, input_shape):
     idx = v.index_array(indices, go.shape)
     P = go.size
     HW = shape[-1] * shape[-2]
+    v.allocatable(shape, go.dtype, "grad_input")
     grad_input = np.empty(shape, dtype=go.dtype)
     bad = _kernel.max_pool2d_backward(go.reshape(P, 1), idx.reshape(P, 1), grad_input.reshape(P, HW),
-                                      get_num_threads())
+                                      num_threads_for(grad_input.size))
     if bad:
         raise ValueError(f"indices has {bad} value(s) outside [0, H*W) = [0, {HW}) for "
                          f"input_shape {shape}")

@@ -174,8 +174,11 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
     win, inside = _padded_windows(xb, g, -np.inf)
     k = g.kernel_h * g.kernel_w
     win = win.reshape(win.shape[:4] + (k,))
-    inside = inside.reshape(inside.shape[:4] + (k,))
     out = win.max(axis=-1, initial=-np.inf)                     # NaN propagates
+    if not return_indices:
+        out = np.ascontiguousarray(out)
+        return out[0] if unbatched else out
+    inside = inside.reshape(inside.shape[:4] + (k,))
     # torch's choice of index: the first maximum among the input elements, or the last NaN.
     first_max = np.argmax((win == out[..., None]) & inside, axis=-1)
     last_nan = k - 1 - np.argmax(np.isnan(win)[..., ::-1], axis=-1)
@@ -185,7 +188,7 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
     out = np.ascontiguousarray(out)
     if unbatched:
         out, indices = out[0], indices[0]
-    return (out, indices) if return_indices else out
+    return out, indices
 
 
 def max_pool2d_backward(grad_output, indices, input_shape):

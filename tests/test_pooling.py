@@ -92,8 +92,11 @@ def test_fused_max_loops_with_nan_at_every_position(dtype, kernel, stride, paddi
     for pos in range(kernel * kernel):
         x = np.arange(2 * 15 * 18, dtype=dtype).reshape(1, 2, 15, 18) % 7
         x[..., pos // kernel::kernel + 3, pos % kernel::kernel + 5] = np.nan
-        y = fastconv.max_pool2d(x, kernel, stride, padding)
-        np.testing.assert_array_equal(y, reference.max_pool2d(x, kernel, stride, padding))
+        y, idx = fastconv.max_pool2d(x, kernel, stride, padding, return_indices=True)
+        ry, ridx = reference.max_pool2d(x, kernel, stride, padding, return_indices=True)
+        np.testing.assert_array_equal(y, ry)
+        np.testing.assert_array_equal(idx, ridx)
+        np.testing.assert_array_equal(fastconv.max_pool2d(x, kernel, stride, padding), y)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -296,6 +299,7 @@ def test_avg_and_sum_pool_reject_bad_arguments(op, kwargs, exc, word):
 @pytest.mark.parametrize("kwargs, exc, word", [
     (dict(divisor_override=0), ValueError, "divisor_override"),
     (dict(divisor_override=1.5), TypeError, "divisor_override"),
+    (dict(divisor_override=2**70), ValueError, "divisor_override"),
     (dict(count_include_pad="no"), TypeError, "count_include_pad"),
 ])
 def test_avg_pool_rejects_bad_divisor_arguments(kwargs, exc, word):
@@ -343,6 +347,14 @@ def test_max_backward_rejects_out_of_range_indices_without_writing(bad):
         fastconv.max_pool2d_backward(go, idx, X.shape)
     with pytest.raises(ValueError, match="indices"):
         fastconv.global_max_pool2d_backward(go[..., :1, :1], idx[..., :1, :1] + bad, X.shape)
+
+
+def test_backward_with_an_unallocatable_input_shape_is_a_memory_error():
+    shape = (1, 1, 2**40, 2**40)
+    with pytest.raises(MemoryError, match="grad_input"):
+        fastconv.global_avg_pool2d_backward(np.zeros((1, 1, 1, 1)), shape)
+    with pytest.raises(MemoryError, match="grad_input"):
+        fastconv.max_pool2d_backward(np.zeros((1, 1, 1, 1)), np.zeros((1, 1, 1, 1), np.int64), shape)
 
 
 def test_max_backward_accepts_other_integer_index_dtypes(rng):
@@ -434,3 +446,16 @@ def test_output_size_keeps_a_ceil_mode_window_that_overhangs_the_input():
         fastconv.output_size(2, 2, stride=2, dilation=2)
     assert fastconv.output_size(5, 2, stride=2, ceil_mode=True) == 3
     assert fastconv.output_size(5, 2, stride=2, padding=1, ceil_mode=True) == 3   # last start in padding: dropped
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_global_max_with_infinities_and_nan(dtype):
+    x = np.zeros((1, 4, 9, 11), dtype)
+    x[0, 0, 3, 4] = np.inf
+    x[0, 1, 5, 5] = -np.inf
+    x[0, 2, 2, 2], x[0, 2, 7, 1] = np.inf, -np.inf
+    x[0, 3, 1, 1], x[0, 3, 8, 10], x[0, 3, 0, 0] = np.nan, np.nan, np.inf
+    m, idx = fastconv.global_max_pool2d(x, keepdims=False, return_indices=True)
+    np.testing.assert_array_equal(m[0], [np.inf, 0, np.inf, np.nan])
+    np.testing.assert_array_equal(idx[0], [3 * 11 + 4, 0, 2 * 11 + 2, 8 * 11 + 10])
+    np.testing.assert_array_equal(fastconv.global_max_pool2d(x, keepdims=False), m)

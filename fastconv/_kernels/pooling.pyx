@@ -107,6 +107,89 @@ cdef extern from *:
             row[2 * q + 1] += g[q];                                                            \
         }                                                                                      \
         row[2 * hi] += g[hi - 1];                                                              \
+    }                                                                                          \
+    /* With indices (flat, base = position of r0[0]): torch's choice is the first */         \
+    /* element equal to the max, or the last NaN; both picked by branch-free selects. */       \
+    static void fastconv_max_2x2s2_idx_##NAME(T *dst, int64_t *idx, const T *r0, const T *r1,  \
+                                              Py_ssize_t lo, Py_ssize_t hi, int64_t base,      \
+                                              int64_t W) {                                     \
+        const int w = (int)W;                                                                  \
+        for (Py_ssize_t ow = lo; ow < hi; ow++) {                                              \
+            T a = r0[2 * ow], b = r0[2 * ow + 1], c = r1[2 * ow], d = r1[2 * ow + 1];          \
+            T m = FASTCONV_MAX(FASTCONV_MAX(a, b), FASTCONV_MAX(c, d));                        \
+            int nan = (a != a) | (b != b) | (c != c) | (d != d);                               \
+            int first = c == m ? w : w + 1;                                                \
+            first = b == m ? 1 : first;                                                        \
+            first = a == m ? 0 : first;                                                        \
+            int last = 0;                                                                      \
+            last = b != b ? 1 : last;                                                          \
+            last = c != c ? w : last;                                                          \
+            last = d != d ? w + 1 : last;                                                      \
+            dst[ow] = nan ? (T)NAN : m;                                                        \
+            idx[ow] = base + 2 * ow + (nan ? last : first);                                    \
+        }                                                                                      \
+    }                                                                                          \
+    static void fastconv_max_3x3s2_idx_##NAME(T *dst, int64_t *idx, const T *r0, const T *r1,  \
+                                              const T *r2, Py_ssize_t lo, Py_ssize_t hi,       \
+                                              int64_t base, int64_t W) {                       \
+        const int w = (int)W;                                                                  \
+        for (Py_ssize_t ow = lo; ow < hi; ow++) {                                              \
+            T a = r0[2 * ow], b = r0[2 * ow + 1], c = r0[2 * ow + 2];                          \
+            T d = r1[2 * ow], e = r1[2 * ow + 1], f = r1[2 * ow + 2];                          \
+            T g = r2[2 * ow], h = r2[2 * ow + 1], i = r2[2 * ow + 2];                          \
+            T m = FASTCONV_MAX(FASTCONV_MAX(FASTCONV_MAX(a, b), FASTCONV_MAX(c, d)),           \
+                               FASTCONV_MAX(FASTCONV_MAX(e, f),                                \
+                                            FASTCONV_MAX(g, FASTCONV_MAX(h, i))));             \
+            int nan = (a != a) | (b != b) | (c != c) | (d != d) | (e != e) | (f != f)          \
+                      | (g != g) | (h != h) | (i != i);                                        \
+            int first = h == m ? 2 * w + 1 : 2 * w + 2;                                    \
+            first = g == m ? 2 * w : first;                                                    \
+            first = f == m ? w + 2 : first;                                                    \
+            first = e == m ? w + 1 : first;                                                    \
+            first = d == m ? w : first;                                                        \
+            first = c == m ? 2 : first;                                                        \
+            first = b == m ? 1 : first;                                                        \
+            first = a == m ? 0 : first;                                                        \
+            int last = 0;                                                                  \
+            last = b != b ? 1 : last;                                                          \
+            last = c != c ? 2 : last;                                                          \
+            last = d != d ? w : last;                                                          \
+            last = e != e ? w + 1 : last;                                                      \
+            last = f != f ? w + 2 : last;                                                      \
+            last = g != g ? 2 * w : last;                                                      \
+            last = h != h ? 2 * w + 1 : last;                                                  \
+            last = i != i ? 2 * w + 2 : last;                                                  \
+            dst[ow] = nan ? (T)NAN : m;                                                        \
+            idx[ow] = base + 2 * ow + (nan ? last : first);                                    \
+        }                                                                                      \
+    }                                                                                          \
+    /* acc[k] = max(acc[k], s[k]); z[k] += s[k] - s[k], which stays 0 unless s[k] is */     \
+    /* NaN or infinite: a vectorisable stand-in for "saw a NaN". */                           \
+    static void fastconv_max_into_##NAME(T *restrict acc, T *restrict z, const T *restrict s,  \
+                                         Py_ssize_t n) {                                       \
+        for (Py_ssize_t k = 0; k < n; k++) {                                                   \
+            acc[k] = FASTCONV_MAX(s[k], acc[k]);                                               \
+            z[k] = z[k] + (s[k] - s[k]);                                                       \
+        }                                                                                      \
+    }                                                                                          \
+    /* Max of src[0:L] (L >= 1), NaN propagating, over 64 lanes; when a NaN or an */         \
+    /* infinity shows up, an exact scalar pass decides. */                                    \
+    static T fastconv_plane_max_##NAME(const T *src, Py_ssize_t L) {                           \
+        T lane[64], z[64], m = src[0], zz = 0;                                                 \
+        Py_ssize_t i, k, blocks = L / 64;                                                      \
+        for (k = 0; k < 64; k++) { lane[k] = m; z[k] = 0; }                                    \
+        for (i = 0; i < blocks; i++) fastconv_max_into_##NAME(lane, z, src + 64 * i, 64);     \
+        for (k = 0; k < 64; k++) { m = FASTCONV_MAX(lane[k], m); zz = zz + z[k]; }             \
+        for (i = 64 * blocks; i < L; i++) {                                                    \
+            m = FASTCONV_MAX(src[i], m);                                                       \
+            zz = zz + (src[i] - src[i]);                                                       \
+        }                                                                                      \
+        if (zz != zz) {                                                                        \
+            m = src[0];                                                                        \
+            for (i = 1; i < L; i++)                                                            \
+                if (src[i] > m || src[i] != src[i]) m = src[i];                                \
+        }                                                                                      \
+        return m;                                                                              \
     }
     FASTCONV_POOL_LOOPS(float, f)
     FASTCONV_POOL_LOOPS(double, d)
@@ -131,6 +214,18 @@ cdef extern from *:
     void fastconv_spread_2s2_d(double* row, const double* g, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil
     void fastconv_spread_3s2_f(float* row, const float* g, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil
     void fastconv_spread_3s2_d(double* row, const double* g, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil
+    float fastconv_plane_max_f(const float* src, Py_ssize_t L) noexcept nogil
+    void fastconv_max_2x2s2_idx_f(float* dst, int64_t* idx, const float* r0, const float* r1,
+                                  Py_ssize_t lo, Py_ssize_t hi, int64_t base, int64_t W) noexcept nogil
+    void fastconv_max_2x2s2_idx_d(double* dst, int64_t* idx, const double* r0, const double* r1,
+                                  Py_ssize_t lo, Py_ssize_t hi, int64_t base, int64_t W) noexcept nogil
+    void fastconv_max_3x3s2_idx_f(float* dst, int64_t* idx, const float* r0, const float* r1,
+                                  const float* r2, Py_ssize_t lo, Py_ssize_t hi, int64_t base,
+                                  int64_t W) noexcept nogil
+    void fastconv_max_3x3s2_idx_d(double* dst, int64_t* idx, const double* r0, const double* r1,
+                                  const double* r2, Py_ssize_t lo, Py_ssize_t hi, int64_t base,
+                                  int64_t W) noexcept nogil
+    double fastconv_plane_max_d(const double* src, Py_ssize_t L) noexcept nogil
 
 
 cdef inline void _max_2x2s2(floating* dst, const floating* r0, const floating* r1,
@@ -188,12 +283,13 @@ cdef inline void _max_row_indexed(floating* dst, int64_t* idx, const floating* s
 
 cdef inline void _max_pool_row(const floating* plane, floating* dst, int64_t* dst_idx, bint with_indices,
                                Py_ssize_t oh, Py_ssize_t H, Py_ssize_t W, Py_ssize_t out_w,
-                               Py_ssize_t c_lo, Py_ssize_t c_hi, int kh, int kw, int sh, int sw,
-                               int pt, int pl, int dh, int dw) noexcept nogil:
+                               Py_ssize_t c_lo, Py_ssize_t c_hi, Py_ssize_t kh, Py_ssize_t kw,
+                               Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pt, Py_ssize_t pl,
+                               Py_ssize_t dh, Py_ssize_t dw) noexcept nogil:
     """One output row: interior columns by contiguous passes, border columns clipped."""
     cdef Py_ssize_t ih0 = oh * sh - pt, i_lo, i_hi, i, j, ih, off, t, ow, iw0, iw, j_lo, j_hi
     cdef const floating* row
-    cdef bint started
+    cdef bint started, fused
     cdef floating v, m
     cdef int64_t k
     if ih0 >= 0 and ih0 + (kh - 1) * dh < H:
@@ -203,10 +299,21 @@ cdef inline void _max_pool_row(const floating* plane, floating* dst, int64_t* ds
         i_hi = _end(ih0, dh, H, kh)
     if c_lo < c_hi:
         row = plane + ih0 * W - pl
-        if not with_indices and dh == 1 and dw == 1 and sw == 2 and i_lo == 0 and i_hi == kh and kh == kw == 2:
+        fused = dh == 1 and dw == 1 and sw == 2 and i_lo == 0 and i_hi == kh
+        if fused and kh == kw == 2 and not with_indices:
             _max_2x2s2(dst, row, row + W, c_lo, c_hi)
-        elif not with_indices and dh == 1 and dw == 1 and sw == 2 and i_lo == 0 and i_hi == kh and kh == kw == 3:
+        elif fused and kh == kw == 3 and not with_indices:
             _max_3x3s2(dst, row, row + W, row + 2 * W, c_lo, c_hi)
+        elif fused and kh == kw == 2:
+            if floating is float:
+                fastconv_max_2x2s2_idx_f(dst, dst_idx, row, row + W, c_lo, c_hi, ih0 * W - pl, W)
+            else:
+                fastconv_max_2x2s2_idx_d(dst, dst_idx, row, row + W, c_lo, c_hi, ih0 * W - pl, W)
+        elif fused and kh == kw == 3:
+            if floating is float:
+                fastconv_max_3x3s2_idx_f(dst, dst_idx, row, row + W, row + 2 * W, c_lo, c_hi, ih0 * W - pl, W)
+            else:
+                fastconv_max_3x3s2_idx_d(dst, dst_idx, row, row + W, row + 2 * W, c_lo, c_hi, ih0 * W - pl, W)
         else:
             for i in range(i_lo, i_hi):
                 ih = ih0 + i * dh
@@ -262,7 +369,8 @@ cdef inline Py_ssize_t _row_blocks(Py_ssize_t planes, Py_ssize_t rows, int num_t
 
 
 def max_pool2d(const floating[:, :, ::1] x, floating[:, :, ::1] out, int64_t[:, :, ::1] indices,
-               bint with_indices, int kh, int kw, int sh, int sw, int pt, int pl, int dh, int dw,
+               bint with_indices, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
+               Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t dh, Py_ssize_t dw,
                int num_threads):
     """out[p, oh, ow] = max of x[p] under window (oh, ow); indices (flat in H*W) when
     `with_indices` (else `indices` is not touched and may be a dummy).
@@ -378,7 +486,8 @@ cdef inline void _divide_row(floating* dst, Py_ssize_t lo, Py_ssize_t hi, floati
 
 cdef inline void _avg_pool_row(const floating* plane, floating* dst, Py_ssize_t oh, Py_ssize_t H,
                                Py_ssize_t W, Py_ssize_t out_w, Py_ssize_t c_lo, Py_ssize_t c_hi,
-                               int kh, int kw, int sh, int sw, int pt, int pl,
+                               Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
+                               Py_ssize_t pt, Py_ssize_t pl,
                                bint count_include_pad, long long divisor) noexcept nogil:
     """One output row: interior columns by contiguous passes, border columns clipped."""
     cdef Py_ssize_t ih0 = oh * sh - pt, i_lo, i_hi, i, j, t, ow, iw0, j_lo, j_hi
@@ -418,8 +527,9 @@ cdef inline void _avg_pool_row(const floating* plane, floating* dst, Py_ssize_t 
         dst[ow] = s / d
 
 
-def avg_pool2d(const floating[:, :, ::1] x, floating[:, :, ::1] out, int kh, int kw, int sh, int sw,
-               int pt, int pl, bint count_include_pad, long long divisor, int num_threads):
+def avg_pool2d(const floating[:, :, ::1] x, floating[:, :, ::1] out,
+               Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
+               Py_ssize_t pt, Py_ssize_t pl, bint count_include_pad, long long divisor, int num_threads):
     """out[p, oh, ow] = sum of x[p] under window (oh, ow) / divisor (see above)."""
     cdef Py_ssize_t P = x.shape[0], H = x.shape[1], W = x.shape[2]
     cdef Py_ssize_t out_h = out.shape[1], out_w = out.shape[2]
@@ -451,7 +561,7 @@ cdef inline void _scatter_row(floating* dst, const floating* g, Py_ssize_t lo, P
 
 
 cdef inline void _spread_row(floating* row, const floating* g, Py_ssize_t lo, Py_ssize_t hi,
-                             int kw, int sw) noexcept nogil:
+                             Py_ssize_t kw, Py_ssize_t sw) noexcept nogil:
     """row[ow*sw + j] += g[ow] for the interior outputs ow in [lo, hi) and j < kw."""
     cdef Py_ssize_t j
     if sw == 2 and kw == 2:
@@ -475,7 +585,8 @@ cdef inline void _spread_row(floating* row, const floating* g, Py_ssize_t lo, Py
 
 
 def avg_pool2d_backward(const floating[:, :, ::1] grad_output, floating[:, :, ::1] grad_input,
-                        floating[:, ::1] scratch, int kh, int kw, int sh, int sw, int pt, int pl,
+                        floating[:, ::1] scratch, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh,
+                        Py_ssize_t sw, Py_ssize_t pt, Py_ssize_t pl,
                         bint count_include_pad, long long divisor, int num_threads):
     """The adjoint of `avg_pool2d` (same arguments); grad_input is fully overwritten.
     `scratch` is (num_threads, out_w): one row of scaled gradients per thread."""
@@ -544,36 +655,25 @@ cdef inline floating _plane_sum(const floating* src, Py_ssize_t L) noexcept nogi
 
 
 cdef inline floating _plane_max(const floating* src, Py_ssize_t L) noexcept nogil:
-    # Eight running maxima; a NaN, once in a lane, stays there and wins the merge.
-    cdef floating lane[8]
-    cdef Py_ssize_t i, k, blocks = L // 8
-    cdef floating m = src[0], v
-    if blocks:
-        for k in range(8):
-            lane[k] = src[k]
-        for i in range(1, blocks):
-            for k in range(8):
-                v = src[8 * i + k]
-                lane[k] = v if _takes(v, lane[k]) else lane[k]
-        for k in range(8):
-            m = lane[k] if _takes(lane[k], m) else m
-    for i in range(8 * blocks, L):
-        v = src[i]
-        m = v if _takes(v, m) else m
-    return m
+    if floating is float:
+        return fastconv_plane_max_f(src, L)
+    else:
+        return fastconv_plane_max_d(src, L)
 
 
 cdef inline int64_t _plane_argmax(const floating* src, Py_ssize_t L) noexcept nogil:
-    # torch's order: the first maximum, or the last NaN.
+    """torch's index: the first maximum, or the last NaN. The max comes from the
+    vectorised pass; finding it again is a short scan of a plane still in cache."""
+    cdef floating m = _plane_max(src, L)
     cdef Py_ssize_t i
-    cdef int64_t best = 0
-    cdef floating m = src[0], v
-    for i in range(1, L):
-        v = src[i]
-        if _takes(v, m):
-            m = v
-            best = i
-    return best
+    if m != m:
+        for i in range(L - 1, -1, -1):
+            if src[i] != src[i]:
+                return i
+    for i in range(L):
+        if src[i] == m:
+            return i
+    return 0
 
 
 def global_avg_pool2d(const floating[:, ::1] x, floating[::1] out, int num_threads):
