@@ -9,6 +9,8 @@ from fastconv._threads import get_num_threads, set_num_threads, threads
 from fastconv._validation import output_size
 from fastconv.columns import col2im, im2col
 from fastconv.convolution import conv2d, conv2d_backward
+from fastconv.convolution1d import conv1d, conv1d_backward
+from fastconv.signal import convolve, convolve2d
 from fastconv.pooling import (
     avg_pool2d, avg_pool2d_backward, global_avg_pool2d, global_avg_pool2d_backward,
     global_max_pool2d, global_max_pool2d_backward, max_pool2d, max_pool2d_backward,
@@ -23,6 +25,8 @@ from fastconv.optim import SGD, Adam
 __all__ = [
     "__version__",
     "conv2d", "conv2d_backward",
+    "conv1d", "conv1d_backward",
+    "convolve", "convolve2d",
     "im2col", "col2im",
     "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
     "sum_pool2d", "sum_pool2d_backward",

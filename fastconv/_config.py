@@ -4,7 +4,7 @@ import sys
 
 import numpy as np
 
-from fastconv import __version__
+from fastconv import __version__, _direct
 from fastconv._kernels import _openmp
 from fastconv._threads import blas, get_num_threads
 
@@ -63,6 +63,7 @@ def config():
         "blas_build": numpy_blas_build(),
         "openmp_runtime": openmp_runtime(),
         "blas": blas.info(),
+        "direct_kernels": "AVX+FMA" if _direct.kernel.compiled_for_avx_fma() else "baseline",
     }
 
 
@@ -83,6 +84,7 @@ def show_config():
     else:
         print("  OpenMP:      disabled (serial kernels)")
     print(f"  threads:     {c['num_threads']} of {c['num_procs']} processors")
+    print(f"  direct conv: {c['direct_kernels']} build")
     bb = c["blas_build"]
     print(f"  BLAS built:  {bb['name']} {bb['version'] or ''} (NumPy's, which runs fastconv's GEMMs)")
     for lib in c["blas"] or [{"library": "none found"}]:

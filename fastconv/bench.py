@@ -121,6 +121,70 @@ def conv_cases(torch, dtypes=("float32", "float64"), with_reference=True):
             yield Case("conv2d bwd", label, dtype, bwd, flops=2 * flops)
 
 
+DEPTHWISE_CASE = (8, 64, 56, 64, 3, 1, 1)   # groups = C
+
+
+def direct_cases(torch, dtypes=("float32", "float64"), with_reference=True):
+    """conv2d with algorithm="auto" (the fastconv column) against "direct", "im2col" and
+    torch on C1-C5 and depthwise; then convolve/convolve2d against NumPy/SciPy."""
+    from fastconv.convolution import _choose_algorithm
+    from fastconv._validation import conv_geometry
+
+    rng = np.random.default_rng(0)
+    cases = [(name, shape, 1) for name, shape in CONV_CASES.items()] + [("DW", DEPTHWISE_CASE, DEPTHWISE_CASE[1])]
+    for dtype in dtypes:
+        for name, (N, C, H, K, k, s, p), groups in cases:
+            x = rng.standard_normal((N, C, H, H)).astype(dtype)
+            w = rng.standard_normal((K, C // groups, k, k)).astype(dtype)
+            kw = dict(stride=s, padding=p, groups=groups)
+            y = fastconv.conv2d(x, w, **kw)
+            go = rng.standard_normal(y.shape).astype(dtype)
+            geometry = conv_geometry((H, H), k, s, p, 1)
+            auto = _choose_algorithm(x.shape, w.shape, geometry, groups)
+            auto_bwd = _choose_algorithm(x.shape, w.shape, geometry, groups, backward=True)
+            label = f"{name} {(N, C, H, K, k, s, p)}".replace(" ", "") + (f"g{groups}" if groups > 1 else "")
+            flops = 2.0 * y.size * (C // groups) * k * k
+            fwd = {"fastconv": lambda: fastconv.conv2d(x, w, **kw)}
+            bwd = {"fastconv": lambda: fastconv.conv2d_backward(go, x, w, **kw)}
+            for algorithm in ("direct", "im2col"):
+                fwd[algorithm] = lambda a=algorithm: fastconv.conv2d(x, w, algorithm=a, **kw)
+                bwd[algorithm] = lambda a=algorithm: fastconv.conv2d_backward(go, x, w, algorithm=a, **kw)
+            if torch is not None:
+                tx, tw, tgo = (torch.from_numpy(a) for a in (x, w, go))
+                txg = tx.clone().requires_grad_(True)
+                twg = tw.clone().requires_grad_(True)
+                F = torch.nn.functional
+
+                def torch_fwd():
+                    with torch.no_grad():
+                        F.conv2d(tx, tw, **kw)
+
+                def torch_bwd():
+                    txg.grad = twg.grad = None
+                    F.conv2d(txg, twg, **kw).backward(tgo)
+
+                fwd["torch"] = torch_fwd
+                bwd["torch"] = torch_bwd
+            yield Case(f"fwd auto={auto}", label, dtype, fwd, flops=flops)
+            yield Case(f"bwd auto={auto_bwd}", label, dtype, bwd, flops=2 * flops)
+    import scipy.signal
+
+    for dtype in dtypes:
+        a = rng.standard_normal(10 ** 6).astype(dtype)
+        v = rng.standard_normal(101).astype(dtype)
+        image = rng.standard_normal((2048, 2048)).astype(dtype)
+        kernel = rng.standard_normal((5, 5)).astype(dtype)
+        yield Case("convolve", "1e6*101", dtype,
+                   {"fastconv": lambda: fastconv.convolve(a, v), "numpy": lambda: np.convolve(a, v)},
+                   flops=2.0 * a.size * v.size)
+        yield Case("convolve2d", "2048^2*5x5", dtype,
+                   {"fastconv": lambda: fastconv.convolve2d(image, kernel),
+                    "scipy": lambda: scipy.signal.convolve2d(image, kernel)},
+                   flops=2.0 * 2052 ** 2 * 25)
+
+
+
+
 COLUMN_CASES = {  # name: (N, C, H=W, kernel, stride, padding): the im2col of conv cases C2 and C4
     "C2": (8, 64, 56, 3, 1, 1),
     "C4": (8, 3, 227, 11, 4, 0),
@@ -265,7 +329,8 @@ def concurrency_cases(torch, dtypes=("float32", "float64"), with_reference=True)
                        flops=2 * flops, bytes=0.0 if flops else 2.0 * p[0].nbytes * 1.25)
 
 
-SECTIONS = {"conv": conv_cases, "columns": column_cases, "pool": pool_cases, "concurrency": concurrency_cases}
+SECTIONS = {"conv": conv_cases, "columns": column_cases, "pool": pool_cases, "direct": direct_cases,
+            "concurrency": concurrency_cases}
 
 
 # ---------------------------------------------------------------------------
@@ -289,10 +354,16 @@ def format_table(cases, ceilings):
         # Memory-bound ops: the time the bytes alone take at the measured copy bandwidth.
         floor = (f"  floor {c.bytes / (ceilings['copy'] * 1e9) * 1e3:.2f}ms "
                  f"({t['fastconv'] * ceilings['copy'] * 1e9 / c.bytes:.1f}x)" if c.bytes else "")
+        # Other implementations timed beside fastconv (the direct section's algorithms, NumPy, SciPy).
+        others = "".join(f"  {name} {t[name] * 1e3:.2f}ms = {t[name] / t['fastconv']:.2f}x fastconv"
+                         + (f" {t[name] / t['torch']:.2f}x torch" if "torch" in t else "")
+                         for name in t if name not in ("fastconv", "reference", "torch"))
         lines.append(f"{c.op:<16}{c.label:<30}{c.dtype:<9}{ms('fastconv')}{ms('reference'):>11}{ms('torch')}"
-                     f"{rate:>14}{vs_torch}{vs_ref}{floor}")
+                     f"{rate:>14}{vs_torch}{vs_ref}{floor}{others}")
     lines.append("")
     lines.append("vs torch: fastconv time / torch time (< 1 is faster); vs ref: reference time / fastconv time.")
+    if any(set(c.times) - {"fastconv", "reference", "torch"} for c in cases):
+        lines.append("further columns: other implementations' times as multiples of fastconv's (and torch's).")
     if any(c.bytes for c in cases):
         lines.append("GB/s: bytes read + written / fastconv time; floor: those bytes at the copy bandwidth "
                      "(and fastconv time / floor).")

@@ -7,6 +7,7 @@ BLAS. Extra memory is `num_threads` bands, whatever the batch size.
 """
 import numpy as np
 
+from fastconv import _direct
 from fastconv import _validation as v
 from fastconv._kernels import conv_gemm as _kernel
 from fastconv._threads import blas, num_threads_for
@@ -15,7 +16,29 @@ from fastconv._threads import blas, num_threads_for
 #: the band is still cached when BLAS reads it.
 BAND_BYTES = 1 << 20
 
-ALGORITHMS = ("auto", "im2col")
+ALGORITHMS = ("auto", "im2col", "direct")
+
+
+def _choose_algorithm(x_shape, weight_shape, geometry, groups, backward=False):
+    """The algorithm `"auto"` runs: "im2col" or "direct".
+
+    Measured on the project machine against the banded im2col + GEMM kernel
+    (2 shared cores, AVX+FMA direct build, interleaved medians of 15), direct
+    time / im2col time, forward, float32 | float64 (C1-C5 as in
+    bench.CONV_CASES, DW = depthwise 3x3 (8, 64, 56, 56), groups=64):
+
+        C1 2.05|0.98  C2 1.03|1.19  C3 1.24|1.17  C4 0.88|1.00  C5 2.43|2.74  DW 1.84|0.96
+
+    and backward (direct / im2col): C1 1.70|1.75, C2 2.72|2.25, C3 2.09|1.97,
+    C4 4.09|2.92, C5 8.83|5.57, DW 1.26|0.97 (C3, C5 and the backward figures
+    from `python -m fastconv bench --sections direct` and the same calls in
+    float64). So im2col, except the forward pass of a strided convolution,
+    where im2col's copies become strided gathers (C4: 11x11, stride 4).
+    """
+    if not backward and (geometry.stride_h > 1 or geometry.stride_w > 1):
+        return "direct"
+    return "im2col"
+
 
 #: BLAS dimensions are 32-bit ints; an output plane is a GEMM's leading dimension.
 _BLAS_INT_MAX = 2**31 - 1
@@ -64,7 +87,11 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, a
     groups : int
         Channels are split into `groups` independent convolutions;
         ``groups == C`` is a depthwise convolution.
-    algorithm : {"auto", "im2col"}
+    algorithm : {"auto", "im2col", "direct"}
+        ``"im2col"``: a bounded column buffer and one BLAS GEMM per band of
+        images; ``"direct"``: sums straight from the input, no workspace that
+        grows with the output; ``"auto"``: picked from the shapes
+        (`_choose_algorithm`).
 
     Returns
     -------
@@ -72,6 +99,11 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, a
     """
     x, weight, bias, g, groups = v.conv2d_args(x, weight, bias, stride, padding, dilation, groups)
     v.choice(algorithm, "algorithm", ALGORITHMS)
+    if algorithm == "auto":
+        algorithm = _choose_algorithm(x.shape, weight.shape, g, groups)
+    if algorithm == "direct":
+        work = x.shape[0] * weight.shape[0] * g.out_h * g.out_w * weight[0].size
+        return _direct.forward(x, weight, bias, g, groups, num_threads_for(work))
     N, K = x.shape[0], weight.shape[0]
     col_rows = x.shape[1] * g.kernel_h * g.kernel_w
     v.allocatable((N, K, g.out_h, g.out_w), x.dtype, "output")
@@ -108,6 +140,11 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
     _check_blas_limits(g)
     N, K = x.shape[0], weight.shape[0]
     grad_output = v.grad_output_array(grad_output, (N, K, g.out_h, g.out_w), x.dtype)
+    if algorithm == "auto":
+        algorithm = _choose_algorithm(x.shape, weight.shape, g, groups, backward=True)
+    if algorithm == "direct":
+        work = 2 * grad_output.size * weight[0].size
+        return _direct.backward(grad_output, x, weight, g, groups, num_threads_for(work))
     col_rows = x.shape[1] * g.kernel_h * g.kernel_w
     num_threads = num_threads_for(2 * grad_output.size * (col_rows // groups))
     band_rows = _band_rows(col_rows, g, x.dtype.itemsize)

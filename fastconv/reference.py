@@ -83,6 +83,56 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
     return grad_x.astype(x.dtype, copy=False), grad_w.astype(x.dtype, copy=False), grad_b
 
 
+def _conv1d_as_2d(stride, padding, dilation):
+    one = lambda a: a[0] if isinstance(a, (tuple, list)) else a  # noqa: E731
+    padding = padding if isinstance(padding, str) else (0, one(padding))
+    return (1, one(stride)), padding, (1, one(dilation))
+
+
+def conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, algorithm="auto"):
+    s, p, d = _conv1d_as_2d(stride, padding, dilation)
+    x = v.float_array(x, "x", ndim=3)
+    weight = v.float_array(weight, "weight", ndim=3, dtype=x.dtype)
+    return conv2d(x[:, :, None], weight[:, :, None], bias, s, p, d, groups)[:, :, 0]
+
+
+def conv1d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, groups=1, algorithm="auto"):
+    s, p, d = _conv1d_as_2d(stride, padding, dilation)
+    x = v.float_array(x, "x", ndim=3)
+    weight = v.float_array(weight, "weight", ndim=3, dtype=x.dtype)
+    gx, gw, gb = conv2d_backward(np.asarray(grad_output)[:, :, None], x[:, :, None], weight[:, :, None], s, p, d,
+                                 groups)
+    return gx[:, :, 0], gw[:, :, 0], gb
+
+
+def convolve2d(in1, in2, mode="full"):
+    """True 2-D convolution (scipy.signal.convolve2d, zero boundary), by sliding windows."""
+    in1 = v.float_array(in1, "in1", ndim=2)
+    in2 = v.float_array(in2, "in2", ndim=2, dtype=in1.dtype)
+    (H1, W1), (H2, W2) = in1.shape, in2.shape
+    if mode == "valid" and (H2 > H1 or W2 > W1):
+        in1, in2 = in2, in1
+        (H1, W1), (H2, W2) = in1.shape, in2.shape
+    padded = np.pad(in1, ((H2 - 1, H2 - 1), (W2 - 1, W2 - 1)))
+    full = np.einsum("rtij,ij->rt", sliding_window_view(padded, (H2, W2)), in2[::-1, ::-1])
+    if mode == "same":
+        r, c = (H2 - 1) // 2, (W2 - 1) // 2
+        full = full[r: r + H1, c: c + W1]
+    elif mode == "valid":
+        full = full[H2 - 1: H1, W2 - 1: W1]
+    return np.ascontiguousarray(full, dtype=in1.dtype)
+
+
+def convolve(a, v_, mode="full"):
+    """True 1-D convolution (numpy.convolve), by sliding windows."""
+    a = v.float_array(a, "a", ndim=1)
+    v_ = v.float_array(v_, "v", ndim=1, dtype=a.dtype)
+    if v_.size > a.size:
+        a, v_ = v_, a
+    full = convolve2d(a[None], v_[None])[0]
+    n, m = a.size, v_.size
+    start, length = {"full": (0, n + m - 1), "same": ((m - 1) // 2, n), "valid": (m - 1, n - m + 1)}[mode]
+    return full[start: start + length].copy()
 # ---------------------------------------------------------------------------
 # Pooling
 

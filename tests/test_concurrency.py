@@ -54,14 +54,20 @@ def _large_calls(rng):
     return out
 
 
-def _same(a, b):
+def _same(a, b, exact=True):
+    """Equal results; with exact=False, equal to rounding (sums split over a
+    different number of threads are added in another order)."""
     if isinstance(a, tuple):
         assert len(a) == len(b)
         for u, t in zip(a, b):
-            _same(u, t)
+            _same(u, t, exact)
     else:
         assert a.dtype == b.dtype and a.shape == b.shape
-        np.testing.assert_array_equal(a, b)
+        if exact or a.dtype.kind != "f":
+            np.testing.assert_array_equal(a, b)
+        else:
+            tol = 1e-5 if a.dtype == np.float32 else 1e-12
+            np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
 
 
 @pytest.fixture(scope="module")
@@ -115,18 +121,19 @@ def test_thread_count_changes_while_others_compute(jobs):
             if t % 2:  # half the workers pin their count, half follow the process default
                 with fastconv.threads(1 + i % 2):
                     _same(fn(**kw), expected[i, 1 + i % 2])
-            else:
-                _same(fn(**kw), expected[i, 1])  # results do not depend on the count
+            else:  # the count changes under it: the same results, to rounding
+                _same(fn(**kw), expected[i, 1], exact=False)
 
     try:
         with ThreadPoolExecutor(N_THREADS + 1) as pool:
             toggles = pool.submit(toggler)
-            for f in [pool.submit(worker, t) for t in range(N_THREADS)]:
-                f.result()
-            stop.set()
+            try:
+                for f in [pool.submit(worker, t) for t in range(N_THREADS)]:
+                    f.result()
+            finally:
+                stop.set()  # before the pool's exit waits for the toggler, even when a worker failed
             assert toggles.result() > 0
     finally:
-        stop.set()
         fastconv.set_num_threads(default)
 
 

@@ -1,0 +1,107 @@
+"""True (flipped) convolution of signals and images: `convolve`, `convolve2d`.
+
+These are the mathematical convolution, (f * g)[c] = sum_a f[a] g[c - a], as in
+`numpy.convolve` and `scipy.signal.convolve2d`: the kernel is flipped. The
+network op `fastconv.conv2d` (and `conv1d`) is cross-correlation, as in every
+deep-learning framework: there the kernel is not flipped.
+"""
+import numpy as np
+
+from fastconv import _direct, _validation
+from fastconv._threads import get_num_threads
+
+MODES = ("full", "same", "valid")
+
+#: Output columns per parallel task, and packed input values per thread (L1/L2-sized).
+CHUNK = 2048
+ROW_BUDGET = 32768
+
+
+def _correlate_flipped(image, kernel, out_shape, start):
+    """out[r, t] = full_convolution(image, kernel)[r + start[0], t + start[1]]."""
+    kh, kw = kernel.shape
+    flipped = np.ascontiguousarray(kernel[::-1, ::-1])
+    out = np.empty(out_shape, dtype=image.dtype)
+    num_threads = get_num_threads()
+    chunk = min(CHUNK, out_shape[1])
+    rows_per_pass = max(1, min(kh, ROW_BUDGET // (chunk + kw - 1)))
+    workspace = np.empty((num_threads, rows_per_pass * (chunk + kw - 1)), dtype=image.dtype)
+    _direct.kernel.correlate2d(image, flipped, out, kh - 1 - start[0], kw - 1 - start[1], chunk, rows_per_pass,
+                               workspace, num_threads)
+    return out
+
+
+def _signal(x, name, ndim, dtype=None):
+    x = _validation.float_array(x, name, ndim=ndim, dtype=dtype)
+    if x.size == 0:
+        raise ValueError(f"{name} must not be empty, got shape {x.shape}")
+    return x
+
+
+def convolve(a, v, mode="full"):
+    """Discrete linear convolution of two 1-D sequences, as ``numpy.convolve``.
+
+    ``out[n] = sum_m a[m] * v[n - m]``: the true (flipped) convolution, unlike
+    `fastconv.conv1d`, which is cross-correlation.
+
+    Parameters
+    ----------
+    a : ndarray, shape (n,), float32 or float64
+    v : ndarray, shape (m,), same dtype as `a`
+    mode : {"full", "same", "valid"}
+        ``"full"``: every overlap, shape (n + m - 1,). ``"same"``: shape
+        (max(n, m),), centred on the full result. ``"valid"``: only full
+        overlaps, shape (max(n, m) - min(n, m) + 1,).
+
+    Returns
+    -------
+    out : ndarray, dtype of `a`
+    """
+    a = _signal(a, "a", 1)
+    v = _signal(v, "v", 1, dtype=a.dtype)
+    _validation.choice(mode, "mode", MODES)
+    if v.size > a.size:            # convolution commutes; the kernel is the shorter one
+        a, v = v, a
+    n, m = a.size, v.size
+    length, start = {"full": (n + m - 1, 0), "same": (n, (m - 1) // 2), "valid": (n - m + 1, m - 1)}[mode]
+    return _correlate_flipped(a[None, :], v[None, :], (1, length), (0, start))[0]
+
+
+def convolve2d(in1, in2, mode="full"):
+    """2-D convolution, as ``scipy.signal.convolve2d`` with its default zero boundary.
+
+    ``out[i, j] = sum_{k, l} in1[k, l] * in2[i - k, j - l]``: the true (flipped)
+    convolution, unlike `fastconv.conv2d`, which is cross-correlation.
+
+    Parameters
+    ----------
+    in1 : ndarray, shape (H1, W1), float32 or float64
+    in2 : ndarray, shape (H2, W2), same dtype as `in1`
+    mode : {"full", "same", "valid"}
+        ``"full"``: shape (H1 + H2 - 1, W1 + W2 - 1). ``"same"``: the shape of
+        `in1`, centred on the full result. ``"valid"``: only full overlaps,
+        shape (|H1 - H2| + 1, |W1 - W2| + 1); one input must be at least as large
+        as the other in every dimension.
+
+    Returns
+    -------
+    out : ndarray, dtype of `in1`
+    """
+    in1 = _signal(in1, "in1", 2)
+    in2 = _signal(in2, "in2", 2, dtype=in1.dtype)
+    _validation.choice(mode, "mode", MODES)
+    (H1, W1), (H2, W2) = in1.shape, in2.shape
+    if mode == "full":
+        return _correlate_flipped(in1, in2, (H1 + H2 - 1, W1 + W2 - 1), (0, 0))
+    if mode == "same":
+        return _correlate_flipped(in1, in2, (H1, W1), ((H2 - 1) // 2, (W2 - 1) // 2))
+    if H2 <= H1 and W2 <= W1:
+        pass
+    elif H1 <= H2 and W1 <= W2:
+        in1, in2 = in2, in1
+        (H1, W1), (H2, W2) = in1.shape, in2.shape
+    else:
+        raise ValueError(
+            f"mode='valid' needs one input at least as large as the other in every dimension, "
+            f"got in1 {in1.shape} and in2 {in2.shape}")
+    return _correlate_flipped(in1, in2, (H1 - H2 + 1, W1 - W2 + 1), (H2 - 1, W2 - 1))

@@ -1,0 +1,209 @@
+"""conv2d / conv2d_backward with algorithm="direct" and "auto", on every compiled
+build of the direct kernel (portable baseline and, where the CPU runs it, AVX+FMA)."""
+import numpy as np
+import pytest
+
+import fastconv
+from fastconv import _direct, convolution, reference
+from conftest import DTYPES, assert_close, numerical_gradient
+from test_conv2d import CASES, make
+
+# Small versions of the benchmark cases (bench.CONV_CASES and depthwise):
+# (N, C, H, W, K, kernel, stride, padding, dilation, groups)
+BENCH_LIKE = [
+    (3, 3, 12, 12, 32, 3, 1, 1, 1, 1),      # C1: few input channels
+    (2, 16, 14, 14, 16, 3, 1, 1, 1, 1),     # C2
+    (1, 32, 20, 20, 32, 3, 1, 1, 1, 1),     # C3
+    (2, 3, 47, 47, 8, 11, 4, 0, 1, 1),      # C4: 11x11 stride 4
+    (2, 24, 7, 7, 40, 1, 1, 0, 1, 1),       # C5: 1x1
+    (2, 16, 14, 14, 16, 3, 1, 1, 1, 16),    # depthwise
+]
+EDGE = [
+    (2, 5, 3, 40, 7, (1, 3), (1, 2), (0, 2), (1, 3), 1),   # wide rows, strided and dilated
+    (1, 4, 6, 5, 6, 3, 1, 5, 1, 2),                         # windows wholly in the padding
+    (2, 6, 9, 33, 9, (2, 4), (2, 3), (1, 0), (2, 1), 3),    # tails of every width
+]
+
+
+def _builds():
+    builds = [_direct.baseline_kernel]
+    if _direct.kernel is not _direct.baseline_kernel:
+        builds.append(_direct.kernel)
+    return builds
+
+
+@pytest.fixture(params=_builds(), ids=lambda m: m.__name__.rsplit(".", 1)[-1])
+def build(request, monkeypatch):
+    monkeypatch.setattr(_direct, "kernel", request.param)
+    return request.param
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CASES + BENCH_LIKE + EDGE)
+def test_direct_matches_reference(build, rng, case, dtype):
+    x, w, b, kw = make(rng, case, dtype)
+    y = fastconv.conv2d(x, w, b, algorithm="direct", **kw)
+    assert y.dtype == dtype and y.flags.c_contiguous
+    assert_close(y, reference.conv2d(x, w, b, **kw))
+    go = rng.standard_normal(y.shape).astype(dtype)
+    got = fastconv.conv2d_backward(go, x, w, algorithm="direct", **kw)
+    for g, want in zip(got, reference.conv2d_backward(go, x, w, **kw)):
+        assert g.dtype == dtype and g.flags.c_contiguous
+        assert_close(g, want)
+
+
+@pytest.mark.parametrize("algorithm", convolution.ALGORITHMS)
+@pytest.mark.parametrize("case", BENCH_LIKE)
+def test_every_algorithm_agrees(rng, case, algorithm):
+    x, w, b, kw = make(rng, case, np.float64)
+    assert_close(fastconv.conv2d(x, w, b, algorithm=algorithm, **kw), reference.conv2d(x, w, b, **kw))
+    go = rng.standard_normal(reference.conv2d(x, w, **kw).shape)
+    for got, want in zip(fastconv.conv2d_backward(go, x, w, algorithm=algorithm, **kw),
+                         reference.conv2d_backward(go, x, w, **kw)):
+        assert_close(got, want)
+
+
+def test_channel_chunks_and_small_workspace(build, rng, monkeypatch):
+    # A tiny row budget forces one packed channel per pass: the accumulate paths.
+    monkeypatch.setattr(_direct, "ROW_BUDGET", 8)
+    for case in [BENCH_LIKE[1], EDGE[2], CASES[1]]:
+        x, w, b, kw = make(rng, case, np.float64)
+        assert_close(fastconv.conv2d(x, w, b, algorithm="direct", **kw), reference.conv2d(x, w, b, **kw))
+        go = rng.standard_normal(reference.conv2d(x, w, **kw).shape)
+        for got, want in zip(fastconv.conv2d_backward(go, x, w, algorithm="direct", **kw),
+                             reference.conv2d_backward(go, x, w, **kw)):
+            assert_close(got, want)
+
+
+def test_random_shapes(build):
+    rng = np.random.default_rng(11)
+    for _ in range(25):
+        g = int(rng.choice([1, 2, 3]))
+        C, K = g * int(rng.integers(1, 6)), g * int(rng.integers(1, 7))
+        kh, kw = rng.integers(1, 6, size=2)
+        sh, sw = rng.integers(1, 4, size=2)
+        dh, dw = rng.integers(1, 3, size=2)
+        ph, pw = rng.integers(0, 4, size=2)
+        H = int(dh * (kh - 1) + 1 + rng.integers(0, 8))
+        W = int(dw * (kw - 1) + 1 + rng.integers(0, 30))
+        x = rng.standard_normal((int(rng.integers(1, 3)), C, H, W)).astype(np.float32)
+        w = rng.standard_normal((K, C // g, kh, kw)).astype(np.float32)
+        kw_ = dict(stride=(sh, sw), padding=(ph, pw), dilation=(dh, dw), groups=g)
+        y = fastconv.conv2d(x, w, algorithm="direct", **kw_)
+        assert_close(y, reference.conv2d(x, w, **kw_))
+        go = rng.standard_normal(y.shape).astype(np.float32)
+        for got, want in zip(fastconv.conv2d_backward(go, x, w, algorithm="direct", **kw_),
+                             reference.conv2d_backward(go, x, w, **kw_)):
+            assert_close(got, want)
+
+
+@pytest.mark.parametrize("case", [
+    (1, 4, 6, 7, 4, 3, 2, (1, 2), (2, 1), 2),
+    (1, 2, 13, 13, 3, 5, 4, 0, 1, 1),          # C4-like: large kernel, stride 4
+    (1, 4, 6, 5, 4, 3, 1, 5, 1, 2),            # windows wholly in the padding
+    (1, 3, 5, 21, 3, (2, 4), (2, 3), (1, 0), (2, 1), 3),
+])
+def test_direct_gradients_match_finite_differences(case):
+    rng = np.random.default_rng(5)
+    x, w, b, kw = make(rng, case, np.float64)
+    go = rng.standard_normal(fastconv.conv2d(x, w, b, algorithm="direct", **kw).shape)
+
+    def loss():
+        return float(np.sum(fastconv.conv2d(x, w, b, algorithm="direct", **kw) * go))
+
+    gx, gw, gb = fastconv.conv2d_backward(go, x, w, algorithm="direct", **kw)
+    with fastconv.threads(1):
+        np.testing.assert_allclose(gx, numerical_gradient(loss, x), rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(gw, numerical_gradient(loss, w), rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(gb, numerical_gradient(loss, b), rtol=1e-6, atol=1e-7)
+
+
+def test_direct_workspace_is_small(rng):
+    # Everything conv2d(algorithm="direct") allocates (the kernel itself allocates
+    # nothing): the output plus per-thread row buffers, far under 1 MiB.
+    import tracemalloc
+
+    x = rng.standard_normal((4, 64, 56, 56)).astype(np.float32)
+    w = rng.standard_normal((64, 64, 3, 3)).astype(np.float32)
+    fastconv.conv2d(x[:1, :, :8], w, padding=1, algorithm="direct")
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        y = fastconv.conv2d(x, w, padding=1, algorithm="direct")
+        peak = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+    assert peak - y.nbytes < 1 << 20
+
+
+@pytest.mark.parametrize("algorithm", ["im2col", "direct"])
+def test_no_input_channels_gives_the_bias(algorithm):
+    x, w, b = np.zeros((2, 0, 5, 5)), np.zeros((3, 0, 3, 3)), np.arange(3.0)
+    y = fastconv.conv2d(x, w, b, algorithm=algorithm)
+    np.testing.assert_array_equal(y, np.broadcast_to(b[:, None, None], (2, 3, 3, 3)))
+    gx, gw, gb = fastconv.conv2d_backward(np.ones_like(y), x, w, algorithm=algorithm)
+    assert gx.shape == x.shape and gw.shape == w.shape
+    np.testing.assert_array_equal(gb, [18.0, 18.0, 18.0])
+
+
+def test_inputs_untouched_and_noncontiguous_accepted(rng):
+    x, w, b, kw = make(rng, BENCH_LIKE[0], np.float32)
+    xt = np.asfortranarray(x)
+    wt = w[:, :, ::-1, ::-1]
+    x0, w0 = xt.copy(), wt.copy()
+    xt.setflags(write=False)
+    y = fastconv.conv2d(xt, wt, b, algorithm="direct", **kw)
+    assert_close(y, reference.conv2d(x, np.ascontiguousarray(wt), b, **kw))
+    np.testing.assert_array_equal(xt, x0)
+    np.testing.assert_array_equal(wt, w0)
+
+
+def test_thread_count_does_not_change_results(rng):
+    x, w, b, kw = make(rng, BENCH_LIKE[1], np.float64)
+    with fastconv.threads(1):
+        one = fastconv.conv2d(x, w, b, algorithm="direct", **kw)
+    with fastconv.threads(3):
+        three = fastconv.conv2d(x, w, b, algorithm="direct", **kw)
+    np.testing.assert_array_equal(one, three)
+
+
+def test_unknown_algorithm_lists_the_valid_ones(rng):
+    x, w, b, kw = make(rng, CASES[0], np.float32)
+    grad_output = np.zeros((2, 4, 7, 10), np.float32)
+    for fn, args in [(fastconv.conv2d, (x, w)), (fastconv.conv2d_backward, (grad_output, x, w))]:
+        with pytest.raises(ValueError, match="algorithm must be one of 'auto', 'im2col', 'direct'; got 'fft'"):
+            fn(*args, padding=1, algorithm="fft")
+        with pytest.raises(ValueError, match="algorithm"):
+            fn(*args, padding=1, algorithm=None)
+
+
+def test_auto_choice_is_a_valid_algorithm():
+    from fastconv.bench import CONV_CASES
+    from fastconv._validation import conv_geometry
+
+    for N, C, H, K, k, s, p in CONV_CASES.values():
+        for groups in (1, C):
+            g = conv_geometry((H, H), k, s, p, 1)
+            for backward in (False, True):
+                choice = convolution._choose_algorithm((N, C, H, H), (K, C // groups, k, k), g, groups, backward)
+                assert choice in ("im2col", "direct")
+
+
+class TestAgainstTorch:
+    torch = pytest.importorskip("torch")
+
+    @pytest.mark.parametrize("algorithm", convolution.ALGORITHMS)
+    @pytest.mark.parametrize("case", BENCH_LIKE + EDGE)
+    def test_matches_torch(self, rng, case, algorithm):
+        torch = self.torch
+        x, w, b, kw = make(rng, case, np.float32)
+        tx, tw, tb = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
+        ty = torch.nn.functional.conv2d(tx, tw, tb, **kw)
+        y = fastconv.conv2d(x, w, b, algorithm=algorithm, **kw)
+        assert_close(y, ty.detach().numpy())
+        go = rng.standard_normal(y.shape).astype(np.float32)
+        ty.backward(torch.from_numpy(go))
+        gx, gw, gb = fastconv.conv2d_backward(go, x, w, algorithm=algorithm, **kw)
+        assert_close(gx, tx.grad.numpy())
+        np.testing.assert_allclose(gw, tw.grad.numpy(), rtol=1e-4, atol=1e-3)
+        np.testing.assert_allclose(gb, tb.grad.numpy(), rtol=1e-4, atol=1e-3)

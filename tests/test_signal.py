@@ -1,0 +1,111 @@
+"""fastconv.convolve / convolve2d: the true (flipped) convolution, against
+numpy.convolve, scipy.signal.convolve2d and the reference."""
+import numpy as np
+import pytest
+import scipy.signal
+
+import fastconv
+from fastconv import _direct, reference, signal
+from conftest import DTYPES, assert_close
+
+MODES = ["full", "same", "valid"]
+LENGTHS = [(1, 1), (7, 3), (7, 4), (3, 7), (4, 8), (10, 10), (9, 1), (1, 6), (300, 33), (5000, 101)]
+SHAPES = [((7, 8), (3, 4)), ((7, 8), (2, 5)), ((3, 4), (7, 8)), ((5, 5), (6, 2)), ((1, 1), (1, 1)),
+          ((1, 40), (1, 7)), ((40, 1), (5, 1)), ((30, 60), (5, 5)), ((9, 9), (9, 9)), ((4, 70), (6, 3))]
+
+
+@pytest.fixture(params=sorted({_direct.baseline_kernel, _direct.kernel}, key=lambda m: m.__name__),
+                ids=lambda m: m.__name__.rsplit(".", 1)[-1])
+def build(request, monkeypatch):
+    monkeypatch.setattr(_direct, "kernel", request.param)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n, m", LENGTHS)
+def test_convolve_matches_numpy(build, rng, n, m, dtype, mode):
+    a = rng.standard_normal(n).astype(dtype)
+    v = rng.standard_normal(m).astype(dtype)
+    got = fastconv.convolve(a, v, mode)
+    want = np.convolve(a, v, mode)
+    assert got.dtype == dtype and got.flags.c_contiguous
+    assert_close(got, want)
+    assert_close(got, reference.convolve(a, v, mode))
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("s1, s2", SHAPES)
+def test_convolve2d_matches_scipy(build, rng, s1, s2, dtype, mode):
+    in1 = rng.standard_normal(s1).astype(dtype)
+    in2 = rng.standard_normal(s2).astype(dtype)
+    try:
+        want = scipy.signal.convolve2d(in1, in2, mode)
+    except ValueError:
+        with pytest.raises(ValueError, match="mode='valid' needs one input at least as large"):
+            fastconv.convolve2d(in1, in2, mode)
+        return
+    got = fastconv.convolve2d(in1, in2, mode)
+    assert got.dtype == dtype and got.flags.c_contiguous
+    assert_close(got, want)
+    assert_close(got, reference.convolve2d(in1, in2, mode))
+
+
+def test_chunks_and_row_passes(build, rng, monkeypatch):
+    # Small chunks and a small row budget: many tasks per row, several passes per kernel.
+    monkeypatch.setattr(signal, "CHUNK", 16)
+    monkeypatch.setattr(signal, "ROW_BUDGET", 40)
+    for s1, s2 in [((9, 100), (4, 7)), ((3, 50), (7, 9)), ((1, 333), (1, 40))]:
+        in1, in2 = rng.standard_normal(s1), rng.standard_normal(s2)
+        for mode in MODES:
+            if mode == "valid" and (s2[0] > s1[0] or s2[1] > s1[1]):
+                continue
+            assert_close(fastconv.convolve2d(in1, in2, mode), scipy.signal.convolve2d(in1, in2, mode))
+    a, v = rng.standard_normal(1000), rng.standard_normal(37)
+    for mode in MODES:
+        assert_close(fastconv.convolve(a, v, mode), np.convolve(a, v, mode))
+
+
+def test_convolution_is_flipped_correlation():
+    # conv2d is cross-correlation; convolve2d flips the kernel.
+    x = np.arange(12.0).reshape(3, 4)
+    k = np.array([[1.0, 2.0], [3.0, 4.0]])
+    corr = fastconv.conv2d(x[None, None], k[None, None])[0, 0]
+    assert_close(fastconv.convolve2d(x, k[::-1, ::-1], "valid"), corr)
+    assert_close(fastconv.convolve([1.0, 2.0, 3.0], [0.0, 1.0, 0.5]), np.array([0.0, 1.0, 2.5, 4.0, 1.5]))
+
+
+def test_inputs_untouched_and_noncontiguous(rng):
+    in1 = rng.standard_normal((20, 30))[:, ::2]
+    in2 = np.asfortranarray(rng.standard_normal((3, 4)))
+    c1, c2 = in1.copy(), in2.copy()
+    assert_close(fastconv.convolve2d(in1, in2, "same"), scipy.signal.convolve2d(c1, c2, "same"))
+    np.testing.assert_array_equal(in1, c1)
+    np.testing.assert_array_equal(in2, c2)
+    a = rng.standard_normal(50)[::3]
+    assert_close(fastconv.convolve(a, [1.0, -1.0]), np.convolve(a, [1.0, -1.0]))
+
+
+@pytest.mark.parametrize("call, exc, match", [
+    (lambda: fastconv.convolve(np.zeros(3), np.zeros(2), "circular"), ValueError,
+     "mode must be one of 'full', 'same', 'valid'; got 'circular'"),
+    (lambda: fastconv.convolve(np.zeros(0), np.zeros(2)), ValueError, "a must not be empty"),
+    (lambda: fastconv.convolve(np.zeros(3), np.zeros(0)), ValueError, "v must not be empty"),
+    (lambda: fastconv.convolve(np.zeros((3, 1)), np.zeros(2)), ValueError, "a must be 1-D"),
+    (lambda: fastconv.convolve(np.zeros(3), np.zeros((2, 1))), ValueError, "v must be 1-D"),
+    (lambda: fastconv.convolve(np.zeros(3, np.float32), np.zeros(2)), TypeError, "v has dtype float64"),
+    (lambda: fastconv.convolve(np.zeros(3, np.int32), np.zeros(2, np.int32)), TypeError, "a must have dtype"),
+    (lambda: fastconv.convolve("abc", np.zeros(2)), TypeError, "a must be an array"),
+    (lambda: fastconv.convolve2d(np.zeros((3, 3)), np.zeros((2, 2)), 1), ValueError, "mode must be one of"),
+    (lambda: fastconv.convolve2d(np.zeros(3), np.zeros((2, 2))), ValueError, "in1 must be 2-D"),
+    (lambda: fastconv.convolve2d(np.zeros((3, 3)), np.zeros(2)), ValueError, "in2 must be 2-D"),
+    (lambda: fastconv.convolve2d(np.zeros((3, 0)), np.zeros((2, 2))), ValueError, "in1 must not be empty"),
+    (lambda: fastconv.convolve2d(np.zeros((3, 3)), np.zeros((0, 2))), ValueError, "in2 must not be empty"),
+    (lambda: fastconv.convolve2d(np.zeros((3, 3)), np.zeros((2, 2), np.float32)), TypeError, "in2 has dtype"),
+    (lambda: fastconv.convolve2d(np.zeros((3, 3), complex), np.zeros((2, 2))), TypeError, "in1 must have dtype"),
+    (lambda: fastconv.convolve2d(np.zeros((5, 3)), np.zeros((3, 5)), "valid"), ValueError,
+     "mode='valid' needs one input at least as large as the other"),
+])
+def test_rejects_bad_arguments(call, exc, match):
+    with pytest.raises(exc, match=match):
+        call()
