@@ -5,8 +5,8 @@ is changed by `set_num_threads`; `threads(n)` overrides it for the calling
 thread (a context variable), so one thread's override never leaks into
 another's computation. Every op reads the count once, passes it to its kernel
 as `num_threads`. Kernels that call BLAS do so from inside their OpenMP
-threads, one single-threaded GEMM per thread (`blas.single_threaded()`), so BLAS
-threads and OpenMP threads never run on the same cores at once.
+threads, one single-threaded GEMM per thread (`blas.pin_single_threaded()`), so
+BLAS threads and OpenMP threads never run on the same cores at once.
 """
 import contextlib
 import contextvars
@@ -74,42 +74,45 @@ def threads(n):
         _override.reset(token)
 
 
-class _BlasLimiter:
-    """Holds BLAS at one thread while fastconv kernels call it from their own OpenMP
-    threads (so the two thread pools never compete for the cores), and restores the
-    user's setting when the last such call in the process ends."""
+class _KernelBlas:
+    """The BLAS the kernels call (SciPy's, through scipy.linalg.cython_blas), held at
+    one thread: the kernels call it from inside their own OpenMP threads, so a
+    threaded BLAS would compete with them for the cores.
+
+    It is set once, on first use, and left so: switching it per call and back made
+    two Python threads calling conv2d together 4x slower than one after the other
+    (OpenBLAS reconfigures its pool on each change). NumPy's BLAS is left alone
+    where it is a separate library (pip wheels); where both share one library
+    (e.g. conda), that library is held at one thread.
+    """
 
     def __init__(self):
         self._lock = threading.Lock()
         self._libraries = None
-        self._active = 0
-        self._saved = []
+        self._pinned = False
 
     def libraries(self):
+        """The threadpoolctl controllers of the BLAS libraries the kernels call."""
         if self._libraries is None:
-            import scipy.linalg.cython_blas  # noqa: F401  (the BLAS the kernels call)
+            import os
 
-            self._libraries = ThreadpoolController().select(user_api="blas").lib_controllers
+            import scipy
+            import scipy.linalg.cython_blas  # noqa: F401  (loads the BLAS the kernels call)
+
+            every = ThreadpoolController().select(user_api="blas").lib_controllers
+            scipy_root = os.path.dirname(os.path.realpath(scipy.__file__))
+            own = [c for c in every if os.path.realpath(c.filepath).startswith(scipy_root)]
+            self._libraries = own or every
         return self._libraries
 
-    @contextlib.contextmanager
-    def single_threaded(self):
+    def pin_single_threaded(self):
+        if self._pinned:
+            return
         with self._lock:
-            if self._active == 0:
-                self._saved = [(lib, lib.num_threads) for lib in self.libraries()]
-                for lib, n in self._saved:
-                    if n != 1:
-                        lib.set_num_threads(1)
-            self._active += 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._active -= 1
-                if self._active == 0:
-                    for lib, n in self._saved:
-                        if n != 1:
-                            lib.set_num_threads(n)
+            for lib in self.libraries():
+                if lib.num_threads != 1:
+                    lib.set_num_threads(1)
+            self._pinned = True
 
     def info(self):
         return [
@@ -119,4 +122,4 @@ class _BlasLimiter:
         ]
 
 
-blas = _BlasLimiter()
+blas = _KernelBlas()

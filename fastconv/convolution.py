@@ -112,9 +112,9 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, a
     num_threads = num_threads_for(out.size * (col_rows // groups))
     band_rows = _band_rows(col_rows, g, x.dtype.itemsize)
     workspace = _workspace(num_threads, col_rows, band_rows, g, x.dtype)
-    with blas.single_threaded():
-        _kernel.conv2d_forward(x, weight.reshape(groups, K // groups, col_rows // groups), out.reshape(N, K, g.out_h * g.out_w), workspace,
-                               *_window_args(g), band_rows, num_threads)
+    blas.pin_single_threaded()
+    _kernel.conv2d_forward(x, weight.reshape(groups, K // groups, col_rows // groups),
+                           out.reshape(N, K, g.out_h * g.out_w), workspace, *_window_args(g), band_rows, num_threads)
     if bias is not None:
         out += bias[:, None, None]
     return out
@@ -151,8 +151,9 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
     workspace = _workspace(num_threads, col_rows, band_rows, g, x.dtype)
     grad_x = np.zeros_like(x)
     grad_w_parts = np.zeros((num_threads, groups, K // groups, col_rows // groups), dtype=x.dtype)
-    with blas.single_threaded():
-        _kernel.conv2d_backward(x, weight.reshape(groups, K // groups, col_rows // groups), grad_output.reshape(N, K, g.out_h * g.out_w),
-                                grad_x, grad_w_parts, workspace, *_window_args(g), band_rows, num_threads)
+    blas.pin_single_threaded()
+    _kernel.conv2d_backward(x, weight.reshape(groups, K // groups, col_rows // groups),
+                            grad_output.reshape(N, K, g.out_h * g.out_w), grad_x, grad_w_parts, workspace,
+                            *_window_args(g), band_rows, num_threads)
     grad_w = grad_w_parts.sum(axis=0).reshape(weight.shape)
     return grad_x, grad_w, grad_output.sum(axis=(0, 2, 3))
