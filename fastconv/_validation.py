@@ -46,7 +46,7 @@ def float_array(x, name, ndim=None, dtype=None):
         )
     if ndim is not None and x.ndim != ndim:
         raise ValueError(f"{name} must be {ndim}-D, got shape {x.shape}")
-    return np.ascontiguousarray(x)
+    return np.asarray(x, order="C")  # (ascontiguousarray would make a 0-d array 1-d)
 
 
 def integer(value, name, minimum=None, maximum=None):
@@ -294,7 +294,8 @@ def pool_input(x, name="x"):
 
 def input_shape_of(input_shape):
     """`input_shape` as a tuple of 3 or 4 ints, (C, H, W) or (N, C, H, W), with non-zero H and W."""
-    if isinstance(input_shape, (str, bytes)) or not hasattr(input_shape, "__len__"):
+    if not isinstance(input_shape, (tuple, list, np.ndarray)) or np.ndim(input_shape) != 1:
+        # A sequence: a set or a dict has no order, a 0-d array no length.
         raise TypeError(f"input_shape must be a tuple of ints, got {_describe(input_shape)}")
     shape = tuple(integer(n, "input_shape", minimum=0) for n in input_shape)
     if len(shape) not in (3, 4):

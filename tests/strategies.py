@@ -144,6 +144,7 @@ def conv2d_call(draw, backward=False):
         kw["bias"] = draw(st.one_of(st.none(), arrays((Kg * groups,), dtype)))
     kw.update(draw(spelled(w)))
     kw["groups"] = draw(st.sampled_from([groups, np.int32(groups)]))
+    kw["algorithm"] = draw(st.sampled_from(fastconv.convolution.ALGORITHMS))
     return Call(kw)
 
 

@@ -49,7 +49,9 @@ export FASTCONV_SANITIZED=1
 export HYPOTHESIS_PROFILE="${HYPOTHESIS_PROFILE:-sanitize}"
 
 # Canaries: the raw kernels (no argument checks) driven out of bounds and into signed
-# overflow must be reported, or the build is not sanitizing.
+# overflow must be reported, or the build is not sanitizing. They call the raw
+# im2col kernel by its signature (x, cols, kh, kw, sh, sw, pt, pl, dh, dw, out_w,
+# num_threads): keep them in step with fastconv/_kernels/im2col.pyx.
 canary() {  # canary EXPECTED-TEXT PYTHON-CODE
     local out
     if out="$("$python" -c "import numpy as np; from fastconv._kernels import im2col as k; $2" 2>&1)"; then
@@ -60,9 +62,9 @@ canary() {  # canary EXPECTED-TEXT PYTHON-CODE
 }
 echo "== canaries"
 canary "AddressSanitizer: heap-buffer-overflow" \
-    "k.im2col(np.ones((1, 1, 4, 4), np.float32), np.empty((1, 1, 4), np.float32), 2, 2, 1, 1, 0, 0, 1, 1, 0, 4, 1)"
+    "k.im2col(np.ones((1, 1, 4, 4), np.float32), np.empty((1, 1, 4), np.float32), 2, 2, 1, 1, 0, 0, 1, 1, 4, 1)"
 canary "runtime error: signed integer overflow" \
-    "k.im2col(np.ones((1, 1, 4, 4), np.float32), np.empty((1, 1, 1), np.float32), 1, 1, 4, 1, 0, 0, 1, 1, 2**62, 1, 1)"
+    "k.im2col(np.ones((1, 1, 4, 4), np.float32), np.empty((1, 1, 3), np.float32), 1, 1, 2**62, 1, 0, 0, 1, 1, 1, 1)"
 
 if [ "$#" -eq 0 ]; then
     # The CI subset: kernels against the reference, the limits, the property tests
