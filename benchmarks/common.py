@@ -62,7 +62,9 @@ def skip(reason):
 
 def interleaved_medians(impls, repeats=5):
     """Median seconds per callable, timed round-robin after one warm-up call each
-    (the same method as `python -m fastconv bench`)."""
+    (the same method as `python -m fastconv bench`). A copy, not an import of
+    fastconv.bench: asv runs this suite against every commit of the history,
+    including ones whose fastconv has no bench module."""
     for fn in impls.values():
         fn()
     names = list(impls)

@@ -30,7 +30,7 @@ class Case:
     times: dict = field(default_factory=dict)
 
 
-def interleaved_medians(impls, repeats=7, min_time=0.0):
+def interleaved_medians(impls, repeats=7):
     """Median seconds per callable, timed round-robin after one warm-up call each."""
     for fn in impls.values():
         fn()
@@ -86,6 +86,24 @@ CONV_CASES = {  # name: (N, C, H=W, K, kernel, stride, padding)
 }
 
 
+def torch_conv2d(torch, x, w, grad_output, **kw):
+    """(forward, backward) callables for torch's conv2d on the same arrays. The
+    backward runs forward + backward: torch cannot run the backward alone."""
+    F = torch.nn.functional
+    tx, tw, tgo = (torch.from_numpy(a) for a in (x, w, grad_output))
+    txg, twg = tx.clone().requires_grad_(True), tw.clone().requires_grad_(True)
+
+    def forward():
+        with torch.no_grad():
+            F.conv2d(tx, tw, **kw)
+
+    def backward():
+        txg.grad = twg.grad = None
+        F.conv2d(txg, twg, **kw).backward(tgo)
+
+    return forward, backward
+
+
 def conv_cases(torch, dtypes=("float32", "float64"), with_reference=True):
     rng = np.random.default_rng(0)
     for dtype in dtypes:
@@ -102,21 +120,7 @@ def conv_cases(torch, dtypes=("float32", "float64"), with_reference=True):
                 fwd["reference"] = lambda: reference.conv2d(x, w, stride=s, padding=p)
                 bwd["reference"] = lambda: reference.conv2d_backward(go, x, w, stride=s, padding=p)
             if torch is not None:
-                tx, tw, tgo = (torch.from_numpy(a) for a in (x, w, go))
-                txg = tx.clone().requires_grad_(True)
-                twg = tw.clone().requires_grad_(True)
-                F = torch.nn.functional
-
-                def torch_fwd():
-                    with torch.no_grad():
-                        F.conv2d(tx, tw, stride=s, padding=p)
-
-                def torch_bwd():
-                    txg.grad = twg.grad = None
-                    F.conv2d(txg, twg, stride=s, padding=p).backward(tgo)
-
-                fwd["torch"] = torch_fwd
-                bwd["torch"] = torch_bwd  # forward + backward: torch cannot run backward alone
+                fwd["torch"], bwd["torch"] = torch_conv2d(torch, x, w, go, stride=s, padding=p)
             yield Case("conv2d fwd", label, dtype, fwd, flops=flops)
             yield Case("conv2d bwd", label, dtype, bwd, flops=2 * flops)
 
@@ -150,21 +154,7 @@ def direct_cases(torch, dtypes=("float32", "float64"), with_reference=True):
                 fwd[algorithm] = lambda a=algorithm: fastconv.conv2d(x, w, algorithm=a, **kw)
                 bwd[algorithm] = lambda a=algorithm: fastconv.conv2d_backward(go, x, w, algorithm=a, **kw)
             if torch is not None:
-                tx, tw, tgo = (torch.from_numpy(a) for a in (x, w, go))
-                txg = tx.clone().requires_grad_(True)
-                twg = tw.clone().requires_grad_(True)
-                F = torch.nn.functional
-
-                def torch_fwd():
-                    with torch.no_grad():
-                        F.conv2d(tx, tw, **kw)
-
-                def torch_bwd():
-                    txg.grad = twg.grad = None
-                    F.conv2d(txg, twg, **kw).backward(tgo)
-
-                fwd["torch"] = torch_fwd
-                bwd["torch"] = torch_bwd
+                fwd["torch"], bwd["torch"] = torch_conv2d(torch, x, w, go, **kw)
             yield Case(f"fwd auto={auto}", label, dtype, fwd, flops=flops)
             yield Case(f"bwd auto={auto_bwd}", label, dtype, bwd, flops=2 * flops)
     import scipy.signal
