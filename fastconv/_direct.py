@@ -1,11 +1,13 @@
 """The `direct` convolution algorithm: conv2d and its gradients with no column matrix.
 
 Called by `fastconv.convolution` with checked, C-contiguous arrays and a
-normalised geometry. Scratch memory is one small buffer per thread (a few
-zero-padded input rows, capped near ROW_BUDGET values), never anything that
-grows with the output or with C*kh*kw times the output.
+normalised geometry. Scratch memory is one buffer per thread: the forward
+pass's band of input planes and output tiles (about BAND_BYTES), or the
+backward passes' few zero-padded input rows (capped near ROW_BUDGET values);
+never anything that grows with the batch or with C*kh*kw times the output.
 """
 import importlib
+import math
 
 import numpy as np
 
@@ -38,32 +40,88 @@ def _channel_chunk(channels, per_channel):
     return max(1, min(channels, ROW_BUDGET // max(1, per_channel)))
 
 
+#: Bytes of one thread's forward workspace (input planes + output tiles of a band):
+#: L2-sized, and small enough that direct conv2d's extra memory stays under 1 MiB
+#: at 2 threads.
+BAND_BYTES = 384 * 1024
+
+
+def _band_rows(C, Kg, g, kh, kw, itemsize, num_threads, N):
+    """Output rows per forward task: as many as fit in BAND_BYTES, but enough
+    tasks (two per thread) to keep every thread busy."""
+    Wq = g.out_w + (kw - 1) * g.dilation_w // g.stride_w
+    per_row = (C * g.stride_h * g.stride_w + Kg) * Wq * itemsize
+    rows = max(1, BAND_BYTES // max(1, per_row) - (kh - 1) * g.dilation_h // g.stride_h)
+    rows = min(rows, -(-N * g.out_h // (2 * num_threads)))
+    return max(1, min(rows, g.out_h))
+
+
+def _pack_weights(weight, groups):
+    """(groups, ceil(Kg / MR), taps * MR): each block of MR output channels with its
+    MR weights of one tap side by side, zero rows past Kg."""
+    K, taps = weight.shape[0], math.prod(weight.shape[1:])
+    Kg, mr = K // groups, kernel.tile_rows()
+    blocks = -(-Kg // mr)
+    packed = np.zeros((groups, blocks * mr, taps), dtype=weight.dtype)
+    packed[:, :Kg] = weight.reshape(groups, Kg, taps)
+    return np.ascontiguousarray(packed.reshape(groups, blocks, mr, taps).transpose(0, 1, 3, 2)
+                                .reshape(groups, blocks, taps * mr))
+
+
 def forward(x, weight, bias, g, groups, num_threads):
     """(N, K, Ho, Wo) = conv2d(x, weight) + bias."""
     N, K = x.shape[0], weight.shape[0]
-    Cg, kh, kw = weight.shape[1:]
     v.allocatable((N, K, g.out_h, g.out_w), x.dtype, "output")
     out = np.empty((N, K, g.out_h, g.out_w), dtype=x.dtype)
+    _forward_into(out, x, weight, bias, g, groups, num_threads)
+    return out
+
+
+def _forward_into(out, x, weight, bias, g, groups, num_threads):
+    N, C = x.shape[:2]
+    K, _, kh, kw = weight.shape
     if bias is None:
         bias = np.zeros(K, dtype=x.dtype)
-    row_len = kernel.forward_row_len(g.stride_w, g.out_w, kw, g.dilation_w)
-    chunk = _channel_chunk(Cg, kh * row_len)
-    workspace = np.empty((num_threads, chunk * kh * row_len), dtype=x.dtype)
-    kernel.conv2d_forward(x, weight, bias, out, groups, g.stride_h, g.stride_w, g.pad_top, g.pad_left,
-                          g.dilation_h, g.dilation_w, workspace, chunk, num_threads)
-    return out
+    rows = _band_rows(C, K // groups, g, kh, kw, x.dtype.itemsize, num_threads, N)
+    plan = kernel.ForwardPlan(C, K // groups, g.out_w, kh, kw, g.stride_h, g.stride_w, g.dilation_h,
+                              g.dilation_w, rows, x.dtype == np.float64)
+    workspace = np.empty((num_threads, plan.size), dtype=x.dtype)
+    kernel.conv2d_forward(x, _pack_weights(weight, groups), bias, out, groups, kh, kw, g.stride_h, g.stride_w,
+                          g.pad_top, g.pad_left, g.dilation_h, g.dilation_w, plan, workspace, num_threads)
+
+
+def _grad_x_as_forward(grad_output, weight, grad_x, g, groups, num_threads):
+    """Stride 1: grad_x is the forward convolution of grad_output with each group's
+    weights flipped and transposed (K/groups in, C/groups out), padded by
+    dilation * (kernel - 1) - padding (negative: cropped)."""
+    K, Cg, kh, kw = weight.shape
+    Kg = K // groups
+    flipped = (weight.reshape(groups, Kg, Cg, kh, kw)[..., ::-1, ::-1]
+               .transpose(0, 2, 1, 3, 4).reshape(groups * Cg, Kg, kh, kw))
+    H, W = grad_x.shape[2:]
+    transposed = v.ConvGeometry(kh, kw, 1, 1, g.dilation_h * (kh - 1) - g.pad_top,
+                                g.dilation_w * (kw - 1) - g.pad_left, g.dilation_h, g.dilation_w, H, W)
+    _forward_into(grad_x, grad_output, flipped, None, transposed, groups, num_threads)
+
+
+def _grad_x_strided(grad_output, weight, grad_x, g, groups, num_threads):
+    """Any stride: each task scatters one input row's taps (conv2d_grad_x)."""
+    kw, Cg = weight.shape[3], weight.shape[1]
+    row_len = kernel.grad_x_row_len(g.stride_w, g.out_w, kw, g.dilation_w, grad_x.shape[3], g.pad_left)
+    chunk = _channel_chunk(Cg, row_len)
+    workspace = np.empty((num_threads, chunk * row_len), dtype=grad_x.dtype)
+    kernel.conv2d_grad_x(grad_output, weight, grad_x, groups, g.stride_h, g.stride_w, g.pad_top, g.pad_left,
+                         g.dilation_h, g.dilation_w, workspace, chunk, num_threads)
 
 
 def backward(grad_output, x, weight, g, groups, num_threads):
     """(grad_x, grad_weight, grad_bias) of conv2d."""
     kh, kw = weight.shape[2:]
-    Cg = weight.shape[1]
     grad_x = np.empty_like(x)
-    row_len = kernel.grad_x_row_len(g.stride_w, g.out_w, kw, g.dilation_w, x.shape[3], g.pad_left)
-    chunk = _channel_chunk(Cg, row_len)
-    workspace = np.empty((num_threads, chunk * row_len), dtype=x.dtype)
-    kernel.conv2d_grad_x(grad_output, weight, grad_x, groups, g.stride_h, g.stride_w, g.pad_top, g.pad_left,
-                         g.dilation_h, g.dilation_w, workspace, chunk, num_threads)
+    if g.stride_h == g.stride_w == 1:
+        _grad_x_as_forward(grad_output, weight, grad_x, g, groups, num_threads)
+    else:
+        _grad_x_strided(grad_output, weight, grad_x, g, groups, num_threads)
     grad_w = np.empty_like(weight)
     row_len = kernel.forward_row_len(g.stride_w, g.out_w, kw, g.dilation_w)
     size = kernel.grad_weight_workspace(kh, kw, row_len, x.dtype == np.float64)

@@ -22,6 +22,8 @@ EDGE = [
     (2, 5, 3, 40, 7, (1, 3), (1, 2), (0, 2), (1, 3), 1),   # wide rows, strided and dilated
     (1, 4, 6, 5, 6, 3, 1, 5, 1, 2),                         # windows wholly in the padding
     (2, 6, 9, 33, 9, (2, 4), (2, 3), (1, 0), (2, 1), 3),    # tails of every width
+    (2, 3, 6, 7, 9, 3, 1, (4, 3), (1, 2), 1),               # stride 1, padding past the window: grad_x crops
+    (1, 8, 30, 30, 13, (1, 3), 1, 1, 1, 1),                 # Kg = 13: a partial block of output channels
 ]
 
 
@@ -63,9 +65,12 @@ def test_every_algorithm_agrees(rng, case, algorithm):
         assert_close(got, want)
 
 
-def test_channel_chunks_and_small_workspace(build, rng, monkeypatch):
-    # A tiny row budget forces one packed channel per pass: the accumulate paths.
+@pytest.mark.parametrize("band_bytes", [1, 1 << 30])
+def test_channel_chunks_and_small_workspace(build, rng, monkeypatch, band_bytes):
+    # A tiny row budget forces one packed channel per pass (the accumulate paths);
+    # band sizes from one output row per task to the whole image.
     monkeypatch.setattr(_direct, "ROW_BUDGET", 8)
+    monkeypatch.setattr(_direct, "BAND_BYTES", band_bytes)
     for case in [BENCH_LIKE[1], EDGE[2], CASES[1]]:
         x, w, b, kw = make(rng, case, np.float64)
         assert_close(fastconv.conv2d(x, w, b, algorithm="direct", **kw), reference.conv2d(x, w, b, **kw))

@@ -2,19 +2,22 @@
 """Direct 2-D convolution (cross-correlation): forward, grad_x, grad_weight,
 and the one-channel correlation behind fastconv.convolve / convolve2d.
 
-No column matrix: every output value is summed straight from the input. The
-only scratch memory is one small buffer per thread (`workspace[thread]`): a
-few input rows, zero-padded and split by stride phase, so that
+No column matrix: every output value is summed straight from the input.
+
+The forward pass (also grad_x at stride 1, as a forward convolution) copies the
+input under a band of output rows into per-thread planes, zero-padded and split
+by stride phase, so that each tap is a fixed offset from the output pixel; the
+tiles of conv_direct_rows.h then keep FC_MR channels x FC_TV vectors of output
+pixels in registers over all C*kh*kw taps (see "forward" below).
+
+grad_x at other strides and grad_weight work row by row on a few input rows,
+zero-padded and split by stride phase, so that
 
     padded row u = iw + pad_left  is stored at  row[(u % sw) * M + u // sw]
 
 and the input under output pixel ow, tap j is `row[(j*dw % sw) * M + j*dw // sw + ow]`:
-contiguous in ow whatever the stride, with no bounds tests in the hot loop.
-
-The row kernels (conv_direct_rows.h) are register-blocked: KB channels x a
-strip of output pixels of vector accumulators, loops over the taps outside
-and over the strip inside, so each loaded input vector feeds KB multiply-adds.
-This file splits the work into independent tasks and packs the rows.
+contiguous in ow whatever the stride, with no bounds tests in the hot loop;
+their row kernels are register-blocked over KB channels x a strip of pixels.
 """
 from cython cimport floating
 from cython.parallel cimport parallel, prange, threadid
@@ -24,18 +27,17 @@ import numpy as np
 
 cdef extern from "conv_direct_rows.h" nogil:
     enum: FC_KB
+    enum: FC_MR
     int fc_compiled_for_avx_fma()
     int fc_cpu_has_avx_fma()
     Py_ssize_t fc_strip_f()
     Py_ssize_t fc_strip_d()
-    void fc_forward_row_f(const float* rows, Py_ssize_t row_len, const Py_ssize_t* tap_off,
-                          const float* w, Py_ssize_t w_k, Py_ssize_t nc, Py_ssize_t kh, Py_ssize_t kw,
-                          Py_ssize_t i_lo, Py_ssize_t i_hi, float* out, Py_ssize_t out_k, Py_ssize_t Wo,
-                          const float* bias, int accumulate, int nk)
-    void fc_forward_row_d(const double* rows, Py_ssize_t row_len, const Py_ssize_t* tap_off,
-                          const double* w, Py_ssize_t w_k, Py_ssize_t nc, Py_ssize_t kh, Py_ssize_t kw,
-                          Py_ssize_t i_lo, Py_ssize_t i_hi, double* out, Py_ssize_t out_k, Py_ssize_t Wo,
-                          const double* bias, int accumulate, int nk)
+    Py_ssize_t fc_tile_width_f()
+    Py_ssize_t fc_tile_width_d()
+    void fc_tiles_f(const float* src, const Py_ssize_t* off, Py_ssize_t taps, const float* a,
+                    float* c, Py_ssize_t ldc, Py_ssize_t n, int mr)
+    void fc_tiles_d(const double* src, const Py_ssize_t* off, Py_ssize_t taps, const double* a,
+                    double* c, Py_ssize_t ldc, Py_ssize_t n, int mr)
     void fc_grad_x_row_f(const float* go, Py_ssize_t go_k, const float* w, Py_ssize_t w_k, Py_ssize_t w_c,
                          Py_ssize_t Kg, float* dst, Py_ssize_t dst_c, Py_ssize_t Wo, int nc)
     void fc_grad_x_row_d(const double* go, Py_ssize_t go_k, const double* w, Py_ssize_t w_k, Py_ssize_t w_c,
@@ -49,16 +51,12 @@ cdef extern from "conv_direct_rows.h" nogil:
     void fc_correlate_rows_d(const double* rows, Py_ssize_t row_len, Py_ssize_t nrows, const double* k,
                              Py_ssize_t kw, double* y, Py_ssize_t n, int accumulate)
 
-cdef inline void _forward_row(const floating* rows, Py_ssize_t row_len, const Py_ssize_t* tap_off,
-                              const floating* w, Py_ssize_t w_k, Py_ssize_t nc, Py_ssize_t kh, Py_ssize_t kw,
-                              Py_ssize_t i_lo, Py_ssize_t i_hi, floating* out, Py_ssize_t out_k, Py_ssize_t Wo,
-                              const floating* bias, bint accumulate, int nk) noexcept nogil:
+cdef inline void _tiles(const floating* src, const Py_ssize_t* off, Py_ssize_t taps, const floating* a,
+                        floating* c, Py_ssize_t ldc, Py_ssize_t n, int mr) noexcept nogil:
     if floating is float:
-        fc_forward_row_f(rows, row_len, tap_off, w, w_k, nc, kh, kw, i_lo, i_hi, out, out_k, Wo, bias,
-                         accumulate, nk)
+        fc_tiles_f(src, off, taps, a, c, ldc, n, mr)
     else:
-        fc_forward_row_d(rows, row_len, tap_off, w, w_k, nc, kh, kw, i_lo, i_hi, out, out_k, Wo, bias,
-                         accumulate, nk)
+        fc_tiles_d(src, off, taps, a, c, ldc, n, mr)
 
 
 cdef inline void _grad_x_row(const floating* go, Py_ssize_t go_k, const floating* w, Py_ssize_t w_k,
@@ -82,9 +80,9 @@ cdef inline void _pack_row(const floating* src, Py_ssize_t W, floating* dst, Py_
                            Py_ssize_t sw, Py_ssize_t pl) noexcept nogil:
     """dst[p*M + m] = x[m*sw + p - pl] (0 outside [0, W)), for p < sw, m < M."""
     cdef Py_ssize_t p, m, iw, lo, hi
-    if sw == 1:
-        lo = pl if pl < M else M
-        hi = W + pl if W + pl < M else M
+    if sw == 1:   # pl < 0 (a transposed convolution's cropping) copies from src[-pl] on
+        lo = min(max(pl, 0), M)
+        hi = min(max(W + pl, lo), M)
         if lo > 0:
             memset(dst, 0, lo * sizeof(floating))
         if hi > lo:
@@ -114,61 +112,107 @@ cdef inline Py_ssize_t _end_tap(Py_ssize_t start, Py_ssize_t d, Py_ssize_t size,
 
 
 # ---------------------------------------------------------------------------
-# forward: each task owns one output row (n, oh) of every channel.
+# forward: each task owns one band of output rows (n, oy0 .. oy0 + rows) of every
+# channel. It copies the input under the band into its workspace, zero-padded and
+# split into stride phases: plane (c, b, r) holds padded input row sh*(oy0 + a) + b,
+# column sw*q + r at [a, q] (Hb x Wq values). Then the input under output pixel
+# (oy, ox), tap (c, i, j) is plane (c, i*dh % sh, j*dw % sw) at
+#     [oy + i*dh // sh, ox + j*dw // sw] = flat index oy*Wq + ox + (i*dh // sh)*Wq + j*dw // sw,
+# so with output pixels numbered p = oy*Wq + ox (Wq - Wo of them per row are
+# thrown away), every tap is one fixed offset from p: a GEMM whose right-hand
+# matrix is read straight from the planes, tile by tile (fc_tiles), no columns.
 
-def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] weight,
+cdef class ForwardPlan:
+    """Workspace layout of conv2d_forward for one geometry (values per thread)."""
+    cdef readonly Py_ssize_t band_rows, Wq, Hb, plane, planes_size, tile_cols, out_size, size
+
+    def __init__(self, Py_ssize_t C, Py_ssize_t Kg, Py_ssize_t Wo, Py_ssize_t kh, Py_ssize_t kw,
+                 Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t band_rows,
+                 bint double_precision):
+        cdef Py_ssize_t S = fc_tile_width_d() if double_precision else fc_tile_width_f()
+        self.band_rows = band_rows
+        self.Wq = Wo + (kw - 1) * dw // sw
+        self.Hb = band_rows + (kh - 1) * dh // sh
+        self.plane = self.Hb * self.Wq
+        # tiles read up to one tile width + one row past the band's last plane
+        self.planes_size = C * sh * sw * self.plane + S + self.Wq
+        self.tile_cols = (band_rows * self.Wq + S - 1) // S * S
+        self.out_size = ((Kg + FC_MR - 1) // FC_MR) * FC_MR * self.tile_cols
+        self.size = self.planes_size + self.out_size
+
+
+def tile_rows():
+    """Output channels per forward tile: pack_weights' block size."""
+    return FC_MR
+
+
+cdef inline void _fill_planes(const floating* image, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
+                              Py_ssize_t oy0, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pt, Py_ssize_t pl,
+                              Py_ssize_t Hb, Py_ssize_t Wq, floating* planes) noexcept nogil:
+    cdef Py_ssize_t c, b, r, a, q, iy, ix
+    cdef floating* row
+    for c in range(C):
+        for b in range(sh):
+            for r in range(sw):
+                for a in range(Hb):
+                    row = planes + (((c * sh + b) * sw + r) * Hb + a) * Wq
+                    iy = sh * (oy0 + a) + b - pt
+                    if iy < 0 or iy >= H:
+                        memset(row, 0, Wq * sizeof(floating))
+                    elif sw == 1:
+                        _pack_row(image + (c * H + iy) * W, W, row, Wq, 1, pl)
+                    else:
+                        for q in range(Wq):
+                            ix = sw * q + r - pl
+                            row[q] = image[(c * H + iy) * W + ix] if 0 <= ix < W else 0
+
+
+def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, ::1] packed_weight,
                    const floating[::1] bias, floating[:, :, :, ::1] out, int groups,
-                   int sh, int sw, int pt, int pl, int dh, int dw,
-                   floating[:, ::1] workspace, Py_ssize_t chunk_channels, int num_threads):
-    """out = conv2d(x, weight) + bias. One task per (image, output row); it packs the
-    rows of `chunk_channels` input channels at a time into its workspace row, which
-    must hold chunk_channels * kh * forward_row_len(...) values."""
-    cdef Py_ssize_t N = x.shape[0], H = x.shape[2], W = x.shape[3]
-    cdef Py_ssize_t K = weight.shape[0], Cg = weight.shape[1], kh = weight.shape[2], kw = weight.shape[3]
-    cdef Py_ssize_t Ho = out.shape[2], Wo = out.shape[3]
-    cdef Py_ssize_t Kg = K // groups
-    cdef Py_ssize_t M = ((Wo - 1) * sw + (kw - 1) * dw + 1 + sw - 1) // sw
-    cdef Py_ssize_t row_len = sw * M, w_k = Cg * kh * kw, out_k = Ho * Wo
-    cdef Py_ssize_t kbi, ci, task, n, oh, ih0, i_lo, i_hi, g, c0, c, i, nc, k0, ow, k
-    cdef Py_ssize_t[::1] tap_off = _tap_offsets(kw, dw, sw, M)
-    cdef floating* buf = NULL
-    if N == 0 or Ho == 0 or Wo == 0:
+                   int kh, int kw, int sh, int sw, int pt, int pl, int dh, int dw,
+                   ForwardPlan plan, floating[:, ::1] workspace, int num_threads):
+    """out = conv2d(x, weight) + bias, every element written.
+
+    packed_weight (groups, ceil(Kg / FC_MR), taps * FC_MR), from pack_weights; workspace
+    (num_threads, plan.size)."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t K = out.shape[1], Ho = out.shape[2], Wo = out.shape[3]
+    cdef Py_ssize_t Kg = K // groups, Cg = C // groups, taps = Cg * kh * kw
+    cdef Py_ssize_t R = plan.band_rows, Wq = plan.Wq, Hb = plan.Hb, ldc = plan.tile_cols
+    cdef Py_ssize_t n_bands = (Ho + R - 1) // R, group_planes = Cg * sh * sw * plan.plane
+    cdef Py_ssize_t S = fc_tile_width_f() if floating is float else fc_tile_width_d()
+    cdef Py_ssize_t task, n, oy0, rows, grp, mb, k, y, ox, t, c, i, j
+    cdef Py_ssize_t[::1] off = np.empty(max(taps, 1), dtype=np.intp)
+    cdef floating* planes = NULL
+    cdef floating* tiles = NULL
+    cdef const floating* tile_row
+    cdef floating b
+    if N == 0 or K == 0 or Ho == 0 or Wo == 0:
         return
+    for c in range(Cg):
+        for i in range(kh):
+            for j in range(kw):
+                off[(c * kh + i) * kw + j] = (((c * sh + i * dh % sh) * sw + j * dw % sw) * plan.plane
+                                              + (i * dh // sh) * Wq + j * dw // sw)
     with nogil, parallel(num_threads=num_threads):
-        buf = &workspace[threadid(), 0]
-        for task in prange(N * Ho, schedule="static"):
-            n = task // Ho
-            oh = task % Ho
-            ih0 = oh * sh - pt
-            i_lo = _first_tap(ih0, dh)
-            i_hi = _end_tap(ih0, dh, H, kh)
-            if i_lo >= i_hi or Cg == 0:   # the window lies wholly in the padding, or no channels
-                for k in range(K):
-                    for ow in range(Wo):
-                        out[n, k, oh, ow] = bias[k]
-                continue
-            for g in range(groups):
-                for ci in range((Cg + chunk_channels - 1) // chunk_channels):
-                    c0 = ci * chunk_channels
-                    nc = min(chunk_channels, Cg - c0)
-                    for c in range(nc):
-                        for i in range(i_lo, i_hi):
-                            _pack_row(&x[n, g * Cg + c0 + c, ih0 + i * dh, 0], W,
-                                      buf + (c * kh + i) * row_len, M, sw, pl)
-                    for kbi in range((Kg + FC_KB - 1) // FC_KB):
-                        k0 = kbi * FC_KB
-                        _forward_row(buf, row_len, &tap_off[0], &weight[g * Kg + k0, c0, 0, 0], w_k, nc,
-                                     kh, kw, i_lo, i_hi, &out[n, g * Kg + k0, oh, 0], out_k, Wo,
-                                     &bias[g * Kg + k0], c0 > 0, min(FC_KB, Kg - k0))
-
-
-def _tap_offsets(Py_ssize_t kw, Py_ssize_t dw, Py_ssize_t sw, Py_ssize_t M):
-    """Offset of tap j in a phase-split packed row: (j*dw % sw) * M + j*dw // sw."""
-    cdef Py_ssize_t j
-    cdef Py_ssize_t[::1] off = np.empty(kw, dtype=np.intp)
-    for j in range(kw):
-        off[j] = (j * dw % sw) * M + j * dw // sw
-    return off
+        planes = &workspace[threadid(), 0]
+        tiles = planes + plan.planes_size
+        memset(planes + C * sh * sw * plan.plane, 0, (plan.planes_size - C * sh * sw * plan.plane) * sizeof(floating))
+        for task in prange(N * n_bands, schedule="static"):
+            n = task // n_bands
+            oy0 = (task % n_bands) * R
+            rows = min(R, Ho - oy0)
+            _fill_planes(&x[n, 0, 0, 0], C, H, W, oy0, sh, sw, pt, pl, Hb, Wq, planes)
+            for grp in range(groups):
+                for mb in range((Kg + FC_MR - 1) // FC_MR):
+                    _tiles(planes + grp * group_planes, &off[0], taps, &packed_weight[grp, mb, 0],
+                           tiles + mb * FC_MR * ldc, ldc, (rows * Wq + S - 1) // S * S, min(FC_MR, Kg - mb * FC_MR))
+                for k in range(Kg):
+                    b = bias[grp * Kg + k]
+                    for y in range(rows):
+                        tile_row = tiles + k * ldc + y * Wq
+                        for ox in range(Wo):
+                            out[n, grp * Kg + k, oy0 + y, ox] = tile_row[ox] + b
 
 
 # ---------------------------------------------------------------------------

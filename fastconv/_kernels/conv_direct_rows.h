@@ -20,6 +20,8 @@
 #define FC_KB 4 /* channels per register block */
 #define FC_NV 2 /* vectors per strip of output pixels */
 #define FC_NV1 8 /* vectors per strip for one channel (no channel block to hide FMA latency) */
+#define FC_MR 4 /* channels per forward tile */
+#define FC_TV 3 /* vectors of pixels per forward tile: FC_MR x FC_TV accumulators */
 
 #if (defined(__GNUC__) || defined(__clang__)) && !defined(FC_NO_VECTOR_EXTENSIONS)
 #  define FC_INLINE static inline __attribute__((always_inline))
@@ -47,97 +49,55 @@ FC_INLINE fc_vec_##SUF fc_load_##SUF(const T *p) { fc_vec_##SUF v; memcpy(&v, p,
 FC_INLINE void fc_store_##SUF(T *p, fc_vec_##SUF v) { memcpy(p, &v, sizeof v); }                   \
 FC_INLINE fc_vec_##SUF fc_bcast_##SUF(T s) { fc_vec_##SUF zero = {0}; return s - zero; } /* s - 0 folds; s + 0 does not (-0) */             \
                                                                                                      \
-/* Output pixels per strip. */                                                                       \
+/* Output pixels per strip (grad_x, grad_weight). */                                                   \
 static ptrdiff_t fc_strip_##SUF(void) { return FC_NV * FC_LANES(T); }                               \
                                                                                                      \
-/* out[k, ow0 + s] (+)= sum_{c < nc, i_lo <= i < i_hi, j < kw} w[k*w_k + (c*kh + i)*kw + j]         \
- *                        * rows[(c*kh + i)*row_len + tap_off[j] + ow0 + s]   (one full strip) */   \
-FC_INLINE void fc_forward_strip_##SUF(const T *rows, ptrdiff_t row_len, const ptrdiff_t *tap_off,    \
-        const T *w, ptrdiff_t w_k, ptrdiff_t nc, ptrdiff_t kh, ptrdiff_t kw, ptrdiff_t i_lo,         \
-        ptrdiff_t i_hi, T *out, ptrdiff_t out_k, const T *bias, int accumulate, const int nk)        \
+/* Output pixels per forward tile. */                                                                \
+static ptrdiff_t fc_tile_width_##SUF(void) { return FC_TV * FC_LANES(T); }                          \
+                                                                                                     \
+/* One forward tile, mr (<= FC_MR) channels x FC_TV vectors of pixels, all in registers:            \
+ *     c[m*ldc + s] = sum_{t < taps} a[t*FC_MR + m] * src[off[t] + s]                               \
+ * Each tap loads FC_TV input vectors once and feeds mr * FC_TV multiply-adds. */                    \
+FC_INLINE void fc_tile_##SUF(const T *src, const ptrdiff_t *off, ptrdiff_t taps, const T *a,         \
+        T *c, ptrdiff_t ldc, const int mr)                                                           \
 {                                                                                                    \
     const ptrdiff_t L = FC_LANES(T);                                                                 \
-    fc_vec_##SUF acc[FC_KB][FC_NV];                                                                  \
-    int kb, v;                                                                                       \
-    ptrdiff_t c, i, j;                                                                               \
-    for (kb = 0; kb < nk; kb++)                                                                      \
-        for (v = 0; v < FC_NV; v++)                                                                  \
-            acc[kb][v] = accumulate ? fc_load_##SUF(out + kb * out_k + v * L) : fc_bcast_##SUF(bias[kb]); \
-    for (c = 0; c < nc; c++) {                                                                       \
-        for (i = i_lo; i < i_hi; i++) {                                                              \
-            const T *row = rows + (c * kh + i) * row_len;                                            \
-            const T *wp = w + (c * kh + i) * kw;                                                     \
-            for (j = 0; j < kw; j++) {                                                               \
-                const T *src = row + tap_off[j];                                                     \
-                fc_vec_##SUF x[FC_NV];                                                               \
-                for (v = 0; v < FC_NV; v++)                                                          \
-                    x[v] = fc_load_##SUF(src + v * L);                                               \
-                for (kb = 0; kb < nk; kb++) {                                                        \
-                    fc_vec_##SUF wv = fc_bcast_##SUF(wp[kb * w_k + j]);                              \
-                    for (v = 0; v < FC_NV; v++)                                                      \
-                        acc[kb][v] += wv * x[v];                                                     \
-                }                                                                                    \
-            }                                                                                        \
+    fc_vec_##SUF acc[FC_MR][FC_TV];                                                                  \
+    int m, v;                                                                                        \
+    ptrdiff_t t;                                                                                     \
+    for (m = 0; m < mr; m++)                                                                         \
+        for (v = 0; v < FC_TV; v++)                                                                  \
+            acc[m][v] = fc_bcast_##SUF(0);                                                           \
+    for (t = 0; t < taps; t++) {                                                                     \
+        const T *s = src + off[t];                                                                   \
+        fc_vec_##SUF x[FC_TV];                                                                       \
+        for (v = 0; v < FC_TV; v++)                                                                  \
+            x[v] = fc_load_##SUF(s + v * L);                                                         \
+        for (m = 0; m < mr; m++) {                                                                   \
+            fc_vec_##SUF w = fc_bcast_##SUF(a[t * FC_MR + m]);                                       \
+            for (v = 0; v < FC_TV; v++)                                                              \
+                acc[m][v] += w * x[v];                                                               \
         }                                                                                            \
     }                                                                                                \
-    for (kb = 0; kb < nk; kb++)                                                                      \
-        for (v = 0; v < FC_NV; v++)                                                                  \
-            fc_store_##SUF(out + kb * out_k + v * L, acc[kb][v]);                                    \
+    for (m = 0; m < mr; m++)                                                                         \
+        for (v = 0; v < FC_TV; v++)                                                                  \
+            fc_store_##SUF(c + m * ldc + v * L, acc[m][v]);                                          \
 }                                                                                                    \
                                                                                                      \
-/* The same for `width` (< one strip) pixels, on scalars. */                                         \
-static void fc_forward_tail_##SUF(const T *rows, ptrdiff_t row_len, const ptrdiff_t *tap_off,        \
-        const T *w, ptrdiff_t w_k, ptrdiff_t nc, ptrdiff_t kh, ptrdiff_t kw, ptrdiff_t i_lo,         \
-        ptrdiff_t i_hi, T *out, ptrdiff_t out_k, const T *bias, int accumulate, int nk,              \
-        ptrdiff_t width)                                                                             \
+/* The tiles of one block of mr channels over n pixels (n a multiple of the tile width). */          \
+static void fc_tiles_##SUF(const T *src, const ptrdiff_t *off, ptrdiff_t taps, const T *a,           \
+        T *c, ptrdiff_t ldc, ptrdiff_t n, int mr)                                                    \
 {                                                                                                    \
-    int kb;                                                                                          \
-    ptrdiff_t c, i, j, s;                                                                            \
-    for (kb = 0; kb < nk; kb++)                                                                      \
-        for (s = 0; s < width; s++) {                                                                \
-            T acc = accumulate ? out[kb * out_k + s] : bias[kb];                                     \
-            for (c = 0; c < nc; c++)                                                                 \
-                for (i = i_lo; i < i_hi; i++)                                                        \
-                    for (j = 0; j < kw; j++)                                                         \
-                        acc += w[kb * w_k + (c * kh + i) * kw + j]                                   \
-                               * rows[(c * kh + i) * row_len + tap_off[j] + s];                      \
-            out[kb * out_k + s] = acc;                                                               \
-        }                                                                                            \
-}                                                                                                    \
-                                                                                                     \
-/* One output row segment [0, Wo) of nk channels. */                                                 \
-static void fc_forward_row_##SUF(const T *rows, ptrdiff_t row_len, const ptrdiff_t *tap_off,         \
-        const T *w, ptrdiff_t w_k, ptrdiff_t nc, ptrdiff_t kh, ptrdiff_t kw, ptrdiff_t i_lo,         \
-        ptrdiff_t i_hi, T *out, ptrdiff_t out_k, ptrdiff_t Wo, const T *bias, int accumulate, int nk) \
-{                                                                                                    \
-    const ptrdiff_t S = FC_NV * FC_LANES(T);                                                         \
-    ptrdiff_t ow0 = 0;                                                                               \
-    for (; ow0 + S <= Wo; ow0 += S) {                                                                \
-        const T *r = rows + ow0;                                                                     \
-        T *o = out + ow0;                                                                            \
-        /* literal block sizes (and the common kernel width 3) give unrolled bodies */             \
-        if (kw == 3) {                                                                               \
-            switch (nk) {                                                                            \
-            case 4: fc_forward_strip_##SUF(r, row_len, tap_off, w, w_k, nc, kh, 3, i_lo, i_hi, o, out_k, bias, accumulate, 4); break; \
-            case 3: fc_forward_strip_##SUF(r, row_len, tap_off, w, w_k, nc, kh, 3, i_lo, i_hi, o, out_k, bias, accumulate, 3); break; \
-            case 2: fc_forward_strip_##SUF(r, row_len, tap_off, w, w_k, nc, kh, 3, i_lo, i_hi, o, out_k, bias, accumulate, 2); break; \
-            default: fc_forward_strip_##SUF(r, row_len, tap_off, w, w_k, nc, kh, 3, i_lo, i_hi, o, out_k, bias, accumulate, 1); \
-            }                                                                                        \
-        } else {                                                                                     \
-            switch (nk) {                                                                            \
-            case 4: fc_forward_strip_##SUF(r, row_len, tap_off, w, w_k, nc, kh, kw, i_lo, i_hi, o, out_k, bias, accumulate, 4); break; \
-            case 3: fc_forward_strip_##SUF(r, row_len, tap_off, w, w_k, nc, kh, kw, i_lo, i_hi, o, out_k, bias, accumulate, 3); break; \
-            case 2: fc_forward_strip_##SUF(r, row_len, tap_off, w, w_k, nc, kh, kw, i_lo, i_hi, o, out_k, bias, accumulate, 2); break; \
-            default: fc_forward_strip_##SUF(r, row_len, tap_off, w, w_k, nc, kh, kw, i_lo, i_hi, o, out_k, bias, accumulate, 1); \
-            }                                                                                        \
+    const ptrdiff_t S = FC_TV * FC_LANES(T);                                                         \
+    ptrdiff_t p;                                                                                     \
+    for (p = 0; p < n; p += S) {                                                                     \
+        switch (mr) { /* literal block sizes: fully unrolled bodies */                               \
+        case 4: fc_tile_##SUF(src + p, off, taps, a, c + p, ldc, 4); break;                          \
+        case 3: fc_tile_##SUF(src + p, off, taps, a, c + p, ldc, 3); break;                          \
+        case 2: fc_tile_##SUF(src + p, off, taps, a, c + p, ldc, 2); break;                          \
+        default: fc_tile_##SUF(src + p, off, taps, a, c + p, ldc, 1);                                \
         }                                                                                            \
     }                                                                                                \
-    if (ow0 < Wo && Wo >= S && !accumulate) /* an overlapping full strip: same values, vector speed */ \
-        fc_forward_row_##SUF(rows + Wo - S, row_len, tap_off, w, w_k, nc, kh, kw, i_lo, i_hi,        \
-                             out + Wo - S, out_k, S, bias, accumulate, nk);                          \
-    else if (ow0 < Wo)                                                                               \
-        fc_forward_tail_##SUF(rows + ow0, row_len, tap_off, w, w_k, nc, kh, kw, i_lo, i_hi,          \
-                              out + ow0, out_k, bias, accumulate, nk, Wo - ow0);                     \
 }                                                                                                    \
                                                                                                      \
 /* dst[c*dst_c + ow] += sum_{k < Kg} w[k*w_k + c*w_c] * go[k*go_k + ow], c < nc, ow < Wo. */          \
