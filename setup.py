@@ -55,13 +55,18 @@ def optimisation_flags(compiler):
     return ["-O3", "-fno-math-errno", "-Wno-unreachable-code", "-Wno-unused-function"]
 
 
-def avx_fma_flags(compiler):
-    """Flags for the `*_avx` kernel variants: AVX + FMA on x86 gcc/clang, none elsewhere
-    (the variant then builds as a copy of the baseline, and is never chosen)."""
+#: Extra flags of the kernel variants, by module-name suffix: the same source
+#: compiled for wider vectors, imported only where the CPU runs them.
+ISA_FLAGS = {"_avx": ["-mavx", "-mfma"], "_avx512": ["-mavx512f", "-mfma"]}
+
+
+def isa_flags(compiler, suffix):
+    """Flags for a `*_avx`/`*_avx512` variant on x86 gcc/clang; none elsewhere (the
+    variant then builds as a copy of the baseline, and is never chosen)."""
     x86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686", "x86")
     if compiler.compiler_type == "msvc" or not x86:
         return []
-    return ["-mavx", "-mfma"]
+    return ISA_FLAGS[suffix]
 
 
 def sanitizer_flags(compiler):
@@ -141,8 +146,9 @@ class BuildExt(build_ext):
             compile_args = [f for f in compile_args if not f.startswith("-O")] + san_compile
             link_args += san_link
         for ext in self.extensions:
-            if ext.name.endswith("_avx"):
-                ext.extra_compile_args = avx_fma_flags(self.compiler) + ext.extra_compile_args
+            suffix = "_" + ext.name.rsplit("_", 1)[-1]
+            if suffix in ISA_FLAGS:
+                ext.extra_compile_args = isa_flags(self.compiler, suffix) + ext.extra_compile_args
             ext.extra_compile_args = compile_args + ext.extra_compile_args
             ext.extra_link_args = link_args + ext.extra_link_args
         self.write_build_info(openmp, omp_compile if openmp else [], omp_link if openmp else [], compile_args)

@@ -63,7 +63,7 @@ def config():
         "blas_build": numpy_blas_build(),
         "openmp_runtime": openmp_runtime(),
         "blas": blas.info(),
-        "direct_kernels": "AVX+FMA" if _direct.kernel.compiled_for_avx_fma() else "baseline",
+        "direct_kernels": _direct.kernel.ISA_NAMES[_direct.kernel.compiled_isa()],
     }
 
 

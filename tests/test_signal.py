@@ -14,7 +14,7 @@ SHAPES = [((7, 8), (3, 4)), ((7, 8), (2, 5)), ((3, 4), (7, 8)), ((5, 5), (6, 2))
           ((1, 40), (1, 7)), ((40, 1), (5, 1)), ((30, 60), (5, 5)), ((9, 9), (9, 9)), ((4, 70), (6, 3))]
 
 
-@pytest.fixture(params=sorted({_direct.baseline_kernel, _direct.kernel}, key=lambda m: m.__name__),
+@pytest.fixture(params=_direct.runnable_kernels(),
                 ids=lambda m: m.__name__.rsplit(".", 1)[-1])
 def build(request, monkeypatch):
     monkeypatch.setattr(_direct, "kernel", request.param)

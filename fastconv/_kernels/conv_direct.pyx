@@ -28,8 +28,8 @@ import numpy as np
 cdef extern from "conv_direct_rows.h" nogil:
     enum: FC_KB
     enum: FC_MR
-    int fc_compiled_for_avx_fma()
-    int fc_cpu_has_avx_fma()
+    int fc_compiled_isa()
+    int fc_cpu_isa()
     Py_ssize_t fc_strip_f()
     Py_ssize_t fc_strip_d()
     Py_ssize_t fc_tile_width_f()
@@ -370,16 +370,20 @@ def correlate2d(const floating[:, ::1] x, const floating[:, ::1] kernel, floatin
 
 
 # ---------------------------------------------------------------------------
-# Which build this is (conv_direct_avx.pyx compiles this same source with AVX + FMA).
+# Which build this is (conv_direct_avx*.pyx compile this same source for wider vectors).
 
-def compiled_for_avx_fma():
-    """True when this module was compiled with AVX + FMA enabled."""
-    return bool(fc_compiled_for_avx_fma())
+#: Instruction-set levels, as compiled_isa() and cpu_isa() number them.
+ISA_NAMES = ("baseline", "AVX+FMA", "AVX-512")
 
 
-def cpu_has_avx_fma():
-    """True when the CPU and OS run AVX + FMA instructions (False off x86 or unknown)."""
-    return bool(fc_cpu_has_avx_fma())
+def compiled_isa():
+    """The instruction set this module was compiled for: an index into ISA_NAMES."""
+    return fc_compiled_isa()
+
+
+def cpu_isa():
+    """The highest level of ISA_NAMES the CPU and OS run (0 off x86 or unknown)."""
+    return fc_cpu_isa()
 
 
 # ---------------------------------------------------------------------------

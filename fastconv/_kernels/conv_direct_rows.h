@@ -4,7 +4,7 @@
  * block of NK channels x a strip of FC_NV vectors of output pixels stay in
  * registers (gcc's auto-vectoriser spills them). The vector width follows the
  * compiler's target: 16 bytes on the portable baseline (SSE2, NEON), 32 bytes
- * when built with AVX. Compilers without vector extensions (MSVC) get the same
+ * when built with AVX, 64 with AVX-512F. Compilers without vector extensions (MSVC) get the same
  * loops on scalars: correct, just narrower.
  *
  * Every function is generated for float (suffix _f) and double (suffix _d).
@@ -25,7 +25,9 @@
 
 #if (defined(__GNUC__) || defined(__clang__)) && !defined(FC_NO_VECTOR_EXTENSIONS)
 #  define FC_INLINE static inline __attribute__((always_inline))
-#  if defined(__AVX__)
+#  if defined(__AVX512F__)
+#    define FC_VBYTES 64
+#  elif defined(__AVX__)
 #    define FC_VBYTES 32
 #  else
 #    define FC_VBYTES 16
@@ -245,22 +247,27 @@ FC_DEFINE_ROWS(double, d)
 FC_DEFINE_CORRELATE(float, f)
 FC_DEFINE_CORRELATE(double, d)
 
-/* Whether this translation unit was compiled for AVX + FMA. */
-static int fc_compiled_for_avx_fma(void)
+/* Instruction set this translation unit was compiled for:
+ * 0 portable baseline, 1 AVX + FMA, 2 AVX-512F (+ FMA). */
+static int fc_compiled_isa(void)
 {
-#if defined(__AVX__) && defined(__FMA__)
+#if defined(__AVX512F__) && defined(__FMA__)
+    return 2;
+#elif defined(__AVX__) && defined(__FMA__)
     return 1;
 #else
     return 0;
 #endif
 }
 
-/* Whether the running CPU (and OS) can execute AVX + FMA code. */
-static int fc_cpu_has_avx_fma(void)
+/* The highest of those levels the running CPU (and OS) executes. */
+static int fc_cpu_isa(void)
 {
 #if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx") && __builtin_cpu_supports("fma");
+    if (!__builtin_cpu_supports("avx") || !__builtin_cpu_supports("fma"))
+        return 0;
+    return __builtin_cpu_supports("avx512f") ? 2 : 1;
 #else
     return 0;
 #endif
