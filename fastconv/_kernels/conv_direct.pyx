@@ -76,24 +76,36 @@ cdef inline void _grad_w_row(floating* part, Py_ssize_t part_k, const floating* 
         fc_grad_w_row_d(part, part_k, go, go_k, row, Wo, nk)
 
 
+cdef inline Py_ssize_t _ceil_div(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    """ceil(a / b) for b > 0 and any sign of a (C division truncates toward zero)."""
+    return -((-a) // b) if a <= 0 else (a + b - 1) // b
+
+
+cdef inline void _pack_phase(const floating* src, Py_ssize_t W, floating* dst, Py_ssize_t M,
+                             Py_ssize_t sw, Py_ssize_t r, Py_ssize_t pl) noexcept nogil:
+    """dst[m] = src[m*sw + r - pl] (0 outside [0, W)), for m < M. pl may be negative
+    (a transposed convolution's cropping)."""
+    cdef Py_ssize_t m
+    cdef Py_ssize_t lo = min(max(_ceil_div(pl - r, sw), 0), M)
+    cdef Py_ssize_t hi = min(max(_ceil_div(W + pl - r, sw), lo), M)
+    if lo > 0:
+        memset(dst, 0, lo * sizeof(floating))
+    if sw == 1:
+        if hi > lo:
+            memcpy(dst + lo, src + lo + r - pl, (hi - lo) * sizeof(floating))
+    else:
+        for m in range(lo, hi):
+            dst[m] = src[m * sw + r - pl]
+    if hi < M:
+        memset(dst + hi, 0, (M - hi) * sizeof(floating))
+
+
 cdef inline void _pack_row(const floating* src, Py_ssize_t W, floating* dst, Py_ssize_t M,
                            Py_ssize_t sw, Py_ssize_t pl) noexcept nogil:
     """dst[p*M + m] = x[m*sw + p - pl] (0 outside [0, W)), for p < sw, m < M."""
-    cdef Py_ssize_t p, m, iw, lo, hi
-    if sw == 1:   # pl < 0 (a transposed convolution's cropping) copies from src[-pl] on
-        lo = min(max(pl, 0), M)
-        hi = min(max(W + pl, lo), M)
-        if lo > 0:
-            memset(dst, 0, lo * sizeof(floating))
-        if hi > lo:
-            memcpy(dst + lo, src + lo - pl, (hi - lo) * sizeof(floating))
-        if hi < M:
-            memset(dst + hi, 0, (M - hi) * sizeof(floating))
-        return
+    cdef Py_ssize_t p
     for p in range(sw):
-        for m in range(M):
-            iw = m * sw + p - pl
-            dst[p * M + m] = src[iw] if 0 <= iw < W else 0
+        _pack_phase(src, W, dst + p * M, M, sw, p, pl)
 
 
 cdef inline Py_ssize_t _first_tap(Py_ssize_t start, Py_ssize_t d) noexcept nogil:
@@ -149,7 +161,7 @@ def tile_rows():
 cdef inline void _fill_planes(const floating* image, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
                               Py_ssize_t oy0, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pt, Py_ssize_t pl,
                               Py_ssize_t Hb, Py_ssize_t Wq, floating* planes) noexcept nogil:
-    cdef Py_ssize_t c, b, r, a, q, iy, ix
+    cdef Py_ssize_t c, b, r, a, iy
     cdef floating* row
     for c in range(C):
         for b in range(sh):
@@ -157,14 +169,10 @@ cdef inline void _fill_planes(const floating* image, Py_ssize_t C, Py_ssize_t H,
                 for a in range(Hb):
                     row = planes + (((c * sh + b) * sw + r) * Hb + a) * Wq
                     iy = sh * (oy0 + a) + b - pt
-                    if iy < 0 or iy >= H:
-                        memset(row, 0, Wq * sizeof(floating))
-                    elif sw == 1:
-                        _pack_row(image + (c * H + iy) * W, W, row, Wq, 1, pl)
+                    if 0 <= iy < H:
+                        _pack_phase(image + (c * H + iy) * W, W, row, Wq, sw, r, pl)
                     else:
-                        for q in range(Wq):
-                            ix = sw * q + r - pl
-                            row[q] = image[(c * H + iy) * W + ix] if 0 <= ix < W else 0
+                        memset(row, 0, Wq * sizeof(floating))
 
 
 def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, ::1] packed_weight,
