@@ -47,17 +47,17 @@ def _channel_chunk(channels, per_channel):
     return max(1, min(channels, ROW_BUDGET // max(1, per_channel)))
 
 
-#: Bytes of one thread's forward workspace (input planes + output tiles of a band):
-#: L2-sized, and small enough that direct conv2d's extra memory stays under 1 MiB
-#: at 2 threads.
-BAND_BYTES = 384 * 1024
+#: Bytes of one thread's forward input planes (a band of input rows): about a
+#: quarter of a 1-2 MiB L2, and small enough that direct conv2d's extra memory
+#: stays under 1 MiB at 2 threads.
+BAND_BYTES = 256 * 1024
 
 
-def _band_rows(C, Kg, g, kh, kw, itemsize, num_threads, N):
+def _band_rows(C, g, kh, itemsize, num_threads, N):
     """Output rows per forward task: as many as fit in BAND_BYTES, but enough
     tasks (two per thread) to keep every thread busy."""
-    Wq = g.out_w + (kw - 1) * g.dilation_w // g.stride_w
-    per_row = (C * g.stride_h * g.stride_w + Kg) * Wq * itemsize
+    Wq = g.out_w + (g.kernel_w - 1) * g.dilation_w // g.stride_w
+    per_row = C * g.stride_h * g.stride_w * Wq * itemsize
     rows = max(1, BAND_BYTES // max(1, per_row) - (kh - 1) * g.dilation_h // g.stride_h)
     rows = min(rows, -(-N * g.out_h // (2 * num_threads)))
     return max(1, min(rows, g.out_h))
@@ -89,7 +89,7 @@ def _forward_into(out, x, weight, bias, g, groups, num_threads):
     K, _, kh, kw = weight.shape
     if bias is None:
         bias = np.zeros(K, dtype=x.dtype)
-    rows = _band_rows(C, K // groups, g, kh, kw, x.dtype.itemsize, num_threads, N)
+    rows = _band_rows(C, g, kh, x.dtype.itemsize, num_threads, N)
     plan = kernel.ForwardPlan(C, K // groups, g.out_w, kh, kw, g.stride_h, g.stride_w, g.dilation_h,
                               g.dilation_w, rows, x.dtype == np.float64)
     workspace = np.empty((num_threads, plan.size), dtype=x.dtype)

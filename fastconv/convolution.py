@@ -22,22 +22,16 @@ ALGORITHMS = ("auto", "im2col", "direct")
 def _choose_algorithm(x_shape, weight_shape, geometry, groups, backward=False):
     """The algorithm `"auto"` runs: "im2col" or "direct".
 
-    Measured on the project machine against the banded im2col + GEMM kernel
-    (2 shared cores, AVX+FMA direct build, interleaved medians of 15), direct
-    time / im2col time, forward, float32 | float64 (C1-C5 as in
-    bench.CONV_CASES, DW = depthwise 3x3 (8, 64, 56, 56), groups=64):
-
-        C1 2.05|0.98  C2 1.03|1.19  C3 1.24|1.17  C4 0.88|1.00  C5 2.43|2.74  DW 1.84|0.96
-
-    and backward (direct / im2col): C1 1.70|1.75, C2 2.72|2.25, C3 2.09|1.97,
-    C4 4.09|2.92, C5 8.83|5.57, DW 1.26|0.97 (C3, C5 and the backward figures
-    from `python -m fastconv bench --sections direct` and the same calls in
-    float64). So im2col, except the forward pass of a strided convolution,
-    where im2col's copies become strided gathers (C4: 11x11, stride 4).
+    Forward: direct, whose register tiles run near the FMA peak with no column
+    copy, except for a pointwise (1x1, stride 1, unpadded) convolution, which is a
+    plain GEMM and BLAS's packing does it better. Backward: direct for
+    one-channel groups (depthwise), where GEMMs are degenerate; im2col otherwise,
+    since only direct's grad_x (at stride 1) runs on the tiles. Measured figures:
+    README, "Choosing the algorithm".
     """
-    if not backward and (geometry.stride_h > 1 or geometry.stride_w > 1):
-        return "direct"
-    return "im2col"
+    if backward:
+        return "direct" if weight_shape[1] == 1 else "im2col"
+    return "im2col" if _pointwise(geometry) else "direct"
 
 
 #: BLAS dimensions are 32-bit ints; an output plane is a GEMM's leading dimension.

@@ -135,7 +135,8 @@ cdef inline Py_ssize_t _end_tap(Py_ssize_t start, Py_ssize_t d, Py_ssize_t size,
 # matrix is read straight from the planes, tile by tile (fc_tiles), no columns.
 
 cdef class ForwardPlan:
-    """Workspace layout of conv2d_forward for one geometry (values per thread)."""
+    """Workspace layout of conv2d_forward for one geometry (values per thread): the
+    band's input planes, then one block of FC_MR channels' output tiles."""
     cdef readonly Py_ssize_t band_rows, Wq, Hb, plane, planes_size, tile_cols, out_size, size
 
     def __init__(self, Py_ssize_t C, Py_ssize_t Kg, Py_ssize_t Wo, Py_ssize_t kh, Py_ssize_t kw,
@@ -149,7 +150,7 @@ cdef class ForwardPlan:
         # tiles read up to one tile width + one row past the band's last plane
         self.planes_size = C * sh * sw * self.plane + S + self.Wq
         self.tile_cols = (band_rows * self.Wq + S - 1) // S * S
-        self.out_size = ((Kg + FC_MR - 1) // FC_MR) * FC_MR * self.tile_cols
+        self.out_size = FC_MR * self.tile_cols
         self.size = self.planes_size + self.out_size
 
 
@@ -189,11 +190,12 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, ::1] pac
     cdef Py_ssize_t R = plan.band_rows, Wq = plan.Wq, Hb = plan.Hb, ldc = plan.tile_cols
     cdef Py_ssize_t n_bands = (Ho + R - 1) // R, group_planes = Cg * sh * sw * plan.plane
     cdef Py_ssize_t S = fc_tile_width_f() if floating is float else fc_tile_width_d()
-    cdef Py_ssize_t task, n, oy0, rows, grp, mb, k, y, ox, t, c, i, j
+    cdef Py_ssize_t task, n, oy0, rows, grp, mb, mr, m, k, y, ox, c, i, j
     cdef Py_ssize_t[::1] off = np.empty(max(taps, 1), dtype=np.intp)
     cdef floating* planes = NULL
     cdef floating* tiles = NULL
     cdef const floating* tile_row
+    cdef floating* out_row
     cdef floating b
     if N == 0 or K == 0 or Ho == 0 or Wo == 0:
         return
@@ -213,14 +215,17 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, ::1] pac
             _fill_planes(&x[n, 0, 0, 0], C, H, W, oy0, sh, sw, pt, pl, Hb, Wq, planes)
             for grp in range(groups):
                 for mb in range((Kg + FC_MR - 1) // FC_MR):
+                    mr = min(FC_MR, Kg - mb * FC_MR)
                     _tiles(planes + grp * group_planes, &off[0], taps, &packed_weight[grp, mb, 0],
-                           tiles + mb * FC_MR * ldc, ldc, (rows * Wq + S - 1) // S * S, min(FC_MR, Kg - mb * FC_MR))
-                for k in range(Kg):
-                    b = bias[grp * Kg + k]
-                    for y in range(rows):
-                        tile_row = tiles + k * ldc + y * Wq
-                        for ox in range(Wo):
-                            out[n, grp * Kg + k, oy0 + y, ox] = tile_row[ox] + b
+                           tiles, ldc, (rows * Wq + S - 1) // S * S, mr)
+                    for m in range(mr):
+                        k = grp * Kg + mb * FC_MR + m
+                        b = bias[k]
+                        for y in range(rows):
+                            tile_row = tiles + m * ldc + y * Wq
+                            out_row = &out[n, k, oy0 + y, 0]
+                            for ox in range(Wo):
+                                out_row[ox] = tile_row[ox] + b
 
 
 # ---------------------------------------------------------------------------

@@ -25,23 +25,32 @@
 
 #if (defined(__GNUC__) || defined(__clang__)) && !defined(FC_NO_VECTOR_EXTENSIONS)
 #  define FC_INLINE static inline __attribute__((always_inline))
-#  if defined(__AVX512F__)
-#    define FC_VBYTES 64
-#  elif defined(__AVX__)
+#  if defined(__AVX__)
 #    define FC_VBYTES 32
 #  else
 #    define FC_VBYTES 16
 #  endif
-#  define FC_VEC_TYPES(T, SUF) typedef T fc_vec_##SUF __attribute__((vector_size(FC_VBYTES)));
+/* The forward tiles take 64-byte vectors under AVX-512; the row kernels keep 32
+ * (measured: their strips, twice as wide, lost 30-40% to tails on 56-pixel rows). */
+#  if defined(__AVX512F__)
+#    define FC_TILE_VBYTES 64
+#  else
+#    define FC_TILE_VBYTES FC_VBYTES
+#  endif
+#  define FC_VEC_TYPES(T, SUF) typedef T fc_vec_##SUF __attribute__((vector_size(FC_VBYTES))); \
+                               typedef T fc_tvec_##SUF __attribute__((vector_size(FC_TILE_VBYTES)));
 #  define FC_LANES(T) (FC_VBYTES / (ptrdiff_t)sizeof(T))
+#  define FC_TILE_LANES(T) (FC_TILE_VBYTES / (ptrdiff_t)sizeof(T))
 #elif defined(_MSC_VER)
 #  define FC_INLINE static __forceinline
-#  define FC_VEC_TYPES(T, SUF) typedef T fc_vec_##SUF;
+#  define FC_VEC_TYPES(T, SUF) typedef T fc_vec_##SUF; typedef T fc_tvec_##SUF;
 #  define FC_LANES(T) 1
+#  define FC_TILE_LANES(T) 1
 #else
 #  define FC_INLINE static inline
-#  define FC_VEC_TYPES(T, SUF) typedef T fc_vec_##SUF;
+#  define FC_VEC_TYPES(T, SUF) typedef T fc_vec_##SUF; typedef T fc_tvec_##SUF;
 #  define FC_LANES(T) 1
+#  define FC_TILE_LANES(T) 1
 #endif
 
 #define FC_DEFINE_ROWS(T, SUF)                                                                       \
@@ -50,12 +59,15 @@ FC_VEC_TYPES(T, SUF)                                                            
 FC_INLINE fc_vec_##SUF fc_load_##SUF(const T *p) { fc_vec_##SUF v; memcpy(&v, p, sizeof v); return v; } \
 FC_INLINE void fc_store_##SUF(T *p, fc_vec_##SUF v) { memcpy(p, &v, sizeof v); }                   \
 FC_INLINE fc_vec_##SUF fc_bcast_##SUF(T s) { fc_vec_##SUF zero = {0}; return s - zero; } /* s - 0 folds; s + 0 does not (-0) */             \
+FC_INLINE fc_tvec_##SUF fc_tload_##SUF(const T *p) { fc_tvec_##SUF v; memcpy(&v, p, sizeof v); return v; } \
+FC_INLINE void fc_tstore_##SUF(T *p, fc_tvec_##SUF v) { memcpy(p, &v, sizeof v); }                 \
+FC_INLINE fc_tvec_##SUF fc_tbcast_##SUF(T s) { fc_tvec_##SUF zero = {0}; return s - zero; }        \
                                                                                                      \
 /* Output pixels per strip (grad_x, grad_weight). */                                                   \
 static ptrdiff_t fc_strip_##SUF(void) { return FC_NV * FC_LANES(T); }                               \
                                                                                                      \
 /* Output pixels per forward tile. */                                                                \
-static ptrdiff_t fc_tile_width_##SUF(void) { return FC_TV * FC_LANES(T); }                          \
+static ptrdiff_t fc_tile_width_##SUF(void) { return FC_TV * FC_TILE_LANES(T); }                          \
                                                                                                      \
 /* One forward tile, mr (<= FC_MR) channels x FC_TV vectors of pixels, all in registers:            \
  *     c[m*ldc + s] = sum_{t < taps} a[t*FC_MR + m] * src[off[t] + s]                               \
@@ -63,34 +75,34 @@ static ptrdiff_t fc_tile_width_##SUF(void) { return FC_TV * FC_LANES(T); }      
 FC_INLINE void fc_tile_##SUF(const T *src, const ptrdiff_t *off, ptrdiff_t taps, const T *a,         \
         T *c, ptrdiff_t ldc, const int mr)                                                           \
 {                                                                                                    \
-    const ptrdiff_t L = FC_LANES(T);                                                                 \
-    fc_vec_##SUF acc[FC_MR][FC_TV];                                                                  \
+    const ptrdiff_t L = FC_TILE_LANES(T);                                                                 \
+    fc_tvec_##SUF acc[FC_MR][FC_TV];                                                                  \
     int m, v;                                                                                        \
     ptrdiff_t t;                                                                                     \
     for (m = 0; m < mr; m++)                                                                         \
         for (v = 0; v < FC_TV; v++)                                                                  \
-            acc[m][v] = fc_bcast_##SUF(0);                                                           \
+            acc[m][v] = fc_tbcast_##SUF(0);                                                           \
     for (t = 0; t < taps; t++) {                                                                     \
         const T *s = src + off[t];                                                                   \
-        fc_vec_##SUF x[FC_TV];                                                                       \
+        fc_tvec_##SUF x[FC_TV];                                                                       \
         for (v = 0; v < FC_TV; v++)                                                                  \
-            x[v] = fc_load_##SUF(s + v * L);                                                         \
+            x[v] = fc_tload_##SUF(s + v * L);                                                         \
         for (m = 0; m < mr; m++) {                                                                   \
-            fc_vec_##SUF w = fc_bcast_##SUF(a[t * FC_MR + m]);                                       \
+            fc_tvec_##SUF w = fc_tbcast_##SUF(a[t * FC_MR + m]);                                       \
             for (v = 0; v < FC_TV; v++)                                                              \
                 acc[m][v] += w * x[v];                                                               \
         }                                                                                            \
     }                                                                                                \
     for (m = 0; m < mr; m++)                                                                         \
         for (v = 0; v < FC_TV; v++)                                                                  \
-            fc_store_##SUF(c + m * ldc + v * L, acc[m][v]);                                          \
+            fc_tstore_##SUF(c + m * ldc + v * L, acc[m][v]);                                          \
 }                                                                                                    \
                                                                                                      \
 /* The tiles of one block of mr channels over n pixels (n a multiple of the tile width). */          \
 static void fc_tiles_##SUF(const T *src, const ptrdiff_t *off, ptrdiff_t taps, const T *a,           \
         T *c, ptrdiff_t ldc, ptrdiff_t n, int mr)                                                    \
 {                                                                                                    \
-    const ptrdiff_t S = FC_TV * FC_LANES(T);                                                         \
+    const ptrdiff_t S = FC_TV * FC_TILE_LANES(T);                                                    \
     ptrdiff_t p;                                                                                     \
     for (p = 0; p < n; p += S) {                                                                     \
         switch (mr) { /* literal block sizes: fully unrolled bodies */                               \
