@@ -40,8 +40,8 @@ def _conv1d_args(x, weight, bias, stride, padding, dilation, groups, algorithm):
     span = dilation * (weight.shape[2] - 1) + 1
     if span > x.shape[2] + span_pad:
         raise ValueError(
-            f"kernel length {weight.shape[2]} (dilation {dilation}, span {span}) is longer than "
-            f"the padded input length {x.shape[2] + span_pad}")
+            f"weight kernel length {weight.shape[2]} (dilation {dilation}, span {span}) is longer than "
+            f"the padded input length {x.shape[2] + span_pad} (x length {x.shape[2]})")
     if bias is not None:
         bias = v.float_array(bias, "bias", ndim=1, dtype=x.dtype)
     out_length = (x.shape[2] + span_pad - span) // stride + 1

@@ -70,7 +70,8 @@ def test_conv1d_gradients_match_finite_differences():
     (dict(groups=2), ValueError, "groups=2 must divide the input channels C=3"),
     (dict(groups="1"), TypeError, "groups must be an int"),
     (dict(weight=np.zeros((4, 2, 3))), ValueError, "weight has 2 input channels per group"),
-    (dict(weight=np.zeros((4, 3, 11))), ValueError, "kernel length 11 .* longer than the padded input length 10"),
+    (dict(weight=np.zeros((4, 3, 11))), ValueError,
+     r"weight kernel length 11 .* longer than the padded input length 10 \(x length 10\)"),
     (dict(weight=np.zeros((0, 3, 3))), ValueError, "weight must have non-zero K"),
     (dict(x=np.zeros((2, 3, 0))), ValueError, "x must have a non-zero length"),
     (dict(bias=np.zeros(5)), ValueError, r"bias must have shape \(4,\)"),
@@ -89,6 +90,13 @@ def test_conv1d_backward_checks_grad_output():
         fastconv.conv1d_backward(np.zeros((2, 4, 9)), x, w)
     with pytest.raises(ValueError, match="grad_output must be 3-D"):
         fastconv.conv1d_backward(np.zeros((2, 4, 1, 8)), x, w)
+
+
+def test_conv1d_backward_names_a_kernel_longer_than_the_signal():
+    # Regression (property tests): the message named neither weight nor x.
+    with pytest.raises(ValueError, match=r"^weight kernel length 8 .* \(x length 1\)"):
+        fastconv.conv1d_backward(np.zeros((0, 1, 1), np.float32), np.zeros((0, 0, 1), np.float32),
+                                 np.zeros((1, 0, 8), np.float32))
 
 
 class TestAgainstTorch:
