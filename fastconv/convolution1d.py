@@ -8,12 +8,16 @@ from fastconv.convolution import ALGORITHMS, conv2d, conv2d_backward
 
 
 def _length_arg(value, name, minimum):
-    """An int, or a 1-element tuple/list of one (as torch accepts)."""
+    """An int, or a 1-element tuple/list of one (as torch accepts), at most MAX_SIZE.
+
+    The bound is checked here, not left to conv2d: conv1d_backward checks
+    grad_output's shape against these first, which would blame grad_output.
+    """
     if isinstance(value, (tuple, list)):
         if len(value) != 1:
             raise ValueError(f"{name} must be an int or a 1-element sequence, got {value!r}")
         value = value[0]
-    return v.integer(value, name, minimum=minimum)
+    return v.integer(value, name, minimum=minimum, maximum=v.MAX_SIZE)
 
 
 def _conv1d_args(x, weight, bias, stride, padding, dilation, groups, algorithm):

@@ -99,6 +99,16 @@ def test_conv1d_backward_names_a_kernel_longer_than_the_signal():
                                  np.zeros((1, 0, 8), np.float32))
 
 
+@pytest.mark.parametrize("kwargs", [dict(stride=2**31), dict(stride=2**63), dict(padding=2**31),
+                                    dict(padding=(2**40,)), dict(dilation=[2**31])])
+def test_conv1d_backward_names_an_oversized_window_argument(kwargs):
+    # Regression (property tests): only conv2d bounded these, after grad_output's shape had been
+    # checked against the output length they give, so the error named grad_output.
+    name = next(iter(kwargs))
+    with pytest.raises(ValueError, match=f"^{name} must be <= 2147483647"):
+        fastconv.conv1d_backward(np.zeros((2, 4, 8)), np.zeros((2, 3, 10)), np.zeros((4, 3, 3)), **kwargs)
+
+
 class TestAgainstTorch:
     torch = pytest.importorskip("torch")
 
