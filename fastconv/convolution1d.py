@@ -8,12 +8,16 @@ from fastconv.convolution import ALGORITHMS, conv2d, conv2d_backward
 
 
 def _length_arg(value, name, minimum):
-    """An int, or a 1-element tuple/list of one (as torch accepts)."""
+    """An int, or a 1-element tuple/list of one (as torch accepts), at most MAX_SIZE.
+
+    The bound is checked here, not left to conv2d: conv1d_backward checks
+    grad_output's shape against these first, which would blame grad_output.
+    """
     if isinstance(value, (tuple, list)):
         if len(value) != 1:
             raise ValueError(f"{name} must be an int or a 1-element sequence, got {value!r}")
         value = value[0]
-    return v.integer(value, name, minimum=minimum)
+    return v.integer(value, name, minimum=minimum, maximum=v.MAX_SIZE)
 
 
 def _conv1d_args(x, weight, bias, stride, padding, dilation, groups, algorithm):
@@ -40,8 +44,8 @@ def _conv1d_args(x, weight, bias, stride, padding, dilation, groups, algorithm):
     span = dilation * (weight.shape[2] - 1) + 1
     if span > x.shape[2] + span_pad:
         raise ValueError(
-            f"kernel length {weight.shape[2]} (dilation {dilation}, span {span}) is longer than "
-            f"the padded input length {x.shape[2] + span_pad}")
+            f"weight kernel length {weight.shape[2]} (dilation {dilation}, span {span}) is longer than "
+            f"the padded input length {x.shape[2] + span_pad} (x length {x.shape[2]})")
     if bias is not None:
         bias = v.float_array(bias, "bias", ndim=1, dtype=x.dtype)
     out_length = (x.shape[2] + span_pad - span) // stride + 1

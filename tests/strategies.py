@@ -274,6 +274,70 @@ def global_pool_call(draw, kind, backward=False):
     return Call(kw)
 
 
+@st.composite
+def length_arg(draw, n):
+    """A 1-D window argument in one of the accepted spellings: int, NumPy int, 1-tuple, 1-list."""
+    return draw(st.sampled_from([n, n, np.int64(n), (n,), [n]]))
+
+
+@st.composite
+def conv1d_call(draw, backward=False):
+    dtype = draw(st.sampled_from(DTYPES))
+    groups = draw(st.integers(1, 3))
+    Cg, Kg = draw(st.integers(0, 3)), draw(st.integers(1, 3))
+    N = draw(st.integers(0, 3))
+    k = draw(st.integers(1, 5))
+    stride = draw(st.one_of(st.just(1), st.integers(1, 4)))
+    dilation = draw(st.one_of(st.just(1), st.integers(1, 3)))
+    span = dilation * (k - 1) + 1
+    form = draw(st.sampled_from(["int", "spelled", "valid", "same"] if stride == 1 else ["int", "spelled", "valid"]))
+    if form in ("valid", "same"):
+        padding, pad = form, (span - 1 if form == "same" else 0)
+    else:
+        p = draw(st.integers(0, 3))
+        padding, pad = (p if form == "int" else draw(length_arg(p))), 2 * p
+    # Mostly short signals; sometimes long enough for several vector widths of the direct kernel.
+    L = max(1, span - pad) + draw(st.one_of(st.integers(0, 8), st.integers(0, 80)))
+    x = draw(arrays((N, Cg * groups, L), dtype))
+    weight = draw(arrays((Kg * groups, Cg, k), dtype))
+    kw = dict(x=x, weight=weight)
+    if backward:
+        out_length = (L + pad - span) // stride + 1
+        kw = dict(grad_output=draw(arrays((N, Kg * groups, out_length), dtype)), **kw)
+    else:
+        kw["bias"] = draw(st.one_of(st.none(), arrays((Kg * groups,), dtype)))
+    kw.update(stride=draw(length_arg(stride)), padding=padding, dilation=draw(length_arg(dilation)))
+    kw["groups"] = draw(st.sampled_from([groups, np.int32(groups)]))
+    kw["algorithm"] = draw(st.sampled_from(fastconv.convolution.ALGORITHMS))
+    return Call(kw)
+
+
+MODES = ("full", "same", "valid")
+
+
+@st.composite
+def convolve_call(draw):
+    """Two signals of lengths >= 1 in either order (the second may be the longer one)."""
+    dtype = draw(st.sampled_from(DTYPES))
+    n, m = (draw(st.one_of(st.integers(1, 12), st.integers(1, 300))) for _ in range(2))
+    return Call(dict(a=draw(arrays((n,), dtype)), v=draw(arrays((m,), dtype)), mode=draw(st.sampled_from(MODES))))
+
+
+@st.composite
+def convolve2d_call(draw):
+    """Two images in either order; for "valid" one is at least as large as the other in both axes."""
+    dtype = draw(st.sampled_from(DTYPES))
+    mode = draw(st.sampled_from(MODES))
+    s1 = (draw(st.integers(1, 9)), draw(st.one_of(st.integers(1, 9), st.integers(1, 60))))
+    if mode == "valid":
+        s2 = tuple(draw(st.integers(1, s)) for s in s1)
+        if draw(st.booleans()):
+            s1, s2 = s2, s1
+    else:
+        s2 = (draw(st.integers(1, 9)), draw(st.integers(1, 9)))
+    return Call(dict(in1=draw(arrays(s1, dtype)), in2=draw(arrays(s2, dtype)), mode=mode))
+
+
 # ---------------------------------------------------------------------------
 # References (where fastconv.reference takes a different form)
 
@@ -285,6 +349,11 @@ def _batched(ref, name, ndim):
             return ref(**kw)
         return ref(**{**kw, name: a[None]})[0]
     return call
+
+
+def convolve_reference(a, v, mode="full"):
+    """fastconv.reference.convolve, whose second argument is spelled `v_`."""
+    return reference.convolve(a, v, mode)
 
 
 def output_size_reference(n, kernel_size, stride=1, padding=0, dilation=1, ceil_mode=False):
@@ -329,6 +398,21 @@ BAD = {
               (1.0, 1, 4, 4), ("1", 1, 4, 4), (True, 1, 4, 4), [None, 1, 4, 4], {1, 2, 3}],
 }
 BAD["optsize"] = [b for b in BAD["size"] if b is not None]
+
+
+def _one_length(value, minimum):
+    """Whether `value` is a 1-element sequence of an int >= minimum: a valid 1-D window argument."""
+    return (isinstance(value, (tuple, list, np.ndarray)) and np.ndim(value) == 1 and len(value) == 1
+            and isinstance(value[0], (int, np.integer)) and not isinstance(value[0], (bool, np.bool_))
+            and value[0] >= minimum)
+
+
+# conv1d's window arguments: an int or a 1-element sequence, so a pair is invalid there.
+_BAD_LENGTH = [(1, 1), [2, 2], (1, 2), np.array([1, 1]), (1.5,), ("1",), (None,), (True,), [np.float64(1)],
+               ((1,),), ([1],), (MAX + 1,), [2**63], (-2**63,)]
+BAD["length"] = [b for b in BAD["size"] if not _one_length(b, 1)] + _BAD_LENGTH + [(0,), [-1], [np.int8(-1)]]
+BAD["length_padding"] = [b for b in BAD["padding"] if not _one_length(b, 0)] + _BAD_LENGTH + \
+    [(-1,), [-2**40], ("same",), ["valid"]]
 
 
 def _other(dtype):
@@ -458,7 +542,64 @@ def _col2im_mismatches():
     return [("cols", rows), ("cols", windows)] + _window_mismatches("output_size")
 
 
+def _conv1d_mismatches(backward):
+    def weight_channels(call):
+        return dict(weight=_grow(call.kwargs["weight"], 1)), ("x", "groups")
+
+    def long_weight(call):
+        x, wt = call.kwargs["x"], call.kwargs["weight"]
+        return dict(weight=np.zeros(wt.shape[:2] + (x.shape[2] + 7,), wt.dtype), padding=0), ("x",)
+
+    def empty_signal(call):
+        x = call.kwargs["x"]
+        return dict(x=np.zeros(x.shape[:2] + (0,), x.dtype)), ()
+
+    def same_with_stride(call):
+        return dict(padding="same", stride=2), ("stride",)
+
+    out = [("weight", weight_channels), ("weight", long_weight), ("x", empty_signal),
+           ("padding", same_with_stride)]
+    if backward:
+        def grad_shape(call):
+            return dict(grad_output=_grow(call.kwargs["grad_output"], 2)), ()
+
+        def grad_channels(call):
+            return dict(grad_output=_grow(call.kwargs["grad_output"], 1)), ()
+        out += [("grad_output", grad_shape), ("grad_output", grad_channels)]
+    else:
+        def bias_length(call):
+            return dict(bias=np.zeros(call.kwargs["weight"].shape[0] + 1, call.kwargs["x"].dtype)), ()
+        out.append(("bias", bias_length))
+    return out
+
+
+def _signal_mismatches(first, second, ndim):
+    def empty(name, axis):
+        def broken(call):
+            shape = list(call.kwargs[name].shape)
+            shape[axis] = 0
+            return {name: np.zeros(shape, call.kwargs[name].dtype)}, ()
+        return broken
+
+    out = [(name, empty(name, axis)) for name in (first, second) for axis in range(ndim)]
+    if ndim == 2:
+        def crossed(call):
+            # "valid" needs one input at least as large as the other in both axes.
+            (H, W), dtype = call.kwargs[first].shape, call.kwargs[first].dtype
+            if W >= 2:
+                other = (H + 1, W - 1)
+            elif H >= 2:
+                other = (H - 1, W + 1)
+            else:
+                return None
+            return {second: np.zeros(other, dtype), "mode": "valid"}, (first,)
+        out.append((second, crossed))
+    return out
+
+
 _WINDOW_KINDS = dict(kernel_size="size", stride="size", padding="padding", dilation="size")
+_CONV1D_KINDS = dict(stride="length", padding="length_padding", dilation="length", groups="groups",
+                     algorithm="choice")
 
 OPS = [
     OpSpec("conv2d", fastconv.conv2d, reference.conv2d, conv2d_call(),
@@ -475,6 +616,16 @@ OPS = [
            dict(cols="array:23", output_size="size", **_WINDOW_KINDS), mismatches=_col2im_mismatches()),
     OpSpec("output_size", fastconv.output_size, output_size_reference, output_size_call(),
            dict(n="n", kernel_size="n", stride="n", padding="n0", dilation="n", ceil_mode="bool"), exact=True),
+    OpSpec("conv1d", fastconv.conv1d, reference.conv1d, conv1d_call(),
+           dict(x="array:3", weight="array:3", bias="optarray:1", **_CONV1D_KINDS),
+           mismatches=_conv1d_mismatches(False)),
+    OpSpec("conv1d_backward", fastconv.conv1d_backward, reference.conv1d_backward, conv1d_call(backward=True),
+           dict(grad_output="array:3", x="array:3", weight="array:3", **_CONV1D_KINDS),
+           mismatches=_conv1d_mismatches(True)),
+    OpSpec("convolve", fastconv.convolve, convolve_reference, convolve_call(),
+           dict(a="array:1", v="array:1", mode="choice"), mismatches=_signal_mismatches("a", "v", 1)),
+    OpSpec("convolve2d", fastconv.convolve2d, reference.convolve2d, convolve2d_call(),
+           dict(in1="array:2", in2="array:2", mode="choice"), mismatches=_signal_mismatches("in1", "in2", 2)),
 ]
 
 
@@ -575,8 +726,17 @@ def check_valid(spec, call):
     assert_matches(spec, result, spec.ref(**call.kwargs), call)
 
 
+#: Argument names that are also English words: named only as the subject of the message
+#: ("a must be 1-D") or quoted, or every message with the article "a" would name `a`.
+WORDS = {"a"}
+
+
 def names_argument(message, names):
-    return any(re.search(rf"(?<![A-Za-z0-9_]){re.escape(n)}(?![A-Za-z0-9_])", message) for n in names)
+    def named(n):
+        if n in WORDS:
+            return re.match(rf"{n} ", message) or re.search(rf"['`\"]{n}['`\"]|(?<![A-Za-z0-9_]){n}=", message)
+        return re.search(rf"(?<![A-Za-z0-9_]){re.escape(n)}(?![A-Za-z0-9_])", message)
+    return any(named(n) for n in names)
 
 
 def check_invalid(spec, call, names):

@@ -70,7 +70,8 @@ def test_conv1d_gradients_match_finite_differences():
     (dict(groups=2), ValueError, "groups=2 must divide the input channels C=3"),
     (dict(groups="1"), TypeError, "groups must be an int"),
     (dict(weight=np.zeros((4, 2, 3))), ValueError, "weight has 2 input channels per group"),
-    (dict(weight=np.zeros((4, 3, 11))), ValueError, "kernel length 11 .* longer than the padded input length 10"),
+    (dict(weight=np.zeros((4, 3, 11))), ValueError,
+     r"weight kernel length 11 .* longer than the padded input length 10 \(x length 10\)"),
     (dict(weight=np.zeros((0, 3, 3))), ValueError, "weight must have non-zero K"),
     (dict(x=np.zeros((2, 3, 0))), ValueError, "x must have a non-zero length"),
     (dict(bias=np.zeros(5)), ValueError, r"bias must have shape \(4,\)"),
@@ -89,6 +90,23 @@ def test_conv1d_backward_checks_grad_output():
         fastconv.conv1d_backward(np.zeros((2, 4, 9)), x, w)
     with pytest.raises(ValueError, match="grad_output must be 3-D"):
         fastconv.conv1d_backward(np.zeros((2, 4, 1, 8)), x, w)
+
+
+def test_conv1d_backward_names_a_kernel_longer_than_the_signal():
+    # Regression (property tests): the message named neither weight nor x.
+    with pytest.raises(ValueError, match=r"^weight kernel length 8 .* \(x length 1\)"):
+        fastconv.conv1d_backward(np.zeros((0, 1, 1), np.float32), np.zeros((0, 0, 1), np.float32),
+                                 np.zeros((1, 0, 8), np.float32))
+
+
+@pytest.mark.parametrize("kwargs", [dict(stride=2**31), dict(stride=2**63), dict(padding=2**31),
+                                    dict(padding=(2**40,)), dict(dilation=[2**31])])
+def test_conv1d_backward_names_an_oversized_window_argument(kwargs):
+    # Regression (property tests): only conv2d bounded these, after grad_output's shape had been
+    # checked against the output length they give, so the error named grad_output.
+    name = next(iter(kwargs))
+    with pytest.raises(ValueError, match=f"^{name} must be <= 2147483647"):
+        fastconv.conv1d_backward(np.zeros((2, 4, 8)), np.zeros((2, 3, 10)), np.zeros((4, 3, 3)), **kwargs)
 
 
 class TestAgainstTorch:

@@ -153,6 +153,11 @@ def wild_call(draw, spec):
 
 def finite_and_moderate(call):
     for a in call.kwargs.values():
+        if isinstance(a, (list, tuple)):  # arrays passed as nested lists count too
+            try:
+                a = np.asarray(a)
+            except (ValueError, TypeError):
+                continue
         if isinstance(a, np.ndarray) and a.dtype.kind == "f" and a.size:
             if not np.all(np.isfinite(a)) or np.max(np.abs(a)) > 1e6:
                 return False
