@@ -3,17 +3,22 @@
 An (N, C, L) signal is an (N, C, 1, L) image: both ops run the 2-D code on that
 view (no copy), after checking the 1-D arguments with 1-D messages.
 """
+import numpy as np
+
 from fastconv import _validation as v
 from fastconv.convolution import ALGORITHMS, conv2d, conv2d_backward
 
 
 def _length_arg(value, name, minimum):
-    """An int, or a 1-element tuple/list of one (as torch accepts), at most MAX_SIZE.
+    """An int, or a 1-element tuple/list/array of one (as torch accepts; arrays as
+    conv2d accepts them), at most MAX_SIZE.
 
     The bound is checked here, not left to conv2d: conv1d_backward checks
     grad_output's shape against these first, which would blame grad_output.
     """
-    if isinstance(value, (tuple, list)):
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value[()]
+    if isinstance(value, (tuple, list, np.ndarray)):
         if len(value) != 1:
             raise ValueError(f"{name} must be an int or a 1-element sequence, got {value!r}")
         value = value[0]

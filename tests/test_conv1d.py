@@ -126,3 +126,11 @@ class TestAgainstTorch:
         for got, want in zip(fastconv.conv1d_backward(go, x, w, algorithm=algorithm, **kw),
                              (tx.grad, tw.grad, tb.grad)):
             assert_close(got, want.numpy())
+
+
+@pytest.mark.parametrize("spelling", [2, np.int64(2), (2,), [2], np.array(2), np.array([2])])
+def test_length_arguments_take_the_spellings_conv2d_takes(rng, spelling):
+    x, w, b, _ = make(rng, CASES[1], np.float64)
+    want = fastconv.conv1d(x, w, b, stride=2, padding=2, dilation=2)
+    got = fastconv.conv1d(x, w, b, stride=spelling, padding=spelling, dilation=spelling)
+    np.testing.assert_array_equal(got, want)
