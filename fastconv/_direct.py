@@ -53,6 +53,24 @@ def _channel_chunk(channels, per_channel):
 BAND_BYTES = 256 * 1024
 
 
+#: The most one output row's planes may take (a huge dilation or padding makes
+#: them as wide as the dilated kernel); beyond it auto picks im2col, and grad_x
+#: runs on the row kernels instead.
+MAX_ROW_PLANES_BYTES = 64 << 20
+
+
+def _row_planes_bytes(C, g, itemsize):
+    """Bytes of the input planes under one output row (the smallest band)."""
+    Wq = g.out_w + (g.kernel_w - 1) * g.dilation_w // g.stride_w
+    Hb = 1 + (g.kernel_h - 1) * g.dilation_h // g.stride_h
+    return C * g.stride_h * g.stride_w * Hb * Wq * itemsize
+
+
+def planes_fit(C, g, itemsize):
+    """Whether the forward's band planes stay within MAX_ROW_PLANES_BYTES."""
+    return _row_planes_bytes(C, g, itemsize) <= MAX_ROW_PLANES_BYTES
+
+
 def _band_rows(C, g, kh, itemsize, num_threads, N):
     """Output rows per forward task: as many as fit in BAND_BYTES, but enough
     tasks (two per thread) to keep every thread busy."""
@@ -87,6 +105,10 @@ def forward(x, weight, bias, g, groups, num_threads):
 def _forward_into(out, x, weight, bias, g, groups, num_threads):
     N, C = x.shape[:2]
     K, _, kh, kw = weight.shape
+    if not planes_fit(C, g, x.dtype.itemsize):
+        raise MemoryError(f"algorithm='direct' would need {_row_planes_bytes(C, g, x.dtype.itemsize)} bytes of "
+                          f"input planes per output row (dilation and padding span {g.kernel_h}x{g.kernel_w} "
+                          f"taps over a wide window); use algorithm='im2col'")
     if bias is None:
         bias = np.zeros(K, dtype=x.dtype)
     rows = _band_rows(C, g, kh, x.dtype.itemsize, num_threads, N)
@@ -105,10 +127,14 @@ def _grad_x_as_forward(grad_output, weight, grad_x, g, groups, num_threads):
     Kg = K // groups
     flipped = (weight.reshape(groups, Kg, Cg, kh, kw)[..., ::-1, ::-1]
                .transpose(0, 2, 1, 3, 4).reshape(groups * Cg, Kg, kh, kw))
-    H, W = grad_x.shape[2:]
-    transposed = v.ConvGeometry(kh, kw, 1, 1, g.dilation_h * (kh - 1) - g.pad_top,
-                                g.dilation_w * (kw - 1) - g.pad_left, g.dilation_h, g.dilation_w, H, W)
-    _forward_into(grad_x, grad_output, flipped, None, transposed, groups, num_threads)
+    _forward_into(grad_x, grad_output, flipped, None, _transposed(g, grad_x.shape), groups, num_threads)
+
+
+def _transposed(g, x_shape):
+    """The stride-1 geometry that maps grad_output onto grad_x (x_shape's H, W)."""
+    kh, kw = g.kernel_h, g.kernel_w
+    return v.ConvGeometry(kh, kw, 1, 1, g.dilation_h * (kh - 1) - g.pad_top, g.dilation_w * (kw - 1) - g.pad_left,
+                          g.dilation_h, g.dilation_w, x_shape[2], x_shape[3])
 
 
 def _grad_x_strided(grad_output, weight, grad_x, g, groups, num_threads):
@@ -125,7 +151,7 @@ def backward(grad_output, x, weight, g, groups, num_threads):
     """(grad_x, grad_weight, grad_bias) of conv2d."""
     kh, kw = weight.shape[2:]
     grad_x = np.empty_like(x)
-    if g.stride_h == g.stride_w == 1:
+    if g.stride_h == g.stride_w == 1 and planes_fit(weight.shape[0], _transposed(g, x.shape), x.dtype.itemsize):
         _grad_x_as_forward(grad_output, weight, grad_x, g, groups, num_threads)
     else:
         _grad_x_strided(grad_output, weight, grad_x, g, groups, num_threads)

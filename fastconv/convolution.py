@@ -40,7 +40,9 @@ def _choose_algorithm(x_shape, weight_shape, geometry, groups, backward=False):
     """
     if backward:
         return "direct" if weight_shape[1] == 1 else "im2col"
-    return "im2col" if _pointwise(geometry) else "direct"
+    if _pointwise(geometry) or not _direct.planes_fit(x_shape[1], geometry, 8):
+        return "im2col"
+    return "direct"
 
 
 #: BLAS dimensions are 32-bit ints; an output plane is a GEMM's leading dimension.
@@ -58,8 +60,8 @@ def _band_rows(col_rows, g, itemsize):
 
 def _check_blas_limits(g):
     if g.out_h * g.out_w > _BLAS_INT_MAX:
-        raise ValueError(f"the output plane {g.out_h}x{g.out_w} has more than 2**31 - 1 elements, "
-                         f"beyond BLAS's 32-bit dimensions")
+        raise ValueError(f"x, padding and dilation give an output plane {g.out_h}x{g.out_w}, more than "
+                         f"2**31 - 1 elements, beyond BLAS's 32-bit dimensions (algorithm='im2col')")
 
 
 def _pointwise(g):
@@ -140,7 +142,6 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
     """
     x, weight, _, g, groups = v.conv2d_args(x, weight, None, stride, padding, dilation, groups)
     v.choice(algorithm, "algorithm", ALGORITHMS)
-    _check_blas_limits(g)
     N, K = x.shape[0], weight.shape[0]
     grad_output = v.grad_output_array(grad_output, (N, K, g.out_h, g.out_w), x.dtype)
     if algorithm == "auto":
@@ -148,6 +149,7 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
     if algorithm == "direct":
         work = 2 * grad_output.size * weight[0].size
         return _direct.backward(grad_output, x, weight, g, groups, num_threads_for(work))
+    _check_blas_limits(g)
     col_rows = x.shape[1] * g.kernel_h * g.kernel_w
     num_threads = num_threads_for(2 * grad_output.size * (col_rows // groups))
     band_rows = _band_rows(col_rows, g, x.dtype.itemsize)

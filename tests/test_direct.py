@@ -211,3 +211,20 @@ class TestAgainstTorch:
         assert_close(gx, tx.grad.numpy())
         np.testing.assert_allclose(gw, tw.grad.numpy(), rtol=1e-4, atol=1e-3)
         np.testing.assert_allclose(gb, tb.grad.numpy(), rtol=1e-4, atol=1e-3)
+
+
+def test_planes_wider_than_the_cap_fall_back_or_raise_memory_error():
+    # dilation 2**24 with 'same' padding: every tap lands in the padding, and one
+    # output row's phase planes would span 2**24 x 2**24 values.
+    x = np.ones((1, 2, 1, 1))
+    w = np.ones((3, 2, 2, 2))
+    b = np.arange(3.0)
+    kw = dict(padding="same", dilation=2**24)
+    np.testing.assert_array_equal(fastconv.conv2d(x, w, b, **kw), b.reshape(1, 3, 1, 1))
+    with pytest.raises(MemoryError, match="algorithm='im2col'"):
+        fastconv.conv2d(x, w, b, algorithm="direct", **kw)
+    for algorithm in convolution.ALGORITHMS:   # direct backward: grad_x on the row kernels
+        gx, gw, gb = fastconv.conv2d_backward(np.ones((1, 3, 1, 1)), x, w, algorithm=algorithm, **kw)
+        np.testing.assert_array_equal(gx, 0 * x)
+        np.testing.assert_array_equal(gw, 0 * w)
+        np.testing.assert_array_equal(gb, np.ones(3))

@@ -191,7 +191,17 @@ def run_wild(spec, call, stats):
         S.assert_untouched(call, before)  # even a failed call must leave its inputs alone
     stats.counts[(spec.name, "wild", "returned")] += 1
     if finite_and_moderate(call):
-        S.assert_matches(spec, result, spec.ref(**call.kwargs), call)
+        try:
+            want = spec.ref(**call.kwargs)
+        except MemoryError:  # the oracle pads to the full window: huge dilation or padding
+            stats.counts[(spec.name, "wild", "returned; reference out of memory")] += 1
+            return
+        except ValueError as e:
+            if "array is too big" not in str(e):
+                raise
+            stats.counts[(spec.name, "wild", "returned; reference out of memory")] += 1
+            return
+        S.assert_matches(spec, result, want, call)
 
 
 def make_runner(spec, mode, stats, hang_seconds, cfg):
