@@ -8,6 +8,7 @@ an exact known answer on the elements beyond index 2**31."""
 import gc
 
 import numpy as np
+import pytest
 
 import fastconv
 from fastconv import reference
@@ -34,20 +35,22 @@ def test_im2col_col2im_with_more_than_2_31_kernel_taps():
     np.testing.assert_array_equal(back, x)
 
 
-def test_conv2d_output_beyond_2_31_elements():
+@pytest.mark.parametrize("algorithm", ["im2col", "direct"])
+def test_conv2d_output_beyond_2_31_elements(algorithm):
     K, H = 512, 2049
     rng = np.random.default_rng(0)
     x = rng.integers(-3, 4, (1, 1, H, H)).astype(np.float32)
     w = rng.integers(-2, 3, (K, 1, 3, 3)).astype(np.float32)
     b = np.arange(K, dtype=np.float32)
-    out = fastconv.conv2d(x, w, b, padding=1)
+    out = fastconv.conv2d(x, w, b, padding=1, algorithm=algorithm)
     assert out.size > BIG
     # Small integers: every sum is exact, so planes compare with ==.
     for k in (0, 255, K - 2, K - 1):  # the last planes lie past element 2**31
         np.testing.assert_array_equal(out[:, k:k + 1], reference.conv2d(x, w[k:k + 1], b[k:k + 1], padding=1))
     del out
-    gx, gw, gb = fastconv.conv2d_backward(np.ones((1, K, H, H), np.float32), x, w, padding=1)
+    gx, gw, gb = fastconv.conv2d_backward(np.ones((1, K, H, H), np.float32), x, w, padding=1, algorithm=algorithm)
     np.testing.assert_array_equal(gb, np.full(K, H * H, np.float32))
+    np.testing.assert_array_equal(gx[0, 0, 1:-1, 1:-1], np.full((H - 2, H - 2), w.sum()))  # every tap
     np.testing.assert_array_equal(gw[-1], reference.conv2d_backward(np.ones((1, 1, H, H), np.float32), x,
                                                                     w[-1:], padding=1)[1][0])
 
