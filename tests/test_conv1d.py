@@ -3,7 +3,7 @@ import pytest
 
 import fastconv
 from fastconv import reference
-from conftest import DTYPES, assert_close, numerical_gradient
+from conftest import DTYPES, TORCH, assert_close, numerical_gradient, requires_torch
 
 # (N, C, L, K, k, stride, padding, dilation, groups)
 CASES = [
@@ -91,8 +91,9 @@ def test_conv1d_backward_checks_grad_output():
         fastconv.conv1d_backward(np.zeros((2, 4, 1, 8)), x, w)
 
 
+@requires_torch
 class TestAgainstTorch:
-    torch = pytest.importorskip("torch")
+    torch = TORCH
 
     @pytest.mark.parametrize("algorithm", ["auto", "im2col", "direct"])
     @pytest.mark.parametrize("case", CASES)

@@ -5,7 +5,7 @@ import pytest
 
 import fastconv
 from fastconv import _direct, convolution, reference
-from conftest import DTYPES, assert_close, numerical_gradient
+from conftest import DTYPES, TORCH, assert_close, numerical_gradient, requires_torch
 from test_conv2d import CASES, make
 
 # Small versions of the benchmark cases (bench.CONV_CASES and depthwise):
@@ -189,8 +189,9 @@ def test_auto_choice_is_a_valid_algorithm():
                 assert choice in ("im2col", "direct")
 
 
+@requires_torch
 class TestAgainstTorch:
-    torch = pytest.importorskip("torch")
+    torch = TORCH
 
     @pytest.mark.parametrize("algorithm", convolution.ALGORITHMS)
     @pytest.mark.parametrize("case", BENCH_LIKE + EDGE)
