@@ -52,11 +52,13 @@ def gemm_rate(dtype=np.float32, n=2048, repeats=5):
     return 2 * n ** 3 / t / 1e9
 
 
-def copy_bandwidth(nbytes=256 << 20, repeats=5):
-    """GB/s (bytes read + written) of a large array copy: the memory ceiling."""
+def copy_bandwidth(nbytes=256 << 20, repeats=5, num_threads=None):
+    """GB/s (bytes read + written) of a large array copy by `num_threads` OpenMP threads
+    (default: fastconv's count): the memory ceiling at the thread count the ops use."""
+    n = num_threads or fastconv.get_num_threads()
     src = np.ones(nbytes // 8)
     dst = np.empty_like(src)
-    t = interleaved_medians({"copy": lambda: np.copyto(dst, src)}, repeats)["copy"]
+    t = interleaved_medians({"copy": lambda: _openmp.parallel_copy(src, dst, n)}, repeats)["copy"]
     return 2 * nbytes / t / 1e9
 
 
