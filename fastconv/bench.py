@@ -52,11 +52,13 @@ def gemm_rate(dtype=np.float32, n=2048, repeats=5):
     return 2 * n ** 3 / t / 1e9
 
 
-def copy_bandwidth(nbytes=256 << 20, repeats=5):
-    """GB/s (bytes read + written) of a large array copy: the memory ceiling."""
+def copy_bandwidth(nbytes=256 << 20, repeats=5, num_threads=None):
+    """GB/s (bytes read + written) of a large array copy by `num_threads` OpenMP threads
+    (default: fastconv's count): the memory ceiling at the thread count the ops use."""
+    n = num_threads or fastconv.get_num_threads()
     src = np.ones(nbytes // 8)
     dst = np.empty_like(src)
-    t = interleaved_medians({"copy": lambda: np.copyto(dst, src)}, repeats)["copy"]
+    t = interleaved_medians({"copy": lambda: _openmp.parallel_copy(src, dst, n)}, repeats)["copy"]
     return 2 * nbytes / t / 1e9
 
 
@@ -386,23 +388,34 @@ def format_scaling(cases, counts):
     lines = [
         f"thread scaling: fastconv at {lo} and {hi} threads, timed interleaved in one process",
         "",
-        f"{'op':<16}{'case':<30}{'dtype':<9}{f'{lo} thread':>11}{f'{hi} threads':>12}{'speed-up':>10}",
+        f"{'op':<16}{'case':<30}{'dtype':<9}{f'{lo} thread':>11}{f'{hi} threads':>12}{'speed-up':>10}"
+        f"{'copy':>8}{'vs copy':>9}",
     ]
     for c in cases:
         t_lo, t_hi = c.times[lo], c.times[hi]
+        copy = (f"{c.times['copy', lo] / c.times['copy', hi]:7.2f}x{t_lo / c.times['copy', lo]:8.2f}x"
+                if ("copy", lo) in c.times else "")
         lines.append(f"{c.op:<16}{c.label:<30}{c.dtype:<9}{t_lo * 1e3:9.2f}ms{t_hi * 1e3:10.2f}ms"
-                     f"{t_lo / t_hi:9.2f}x")
+                     f"{t_lo / t_hi:9.2f}x{copy}")
     speedups = [c.times[lo] / c.times[hi] for c in cases]
     if speedups:
         lines += ["", f"speed-up = time at {lo} / time at {hi}; geometric mean "
                       f"{float(np.exp(np.mean(np.log(speedups)))):.2f}x over {len(speedups)} cases "
                       f"(ideal {hi / lo:.0f}x; {_openmp.num_procs()} processors)"]
+    if any(("copy", lo) in c.times for c in cases):
+        lines.append(f"copy: the speed-up of a parallel copy of the op's bytes (read + written), timed in the "
+                     f"same rounds: what the memory system gave from {lo} to {hi} threads just then; "
+                     f"vs copy: the op's time at {lo} thread(s) / that copy's. An op near 1x vs copy is "
+                     f"bandwidth-bound and cannot scale past the copy.")
     return "\n".join(lines)
 
 
 def run_scaling(sections=None, repeats=7, counts=(1, 2), dtypes=("float32",), out=print):
     """Time fastconv's callable of every case at two thread counts, interleaved, and
-    print the speed-ups: the check that the OpenMP loops (and BLAS) really scale."""
+    print the speed-ups: the check that the OpenMP loops (and BLAS) really scale.
+    Cases that carry their bytes are timed beside a parallel copy of as many bytes at
+    the same two thread counts, in the same rounds: on a machine whose memory bandwidth
+    does not double with the second core, that copy's speed-up is the ceiling."""
     lo, hi = counts
     cases = []
     for name in sections or SECTIONS:
@@ -415,7 +428,13 @@ def run_scaling(sections=None, repeats=7, counts=(1, 2), dtypes=("float32",), ou
                         fn()
                 return call
 
-            case.times = interleaved_medians({lo: at(lo), hi: at(hi)}, repeats)
+            calls = {lo: at(lo), hi: at(hi)}
+            if case.bytes:
+                src = np.ones(int(case.bytes) // 16)   # read half the bytes, write the other half
+                dst = np.empty_like(src)
+                for n in (lo, hi):
+                    calls["copy", n] = lambda n=n, src=src, dst=dst: _openmp.parallel_copy(src, dst, n)
+            case.times = interleaved_medians(calls, repeats)
             cases.append(case)
     out(format_scaling(cases, counts))
     return cases

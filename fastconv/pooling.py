@@ -14,6 +14,9 @@ from fastconv._kernels import pooling as _kernel
 from fastconv._threads import num_threads_for
 
 _NO_INDICES = np.zeros((1, 1, 1), dtype=np.int64)
+#: Bytes between the threads' scratch rows in the avg/sum backward: two 64-byte cache
+#: lines, as the adjacent-line prefetcher fetches lines in pairs.
+_SCRATCH_GAP = 128
 
 
 def _planes(a):
@@ -122,7 +125,11 @@ def _avg_backward(grad_output, input_shape, kernel_size, stride, padding, ceil_m
     v.allocatable(shape, gob.dtype, "grad_input")
     grad_input = np.empty(shape, dtype=gob.dtype)
     num_threads = num_threads_for(grad_input.size)
-    scratch = np.empty((num_threads, g.out_w), dtype=gob.dtype)
+    # One row of scaled gradients per thread, rows _SCRATCH_GAP bytes apart: rows side
+    # by side share a cache line, which two threads then pass back and forth on every
+    # output row (1 to 2 threads, (8,64,112,112): 3x3 windows 1.12x -> 1.75x, 2x2 1.46x -> 1.88x).
+    row = -(-(g.out_w * gob.itemsize + _SCRATCH_GAP) // _SCRATCH_GAP) * _SCRATCH_GAP // gob.itemsize
+    scratch = np.empty((num_threads, row), dtype=gob.dtype)
     _kernel.avg_pool2d_backward(_planes(gob), _planes(grad_input), scratch, g.kernel_h, g.kernel_w,
                                 g.stride_h, g.stride_w, g.pad_top, g.pad_left, count_include_pad,
                                 divisor, num_threads)

@@ -28,6 +28,16 @@ def numerical_gradient(f, x, eps=1e-6):
     return grad
 
 
+try:
+    import torch as TORCH
+except ImportError:
+    TORCH = None
+#: For the classes that compare with torch. (`pytest.importorskip` in a class body runs
+#: when the module is imported, and then skips every test of the module, not only the
+#: class's: without torch, as in the wheel's test step, whole test files went unrun.)
+requires_torch = pytest.mark.skipif(TORCH is None, reason="torch is not installed")
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(12345)

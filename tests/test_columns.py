@@ -3,7 +3,7 @@ import pytest
 
 import fastconv
 from fastconv import reference
-from conftest import DTYPES, assert_close
+from conftest import DTYPES, TORCH, assert_close, requires_torch
 
 # (N, C, H, W, kernel, stride, padding, dilation)
 CASES = [
@@ -71,8 +71,9 @@ def test_col2im_rejects_inconsistent_columns():
         fastconv.col2im(np.zeros((1, 4, 4)), (0, 3), 2)
 
 
+@requires_torch
 class TestAgainstTorch:
-    torch = pytest.importorskip("torch")
+    torch = TORCH
 
     @pytest.mark.parametrize("dtype", DTYPES)
     @pytest.mark.parametrize("case", CASES)

@@ -3,7 +3,7 @@ import pytest
 
 import fastconv
 from fastconv import reference
-from conftest import DTYPES, assert_close, numerical_gradient
+from conftest import DTYPES, TORCH, assert_close, numerical_gradient, requires_torch
 
 # (N, C, L, K, k, stride, padding, dilation, groups)
 CASES = [
@@ -109,8 +109,9 @@ def test_conv1d_backward_names_an_oversized_window_argument(kwargs):
         fastconv.conv1d_backward(np.zeros((2, 4, 8)), np.zeros((2, 3, 10)), np.zeros((4, 3, 3)), **kwargs)
 
 
+@requires_torch
 class TestAgainstTorch:
-    torch = pytest.importorskip("torch")
+    torch = TORCH
 
     @pytest.mark.parametrize("algorithm", ["auto", "im2col", "direct"])
     @pytest.mark.parametrize("case", CASES)

@@ -3,7 +3,7 @@ import pytest
 
 import fastconv
 from fastconv import reference
-from conftest import DTYPES, assert_close, numerical_gradient
+from conftest import DTYPES, TORCH, assert_close, numerical_gradient, requires_torch
 
 # (N, C, H, W, K, kernel, stride, padding, dilation, groups)
 CASES = [
@@ -105,8 +105,9 @@ def test_results_do_not_depend_on_thread_count(rng):
         np.testing.assert_allclose(a, c, rtol=1e-12, atol=1e-12)
 
 
+@requires_torch
 class TestAgainstTorch:
-    torch = pytest.importorskip("torch")
+    torch = TORCH
 
     @pytest.mark.parametrize("dtype", DTYPES)
     @pytest.mark.parametrize("case", CASES)

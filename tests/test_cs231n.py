@@ -8,7 +8,7 @@ from fastconv.compat import cs231n
 from fastconv.compat.cs231n import (col2im_cython, conv_backward_fast, conv_forward_fast, conv_relu_backward,
                                     conv_relu_forward, conv_relu_pool_backward, conv_relu_pool_forward,
                                     im2col_cython, max_pool_backward_fast, max_pool_forward_fast)
-from conftest import DTYPES, assert_close, numerical_gradient
+from conftest import DTYPES, TORCH, assert_close, numerical_gradient, requires_torch
 
 
 # ---------------------------------------------------------------------------
@@ -278,8 +278,9 @@ def test_star_import_and_bad_input():
         conv_forward_fast(np.zeros((1, 1, 4, 4)), np.zeros((1, 1, 3, 3)), np.zeros(1), {"stride": 1})
 
 
+@requires_torch
 class TestAgainstTorch:
-    torch = pytest.importorskip("torch")
+    torch = TORCH
 
     @pytest.mark.parametrize("case", CONV_CASES[:-1])
     def test_conv(self, rng, case):

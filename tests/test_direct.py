@@ -5,7 +5,7 @@ import pytest
 
 import fastconv
 from fastconv import _direct, convolution, reference
-from conftest import DTYPES, assert_close, numerical_gradient
+from conftest import DTYPES, TORCH, assert_close, numerical_gradient, requires_torch
 from test_conv2d import CASES, make
 
 # Small versions of the benchmark cases (bench.CONV_CASES and depthwise):
@@ -193,8 +193,9 @@ def test_auto_choices_on_the_benchmark_cases():
             assert backward == ("direct" if groups == C else "im2col"), name
 
 
+@requires_torch
 class TestAgainstTorch:
-    torch = pytest.importorskip("torch")
+    torch = TORCH
 
     @pytest.mark.parametrize("algorithm", convolution.ALGORITHMS)
     @pytest.mark.parametrize("case", BENCH_LIKE + EDGE)

@@ -7,7 +7,7 @@ from fastconv.layers import (AvgPool2D, Conv2D, Dropout, Flatten, Layer, Linear,
                              Sigmoid)
 from fastconv.losses import binary_log_loss, softmax_cross_entropy
 from fastconv.optim import SGD, Adam
-from conftest import DTYPES, assert_close, numerical_gradient
+from conftest import DTYPES, TORCH, assert_close, numerical_gradient, requires_torch
 
 F64 = np.float64
 
@@ -410,8 +410,9 @@ def test_optimiser_trains_a_layer(rng):
 
 # ---------------------------------------------------------------------------
 
+@requires_torch
 class TestAgainstTorch:
-    torch = pytest.importorskip("torch")
+    torch = TORCH
 
     def test_layers_match_torch_modules(self, rng):
         torch, nn = self.torch, self.torch.nn

@@ -5,7 +5,7 @@ import pytest
 
 import fastconv
 from fastconv import reference
-from conftest import DTYPES, assert_close, numerical_gradient
+from conftest import DTYPES, TORCH, assert_close, numerical_gradient, requires_torch
 
 # (N, C, H, W, kernel, stride, padding, dilation, ceil_mode)
 CASES = [
@@ -371,8 +371,9 @@ def test_max_backward_accepts_other_integer_index_dtypes(rng):
 
 # ---------------------------------------------------------------------------
 
+@requires_torch
 class TestAgainstTorch:
-    torch = pytest.importorskip("torch")
+    torch = TORCH
 
     def tensor(self, a, grad=False):
         return self.torch.tensor(a, requires_grad=grad)

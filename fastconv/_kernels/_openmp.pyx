@@ -1,5 +1,8 @@
-# cython: language_level=3
-"""What the OpenMP runtime reports, for the Python side (fastconv._threads)."""
+# cython: language_level=3, boundscheck=False, wraparound=False
+"""What the OpenMP runtime reports, for the Python side (fastconv._threads); and a
+parallel copy, the memory-bandwidth ceiling at a given thread count (fastconv.bench)."""
+from cython.parallel cimport prange
+
 from fastconv._kernels._openmp cimport (
     FASTCONV_OPENMP, omp_get_max_threads, omp_get_num_procs)
 
@@ -16,3 +19,10 @@ def default_num_threads():
 
 def num_procs():
     return omp_get_num_procs()
+
+
+def parallel_copy(const double[::1] src, double[::1] dst, int num_threads):
+    """dst[:] = src[:len(dst)] by `num_threads` threads, each copying one contiguous block."""
+    cdef Py_ssize_t i
+    for i in prange(dst.shape[0], nogil=True, schedule="static", num_threads=num_threads):
+        dst[i] = src[i]

@@ -358,6 +358,18 @@ cdef inline void _max_pool_row(const floating* plane, floating* dst, int64_t* ds
             dst_idx[ow] = k
 
 
+cdef void _max_pool_rows(const floating* plane, floating* out, int64_t* out_idx, Py_ssize_t oh_lo,
+                         Py_ssize_t oh_hi, Py_ssize_t H, Py_ssize_t W, Py_ssize_t out_w,
+                         Py_ssize_t c_lo, Py_ssize_t c_hi, Py_ssize_t kh, Py_ssize_t kw,
+                         Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pt, Py_ssize_t pl,
+                         Py_ssize_t dh, Py_ssize_t dw) noexcept nogil:
+    """Output rows [oh_lo, oh_hi) of one plane (`out`, `out_idx`: the plane's outputs)."""
+    cdef Py_ssize_t oh
+    for oh in range(oh_lo, oh_hi):
+        _max_pool_row(plane, out + oh * out_w, out_idx + oh * out_w if out_idx != NULL else NULL,
+                      out_idx != NULL, oh, H, W, out_w, c_lo, c_hi, kh, kw, sh, sw, pt, pl, dh, dw)
+
+
 cdef inline Py_ssize_t _row_blocks(Py_ssize_t planes, Py_ssize_t rows, int num_threads) noexcept nogil:
     """Blocks per plane: whole planes when there are plenty, else enough row blocks
     to give every thread several tasks."""
@@ -375,27 +387,11 @@ def max_pool2d(const floating[:, :, ::1] x, floating[:, :, ::1] out, int64_t[:, 
     """out[p, oh, ow] = max of x[p] under window (oh, ow); indices (flat in H*W) when
     `with_indices` (else `indices` is not touched and may be a dummy).
     Every window must contain at least one input element."""
-    cdef Py_ssize_t P = x.shape[0], H = x.shape[1], W = x.shape[2]
-    cdef Py_ssize_t out_h = out.shape[1], out_w = out.shape[2]
-    cdef Py_ssize_t task, p, blk, oh, oh_end, c_lo, c_hi, blocks, rows_per_block
-    if P == 0 or out_h == 0 or out_w == 0:
+    if out.shape[0] == 0 or out.shape[1] == 0 or out.shape[2] == 0:
         return
-    # Interior output columns: every window column inside [0, W).
-    c_lo = _first(-pl, sw)
-    c_hi = _end(-pl + (kw - 1) * dw, sw, W, out_w)
-    if c_lo > c_hi:
-        c_lo = c_hi
-    blocks = _row_blocks(P, out_h, num_threads)
-    rows_per_block = (out_h + blocks - 1) // blocks
-    for task in prange(P * blocks, nogil=True, schedule="static", num_threads=num_threads):
-        p = task // blocks
-        blk = task % blocks
-        oh_end = (blk + 1) * rows_per_block
-        if oh_end > out_h:
-            oh_end = out_h
-        for oh in range(blk * rows_per_block, oh_end):
-            _max_pool_row(&x[p, 0, 0], &out[p, oh, 0], &indices[p, oh, 0] if with_indices else NULL,
-                          with_indices, oh, H, W, out_w, c_lo, c_hi, kh, kw, sh, sw, pt, pl, dh, dw)
+    with nogil:
+        _pool_forward(x, out, &indices[0, 0, 0] if with_indices else NULL, True,
+                      kh, kw, sh, sw, pt, pl, dh, dw, False, 0, num_threads)
 
 
 def max_pool2d_backward(const floating[:, ::1] grad_output, const int64_t[:, ::1] indices,
@@ -527,30 +523,58 @@ cdef inline void _avg_pool_row(const floating* plane, floating* dst, Py_ssize_t 
         dst[ow] = s / d
 
 
-def avg_pool2d(const floating[:, :, ::1] x, floating[:, :, ::1] out,
-               Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
-               Py_ssize_t pt, Py_ssize_t pl, bint count_include_pad, long long divisor, int num_threads):
-    """out[p, oh, ow] = sum of x[p] under window (oh, ow) / divisor (see above)."""
+cdef void _avg_pool_rows(const floating* plane, floating* out, Py_ssize_t oh_lo, Py_ssize_t oh_hi,
+                         Py_ssize_t H, Py_ssize_t W, Py_ssize_t out_w, Py_ssize_t c_lo, Py_ssize_t c_hi,
+                         Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
+                         Py_ssize_t pt, Py_ssize_t pl, bint count_include_pad,
+                         long long divisor) noexcept nogil:
+    """Output rows [oh_lo, oh_hi) of one plane (`out`: the plane's outputs)."""
+    cdef Py_ssize_t oh
+    for oh in range(oh_lo, oh_hi):
+        _avg_pool_row(plane, out + oh * out_w, oh, H, W, out_w, c_lo, c_hi, kh, kw, sh, sw, pt, pl,
+                      count_include_pad, divisor)
+
+
+cdef void _pool_forward(const floating[:, :, ::1] x, floating[:, :, ::1] out,
+                        int64_t* indices, bint is_max,
+                        Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
+                        Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t dh, Py_ssize_t dw,
+                        bint count_include_pad, long long divisor, int num_threads) noexcept nogil:
+    """Max (`is_max`; `indices`, shaped as `out`, when not NULL) or average pooling of
+    every plane: the output rows, in blocks, are the parallel tasks."""
     cdef Py_ssize_t P = x.shape[0], H = x.shape[1], W = x.shape[2]
     cdef Py_ssize_t out_h = out.shape[1], out_w = out.shape[2]
-    cdef Py_ssize_t task, p, blk, oh, oh_end, c_lo, c_hi, blocks, rows_per_block
+    cdef Py_ssize_t task, p, blk, oh_end, c_lo, c_hi, blocks, rows_per_block
     if P == 0 or out_h == 0 or out_w == 0:
         return
+    # Interior output columns: every window column inside [0, W).
     c_lo = _first(-pl, sw)
-    c_hi = _end(-pl + kw - 1, sw, W, out_w)
+    c_hi = _end(-pl + (kw - 1) * dw, sw, W, out_w)
     if c_lo > c_hi:
         c_lo = c_hi
     blocks = _row_blocks(P, out_h, num_threads)
     rows_per_block = (out_h + blocks - 1) // blocks
-    for task in prange(P * blocks, nogil=True, schedule="static", num_threads=num_threads):
+    for task in prange(P * blocks, schedule="static", num_threads=num_threads):
         p = task // blocks
         blk = task % blocks
         oh_end = (blk + 1) * rows_per_block
         if oh_end > out_h:
             oh_end = out_h
-        for oh in range(blk * rows_per_block, oh_end):
-            _avg_pool_row(&x[p, 0, 0], &out[p, oh, 0], oh, H, W, out_w, c_lo, c_hi,
-                          kh, kw, sh, sw, pt, pl, count_include_pad, divisor)
+        if is_max:
+            _max_pool_rows(&x[p, 0, 0], &out[p, 0, 0], indices + p * out_h * out_w if indices != NULL else NULL,
+                           blk * rows_per_block, oh_end, H, W, out_w, c_lo, c_hi, kh, kw, sh, sw, pt, pl, dh, dw)
+        else:
+            _avg_pool_rows(&x[p, 0, 0], &out[p, 0, 0], blk * rows_per_block, oh_end, H, W, out_w, c_lo, c_hi,
+                           kh, kw, sh, sw, pt, pl, count_include_pad, divisor)
+
+
+def avg_pool2d(const floating[:, :, ::1] x, floating[:, :, ::1] out,
+               Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
+               Py_ssize_t pt, Py_ssize_t pl, bint count_include_pad, long long divisor, int num_threads):
+    """out[p, oh, ow] = sum of x[p] under window (oh, ow) / divisor (see above)."""
+    with nogil:
+        _pool_forward(x, out, NULL, False, kh, kw, sh, sw, pt, pl, 1, 1, count_include_pad, divisor,
+                      num_threads)
 
 
 cdef inline void _scatter_row(floating* dst, const floating* g, Py_ssize_t lo, Py_ssize_t hi,
@@ -589,7 +613,8 @@ def avg_pool2d_backward(const floating[:, :, ::1] grad_output, floating[:, :, ::
                         Py_ssize_t sw, Py_ssize_t pt, Py_ssize_t pl,
                         bint count_include_pad, long long divisor, int num_threads):
     """The adjoint of `avg_pool2d` (same arguments); grad_input is fully overwritten.
-    `scratch` is (num_threads, out_w): one row of scaled gradients per thread."""
+    `scratch` is (num_threads, >= out_w): one row of scaled gradients per thread (rows
+    that share a cache line make the threads contend for it)."""
     cdef Py_ssize_t P = grad_input.shape[0], H = grad_input.shape[1], W = grad_input.shape[2]
     cdef Py_ssize_t out_h = grad_output.shape[1], out_w = grad_output.shape[2]
     cdef Py_ssize_t p, t, oh, ow, i, j, ih0, iw0, i_lo, i_hi, j_lo, j_hi, c_lo, c_hi, rows
