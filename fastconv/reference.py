@@ -84,7 +84,8 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
 
 
 def _conv1d_as_2d(stride, padding, dilation):
-    one = lambda a: a[0] if isinstance(a, (tuple, list)) else a  # noqa: E731
+    # int, or a 1-element tuple/list/array (or 0-d array): the value inside
+    one = lambda a: np.asarray(a).reshape(-1)[0] if isinstance(a, (tuple, list, np.ndarray)) else a  # noqa: E731
     padding = padding if isinstance(padding, str) else (0, one(padding))
     return (1, one(stride)), padding, (1, one(dilation))
 

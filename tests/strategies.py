@@ -276,8 +276,9 @@ def global_pool_call(draw, kind, backward=False):
 
 @st.composite
 def length_arg(draw, n):
-    """A 1-D window argument in one of the accepted spellings: int, NumPy int, 1-tuple, 1-list."""
-    return draw(st.sampled_from([n, n, np.int64(n), (n,), [n]]))
+    """A 1-D window argument in one of the accepted spellings: int, NumPy int, 1-tuple,
+    1-list, 0-d or 1-element array."""
+    return draw(st.sampled_from([n, n, np.int64(n), (n,), [n], np.array(n), np.array([n])]))
 
 
 @st.composite
