@@ -2,7 +2,7 @@
 
 Called by `fastconv.convolution` with checked, C-contiguous arrays and a
 normalised geometry. Scratch memory is one buffer per thread: the forward
-pass's band of input planes and output tiles (about BAND_BYTES), or the
+pass's band of input planes (about BAND_BYTES) and one block of output tiles, or the
 backward passes' few zero-padded input rows (capped near ROW_BUDGET values);
 never anything that grows with the batch or with C*kh*kw times the output.
 """
@@ -59,24 +59,32 @@ BAND_BYTES = 256 * 1024
 MAX_ROW_PLANES_BYTES = 64 << 20
 
 
-def _row_planes_bytes(C, g, itemsize):
-    """Bytes of the input planes under one output row (the smallest band)."""
-    Wq = g.out_w + (g.kernel_w - 1) * g.dilation_w // g.stride_w
-    Hb = 1 + (g.kernel_h - 1) * g.dilation_h // g.stride_h
-    return C * g.stride_h * g.stride_w * Hb * Wq * itemsize
+def _plane_shape(g, band_rows):
+    """(rows, width) of each phase plane under a band of output rows: the band plus
+    the window's reach below it, and the output row plus the window's reach right
+    of it, both in stride phases (the layout of conv_direct.pyx's forward)."""
+    return (band_rows + (g.kernel_h - 1) * g.dilation_h // g.stride_h,
+            g.out_w + (g.kernel_w - 1) * g.dilation_w // g.stride_w)
+
+
+def _planes_bytes(C, g, band_rows, itemsize):
+    """Bytes of all C * stride_h * stride_w phase planes of a band."""
+    rows, width = _plane_shape(g, band_rows)
+    return C * g.stride_h * g.stride_w * rows * width * itemsize
 
 
 def planes_fit(C, g, itemsize):
-    """Whether the forward's band planes stay within MAX_ROW_PLANES_BYTES."""
-    return _row_planes_bytes(C, g, itemsize) <= MAX_ROW_PLANES_BYTES
+    """Whether the planes of the smallest band (one output row) stay within
+    MAX_ROW_PLANES_BYTES."""
+    return _planes_bytes(C, g, 1, itemsize) <= MAX_ROW_PLANES_BYTES
 
 
-def _band_rows(C, g, kh, itemsize, num_threads, N):
+def _band_rows(C, g, itemsize, num_threads, N):
     """Output rows per forward task: as many as fit in BAND_BYTES, but enough
     tasks (two per thread) to keep every thread busy."""
-    Wq = g.out_w + (g.kernel_w - 1) * g.dilation_w // g.stride_w
-    per_row = C * g.stride_h * g.stride_w * Wq * itemsize
-    rows = max(1, BAND_BYTES // max(1, per_row) - (kh - 1) * g.dilation_h // g.stride_h)
+    per_row = _planes_bytes(C, g, 1, itemsize) - _planes_bytes(C, g, 0, itemsize)
+    reach = _plane_shape(g, 0)[0]
+    rows = max(1, BAND_BYTES // max(1, per_row) - reach)
     rows = min(rows, -(-N * g.out_h // (2 * num_threads)))
     return max(1, min(rows, g.out_h))
 
@@ -106,32 +114,33 @@ def _forward_into(out, x, weight, bias, g, groups, num_threads):
     N, C = x.shape[:2]
     K, _, kh, kw = weight.shape
     if not planes_fit(C, g, x.dtype.itemsize):
-        raise MemoryError(f"algorithm='direct' would need {_row_planes_bytes(C, g, x.dtype.itemsize)} bytes of "
+        raise MemoryError(f"algorithm='direct' would need {_planes_bytes(C, g, 1, x.dtype.itemsize)} bytes of "
                           f"input planes per output row (dilation and padding span {g.kernel_h}x{g.kernel_w} "
                           f"taps over a wide window); use algorithm='im2col'")
     if bias is None:
         bias = np.zeros(K, dtype=x.dtype)
-    rows = _band_rows(C, g, kh, x.dtype.itemsize, num_threads, N)
-    plan = kernel.ForwardPlan(C, K // groups, g.out_w, kh, kw, g.stride_h, g.stride_w, g.dilation_h,
-                              g.dilation_w, rows, x.dtype == np.float64)
+    rows = _band_rows(C, g, x.dtype.itemsize, num_threads, N)
+    plane_rows, plane_width = _plane_shape(g, rows)
+    plan = kernel.ForwardPlan(C * g.stride_h * g.stride_w, plane_rows, plane_width, rows, x.dtype == np.float64)
     workspace = np.empty((num_threads, plan.size), dtype=x.dtype)
     kernel.conv2d_forward(x, _pack_weights(weight, groups), bias, out, groups, kh, kw, g.stride_h, g.stride_w,
                           g.pad_top, g.pad_left, g.dilation_h, g.dilation_w, plan, workspace, num_threads)
 
 
-def _grad_x_as_forward(grad_output, weight, grad_x, g, groups, num_threads):
+def _grad_x_as_forward(grad_output, weight, grad_x, transposed, groups, num_threads):
     """Stride 1: grad_x is the forward convolution of grad_output with each group's
-    weights flipped and transposed (K/groups in, C/groups out), padded by
-    dilation * (kernel - 1) - padding (negative: cropped)."""
+    weights flipped and transposed (K/groups in, C/groups out), over the
+    `transposed` geometry."""
     K, Cg, kh, kw = weight.shape
     Kg = K // groups
     flipped = (weight.reshape(groups, Kg, Cg, kh, kw)[..., ::-1, ::-1]
                .transpose(0, 2, 1, 3, 4).reshape(groups * Cg, Kg, kh, kw))
-    _forward_into(grad_x, grad_output, flipped, None, _transposed(g, grad_x.shape), groups, num_threads)
+    _forward_into(grad_x, grad_output, flipped, None, transposed, groups, num_threads)
 
 
 def _transposed(g, x_shape):
-    """The stride-1 geometry that maps grad_output onto grad_x (x_shape's H, W)."""
+    """The stride-1 geometry that maps grad_output onto grad_x (x_shape's H, W):
+    padded by dilation * (kernel - 1) - padding (negative: cropped)."""
     kh, kw = g.kernel_h, g.kernel_w
     return v.ConvGeometry(kh, kw, 1, 1, g.dilation_h * (kh - 1) - g.pad_top, g.dilation_w * (kw - 1) - g.pad_left,
                           g.dilation_h, g.dilation_w, x_shape[2], x_shape[3])
@@ -151,12 +160,13 @@ def backward(grad_output, x, weight, g, groups, num_threads):
     """(grad_x, grad_weight, grad_bias) of conv2d."""
     kh, kw = weight.shape[2:]
     grad_x = np.empty_like(x)
-    if g.stride_h == g.stride_w == 1 and planes_fit(weight.shape[0], _transposed(g, x.shape), x.dtype.itemsize):
-        _grad_x_as_forward(grad_output, weight, grad_x, g, groups, num_threads)
+    transposed = _transposed(g, x.shape)
+    if g.stride_h == g.stride_w == 1 and planes_fit(weight.shape[0], transposed, x.dtype.itemsize):
+        _grad_x_as_forward(grad_output, weight, grad_x, transposed, groups, num_threads)
     else:
         _grad_x_strided(grad_output, weight, grad_x, g, groups, num_threads)
     grad_w = np.empty_like(weight)
-    row_len = kernel.forward_row_len(g.stride_w, g.out_w, kw, g.dilation_w)
+    row_len = kernel.packed_row_len(g.stride_w, g.out_w, kw, g.dilation_w)
     size = kernel.grad_weight_workspace(kh, kw, row_len, x.dtype == np.float64)
     workspace = np.empty((num_threads, size), dtype=x.dtype)
     kernel.conv2d_grad_weight(grad_output, x, grad_w, groups, g.stride_h, g.stride_w, g.pad_top, g.pad_left,

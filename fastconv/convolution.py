@@ -1,9 +1,10 @@
 """2-D convolution (cross-correlation) forward and backward.
 
-`im2col` algorithm (fastconv/_kernels/conv_gemm.pyx): OpenMP threads take
-(image, band of output rows) tasks; each builds the band's column matrix in its
-own cache-sized slice of a workspace and multiplies it with single-threaded
-BLAS. Extra memory is `num_threads` bands, whatever the batch size.
+Two algorithms; `_choose_algorithm` is `"auto"`'s rule. `direct` lives in
+fastconv._direct. `im2col` is here (fastconv/_kernels/conv_gemm.pyx): OpenMP
+threads take (image, band of output rows) tasks; each builds the band's column
+matrix in its own cache-sized slice of a workspace and multiplies it with
+single-threaded BLAS. Extra memory is `num_threads` bands, whatever the batch size.
 """
 import numpy as np
 
@@ -40,7 +41,8 @@ def _choose_algorithm(x_shape, weight_shape, geometry, groups, backward=False):
     """
     if backward:
         return "direct" if weight_shape[1] == 1 else "im2col"
-    if _pointwise(geometry) or not _direct.planes_fit(x_shape[1], geometry, 8):
+    # the dtype is not known here: check the planes at float64's size, the larger
+    if _pointwise(geometry) or not _direct.planes_fit(x_shape[1], geometry, itemsize=8):
         return "im2col"
     return "direct"
 
@@ -94,9 +96,9 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, a
         ``groups == C`` is a depthwise convolution.
     algorithm : {"auto", "im2col", "direct"}
         ``"im2col"``: a bounded column buffer and one BLAS GEMM per band of
-        images; ``"direct"``: sums straight from the input, no workspace that
-        grows with the output; ``"auto"``: picked from the shapes
-        (`_choose_algorithm`).
+        output rows; ``"direct"``: register tiles over a copy of the input
+        under each band, no column matrix and no workspace that grows with the
+        output; ``"auto"``: picked from the shapes (`_choose_algorithm`).
 
     Returns
     -------

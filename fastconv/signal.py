@@ -38,6 +38,12 @@ def _signal(x, name, ndim, dtype=None):
     return x
 
 
+def _mode_window(n, m, mode):
+    """(output length, first index into the full convolution) along one axis of
+    lengths n (the input) and m (the kernel), as NumPy and SciPy define the modes."""
+    return {"full": (n + m - 1, 0), "same": (n, (m - 1) // 2), "valid": (n - m + 1, m - 1)}[mode]
+
+
 def convolve(a, v, mode="full"):
     """Discrete linear convolution of two 1-D sequences, as ``numpy.convolve``.
 
@@ -62,8 +68,7 @@ def convolve(a, v, mode="full"):
     _validation.choice(mode, "mode", MODES)
     if v.size > a.size:            # convolution commutes; the kernel is the shorter one
         a, v = v, a
-    n, m = a.size, v.size
-    length, start = {"full": (n + m - 1, 0), "same": (n, (m - 1) // 2), "valid": (n - m + 1, m - 1)}[mode]
+    length, start = _mode_window(a.size, v.size, mode)
     return _correlate_flipped(a[None, :], v[None, :], (1, length), (0, start))[0]
 
 
@@ -90,18 +95,11 @@ def convolve2d(in1, in2, mode="full"):
     in1 = _signal(in1, "in1", 2)
     in2 = _signal(in2, "in2", 2, dtype=in1.dtype)
     _validation.choice(mode, "mode", MODES)
-    (H1, W1), (H2, W2) = in1.shape, in2.shape
-    if mode == "full":
-        return _correlate_flipped(in1, in2, (H1 + H2 - 1, W1 + W2 - 1), (0, 0))
-    if mode == "same":
-        return _correlate_flipped(in1, in2, (H1, W1), ((H2 - 1) // 2, (W2 - 1) // 2))
-    if H2 <= H1 and W2 <= W1:
-        pass
-    elif H1 <= H2 and W1 <= W2:
-        in1, in2 = in2, in1
-        (H1, W1), (H2, W2) = in1.shape, in2.shape
-    else:
-        raise ValueError(
-            f"mode='valid' needs one input at least as large as the other in every dimension, "
-            f"got in1 {in1.shape} and in2 {in2.shape}")
-    return _correlate_flipped(in1, in2, (H1 - H2 + 1, W1 - W2 + 1), (H2 - 1, W2 - 1))
+    if mode == "valid" and (in1.shape[0] < in2.shape[0] or in1.shape[1] < in2.shape[1]):
+        if in1.shape[0] > in2.shape[0] or in1.shape[1] > in2.shape[1]:
+            raise ValueError(
+                f"mode='valid' needs one input at least as large as the other in every dimension, "
+                f"got in1 {in1.shape} and in2 {in2.shape}")
+        in1, in2 = in2, in1        # convolution commutes; the kernel is the smaller one
+    (rows, top), (cols, left) = (_mode_window(n, m, mode) for n, m in zip(in1.shape, in2.shape))
+    return _correlate_flipped(in1, in2, (rows, cols), (top, left))

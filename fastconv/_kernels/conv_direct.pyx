@@ -108,6 +108,15 @@ cdef inline void _pack_row(const floating* src, Py_ssize_t W, floating* dst, Py_
         _pack_phase(src, W, dst + p * M, M, sw, p, pl)
 
 
+cdef inline Py_ssize_t _output_row(Py_ssize_t ih, Py_ssize_t i, Py_ssize_t pt, Py_ssize_t dh,
+                                   Py_ssize_t sh, Py_ssize_t Ho) noexcept nogil:
+    """The output row whose window row i lies on input row ih, or -1 if none."""
+    cdef Py_ssize_t t = ih + pt - i * dh
+    if t < 0 or t % sh != 0 or t // sh >= Ho:
+        return -1
+    return t // sh
+
+
 cdef inline Py_ssize_t _first_tap(Py_ssize_t start, Py_ssize_t d) noexcept nogil:
     """Smallest i >= 0 with start + i*d >= 0."""
     return 0 if start >= 0 else (-start + d - 1) // d
@@ -135,27 +144,26 @@ cdef inline Py_ssize_t _end_tap(Py_ssize_t start, Py_ssize_t d, Py_ssize_t size,
 # matrix is read straight from the planes, tile by tile (fc_tiles), no columns.
 
 cdef class ForwardPlan:
-    """Workspace layout of conv2d_forward for one geometry (values per thread): the
-    band's input planes, then one block of FC_MR channels' output tiles."""
-    cdef readonly Py_ssize_t band_rows, Wq, Hb, plane, planes_size, tile_cols, out_size, size
+    """Workspace layout of conv2d_forward (values per thread): `planes` phase planes
+    of Hb x Wq values for a band of `band_rows` output rows (shapes from
+    fastconv._direct._plane_shape), then one block of FC_MR channels' output tiles."""
+    cdef readonly Py_ssize_t band_rows, Wq, Hb, plane, planes_size, tile_cols, size
 
-    def __init__(self, Py_ssize_t C, Py_ssize_t Kg, Py_ssize_t Wo, Py_ssize_t kh, Py_ssize_t kw,
-                 Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t band_rows,
+    def __init__(self, Py_ssize_t planes, Py_ssize_t Hb, Py_ssize_t Wq, Py_ssize_t band_rows,
                  bint double_precision):
         cdef Py_ssize_t S = fc_tile_width_d() if double_precision else fc_tile_width_f()
         self.band_rows = band_rows
-        self.Wq = Wo + (kw - 1) * dw // sw
-        self.Hb = band_rows + (kh - 1) * dh // sh
-        self.plane = self.Hb * self.Wq
+        self.Wq = Wq
+        self.Hb = Hb
+        self.plane = Hb * Wq
         # tiles read up to one tile width + one row past the band's last plane
-        self.planes_size = C * sh * sw * self.plane + S + self.Wq
-        self.tile_cols = (band_rows * self.Wq + S - 1) // S * S
-        self.out_size = FC_MR * self.tile_cols
-        self.size = self.planes_size + self.out_size
+        self.planes_size = planes * self.plane + S + Wq
+        self.tile_cols = (band_rows * Wq + S - 1) // S * S
+        self.size = self.planes_size + FC_MR * self.tile_cols
 
 
 def tile_rows():
-    """Output channels per forward tile: pack_weights' block size."""
+    """Output channels per forward tile: fastconv._direct._pack_weights' block size."""
     return FC_MR
 
 
@@ -182,8 +190,8 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, ::1] pac
                    ForwardPlan plan, floating[:, ::1] workspace, int num_threads):
     """out = conv2d(x, weight) + bias, every element written.
 
-    packed_weight (groups, ceil(Kg / FC_MR), taps * FC_MR), from pack_weights; workspace
-    (num_threads, plan.size)."""
+    packed_weight (groups, ceil(Kg / FC_MR), taps * FC_MR), from _direct._pack_weights;
+    workspace (num_threads, plan.size)."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t K = out.shape[1], Ho = out.shape[2], Wo = out.shape[3]
     cdef Py_ssize_t Kg = K // groups, Cg = C // groups, taps = Cg * kh * kw
@@ -244,7 +252,7 @@ def conv2d_grad_x(const floating[:, :, :, ::1] grad_output, const floating[:, :,
     cdef Py_ssize_t span = (Wo - 1) * sw + (kw - 1) * dw + 1
     cdef Py_ssize_t M = ((span if span > W + pl else W + pl) + sw - 1) // sw
     cdef Py_ssize_t row_len = sw * M, w_k = Cg * kh * kw, w_c = kh * kw, go_k = Ho * Wo
-    cdef Py_ssize_t cbi, ci, task, n, ih, g, c0, nc, c1, i, j, t, oh, tap, c, iw, u
+    cdef Py_ssize_t cbi, ci, task, n, ih, g, c0, nc, c1, i, j, oh, tap, c, iw, u
     cdef floating* buf = NULL
     if N == 0 or H == 0 or W == 0:
         return
@@ -259,10 +267,9 @@ def conv2d_grad_x(const floating[:, :, :, ::1] grad_output, const floating[:, :,
                     nc = min(chunk_channels, Cg - c0)
                     memset(buf, 0, nc * row_len * sizeof(floating))
                     for i in range(kh):
-                        t = ih + pt - i * dh
-                        if t < 0 or t % sh != 0 or t // sh >= Ho:
+                        oh = _output_row(ih, i, pt, dh, sh, Ho)
+                        if oh < 0:
                             continue
-                        oh = t // sh
                         for j in range(kw):
                             tap = j * dw
                             for cbi in range((nc + FC_KB - 1) // FC_KB):
@@ -295,7 +302,7 @@ def conv2d_grad_weight(const floating[:, :, :, ::1] grad_output, const floating[
     cdef Py_ssize_t M = ((Wo - 1) * sw + (kw - 1) * dw + 1 + sw - 1) // sw
     cdef Py_ssize_t S = fc_strip_f() if floating is float else fc_strip_d()
     cdef Py_ssize_t row_len = sw * M, go_k = Ho * Wo, part_k = kh * kw * S
-    cdef Py_ssize_t task, g, kbi, c, k0, nk, n, oh, ih, t, i, j, tap, kb, s
+    cdef Py_ssize_t task, g, kbi, c, k0, nk, n, oh, ih, i, j, tap, kb, s
     cdef floating total
     cdef floating* part = NULL
     cdef floating* row = NULL
@@ -314,10 +321,9 @@ def conv2d_grad_weight(const floating[:, :, :, ::1] grad_output, const floating[
                     for ih in range(H):     # pack each input row once, for every window row using it
                         _pack_row(&x[n, g * Cg + c, ih, 0], W, row, M, sw, pl)
                         for i in range(kh):
-                            t = ih + pt - i * dh
-                            if t < 0 or t % sh != 0 or t // sh >= Ho:
+                            oh = _output_row(ih, i, pt, dh, sh, Ho)
+                            if oh < 0:
                                 continue
-                            oh = t // sh
                             for j in range(kw):
                                 tap = j * dw
                                 _grad_w_row(part + (i * kw + j) * S, part_k, &grad_output[n, g * Kg + k0, oh, 0],
@@ -402,7 +408,8 @@ def cpu_isa():
 # ---------------------------------------------------------------------------
 # Workspace sizes (values per thread), for the Python side to allocate.
 
-def forward_row_len(Py_ssize_t sw, Py_ssize_t out_w, Py_ssize_t kw, Py_ssize_t dw):
+def packed_row_len(Py_ssize_t sw, Py_ssize_t out_w, Py_ssize_t kw, Py_ssize_t dw):
+    """Values of one phase-split input row under a row of output pixels (grad_weight)."""
     return sw * (((out_w - 1) * sw + (kw - 1) * dw + 1 + sw - 1) // sw)
 
 

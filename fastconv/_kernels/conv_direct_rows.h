@@ -20,7 +20,7 @@
 #define FC_KB 4 /* channels per register block */
 #define FC_NV 2 /* vectors per strip of output pixels */
 #define FC_NV1 8 /* vectors per strip for one channel (no channel block to hide FMA latency) */
-#define FC_MR 4 /* channels per forward tile */
+#define FC_MR 4 /* channels per forward tile (fc_tiles' switch has a case for each size up to it) */
 #define FC_TV 3 /* vectors of pixels per forward tile: FC_MR x FC_TV accumulators */
 
 #if (defined(__GNUC__) || defined(__clang__)) && !defined(FC_NO_VECTOR_EXTENSIONS)
