@@ -24,6 +24,7 @@ EDGE = [
     (2, 6, 9, 33, 9, (2, 4), (2, 3), (1, 0), (2, 1), 3),    # tails of every width
     (2, 3, 6, 7, 9, 3, 1, (4, 3), (1, 2), 1),               # stride 1, padding past the window: grad_x crops
     (1, 8, 30, 30, 13, (1, 3), 1, 1, 1, 1),                 # Kg = 13: a partial block of output channels
+    (2, 2, 23, 29, 3, (3, 7), (5, 6), (2, 3), 1, 1),        # strides past the splitter's literal cases
 ]
 
 

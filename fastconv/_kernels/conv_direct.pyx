@@ -46,6 +46,10 @@ cdef extern from "conv_direct_rows.h" nogil:
                          const float* row, Py_ssize_t Wo, int nk)
     void fc_grad_w_row_d(double* part, Py_ssize_t part_k, const double* go, Py_ssize_t go_k,
                          const double* row, Py_ssize_t Wo, int nk)
+    void fc_split_f(const float* src, Py_ssize_t W, float* dst, Py_ssize_t ds, Py_ssize_t M,
+                    Py_ssize_t sw, Py_ssize_t pl)
+    void fc_split_d(const double* src, Py_ssize_t W, double* dst, Py_ssize_t ds, Py_ssize_t M,
+                    Py_ssize_t sw, Py_ssize_t pl)
     void fc_correlate_rows_f(const float* rows, Py_ssize_t row_len, Py_ssize_t nrows, const float* k,
                              Py_ssize_t kw, float* y, Py_ssize_t n, int accumulate)
     void fc_correlate_rows_d(const double* rows, Py_ssize_t row_len, Py_ssize_t nrows, const double* k,
@@ -81,31 +85,14 @@ cdef inline Py_ssize_t _ceil_div(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
     return -((-a) // b) if a <= 0 else (a + b - 1) // b
 
 
-cdef inline void _pack_phase(const floating* src, Py_ssize_t W, floating* dst, Py_ssize_t M,
-                             Py_ssize_t sw, Py_ssize_t r, Py_ssize_t pl) noexcept nogil:
-    """dst[m] = src[m*sw + r - pl] (0 outside [0, W)), for m < M. pl may be negative
-    (a transposed convolution's cropping)."""
-    cdef Py_ssize_t m
-    cdef Py_ssize_t lo = min(max(_ceil_div(pl - r, sw), 0), M)
-    cdef Py_ssize_t hi = min(max(_ceil_div(W + pl - r, sw), lo), M)
-    if lo > 0:
-        memset(dst, 0, lo * sizeof(floating))
-    if sw == 1:
-        if hi > lo:
-            memcpy(dst + lo, src + lo + r - pl, (hi - lo) * sizeof(floating))
-    else:
-        for m in range(lo, hi):
-            dst[m] = src[m * sw + r - pl]
-    if hi < M:
-        memset(dst + hi, 0, (M - hi) * sizeof(floating))
-
-
-cdef inline void _pack_row(const floating* src, Py_ssize_t W, floating* dst, Py_ssize_t M,
+cdef inline void _pack_row(const floating* src, Py_ssize_t W, floating* dst, Py_ssize_t ds, Py_ssize_t M,
                            Py_ssize_t sw, Py_ssize_t pl) noexcept nogil:
-    """dst[p*M + m] = x[m*sw + p - pl] (0 outside [0, W)), for p < sw, m < M."""
-    cdef Py_ssize_t p
-    for p in range(sw):
-        _pack_phase(src, W, dst + p * M, M, sw, p, pl)
+    """dst[p*ds + m] = x[m*sw + p - pl] (0 outside [0, W)), for p < sw, m < M. pl may be
+    negative (a transposed convolution's cropping)."""
+    if floating is float:
+        fc_split_f(src, W, dst, ds, M, sw, pl)
+    else:
+        fc_split_d(src, W, dst, ds, M, sw, pl)
 
 
 cdef inline Py_ssize_t _output_row(Py_ssize_t ih, Py_ssize_t i, Py_ssize_t pt, Py_ssize_t dh,
@@ -171,17 +158,16 @@ cdef inline void _fill_planes(const floating* image, Py_ssize_t C, Py_ssize_t H,
                               Py_ssize_t oy0, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pt, Py_ssize_t pl,
                               Py_ssize_t Hb, Py_ssize_t Wq, floating* planes) noexcept nogil:
     cdef Py_ssize_t c, b, r, a, iy
-    cdef floating* row
     for c in range(C):
-        for b in range(sh):
-            for r in range(sw):
-                for a in range(Hb):
-                    row = planes + (((c * sh + b) * sw + r) * Hb + a) * Wq
-                    iy = sh * (oy0 + a) + b - pt
-                    if 0 <= iy < H:
-                        _pack_phase(image + (c * H + iy) * W, W, row, Wq, sw, r, pl)
-                    else:
-                        memset(row, 0, Wq * sizeof(floating))
+        for a in range(Hb):
+            for b in range(sh):     # input rows in memory order
+                iy = sh * (oy0 + a) + b - pt
+                row = planes + ((c * sh + b) * sw * Hb + a) * Wq
+                if 0 <= iy < H:
+                    _pack_row(image + (c * H + iy) * W, W, row, Hb * Wq, Wq, sw, pl)
+                else:
+                    for r in range(sw):
+                        memset(row + r * Hb * Wq, 0, Wq * sizeof(floating))
 
 
 def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, ::1] packed_weight,
@@ -319,7 +305,7 @@ def conv2d_grad_weight(const floating[:, :, :, ::1] grad_output, const floating[
             if Wo > 0:
                 for n in range(N):
                     for ih in range(H):     # pack each input row once, for every window row using it
-                        _pack_row(&x[n, g * Cg + c, ih, 0], W, row, M, sw, pl)
+                        _pack_row(&x[n, g * Cg + c, ih, 0], W, row, M, M, sw, pl)
                         for i in range(kh):
                             oh = _output_row(ih, i, pt, dh, sh, Ho)
                             if oh < 0:

@@ -53,6 +53,14 @@
 #  define FC_TILE_LANES(T) 1
 #endif
 
+#if defined(__GNUC__) || defined(__clang__)
+#  define FC_RESTRICT __restrict__
+#elif defined(_MSC_VER)
+#  define FC_RESTRICT __restrict
+#else
+#  define FC_RESTRICT
+#endif
+
 #define FC_DEFINE_ROWS(T, SUF)                                                                       \
 FC_VEC_TYPES(T, SUF)                                                                                 \
                                                                                                      \
@@ -254,10 +262,47 @@ static void fc_correlate_rows_##SUF(const T *rows, ptrdiff_t row_len, ptrdiff_t 
     }                                                                                                \
 }
 
+#define FC_SPLIT_LOOP(SW) for (m = lo; m < hi; m++) for (r = 0; r < SW; r++) dst[r * ds + m] = src[m * SW + r - pl]
+
+#define FC_DEFINE_SPLIT(T, SUF)                                                                      \
+/* One input row split into its sw stride phases, zero-padded:                                       \
+ *     dst[r*ds + m] = src[m*sw + r - pl]  (0 outside [0, W)),  r < sw, m < M.                       \
+ * pl < 0 crops. The interior (every phase in bounds) runs with a literal stride for sw <= 4,        \
+ * one pass over the source, so that the compiler vectorises the deinterleave. */                    \
+static void fc_split_##SUF(const T *FC_RESTRICT src, ptrdiff_t W, T *FC_RESTRICT dst, ptrdiff_t ds,  \
+        ptrdiff_t M, ptrdiff_t sw, ptrdiff_t pl)                                                     \
+{                                                                                                    \
+    ptrdiff_t lo = pl <= 0 ? 0 : (pl + sw - 1) / sw;    /* first m with m*sw - pl >= 0 */            \
+    ptrdiff_t hi = W - sw + pl < 0 ? 0 : (W - sw + pl) / sw + 1; /* past the last m ending < W */   \
+    ptrdiff_t m, r, u;                                                                               \
+    lo = lo < M ? lo : M;                                                                            \
+    hi = hi < M ? hi : M;                                                                            \
+    hi = hi > lo ? hi : lo;                                                                          \
+    for (r = 0; r < sw; r++) {                                                                       \
+        for (m = 0; m < lo; m++) {                                                                   \
+            u = m * sw + r - pl;                                                                     \
+            dst[r * ds + m] = u >= 0 && u < W ? src[u] : 0;                                          \
+        }                                                                                            \
+        for (m = hi; m < M; m++) {                                                                   \
+            u = m * sw + r - pl;                                                                     \
+            dst[r * ds + m] = u >= 0 && u < W ? src[u] : 0;                                          \
+        }                                                                                            \
+    }                                                                                                \
+    switch (sw) {                                                                                    \
+    case 1: if (hi > lo) memcpy(dst + lo, src + lo - pl, (size_t)(hi - lo) * sizeof(T)); break;           \
+    case 2: FC_SPLIT_LOOP(2); break;                                                                 \
+    case 3: FC_SPLIT_LOOP(3); break;                                                                 \
+    case 4: FC_SPLIT_LOOP(4); break;                                                                 \
+    default: FC_SPLIT_LOOP(sw);                                                                      \
+    }                                                                                                \
+}
+
 FC_DEFINE_ROWS(float, f)
 FC_DEFINE_ROWS(double, d)
 FC_DEFINE_CORRELATE(float, f)
 FC_DEFINE_CORRELATE(double, d)
+FC_DEFINE_SPLIT(float, f)
+FC_DEFINE_SPLIT(double, d)
 
 /* Instruction set this translation unit was compiled for:
  * 0 portable baseline, 1 AVX + FMA, 2 AVX-512F (+ FMA). */
