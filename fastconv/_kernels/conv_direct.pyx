@@ -26,6 +26,9 @@ from libc.string cimport memcpy, memset
 import numpy as np
 
 cdef extern from "conv_direct_rows.h" nogil:
+    ctypedef struct fc_prefetch:
+        const char* base
+        Py_ssize_t row_lines, stride, lo, hi
     enum: FC_KB
     enum: FC_MR
     int fc_compiled_isa()
@@ -35,9 +38,11 @@ cdef extern from "conv_direct_rows.h" nogil:
     Py_ssize_t fc_tile_width_f()
     Py_ssize_t fc_tile_width_d()
     void fc_tiles_f(const float* src, const Py_ssize_t* off, Py_ssize_t taps, const float* a,
-                    float* c, Py_ssize_t ldc, Py_ssize_t n, int mr)
+                    float* c, Py_ssize_t ldc, int mr, Py_ssize_t rows, Py_ssize_t Wq, Py_ssize_t Wo,
+                    const float* bias, float* out, Py_ssize_t out_k, const fc_prefetch* pf)
     void fc_tiles_d(const double* src, const Py_ssize_t* off, Py_ssize_t taps, const double* a,
-                    double* c, Py_ssize_t ldc, Py_ssize_t n, int mr)
+                    double* c, Py_ssize_t ldc, int mr, Py_ssize_t rows, Py_ssize_t Wq, Py_ssize_t Wo,
+                    const double* bias, double* out, Py_ssize_t out_k, const fc_prefetch* pf)
     void fc_grad_x_row_f(const float* go, Py_ssize_t go_k, const float* w, Py_ssize_t w_k, Py_ssize_t w_c,
                          Py_ssize_t Kg, float* dst, Py_ssize_t dst_c, Py_ssize_t Wo, int nc)
     void fc_grad_x_row_d(const double* go, Py_ssize_t go_k, const double* w, Py_ssize_t w_k, Py_ssize_t w_c,
@@ -56,11 +61,19 @@ cdef extern from "conv_direct_rows.h" nogil:
                              Py_ssize_t kw, double* y, Py_ssize_t n, int accumulate)
 
 cdef inline void _tiles(const floating* src, const Py_ssize_t* off, Py_ssize_t taps, const floating* a,
-                        floating* c, Py_ssize_t ldc, Py_ssize_t n, int mr) noexcept nogil:
+                        floating* c, Py_ssize_t ldc, int mr, Py_ssize_t rows, Py_ssize_t Wq, Py_ssize_t Wo,
+                        const floating* bias, floating* out, Py_ssize_t out_k, const char* pf_base,
+                        Py_ssize_t pf_row_lines, Py_ssize_t pf_stride, Py_ssize_t pf_lo, Py_ssize_t pf_hi) noexcept nogil:
+    cdef fc_prefetch pf
+    pf.base = pf_base
+    pf.row_lines = pf_row_lines
+    pf.stride = pf_stride
+    pf.lo = pf_lo
+    pf.hi = pf_hi
     if floating is float:
-        fc_tiles_f(src, off, taps, a, c, ldc, n, mr)
+        fc_tiles_f(src, off, taps, a, c, ldc, mr, rows, Wq, Wo, bias, out, out_k, &pf)
     else:
-        fc_tiles_d(src, off, taps, a, c, ldc, n, mr)
+        fc_tiles_d(src, off, taps, a, c, ldc, mr, rows, Wq, Wo, bias, out, out_k, &pf)
 
 
 cdef inline void _grad_x_row(const floating* go, Py_ssize_t go_k, const floating* w, Py_ssize_t w_k,
@@ -183,14 +196,12 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, ::1] pac
     cdef Py_ssize_t Kg = K // groups, Cg = C // groups, taps = Cg * kh * kw
     cdef Py_ssize_t R = plan.band_rows, Wq = plan.Wq, Hb = plan.Hb, ldc = plan.tile_cols
     cdef Py_ssize_t n_bands = (Ho + R - 1) // R, group_planes = Cg * sh * sw * plan.plane
-    cdef Py_ssize_t S = fc_tile_width_f() if floating is float else fc_tile_width_d()
-    cdef Py_ssize_t task, n, oy0, rows, grp, mb, mr, m, k, y, ox, c, i, j
+    cdef Py_ssize_t blocks = (Kg + FC_MR - 1) // FC_MR
+    cdef Py_ssize_t task, n, oy0, rows, grp, mb, mr, k, c, i, j, bi, n1, iy0, iy1, pf_lines
+    cdef const char* pf_base = NULL
     cdef Py_ssize_t[::1] off = np.empty(max(taps, 1), dtype=np.intp)
     cdef floating* planes = NULL
     cdef floating* tiles = NULL
-    cdef const floating* tile_row
-    cdef floating* out_row
-    cdef floating b
     if N == 0 or K == 0 or Ho == 0 or Wo == 0:
         return
     for c in range(Cg):
@@ -207,19 +218,24 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, ::1] pac
             oy0 = (task % n_bands) * R
             rows = min(R, Ho - oy0)
             _fill_planes(&x[n, 0, 0, 0], C, H, W, oy0, sh, sw, pt, pl, Hb, Wq, planes)
+            # the input rows the next task will copy, prefetched while these tiles run
+            pf_lines = 0
+            if task + 1 < N * n_bands:
+                n1 = (task + 1) // n_bands
+                iy0 = max(sh * ((task + 1) % n_bands) * R - pt, 0)
+                iy1 = min(sh * ((task + 1) % n_bands * R + Hb) - pt, H)
+                if iy1 > iy0:
+                    pf_base = <const char*>(&x[0, 0, 0, 0] + (n1 * C * H + iy0) * W)
+                    pf_lines = ((iy1 - iy0) * W * <Py_ssize_t>sizeof(floating) + 127) // 64
             for grp in range(groups):
-                for mb in range((Kg + FC_MR - 1) // FC_MR):
+                for mb in range(blocks):
                     mr = min(FC_MR, Kg - mb * FC_MR)
+                    k = grp * Kg + mb * FC_MR
+                    bi = grp * blocks + mb
                     _tiles(planes + grp * group_planes, &off[0], taps, &packed_weight[grp, mb, 0],
-                           tiles, ldc, (rows * Wq + S - 1) // S * S, mr)
-                    for m in range(mr):
-                        k = grp * Kg + mb * FC_MR + m
-                        b = bias[k]
-                        for y in range(rows):
-                            tile_row = tiles + m * ldc + y * Wq
-                            out_row = &out[n, k, oy0 + y, 0]
-                            for ox in range(Wo):
-                                out_row[ox] = tile_row[ox] + b
+                           tiles, ldc, mr, rows, Wq, Wo, &bias[k], &out[n, k, oy0, 0], Ho * Wo,
+                           pf_base, pf_lines, H * W * sizeof(floating),
+                           C * pf_lines * bi // (groups * blocks), C * pf_lines * (bi + 1) // (groups * blocks))
 
 
 # ---------------------------------------------------------------------------

@@ -61,6 +61,26 @@
 #  define FC_RESTRICT
 #endif
 
+#if defined(__GNUC__) || defined(__clang__)
+#  define FC_PREFETCH(p) __builtin_prefetch((p), 0, 3)
+#else
+#  define FC_PREFETCH(p) ((void)(p))
+#endif
+
+/* Cache lines [lo, hi) of a region of equal rows, each row_lines lines long and
+ * `stride` bytes after the previous one (the input that a later task will read). */
+typedef struct {
+    const char *base;
+    ptrdiff_t row_lines, stride, lo, hi;
+} fc_prefetch;
+
+static inline void fc_prefetch_lines(const fc_prefetch *pf, ptrdiff_t lo, ptrdiff_t hi)
+{
+    ptrdiff_t i;
+    for (i = lo; i < hi; i++)
+        FC_PREFETCH(pf->base + (i / pf->row_lines) * pf->stride + (i % pf->row_lines) * 64);
+}
+
 #define FC_DEFINE_ROWS(T, SUF)                                                                       \
 FC_VEC_TYPES(T, SUF)                                                                                 \
                                                                                                      \
@@ -106,19 +126,38 @@ FC_INLINE void fc_tile_##SUF(const T *src, const ptrdiff_t *off, ptrdiff_t taps,
             fc_tstore_##SUF(c + m * ldc + v * L, acc[m][v]);                                          \
 }                                                                                                    \
                                                                                                      \
-/* The tiles of one block of mr channels over n pixels (n a multiple of the tile width). */          \
-static void fc_tiles_##SUF(const T *src, const ptrdiff_t *off, ptrdiff_t taps, const T *a,           \
-        T *c, ptrdiff_t ldc, ptrdiff_t n, int mr)                                                    \
+/* out[m*out_k + ox] = c[m*ldc + ox] + bias[m], m < mr, ox < Wo: one output row of a block. */       \
+FC_INLINE void fc_crop_row_##SUF(const T *FC_RESTRICT c, ptrdiff_t ldc, T *FC_RESTRICT out,          \
+        ptrdiff_t out_k, ptrdiff_t Wo, const T *bias, int mr)                                        \
 {                                                                                                    \
-    const ptrdiff_t S = FC_TV * FC_TILE_LANES(T);                                                    \
-    ptrdiff_t p;                                                                                     \
+    int m;                                                                                           \
+    ptrdiff_t ox;                                                                                    \
+    for (m = 0; m < mr; m++)                                                                         \
+        for (ox = 0; ox < Wo; ox++)                                                                  \
+            out[m * out_k + ox] = c[m * ldc + ox] + bias[m];                                         \
+}                                                                                                    \
+                                                                                                     \
+/* One block of mr channels over a band: the tiles of its rows * Wq pixels (into c), and each        \
+ * output row (its first Wo pixels, + bias) copied to out[m*out_k + y*Wo] as soon as its tile is     \
+ * done, so that the stores into `out` overlap the next tile's arithmetic, as do the prefetches      \
+ * of `pf`'s lines, spread over the tiles. */                                                        \
+static void fc_tiles_##SUF(const T *src, const ptrdiff_t *off, ptrdiff_t taps, const T *a,           \
+        T *c, ptrdiff_t ldc, int mr, ptrdiff_t rows, ptrdiff_t Wq, ptrdiff_t Wo, const T *bias,        \
+        T *out, ptrdiff_t out_k, const fc_prefetch *pf)                                              \
+{                                                                                                    \
+    const ptrdiff_t S = FC_TV * FC_TILE_LANES(T), n = rows * Wq;                                     \
+    const ptrdiff_t tiles = (n + S - 1) / S, lines = pf->hi - pf->lo;                                \
+    ptrdiff_t p, y = 0;                                                                              \
     for (p = 0; p < n; p += S) {                                                                     \
+        fc_prefetch_lines(pf, pf->lo + lines * (p / S) / tiles, pf->lo + lines * (p / S + 1) / tiles); \
         switch (mr) { /* literal block sizes: fully unrolled bodies */                               \
         case 4: fc_tile_##SUF(src + p, off, taps, a, c + p, ldc, 4); break;                          \
         case 3: fc_tile_##SUF(src + p, off, taps, a, c + p, ldc, 3); break;                          \
         case 2: fc_tile_##SUF(src + p, off, taps, a, c + p, ldc, 2); break;                          \
         default: fc_tile_##SUF(src + p, off, taps, a, c + p, ldc, 1);                                \
         }                                                                                            \
+        for (; y < rows && y * Wq + Wo <= p + S; y++)                                                \
+            fc_crop_row_##SUF(c + y * Wq, ldc, out + y * Wo, out_k, Wo, bias, mr);                   \
     }                                                                                                \
 }                                                                                                    \
                                                                                                      \
