@@ -89,18 +89,6 @@ def _band_rows(C, g, itemsize, num_threads, N):
     return max(1, min(rows, g.out_h))
 
 
-def _pack_weights(weight, groups):
-    """(groups, ceil(Kg / MR), taps * MR): each block of MR output channels with its
-    MR weights of one tap side by side, zero rows past Kg."""
-    K, taps = weight.shape[0], math.prod(weight.shape[1:])
-    Kg, mr = K // groups, kernel.tile_rows()
-    blocks = -(-Kg // mr)
-    packed = np.zeros((groups, blocks * mr, taps), dtype=weight.dtype)
-    packed[:, :Kg] = weight.reshape(groups, Kg, taps)
-    return np.ascontiguousarray(packed.reshape(groups, blocks, mr, taps).transpose(0, 1, 3, 2)
-                                .reshape(groups, blocks, taps * mr))
-
-
 def forward(x, weight, bias, g, groups, num_threads):
     """(N, K, Ho, Wo) = conv2d(x, weight) + bias."""
     N, K = x.shape[0], weight.shape[0]
@@ -123,7 +111,8 @@ def _forward_into(out, x, weight, bias, g, groups, num_threads):
     plane_rows, plane_width = _plane_shape(g, rows)
     plan = kernel.ForwardPlan(C * g.stride_h * g.stride_w, plane_rows, plane_width, rows, x.dtype == np.float64)
     workspace = np.empty((num_threads, plan.size), dtype=x.dtype)
-    kernel.conv2d_forward(x, _pack_weights(weight, groups), bias, out, groups, kh, kw, g.stride_h, g.stride_w,
+    taps = math.prod(weight.shape[1:])
+    kernel.conv2d_forward(x, weight.reshape(K, taps), bias, out, groups, kh, kw, g.stride_h, g.stride_w,
                           g.pad_top, g.pad_left, g.dilation_h, g.dilation_w, plan, workspace, num_threads)
 
 
@@ -133,8 +122,8 @@ def _grad_x_as_forward(grad_output, weight, grad_x, transposed, groups, num_thre
     `transposed` geometry."""
     K, Cg, kh, kw = weight.shape
     Kg = K // groups
-    flipped = (weight.reshape(groups, Kg, Cg, kh, kw)[..., ::-1, ::-1]
-               .transpose(0, 2, 1, 3, 4).reshape(groups * Cg, Kg, kh, kw))
+    flipped = np.ascontiguousarray(weight.reshape(groups, Kg, Cg, kh, kw)[..., ::-1, ::-1]
+                                   .transpose(0, 2, 1, 3, 4).reshape(groups * Cg, Kg, kh, kw))
     _forward_into(grad_x, grad_output, flipped, None, transposed, groups, num_threads)
 
 

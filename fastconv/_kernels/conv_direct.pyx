@@ -37,10 +37,10 @@ cdef extern from "conv_direct_rows.h" nogil:
     Py_ssize_t fc_strip_d()
     Py_ssize_t fc_tile_width_f()
     Py_ssize_t fc_tile_width_d()
-    void fc_tiles_f(const float* src, const Py_ssize_t* off, Py_ssize_t taps, const float* a,
+    void fc_tiles_f(const float* src, const Py_ssize_t* off, Py_ssize_t taps, const float* a, Py_ssize_t lda,
                     float* c, Py_ssize_t ldc, int mr, Py_ssize_t rows, Py_ssize_t Wq, Py_ssize_t Wo,
                     const float* bias, float* out, Py_ssize_t out_k, const fc_prefetch* pf)
-    void fc_tiles_d(const double* src, const Py_ssize_t* off, Py_ssize_t taps, const double* a,
+    void fc_tiles_d(const double* src, const Py_ssize_t* off, Py_ssize_t taps, const double* a, Py_ssize_t lda,
                     double* c, Py_ssize_t ldc, int mr, Py_ssize_t rows, Py_ssize_t Wq, Py_ssize_t Wo,
                     const double* bias, double* out, Py_ssize_t out_k, const fc_prefetch* pf)
     void fc_grad_x_row_f(const float* go, Py_ssize_t go_k, const float* w, Py_ssize_t w_k, Py_ssize_t w_c,
@@ -61,7 +61,7 @@ cdef extern from "conv_direct_rows.h" nogil:
                              Py_ssize_t kw, double* y, Py_ssize_t n, int accumulate)
 
 cdef inline void _tiles(const floating* src, const Py_ssize_t* off, Py_ssize_t taps, const floating* a,
-                        floating* c, Py_ssize_t ldc, int mr, Py_ssize_t rows, Py_ssize_t Wq, Py_ssize_t Wo,
+                        Py_ssize_t lda, floating* c, Py_ssize_t ldc, int mr, Py_ssize_t rows, Py_ssize_t Wq, Py_ssize_t Wo,
                         const floating* bias, floating* out, Py_ssize_t out_k, const char* pf_base,
                         Py_ssize_t pf_row_lines, Py_ssize_t pf_stride, Py_ssize_t pf_lo, Py_ssize_t pf_hi) noexcept nogil:
     cdef fc_prefetch pf
@@ -71,9 +71,9 @@ cdef inline void _tiles(const floating* src, const Py_ssize_t* off, Py_ssize_t t
     pf.lo = pf_lo
     pf.hi = pf_hi
     if floating is float:
-        fc_tiles_f(src, off, taps, a, c, ldc, mr, rows, Wq, Wo, bias, out, out_k, &pf)
+        fc_tiles_f(src, off, taps, a, lda, c, ldc, mr, rows, Wq, Wo, bias, out, out_k, &pf)
     else:
-        fc_tiles_d(src, off, taps, a, c, ldc, mr, rows, Wq, Wo, bias, out, out_k, &pf)
+        fc_tiles_d(src, off, taps, a, lda, c, ldc, mr, rows, Wq, Wo, bias, out, out_k, &pf)
 
 
 cdef inline void _grad_x_row(const floating* go, Py_ssize_t go_k, const floating* w, Py_ssize_t w_k,
@@ -162,11 +162,6 @@ cdef class ForwardPlan:
         self.size = self.planes_size + FC_MR * self.tile_cols
 
 
-def tile_rows():
-    """Output channels per forward tile: fastconv._direct._pack_weights' block size."""
-    return FC_MR
-
-
 cdef inline void _fill_planes(const floating* image, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
                               Py_ssize_t oy0, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pt, Py_ssize_t pl,
                               Py_ssize_t Hb, Py_ssize_t Wq, floating* planes) noexcept nogil:
@@ -183,14 +178,13 @@ cdef inline void _fill_planes(const floating* image, Py_ssize_t C, Py_ssize_t H,
                         memset(row + r * Hb * Wq, 0, Wq * sizeof(floating))
 
 
-def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, ::1] packed_weight,
+def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight,
                    const floating[::1] bias, floating[:, :, :, ::1] out, int groups,
                    int kh, int kw, int sh, int sw, int pt, int pl, int dh, int dw,
                    ForwardPlan plan, floating[:, ::1] workspace, int num_threads):
     """out = conv2d(x, weight) + bias, every element written.
 
-    packed_weight (groups, ceil(Kg / FC_MR), taps * FC_MR), from _direct._pack_weights;
-    workspace (num_threads, plan.size)."""
+    weight (K, C/groups * kh * kw); workspace (num_threads, plan.size)."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t K = out.shape[1], Ho = out.shape[2], Wo = out.shape[3]
     cdef Py_ssize_t Kg = K // groups, Cg = C // groups, taps = Cg * kh * kw
@@ -232,7 +226,7 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, ::1] pac
                     mr = min(FC_MR, Kg - mb * FC_MR)
                     k = grp * Kg + mb * FC_MR
                     bi = grp * blocks + mb
-                    _tiles(planes + grp * group_planes, &off[0], taps, &packed_weight[grp, mb, 0],
+                    _tiles(planes + grp * group_planes, &off[0], taps, &weight[k, 0], taps,
                            tiles, ldc, mr, rows, Wq, Wo, &bias[k], &out[n, k, oy0, 0], Ho * Wo,
                            pf_base, pf_lines, H * W * sizeof(floating),
                            C * pf_lines * bi // (groups * blocks), C * pf_lines * (bi + 1) // (groups * blocks))

@@ -37,7 +37,7 @@
 #  else
 #    define FC_TILE_VBYTES FC_VBYTES
 #  endif
-#  define FC_VEC_TYPES(T, SUF) typedef T fc_vec_##SUF __attribute__((vector_size(FC_VBYTES))); \
+#  define FC_VEC_TYPES(T, SUF) typedef T fc_vec_##SUF __attribute__((vector_size(FC_VBYTES)));       \
                                typedef T fc_tvec_##SUF __attribute__((vector_size(FC_TILE_VBYTES)));
 #  define FC_LANES(T) (FC_VBYTES / (ptrdiff_t)sizeof(T))
 #  define FC_TILE_LANES(T) (FC_TILE_VBYTES / (ptrdiff_t)sizeof(T))
@@ -85,45 +85,45 @@ static inline void fc_prefetch_lines(const fc_prefetch *pf, ptrdiff_t lo, ptrdif
 FC_VEC_TYPES(T, SUF)                                                                                 \
                                                                                                      \
 FC_INLINE fc_vec_##SUF fc_load_##SUF(const T *p) { fc_vec_##SUF v; memcpy(&v, p, sizeof v); return v; } \
-FC_INLINE void fc_store_##SUF(T *p, fc_vec_##SUF v) { memcpy(p, &v, sizeof v); }                   \
-FC_INLINE fc_vec_##SUF fc_bcast_##SUF(T s) { fc_vec_##SUF zero = {0}; return s - zero; } /* s - 0 folds; s + 0 does not (-0) */             \
+FC_INLINE void fc_store_##SUF(T *p, fc_vec_##SUF v) { memcpy(p, &v, sizeof v); }                     \
+FC_INLINE fc_vec_##SUF fc_bcast_##SUF(T s) { fc_vec_##SUF zero = {0}; return s - zero; } /* s - 0 folds; s + 0 does not (-0) */ \
 FC_INLINE fc_tvec_##SUF fc_tload_##SUF(const T *p) { fc_tvec_##SUF v; memcpy(&v, p, sizeof v); return v; } \
-FC_INLINE void fc_tstore_##SUF(T *p, fc_tvec_##SUF v) { memcpy(p, &v, sizeof v); }                 \
-FC_INLINE fc_tvec_##SUF fc_tbcast_##SUF(T s) { fc_tvec_##SUF zero = {0}; return s - zero; }        \
+FC_INLINE void fc_tstore_##SUF(T *p, fc_tvec_##SUF v) { memcpy(p, &v, sizeof v); }                   \
+FC_INLINE fc_tvec_##SUF fc_tbcast_##SUF(T s) { fc_tvec_##SUF zero = {0}; return s - zero; }          \
                                                                                                      \
-/* Output pixels per strip (grad_x, grad_weight). */                                                   \
-static ptrdiff_t fc_strip_##SUF(void) { return FC_NV * FC_LANES(T); }                               \
+/* Output pixels per strip (grad_x, grad_weight). */                                                 \
+static ptrdiff_t fc_strip_##SUF(void) { return FC_NV * FC_LANES(T); }                                \
                                                                                                      \
 /* Output pixels per forward tile. */                                                                \
-static ptrdiff_t fc_tile_width_##SUF(void) { return FC_TV * FC_TILE_LANES(T); }                          \
+static ptrdiff_t fc_tile_width_##SUF(void) { return FC_TV * FC_TILE_LANES(T); }                      \
                                                                                                      \
-/* One forward tile, mr (<= FC_MR) channels x FC_TV vectors of pixels, all in registers:            \
- *     c[m*ldc + s] = sum_{t < taps} a[t*FC_MR + m] * src[off[t] + s]                               \
+/* One forward tile, mr (<= FC_MR) channels x FC_TV vectors of pixels, all in registers:             \
+ *     c[m*ldc + s] = sum_{t < taps} a[m*lda + t] * src[off[t] + s]                                  \
  * Each tap loads FC_TV input vectors once and feeds mr * FC_TV multiply-adds. */                    \
 FC_INLINE void fc_tile_##SUF(const T *src, const ptrdiff_t *off, ptrdiff_t taps, const T *a,         \
-        T *c, ptrdiff_t ldc, const int mr)                                                           \
+        ptrdiff_t lda, T *c, ptrdiff_t ldc, const int mr)                                            \
 {                                                                                                    \
-    const ptrdiff_t L = FC_TILE_LANES(T);                                                                 \
-    fc_tvec_##SUF acc[FC_MR][FC_TV];                                                                  \
+    const ptrdiff_t L = FC_TILE_LANES(T);                                                            \
+    fc_tvec_##SUF acc[FC_MR][FC_TV];                                                                 \
     int m, v;                                                                                        \
     ptrdiff_t t;                                                                                     \
     for (m = 0; m < mr; m++)                                                                         \
         for (v = 0; v < FC_TV; v++)                                                                  \
-            acc[m][v] = fc_tbcast_##SUF(0);                                                           \
+            acc[m][v] = fc_tbcast_##SUF(0);                                                          \
     for (t = 0; t < taps; t++) {                                                                     \
         const T *s = src + off[t];                                                                   \
-        fc_tvec_##SUF x[FC_TV];                                                                       \
+        fc_tvec_##SUF x[FC_TV];                                                                      \
         for (v = 0; v < FC_TV; v++)                                                                  \
-            x[v] = fc_tload_##SUF(s + v * L);                                                         \
+            x[v] = fc_tload_##SUF(s + v * L);                                                        \
         for (m = 0; m < mr; m++) {                                                                   \
-            fc_tvec_##SUF w = fc_tbcast_##SUF(a[t * FC_MR + m]);                                       \
+            fc_tvec_##SUF w = fc_tbcast_##SUF(a[m * lda + t]);                                       \
             for (v = 0; v < FC_TV; v++)                                                              \
                 acc[m][v] += w * x[v];                                                               \
         }                                                                                            \
     }                                                                                                \
     for (m = 0; m < mr; m++)                                                                         \
         for (v = 0; v < FC_TV; v++)                                                                  \
-            fc_tstore_##SUF(c + m * ldc + v * L, acc[m][v]);                                          \
+            fc_tstore_##SUF(c + m * ldc + v * L, acc[m][v]);                                         \
 }                                                                                                    \
                                                                                                      \
 /* out[m*out_k + ox] = c[m*ldc + ox] + bias[m], m < mr, ox < Wo: one output row of a block. */       \
@@ -142,7 +142,7 @@ FC_INLINE void fc_crop_row_##SUF(const T *FC_RESTRICT c, ptrdiff_t ldc, T *FC_RE
  * done, so that the stores into `out` overlap the next tile's arithmetic, as do the prefetches      \
  * of `pf`'s lines, spread over the tiles. */                                                        \
 static void fc_tiles_##SUF(const T *src, const ptrdiff_t *off, ptrdiff_t taps, const T *a,           \
-        T *c, ptrdiff_t ldc, int mr, ptrdiff_t rows, ptrdiff_t Wq, ptrdiff_t Wo, const T *bias,        \
+        ptrdiff_t lda, T *c, ptrdiff_t ldc, int mr, ptrdiff_t rows, ptrdiff_t Wq, ptrdiff_t Wo, const T *bias, \
         T *out, ptrdiff_t out_k, const fc_prefetch *pf)                                              \
 {                                                                                                    \
     const ptrdiff_t S = FC_TV * FC_TILE_LANES(T), n = rows * Wq;                                     \
@@ -151,19 +151,19 @@ static void fc_tiles_##SUF(const T *src, const ptrdiff_t *off, ptrdiff_t taps, c
     for (p = 0; p < n; p += S) {                                                                     \
         fc_prefetch_lines(pf, pf->lo + lines * (p / S) / tiles, pf->lo + lines * (p / S + 1) / tiles); \
         switch (mr) { /* literal block sizes: fully unrolled bodies */                               \
-        case 4: fc_tile_##SUF(src + p, off, taps, a, c + p, ldc, 4); break;                          \
-        case 3: fc_tile_##SUF(src + p, off, taps, a, c + p, ldc, 3); break;                          \
-        case 2: fc_tile_##SUF(src + p, off, taps, a, c + p, ldc, 2); break;                          \
-        default: fc_tile_##SUF(src + p, off, taps, a, c + p, ldc, 1);                                \
+        case 4: fc_tile_##SUF(src + p, off, taps, a, lda, c + p, ldc, 4); break;                     \
+        case 3: fc_tile_##SUF(src + p, off, taps, a, lda, c + p, ldc, 3); break;                     \
+        case 2: fc_tile_##SUF(src + p, off, taps, a, lda, c + p, ldc, 2); break;                     \
+        default: fc_tile_##SUF(src + p, off, taps, a, lda, c + p, ldc, 1);                           \
         }                                                                                            \
         for (; y < rows && y * Wq + Wo <= p + S; y++)                                                \
             fc_crop_row_##SUF(c + y * Wq, ldc, out + y * Wo, out_k, Wo, bias, mr);                   \
     }                                                                                                \
 }                                                                                                    \
                                                                                                      \
-/* dst[c*dst_c + ow] += sum_{k < Kg} w[k*w_k + c*w_c] * go[k*go_k + ow], c < nc, ow < Wo. */          \
-FC_INLINE void fc_grad_x_strip_##SUF(const T *go, ptrdiff_t go_k, const T *w, ptrdiff_t w_k,        \
-        ptrdiff_t w_c, ptrdiff_t Kg, T *dst, ptrdiff_t dst_c, const int nc, ptrdiff_t skip)           \
+/* dst[c*dst_c + ow] += sum_{k < Kg} w[k*w_k + c*w_c] * go[k*go_k + ow], c < nc, ow < Wo. */         \
+FC_INLINE void fc_grad_x_strip_##SUF(const T *go, ptrdiff_t go_k, const T *w, ptrdiff_t w_k,         \
+        ptrdiff_t w_c, ptrdiff_t Kg, T *dst, ptrdiff_t dst_c, const int nc, ptrdiff_t skip)          \
 {                                                                                                    \
     const ptrdiff_t L = FC_LANES(T);                                                                 \
     fc_vec_##SUF acc[FC_KB][FC_NV];                                                                  \
@@ -186,7 +186,7 @@ FC_INLINE void fc_grad_x_strip_##SUF(const T *go, ptrdiff_t go_k, const T *w, pt
         for (cb = 0; cb < nc; cb++)                                                                  \
             for (v = 0; v < FC_NV; v++)                                                              \
                 fc_store_##SUF(dst + cb * dst_c + v * L, fc_load_##SUF(dst + cb * dst_c + v * L) + acc[cb][v]); \
-    } else { /* an overlapping tail strip: add only the pixels past the first `skip` */             \
+    } else { /* an overlapping tail strip: add only the pixels past the first `skip` */              \
         T tmp[FC_NV * FC_LANES(T)];                                                                  \
         for (cb = 0; cb < nc; cb++) {                                                                \
             for (v = 0; v < FC_NV; v++)                                                              \
@@ -197,7 +197,7 @@ FC_INLINE void fc_grad_x_strip_##SUF(const T *go, ptrdiff_t go_k, const T *w, pt
     }                                                                                                \
 }                                                                                                    \
                                                                                                      \
-static void fc_grad_x_row_##SUF(const T *go, ptrdiff_t go_k, const T *w, ptrdiff_t w_k,             \
+static void fc_grad_x_row_##SUF(const T *go, ptrdiff_t go_k, const T *w, ptrdiff_t w_k,              \
         ptrdiff_t w_c, ptrdiff_t Kg, T *dst, ptrdiff_t dst_c, ptrdiff_t Wo, int nc)                  \
 {                                                                                                    \
     const ptrdiff_t S = FC_NV * FC_LANES(T);                                                         \
@@ -231,7 +231,7 @@ static void fc_grad_x_row_##SUF(const T *go, ptrdiff_t go_k, const T *w, ptrdiff
                                                                                                      \
 /* part[k*part_k + s] += sum over ow = s (mod strip) of go[k*go_k + ow] * row[ow], k < nk:           \
  * lane-wise partial sums of nk dot products (the caller adds the lanes up). */                      \
-FC_INLINE void fc_grad_w_dots_##SUF(T *part, ptrdiff_t part_k, const T *go, ptrdiff_t go_k,         \
+FC_INLINE void fc_grad_w_dots_##SUF(T *part, ptrdiff_t part_k, const T *go, ptrdiff_t go_k,          \
         const T *row, ptrdiff_t Wo, const int nk)                                                    \
 {                                                                                                    \
     const ptrdiff_t L = FC_LANES(T), S = FC_NV * FC_LANES(T);                                        \
@@ -257,7 +257,7 @@ FC_INLINE void fc_grad_w_dots_##SUF(T *part, ptrdiff_t part_k, const T *go, ptrd
             part[kb * part_k + s] += go[kb * go_k + ow0 + s] * row[ow0 + s];                         \
 }                                                                                                    \
                                                                                                      \
-static void fc_grad_w_row_##SUF(T *part, ptrdiff_t part_k, const T *go, ptrdiff_t go_k,             \
+static void fc_grad_w_row_##SUF(T *part, ptrdiff_t part_k, const T *go, ptrdiff_t go_k,              \
         const T *row, ptrdiff_t Wo, int nk)                                                          \
 {                                                                                                    \
     switch (nk) {                                                                                    \
@@ -270,7 +270,7 @@ static void fc_grad_w_row_##SUF(T *part, ptrdiff_t part_k, const T *go, ptrdiff_
 
 #define FC_DEFINE_CORRELATE(T, SUF)                                                                  \
 /* y[s] (+)= sum_{i < nrows, j < kw} k[i*kw + j] * rows[i*row_len + j + s], s < n: one channel's     \
- * cross-correlation over packed (zero-padded) rows, a strip of FC_NV1 vectors at a time. */          \
+ * cross-correlation over packed (zero-padded) rows, a strip of FC_NV1 vectors at a time. */         \
 static void fc_correlate_rows_##SUF(const T *rows, ptrdiff_t row_len, ptrdiff_t nrows, const T *k,   \
         ptrdiff_t kw, T *y, ptrdiff_t n, int accumulate)                                             \
 {                                                                                                    \
@@ -312,7 +312,7 @@ static void fc_split_##SUF(const T *FC_RESTRICT src, ptrdiff_t W, T *FC_RESTRICT
         ptrdiff_t M, ptrdiff_t sw, ptrdiff_t pl)                                                     \
 {                                                                                                    \
     ptrdiff_t lo = pl <= 0 ? 0 : (pl + sw - 1) / sw;    /* first m with m*sw - pl >= 0 */            \
-    ptrdiff_t hi = W - sw + pl < 0 ? 0 : (W - sw + pl) / sw + 1; /* past the last m ending < W */   \
+    ptrdiff_t hi = W - sw + pl < 0 ? 0 : (W - sw + pl) / sw + 1; /* past the last m ending < W */    \
     ptrdiff_t m, r, u;                                                                               \
     lo = lo < M ? lo : M;                                                                            \
     hi = hi < M ? hi : M;                                                                            \
@@ -328,7 +328,7 @@ static void fc_split_##SUF(const T *FC_RESTRICT src, ptrdiff_t W, T *FC_RESTRICT
         }                                                                                            \
     }                                                                                                \
     switch (sw) {                                                                                    \
-    case 1: if (hi > lo) memcpy(dst + lo, src + lo - pl, (size_t)(hi - lo) * sizeof(T)); break;           \
+    case 1: if (hi > lo) memcpy(dst + lo, src + lo - pl, (size_t)(hi - lo) * sizeof(T)); break;      \
     case 2: FC_SPLIT_LOOP(2); break;                                                                 \
     case 3: FC_SPLIT_LOOP(3); break;                                                                 \
     case 4: FC_SPLIT_LOOP(4); break;                                                                 \
