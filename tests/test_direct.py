@@ -119,8 +119,8 @@ def test_direct_gradients_match_finite_differences(case):
 
 def test_direct_workspace_is_small(rng):
     # Everything conv2d(algorithm="direct") allocates at 2 threads (the kernel itself
-    # allocates nothing): the output, the packed weights and two band buffers, in
-    # all under 1 MiB more than the output (issue #4's budget on C2).
+    # allocates nothing): the output and two band buffers, in all under 1 MiB more
+    # than the output (issue #4's budget on C2).
     import tracemalloc
 
     x = rng.standard_normal((4, 64, 56, 56)).astype(np.float32)
