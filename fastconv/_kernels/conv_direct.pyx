@@ -27,8 +27,8 @@ import numpy as np
 
 cdef extern from "conv_direct_rows.h" nogil:
     ctypedef struct fc_prefetch:
-        const char* base
-        Py_ssize_t row_lines, stride, lo, hi
+        const char* row
+        Py_ssize_t col, row_lines, stride, count
     enum: FC_KB
     enum: FC_MR
     int fc_compiled_isa()
@@ -39,10 +39,10 @@ cdef extern from "conv_direct_rows.h" nogil:
     Py_ssize_t fc_tile_width_d()
     void fc_tiles_f(const float* src, const Py_ssize_t* off, Py_ssize_t taps, const float* a, Py_ssize_t lda,
                     float* c, Py_ssize_t ldc, int mr, Py_ssize_t rows, Py_ssize_t Wq, Py_ssize_t Wo,
-                    const float* bias, float* out, Py_ssize_t out_k, const fc_prefetch* pf)
+                    const float* bias, float* out, Py_ssize_t out_k, fc_prefetch* pf)
     void fc_tiles_d(const double* src, const Py_ssize_t* off, Py_ssize_t taps, const double* a, Py_ssize_t lda,
                     double* c, Py_ssize_t ldc, int mr, Py_ssize_t rows, Py_ssize_t Wq, Py_ssize_t Wo,
-                    const double* bias, double* out, Py_ssize_t out_k, const fc_prefetch* pf)
+                    const double* bias, double* out, Py_ssize_t out_k, fc_prefetch* pf)
     void fc_grad_x_row_f(const float* go, Py_ssize_t go_k, const float* w, Py_ssize_t w_k, Py_ssize_t w_c,
                          Py_ssize_t Kg, float* dst, Py_ssize_t dst_c, Py_ssize_t Wo, int nc)
     void fc_grad_x_row_d(const double* go, Py_ssize_t go_k, const double* w, Py_ssize_t w_k, Py_ssize_t w_c,
@@ -65,11 +65,11 @@ cdef inline void _tiles(const floating* src, const Py_ssize_t* off, Py_ssize_t t
                         const floating* bias, floating* out, Py_ssize_t out_k, const char* pf_base,
                         Py_ssize_t pf_row_lines, Py_ssize_t pf_stride, Py_ssize_t pf_lo, Py_ssize_t pf_hi) noexcept nogil:
     cdef fc_prefetch pf
-    pf.base = pf_base
+    pf.row = pf_base + (pf_lo // pf_row_lines) * pf_stride if pf_hi > pf_lo else pf_base
+    pf.col = pf_lo % pf_row_lines if pf_hi > pf_lo else 0
     pf.row_lines = pf_row_lines
     pf.stride = pf_stride
-    pf.lo = pf_lo
-    pf.hi = pf_hi
+    pf.count = pf_hi - pf_lo
     if floating is float:
         fc_tiles_f(src, off, taps, a, lda, c, ldc, mr, rows, Wq, Wo, bias, out, out_k, &pf)
     else:

@@ -67,18 +67,23 @@
 #  define FC_PREFETCH(p) ((void)(p))
 #endif
 
-/* Cache lines [lo, hi) of a region of equal rows, each row_lines lines long and
- * `stride` bytes after the previous one (the input that a later task will read). */
+/* A run of `count` cache lines to prefetch, from line `col` of `row` on, in a region of
+ * rows row_lines lines long and `stride` bytes apart (input a later task will read). */
 typedef struct {
-    const char *base;
-    ptrdiff_t row_lines, stride, lo, hi;
+    const char *row;
+    ptrdiff_t col, row_lines, stride, count;
 } fc_prefetch;
 
-static inline void fc_prefetch_lines(const fc_prefetch *pf, ptrdiff_t lo, ptrdiff_t hi)
+/* Prefetch the next (up to) k lines of the run. */
+static inline void fc_prefetch_next(fc_prefetch *pf, ptrdiff_t k)
 {
-    ptrdiff_t i;
-    for (i = lo; i < hi; i++)
-        FC_PREFETCH(pf->base + (i / pf->row_lines) * pf->stride + (i % pf->row_lines) * 64);
+    for (; k > 0 && pf->count > 0; k--, pf->count--) {
+        FC_PREFETCH(pf->row + pf->col * 64);
+        if (++pf->col == pf->row_lines) {
+            pf->col = 0;
+            pf->row += pf->stride;
+        }
+    }
 }
 
 #define FC_DEFINE_ROWS(T, SUF)                                                                       \
@@ -128,7 +133,7 @@ FC_INLINE void fc_tile_##SUF(const T *src, const ptrdiff_t *off, ptrdiff_t taps,
                                                                                                      \
 /* out[m*out_k + ox] = c[m*ldc + ox] + bias[m], m < mr, ox < Wo: one output row of a block. */       \
 FC_INLINE void fc_crop_row_##SUF(const T *FC_RESTRICT c, ptrdiff_t ldc, T *FC_RESTRICT out,          \
-        ptrdiff_t out_k, ptrdiff_t Wo, const T *bias, int mr)                                        \
+        ptrdiff_t out_k, ptrdiff_t Wo, const T *bias, const int mr)                                        \
 {                                                                                                    \
     int m;                                                                                           \
     ptrdiff_t ox;                                                                                    \
@@ -141,23 +146,31 @@ FC_INLINE void fc_crop_row_##SUF(const T *FC_RESTRICT c, ptrdiff_t ldc, T *FC_RE
  * output row (its first Wo pixels, + bias) copied to out[m*out_k + y*Wo] as soon as its tile is     \
  * done, so that the stores into `out` overlap the next tile's arithmetic, as do the prefetches      \
  * of `pf`'s lines, spread over the tiles. */                                                        \
-static void fc_tiles_##SUF(const T *src, const ptrdiff_t *off, ptrdiff_t taps, const T *a,           \
-        ptrdiff_t lda, T *c, ptrdiff_t ldc, int mr, ptrdiff_t rows, ptrdiff_t Wq, ptrdiff_t Wo, const T *bias, \
-        T *out, ptrdiff_t out_k, const fc_prefetch *pf)                                              \
+FC_INLINE void fc_block_##SUF(const T *src, const ptrdiff_t *off, ptrdiff_t taps, const T *a,        \
+        ptrdiff_t lda, T *c, ptrdiff_t ldc, ptrdiff_t rows, ptrdiff_t Wq, ptrdiff_t Wo, const T *bias, \
+        T *out, ptrdiff_t out_k, fc_prefetch *pf, const int mr)                                      \
 {                                                                                                    \
-    const ptrdiff_t S = FC_TV * FC_TILE_LANES(T), n = rows * Wq;                                     \
-    const ptrdiff_t tiles = (n + S - 1) / S, lines = pf->hi - pf->lo;                                \
+    const ptrdiff_t S = FC_TV * FC_TILE_LANES(T), n = rows * Wq, tiles = (n + S - 1) / S;            \
+    const ptrdiff_t per_tile = (pf->count + tiles - 1) / tiles;                                      \
     ptrdiff_t p, y = 0;                                                                              \
     for (p = 0; p < n; p += S) {                                                                     \
-        fc_prefetch_lines(pf, pf->lo + lines * (p / S) / tiles, pf->lo + lines * (p / S + 1) / tiles); \
-        switch (mr) { /* literal block sizes: fully unrolled bodies */                               \
-        case 4: fc_tile_##SUF(src + p, off, taps, a, lda, c + p, ldc, 4); break;                     \
-        case 3: fc_tile_##SUF(src + p, off, taps, a, lda, c + p, ldc, 3); break;                     \
-        case 2: fc_tile_##SUF(src + p, off, taps, a, lda, c + p, ldc, 2); break;                     \
-        default: fc_tile_##SUF(src + p, off, taps, a, lda, c + p, ldc, 1);                           \
-        }                                                                                            \
+        if (pf->count > 0)                                                                           \
+            fc_prefetch_next(pf, per_tile);                                                          \
+        fc_tile_##SUF(src + p, off, taps, a, lda, c + p, ldc, mr);                                   \
         for (; y < rows && y * Wq + Wo <= p + S; y++)                                                \
             fc_crop_row_##SUF(c + y * Wq, ldc, out + y * Wo, out_k, Wo, bias, mr);                   \
+    }                                                                                                \
+}                                                                                                    \
+                                                                                                     \
+static void fc_tiles_##SUF(const T *src, const ptrdiff_t *off, ptrdiff_t taps, const T *a,           \
+        ptrdiff_t lda, T *c, ptrdiff_t ldc, int mr, ptrdiff_t rows, ptrdiff_t Wq, ptrdiff_t Wo, const T *bias, \
+        T *out, ptrdiff_t out_k, fc_prefetch *pf)                                                    \
+{                                                                                                    \
+    switch (mr) { /* literal block sizes: fully unrolled bodies */                                   \
+    case 4: fc_block_##SUF(src, off, taps, a, lda, c, ldc, rows, Wq, Wo, bias, out, out_k, pf, 4); break; \
+    case 3: fc_block_##SUF(src, off, taps, a, lda, c, ldc, rows, Wq, Wo, bias, out, out_k, pf, 3); break; \
+    case 2: fc_block_##SUF(src, off, taps, a, lda, c, ldc, rows, Wq, Wo, bias, out, out_k, pf, 2); break; \
+    default: fc_block_##SUF(src, off, taps, a, lda, c, ldc, rows, Wq, Wo, bias, out, out_k, pf, 1);   \
     }                                                                                                \
 }                                                                                                    \
                                                                                                      \
