@@ -133,7 +133,7 @@ FC_INLINE void fc_tile_##SUF(const T *src, const ptrdiff_t *off, ptrdiff_t taps,
                                                                                                      \
 /* out[m*out_k + ox] = c[m*ldc + ox] + bias[m], m < mr, ox < Wo: one output row of a block. */       \
 FC_INLINE void fc_crop_row_##SUF(const T *FC_RESTRICT c, ptrdiff_t ldc, T *FC_RESTRICT out,          \
-        ptrdiff_t out_k, ptrdiff_t Wo, const T *bias, const int mr)                                        \
+        ptrdiff_t out_k, ptrdiff_t Wo, const T *bias, const int mr)                                  \
 {                                                                                                    \
     int m;                                                                                           \
     ptrdiff_t ox;                                                                                    \
