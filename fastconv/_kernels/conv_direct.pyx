@@ -112,6 +112,8 @@ cdef inline Py_ssize_t _output_row(Py_ssize_t ih, Py_ssize_t i, Py_ssize_t pt, P
                                    Py_ssize_t sh, Py_ssize_t Ho) noexcept nogil:
     """The output row whose window row i lies on input row ih, or -1 if none."""
     cdef Py_ssize_t t = ih + pt - i * dh
+    if sh == 1:     # no division: this runs for every input row, channel and window row
+        return t if 0 <= t < Ho else -1
     if t < 0 or t % sh != 0 or t // sh >= Ho:
         return -1
     return t // sh

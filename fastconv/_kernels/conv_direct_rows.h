@@ -262,6 +262,11 @@ FC_INLINE void fc_grad_w_dots_##SUF(T *part, ptrdiff_t part_k, const T *go, ptrd
             for (v = 0; v < FC_NV; v++)                                                              \
                 acc[kb][v] += fc_load_##SUF(go + kb * go_k + ow0 + v * L) * x[v];                    \
     }                                                                                                \
+    for (; ow0 + L <= Wo; ow0 += L) { /* whole vectors left over, before the scalar tail */         \
+        fc_vec_##SUF x = fc_load_##SUF(row + ow0);                                                   \
+        for (kb = 0; kb < nk; kb++)                                                                  \
+            acc[kb][0] += fc_load_##SUF(go + kb * go_k + ow0) * x;                                   \
+    }                                                                                                \
     for (kb = 0; kb < nk; kb++)                                                                      \
         for (v = 0; v < FC_NV; v++)                                                                  \
             fc_store_##SUF(part + kb * part_k + v * L, acc[kb][v]);                                  \
