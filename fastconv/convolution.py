@@ -31,13 +31,16 @@ def _choose_algorithm(x_shape, weight_shape, geometry, groups, backward=False):
 
     Measured on the 2-core AMD EPYC (AVX-512 build, 2 threads, interleaved
     medians of 9; `python -m fastconv bench --sections direct`), direct time /
-    im2col time, float32 | float64 (C1-C5 as in bench.CONV_CASES, DW = depthwise
-    3x3 (8, 64, 56, 56), groups=64):
+    im2col time, float32 (range over 5 runs; backward over the last 2) | float64
+    (1 run) (C1-C5 as in bench.CONV_CASES, DW = depthwise 3x3 (8, 64, 56, 56),
+    groups=64):
 
-        forward   C1 0.98|1.07  C2 0.78|0.88  C3 0.89|0.97  C4 0.67|0.91  C5 1.36|1.18  DW 0.58|0.65
-        backward  C1 2.8|3.0    C2 3.8|1.8    C3 1.9|1.6    C4 4.2|2.9    C5 14|6.4     DW 0.63|0.57
+        forward   C1 0.83-1.00|0.85  C2 0.76-0.79|0.86  C3 0.84-0.91|0.92
+                  C4 0.63-0.75|0.88  C5 1.17-1.31|1.26  DW 0.48-0.55|0.53
+        backward  C1 2.5-2.8|2.3  C2 2.1-2.5|1.9  C3 1.7-2.2|1.7  C4 4.3-4.5|3.2
+                  C5 9-22|5.9     DW 0.51-0.60|0.59
 
-    so every choice is the faster one or within 7% of it.
+    so every choice is the faster one (C1's forward: a tie at worst).
     """
     if backward:
         return "direct" if weight_shape[1] == 1 else "im2col"
