@@ -93,11 +93,6 @@ cdef inline void _grad_w_row(floating* part, Py_ssize_t part_k, const floating* 
         fc_grad_w_row_d(part, part_k, go, go_k, row, Wo, nk)
 
 
-cdef inline Py_ssize_t _ceil_div(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
-    """ceil(a / b) for b > 0 and any sign of a (C division truncates toward zero)."""
-    return -((-a) // b) if a <= 0 else (a + b - 1) // b
-
-
 cdef inline void _pack_row(const floating* src, Py_ssize_t W, floating* dst, Py_ssize_t ds, Py_ssize_t M,
                            Py_ssize_t sw, Py_ssize_t pl) noexcept nogil:
     """dst[p*ds + m] = x[m*sw + p - pl] (0 outside [0, W)), for p < sw, m < M. pl may be
@@ -168,6 +163,7 @@ cdef inline void _fill_planes(const floating* image, Py_ssize_t C, Py_ssize_t H,
                               Py_ssize_t oy0, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pt, Py_ssize_t pl,
                               Py_ssize_t Hb, Py_ssize_t Wq, floating* planes) noexcept nogil:
     cdef Py_ssize_t c, b, r, a, iy
+    cdef floating* row
     for c in range(C):
         for a in range(Hb):
             for b in range(sh):     # input rows in memory order
@@ -214,7 +210,8 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight
             oy0 = (task % n_bands) * R
             rows = min(R, Ho - oy0)
             _fill_planes(&x[n, 0, 0, 0], C, H, W, oy0, sh, sw, pt, pl, Hb, Wq, planes)
-            # the input rows the next task will copy, prefetched while these tiles run
+            # the input rows the next task will copy (this thread's, except after its last
+            # task), prefetched while these tiles run; whole lines inside x only
             pf_lines = 0
             if task + 1 < N * n_bands:
                 n1 = (task + 1) // n_bands
@@ -222,7 +219,7 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight
                 iy1 = min(sh * ((task + 1) % n_bands * R + Hb) - pt, H)
                 if iy1 > iy0:
                     pf_base = <const char*>(&x[0, 0, 0, 0] + (n1 * C * H + iy0) * W)
-                    pf_lines = ((iy1 - iy0) * W * <Py_ssize_t>sizeof(floating) + 127) // 64
+                    pf_lines = ((iy1 - iy0) * W * <Py_ssize_t>sizeof(floating) + 63) // 64
             for grp in range(groups):
                 for mb in range(blocks):
                     mr = min(FC_MR, Kg - mb * FC_MR)

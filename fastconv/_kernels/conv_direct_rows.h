@@ -74,11 +74,13 @@ typedef struct {
     ptrdiff_t col, row_lines, stride, count;
 } fc_prefetch;
 
-/* Prefetch the next (up to) k lines of the run. */
+/* Prefetch the next (up to) k lines of the run; the cursor moves only onto lines that follow. */
 static inline void fc_prefetch_next(fc_prefetch *pf, ptrdiff_t k)
 {
-    for (; k > 0 && pf->count > 0; k--, pf->count--) {
+    for (; k > 0 && pf->count > 0; k--) {
         FC_PREFETCH(pf->row + pf->col * 64);
+        if (--pf->count == 0)
+            break;
         if (++pf->col == pf->row_lines) {
             pf->col = 0;
             pf->row += pf->stride;
