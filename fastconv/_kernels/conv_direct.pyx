@@ -28,7 +28,7 @@ import numpy as np
 cdef extern from "conv_direct_rows.h" nogil:
     ctypedef struct fc_prefetch:
         const char* row
-        Py_ssize_t col, row_lines, stride, count
+        Py_ssize_t col, row_lines, stride, count, per_block
     enum: FC_KB
     enum: FC_MR
     int fc_compiled_isa()
@@ -61,19 +61,28 @@ cdef extern from "conv_direct_rows.h" nogil:
                              Py_ssize_t kw, double* y, Py_ssize_t n, int accumulate)
 
 cdef inline void _tiles(const floating* src, const Py_ssize_t* off, Py_ssize_t taps, const floating* a,
-                        Py_ssize_t lda, floating* c, Py_ssize_t ldc, int mr, Py_ssize_t rows, Py_ssize_t Wq, Py_ssize_t Wo,
-                        const floating* bias, floating* out, Py_ssize_t out_k, const char* pf_base,
-                        Py_ssize_t pf_row_lines, Py_ssize_t pf_stride, Py_ssize_t pf_lo, Py_ssize_t pf_hi) noexcept nogil:
-    cdef fc_prefetch pf
-    pf.row = pf_base + (pf_lo // pf_row_lines) * pf_stride if pf_hi > pf_lo else pf_base
-    pf.col = pf_lo % pf_row_lines if pf_hi > pf_lo else 0
-    pf.row_lines = pf_row_lines
-    pf.stride = pf_stride
-    pf.count = pf_hi - pf_lo
+                        Py_ssize_t lda, floating* c, Py_ssize_t ldc, int mr, Py_ssize_t rows, Py_ssize_t Wq,
+                        Py_ssize_t Wo, const floating* bias, floating* out, Py_ssize_t out_k,
+                        fc_prefetch* pf) noexcept nogil:
     if floating is float:
-        fc_tiles_f(src, off, taps, a, lda, c, ldc, mr, rows, Wq, Wo, bias, out, out_k, &pf)
+        fc_tiles_f(src, off, taps, a, lda, c, ldc, mr, rows, Wq, Wo, bias, out, out_k, pf)
     else:
-        fc_tiles_d(src, off, taps, a, lda, c, ldc, mr, rows, Wq, Wo, bias, out, out_k, &pf)
+        fc_tiles_d(src, off, taps, a, lda, c, ldc, mr, rows, Wq, Wo, bias, out, out_k, pf)
+
+
+cdef inline fc_prefetch _input_run(const floating* image, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
+                                   Py_ssize_t top, Py_ssize_t nrows, Py_ssize_t blocks) noexcept nogil:
+    """The cache lines of rows [top, top + nrows) of every channel of `image`, clipped to
+    its rows (whole lines inside it), to prefetch over `blocks` blocks of tiles."""
+    cdef Py_ssize_t iy0 = max(top, 0), iy1 = min(top + nrows, H)
+    cdef fc_prefetch pf
+    pf.row = <const char*>(image + iy0 * W) if iy1 > iy0 else <const char*>image
+    pf.col = 0
+    pf.row_lines = ((iy1 - iy0) * W * <Py_ssize_t>sizeof(floating) + 63) // 64 if iy1 > iy0 else 0
+    pf.stride = H * W * sizeof(floating)
+    pf.count = C * pf.row_lines
+    pf.per_block = (pf.count + blocks - 1) // blocks
+    return pf
 
 
 cdef inline void _grad_x_row(const floating* go, Py_ssize_t go_k, const floating* w, Py_ssize_t w_k,
@@ -189,8 +198,8 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight
     cdef Py_ssize_t R = plan.band_rows, Wq = plan.Wq, Hb = plan.Hb, ldc = plan.tile_cols
     cdef Py_ssize_t n_bands = (Ho + R - 1) // R, group_planes = Cg * sh * sw * plan.plane
     cdef Py_ssize_t blocks = (Kg + FC_MR - 1) // FC_MR
-    cdef Py_ssize_t task, n, oy0, rows, grp, mb, mr, k, c, i, j, bi, n1, iy0, iy1, pf_lines
-    cdef const char* pf_base = NULL
+    cdef Py_ssize_t task, n, oy0, rows, grp, mb, mr, k, c, i, j, nxt
+    cdef fc_prefetch pf
     cdef Py_ssize_t[::1] off = np.empty(max(taps, 1), dtype=np.intp)
     cdef floating* planes = NULL
     cdef floating* tiles = NULL
@@ -211,24 +220,16 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight
             rows = min(R, Ho - oy0)
             _fill_planes(&x[n, 0, 0, 0], C, H, W, oy0, sh, sw, pt, pl, Hb, Wq, planes)
             # the input rows the next task will copy (this thread's, except after its last
-            # task), prefetched while these tiles run; whole lines inside x only
-            pf_lines = 0
-            if task + 1 < N * n_bands:
-                n1 = (task + 1) // n_bands
-                iy0 = max(sh * ((task + 1) % n_bands) * R - pt, 0)
-                iy1 = min(sh * ((task + 1) % n_bands * R + Hb) - pt, H)
-                if iy1 > iy0:
-                    pf_base = <const char*>(&x[0, 0, 0, 0] + (n1 * C * H + iy0) * W)
-                    pf_lines = ((iy1 - iy0) * W * <Py_ssize_t>sizeof(floating) + 63) // 64
+            # task), prefetched while these tiles run
+            nxt = task + 1 if task + 1 < N * n_bands else task     # the last task prefetches nothing
+            pf = _input_run(&x[nxt // n_bands, 0, 0, 0], C, H, W, sh * (nxt % n_bands) * R - pt,
+                            sh * Hb if nxt > task else 0, groups * blocks)
             for grp in range(groups):
                 for mb in range(blocks):
                     mr = min(FC_MR, Kg - mb * FC_MR)
                     k = grp * Kg + mb * FC_MR
-                    bi = grp * blocks + mb
                     _tiles(planes + grp * group_planes, &off[0], taps, &weight[k, 0], taps,
-                           tiles, ldc, mr, rows, Wq, Wo, &bias[k], &out[n, k, oy0, 0], Ho * Wo,
-                           pf_base, pf_lines, H * W * sizeof(floating),
-                           C * pf_lines * bi // (groups * blocks), C * pf_lines * (bi + 1) // (groups * blocks))
+                           tiles, ldc, mr, rows, Wq, Wo, &bias[k], &out[n, k, oy0, 0], Ho * Wo, &pf)
 
 
 # ---------------------------------------------------------------------------

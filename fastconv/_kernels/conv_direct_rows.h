@@ -68,10 +68,11 @@
 #endif
 
 /* A run of `count` cache lines to prefetch, from line `col` of `row` on, in a region of
- * rows row_lines lines long and `stride` bytes apart (input a later task will read). */
+ * rows row_lines lines long and `stride` bytes apart (input a later task will read),
+ * about `per_block` of them while each block of tiles runs. */
 typedef struct {
     const char *row;
-    ptrdiff_t col, row_lines, stride, count;
+    ptrdiff_t col, row_lines, stride, count, per_block;
 } fc_prefetch;
 
 /* Prefetch the next (up to) k lines of the run; the cursor moves only onto lines that follow. */
@@ -153,7 +154,7 @@ FC_INLINE void fc_block_##SUF(const T *src, const ptrdiff_t *off, ptrdiff_t taps
         T *out, ptrdiff_t out_k, fc_prefetch *pf, const int mr)                                      \
 {                                                                                                    \
     const ptrdiff_t S = FC_TV * FC_TILE_LANES(T), n = rows * Wq, tiles = (n + S - 1) / S;            \
-    const ptrdiff_t per_tile = (pf->count + tiles - 1) / tiles;                                      \
+    const ptrdiff_t per_tile = (pf->per_block + tiles - 1) / tiles;                                  \
     ptrdiff_t p, y = 0;                                                                              \
     for (p = 0; p < n; p += S) {                                                                     \
         if (pf->count > 0)                                                                           \
