@@ -2,8 +2,8 @@
 
 Called by `fastconv.convolution` with checked, C-contiguous arrays and a
 normalised geometry. Scratch memory is one buffer per thread: the forward
-pass's band of input planes (about BAND_BYTES) and one block of output tiles, or the
-backward passes' few zero-padded input rows (capped near ROW_BUDGET values);
+pass's band of input planes (about BAND_BYTES; its tiles store straight into the
+output), or the backward passes' few zero-padded input rows (capped near ROW_BUDGET values);
 never anything that grows with the batch or with C*kh*kw times the output.
 """
 import importlib

@@ -38,11 +38,11 @@ cdef extern from "conv_direct_rows.h" nogil:
     Py_ssize_t fc_tile_width_f()
     Py_ssize_t fc_tile_width_d()
     void fc_tiles_f(const float* src, const Py_ssize_t* off, Py_ssize_t taps, const float* a, Py_ssize_t lda,
-                    float* c, Py_ssize_t ldc, int mr, Py_ssize_t rows, Py_ssize_t Wq, Py_ssize_t Wo,
-                    const float* bias, float* out, Py_ssize_t out_k, fc_prefetch* pf)
+                    const float* bias, float* out, Py_ssize_t out_k, int mr, Py_ssize_t rows, Py_ssize_t Wq,
+                    Py_ssize_t Wo, fc_prefetch* pf)
     void fc_tiles_d(const double* src, const Py_ssize_t* off, Py_ssize_t taps, const double* a, Py_ssize_t lda,
-                    double* c, Py_ssize_t ldc, int mr, Py_ssize_t rows, Py_ssize_t Wq, Py_ssize_t Wo,
-                    const double* bias, double* out, Py_ssize_t out_k, fc_prefetch* pf)
+                    const double* bias, double* out, Py_ssize_t out_k, int mr, Py_ssize_t rows, Py_ssize_t Wq,
+                    Py_ssize_t Wo, fc_prefetch* pf)
     void fc_grad_x_row_f(const float* go, Py_ssize_t go_k, const float* w, Py_ssize_t w_k, Py_ssize_t w_c,
                          Py_ssize_t Kg, float* dst, Py_ssize_t dst_c, Py_ssize_t Wo, int nc)
     void fc_grad_x_row_d(const double* go, Py_ssize_t go_k, const double* w, Py_ssize_t w_k, Py_ssize_t w_c,
@@ -61,13 +61,12 @@ cdef extern from "conv_direct_rows.h" nogil:
                              Py_ssize_t kw, double* y, Py_ssize_t n, int accumulate)
 
 cdef inline void _tiles(const floating* src, const Py_ssize_t* off, Py_ssize_t taps, const floating* a,
-                        Py_ssize_t lda, floating* c, Py_ssize_t ldc, int mr, Py_ssize_t rows, Py_ssize_t Wq,
-                        Py_ssize_t Wo, const floating* bias, floating* out, Py_ssize_t out_k,
-                        fc_prefetch* pf) noexcept nogil:
+                        Py_ssize_t lda, const floating* bias, floating* out, Py_ssize_t out_k, int mr,
+                        Py_ssize_t rows, Py_ssize_t Wq, Py_ssize_t Wo, fc_prefetch* pf) noexcept nogil:
     if floating is float:
-        fc_tiles_f(src, off, taps, a, lda, c, ldc, mr, rows, Wq, Wo, bias, out, out_k, pf)
+        fc_tiles_f(src, off, taps, a, lda, bias, out, out_k, mr, rows, Wq, Wo, pf)
     else:
-        fc_tiles_d(src, off, taps, a, lda, c, ldc, mr, rows, Wq, Wo, bias, out, out_k, pf)
+        fc_tiles_d(src, off, taps, a, lda, bias, out, out_k, mr, rows, Wq, Wo, pf)
 
 
 cdef inline fc_prefetch _input_run(const floating* image, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
@@ -152,8 +151,8 @@ cdef inline Py_ssize_t _end_tap(Py_ssize_t start, Py_ssize_t d, Py_ssize_t size,
 cdef class ForwardPlan:
     """Workspace layout of conv2d_forward (values per thread): `planes` phase planes
     of Hb x Wq values for a band of `band_rows` output rows (shapes from
-    fastconv._direct._plane_shape), then one block of FC_MR channels' output tiles."""
-    cdef readonly Py_ssize_t band_rows, Wq, Hb, plane, planes_size, tile_cols, size
+    fastconv._direct._plane_shape) and the zeros the last tile reads past them."""
+    cdef readonly Py_ssize_t band_rows, Wq, Hb, plane, size
 
     def __init__(self, Py_ssize_t planes, Py_ssize_t Hb, Py_ssize_t Wq, Py_ssize_t band_rows,
                  bint double_precision):
@@ -163,9 +162,7 @@ cdef class ForwardPlan:
         self.Hb = Hb
         self.plane = Hb * Wq
         # tiles read up to one tile width + one row past the band's last plane
-        self.planes_size = planes * self.plane + S + Wq
-        self.tile_cols = (band_rows * Wq + S - 1) // S * S
-        self.size = self.planes_size + FC_MR * self.tile_cols
+        self.size = planes * self.plane + S + Wq
 
 
 cdef inline void _fill_planes(const floating* image, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
@@ -195,14 +192,13 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t K = out.shape[1], Ho = out.shape[2], Wo = out.shape[3]
     cdef Py_ssize_t Kg = K // groups, Cg = C // groups, taps = Cg * kh * kw
-    cdef Py_ssize_t R = plan.band_rows, Wq = plan.Wq, Hb = plan.Hb, ldc = plan.tile_cols
+    cdef Py_ssize_t R = plan.band_rows, Wq = plan.Wq, Hb = plan.Hb
     cdef Py_ssize_t n_bands = (Ho + R - 1) // R, group_planes = Cg * sh * sw * plan.plane
     cdef Py_ssize_t blocks = (Kg + FC_MR - 1) // FC_MR
     cdef Py_ssize_t task, n, oy0, rows, grp, mb, mr, k, c, i, j, nxt
     cdef fc_prefetch pf
     cdef Py_ssize_t[::1] off = np.empty(max(taps, 1), dtype=np.intp)
     cdef floating* planes = NULL
-    cdef floating* tiles = NULL
     if N == 0 or K == 0 or Ho == 0 or Wo == 0:
         return
     for c in range(Cg):
@@ -212,8 +208,7 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight
                                               + (i * dh // sh) * Wq + j * dw // sw)
     with nogil, parallel(num_threads=num_threads):
         planes = &workspace[threadid(), 0]
-        tiles = planes + plan.planes_size
-        memset(planes + C * sh * sw * plan.plane, 0, (plan.planes_size - C * sh * sw * plan.plane) * sizeof(floating))
+        memset(planes + C * sh * sw * plan.plane, 0, (plan.size - C * sh * sw * plan.plane) * sizeof(floating))
         for task in prange(N * n_bands, schedule="static"):
             n = task // n_bands
             oy0 = (task % n_bands) * R
@@ -229,7 +224,7 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight
                     mr = min(FC_MR, Kg - mb * FC_MR)
                     k = grp * Kg + mb * FC_MR
                     _tiles(planes + grp * group_planes, &off[0], taps, &weight[k, 0], taps,
-                           tiles, ldc, mr, rows, Wq, Wo, &bias[k], &out[n, k, oy0, 0], Ho * Wo, &pf)
+                           &bias[k], &out[n, k, oy0, 0], Ho * Wo, mr, rows, Wq, Wo, &pf)
 
 
 # ---------------------------------------------------------------------------

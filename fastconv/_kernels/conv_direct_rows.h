@@ -61,6 +61,15 @@
 #  define FC_RESTRICT
 #endif
 
+/* Unroll the next loop fully (a constant trip count). */
+#if defined(__clang__)
+#  define FC_UNROLL _Pragma("unroll")
+#elif defined(__GNUC__)
+#  define FC_UNROLL _Pragma("GCC unroll 8")
+#else
+#  define FC_UNROLL
+#endif
+
 #if defined(__GNUC__) || defined(__clang__)
 #  define FC_PREFETCH(p) __builtin_prefetch((p), 0, 3)
 #else
@@ -89,6 +98,23 @@ static inline void fc_prefetch_next(fc_prefetch *pf, ptrdiff_t k)
     }
 }
 
+/* FC_STORE_LANES_f/_d(dst, v, first, count): dst[i] = lane first + i of a forward tile's vector
+ * v, i < count: under AVX-512 one permute and one masked store, elsewhere fc_tstore_lanes. */
+#if defined(__AVX512F__) && FC_TILE_VBYTES == 64
+#  include <immintrin.h>
+#  define FC_STORE_LANES_f(dst, v, first, count)                                                     \
+    _mm512_mask_storeu_ps((dst), (__mmask16)((1u << (count)) - 1),                                   \
+        _mm512_permutexvar_ps(_mm512_add_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), \
+                                               _mm512_set1_epi32((int)(first))), (__m512)(v)))
+#  define FC_STORE_LANES_d(dst, v, first, count)                                                     \
+    _mm512_mask_storeu_pd((dst), (__mmask8)((1u << (count)) - 1),                                    \
+        _mm512_permutexvar_pd(_mm512_add_epi64(_mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7),             \
+                                               _mm512_set1_epi64(first)), (__m512d)(v)))
+#else
+#  define FC_STORE_LANES_f fc_tstore_lanes_f
+#  define FC_STORE_LANES_d fc_tstore_lanes_d
+#endif
+
 #define FC_DEFINE_ROWS(T, SUF)                                                                       \
 FC_VEC_TYPES(T, SUF)                                                                                 \
                                                                                                      \
@@ -97,6 +123,19 @@ FC_INLINE void fc_store_##SUF(T *p, fc_vec_##SUF v) { memcpy(p, &v, sizeof v); }
 FC_INLINE fc_vec_##SUF fc_bcast_##SUF(T s) { fc_vec_##SUF zero = {0}; return s - zero; } /* s - 0 folds; s + 0 does not (-0) */ \
 FC_INLINE fc_tvec_##SUF fc_tload_##SUF(const T *p) { fc_tvec_##SUF v; memcpy(&v, p, sizeof v); return v; } \
 FC_INLINE void fc_tstore_##SUF(T *p, fc_tvec_##SUF v) { memcpy(p, &v, sizeof v); }                   \
+/* dst[i] = v[first + i], i < count, as power-of-two runs: fixed-size copies, no memcpy call. */     \
+FC_INLINE void fc_tstore_lanes_##SUF(T *dst, fc_tvec_##SUF v, ptrdiff_t first, ptrdiff_t count)      \
+{                                                                                                    \
+    T lane[FC_TILE_LANES(T)];                                                                        \
+    ptrdiff_t k;                                                                                     \
+    memcpy(lane, &v, sizeof v);                                                                      \
+    for (k = FC_TILE_LANES(T); k > 0; k /= 2)                                                        \
+        if (count & k) {                                                                             \
+            memcpy(dst, lane + first, k * sizeof(T));                                                \
+            dst += k;                                                                                \
+            first += k;                                                                              \
+        }                                                                                            \
+}                                                                                                    \
 FC_INLINE fc_tvec_##SUF fc_tbcast_##SUF(T s) { fc_tvec_##SUF zero = {0}; return s - zero; }          \
                                                                                                      \
 /* Output pixels per strip (grad_x, grad_weight). */                                                 \
@@ -105,21 +144,25 @@ static ptrdiff_t fc_strip_##SUF(void) { return FC_NV * FC_LANES(T); }           
 /* Output pixels per forward tile. */                                                                \
 static ptrdiff_t fc_tile_width_##SUF(void) { return FC_TV * FC_TILE_LANES(T); }                      \
                                                                                                      \
-/* One forward tile, mr (<= FC_MR) channels x FC_TV vectors of pixels, all in registers:             \
- *     c[m*ldc + s] = sum_{t < taps} a[m*lda + t] * src[off[t] + s]                                  \
- * Each tap loads FC_TV input vectors once and feeds mr * FC_TV multiply-adds. */                    \
+/* One forward tile: mr (<= FC_MR) channels x FC_TV vectors of the band's pixels p.. (pixel      \
+ * y*Wq + ox is output pixel (y, ox) when ox < Wo), summed in registers                            \
+ *     bias[m] + sum_{t < taps} a[m*lda + t] * src[off[t] + pixel]                                   \
+ * and stored into out[m*out_k + y*Wo + ox] for ox < Wo, y < rows: a vector inside one row as a    \
+ * whole, one that meets a row's end as its runs of output pixels. Each tap loads FC_TV input      \
+ * vectors once and feeds mr * FC_TV multiply-adds. */                                               \
 FC_INLINE void fc_tile_##SUF(const T *src, const ptrdiff_t *off, ptrdiff_t taps, const T *a,         \
-        ptrdiff_t lda, T *c, ptrdiff_t ldc, const int mr)                                            \
+        ptrdiff_t lda, const T *bias, T *out, ptrdiff_t out_k, ptrdiff_t p, ptrdiff_t rows,          \
+        ptrdiff_t Wq, ptrdiff_t Wo, const int mr)                                                    \
 {                                                                                                    \
     const ptrdiff_t L = FC_TILE_LANES(T);                                                            \
     fc_tvec_##SUF acc[FC_MR][FC_TV];                                                                 \
     int m, v;                                                                                        \
-    ptrdiff_t t;                                                                                     \
+    ptrdiff_t t, y, ox;                                                                              \
     for (m = 0; m < mr; m++)                                                                         \
         for (v = 0; v < FC_TV; v++)                                                                  \
-            acc[m][v] = fc_tbcast_##SUF(0);                                                          \
+            acc[m][v] = fc_tbcast_##SUF(bias[m]);                                                    \
     for (t = 0; t < taps; t++) {                                                                     \
-        const T *s = src + off[t];                                                                   \
+        const T *s = src + p + off[t];                                                               \
         fc_tvec_##SUF x[FC_TV];                                                                      \
         for (v = 0; v < FC_TV; v++)                                                                  \
             x[v] = fc_tload_##SUF(s + v * L);                                                        \
@@ -129,51 +172,52 @@ FC_INLINE void fc_tile_##SUF(const T *src, const ptrdiff_t *off, ptrdiff_t taps,
                 acc[m][v] += w * x[v];                                                               \
         }                                                                                            \
     }                                                                                                \
-    for (m = 0; m < mr; m++)                                                                         \
-        for (v = 0; v < FC_TV; v++)                                                                  \
-            fc_tstore_##SUF(c + m * ldc + v * L, acc[m][v]);                                         \
+    y = p / Wq;                                                                                      \
+    ox = p - y * Wq;                                                                                 \
+    FC_UNROLL /* acc stays in registers only if every index is a constant */                         \
+    for (v = 0; v < FC_TV; v++) {                                                                    \
+        if (ox + L <= Wo && y < rows) {                                                              \
+            for (m = 0; m < mr; m++)                                                                 \
+                fc_tstore_##SUF(out + m * out_k + y * Wo + ox, acc[m][v]);                           \
+        } else {                                                                                     \
+            ptrdiff_t l, ry = y, rx = ox; /* lane l is pixel (ry, rx) */                             \
+            for (l = 0; l < L && ry < rows; l += Wq - rx, rx = 0, ry++)                              \
+                if (rx < Wo) {                                                                       \
+                    const ptrdiff_t count = Wo - rx < L - l ? Wo - rx : L - l;                       \
+                    for (m = 0; m < mr; m++)                                                         \
+                        FC_STORE_LANES_##SUF(out + m * out_k + ry * Wo + rx, acc[m][v], l, count);   \
+                }                                                                                    \
+        }                                                                                            \
+        for (ox += L; ox >= Wq; ox -= Wq)                                                            \
+            y++;                                                                                     \
+    }                                                                                                \
 }                                                                                                    \
                                                                                                      \
-/* out[m*out_k + ox] = c[m*ldc + ox] + bias[m], m < mr, ox < Wo: one output row of a block. */       \
-FC_INLINE void fc_crop_row_##SUF(const T *FC_RESTRICT c, ptrdiff_t ldc, T *FC_RESTRICT out,          \
-        ptrdiff_t out_k, ptrdiff_t Wo, const T *bias, const int mr)                                  \
-{                                                                                                    \
-    int m;                                                                                           \
-    ptrdiff_t ox;                                                                                    \
-    for (m = 0; m < mr; m++)                                                                         \
-        for (ox = 0; ox < Wo; ox++)                                                                  \
-            out[m * out_k + ox] = c[m * ldc + ox] + bias[m];                                         \
-}                                                                                                    \
-                                                                                                     \
-/* One block of mr channels over a band: the tiles of its rows * Wq pixels (into c), and each        \
- * output row (its first Wo pixels, + bias) copied to out[m*out_k + y*Wo] as soon as its tile is     \
- * done, so that the stores into `out` overlap the next tile's arithmetic, as do the prefetches      \
- * of `pf`'s lines, spread over the tiles. */                                                        \
+/* One block of mr channels over a band of `rows` output rows, tile by tile, while `pf`'s lines    \
+ * are prefetched, spread over the tiles. */                                                         \
 FC_INLINE void fc_block_##SUF(const T *src, const ptrdiff_t *off, ptrdiff_t taps, const T *a,        \
-        ptrdiff_t lda, T *c, ptrdiff_t ldc, ptrdiff_t rows, ptrdiff_t Wq, ptrdiff_t Wo, const T *bias, \
-        T *out, ptrdiff_t out_k, fc_prefetch *pf, const int mr)                                      \
+        ptrdiff_t lda, const T *bias, T *out, ptrdiff_t out_k, ptrdiff_t rows, ptrdiff_t Wq,         \
+        ptrdiff_t Wo, fc_prefetch *pf, const int mr)                                                 \
 {                                                                                                    \
-    const ptrdiff_t S = FC_TV * FC_TILE_LANES(T), n = rows * Wq, tiles = (n + S - 1) / S;            \
+    const ptrdiff_t S = FC_TV * FC_TILE_LANES(T), n = (rows - 1) * Wq + Wo, tiles = (n + S - 1) / S; \
     const ptrdiff_t per_tile = (pf->per_block + tiles - 1) / tiles;                                  \
-    ptrdiff_t p, y = 0;                                                                              \
+    ptrdiff_t p;                                                                                     \
     for (p = 0; p < n; p += S) {                                                                     \
         if (pf->count > 0)                                                                           \
             fc_prefetch_next(pf, per_tile);                                                          \
-        fc_tile_##SUF(src + p, off, taps, a, lda, c + p, ldc, mr);                                   \
-        for (; y < rows && y * Wq + Wo <= p + S; y++)                                                \
-            fc_crop_row_##SUF(c + y * Wq, ldc, out + y * Wo, out_k, Wo, bias, mr);                   \
+        fc_tile_##SUF(src, off, taps, a, lda, bias, out, out_k, p, rows, Wq, Wo, mr);                \
     }                                                                                                \
 }                                                                                                    \
                                                                                                      \
 static void fc_tiles_##SUF(const T *src, const ptrdiff_t *off, ptrdiff_t taps, const T *a,           \
-        ptrdiff_t lda, T *c, ptrdiff_t ldc, int mr, ptrdiff_t rows, ptrdiff_t Wq, ptrdiff_t Wo, const T *bias, \
-        T *out, ptrdiff_t out_k, fc_prefetch *pf)                                                    \
+        ptrdiff_t lda, const T *bias, T *out, ptrdiff_t out_k, int mr, ptrdiff_t rows, ptrdiff_t Wq, \
+        ptrdiff_t Wo, fc_prefetch *pf)                                                               \
 {                                                                                                    \
     switch (mr) { /* literal block sizes: fully unrolled bodies */                                   \
-    case 4: fc_block_##SUF(src, off, taps, a, lda, c, ldc, rows, Wq, Wo, bias, out, out_k, pf, 4); break; \
-    case 3: fc_block_##SUF(src, off, taps, a, lda, c, ldc, rows, Wq, Wo, bias, out, out_k, pf, 3); break; \
-    case 2: fc_block_##SUF(src, off, taps, a, lda, c, ldc, rows, Wq, Wo, bias, out, out_k, pf, 2); break; \
-    default: fc_block_##SUF(src, off, taps, a, lda, c, ldc, rows, Wq, Wo, bias, out, out_k, pf, 1);   \
+    case 4: fc_block_##SUF(src, off, taps, a, lda, bias, out, out_k, rows, Wq, Wo, pf, 4); break;    \
+    case 3: fc_block_##SUF(src, off, taps, a, lda, bias, out, out_k, rows, Wq, Wo, pf, 3); break;    \
+    case 2: fc_block_##SUF(src, off, taps, a, lda, bias, out, out_k, rows, Wq, Wo, pf, 2); break;    \
+    default: fc_block_##SUF(src, off, taps, a, lda, bias, out, out_k, rows, Wq, Wo, pf, 1);          \
     }                                                                                                \
 }                                                                                                    \
                                                                                                      \
