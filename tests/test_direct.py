@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import fastconv
-from fastconv import _direct, convolution, reference
+from fastconv import _direct, _validation as v, convolution, reference
 from conftest import DTYPES, TORCH, assert_close, numerical_gradient, requires_torch
 from test_conv2d import CASES, make
 
@@ -46,6 +46,27 @@ def test_direct_matches_reference(build, rng, case, dtype):
     for g, want in zip(got, reference.conv2d_backward(go, x, w, **kw)):
         assert g.dtype == dtype and g.flags.c_contiguous
         assert_close(g, want)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dilation", [1, 30])
+@pytest.mark.parametrize("width", [1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17])
+def test_forward_writes_only_its_output(build, rng, dtype, dilation, width):
+    """Output rows of every width around the tiles' vector lengths (4, 8, 16 values;
+    a vector then spans one row, its end or several rows), and with dilation 30 phase
+    planes far wider than the output (whole tiles of pixels that are no output): each
+    output written once, with its value, and nothing around the output array."""
+    x = rng.standard_normal((2, 3, 9, width + 2 * dilation)).astype(dtype)
+    w = rng.standard_normal((6, 3, 3, 3)).astype(dtype)
+    b = rng.standard_normal(6).astype(dtype)
+    kw = dict(stride=1, padding=(1, 0), dilation=(1, dilation))
+    want = reference.conv2d(x, w, b, **kw)
+    assert want.shape[-1] == width
+    guarded = np.full((want.shape[0] + 2,) + want.shape[1:], np.nan, dtype=dtype)
+    g = v.conv_geometry(x.shape[2:], w.shape[2:], **kw)
+    _direct._forward_into(guarded[1:-1], x, w, b, g, 1, 2)
+    assert_close(guarded[1:-1], want)
+    assert np.isnan(guarded[0]).all() and np.isnan(guarded[-1]).all()
 
 
 @pytest.mark.parametrize("algorithm", convolution.ALGORITHMS)

@@ -161,7 +161,7 @@ cdef class ForwardPlan:
         self.Wq = Wq
         self.Hb = Hb
         self.plane = Hb * Wq
-        # tiles read up to one tile width + one row past the band's last plane
+        # the last tile reads less than one tile width past the band's last plane (a row to spare)
         self.size = planes * self.plane + S + Wq
 
 

@@ -100,7 +100,7 @@ static inline void fc_prefetch_next(fc_prefetch *pf, ptrdiff_t k)
 
 /* FC_STORE_LANES_f/_d(dst, v, first, count): dst[i] = lane first + i of a forward tile's vector
  * v, i < count: under AVX-512 one permute and one masked store, elsewhere fc_tstore_lanes. */
-#if defined(__AVX512F__) && FC_TILE_VBYTES == 64
+#if defined(__AVX512F__) && defined(FC_TILE_VBYTES) && FC_TILE_VBYTES == 64
 #  include <immintrin.h>
 #  define FC_STORE_LANES_f(dst, v, first, count)                                                     \
     _mm512_mask_storeu_ps((dst), (__mmask16)((1u << (count)) - 1),                                   \
@@ -144,20 +144,20 @@ static ptrdiff_t fc_strip_##SUF(void) { return FC_NV * FC_LANES(T); }           
 /* Output pixels per forward tile. */                                                                \
 static ptrdiff_t fc_tile_width_##SUF(void) { return FC_TV * FC_TILE_LANES(T); }                      \
                                                                                                      \
-/* One forward tile: mr (<= FC_MR) channels x FC_TV vectors of the band's pixels p.. (pixel      \
- * y*Wq + ox is output pixel (y, ox) when ox < Wo), summed in registers                            \
+/* One forward tile: mr (<= FC_MR) channels x FC_TV vectors of the band's pixels p = y*Wq + ox..  \
+ * (pixel y*Wq + ox is output pixel (y, ox) when ox < Wo), summed in registers                     \
  *     bias[m] + sum_{t < taps} a[m*lda + t] * src[off[t] + pixel]                                   \
  * and stored into out[m*out_k + y*Wo + ox] for ox < Wo, y < rows: a vector inside one row as a    \
  * whole, one that meets a row's end as its runs of output pixels. Each tap loads FC_TV input      \
  * vectors once and feeds mr * FC_TV multiply-adds. */                                               \
 FC_INLINE void fc_tile_##SUF(const T *src, const ptrdiff_t *off, ptrdiff_t taps, const T *a,         \
-        ptrdiff_t lda, const T *bias, T *out, ptrdiff_t out_k, ptrdiff_t p, ptrdiff_t rows,          \
-        ptrdiff_t Wq, ptrdiff_t Wo, const int mr)                                                    \
+        ptrdiff_t lda, const T *bias, T *out, ptrdiff_t out_k, ptrdiff_t p, ptrdiff_t y, ptrdiff_t ox, \
+        ptrdiff_t rows, ptrdiff_t Wq, ptrdiff_t Wo, const int mr)                                    \
 {                                                                                                    \
     const ptrdiff_t L = FC_TILE_LANES(T);                                                            \
     fc_tvec_##SUF acc[FC_MR][FC_TV];                                                                 \
     int m, v;                                                                                        \
-    ptrdiff_t t, y, ox;                                                                              \
+    ptrdiff_t t;                                                                                     \
     for (m = 0; m < mr; m++)                                                                         \
         for (v = 0; v < FC_TV; v++)                                                                  \
             acc[m][v] = fc_tbcast_##SUF(bias[m]);                                                    \
@@ -172,8 +172,6 @@ FC_INLINE void fc_tile_##SUF(const T *src, const ptrdiff_t *off, ptrdiff_t taps,
                 acc[m][v] += w * x[v];                                                               \
         }                                                                                            \
     }                                                                                                \
-    y = p / Wq;                                                                                      \
-    ox = p - y * Wq;                                                                                 \
     FC_UNROLL /* acc stays in registers only if every index is a constant */                         \
     for (v = 0; v < FC_TV; v++) {                                                                    \
         if (ox + L <= Wo && y < rows) {                                                              \
@@ -201,11 +199,13 @@ FC_INLINE void fc_block_##SUF(const T *src, const ptrdiff_t *off, ptrdiff_t taps
 {                                                                                                    \
     const ptrdiff_t S = FC_TV * FC_TILE_LANES(T), n = (rows - 1) * Wq + Wo, tiles = (n + S - 1) / S; \
     const ptrdiff_t per_tile = (pf->per_block + tiles - 1) / tiles;                                  \
-    ptrdiff_t p;                                                                                     \
+    ptrdiff_t p, y = 0, ox = 0; /* pixel p is (y, ox) */                                             \
     for (p = 0; p < n; p += S) {                                                                     \
         if (pf->count > 0)                                                                           \
             fc_prefetch_next(pf, per_tile);                                                          \
-        fc_tile_##SUF(src, off, taps, a, lda, bias, out, out_k, p, rows, Wq, Wo, mr);                \
+        fc_tile_##SUF(src, off, taps, a, lda, bias, out, out_k, p, y, ox, rows, Wq, Wo, mr);         \
+        for (ox += S; ox >= Wq; ox -= Wq)                                                            \
+            y++;                                                                                     \
     }                                                                                                \
 }                                                                                                    \
                                                                                                      \
