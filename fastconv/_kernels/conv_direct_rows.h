@@ -191,8 +191,9 @@ FC_INLINE void fc_tile_##SUF(const T *src, const ptrdiff_t *off, ptrdiff_t taps,
     }                                                                                                \
 }                                                                                                    \
                                                                                                      \
-/* One block of mr channels over a band of `rows` output rows, tile by tile, while `pf`'s lines    \
- * are prefetched, spread over the tiles. */                                                         \
+/* One block of mr channels over a band of `rows` output rows, tile by tile (skipping tiles with   \
+ * no output pixel, between rows of planes much wider than the output), while `pf`'s lines are     \
+ * prefetched, spread over the tiles. */                                                         \
 FC_INLINE void fc_block_##SUF(const T *src, const ptrdiff_t *off, ptrdiff_t taps, const T *a,        \
         ptrdiff_t lda, const T *bias, T *out, ptrdiff_t out_k, ptrdiff_t rows, ptrdiff_t Wq,         \
         ptrdiff_t Wo, fc_prefetch *pf, const int mr)                                                 \
@@ -203,7 +204,8 @@ FC_INLINE void fc_block_##SUF(const T *src, const ptrdiff_t *off, ptrdiff_t taps
     for (p = 0; p < n; p += S) {                                                                     \
         if (pf->count > 0)                                                                           \
             fc_prefetch_next(pf, per_tile);                                                          \
-        fc_tile_##SUF(src, off, taps, a, lda, bias, out, out_k, p, y, ox, rows, Wq, Wo, mr);         \
+        if (ox < Wo || ox + S > Wq) /* else every pixel of the tile is past its row's outputs */     \
+            fc_tile_##SUF(src, off, taps, a, lda, bias, out, out_k, p, y, ox, rows, Wq, Wo, mr);     \
         for (ox += S; ox >= Wq; ox -= Wq)                                                            \
             y++;                                                                                     \
     }                                                                                                \
