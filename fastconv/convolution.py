@@ -27,7 +27,8 @@ def _choose_algorithm(x_shape, weight_shape, geometry, groups, backward=False):
     copy, except for a pointwise (1x1, stride 1, unpadded) convolution, which is a
     plain GEMM that BLAS's packing does better. Backward: direct for one-channel
     groups (depthwise), where the GEMMs are degenerate; im2col otherwise, since
-    direct's grad_weight runs on row kernels, not tiles.
+    direct's grad_weight runs on row kernels, not tiles (except with one input
+    channel per group, the depthwise case, where it dots over the forward's planes).
 
     Measured on the 2-core AMD EPYC (AVX-512 build, 2 threads, interleaved
     medians of 9; `python -m fastconv bench --sections direct`), direct time /

@@ -10,7 +10,9 @@ by stride phase, so that each tap is a fixed offset from the output pixel; the
 tiles of conv_direct_rows.h then keep FC_MR channels x FC_TV vectors of output
 pixels in registers over all C*kh*kw taps (see "forward" below).
 
-grad_x at other strides and grad_weight work row by row on a few input rows,
+grad_weight with one input channel per group (depthwise) dots each output
+channel's grad_output with the forward's planes of its input channel, tap by tap.
+grad_x at other strides and the other grad_weights work row by row on a few input rows,
 zero-padded and split by stride phase, so that
 
     padded row u = iw + pad_left  is stored at  row[(u % sw) * M + u // sw]
@@ -31,6 +33,7 @@ cdef extern from "conv_direct_rows.h" nogil:
         Py_ssize_t col, row_lines, stride, count, per_block
     enum: FC_KB
     enum: FC_MR
+    enum: FC_TV
     int fc_compiled_isa()
     int fc_cpu_isa()
     Py_ssize_t fc_strip_f()
@@ -51,6 +54,10 @@ cdef extern from "conv_direct_rows.h" nogil:
                          const float* row, Py_ssize_t Wo, int nk)
     void fc_grad_w_row_d(double* part, Py_ssize_t part_k, const double* go, Py_ssize_t go_k,
                          const double* row, Py_ssize_t Wo, int nk)
+    void fc_grad_w_taps_f(const float* go, Py_ssize_t n, const float* src, const Py_ssize_t* off,
+                          Py_ssize_t taps, float* gw)
+    void fc_grad_w_taps_d(const double* go, Py_ssize_t n, const double* src, const Py_ssize_t* off,
+                          Py_ssize_t taps, double* gw)
     void fc_split_f(const float* src, Py_ssize_t W, float* dst, Py_ssize_t ds, Py_ssize_t M,
                     Py_ssize_t sw, Py_ssize_t pl)
     void fc_split_d(const double* src, Py_ssize_t W, double* dst, Py_ssize_t ds, Py_ssize_t M,
@@ -99,6 +106,14 @@ cdef inline void _grad_w_row(floating* part, Py_ssize_t part_k, const floating* 
         fc_grad_w_row_f(part, part_k, go, go_k, row, Wo, nk)
     else:
         fc_grad_w_row_d(part, part_k, go, go_k, row, Wo, nk)
+
+
+cdef inline void _grad_w_taps(const floating* go, Py_ssize_t n, const floating* src, const Py_ssize_t* off,
+                              Py_ssize_t taps, floating* gw) noexcept nogil:
+    if floating is float:
+        fc_grad_w_taps_f(go, n, src, off, taps, gw)
+    else:
+        fc_grad_w_taps_d(go, n, src, off, taps, gw)
 
 
 cdef inline void _pack_row(const floating* src, Py_ssize_t W, floating* dst, Py_ssize_t ds, Py_ssize_t M,
@@ -326,6 +341,61 @@ def conv2d_grad_weight(const floating[:, :, :, ::1] grad_output, const floating[
                         for s in range(S):
                             total = total + part[kb * part_k + (i * kw + j) * S + s]
                         grad_weight[g * Kg + k0 + kb, c, i, j] = total
+
+
+def conv2d_grad_weight_planes(const floating[:, :, :, ::1] grad_output, const floating[:, :, :, ::1] x,
+                              floating[:, :, :, ::1] grad_weight, int groups, int sh, int sw, int pt, int pl,
+                              int dh, int dw, ForwardPlan plan, floating[:, ::1] workspace, int num_threads):
+    """grad_weight (K, 1, kh, kw), added to (pass zeros), when each group has one input
+    channel (depthwise): each task owns one output channel k and, for every image and
+    band of output rows, dots k's grad_output rows (zero-padded to the planes' width,
+    so pixel y*Wq + ox as in the forward) with the band's phase planes at each tap's
+    offset: long dots in registers, where the row kernels would pay a call per row.
+
+    workspace (num_threads, grad_weight_planes_workspace(plan, ...))."""
+    cdef Py_ssize_t N = x.shape[0], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t K = grad_weight.shape[0], kh = grad_weight.shape[2], kw = grad_weight.shape[3]
+    cdef Py_ssize_t Ho = grad_output.shape[2], Wo = grad_output.shape[3]
+    cdef Py_ssize_t Kg = K // groups, taps = kh * kw
+    cdef Py_ssize_t R = plan.band_rows, Wq = plan.Wq, Hb = plan.Hb, n_bands = (Ho + R - 1) // R
+    cdef Py_ssize_t step = _dot_step(floating is double)
+    cdef Py_ssize_t k, n, band, oy0, rows, y, m, i, j
+    cdef Py_ssize_t[::1] off = np.empty(max(taps, 1), dtype=np.intp)
+    cdef floating* planes = NULL
+    cdef floating* go = NULL
+    if N == 0 or K == 0 or Ho == 0 or Wo == 0:
+        return
+    for i in range(kh):
+        for j in range(kw):
+            off[i * kw + j] = ((i * dh % sh) * sw + j * dw % sw) * plan.plane + (i * dh // sh) * Wq + j * dw // sw
+    with nogil, parallel(num_threads=num_threads):
+        planes = &workspace[threadid(), 0]
+        go = planes + plan.size
+        memset(planes + sh * sw * plan.plane, 0, (plan.size - sh * sw * plan.plane) * sizeof(floating))
+        for k in prange(K, schedule="static"):
+            for n in range(N):
+                for band in range(n_bands):
+                    oy0 = band * R
+                    rows = min(R, Ho - oy0)
+                    _fill_planes(&x[n, k // Kg, 0, 0], 1, H, W, oy0, sh, sw, pt, pl, Hb, Wq, planes)
+                    for y in range(rows):
+                        _pack_row(&grad_output[n, k, oy0 + y, 0], Wo, go + y * Wq, 0, Wq, 1, 0)
+                    # pixels through the band's last output, in whole steps (zeros past it)
+                    m = ((rows - 1) * Wq + Wo + step - 1) // step * step
+                    if m > rows * Wq:
+                        memset(go + rows * Wq, 0, (m - rows * Wq) * sizeof(floating))
+                    _grad_w_taps(go, m, planes, &off[0], taps, &grad_weight[k, 0, 0, 0])
+
+
+cdef Py_ssize_t _dot_step(bint double_precision) noexcept nogil:
+    """Pixels per step of fc_grad_w_taps: two tile vectors."""
+    return 2 * (fc_tile_width_d() if double_precision else fc_tile_width_f()) // FC_TV
+
+
+def grad_weight_planes_workspace(ForwardPlan plan, bint double_precision):
+    """Values per thread for conv2d_grad_weight_planes: the planes, then one band of
+    grad_output rows and a step to spare."""
+    return plan.size + plan.band_rows * plan.Wq + _dot_step(double_precision)
 
 
 # ---------------------------------------------------------------------------

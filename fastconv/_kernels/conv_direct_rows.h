@@ -22,6 +22,7 @@
 #define FC_NV1 8 /* vectors per strip for one channel (no channel block to hide FMA latency) */
 #define FC_MR 4 /* channels per forward tile (fc_tiles' switch has a case for each size up to it) */
 #define FC_TV 3 /* vectors of pixels per forward tile: FC_MR x FC_TV accumulators */
+#define FC_TAPS_B 4 /* taps per block of grad_weight dots over phase planes (fc_grad_w_taps' switch covers the rest) */
 
 #if (defined(__GNUC__) || defined(__clang__)) && !defined(FC_NO_VECTOR_EXTENSIONS)
 #  define FC_INLINE static inline __attribute__((always_inline))
@@ -333,6 +334,52 @@ static void fc_grad_w_row_##SUF(T *part, ptrdiff_t part_k, const T *go, ptrdiff_
     case 2: fc_grad_w_dots_##SUF(part, part_k, go, go_k, row, Wo, 2); break;                         \
     default: fc_grad_w_dots_##SUF(part, part_k, go, go_k, row, Wo, 1);                               \
     }                                                                                                \
+}                                                                                                    \
+                                                                                                     \
+/* gw[t0 + u] += sum_{p < n} go[p] * src[off[t0 + u] + p], u < nt: FC_TAPS_B taps' dots over a      \
+ * band's pixels at once, two vectors of pixels per step (n a multiple of 2 vectors). */             \
+FC_INLINE void fc_grad_w_taps_block_##SUF(const T *go, ptrdiff_t n, const T *src, const ptrdiff_t *off, \
+        ptrdiff_t t0, T *gw, const int nt)                                                           \
+{                                                                                                    \
+    const ptrdiff_t L = FC_TILE_LANES(T);                                                            \
+    fc_tvec_##SUF acc[FC_TAPS_B][2];                                                                 \
+    T lane[FC_TILE_LANES(T)];                                                                        \
+    int u;                                                                                           \
+    ptrdiff_t p, l;                                                                                  \
+    for (u = 0; u < nt; u++)                                                                         \
+        acc[u][0] = acc[u][1] = fc_tbcast_##SUF(0);                                                  \
+    for (p = 0; p < n; p += 2 * L) {                                                                 \
+        const fc_tvec_##SUF g0 = fc_tload_##SUF(go + p), g1 = fc_tload_##SUF(go + p + L);            \
+        for (u = 0; u < nt; u++) {                                                                   \
+            const T *x = src + off[t0 + u] + p;                                                      \
+            acc[u][0] += g0 * fc_tload_##SUF(x);                                                     \
+            acc[u][1] += g1 * fc_tload_##SUF(x + L);                                                 \
+        }                                                                                            \
+    }                                                                                                \
+    for (u = 0; u < nt; u++) {                                                                       \
+        const fc_tvec_##SUF sum = acc[u][0] + acc[u][1];                                             \
+        T total = 0;                                                                                 \
+        memcpy(lane, &sum, sizeof sum);                                                              \
+        for (l = 0; l < L; l++)                                                                      \
+            total += lane[l];                                                                        \
+        gw[t0 + u] += total;                                                                         \
+    }                                                                                                \
+}                                                                                                    \
+                                                                                                     \
+/* gw[t] += sum_{p < n} go[p] * src[off[t] + p], t < taps: one output channel's grad_weight over a  \
+ * band's phase planes (src, as the forward reads them), go zero at the pixels that are no output. */ \
+static void fc_grad_w_taps_##SUF(const T *go, ptrdiff_t n, const T *src, const ptrdiff_t *off,       \
+        ptrdiff_t taps, T *gw)                                                                       \
+{                                                                                                    \
+    ptrdiff_t t0;                                                                                    \
+    for (t0 = 0; t0 + FC_TAPS_B <= taps; t0 += FC_TAPS_B)                                            \
+        fc_grad_w_taps_block_##SUF(go, n, src, off, t0, gw, FC_TAPS_B);                              \
+    switch (taps - t0) {                                                                             \
+    case 3: fc_grad_w_taps_block_##SUF(go, n, src, off, t0, gw, 3); break;                           \
+    case 2: fc_grad_w_taps_block_##SUF(go, n, src, off, t0, gw, 2); break;                           \
+    case 1: fc_grad_w_taps_block_##SUF(go, n, src, off, t0, gw, 1); break;                           \
+    default: break;                                                                                  \
+    }                                                                                                \
 }
 
 #define FC_DEFINE_CORRELATE(T, SUF)                                                                  \
@@ -370,17 +417,43 @@ static void fc_correlate_rows_##SUF(const T *rows, ptrdiff_t row_len, ptrdiff_t 
 
 #define FC_SPLIT_LOOP(SW) for (m = lo; m < hi; m++) for (r = 0; r < SW; r++) dst[r * ds + m] = src[m * SW + r - pl]
 
+/* Keep a function's copy loops as loops: a libc memcpy call costs more than the short rows that
+ * depthwise planes and grad_output rows copy (gcc turns such loops into calls; clang's
+ * no_builtin would turn the vector loads' fixed-size memcpys into calls too, so it goes without). */
+#if defined(__GNUC__) && !defined(__clang__)
+#  define FC_NO_MEMCPY_CALLS __attribute__((optimize("no-tree-loop-distribute-patterns")))
+#else
+#  define FC_NO_MEMCPY_CALLS
+#endif
+
 #define FC_DEFINE_SPLIT(T, SUF)                                                                      \
 /* One input row split into its sw stride phases, zero-padded:                                       \
  *     dst[r*ds + m] = src[m*sw + r - pl]  (0 outside [0, W)),  r < sw, m < M.                       \
  * pl < 0 crops. The interior (every phase in bounds) runs with a literal stride for sw <= 4,        \
  * one pass over the source, so that the compiler vectorises the deinterleave. */                    \
-static void fc_split_##SUF(const T *FC_RESTRICT src, ptrdiff_t W, T *FC_RESTRICT dst, ptrdiff_t ds,  \
+FC_NO_MEMCPY_CALLS static void fc_split_##SUF(const T *FC_RESTRICT src, ptrdiff_t W, T *FC_RESTRICT dst, ptrdiff_t ds, \
         ptrdiff_t M, ptrdiff_t sw, ptrdiff_t pl)                                                     \
 {                                                                                                    \
-    ptrdiff_t lo = pl <= 0 ? 0 : (pl + sw - 1) / sw;    /* first m with m*sw - pl >= 0 */            \
-    ptrdiff_t hi = W - sw + pl < 0 ? 0 : (W - sw + pl) / sw + 1; /* past the last m ending < W */    \
-    ptrdiff_t m, r, u;                                                                               \
+    ptrdiff_t lo, hi, m, r, u;                                                                       \
+    if (sw == 1) { /* a copy between zero pads: rows as short as a depthwise map's, no divisions */  \
+        lo = pl <= 0 ? 0 : pl < M ? pl : M;                                                          \
+        hi = W + pl < M ? W + pl : M;                                                                \
+        for (m = 0; m < lo; m++)                                                                     \
+            dst[m] = 0;                                                                              \
+        for (; m + FC_TILE_LANES(T) <= hi; m += FC_TILE_LANES(T))                                    \
+            fc_tstore_##SUF(dst + m, fc_tload_##SUF(src + m - pl));                                  \
+        FC_UNROLL                                                                                    \
+        for (u = FC_TILE_LANES(T) / 2; u > 0; u /= 2)                                                \
+            if (m < hi && ((hi - m) & u)) {                                                          \
+                memcpy(dst + m, src + m - pl, u * sizeof(T));                                        \
+                m += u;                                                                              \
+            }                                                                                        \
+        for (; m < M; m++)                                                                           \
+            dst[m] = 0;                                                                              \
+        return;                                                                                      \
+    }                                                                                                \
+    lo = pl <= 0 ? 0 : (pl + sw - 1) / sw;    /* first m with m*sw - pl >= 0 */                      \
+    hi = W - sw + pl < 0 ? 0 : (W - sw + pl) / sw + 1; /* past the last m ending < W */              \
     lo = lo < M ? lo : M;                                                                            \
     hi = hi < M ? hi : M;                                                                            \
     hi = hi > lo ? hi : lo;                                                                          \
@@ -395,7 +468,6 @@ static void fc_split_##SUF(const T *FC_RESTRICT src, ptrdiff_t W, T *FC_RESTRICT
         }                                                                                            \
     }                                                                                                \
     switch (sw) {                                                                                    \
-    case 1: if (hi > lo) memcpy(dst + lo, src + lo - pl, (size_t)(hi - lo) * sizeof(T)); break;      \
     case 2: FC_SPLIT_LOOP(2); break;                                                                 \
     case 3: FC_SPLIT_LOOP(3); break;                                                                 \
     case 4: FC_SPLIT_LOOP(4); break;                                                                 \
