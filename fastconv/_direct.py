@@ -123,7 +123,9 @@ def _grad_weight_planes(grad_output, x, weight, g, groups, num_threads):
     phase planes, one output channel per task. Measured on the depthwise benchmark
     case (float32, minimum of 21): 1.5 ms at 1 thread and 0.64 ms at 2, against about
     2.6 and 1.4 ms on the row kernels, whose call per (row, tap) dominates there."""
-    rows = _band_rows(1, g, x.dtype.itemsize, num_threads, x.shape[0])
+    # bands split the sums: their height must not depend on the thread count, so that
+    # every thread count gives the same bits (tasks are output channels, not bands)
+    rows = _band_rows(1, g, x.dtype.itemsize, 1, x.shape[0])
     plane_rows, plane_width = _plane_shape(g, rows)
     plan = kernel.ForwardPlan(g.stride_h * g.stride_w, plane_rows, plane_width, rows, x.dtype == np.float64)
     size = kernel.grad_weight_planes_workspace(plan, x.dtype == np.float64)
