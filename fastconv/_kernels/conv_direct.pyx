@@ -166,8 +166,9 @@ cdef inline Py_ssize_t _end_tap(Py_ssize_t start, Py_ssize_t d, Py_ssize_t size,
 cdef class ForwardPlan:
     """Workspace layout of conv2d_forward (values per thread): `planes` phase planes
     of Hb x Wq values for a band of `band_rows` output rows (shapes from
-    fastconv._direct._plane_shape) and the zeros the last tile reads past them."""
-    cdef readonly Py_ssize_t band_rows, Wq, Hb, plane, size
+    fastconv._direct._plane_shape), `filled` values in all, then the zeros the last
+    tile reads past them, up to `size`."""
+    cdef readonly Py_ssize_t band_rows, Wq, Hb, plane, filled, size
 
     def __init__(self, Py_ssize_t planes, Py_ssize_t Hb, Py_ssize_t Wq, Py_ssize_t band_rows,
                  bint double_precision):
@@ -176,8 +177,23 @@ cdef class ForwardPlan:
         self.Wq = Wq
         self.Hb = Hb
         self.plane = Hb * Wq
+        self.filled = planes * self.plane
         # the last tile reads less than one tile width past the band's last plane (a row to spare)
-        self.size = planes * self.plane + S + Wq
+        self.size = self.filled + S + Wq
+
+    def tap_offsets(self, Py_ssize_t Cg, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
+                    Py_ssize_t dh, Py_ssize_t dw):
+        """off[(c*kh + i)*kw + j]: where tap (c, i, j) of output pixel p reads, p + off
+        into a group's planes (plane (c, i*dh % sh, j*dw % sw), i*dh // sh rows and
+        j*dw // sw columns on)."""
+        cdef Py_ssize_t[::1] off = np.empty(max(Cg * kh * kw, 1), dtype=np.intp)
+        cdef Py_ssize_t c, i, j
+        for c in range(Cg):
+            for i in range(kh):
+                for j in range(kw):
+                    off[(c * kh + i) * kw + j] = (((c * sh + i * dh % sh) * sw + j * dw % sw) * self.plane
+                                                  + (i * dh // sh) * self.Wq + j * dw // sw)
+        return np.asarray(off)
 
 
 cdef inline void _fill_planes(const floating* image, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
@@ -210,20 +226,15 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight
     cdef Py_ssize_t R = plan.band_rows, Wq = plan.Wq, Hb = plan.Hb
     cdef Py_ssize_t n_bands = (Ho + R - 1) // R, group_planes = Cg * sh * sw * plan.plane
     cdef Py_ssize_t blocks = (Kg + FC_MR - 1) // FC_MR
-    cdef Py_ssize_t task, n, oy0, rows, grp, mb, mr, k, c, i, j, nxt
+    cdef Py_ssize_t task, n, oy0, rows, grp, mb, mr, k, nxt
     cdef fc_prefetch pf
-    cdef Py_ssize_t[::1] off = np.empty(max(taps, 1), dtype=np.intp)
+    cdef Py_ssize_t[::1] off = plan.tap_offsets(Cg, kh, kw, sh, sw, dh, dw)
     cdef floating* planes = NULL
     if N == 0 or K == 0 or Ho == 0 or Wo == 0:
         return
-    for c in range(Cg):
-        for i in range(kh):
-            for j in range(kw):
-                off[(c * kh + i) * kw + j] = (((c * sh + i * dh % sh) * sw + j * dw % sw) * plan.plane
-                                              + (i * dh // sh) * Wq + j * dw // sw)
     with nogil, parallel(num_threads=num_threads):
         planes = &workspace[threadid(), 0]
-        memset(planes + C * sh * sw * plan.plane, 0, (plan.size - C * sh * sw * plan.plane) * sizeof(floating))
+        memset(planes + plan.filled, 0, (plan.size - plan.filled) * sizeof(floating))
         for task in prange(N * n_bands, schedule="static"):
             n = task // n_bands
             oy0 = (task % n_bands) * R
@@ -359,19 +370,16 @@ def conv2d_grad_weight_planes(const floating[:, :, :, ::1] grad_output, const fl
     cdef Py_ssize_t Kg = K // groups, taps = kh * kw
     cdef Py_ssize_t R = plan.band_rows, Wq = plan.Wq, Hb = plan.Hb, n_bands = (Ho + R - 1) // R
     cdef Py_ssize_t step = _dot_step(floating is double)
-    cdef Py_ssize_t k, n, band, oy0, rows, y, m, i, j
-    cdef Py_ssize_t[::1] off = np.empty(max(taps, 1), dtype=np.intp)
+    cdef Py_ssize_t k, n, band, oy0, rows, y, m
+    cdef Py_ssize_t[::1] off = plan.tap_offsets(1, kh, kw, sh, sw, dh, dw)
     cdef floating* planes = NULL
     cdef floating* go = NULL
     if N == 0 or K == 0 or Ho == 0 or Wo == 0:
         return
-    for i in range(kh):
-        for j in range(kw):
-            off[i * kw + j] = ((i * dh % sh) * sw + j * dw % sw) * plan.plane + (i * dh // sh) * Wq + j * dw // sw
     with nogil, parallel(num_threads=num_threads):
         planes = &workspace[threadid(), 0]
         go = planes + plan.size
-        memset(planes + sh * sw * plan.plane, 0, (plan.size - sh * sw * plan.plane) * sizeof(floating))
+        memset(planes + plan.filled, 0, (plan.size - plan.filled) * sizeof(floating))
         for k in prange(K, schedule="static"):
             for n in range(N):
                 for band in range(n_bands):

@@ -124,18 +124,25 @@ FC_INLINE void fc_store_##SUF(T *p, fc_vec_##SUF v) { memcpy(p, &v, sizeof v); }
 FC_INLINE fc_vec_##SUF fc_bcast_##SUF(T s) { fc_vec_##SUF zero = {0}; return s - zero; } /* s - 0 folds; s + 0 does not (-0) */ \
 FC_INLINE fc_tvec_##SUF fc_tload_##SUF(const T *p) { fc_tvec_##SUF v; memcpy(&v, p, sizeof v); return v; } \
 FC_INLINE void fc_tstore_##SUF(T *p, fc_tvec_##SUF v) { memcpy(p, &v, sizeof v); }                   \
-/* dst[i] = v[first + i], i < count, as power-of-two runs: fixed-size copies, no memcpy call. */     \
+/* dst[i] = src[i], i < n <= one tile vector, as power-of-two runs: fixed-size copies, no memcpy   \
+ * call (one costs more than the few values). */                                                     \
+FC_INLINE void fc_copy_runs_##SUF(T *dst, const T *src, ptrdiff_t n)                                 \
+{                                                                                                    \
+    ptrdiff_t k;                                                                                     \
+    FC_UNROLL                                                                                        \
+    for (k = FC_TILE_LANES(T); k > 0; k /= 2)                                                        \
+        if (n & k) {                                                                                 \
+            memcpy(dst, src, k * sizeof(T));                                                         \
+            dst += k;                                                                                \
+            src += k;                                                                                \
+        }                                                                                            \
+}                                                                                                    \
+/* dst[i] = v[first + i], i < count. */                                                              \
 FC_INLINE void fc_tstore_lanes_##SUF(T *dst, fc_tvec_##SUF v, ptrdiff_t first, ptrdiff_t count)      \
 {                                                                                                    \
     T lane[FC_TILE_LANES(T)];                                                                        \
-    ptrdiff_t k;                                                                                     \
     memcpy(lane, &v, sizeof v);                                                                      \
-    for (k = FC_TILE_LANES(T); k > 0; k /= 2)                                                        \
-        if (count & k) {                                                                             \
-            memcpy(dst, lane + first, k * sizeof(T));                                                \
-            dst += k;                                                                                \
-            first += k;                                                                              \
-        }                                                                                            \
+    fc_copy_runs_##SUF(dst, lane + first, count);                                                    \
 }                                                                                                    \
 FC_INLINE fc_tvec_##SUF fc_tbcast_##SUF(T s) { fc_tvec_##SUF zero = {0}; return s - zero; }          \
                                                                                                      \
@@ -442,12 +449,10 @@ FC_NO_MEMCPY_CALLS static void fc_split_##SUF(const T *FC_RESTRICT src, ptrdiff_
             dst[m] = 0;                                                                              \
         for (; m + FC_TILE_LANES(T) <= hi; m += FC_TILE_LANES(T))                                    \
             fc_tstore_##SUF(dst + m, fc_tload_##SUF(src + m - pl));                                  \
-        FC_UNROLL                                                                                    \
-        for (u = FC_TILE_LANES(T) / 2; u > 0; u /= 2)                                                \
-            if (m < hi && ((hi - m) & u)) {                                                          \
-                memcpy(dst + m, src + m - pl, u * sizeof(T));                                        \
-                m += u;                                                                              \
-            }                                                                                        \
+        if (m < hi) {                                                                                \
+            fc_copy_runs_##SUF(dst + m, src + m - pl, hi - m);                                       \
+            m = hi;                                                                                  \
+        }                                                                                            \
         for (; m < M; m++)                                                                           \
             dst[m] = 0;                                                                              \
         return;                                                                                      \
