@@ -125,8 +125,9 @@ def _forward_into(out, x, weight, bias, g, groups, num_threads):
 def _grad_weight_planes(grad_output, x, weight, g, groups, num_threads):
     """grad_weight with one input channel per group (depthwise): dots over the forward's
     phase planes, one output channel per task. Measured on the depthwise benchmark
-    case (float32, minimum of 21): 1.5 ms at 1 thread and 0.64 ms at 2, against about
-    2.6 and 1.4 ms on the row kernels, whose call per (row, tap) dominates there."""
+    case (float32, interleaved, minimum of 21): 2.6 ms at 1 thread and 1.15 ms at 2,
+    against 3.6 and 2.1 ms on the row kernels, which pay a call per (row, tap); both
+    read x and grad_output from memory once, which bounds them at 1 thread."""
     # tasks are output channels, so bands only bound the memory; they split the sums, so
     # their height must not depend on the thread count (every count gives the same bits)
     plan = _plan(1, g, x.dtype, _band_rows(1, g, x.dtype.itemsize))

@@ -31,17 +31,17 @@ def _choose_algorithm(x_shape, weight_shape, geometry, groups, backward=False):
     channel per group, the depthwise case, where it dots over the forward's planes).
 
     Measured on the 2-core AMD EPYC (AVX-512 build, 2 threads, interleaved
-    medians of 9; `python -m fastconv bench --sections direct`), direct time /
-    im2col time, float32 (range over 5 runs; backward over the last 2) | float64
-    (1 run) (C1-C5 as in bench.CONV_CASES, DW = depthwise 3x3 (8, 64, 56, 56),
-    groups=64):
+    medians of 9; `python -m fastconv bench --sections direct`, at fa3e8a5),
+    direct time / im2col time, float32 (range over 7 runs) | float64 (1 run)
+    (C1-C5 as in bench.CONV_CASES, DW = depthwise 3x3 (8, 64, 56, 56), groups=64):
 
-        forward   C1 0.83-1.00|0.85  C2 0.76-0.79|0.86  C3 0.84-0.91|0.92
-                  C4 0.63-0.75|0.88  C5 1.17-1.31|1.26  DW 0.48-0.55|0.53
-        backward  C1 2.5-2.8|2.3  C2 2.1-2.5|1.9  C3 1.7-2.2|1.7  C4 4.3-4.5|3.2
-                  C5 9-22|5.9     DW 0.51-0.60|0.59
+        forward   C1 0.70-1.05|0.72  C2 0.75-0.80|0.79  C3 0.82-0.93|0.89
+                  C4 0.63-0.71|0.87  C5 1.12-1.37|0.99  DW 0.41-0.46|0.46
+        backward  C1 2.3-3.4|2.3  C2 1.9-2.7|1.8  C3 1.8-2.6|1.4  C4 4.1-4.7|2.8
+                  C5 9-16|3.8     DW 0.36-0.41|0.39
 
-    so every choice is the faster one (C1's forward: a tie at worst).
+    so every choice is the faster one or within 5% of it (C1's forward in one
+    float32 run; C5's in float64).
     """
     if backward:
         return "direct" if weight_shape[1] == 1 else "im2col"
