@@ -66,6 +66,43 @@ def test_chunks_and_row_passes(build, rng, monkeypatch):
         assert_close(fastconv.convolve(a, v, mode), np.convolve(a, v, mode))
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_lane_kernel(build, rng, dtype):
+    # correlate1d on every build (convolve takes it only with 64-byte vectors and long kernels):
+    # windows that start before, inside and past the signal, runs of one block and of many, ragged
+    # last tasks, several threads; nothing written outside `out`.
+    K = _direct.kernel
+    lanes, block = K.lane_layout(dtype == np.float64)
+    for W, kw in [(1, 1), (5, 3), (37, 40), (1000, 7), (3001, 101), (300, 300)]:
+        x, k = rng.standard_normal(W).astype(dtype), rng.standard_normal(kw).astype(dtype)
+        full = np.convolve(x, k[::-1])        # full[t] = sum_j k[j] x[t - (kw - 1) + j]
+        for first in (-(kw - 1), -1, 0, 3, W - 2):
+            for n in (1, W + kw - 1, 2 * W + 5):
+                t = np.arange(n) + first + kw - 1
+                want = np.where((t >= 0) & (t < full.size), full[np.clip(t, 0, full.size - 1)], 0)
+                for run, threads in [(block, 1), (3 * block, 3), (44 * block, 2)]:
+                    guarded = np.full(n + 2, np.nan, dtype)
+                    ws = np.empty((threads, K.lane_workspace(run, kw, dtype == np.float64)), dtype)
+                    K.correlate1d(x, k, guarded[1:-1], first, run, ws, threads)
+                    assert np.isnan(guarded[0]) and np.isnan(guarded[-1])
+                    assert_close(guarded[1:-1], want)
+    with pytest.raises(ValueError, match=f"run must be a positive multiple of {block}"):
+        K.correlate1d(x, k, np.empty(4, dtype), 0, block + 1, np.empty((1, 10**5), dtype), 1)
+    with pytest.raises(ValueError, match="run must be"):
+        K.correlate1d(x, k, np.empty(4, dtype), 0, block, np.empty((1, 8), dtype), 1)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_convolve_lane_path(build, rng, monkeypatch, dtype):
+    # Every kernel length through the lane kernel where the build has it, few outputs per task.
+    monkeypatch.setattr(signal, "LANE_MIN_TAPS", 0)
+    monkeypatch.setattr(signal, "LANE_RUN", 1)
+    for n, m in LENGTHS:
+        a, v = rng.standard_normal(n).astype(dtype), rng.standard_normal(m).astype(dtype)
+        for mode in MODES:
+            assert_close(fastconv.convolve(a, v, mode), np.convolve(a, v, mode))
+
+
 def test_convolution_is_flipped_correlation():
     # conv2d is cross-correlation; convolve2d flips the kernel.
     x = np.arange(12.0).reshape(3, 4)

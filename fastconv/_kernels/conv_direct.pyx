@@ -66,6 +66,14 @@ cdef extern from "conv_direct_rows.h" nogil:
                              Py_ssize_t kw, float* y, Py_ssize_t n, int accumulate)
     void fc_correlate_rows_d(const double* rows, Py_ssize_t row_len, Py_ssize_t nrows, const double* k,
                              Py_ssize_t kw, double* y, Py_ssize_t n, int accumulate)
+    void fc_correlate_lanes_f(const float* x, Py_ssize_t W, Py_ssize_t first, const float* k, Py_ssize_t kw,
+                              float* y, Py_ssize_t n, Py_ssize_t M, float* work)
+    void fc_correlate_lanes_d(const double* x, Py_ssize_t W, Py_ssize_t first, const double* k, Py_ssize_t kw,
+                              double* y, Py_ssize_t n, Py_ssize_t M, double* work)
+    Py_ssize_t fc_lane_block_f()
+    Py_ssize_t fc_lane_block_d()
+    Py_ssize_t fc_lanes_f()
+    Py_ssize_t fc_lanes_d()
 
 cdef inline void _tiles(const floating* src, const Py_ssize_t* off, Py_ssize_t taps, const floating* a,
                         Py_ssize_t lda, const floating* bias, floating* out, Py_ssize_t out_k, int mr,
@@ -455,6 +463,41 @@ def correlate2d(const floating[:, ::1] x, const floating[:, ::1] kernel, floatin
                     accumulate = True
             if not accumulate:             # no input under this chunk
                 memset(&out[r, t0], 0, n * sizeof(floating))
+
+
+def correlate1d(const floating[::1] x, const floating[::1] kernel, floating[::1] out, Py_ssize_t first,
+                Py_ssize_t run, floating[:, ::1] workspace, int num_threads):
+    """out[s] = sum_j kernel[j] * x[first + s + j], x zero outside its bounds, in tasks of lanes * run
+    outputs (lane_layout); workspace holds lane_workspace(run, kernel.shape[0]) values per thread."""
+    cdef Py_ssize_t lanes = fc_lanes_f() if floating is float else fc_lanes_d()
+    cdef Py_ssize_t block = fc_lane_block_f() if floating is float else fc_lane_block_d()
+    cdef Py_ssize_t n = out.shape[0], per_task = run * lanes, task, s0
+    if run <= 0 or run % block or workspace.shape[1] < lane_workspace(run, kernel.shape[0], sizeof(floating) == sizeof(double)):
+        raise ValueError(f"run must be a positive multiple of {block} with its workspace, got {run}")
+    if n == 0:
+        return
+    with nogil, parallel(num_threads=num_threads):
+        for task in prange((n + per_task - 1) // per_task, schedule="static"):
+            s0 = task * per_task
+            if floating is float:
+                fc_correlate_lanes_f(&x[0], x.shape[0], first + s0, &kernel[0], kernel.shape[0], &out[s0],
+                                     min(per_task, n - s0), run, &workspace[threadid(), 0])
+            else:
+                fc_correlate_lanes_d(&x[0], x.shape[0], first + s0, &kernel[0], kernel.shape[0], &out[s0],
+                                     min(per_task, n - s0), run, &workspace[threadid(), 0])
+
+
+def lane_layout(bint double_precision):
+    """(lanes per vector, block): correlate1d's tasks give each lane a run of outputs, a multiple of block."""
+    if double_precision:
+        return fc_lanes_d(), fc_lane_block_d()
+    return fc_lanes_f(), fc_lane_block_f()
+
+
+def lane_workspace(Py_ssize_t run, Py_ssize_t kw, bint double_precision):
+    """Values per thread for correlate1d: the transposed input, plus room to align it to 64 bytes."""
+    cdef Py_ssize_t lanes = fc_lanes_d() if double_precision else fc_lanes_f()
+    return (run + kw) * lanes + <Py_ssize_t>(64 // (sizeof(double) if double_precision else sizeof(float)))
 
 
 # ---------------------------------------------------------------------------

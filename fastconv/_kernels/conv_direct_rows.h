@@ -23,6 +23,14 @@
 #define FC_MR 4 /* channels per forward tile (fc_tiles' switch has a case for each size up to it) */
 #define FC_TV 3 /* vectors of pixels per forward tile: FC_MR x FC_TV accumulators */
 #define FC_TAPS_B 4 /* taps per block of grad_weight dots over phase planes (fc_grad_w_taps' switch covers the rest) */
+/* Lane correlation (fc_correlate_lanes): FC_LR accumulator vectors x FC_LJ taps in registers. */
+#if defined(__AVX512F__)
+#  define FC_LR 12
+#  define FC_LJ 8
+#else
+#  define FC_LR 6
+#  define FC_LJ 4
+#endif
 
 #if (defined(__GNUC__) || defined(__clang__)) && !defined(FC_NO_VECTOR_EXTENSIONS)
 #  define FC_INLINE static inline __attribute__((always_inline))
@@ -69,6 +77,13 @@
 #  define FC_UNROLL _Pragma("GCC unroll 8")
 #else
 #  define FC_UNROLL
+#endif
+#if defined(__clang__)
+#  define FC_UNROLL_ALL _Pragma("unroll")
+#elif defined(__GNUC__)
+#  define FC_UNROLL_ALL _Pragma("GCC unroll 32")
+#else
+#  define FC_UNROLL_ALL
 #endif
 
 #if defined(__GNUC__) || defined(__clang__)
@@ -422,6 +437,77 @@ static void fc_correlate_rows_##SUF(const T *rows, ptrdiff_t row_len, ptrdiff_t 
     }                                                                                                \
 }
 
+#define FC_DEFINE_LANES(T, SUF)                                                                      \
+/* y[s] = sum_{j < kw} k[j] * xz[first + s + j], s < n <= L*M, xz zero outside x[0, W): lane l of   \
+ * every vector computes the run of outputs [l*M, (l+1)*M). The input goes into `work` transposed, \
+ * work[u*L + l] = xz[first + l*M + u], so that a tap's values for a vector of outputs are one       \
+ * aligned load, and a block of FC_LR output vectors x FC_LJ taps loads FC_LR + FC_LJ - 1 vectors   \
+ * for FC_LR * FC_LJ multiply-adds. M is a multiple of FC_LR; work holds (M + kw) * L values.    \
+ * Each output sums its taps in order, whatever M is. */                                             \
+static void fc_correlate_lanes_##SUF(const T *x, ptrdiff_t W, ptrdiff_t first, const T *k,          \
+        ptrdiff_t kw, T *y, ptrdiff_t n, ptrdiff_t M, T *work)                                       \
+{                                                                                                    \
+    const ptrdiff_t L = FC_TILE_LANES(T), U = M + kw - 1;                                            \
+    T *FC_RESTRICT buf = (T *)(((size_t)work + 63) & ~(size_t)63);                                   \
+    T block[FC_LR * FC_TILE_LANES(T)];                                                               \
+    ptrdiff_t l, u, t, j, i, s;                                                                      \
+    int r, jj;                                                                                       \
+    /* L rows of `work` at a time, every lane: a row is a cache line, and filled lane by lane over   \
+     * all rows it would leave L1 before its last lane came. */                                      \
+    for (u = 0; u < U; u += L) {                                                                     \
+        const ptrdiff_t nu = U - u < L ? U - u : L;                                                  \
+        for (l = 0; l < L; l++) {                                                                    \
+            const ptrdiff_t base = first + l * M + u;                                                \
+            if (nu == L && base >= 0 && base + L <= W) {                                             \
+                FC_UNROLL_ALL                                                                        \
+                for (i = 0; i < FC_TILE_LANES(T); i++)                                               \
+                    buf[(u + i) * L + l] = x[base + i];                                              \
+            } else {                                                                                 \
+                for (i = 0; i < nu; i++)                                                             \
+                    buf[(u + i) * L + l] = base + i >= 0 && base + i < W ? x[base + i] : 0;          \
+            }                                                                                        \
+        }                                                                                            \
+    }                                                                                                \
+    for (t = 0; t < M; t += FC_LR) {                                                                 \
+        const T *src = buf + t * L;                                                                  \
+        fc_tvec_##SUF acc[FC_LR];                                                                    \
+        for (r = 0; r < FC_LR; r++)                                                                  \
+            acc[r] = fc_tbcast_##SUF(0);                                                             \
+        for (j = 0; j + FC_LJ <= kw; j += FC_LJ) {                                                   \
+            fc_tvec_##SUF kb[FC_LJ];                                                                 \
+            for (jj = 0; jj < FC_LJ; jj++)                                                           \
+                kb[jj] = fc_tbcast_##SUF(k[j + jj]);                                                 \
+            FC_UNROLL_ALL                                                                            \
+            for (u = 0; u < FC_LR + FC_LJ - 1; u++) {                                                \
+                const fc_tvec_##SUF xv = fc_tload_##SUF(src + (j + u) * L);                          \
+                FC_UNROLL_ALL                                                                        \
+                for (r = 0; r < FC_LR; r++)                                                          \
+                    if (u - r >= 0 && u - r < FC_LJ)                                                 \
+                        acc[r] += kb[u - r] * xv;                                                    \
+            }                                                                                        \
+        }                                                                                            \
+        for (; j < kw; j++) {                                                                        \
+            const fc_tvec_##SUF kv = fc_tbcast_##SUF(k[j]);                                          \
+            for (r = 0; r < FC_LR; r++)                                                              \
+                acc[r] += kv * fc_tload_##SUF(src + (j + r) * L);                                    \
+        }                                                                                            \
+        for (r = 0; r < FC_LR; r++)                                                                  \
+            fc_tstore_##SUF(block + r * L, acc[r]);                                                  \
+        if ((L - 1) * M + t + FC_LR <= n) {                                                          \
+            for (l = 0; l < L; l++)                                                                  \
+                for (r = 0; r < FC_LR; r++)                                                          \
+                    y[l * M + t + r] = block[r * L + l];                                             \
+        } else {                                                                                     \
+            for (l = 0; l < L; l++)                                                                  \
+                for (r = 0, s = l * M + t; r < FC_LR && s < n; r++, s++)                             \
+                    y[s] = block[r * L + l];                                                         \
+        }                                                                                            \
+    }                                                                                                \
+}                                                                                                    \
+/* Outputs per lane run of fc_correlate_lanes come in multiples of this; lanes per vector. */        \
+static ptrdiff_t fc_lane_block_##SUF(void) { return FC_LR; }                                         \
+static ptrdiff_t fc_lanes_##SUF(void) { return FC_TILE_LANES(T); }
+
 #define FC_SPLIT_LOOP(SW) for (m = lo; m < hi; m++) for (r = 0; r < SW; r++) dst[r * ds + m] = src[m * SW + r - pl]
 
 /* Keep a function's copy loops as loops: a libc memcpy call costs more than the short rows that
@@ -486,6 +572,8 @@ FC_DEFINE_CORRELATE(float, f)
 FC_DEFINE_CORRELATE(double, d)
 FC_DEFINE_SPLIT(float, f)
 FC_DEFINE_SPLIT(double, d)
+FC_DEFINE_LANES(float, f)
+FC_DEFINE_LANES(double, d)
 
 /* Instruction set this translation unit was compiled for:
  * 0 portable baseline, 1 AVX + FMA, 2 AVX-512F (+ FMA). */
