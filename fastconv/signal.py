@@ -17,15 +17,19 @@ CHUNK = 2048
 ROW_BUDGET = 32768
 
 #: `convolve` transposes the signal into vector lanes (conv_direct.correlate1d: aligned loads, each
-#: reused by a block of taps) on builds with 64-byte vectors, once the kernel has LANE_MIN_TAPS taps
-#: per lane. Below that, and on narrower builds, the transposes cost more than the loads they save.
-#: Measured on 10**6 samples, one thread, lane kernel time / row kernel time: AVX-512 float64
-#: 1.20 (3 taps), 0.98 (17), 0.86 (33), 0.71 (101); float32 2.69 (3), 1.09 (33), 0.81 (101);
-#: the AVX2 build 0.92-1.01 (float64, 9-101 taps) and 0.98-2.75 (float32).
+#: reused by a block of taps) on builds with 64-byte vectors, once the kernel is LANE_MIN_TAPS taps
+#: per lane long (32 taps in float64, 64 in float32). Shorter kernels, and narrower builds, take the
+#: row kernels: there the transposes cost more than the loads they save. Measured on 10**6 samples,
+#: one thread, lane kernel time / row kernel time: AVX-512 float64 1.20 (3 taps), 0.98 (17),
+#: 0.86 (33), 0.71 (101); float32 2.69 (3), 1.09 (33), 0.81 (101); the AVX2 build 0.92-1.01
+#: (float64, 9-101 taps) and 0.98-2.75 (float32).
 LANE_MIN_TAPS = 4
 #: Outputs per lane and task: a multiple of every build's lane block, and not of 512 (lanes 4 KiB
 #: apart would share L1 sets).
 LANE_RUN = 528
+#: The most bytes of transposed input per thread ((run + taps) x 64 bytes): L2-sized. Longer
+#: kernels take the row kernels, whose workspace holds the kernel's span once, not once per lane.
+LANE_BYTES = 1 << 20
 
 
 def _correlate_flipped(image, kernel, out_shape, start):
@@ -80,15 +84,16 @@ def convolve(a, v, mode="full"):
     if v.size > a.size:            # convolution commutes; the kernel is the shorter one
         a, v = v, a
     length, start = _mode_window(a.size, v.size, mode)
-    lanes, block = _direct.kernel.lane_layout(a.dtype == np.float64)
-    if lanes * a.itemsize < 64 or v.size < LANE_MIN_TAPS * lanes:
+    double = a.dtype == np.float64
+    lanes, block = _direct.kernel.lane_layout(double)
+    per_thread = _direct.kernel.lane_workspace(LANE_RUN, v.size, double)
+    if lanes * a.itemsize < 64 or v.size < LANE_MIN_TAPS * lanes or per_thread * a.itemsize > LANE_BYTES:
         return _correlate_flipped(a[None, :], v[None, :], (1, length), (0, start))[0]
     num_threads = get_num_threads()
-    run = min(LANE_RUN, -(-length // (lanes * num_threads)))   # every thread gets a task
-    run = -(-run // block) * block
+    run = min(LANE_RUN, -(-length // (lanes * num_threads)))   # short signals: a task per thread
+    run = -(-run // block) * block                              # (or nearly: runs come in blocks)
     out = np.empty(length, dtype=a.dtype)
-    workspace = np.empty((num_threads, _direct.kernel.lane_workspace(run, v.size, a.dtype == np.float64)),
-                         dtype=a.dtype)
+    workspace = np.empty((num_threads, _direct.kernel.lane_workspace(run, v.size, double)), dtype=a.dtype)
     _direct.kernel.correlate1d(a, np.ascontiguousarray(v[::-1]), out, start - (v.size - 1), run, workspace,
                                num_threads)
     return out

@@ -70,7 +70,8 @@ def test_chunks_and_row_passes(build, rng, monkeypatch):
 def test_lane_kernel(build, rng, dtype):
     # correlate1d on every build (convolve takes it only with 64-byte vectors and long kernels):
     # windows that start before, inside and past the signal, runs of one block and of many, ragged
-    # last tasks, several threads; nothing written outside `out`.
+    # last tasks, several threads; nothing written outside `out`, nothing read from the workspace
+    # that the kernel did not write (it starts as NaN).
     K = _direct.kernel
     lanes, block = K.lane_layout(dtype == np.float64)
     for W, kw in [(1, 1), (5, 3), (37, 40), (1000, 7), (3001, 101), (300, 300)]:
@@ -82,25 +83,37 @@ def test_lane_kernel(build, rng, dtype):
                 want = np.where((t >= 0) & (t < full.size), full[np.clip(t, 0, full.size - 1)], 0)
                 for run, threads in [(block, 1), (3 * block, 3), (44 * block, 2)]:
                     guarded = np.full(n + 2, np.nan, dtype)
-                    ws = np.empty((threads, K.lane_workspace(run, kw, dtype == np.float64)), dtype)
+                    ws = np.full((threads, K.lane_workspace(run, kw, dtype == np.float64)), np.nan, dtype)
                     K.correlate1d(x, k, guarded[1:-1], first, run, ws, threads)
                     assert np.isnan(guarded[0]) and np.isnan(guarded[-1])
                     assert_close(guarded[1:-1], want)
-    with pytest.raises(ValueError, match=f"run must be a positive multiple of {block}"):
-        K.correlate1d(x, k, np.empty(4, dtype), 0, block + 1, np.empty((1, 10**5), dtype), 1)
-    with pytest.raises(ValueError, match="run must be"):
+    ws = np.empty((2, K.lane_workspace(block, kw, dtype == np.float64)), dtype)
+    with pytest.raises(ValueError, match=f"run must be a positive multiple of {block}, got {block + 1}"):
+        K.correlate1d(x, k, np.empty(4, dtype), 0, block + 1, ws, 1)
+    with pytest.raises(ValueError, match="workspace .* is too small for 3 threads"):
+        K.correlate1d(x, k, np.empty(4, dtype), 0, block, ws, 3)
+    with pytest.raises(ValueError, match="workspace .* is too small for 1 threads of run"):
         K.correlate1d(x, k, np.empty(4, dtype), 0, block, np.empty((1, 8), dtype), 1)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_convolve_lane_path(build, rng, monkeypatch, dtype):
-    # Every kernel length through the lane kernel where the build has it, few outputs per task.
+    # Every kernel length through the lane kernel where the build has 64-byte vectors (and only
+    # there), with few outputs per task; and through the row kernels when its workspace is capped.
+    calls = []
+    correlate1d = _direct.kernel.correlate1d
+    monkeypatch.setattr(_direct.kernel, "correlate1d", lambda *args: calls.append(1) or correlate1d(*args))
     monkeypatch.setattr(signal, "LANE_MIN_TAPS", 0)
     monkeypatch.setattr(signal, "LANE_RUN", 1)
-    for n, m in LENGTHS:
-        a, v = rng.standard_normal(n).astype(dtype), rng.standard_normal(m).astype(dtype)
-        for mode in MODES:
-            assert_close(fastconv.convolve(a, v, mode), np.convolve(a, v, mode))
+    lanes, _ = _direct.kernel.lane_layout(dtype == np.float64)
+    for cap in (1 << 20, 0):
+        monkeypatch.setattr(signal, "LANE_BYTES", cap)
+        for n, m in LENGTHS:
+            a, v = rng.standard_normal(n).astype(dtype), rng.standard_normal(m).astype(dtype)
+            for mode in MODES:
+                calls.clear()
+                assert_close(fastconv.convolve(a, v, mode), np.convolve(a, v, mode))
+                assert len(calls) == (lanes * np.dtype(dtype).itemsize == 64 and cap > 0)
 
 
 def test_convolution_is_flipped_correlation():

@@ -68,9 +68,10 @@ canary "runtime error: signed integer overflow" \
 
 if [ "$#" -eq 0 ]; then
     # The CI subset: kernels against the reference, the limits, the property tests
-    # at the small "sanitize" profile, concurrency and untouched inputs.
+    # at the small "sanitize" profile, concurrency and untouched inputs, the signal kernels.
     set -- "$python" -m pytest -q -p no:cacheprovider -x \
         tests/test_columns.py tests/test_conv2d.py tests/test_limits.py tests/test_properties.py \
+        tests/test_signal.py \
         -k "not Torch and not finite_differences"
 fi
 echo "== $*"

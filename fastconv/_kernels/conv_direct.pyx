@@ -472,8 +472,12 @@ def correlate1d(const floating[::1] x, const floating[::1] kernel, floating[::1]
     cdef Py_ssize_t lanes = fc_lanes_f() if floating is float else fc_lanes_d()
     cdef Py_ssize_t block = fc_lane_block_f() if floating is float else fc_lane_block_d()
     cdef Py_ssize_t n = out.shape[0], per_task = run * lanes, task, s0
-    if run <= 0 or run % block or workspace.shape[1] < lane_workspace(run, kernel.shape[0], sizeof(floating) == sizeof(double)):
-        raise ValueError(f"run must be a positive multiple of {block} with its workspace, got {run}")
+    # the kernel's reads and writes stay inside the workspace only under these (run rounds the tasks)
+    if run <= 0 or run % block:
+        raise ValueError(f"run must be a positive multiple of {block}, got {run}")
+    if (num_threads < 1 or workspace.shape[0] < num_threads
+            or workspace.shape[1] < lane_workspace(run, kernel.shape[0], sizeof(floating) == sizeof(double))):
+        raise ValueError(f"workspace {tuple(workspace.shape)[:2]} is too small for {num_threads} threads of run {run}")
     if n == 0:
         return
     with nogil, parallel(num_threads=num_threads):

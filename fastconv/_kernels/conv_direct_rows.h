@@ -15,6 +15,7 @@
 #define FASTCONV_CONV_DIRECT_ROWS_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <string.h>
 
 #define FC_KB 4 /* channels per register block */
@@ -438,17 +439,17 @@ static void fc_correlate_rows_##SUF(const T *rows, ptrdiff_t row_len, ptrdiff_t 
 }
 
 #define FC_DEFINE_LANES(T, SUF)                                                                      \
-/* y[s] = sum_{j < kw} k[j] * xz[first + s + j], s < n <= L*M, xz zero outside x[0, W): lane l of   \
- * every vector computes the run of outputs [l*M, (l+1)*M). The input goes into `work` transposed, \
+/* y[s] = sum_{j < kw} k[j] * xz[first + s + j], s < n <= L*M, xz zero outside x[0, W): lane l of    \
+ * every vector computes the run of outputs [l*M, (l+1)*M). The input goes into `work` transposed,   \
  * work[u*L + l] = xz[first + l*M + u], so that a tap's values for a vector of outputs are one       \
- * aligned load, and a block of FC_LR output vectors x FC_LJ taps loads FC_LR + FC_LJ - 1 vectors   \
- * for FC_LR * FC_LJ multiply-adds. M is a multiple of FC_LR; work holds (M + kw) * L values.    \
- * Each output sums its taps in order, whatever M is. */                                             \
-static void fc_correlate_lanes_##SUF(const T *x, ptrdiff_t W, ptrdiff_t first, const T *k,          \
+ * aligned load, and a block of FC_LR output vectors x FC_LJ taps loads FC_LR + FC_LJ - 1 vectors    \
+ * for FC_LR * FC_LJ multiply-adds. M is a multiple of FC_LR; work holds (M + kw - 1) * L values     \
+ * from its first 64-byte boundary on. Each output sums its taps in order, whatever M is. */         \
+static void fc_correlate_lanes_##SUF(const T *x, ptrdiff_t W, ptrdiff_t first, const T *k,           \
         ptrdiff_t kw, T *y, ptrdiff_t n, ptrdiff_t M, T *work)                                       \
 {                                                                                                    \
     const ptrdiff_t L = FC_TILE_LANES(T), U = M + kw - 1;                                            \
-    T *FC_RESTRICT buf = (T *)(((size_t)work + 63) & ~(size_t)63);                                   \
+    T *FC_RESTRICT buf = (T *)(((uintptr_t)work + 63) & ~(uintptr_t)63);                             \
     T block[FC_LR * FC_TILE_LANES(T)];                                                               \
     ptrdiff_t l, u, t, j, i, s;                                                                      \
     int r, jj;                                                                                       \
