@@ -116,6 +116,17 @@ def test_convolve_lane_path(build, rng, monkeypatch, dtype):
                 assert len(calls) == (lanes * np.dtype(dtype).itemsize == 64 and cap > 0)
 
 
+@pytest.mark.parametrize("m", [5, 101])
+def test_convolve_nan_spreads_like_numpy(build, rng, m):
+    # a NaN inside the signal turns exactly the outputs whose window holds it, on either kernel
+    a, v = rng.standard_normal(2000), rng.standard_normal(m)
+    a[[0, 777, 1999]] = np.nan
+    for mode in MODES:
+        got, want = fastconv.convolve(a, v, mode), np.convolve(a, v, mode)
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+        assert_close(got[~np.isnan(got)], want[~np.isnan(want)])
+
+
 def test_convolution_is_flipped_correlation():
     # conv2d is cross-correlation; convolve2d flips the kernel.
     x = np.arange(12.0).reshape(3, 4)
@@ -134,6 +145,13 @@ def test_inputs_untouched_and_noncontiguous(rng):
     np.testing.assert_array_equal(in2, c2)
     a = rng.standard_normal(50)[::3]
     assert_close(fastconv.convolve(a, [1.0, -1.0]), np.convolve(a, [1.0, -1.0]))
+    # long enough for the lane kernel where the build has it; read-only and strided
+    a, v = rng.standard_normal(3000)[::2], rng.standard_normal(202)[::2]
+    a.flags.writeable = v.flags.writeable = False
+    c1, c2 = a.copy(), v.copy()
+    assert_close(fastconv.convolve(a, v, "same"), np.convolve(c1, c2, "same"))
+    np.testing.assert_array_equal(a, c1)
+    np.testing.assert_array_equal(v, c2)
 
 
 @pytest.mark.parametrize("call, exc, match", [
