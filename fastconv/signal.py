@@ -84,18 +84,30 @@ def convolve(a, v, mode="full"):
     if v.size > a.size:            # convolution commutes; the kernel is the shorter one
         a, v = v, a
     length, start = _mode_window(a.size, v.size, mode)
+    if _lanes_pay(a.dtype, v.size):
+        return _correlate_lanes(a, v, length, start)
+    return _correlate_flipped(a[None, :], v[None, :], (1, length), (0, start))[0]
+
+
+def _lanes_pay(dtype, taps):
+    """Whether `convolve` takes the lane kernel (LANE_MIN_TAPS, LANE_BYTES)."""
+    double = dtype == np.float64
+    lanes, _ = _direct.kernel.lane_layout(double)
+    return (lanes * dtype.itemsize >= 64 and taps >= LANE_MIN_TAPS * lanes
+            and _direct.kernel.lane_workspace(LANE_RUN, taps, double) * dtype.itemsize <= LANE_BYTES)
+
+
+def _correlate_lanes(a, kernel, length, start):
+    """out[t] = full_convolution(a, kernel)[t + start], by conv_direct.correlate1d."""
     double = a.dtype == np.float64
     lanes, block = _direct.kernel.lane_layout(double)
-    per_thread = _direct.kernel.lane_workspace(LANE_RUN, v.size, double)
-    if lanes * a.itemsize < 64 or v.size < LANE_MIN_TAPS * lanes or per_thread * a.itemsize > LANE_BYTES:
-        return _correlate_flipped(a[None, :], v[None, :], (1, length), (0, start))[0]
     num_threads = get_num_threads()
     run = min(LANE_RUN, -(-length // (lanes * num_threads)))   # short signals: a task per thread
     run = -(-run // block) * block                              # (or nearly: runs come in blocks)
     out = np.empty(length, dtype=a.dtype)
-    workspace = np.empty((num_threads, _direct.kernel.lane_workspace(run, v.size, double)), dtype=a.dtype)
-    _direct.kernel.correlate1d(a, np.ascontiguousarray(v[::-1]), out, start - (v.size - 1), run, workspace,
-                               num_threads)
+    workspace = np.empty((num_threads, _direct.kernel.lane_workspace(run, kernel.size, double)), dtype=a.dtype)
+    _direct.kernel.correlate1d(a, np.ascontiguousarray(kernel[::-1]), out, start - (kernel.size - 1), run,
+                               workspace, num_threads)
     return out
 
 

@@ -465,30 +465,36 @@ def correlate2d(const floating[:, ::1] x, const floating[:, ::1] kernel, floatin
                 memset(&out[r, t0], 0, n * sizeof(floating))
 
 
+cdef inline void _correlate_lanes(const floating* x, Py_ssize_t W, Py_ssize_t first, const floating* k,
+                                  Py_ssize_t kw, floating* y, Py_ssize_t n, Py_ssize_t M,
+                                  floating* work) noexcept nogil:
+    if floating is float:
+        fc_correlate_lanes_f(x, W, first, k, kw, y, n, M, work)
+    else:
+        fc_correlate_lanes_d(x, W, first, k, kw, y, n, M, work)
+
+
 def correlate1d(const floating[::1] x, const floating[::1] kernel, floating[::1] out, Py_ssize_t first,
                 Py_ssize_t run, floating[:, ::1] workspace, int num_threads):
     """out[s] = sum_j kernel[j] * x[first + s + j], x zero outside its bounds, in tasks of lanes * run
     outputs (lane_layout); workspace holds lane_workspace(run, kernel.shape[0]) values per thread."""
-    cdef Py_ssize_t lanes = fc_lanes_f() if floating is float else fc_lanes_d()
-    cdef Py_ssize_t block = fc_lane_block_f() if floating is float else fc_lane_block_d()
+    cdef bint double_precision = sizeof(floating) == sizeof(double)
+    cdef Py_ssize_t lanes, block
+    lanes, block = lane_layout(double_precision)
     cdef Py_ssize_t n = out.shape[0], per_task = run * lanes, task, s0
     # the kernel's reads and writes stay inside the workspace only under these (run rounds the tasks)
     if run <= 0 or run % block:
         raise ValueError(f"run must be a positive multiple of {block}, got {run}")
     if (num_threads < 1 or workspace.shape[0] < num_threads
-            or workspace.shape[1] < lane_workspace(run, kernel.shape[0], sizeof(floating) == sizeof(double))):
+            or workspace.shape[1] < lane_workspace(run, kernel.shape[0], double_precision)):
         raise ValueError(f"workspace {tuple(workspace.shape)[:2]} is too small for {num_threads} threads of run {run}")
     if n == 0:
         return
     with nogil, parallel(num_threads=num_threads):
         for task in prange((n + per_task - 1) // per_task, schedule="static"):
             s0 = task * per_task
-            if floating is float:
-                fc_correlate_lanes_f(&x[0], x.shape[0], first + s0, &kernel[0], kernel.shape[0], &out[s0],
-                                     min(per_task, n - s0), run, &workspace[threadid(), 0])
-            else:
-                fc_correlate_lanes_d(&x[0], x.shape[0], first + s0, &kernel[0], kernel.shape[0], &out[s0],
-                                     min(per_task, n - s0), run, &workspace[threadid(), 0])
+            _correlate_lanes(&x[0], x.shape[0], first + s0, &kernel[0], kernel.shape[0], &out[s0],
+                             min(per_task, n - s0), run, &workspace[threadid(), 0])
 
 
 def lane_layout(bint double_precision):
@@ -500,7 +506,7 @@ def lane_layout(bint double_precision):
 
 def lane_workspace(Py_ssize_t run, Py_ssize_t kw, bint double_precision):
     """Values per thread for correlate1d: the transposed input, plus room to align it to 64 bytes."""
-    cdef Py_ssize_t lanes = fc_lanes_d() if double_precision else fc_lanes_f()
+    cdef Py_ssize_t lanes = lane_layout(double_precision)[0]
     return (run + kw) * lanes + <Py_ssize_t>(64 // (sizeof(double) if double_precision else sizeof(float)))
 
 
