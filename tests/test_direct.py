@@ -48,17 +48,25 @@ def test_direct_matches_reference(build, rng, case, dtype):
         assert_close(g, want)
 
 
+@pytest.mark.parametrize("tiles", ["pixel", "channel"])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("dilation", [1, 30])
-@pytest.mark.parametrize("width", [1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17])
-def test_forward_writes_only_its_output(build, rng, dtype, dilation, width):
-    """Output rows of every width around the tiles' vector lengths (4, 8, 16 values;
-    a vector then spans one row, its end or several rows), and with dilation 30 phase
-    planes far wider than the output (whole tiles of pixels that are no output): each
-    output written once, with its value, and nothing around the output array."""
+@pytest.mark.parametrize("width", [1, 2, 3, 4, 5, 7, 8, 9, 11, 12, 13, 15, 16, 17, 23, 25, 37])
+def test_forward_writes_only_its_output(build, rng, monkeypatch, tiles, dtype, dilation, width):
+    """Output rows of every width around the pixel tiles' vector lengths (4, 8, 16
+    values; a vector then spans one row, its end or several rows) and the channel
+    tiles' widths (rows of 1-12 pixels, split in 2 or 4 near-equal tiles), and with
+    dilation 30 phase planes far wider than the output (whole pixel tiles of no
+    output): each output written once, with its value, and nothing around the
+    output array. Channel tiles take two whole blocks of channels and pixel tiles
+    the 3 after them."""
+    K = 6
+    if tiles == "channel":
+        monkeypatch.setattr(_direct, "_channel_tiles_pay", lambda *args: True)
+        K = 2 * build.channel_block(dtype == np.float64) + 3
     x = rng.standard_normal((2, 3, 9, width + 2 * dilation)).astype(dtype)
-    w = rng.standard_normal((6, 3, 3, 3)).astype(dtype)
-    b = rng.standard_normal(6).astype(dtype)
+    w = rng.standard_normal((K, 3, 3, 3)).astype(dtype)
+    b = rng.standard_normal(K).astype(dtype)
     kw = dict(stride=1, padding=(1, 0), dilation=(1, dilation))
     want = reference.conv2d(x, w, b, **kw)
     assert want.shape[-1] == width
@@ -67,6 +75,48 @@ def test_forward_writes_only_its_output(build, rng, dtype, dilation, width):
     _direct._forward_into(guarded[1:-1], x, w, b, g, 1, 2)
     assert_close(guarded[1:-1], want)
     assert np.isnan(guarded[0]).all() and np.isnan(guarded[-1]).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", [
+    (2, 3, 9, 40, 32, 3, 1, 1, 1, 1),                   # one or two whole blocks of channels
+    (1, 2, 7, 29, 45, (2, 3), 1, 0, 1, 1),              # whole blocks, then channels on pixel tiles
+    (2, 4, 13, 47, 70, 11, 4, 0, 1, 2),                 # C4-like, in groups of 35 channels
+    (1, 6, 11, 60, 34, 3, (2, 3), (1, 2), (2, 1), 2),   # strided, dilated, padded, grouped
+    (3, 2, 5, 3, 16, 3, 1, 1, 1, 1),                    # rows narrower than one tile
+    (0, 3, 9, 9, 32, 3, 1, 1, 1, 1),                    # an empty batch
+])
+def test_channel_tiles_match_reference(build, rng, monkeypatch, case, dtype):
+    """The forward with every whole block of channels on channel tiles, on every build."""
+    monkeypatch.setattr(_direct, "_channel_tiles_pay", lambda *args: True)
+    x, w, b, kw = make(rng, case, dtype)
+    assert_close(fastconv.conv2d(x, w, b, algorithm="direct", **kw), reference.conv2d(x, w, b, **kw))
+
+
+def test_channel_tiles_where_they_pay(build):
+    """Channel tiles on the AVX-512 build only, for many taps or rows short next to
+    their planes, and only with at least one whole block of channels."""
+    f32 = np.dtype(np.float32)
+    c4 = v.conv_geometry((227, 227), (11, 11), stride=4, padding=0, dilation=1)
+    c1 = v.conv_geometry((32, 32), (3, 3), stride=1, padding=1, dilation=1)
+    short = v.conv_geometry((14, 14), (3, 3), stride=1, padding=1, dilation=1)
+    avx512 = build.compiled_isa() == 2
+    assert _direct._channel_tiles_pay(c4, 96, 363, f32) == avx512
+    assert _direct._channel_tiles_pay(short, 64, 27, f32) == avx512
+    assert not _direct._channel_tiles_pay(c1, 32, 27, f32)
+    assert not _direct._channel_tiles_pay(c4, build.channel_block(False) - 1, 363, f32)
+
+
+def test_channel_tiles_check_the_packed_weights(rng):
+    x = rng.standard_normal((1, 3, 8, 8)).astype(np.float32)
+    w = rng.standard_normal((40, 27)).astype(np.float32)
+    g = v.conv_geometry((8, 8), (3, 3), stride=1, padding=0, dilation=1)
+    plan = _direct._plan(3, g, x.dtype, 6)
+    block = _direct.kernel.channel_block(False)
+    with pytest.raises(ValueError, match="packed must be"):
+        _direct.kernel.conv2d_forward(x, w, np.zeros(40, np.float32), np.empty((1, 40, 6, 6), np.float32), 1,
+                                      3, 3, 1, 1, 0, 0, 1, 1, plan, np.empty((1, plan.size), np.float32), 1,
+                                      np.zeros((27, block + 1), np.float32))
 
 
 @pytest.mark.parametrize("algorithm", convolution.ALGORITHMS)

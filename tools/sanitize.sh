@@ -68,10 +68,11 @@ canary "runtime error: signed integer overflow" \
 
 if [ "$#" -eq 0 ]; then
     # The CI subset: kernels against the reference, the limits, the property tests
-    # at the small "sanitize" profile, concurrency and untouched inputs, the signal kernels.
+    # at the small "sanitize" profile, concurrency and untouched inputs, the signal kernels, and
+    # the direct kernels on every build (pixel and channel tiles).
     set -- "$python" -m pytest -q -p no:cacheprovider -x \
         tests/test_columns.py tests/test_conv2d.py tests/test_limits.py tests/test_properties.py \
-        tests/test_signal.py \
+        tests/test_signal.py tests/test_direct.py \
         -k "not Torch and not finite_differences"
 fi
 echo "== $*"

@@ -46,6 +46,14 @@ cdef extern from "conv_direct_rows.h" nogil:
     void fc_tiles_d(const double* src, const Py_ssize_t* off, Py_ssize_t taps, const double* a, Py_ssize_t lda,
                     const double* bias, double* out, Py_ssize_t out_k, int mr, Py_ssize_t rows, Py_ssize_t Wq,
                     Py_ssize_t Wo, fc_prefetch* pf)
+    Py_ssize_t fc_channel_block_f()
+    Py_ssize_t fc_channel_block_d()
+    void fc_channel_tiles_f(const float* src, const Py_ssize_t* off, Py_ssize_t taps, const float* w,
+                            const float* bias, float* out, Py_ssize_t out_k, Py_ssize_t rows, Py_ssize_t Wq,
+                            Py_ssize_t Wo, fc_prefetch* pf)
+    void fc_channel_tiles_d(const double* src, const Py_ssize_t* off, Py_ssize_t taps, const double* w,
+                            const double* bias, double* out, Py_ssize_t out_k, Py_ssize_t rows, Py_ssize_t Wq,
+                            Py_ssize_t Wo, fc_prefetch* pf)
     void fc_grad_x_row_f(const float* go, Py_ssize_t go_k, const float* w, Py_ssize_t w_k, Py_ssize_t w_c,
                          Py_ssize_t Kg, float* dst, Py_ssize_t dst_c, Py_ssize_t Wo, int nc)
     void fc_grad_x_row_d(const double* go, Py_ssize_t go_k, const double* w, Py_ssize_t w_k, Py_ssize_t w_c,
@@ -82,6 +90,20 @@ cdef inline void _tiles(const floating* src, const Py_ssize_t* off, Py_ssize_t t
         fc_tiles_f(src, off, taps, a, lda, bias, out, out_k, mr, rows, Wq, Wo, pf)
     else:
         fc_tiles_d(src, off, taps, a, lda, bias, out, out_k, mr, rows, Wq, Wo, pf)
+
+
+cdef inline void _channel_tiles(const floating* src, const Py_ssize_t* off, Py_ssize_t taps, const floating* w,
+                                const floating* bias, floating* out, Py_ssize_t out_k, Py_ssize_t rows,
+                                Py_ssize_t Wq, Py_ssize_t Wo, fc_prefetch* pf) noexcept nogil:
+    if floating is float:
+        fc_channel_tiles_f(src, off, taps, w, bias, out, out_k, rows, Wq, Wo, pf)
+    else:
+        fc_channel_tiles_d(src, off, taps, w, bias, out, out_k, rows, Wq, Wo, pf)
+
+
+def channel_block(bint double_precision):
+    """Output channels per channel tile of conv2d_forward."""
+    return fc_channel_block_d() if double_precision else fc_channel_block_f()
 
 
 cdef inline fc_prefetch _input_run(const floating* image, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
@@ -169,7 +191,10 @@ cdef inline Py_ssize_t _end_tap(Py_ssize_t start, Py_ssize_t d, Py_ssize_t size,
 #     [oy + i*dh // sh, ox + j*dw // sw] = flat index oy*Wq + ox + (i*dh // sh)*Wq + j*dw // sw,
 # so with output pixels numbered p = oy*Wq + ox (Wq - Wo of them per row are
 # thrown away), every tap is one fixed offset from p: a GEMM whose right-hand
-# matrix is read straight from the planes, tile by tile (fc_tiles), no columns.
+# matrix is read straight from the planes, tile by tile, no columns. Pixel tiles
+# (fc_tiles) run their vectors over pixels p, so a vector that meets a row's end
+# spends Wq - Wo lanes on no output; channel tiles (fc_channel_tiles) run them over
+# output channels, from weights packed channel-fastest, and cover each row exactly.
 
 cdef class ForwardPlan:
     """Workspace layout of conv2d_forward (values per thread): `planes` phase planes
@@ -224,20 +249,29 @@ cdef inline void _fill_planes(const floating* image, Py_ssize_t C, Py_ssize_t H,
 def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight,
                    const floating[::1] bias, floating[:, :, :, ::1] out, int groups,
                    int kh, int kw, int sh, int sw, int pt, int pl, int dh, int dw,
-                   ForwardPlan plan, floating[:, ::1] workspace, int num_threads):
+                   ForwardPlan plan, floating[:, ::1] workspace, int num_threads,
+                   const floating[:, ::1] packed=None):
     """out = conv2d(x, weight) + bias, every element written.
 
-    weight (K, C/groups * kh * kw); workspace (num_threads, plan.size)."""
+    weight (K, C/groups * kh * kw); workspace (num_threads, plan.size). With
+    `packed`, each group's first (K/groups) // B blocks of B = channel_block(...)
+    output channels run on channel tiles, from packed (groups * blocks * taps, B):
+    row (g * blocks + b) * taps + t holds tap t of channels g*K/groups + b*B + l,
+    l < B; the group's other channels run on pixel tiles."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t K = out.shape[1], Ho = out.shape[2], Wo = out.shape[3]
     cdef Py_ssize_t Kg = K // groups, Cg = C // groups, taps = Cg * kh * kw
     cdef Py_ssize_t R = plan.band_rows, Wq = plan.Wq, Hb = plan.Hb
     cdef Py_ssize_t n_bands = (Ho + R - 1) // R, group_planes = Cg * sh * sw * plan.plane
-    cdef Py_ssize_t blocks = (Kg + FC_MR - 1) // FC_MR
+    cdef Py_ssize_t B = channel_block(floating is double)
+    cdef Py_ssize_t full = 0 if packed is None else Kg // B     # channel tiles per group
+    cdef Py_ssize_t blocks = full + (Kg - full * B + FC_MR - 1) // FC_MR
     cdef Py_ssize_t task, n, oy0, rows, grp, mb, mr, k, nxt
     cdef fc_prefetch pf
     cdef Py_ssize_t[::1] off = plan.tap_offsets(Cg, kh, kw, sh, sw, dh, dw)
     cdef floating* planes = NULL
+    if packed is not None and (packed.shape[0] != groups * full * taps or packed.shape[1] != B):
+        raise ValueError(f"packed must be ({groups * full * taps}, {B}), got ({packed.shape[0]}, {packed.shape[1]})")
     if N == 0 or K == 0 or Ho == 0 or Wo == 0:
         return
     with nogil, parallel(num_threads=num_threads):
@@ -255,10 +289,15 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight
                             sh * Hb if nxt > task else 0, groups * blocks)
             for grp in range(groups):
                 for mb in range(blocks):
-                    mr = min(FC_MR, Kg - mb * FC_MR)
-                    k = grp * Kg + mb * FC_MR
-                    _tiles(planes + grp * group_planes, &off[0], taps, &weight[k, 0], taps,
-                           &bias[k], &out[n, k, oy0, 0], Ho * Wo, mr, rows, Wq, Wo, &pf)
+                    if mb < full:
+                        k = grp * Kg + mb * B
+                        _channel_tiles(planes + grp * group_planes, &off[0], taps, &packed[(grp * full + mb) * taps, 0],
+                                       &bias[k], &out[n, k, oy0, 0], Ho * Wo, rows, Wq, Wo, &pf)
+                    else:
+                        k = grp * Kg + full * B + (mb - full) * FC_MR
+                        mr = min(FC_MR, (grp + 1) * Kg - k)
+                        _tiles(planes + grp * group_planes, &off[0], taps, &weight[k, 0], taps,
+                               &bias[k], &out[n, k, oy0, 0], Ho * Wo, mr, rows, Wq, Wo, &pf)
 
 
 # ---------------------------------------------------------------------------

@@ -23,6 +23,8 @@
 #define FC_NV1 8 /* vectors per strip for one channel (no channel block to hide FMA latency) */
 #define FC_MR 4 /* channels per forward tile (fc_tiles' switch has a case for each size up to it) */
 #define FC_TV 3 /* vectors of pixels per forward tile: FC_MR x FC_TV accumulators */
+#define FC_CP 12 /* most output pixels per channel tile (fc_channel_tiles' switch has a case for each count) */
+#define FC_CV 2 /* vectors of output channels per channel tile: FC_CP x FC_CV accumulators */
 #define FC_TAPS_B 4 /* taps per block of grad_weight dots over phase planes (fc_grad_w_taps' switch covers the rest) */
 /* Lane correlation (fc_correlate_lanes): FC_LR accumulator vectors x FC_LJ taps in registers. */
 #if defined(__AVX512F__)
@@ -569,6 +571,157 @@ FC_NO_MEMCPY_CALLS static void fc_split_##SUF(const T *FC_RESTRICT src, ptrdiff_
 
 FC_DEFINE_ROWS(float, f)
 FC_DEFINE_ROWS(double, d)
+/* fc_scatter_f/_d(out, out_k, r, count): out[l*out_k + i] = lane l of r[i], i < count, for every
+ * lane l (r: one tile vector per pixel, a vector's lanes the channels). Under AVX-512 the vectors are
+ * transposed in registers and each channel's run goes out in one masked store. */
+#if defined(__AVX512F__) && defined(FC_TILE_VBYTES) && FC_TILE_VBYTES == 64
+FC_INLINE void fc_scatter_f(float *out, ptrdiff_t out_k, fc_tvec_f r[16], ptrdiff_t count)
+{
+    __m512 t[16], u[16];
+    int i;
+    for (i = 0; i < 16; i += 2) { /* 2x2 blocks of pairs, then of 4, 8 and 16 values */
+        t[i] = _mm512_unpacklo_ps((__m512)r[i], (__m512)r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps((__m512)r[i], (__m512)r[i + 1]);
+    }
+    for (i = 0; i < 16; i += 4) {
+        u[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
+        u[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xEE);
+        u[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+        u[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+    }
+    for (i = 0; i < 4; i++) {
+        t[i] = _mm512_shuffle_f32x4(u[i], u[i + 4], 0x88);
+        t[i + 4] = _mm512_shuffle_f32x4(u[i], u[i + 4], 0xDD);
+        t[i + 8] = _mm512_shuffle_f32x4(u[i + 8], u[i + 12], 0x88);
+        t[i + 12] = _mm512_shuffle_f32x4(u[i + 8], u[i + 12], 0xDD);
+    }
+    for (i = 0; i < 4; i++) {
+        u[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
+        u[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xDD);
+        u[i + 4] = _mm512_shuffle_f32x4(t[i + 4], t[i + 12], 0x88);
+        u[i + 12] = _mm512_shuffle_f32x4(t[i + 4], t[i + 12], 0xDD);
+    }
+    for (i = 0; i < 16; i++)
+        _mm512_mask_storeu_ps(out + i * out_k, (__mmask16)((1u << count) - 1), u[i]);
+}
+FC_INLINE void fc_scatter_d(double *out, ptrdiff_t out_k, fc_tvec_d r[8], ptrdiff_t count)
+{
+    __m512d t[8], u[8];
+    int i;
+    for (i = 0; i < 8; i += 2) {
+        t[i] = _mm512_unpacklo_pd((__m512d)r[i], (__m512d)r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_pd((__m512d)r[i], (__m512d)r[i + 1]);
+    }
+    for (i = 0; i < 8; i += 4) {
+        u[i] = _mm512_shuffle_f64x2(t[i], t[i + 2], 0x88);
+        u[i + 1] = _mm512_shuffle_f64x2(t[i], t[i + 2], 0xDD);
+        u[i + 2] = _mm512_shuffle_f64x2(t[i + 1], t[i + 3], 0x88);
+        u[i + 3] = _mm512_shuffle_f64x2(t[i + 1], t[i + 3], 0xDD);
+    }
+    t[0] = _mm512_shuffle_f64x2(u[0], u[4], 0x88);
+    t[4] = _mm512_shuffle_f64x2(u[0], u[4], 0xDD);
+    t[2] = _mm512_shuffle_f64x2(u[1], u[5], 0x88);
+    t[6] = _mm512_shuffle_f64x2(u[1], u[5], 0xDD);
+    t[1] = _mm512_shuffle_f64x2(u[2], u[6], 0x88);
+    t[5] = _mm512_shuffle_f64x2(u[2], u[6], 0xDD);
+    t[3] = _mm512_shuffle_f64x2(u[3], u[7], 0x88);
+    t[7] = _mm512_shuffle_f64x2(u[3], u[7], 0xDD);
+    for (i = 0; i < 8; i++)
+        _mm512_mask_storeu_pd(out + i * out_k, (__mmask8)((1u << count) - 1), t[i]);
+}
+#else
+#  define FC_DEFINE_SCATTER(T, SUF)                                                                  \
+FC_INLINE void fc_scatter_##SUF(T *out, ptrdiff_t out_k, fc_tvec_##SUF r[], ptrdiff_t count)       \
+{                                                                                                    \
+    T lane[FC_TILE_LANES(T)];                                                                        \
+    ptrdiff_t i, l;                                                                                  \
+    for (i = 0; i < count; i++) {                                                                    \
+        memcpy(lane, &r[i], sizeof lane);                                                            \
+        for (l = 0; l < FC_TILE_LANES(T); l++)                                                       \
+            out[l * out_k + i] = lane[l];                                                            \
+    }                                                                                                \
+}
+FC_DEFINE_SCATTER(float, f)
+FC_DEFINE_SCATTER(double, d)
+#endif
+
+#define FC_DEFINE_CHANNELS(T, SUF)                                                                   \
+/* Output channels per channel tile: the packed weights' row length. */                              \
+static ptrdiff_t fc_channel_block_##SUF(void) { return FC_CV * FC_TILE_LANES(T); }                   \
+                                                                                                     \
+/* One channel tile: B = fc_channel_block channels k x P output pixels i of one row,                 \
+ *     bias[k] + sum_{t < taps} w[t*B + k] * src[off[t] + i]                                         \
+ * stored into out[k*out_k + i]. Its vectors run over channels: each tap loads FC_CV weight          \
+ * vectors and broadcasts P inputs, and no lane is spent past the row's end. */                      \
+FC_INLINE void fc_ctile_##SUF(const T *src, const ptrdiff_t *off, ptrdiff_t taps, const T *w,        \
+        const T *bias, T *out, ptrdiff_t out_k, const int P)                                         \
+{                                                                                                    \
+    const ptrdiff_t L = FC_TILE_LANES(T), B = FC_CV * FC_TILE_LANES(T);                              \
+    fc_tvec_##SUF acc[FC_CP][FC_CV], r[FC_TILE_LANES(T)];                                            \
+    int i, v;                                                                                        \
+    ptrdiff_t t, c0;                                                                                 \
+    FC_UNROLL_ALL                                                                                    \
+    for (i = 0; i < P; i++)                                                                          \
+        for (v = 0; v < FC_CV; v++)                                                                  \
+            acc[i][v] = fc_tload_##SUF(bias + v * L);                                                \
+    for (t = 0; t < taps; t++) {                                                                     \
+        const T *s = src + off[t];                                                                   \
+        fc_tvec_##SUF wv[FC_CV];                                                                     \
+        for (v = 0; v < FC_CV; v++)                                                                  \
+            wv[v] = fc_tload_##SUF(w + t * B + v * L);                                               \
+        FC_UNROLL_ALL                                                                                \
+        for (i = 0; i < P; i++) {                                                                    \
+            const fc_tvec_##SUF x = fc_tbcast_##SUF(s[i]);                                           \
+            for (v = 0; v < FC_CV; v++)                                                              \
+                acc[i][v] += x * wv[v];                                                              \
+        }                                                                                            \
+    }                                                                                                \
+    FC_UNROLL_ALL /* acc stays in registers only if every index is a constant */                     \
+    for (v = 0; v < FC_CV; v++)                                                                      \
+        FC_UNROLL_ALL                                                                                \
+        for (c0 = 0; c0 < P; c0 += L) { /* pixels in runs of at most one vector's lanes */          \
+            FC_UNROLL_ALL                                                                            \
+            for (i = 0; i < L; i++)                                                                  \
+                r[i] = c0 + i < P ? acc[c0 + i][v] : fc_tbcast_##SUF(0);                             \
+            fc_scatter_##SUF(out + v * L * out_k + c0, out_k, r, P - c0 < L ? P - c0 : L);           \
+        }                                                                                            \
+}                                                                                                    \
+                                                                                                     \
+/* One channel tile's channels over a band of `rows` output rows, each row in near-equal channel    \
+ * tiles of at most FC_CP pixels, while `pf`'s lines are prefetched, spread over the tiles. src,    \
+ * w, bias and out as fc_ctile's, at the band's first pixel. */                                     \
+static void fc_channel_tiles_##SUF(const T *src, const ptrdiff_t *off, ptrdiff_t taps, const T *w,   \
+        const T *bias, T *out, ptrdiff_t out_k, ptrdiff_t rows, ptrdiff_t Wq, ptrdiff_t Wo,          \
+        fc_prefetch *pf)                                                                             \
+{                                                                                                    \
+    const ptrdiff_t n = (Wo + FC_CP - 1) / FC_CP, P = Wo / n, wide = Wo % n; /* tiles j < wide: P+1 */ \
+    const ptrdiff_t per_tile = (pf->per_block + rows * n - 1) / (rows * n);                          \
+    ptrdiff_t y, j, ox;                                                                              \
+    for (y = 0; y < rows; y++)                                                                       \
+        for (j = 0, ox = 0; j < n; ox += P + (j < wide), j++) {                                      \
+            const T *s = src + y * Wq + ox;                                                          \
+            T *o = out + y * Wo + ox;                                                                \
+            if (pf->count > 0)                                                                       \
+                fc_prefetch_next(pf, per_tile);                                                      \
+            switch (P + (j < wide)) { /* literal pixel counts: fully unrolled bodies */              \
+            case 12: fc_ctile_##SUF(s, off, taps, w, bias, o, out_k, 12); break;                     \
+            case 11: fc_ctile_##SUF(s, off, taps, w, bias, o, out_k, 11); break;                     \
+            case 10: fc_ctile_##SUF(s, off, taps, w, bias, o, out_k, 10); break;                     \
+            case 9: fc_ctile_##SUF(s, off, taps, w, bias, o, out_k, 9); break;                       \
+            case 8: fc_ctile_##SUF(s, off, taps, w, bias, o, out_k, 8); break;                       \
+            case 7: fc_ctile_##SUF(s, off, taps, w, bias, o, out_k, 7); break;                       \
+            case 6: fc_ctile_##SUF(s, off, taps, w, bias, o, out_k, 6); break;                       \
+            case 5: fc_ctile_##SUF(s, off, taps, w, bias, o, out_k, 5); break;                       \
+            case 4: fc_ctile_##SUF(s, off, taps, w, bias, o, out_k, 4); break;                       \
+            case 3: fc_ctile_##SUF(s, off, taps, w, bias, o, out_k, 3); break;                       \
+            case 2: fc_ctile_##SUF(s, off, taps, w, bias, o, out_k, 2); break;                       \
+            default: fc_ctile_##SUF(s, off, taps, w, bias, o, out_k, 1);                             \
+            }                                                                                        \
+        }                                                                                            \
+}
+
+FC_DEFINE_CHANNELS(float, f)
+FC_DEFINE_CHANNELS(double, d)
 FC_DEFINE_CORRELATE(float, f)
 FC_DEFINE_CORRELATE(double, d)
 FC_DEFINE_SPLIT(float, f)
