@@ -146,8 +146,8 @@ def direct_cases(torch, dtypes=("float32", "float64"), with_reference=True):
             y = fastconv.conv2d(x, w, **kw)
             go = rng.standard_normal(y.shape).astype(dtype)
             geometry = conv_geometry((H, H), k, s, p, 1)
-            auto = _choose_algorithm(x.shape, w.shape, geometry, groups)
-            auto_bwd = _choose_algorithm(x.shape, w.shape, geometry, groups, backward=True)
+            auto = _choose_algorithm(x.shape, w.shape, geometry, groups, x.dtype)
+            auto_bwd = _choose_algorithm(x.shape, w.shape, geometry, groups, x.dtype, backward=True)
             label = f"{name} {(N, C, H, K, k, s, p)}".replace(" ", "") + (f"g{groups}" if groups > 1 else "")
             flops = 2.0 * y.size * (C // groups) * k * k
             fwd = {"fastconv": lambda: fastconv.conv2d(x, w, **kw)}

@@ -6,6 +6,8 @@ threads take (image, band of output rows) tasks; each builds the band's column
 matrix in its own cache-sized slice of a workspace and multiplies it with
 single-threaded BLAS. Extra memory is `num_threads` bands, whatever the batch size.
 """
+import math
+
 import numpy as np
 
 from fastconv import _direct
@@ -20,34 +22,42 @@ BAND_BYTES = 1 << 20
 ALGORITHMS = ("auto", "im2col", "direct")
 
 
-def _choose_algorithm(x_shape, weight_shape, geometry, groups, backward=False):
+def _choose_algorithm(x_shape, weight_shape, geometry, groups, dtype, backward=False):
     """The algorithm `"auto"` runs: "im2col" or "direct".
 
     Forward: direct, whose register tiles run near the FMA peak with no column
     copy, except for a pointwise (1x1, stride 1, unpadded) convolution, which is a
-    plain GEMM that BLAS's packing does better. Backward: direct for one-channel
+    plain GEMM that BLAS's packing does as well in float32; in float64, where
+    BLAS's GEMM runs further below the peak, direct's channel tiles win where
+    they run (C5 direct / im2col 0.92-0.93 at c2c9e94, three interleaved medians
+    of 9; float32 0.98-1.01). Backward: direct for one-channel
     groups (depthwise), where the GEMMs are degenerate; im2col otherwise, since
     direct's grad_weight runs on row kernels, not tiles (except with one input
     channel per group, the depthwise case, where it dots over the forward's planes).
 
     Measured on the 2-core AMD EPYC (AVX-512 build, 2 threads, interleaved
-    medians of 9; `python -m fastconv bench --sections direct`, at fa3e8a5),
-    direct time / im2col time, float32 (range over 7 runs) | float64 (1 run)
+    medians of 9; `python -m fastconv bench --sections direct`), direct time /
+    im2col time, float32 (range over 9 runs at c2c9e94, whose forward runs
+    channel tiles on C2-C5) | float64 (1 run at fa3e8a5, before them)
     (C1-C5 as in bench.CONV_CASES, DW = depthwise 3x3 (8, 64, 56, 56), groups=64):
 
-        forward   C1 0.70-1.05|0.72  C2 0.75-0.80|0.79  C3 0.82-0.93|0.89
-                  C4 0.63-0.71|0.87  C5 1.12-1.37|0.99  DW 0.41-0.46|0.46
-        backward  C1 2.3-3.4|2.3  C2 1.9-2.7|1.8  C3 1.8-2.6|1.4  C4 4.1-4.7|2.8
-                  C5 9-16|3.8     DW 0.36-0.41|0.39
+        forward   C1 0.69-0.90|0.72  C2 0.67-0.73|0.79  C3 0.80-0.87|0.89
+                  C4 0.63-0.74|0.87  C5 1.01-1.13|0.99  DW 0.40-0.45|0.46
+        backward  C1 2.2-3.0|2.3  C2 2.1-3.2|1.8  C3 1.8-2.5|1.4  C4 3.1-4.2|2.8
+                  C5 7-19|3.8     DW 0.39-0.43|0.39
 
-    so every choice is the faster one or within 5% of it (C1's forward in one
-    float32 run; C5's in float64).
+    so every float32 choice is the faster one; in float64 the pointwise C5 now
+    takes direct (the float64 run above picked im2col, 1.10x direct's time).
     """
+    dtype = np.dtype(dtype)
     if backward:
         return "direct" if weight_shape[1] == 1 else "im2col"
-    # the dtype is not known here: check the planes at float64's size, the larger
-    if _pointwise(geometry) or not _direct.planes_fit(x_shape[1], geometry, itemsize=8):
+    if not _direct.planes_fit(x_shape[1], geometry, dtype.itemsize):
         return "im2col"
+    if _pointwise(geometry):
+        taps = math.prod(weight_shape[1:])
+        channel_tiles = _direct._channel_tiles_pay(geometry, weight_shape[0] // groups, taps, dtype)
+        return "direct" if dtype == np.float64 and channel_tiles else "im2col"
     return "direct"
 
 
@@ -111,7 +121,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, a
     x, weight, bias, g, groups = v.conv2d_args(x, weight, bias, stride, padding, dilation, groups)
     v.choice(algorithm, "algorithm", ALGORITHMS)
     if algorithm == "auto":
-        algorithm = _choose_algorithm(x.shape, weight.shape, g, groups)
+        algorithm = _choose_algorithm(x.shape, weight.shape, g, groups, x.dtype)
     if algorithm == "direct":
         work = x.shape[0] * weight.shape[0] * g.out_h * g.out_w * weight[0].size
         return _direct.forward(x, weight, bias, g, groups, num_threads_for(work))
@@ -151,7 +161,7 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
     N, K = x.shape[0], weight.shape[0]
     grad_output = v.grad_output_array(grad_output, (N, K, g.out_h, g.out_w), x.dtype)
     if algorithm == "auto":
-        algorithm = _choose_algorithm(x.shape, weight.shape, g, groups, backward=True)
+        algorithm = _choose_algorithm(x.shape, weight.shape, g, groups, x.dtype, backward=True)
     if algorithm == "direct":
         work = 2 * grad_output.size * weight[0].size
         return _direct.backward(grad_output, x, weight, g, groups, num_threads_for(work))
