@@ -7,8 +7,9 @@ No column matrix: every output value is summed straight from the input.
 The forward pass (also grad_x at stride 1, as a forward convolution) copies the
 input under a band of output rows into per-thread planes, zero-padded and split
 by stride phase, so that each tap is a fixed offset from the output pixel; the
-tiles of conv_direct_rows.h then keep FC_MR channels x FC_TV vectors of output
-pixels in registers over all C*kh*kw taps (see "forward" below).
+tiles of conv_direct_rows.h then keep their sums in registers over all C*kh*kw
+taps: pixel tiles FC_MR channels x FC_TV vectors of pixels, channel tiles FC_CP
+pixels x FC_CV vectors of channels (see "forward" below).
 
 grad_weight with one input channel per group (depthwise) dots each output
 channel's grad_output with the forward's planes of its input channel, tap by tap.
