@@ -6,7 +6,8 @@ pass's band of input planes (about BAND_BYTES; its tiles store straight into the
 output), the same for a depthwise grad_weight (one channel's planes and its band
 of grad_output rows), or the backward passes' few zero-padded input rows (capped
 near ROW_BUDGET values); never anything that grows with the batch or with
-C*kh*kw times the output.
+C*kh*kw times the output. A forward on channel tiles (and grad_x at stride 1,
+which runs as one) also packs a copy of the weights, at most their size.
 """
 import importlib
 import math
@@ -141,7 +142,7 @@ def _channel_tiles_pay(g, Kg, taps, dtype):
     both dtypes; 0.70-0.93 on 14-pixel rows (2 of 16 lanes wasted) from 27 taps up;
     but C1 (27 taps, 32-pixel rows) 1.16-1.22 and 3x3 or 7x7 kernels with 27-147
     taps on 56- to 112-pixel rows 0.96-1.04. Only the AVX-512 build: the AVX build
-    has 16 vector registers for the 22 accumulators and spills (C2, C4: 1.34-1.37).
+    has 16 vector registers for the 24 accumulators and spills (C2, C4: 1.34-1.37).
     """
     if kernel.compiled_isa() != 2 or Kg < kernel.channel_block(dtype == np.float64):
         return False
@@ -151,11 +152,14 @@ def _channel_tiles_pay(g, Kg, taps, dtype):
 
 def _pack_channels(weight, groups, dtype):
     """The weights of each group's whole blocks of channel_block output channels,
-    laid out for channel tiles (conv2d_forward's `packed`): channel-fastest."""
+    laid out for channel tiles (conv2d_forward's `packed`): channel-fastest. None
+    if there is no whole block (the rule lets none through; tests force it)."""
     K, taps = weight.shape[0], math.prod(weight.shape[1:])
     block = kernel.channel_block(dtype == np.float64)
     Kg = K // groups
     full = Kg // block
+    if full == 0:
+        return None
     w = weight.reshape(groups, Kg, taps)[:, :full * block].reshape(groups, full, block, taps)
     return np.ascontiguousarray(w.transpose(0, 1, 3, 2)).reshape(-1, block)
 

@@ -29,25 +29,24 @@ def _choose_algorithm(x_shape, weight_shape, geometry, groups, dtype, backward=F
     copy, except for a pointwise (1x1, stride 1, unpadded) convolution, which is a
     plain GEMM that BLAS's packing does as well in float32; in float64, where
     BLAS's GEMM runs further below the peak, direct's channel tiles win where
-    they run (C5 direct / im2col 0.92-0.93 at c2c9e94, three interleaved medians
-    of 9; float32 0.98-1.01). Backward: direct for one-channel
+    they run (AVX-512 builds) and take at least three quarters of the channels
+    (C5 direct / im2col 0.92-0.93, three interleaved medians of 9; float32
+    0.98-1.01). Backward: direct for one-channel
     groups (depthwise), where the GEMMs are degenerate; im2col otherwise, since
     direct's grad_weight runs on row kernels, not tiles (except with one input
     channel per group, the depthwise case, where it dots over the forward's planes).
 
     Measured on the 2-core AMD EPYC (AVX-512 build, 2 threads, interleaved
     medians of 9; `python -m fastconv bench --sections direct`), direct time /
-    im2col time, float32 (range over 9 runs at c2c9e94, whose forward runs
-    channel tiles on C2-C5) | float64 (1 run at fa3e8a5, before them)
+    im2col time, float32 (range over 9 runs at c2c9e94) | float64 (1 run at 0f15163)
     (C1-C5 as in bench.CONV_CASES, DW = depthwise 3x3 (8, 64, 56, 56), groups=64):
 
-        forward   C1 0.69-0.90|0.72  C2 0.67-0.73|0.79  C3 0.80-0.87|0.89
-                  C4 0.63-0.74|0.87  C5 1.01-1.13|0.99  DW 0.40-0.45|0.46
-        backward  C1 2.2-3.0|2.3  C2 2.1-3.2|1.8  C3 1.8-2.5|1.4  C4 3.1-4.2|2.8
-                  C5 7-19|3.8     DW 0.39-0.43|0.39
+        forward   C1 0.69-0.90|0.83  C2 0.67-0.73|0.80  C3 0.80-0.87|0.90
+                  C4 0.63-0.74|0.82  C5 1.01-1.13|0.89  DW 0.40-0.45|0.48
+        backward  C1 2.2-3.0|1.9  C2 2.1-3.2|1.7  C3 1.8-2.5|1.5  C4 3.1-4.2|2.6
+                  C5 7-19|5.5     DW 0.39-0.43|0.44
 
-    so every float32 choice is the faster one; in float64 the pointwise C5 now
-    takes direct (the float64 run above picked im2col, 1.10x direct's time).
+    so every choice is the faster one.
     """
     dtype = np.dtype(dtype)
     if backward:
@@ -55,9 +54,10 @@ def _choose_algorithm(x_shape, weight_shape, geometry, groups, dtype, backward=F
     if not _direct.planes_fit(x_shape[1], geometry, dtype.itemsize):
         return "im2col"
     if _pointwise(geometry):
-        taps = math.prod(weight_shape[1:])
-        channel_tiles = _direct._channel_tiles_pay(geometry, weight_shape[0] // groups, taps, dtype)
-        return "direct" if dtype == np.float64 and channel_tiles else "im2col"
+        Kg, taps = weight_shape[0] // groups, math.prod(weight_shape[1:])
+        on_channel_tiles = (_direct._channel_tiles_pay(geometry, Kg, taps, dtype)
+                            and 4 * (Kg % _direct.kernel.channel_block(dtype == np.float64)) <= Kg)
+        return "direct" if dtype == np.float64 and on_channel_tiles else "im2col"
     return "direct"
 
 
@@ -112,7 +112,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, a
         ``"im2col"``: a bounded column buffer and one BLAS GEMM per band of
         output rows; ``"direct"``: register tiles over a copy of the input
         under each band, no column matrix and no workspace that grows with the
-        output; ``"auto"``: picked from the shapes (`_choose_algorithm`).
+        output; ``"auto"``: picked from the shapes and dtype (`_choose_algorithm`).
 
     Returns
     -------

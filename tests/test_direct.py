@@ -55,7 +55,7 @@ def test_direct_matches_reference(build, rng, case, dtype):
 def test_forward_writes_only_its_output(build, rng, monkeypatch, tiles, dtype, dilation, width):
     """Output rows of every width around the pixel tiles' vector lengths (4, 8, 16
     values; a vector then spans one row, its end or several rows) and the channel
-    tiles' widths (rows of 1-12 pixels, split in 2 or 4 near-equal tiles), and with
+    tiles' widths (rows of 1-12 pixels, split in 2 to 4 near-equal tiles), and with
     dilation 30 phase planes far wider than the output (whole pixel tiles of no
     output): each output written once, with its value, and nothing around the
     output array. Channel tiles take two whole blocks of channels and pixel tiles
@@ -79,18 +79,27 @@ def test_forward_writes_only_its_output(build, rng, monkeypatch, tiles, dtype, d
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", [
-    (2, 3, 9, 40, 32, 3, 1, 1, 1, 1),                   # one or two whole blocks of channels
+    # K / groups is at least one whole block of channels on every build (32 at most)
+    (2, 3, 9, 40, 32, 3, 1, 1, 1, 1),                   # whole blocks only (one in float32 on AVX-512)
     (1, 2, 7, 29, 45, (2, 3), 1, 0, 1, 1),              # whole blocks, then channels on pixel tiles
     (2, 4, 13, 47, 70, 11, 4, 0, 1, 2),                 # C4-like, in groups of 35 channels
-    (1, 6, 11, 60, 34, 3, (2, 3), (1, 2), (2, 1), 2),   # strided, dilated, padded, grouped
-    (3, 2, 5, 3, 16, 3, 1, 1, 1, 1),                    # rows narrower than one tile
+    (1, 6, 11, 60, 68, 3, (2, 3), (1, 2), (2, 1), 2),   # strided, dilated, padded, grouped
+    (3, 2, 5, 3, 40, 3, 1, 1, 1, 1),                    # rows narrower than one tile
+    (2, 8, 5, 7, 40, 1, 1, 0, 1, 1),                    # pointwise
     (0, 3, 9, 9, 32, 3, 1, 1, 1, 1),                    # an empty batch
+    (2, 0, 5, 5, 40, 3, 1, 0, 1, 1),                    # no input channels: no taps, bias only
 ])
 def test_channel_tiles_match_reference(build, rng, monkeypatch, case, dtype):
-    """The forward with every whole block of channels on channel tiles, on every build."""
+    """The forward, and grad_x at stride 1 (a forward), with every whole block of
+    channels on channel tiles, on every build."""
     monkeypatch.setattr(_direct, "_channel_tiles_pay", lambda *args: True)
     x, w, b, kw = make(rng, case, dtype)
-    assert_close(fastconv.conv2d(x, w, b, algorithm="direct", **kw), reference.conv2d(x, w, b, **kw))
+    y = fastconv.conv2d(x, w, b, algorithm="direct", **kw)
+    assert_close(y, reference.conv2d(x, w, b, **kw))
+    go = rng.standard_normal(y.shape).astype(dtype)
+    got = fastconv.conv2d_backward(go, x, w, algorithm="direct", **kw)
+    for g, want in zip(got, reference.conv2d_backward(go, x, w, **kw)):
+        assert_close(g, want)
 
 
 def test_channel_tiles_where_they_pay(build):
@@ -113,10 +122,12 @@ def test_channel_tiles_check_the_packed_weights(rng):
     g = v.conv_geometry((8, 8), (3, 3), stride=1, padding=0, dilation=1)
     plan = _direct._plan(3, g, x.dtype, 6)
     block = _direct.kernel.channel_block(False)
-    with pytest.raises(ValueError, match="packed must be"):
-        _direct.kernel.conv2d_forward(x, w, np.zeros(40, np.float32), np.empty((1, 40, 6, 6), np.float32), 1,
-                                      3, 3, 1, 1, 0, 0, 1, 1, plan, np.empty((1, plan.size), np.float32), 1,
-                                      np.zeros((27, block + 1), np.float32))
+    rows = 40 // block * 27      # 27 taps per whole block
+    for shape in [(rows, block + 1), (rows - 1, block), (rows + 27, block)]:
+        with pytest.raises(ValueError, match="packed must be"):
+            _direct.kernel.conv2d_forward(x, w, np.zeros(40, np.float32), np.empty((1, 40, 6, 6), np.float32), 1,
+                                          3, 3, 1, 1, 0, 0, 1, 1, plan, np.empty((1, plan.size), np.float32), 1,
+                                          np.zeros(shape, np.float32))
 
 
 @pytest.mark.parametrize("algorithm", convolution.ALGORITHMS)

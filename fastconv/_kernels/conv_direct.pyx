@@ -255,16 +255,16 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight
     """out = conv2d(x, weight) + bias, every element written.
 
     weight (K, C/groups * kh * kw); workspace (num_threads, plan.size). With
-    `packed`, each group's first (K/groups) // B blocks of B = channel_block(...)
-    output channels run on channel tiles, from packed (groups * blocks * taps, B):
-    row (g * blocks + b) * taps + t holds tap t of channels g*K/groups + b*B + l,
-    l < B; the group's other channels run on pixel tiles."""
+    `packed`, each group's full = (K/groups) // B whole blocks of B = channel_block(...)
+    output channels run on channel tiles, from packed (groups * full * taps, B):
+    row (g * full + b) * taps + t, column l holds tap t of channel g*K/groups + b*B + l;
+    the group's other channels run on pixel tiles."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t K = out.shape[1], Ho = out.shape[2], Wo = out.shape[3]
     cdef Py_ssize_t Kg = K // groups, Cg = C // groups, taps = Cg * kh * kw
     cdef Py_ssize_t R = plan.band_rows, Wq = plan.Wq, Hb = plan.Hb
     cdef Py_ssize_t n_bands = (Ho + R - 1) // R, group_planes = Cg * sh * sw * plan.plane
-    cdef Py_ssize_t B = channel_block(floating is double)
+    cdef Py_ssize_t B = fc_channel_block_d() if floating is double else fc_channel_block_f()
     cdef Py_ssize_t full = 0 if packed is None else Kg // B     # channel tiles per group
     cdef Py_ssize_t blocks = full + (Kg - full * B + FC_MR - 1) // FC_MR
     cdef Py_ssize_t task, n, oy0, rows, grp, mb, mr, k, nxt

@@ -24,6 +24,9 @@
 #define FC_MR 4 /* channels per forward tile (fc_tiles' switch has a case for each size up to it) */
 #define FC_TV 3 /* vectors of pixels per forward tile: FC_MR x FC_TV accumulators */
 #define FC_CP 12 /* most output pixels per channel tile (fc_channel_tiles' switch has a case for each count) */
+#if FC_CP != 12
+#  error "fc_channel_tiles' switch covers tiles of 1..12 pixels (and fc_scatter's masks up to 16)"
+#endif
 #define FC_CV 2 /* vectors of output channels per channel tile: FC_CP x FC_CV accumulators */
 #define FC_TAPS_B 4 /* taps per block of grad_weight dots over phase planes (fc_grad_w_taps' switch covers the rest) */
 /* Lane correlation (fc_correlate_lanes): FC_LR accumulator vectors x FC_LJ taps in registers. */
@@ -677,7 +680,7 @@ FC_INLINE void fc_ctile_##SUF(const T *src, const ptrdiff_t *off, ptrdiff_t taps
         }                                                                                            \
     }                                                                                                \
     FC_UNROLL_ALL /* acc stays in registers only if every index is a constant */                     \
-    for (v = 0; v < FC_CV; v++)                                                                      \
+    for (v = 0; v < FC_CV; v++) {                                                                    \
         FC_UNROLL_ALL                                                                                \
         for (c0 = 0; c0 < P; c0 += L) { /* pixels in runs of at most one vector's lanes */          \
             FC_UNROLL_ALL                                                                            \
@@ -685,6 +688,7 @@ FC_INLINE void fc_ctile_##SUF(const T *src, const ptrdiff_t *off, ptrdiff_t taps
                 r[i] = c0 + i < P ? acc[c0 + i][v] : fc_tbcast_##SUF(0);                             \
             fc_scatter_##SUF(out + v * L * out_k + c0, out_k, r, P - c0 < L ? P - c0 : L);           \
         }                                                                                            \
+    }                                                                                                \
 }                                                                                                    \
                                                                                                      \
 /* One channel tile's channels over a band of `rows` output rows, each row in near-equal channel    \
