@@ -119,7 +119,7 @@ def _forward_into(out, x, weight, bias, g, groups, num_threads):
     plan = _plan(C, g, x.dtype, rows)
     workspace = np.empty((num_threads, plan.size), dtype=x.dtype)
     taps = math.prod(weight.shape[1:])
-    packed = _pack_channels(weight, groups, x.dtype) if _channel_tiles_pay(g, K // groups, taps, x.dtype) else None
+    packed = _pack_channels(weight, groups) if _channel_tiles_pay(g, K // groups, taps, x.dtype) else None
     kernel.conv2d_forward(x, weight.reshape(K, taps), bias, out, groups, kh, kw, g.stride_h, g.stride_w,
                           g.pad_top, g.pad_left, g.dilation_h, g.dilation_w, plan, workspace, num_threads,
                           packed)
@@ -150,12 +150,19 @@ def _channel_tiles_pay(g, Kg, taps, dtype):
     return taps >= CHANNEL_TILE_TAPS or 10 * wasted >= g.out_w
 
 
-def _pack_channels(weight, groups, dtype):
+def channel_tiles_cover(g, Kg, taps, dtype):
+    """Whether the forward runs channel tiles for at least three quarters of each
+    group's Kg output channels (the rest run on pixel tiles)."""
+    block = kernel.channel_block(dtype == np.float64)
+    return _channel_tiles_pay(g, Kg, taps, dtype) and 4 * (Kg % block) <= Kg
+
+
+def _pack_channels(weight, groups):
     """The weights of each group's whole blocks of channel_block output channels,
     laid out for channel tiles (conv2d_forward's `packed`): channel-fastest. None
     if there is no whole block (the rule lets none through; tests force it)."""
     K, taps = weight.shape[0], math.prod(weight.shape[1:])
-    block = kernel.channel_block(dtype == np.float64)
+    block = kernel.channel_block(weight.dtype == np.float64)
     Kg = K // groups
     full = Kg // block
     if full == 0:

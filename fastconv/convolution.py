@@ -54,10 +54,8 @@ def _choose_algorithm(x_shape, weight_shape, geometry, groups, dtype, backward=F
     if not _direct.planes_fit(x_shape[1], geometry, dtype.itemsize):
         return "im2col"
     if _pointwise(geometry):
-        Kg, taps = weight_shape[0] // groups, math.prod(weight_shape[1:])
-        on_channel_tiles = (_direct._channel_tiles_pay(geometry, Kg, taps, dtype)
-                            and 4 * (Kg % _direct.kernel.channel_block(dtype == np.float64)) <= Kg)
-        return "direct" if dtype == np.float64 and on_channel_tiles else "im2col"
+        covered = _direct.channel_tiles_cover(geometry, weight_shape[0] // groups, math.prod(weight_shape[1:]), dtype)
+        return "direct" if dtype == np.float64 and covered else "im2col"
     return "direct"
 
 

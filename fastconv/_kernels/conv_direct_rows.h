@@ -497,13 +497,11 @@ static void fc_correlate_lanes_##SUF(const T *x, ptrdiff_t W, ptrdiff_t first, c
             for (r = 0; r < FC_LR; r++)                                                              \
                 acc[r] += kv * fc_tload_##SUF(src + (j + r) * L);                                    \
         }                                                                                            \
-        for (r = 0; r < FC_LR; r++)                                                                  \
-            fc_tstore_##SUF(block + r * L, acc[r]);                                                  \
-        if ((L - 1) * M + t + FC_LR <= n) {                                                          \
-            for (l = 0; l < L; l++)                                                                  \
-                for (r = 0; r < FC_LR; r++)                                                          \
-                    y[l * M + t + r] = block[r * L + l];                                             \
+        if ((L - 1) * M + t + FC_LR <= n) { /* every lane's outputs */                               \
+            fc_store_transposed_##SUF(y + t, M, acc, FC_LR);                                         \
         } else {                                                                                     \
+            for (r = 0; r < FC_LR; r++)                                                              \
+                fc_tstore_##SUF(block + r * L, acc[r]);                                              \
             for (l = 0; l < L; l++)                                                                  \
                 for (r = 0, s = l * M + t; r < FC_LR && s < n; r++, s++)                             \
                     y[s] = block[r * L + l];                                                         \
@@ -649,6 +647,22 @@ FC_DEFINE_SCATTER(double, d)
 #endif
 
 #define FC_DEFINE_CHANNELS(T, SUF)                                                                   \
+/* out[l*out_k + i] = lane l of v[i], i < n, for every lane l: the vectors transposed into rows,    \
+ * in runs of at most one vector's lanes (n a literal, so that v can stay in registers). */         \
+FC_INLINE void fc_store_transposed_##SUF(T *out, ptrdiff_t out_k, const fc_tvec_##SUF *v, const int n) \
+{                                                                                                    \
+    const ptrdiff_t L = FC_TILE_LANES(T);                                                            \
+    fc_tvec_##SUF r[FC_TILE_LANES(T)];                                                               \
+    ptrdiff_t c0, i;                                                                                 \
+    FC_UNROLL_ALL                                                                                    \
+    for (c0 = 0; c0 < n; c0 += L) {                                                                  \
+        FC_UNROLL_ALL                                                                                \
+        for (i = 0; i < L; i++)                                                                      \
+            r[i] = c0 + i < n ? v[c0 + i] : fc_tbcast_##SUF(0);                                      \
+        fc_scatter_##SUF(out + c0, out_k, r, n - c0 < L ? n - c0 : L);                               \
+    }                                                                                                \
+}                                                                                                    \
+                                                                                                     \
 /* Output channels per channel tile: the packed weights' row length. */                              \
 static ptrdiff_t fc_channel_block_##SUF(void) { return FC_CV * FC_TILE_LANES(T); }                   \
                                                                                                      \
@@ -660,13 +674,13 @@ FC_INLINE void fc_ctile_##SUF(const T *src, const ptrdiff_t *off, ptrdiff_t taps
         const T *bias, T *out, ptrdiff_t out_k, const int P)                                         \
 {                                                                                                    \
     const ptrdiff_t L = FC_TILE_LANES(T), B = FC_CV * FC_TILE_LANES(T);                              \
-    fc_tvec_##SUF acc[FC_CP][FC_CV], r[FC_TILE_LANES(T)];                                            \
+    fc_tvec_##SUF acc[FC_CV][FC_CP];                                                                 \
     int i, v;                                                                                        \
-    ptrdiff_t t, c0;                                                                                 \
+    ptrdiff_t t;                                                                                     \
     FC_UNROLL_ALL                                                                                    \
     for (i = 0; i < P; i++)                                                                          \
         for (v = 0; v < FC_CV; v++)                                                                  \
-            acc[i][v] = fc_tload_##SUF(bias + v * L);                                                \
+            acc[v][i] = fc_tload_##SUF(bias + v * L);                                                \
     for (t = 0; t < taps; t++) {                                                                     \
         const T *s = src + off[t];                                                                   \
         fc_tvec_##SUF wv[FC_CV];                                                                     \
@@ -676,19 +690,12 @@ FC_INLINE void fc_ctile_##SUF(const T *src, const ptrdiff_t *off, ptrdiff_t taps
         for (i = 0; i < P; i++) {                                                                    \
             const fc_tvec_##SUF x = fc_tbcast_##SUF(s[i]);                                           \
             for (v = 0; v < FC_CV; v++)                                                              \
-                acc[i][v] += x * wv[v];                                                              \
+                acc[v][i] += x * wv[v];                                                              \
         }                                                                                            \
     }                                                                                                \
     FC_UNROLL_ALL /* acc stays in registers only if every index is a constant */                     \
-    for (v = 0; v < FC_CV; v++) {                                                                    \
-        FC_UNROLL_ALL                                                                                \
-        for (c0 = 0; c0 < P; c0 += L) { /* pixels in runs of at most one vector's lanes */          \
-            FC_UNROLL_ALL                                                                            \
-            for (i = 0; i < L; i++)                                                                  \
-                r[i] = c0 + i < P ? acc[c0 + i][v] : fc_tbcast_##SUF(0);                             \
-            fc_scatter_##SUF(out + v * L * out_k + c0, out_k, r, P - c0 < L ? P - c0 : L);           \
-        }                                                                                            \
-    }                                                                                                \
+    for (v = 0; v < FC_CV; v++)                                                                      \
+        fc_store_transposed_##SUF(out + v * L * out_k, out_k, acc[v], P);                            \
 }                                                                                                    \
                                                                                                      \
 /* One channel tile's channels over a band of `rows` output rows, each row in near-equal channel    \
