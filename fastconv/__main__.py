@@ -4,6 +4,9 @@
                                 fastconv's layers: progress bar, test accuracy, images/s and
                                 the speed-up over the same layers on the pure-NumPy reference ops
                                 (needs scikit-learn: pip install ".[examples]")
+  python -m fastconv --report DIR
+                                the same, then write DIR/index.html: training curves, filters,
+                                activations, occlusion, saliency, t-SNE (needs matplotlib: ".[viz]")
   python -m fastconv config     show the build and runtime configuration
   python -m fastconv bench      the full one-run comparison report (reference, torch)
   python -m fastconv bench --scaling 1 2
@@ -23,6 +26,8 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=10, help="training epochs (default: 10)")
     parser.add_argument("--batch-size", type=int, default=32, help="training batch size (default: 32)")
     parser.add_argument("--seed", type=int, default=0, help="seed for the split, weights and shuffling (default: 0)")
+    parser.add_argument("--report", metavar="DIR", default=None,
+                        help="after training, write an HTML report with figures into DIR")
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("config", help="show the build and runtime configuration")
     b = sub.add_parser("bench", help="one-run comparison report against the reference and torch")
@@ -48,10 +53,16 @@ def main(argv=None):
             if getattr(args, name) < 1:
                 parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
         try:
-            training.main(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed)
+            result = training.main(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed)
         except training.MissingScikitLearn as error:
             print(error, file=sys.stderr)
             return 1
+        if args.report is not None:
+            from fastconv import report
+
+            path = report.write(args.report, result["model"], result["x_test"], result["y_test"],
+                                result["history"], seed=args.seed)
+            print(f"report: {path}")
     return 0
 
 

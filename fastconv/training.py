@@ -110,13 +110,16 @@ def train(model, x, y, epochs=10, batch_size=32, lr=3e-3, seed=0, x_test=None, y
 
     Returns
     -------
-    dict with ``images`` (images trained on) and ``step_seconds`` (the time of
-    every training step: forward, loss, backward and update).
+    dict with ``images`` (images trained on), ``step_seconds`` (the time of
+    every training step: forward, loss, backward and update), ``loss`` (the
+    mean training loss of each epoch) and ``test_accuracy`` (per epoch; empty
+    without `x_test`).
     """
     rng = np.random.default_rng(seed)
     optimizer = Adam(model, lr=lr)
     n_batches = -(-len(y) // batch_size)
     step_seconds, images = [], 0
+    history = {"loss": [], "test_accuracy": []}
     for epoch in range(epochs):
         bar = ProgressBar(n_batches, f"epoch {epoch + 1:>{len(str(epochs))}}/{epochs}", stream)
         order = rng.permutation(len(y))
@@ -130,10 +133,12 @@ def train(model, x, y, epochs=10, batch_size=32, lr=3e-3, seed=0, x_test=None, y
             images += len(batch)
             bar.update(b + 1, f"loss {loss_sum / (b + 1):.4f}")
         text = f"loss {loss_sum / n_batches:.4f}"
+        history["loss"].append(float(loss_sum / n_batches))
         if x_test is not None:
-            text += f"  test accuracy {accuracy(model, x_test, y_test):.2%}"
+            history["test_accuracy"].append(accuracy(model, x_test, y_test))
+            text += f"  test accuracy {history['test_accuracy'][-1]:.2%}"
         bar.close(text)
-    return dict(images=images, step_seconds=step_seconds)
+    return dict(images=images, step_seconds=step_seconds, **history)
 
 
 def step_seconds(model, x, y, steps=5, lr=3e-3):
@@ -151,6 +156,10 @@ def step_seconds(model, x, y, steps=5, lr=3e-3):
 
 def main(epochs=10, batch_size=32, threads=None, seed=0, lr=3e-3, reference_steps=5, out=print, stream=None):
     """Train on the digits, print accuracy and speed; returns a dict of the figures.
+
+    The dict also holds the trained ``model``, its ``history`` (``loss`` and
+    ``test_accuracy`` per epoch) and the test set ``x_test``, ``y_test``
+    (what ``python -m fastconv --report DIR`` draws).
 
     Raises `MissingScikitLearn` when scikit-learn is not installed.
     """
@@ -177,6 +186,8 @@ def _run(x_train, y_train, x_test, y_test, epochs, batch_size, seed, lr, referen
     out(f"test accuracy: {acc:.2%} ({round(acc * len(y_test))}/{len(y_test)})")
     out(f"training speed: {rate:,.0f} images/s ({images:,} images in {seconds:.2f} s of training steps)")
     result = dict(accuracy=acc, images_per_second=rate, train_seconds=seconds)
+    result.update(model=model, history={"loss": stats["loss"], "test_accuracy": stats["test_accuracy"]},
+                  x_test=x_test, y_test=y_test)
     if reference_steps:
         # The same step (batch size, weights, data) with the layers on the
         # pure-NumPy reference ops; compared with the median fastconv step above.
