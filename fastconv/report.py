@@ -159,7 +159,7 @@ def write(directory, model, x_test, y_test, history=None, *, examples=3, seed=0,
     n_dead = sum(len(d) for d in dead.values())
     if n_dead:
         text = "Channels never positive on the test set: " + "; ".join(
-            f"layer {n}: {list(d)}" for n, d in dead.items() if len(d)) + "."
+            f"layer {n}: {d.tolist()}" for n, d in dead.items() if len(d)) + "."
         png = os.path.basename(viz.plot_dead_filters(dead, channels, path=os.path.join(directory, "dead.png")))
     else:
         text, png = "No conv or ReLU channel is dead on the test set.", None

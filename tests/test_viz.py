@@ -1,0 +1,270 @@
+"""fastconv.viz against known answers: finite differences, models that read one region,
+filters made dead, images built to excite a unit; and the --report files."""
+import os
+import re
+
+import numpy as np
+import pytest
+
+from fastconv import viz
+from fastconv.layers import Conv2D, Dropout, Flatten, Linear, MaxPool2D, ReLU, Sequential
+
+DTYPES = [np.float32, np.float64]
+
+
+def small_model(dtype=np.float64, rng=0):
+    return Sequential(Conv2D(2, 3, 3, padding=1, dtype=dtype, rng=rng), ReLU(), MaxPool2D(2),
+                      Flatten(), Dropout(0.5, rng=1), Linear(3 * 2 * 2, 4, dtype=dtype, rng=rng))
+
+
+class Children:
+    """A torch-style model: named_children() and a forward over them."""
+
+    def __init__(self, **layers):
+        self._layers = layers
+
+    def named_children(self):
+        return iter(self._layers.items())
+
+    def forward(self, x, training=True):
+        for layer in self._layers.values():
+            x = layer.forward(x, training)
+        return x
+
+
+def test_activations_names_shapes_and_torch_style_children():
+    model = small_model()
+    x = np.random.default_rng(0).random((2, 2, 4, 4))
+    acts = viz.activations(model, x)
+    assert [n for n, _ in acts] == ["0", "1", "2", "3", "4", "5"]
+    assert [a.shape for _, a in acts] == [(2, 3, 4, 4)] * 2 + [(2, 3, 2, 2), (2, 12), (2, 12), (2, 4)]
+    np.testing.assert_array_equal(acts[-1][1], model.forward(x, training=False))
+    other = Children(conv=model[0], relu=model[1])
+    assert [n for n, _ in viz.activations(other, x)] == ["conv", "relu"]
+    with pytest.raises(TypeError, match="x"):
+        viz.activations(model, x.astype(np.int64))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_saliency_matches_finite_differences(dtype):
+    model = small_model(np.float64)
+    x = np.random.default_rng(1).standard_normal((2, 2, 4, 4))
+    target = np.array([1, 3])
+    got = viz.saliency(model, x, target)
+    assert got.shape == (2, 4, 4) and got.dtype == np.float64
+    assert model[4].p == 0.5  # dropout switched back on
+    eps = 1e-6
+    grad = np.zeros_like(x)
+    for idx in np.ndindex(x.shape):
+        up, down = x.copy(), x.copy()
+        up[idx] += eps
+        down[idx] -= eps
+        n = idx[0]
+        diff = model.forward(up, training=False)[n, target[n]] - model.forward(down, training=False)[n, target[n]]
+        grad[idx] = diff / (2 * eps)
+    np.testing.assert_allclose(got, np.abs(grad).max(axis=1), rtol=1e-5, atol=1e-8)
+    # float32 model and input: same map to float32 precision, float32 out
+    m32 = small_model(np.float32)
+    got32 = viz.saliency(m32, x.astype(np.float32), target)
+    assert got32.dtype == np.float32
+    np.testing.assert_allclose(got32, got, rtol=1e-3, atol=1e-5)
+
+
+def region_model(dtype):
+    """Scores read only the top-left 2x2 pixels of a 1x4x4 image."""
+    lin = Linear(16, 3, dtype=dtype, rng=0)
+    w = lin.params["weight"].reshape(3, 4, 4)
+    w[:, 2:, :] = 0
+    w[:, :, 2:] = 0
+    lin.params["bias"][:] = [0.1, -0.2, 0.3]
+    return Sequential(Flatten(), lin)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_occlusion_outside_the_read_region_changes_nothing(dtype, monkeypatch):
+    monkeypatch.setattr(viz, "_OCCLUSION_BATCH", 4)  # batches that straddle images
+    model = region_model(dtype)
+    x = np.random.default_rng(2).uniform(0.5, 1.5, (3, 1, 4, 4)).astype(dtype)
+    x_before = x.copy()
+    heat = viz.occlusion(model, x, [0, 1, 2], patch=2, stride=1, fill=0.0)
+    assert heat.shape == (3, 3, 3) and heat.dtype == dtype
+    np.testing.assert_array_equal(x, x_before)
+    scores = model.forward(x, training=False).astype(np.float64)
+    p = np.exp(scores - scores.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    clean = p[np.arange(3), [0, 1, 2]]
+    tol = 1e-6 if dtype == np.float32 else 1e-12
+    for i in range(3):
+        for j in range(3):
+            overlaps = i < 2 and j < 2  # patch rows i..i+1, cols j..j+1 meet the 2x2 region
+            if not overlaps:
+                np.testing.assert_allclose(heat[:, i, j], clean, rtol=tol)
+    # one position against a hand-made occlusion
+    hidden = x.copy()
+    hidden[:, :, 1:3, 0:2] = 0
+    s = model.forward(hidden, training=False).astype(np.float64)
+    q = np.exp(s - s.max(1, keepdims=True))
+    q /= q.sum(1, keepdims=True)
+    np.testing.assert_allclose(heat[:, 1, 0], q[np.arange(3), [0, 1, 2]], rtol=tol)
+    assert np.abs(heat[:, 0, 0] - clean).max() > 1e-3
+    # stride 2 and a rectangular patch
+    assert viz.occlusion(model, x, 0, patch=(1, 3), stride=2).shape == (3, 2, 1)
+
+
+def test_occlusion_bad_arguments():
+    model = region_model(np.float64)
+    x = np.ones((2, 1, 4, 4))
+    with pytest.raises(ValueError, match="patch"):
+        viz.occlusion(model, x, 0, patch=5)
+    with pytest.raises(ValueError, match="target"):
+        viz.occlusion(model, x, 3)
+    with pytest.raises(ValueError, match="target"):
+        viz.occlusion(model, x, [0, 1, 2])
+    with pytest.raises(ValueError, match="x must be 4-D"):
+        viz.occlusion(model, x[0], 0)
+    with pytest.raises(TypeError, match="x"):
+        viz.occlusion(model, x.astype(int), 0)
+    with pytest.raises(ValueError, match="stride"):
+        viz.occlusion(model, x, 0, stride=0)
+    with pytest.raises(ValueError, match="target"):
+        viz.saliency(model, x, -1)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_dead_filters_finds_the_killed_channel(dtype):
+    conv = Conv2D(1, 4, 3, dtype=dtype, rng=0)
+    w = conv.params["weight"]
+    w[:] = np.abs(w) + 0.1
+    w[2] = 0
+    conv.params["bias"][2] = -1
+    model = Sequential(conv, ReLU(), Flatten(), Linear(4 * 3 * 3, 2, dtype=dtype, rng=0))
+    x = np.random.default_rng(3).uniform(0.1, 1, (5, 1, 5, 5)).astype(dtype)
+    dead = viz.dead_filters(model, x)
+    assert set(dead) == {"0", "1"}
+    for name in ("0", "1"):
+        np.testing.assert_array_equal(dead[name], [2])
+
+
+def pool_model(dtype):
+    """Conv that copies its input (delta at the centre, padding 1), then 2x2 max pooling."""
+    conv = Conv2D(1, 1, 3, padding=1, dtype=dtype, rng=0)
+    conv.params["weight"][:] = 0
+    conv.params["weight"][0, 0, 1, 1] = 1
+    return Sequential(conv, ReLU(), MaxPool2D(2), Flatten(), Linear(16, 2, dtype=dtype, rng=0))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_top_activating_images_and_receptive_fields(dtype):
+    images = np.zeros((6, 1, 8, 8), dtype)
+    images[4, 0, 5, 5] = 3.0     # pool unit (2, 2): field rows/cols 3..6
+    images[1, 0, 0, 0] = 2.0     # pool unit (0, 0): field -1..2, clipped to 0..2
+    images[2, 0, 7, 1] = 1.0
+    images += np.random.default_rng(4).uniform(0, 0.01, images.shape).astype(dtype)
+    model = pool_model(dtype)
+    idx, crops = viz.top_activating(model, images, "2", 0, k=3)
+    np.testing.assert_array_equal(idx, [4, 1, 2])
+    np.testing.assert_array_equal(crops[0], images[4, :, 3:7, 3:7])
+    np.testing.assert_array_equal(crops[1], images[1, :, 0:3, 0:3])
+    np.testing.assert_array_equal(crops[2], images[2, :, 5:8, 0:3])  # unit (3, 0): rows 5..8, cols -1..2
+    # the conv layer's own units see 3x3 (padding 1)
+    idx, crops = viz.top_activating(model, images, "0", 0, k=1)
+    assert idx.tolist() == [4]
+    np.testing.assert_array_equal(crops[0], images[4, :, 4:7, 4:7])
+    # after Flatten/Linear: the whole image; k larger than N: all images
+    idx, crops = viz.top_activating(model, images, "4", 1, k=10)
+    assert len(idx) == 6 and crops[0].shape == (1, 8, 8)
+
+
+def test_layer_lookup_nested_and_errors():
+    inner = Sequential(Conv2D(1, 2, 3, padding=1, dtype=np.float64, rng=0), ReLU())
+    model = Sequential(inner, MaxPool2D(2), Flatten(), Linear(2 * 2 * 2, 3, dtype=np.float64, rng=0))
+    x = np.random.default_rng(5).random((7, 1, 4, 4))
+    assert [n for n, _ in viz.activations(model, x)] == ["0", "1", "2", "3"]
+    idx, crops = viz.top_activating(model, x, "0.1", 1, k=2)
+    idx0, _ = viz.top_activating(model, x, "0", 1, k=2)
+    np.testing.assert_array_equal(idx, idx0)
+    assert crops[0].shape[1:] in {(2, 2), (2, 3), (3, 2), (3, 3)}
+    assert set(viz.dead_filters(model, x)) <= {"0.0", "0.1"}
+    with pytest.raises(ValueError, match="layer 'nope'"):
+        viz.top_activating(model, x, "nope", 0)
+    with pytest.raises(ValueError, match="channel"):
+        viz.top_activating(model, x, "0.1", 2)
+    with pytest.raises(TypeError, match="layer"):
+        viz.embed(model, x, 2)
+    with pytest.raises(ValueError, match="method"):
+        viz.embed(model, x, "2", method="umap")
+    with pytest.raises(ValueError, match="images must be 4-D"):
+        viz.top_activating(model, x[0], "0", 0)
+
+
+def test_filter_grid_shape_and_range():
+    w = np.random.default_rng(6).standard_normal((5, 3, 2, 2)).astype(np.float32)
+    w_before = w.copy()
+    grid = viz.filter_grid(w)
+    assert grid.shape == (2 * 3 + 1, 3 * 3 + 1, 3)  # 2 rows x 3 columns of 2x2 tiles, 1-pixel gaps
+    assert grid.min() >= 0 and grid.max() <= 1
+    tile = grid[1:3, 1:3]
+    assert tile.min() == 0 and tile.max() == 1
+    np.testing.assert_array_equal(w, w_before)
+    grey = viz.filter_grid(np.random.default_rng(7).standard_normal((4, 1, 3, 3)), padding=0)
+    assert grey.shape == (6, 6)
+    assert viz.filter_grid(np.zeros((1, 4, 3, 3))).shape == (5, 5)
+    assert viz.filter_grid(np.zeros((1, 4, 3, 3)))[2, 2] == 0.5  # constant filter: mid-grey
+    with pytest.raises(ValueError, match="weight"):
+        viz.filter_grid(w[0])
+    with pytest.raises(ValueError, match="padding"):
+        viz.filter_grid(w, padding=-1)
+
+
+def test_embed_pca_and_tsne():
+    pytest.importorskip("sklearn")
+    model = small_model()
+    x = np.random.default_rng(8).random((12, 2, 4, 4))
+    pca = viz.embed(model, x, "3", method="pca")
+    assert pca.shape == (12, 2) and np.isfinite(pca).all()
+    codes = model.forward(x, training=False)  # just checks the codes are the layer's
+    assert codes.shape == (12, 4)
+    np.testing.assert_allclose(pca.mean(axis=0), 0, atol=1e-10)
+    tsne = viz.embed(model, x, "3")
+    assert tsne.shape == (12, 2) and np.isfinite(tsne).all()
+
+
+def test_plot_helpers_write_pngs_and_draw_on_axes(tmp_path):
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+
+    model = small_model()
+    x = np.random.default_rng(9).random((4, 2, 4, 4))
+    paths = [
+        viz.plot_filters(model[0].params["weight"], path=tmp_path / "f.png"),
+        viz.plot_activations(viz.activations(model, x)[0][1][0], path=tmp_path / "a.png"),
+        viz.plot_occlusion(viz.occlusion(model, x, 1, patch=2)[0], path=tmp_path / "o.png", image=x[0]),
+        viz.plot_saliency(viz.saliency(model, x, 1)[0], path=tmp_path / "s.png"),
+        viz.plot_embedding(viz.embed(model, x, "3", method="pca"), [0, 1, 0, 1], path=tmp_path / "e.png"),
+        viz.plot_top_activating(viz.top_activating(model, x, "1", 0, k=3)[1], path=tmp_path / "t.png"),
+        viz.plot_dead_filters({"0": np.array([1])}, {"0": 3}, path=tmp_path / "d.png"),
+    ]
+    for p in paths:
+        with open(p, "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    fig = Figure()
+    ax = fig.subplots()
+    assert viz.plot_filters(model[0].params["weight"], ax=ax) is ax
+    assert len(ax.images) == 1
+    assert isinstance(viz.plot_saliency(np.zeros((3, 3))), Figure)
+
+
+def test_report_cli_writes_index_and_pngs(tmp_path):
+    pytest.importorskip("matplotlib")
+    pytest.importorskip("sklearn")
+    from fastconv import __main__ as cli
+
+    out = tmp_path / "report"
+    assert cli.main(["--epochs", "1", "--batch-size", "64", "--threads", "1", "--report", str(out)]) == 0
+    index = (out / "index.html").read_text()
+    images = re.findall(r'<img src="([^"]+)"', index)
+    assert {"history.png", "confusion.png", "filters.png", "activations.png", "tsne.png"} <= set(images)
+    assert any(name.startswith("maps_") for name in images) and any(name.startswith("top_") for name in images)
+    for name in images:
+        assert os.path.getsize(out / name) > 1000
+    assert "http" not in index  # offline: nothing fetched
