@@ -7,7 +7,15 @@ import numpy as np
 import pytest
 
 from fastconv import viz
-from fastconv.layers import Conv2D, Dropout, Flatten, Linear, MaxPool2D, ReLU, Sequential
+from fastconv.layers import (
+    Conv2D,
+    Dropout,
+    Flatten,
+    Linear,
+    MaxPool2D,
+    ReLU,
+    Sequential,
+)
 
 DTYPES = [np.float32, np.float64]
 
