@@ -151,8 +151,10 @@ def write(directory, model, x_test, y_test, history=None, *, examples=3, seed=0,
         text = f"Layer {first}: weights of shape {weight.shape}, each filter scaled to its own range."
         sections.append(("First layer's filters", text, os.path.basename(png)))
 
-    sections.append(("Activation maps", f"The outputs of the spatial layers for {examples} test images.",
-                     _activations_png(model, x_test[:examples], directory)))
+    # One image of each of the first labels, so the rows differ.
+    shown = np.sort(np.unique(y_test, return_index=True)[1])[:examples]
+    text = f"The outputs of the spatial layers for {len(shown)} test images (each map scaled to its own range)."
+    sections.append(("Activation maps", text, _activations_png(model, x_test[shown], directory)))
 
     dead = viz.dead_filters(model, x_test)
     channels = {n: a.shape[1] for n, a in viz.activations(model, x_test[:1])}

@@ -589,7 +589,8 @@ def plot_activations(maps, path=None, ax=None, title=None, max_channels=64):
     maps = np.asarray(maps, dtype=np.float64)
     if maps.ndim != 3:
         raise ValueError(f"maps must be (C, H, W), one image's output of a conv layer; got shape {maps.shape}")
-    grid = _tile(np.stack([_normalise(m) for m in maps[:max_channels]]), 1)
+    # NaN gaps are masked, so they show the background rather than a colour of the map.
+    grid = np.ma.masked_invalid(_tile(np.stack([_normalise(m) for m in maps[:max_channels]]), 1, fill=np.nan))
     with _axes(path, ax) as (a, holder):
         a.imshow(grid, cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
         a.set_axis_off()
