@@ -21,6 +21,10 @@ from fastconv.layers import (AvgPool2D, Conv2D, Dropout, Flatten, Linear, MaxPoo
                              Sigmoid)
 from fastconv.losses import binary_log_loss, softmax_cross_entropy
 from fastconv.optim import SGD, Adam
+from fastconv.convolution_transpose import conv_transpose2d, conv_transpose2d_backward
+from fastconv.normalization import batch_norm2d, batch_norm2d_backward
+from fastconv.adaptive_pooling import (adaptive_avg_pool2d, adaptive_avg_pool2d_backward, adaptive_max_pool2d,
+                                       adaptive_max_pool2d_backward)
 
 __all__ = [
     "__version__",
@@ -37,4 +41,7 @@ __all__ = [
     "Conv2D", "Linear", "MaxPool2D", "AvgPool2D", "ReLU", "Sigmoid", "Flatten", "Dropout", "Sequential",
     "softmax_cross_entropy", "binary_log_loss",
     "SGD", "Adam",
+    "conv_transpose2d", "conv_transpose2d_backward",
+    "batch_norm2d", "batch_norm2d_backward",
+    "adaptive_avg_pool2d", "adaptive_avg_pool2d_backward", "adaptive_max_pool2d", "adaptive_max_pool2d_backward",
 ]

@@ -281,3 +281,149 @@ def global_max_pool2d_backward(grad_output, indices, input_shape):
     shape = v.input_shape_of(input_shape)
     lead = shape[:-2] + (1, 1)
     return max_pool2d_backward(go.reshape(lead), np.asarray(indices).reshape(lead), shape)
+
+
+def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+    from fastconv.convolution_transpose import _args
+    x, weight, bias, groups, out_shape, g = _args(x, weight, bias, stride, padding, output_padding,
+                                                  groups, dilation)
+    N, C, H, W = x.shape
+    K, Ho, Wo = out_shape[1:]
+    kh, kw = weight.shape[2:]
+    # scatter every tap into a buffer that also holds the padding, then crop it
+    rows = max((H - 1) * g.stride_h + g.dilation_h * (kh - 1) + 1, g.pad_top + Ho)
+    cols = max((W - 1) * g.stride_w + g.dilation_w * (kw - 1) + 1, g.pad_left + Wo)
+    full = np.zeros((N, K, rows, cols))
+    xg = x.reshape(N, groups, C // groups, H, W)
+    wg = weight.reshape(groups, C // groups, K // groups, kh, kw)
+    for i in range(kh):
+        for j in range(kw):
+            contrib = np.einsum("ngchw,gck->ngkhw", xg, wg[:, :, :, i, j]).reshape(N, K, H, W)
+            full[:, :, i * g.dilation_h:i * g.dilation_h + (H - 1) * g.stride_h + 1:g.stride_h,
+                 j * g.dilation_w:j * g.dilation_w + (W - 1) * g.stride_w + 1:g.stride_w] += contrib
+    out = full[:, :, g.pad_top:g.pad_top + Ho, g.pad_left:g.pad_left + Wo]
+    if bias is not None:
+        out = out + bias[:, None, None]
+    return np.ascontiguousarray(out, dtype=x.dtype)
+
+
+def conv_transpose2d_backward(grad_output, x, weight, stride=1, padding=0, output_padding=0, groups=1,
+                              dilation=1):
+    from fastconv.convolution_transpose import _args, _extend
+    x, weight, _, groups, out_shape, g = _args(x, weight, None, stride, padding, output_padding,
+                                               groups, dilation)
+    gout = v.grad_output_array(grad_output, out_shape, x.dtype)
+    H, W = x.shape[2:]
+    args = ((g.stride_h, g.stride_w), (g.pad_top, g.pad_left), (g.dilation_h, g.dilation_w), groups)
+    grad_x = conv2d(gout, weight, None, *args)[:, :, :H, :W]
+    _, grad_w, _ = conv2d_backward(_extend(x, g), gout, weight, *args)
+    return np.ascontiguousarray(grad_x), grad_w, gout.sum(axis=(0, 2, 3))
+
+
+def batch_norm2d(x, running_mean=None, running_var=None, weight=None, bias=None, training=False,
+                 momentum=0.1, eps=1e-5):
+    x = v.float_array(x, "x", ndim=4)
+    xd = x.astype(np.float64)
+    if training:
+        M = x.shape[0] * x.shape[2] * x.shape[3]
+        if M <= 1:
+            raise ValueError("training needs more than 1 value per channel")
+        mean = xd.mean(axis=(0, 2, 3))
+        var = xd.var(axis=(0, 2, 3))
+        if running_mean is not None:
+            running_mean[...] = (1 - momentum) * running_mean + momentum * mean
+        if running_var is not None:
+            running_var[...] = (1 - momentum) * running_var + momentum * var * M / (M - 1)
+    else:
+        if running_mean is None or running_var is None:
+            raise ValueError("running_mean and running_var are required when training=False")
+        mean, var = np.asarray(running_mean, np.float64), np.asarray(running_var, np.float64)
+    out = (xd - mean[:, None, None]) / np.sqrt(var[:, None, None] + eps)
+    if weight is not None:
+        out = out * np.asarray(weight)[:, None, None]
+    if bias is not None:
+        out = out + np.asarray(bias)[:, None, None]
+    return out.astype(x.dtype)
+
+
+def batch_norm2d_backward(grad_output, x, weight=None, eps=1e-5, *, training=True, running_mean=None,
+                          running_var=None):
+    x = v.float_array(x, "x", ndim=4)
+    xd, gd = x.astype(np.float64), np.asarray(grad_output, np.float64)
+    axes = (0, 2, 3)
+    if training:
+        mean, var = xd.mean(axis=axes), xd.var(axis=axes)
+    else:
+        mean, var = np.asarray(running_mean, np.float64), np.asarray(running_var, np.float64)
+    invstd = 1 / np.sqrt(var + eps)
+    xhat = (xd - mean[:, None, None]) * invstd[:, None, None]
+    w = np.ones(x.shape[1]) if weight is None else np.asarray(weight, np.float64)
+    grad_b = gd.sum(axis=axes)
+    grad_w = (gd * xhat).sum(axis=axes)
+    g_xhat = gd * w[:, None, None]
+    if training:
+        grad_x = invstd[:, None, None] * (g_xhat - g_xhat.mean(axis=axes)[:, None, None]
+                                          - xhat * (g_xhat * xhat).mean(axis=axes)[:, None, None])
+    else:
+        grad_x = g_xhat * invstd[:, None, None]
+    return grad_x.astype(x.dtype), grad_w.astype(x.dtype), grad_b.astype(x.dtype)
+
+
+def _adaptive_matrix(n, out):
+    """(out, n) averaging matrix of torch's adaptive windows."""
+    a = np.zeros((out, n))
+    for i in range(out):
+        start, end = (i * n) // out, -(-((i + 1) * n) // out)
+        a[i, start:end] = 1.0 / (end - start)
+    return a
+
+
+def _adaptive_size(output_size, H, W):
+    from fastconv.adaptive_pooling import _output_hw
+    return _output_hw(output_size, (H, W))
+
+
+def adaptive_avg_pool2d(x, output_size):
+    xb, unbatched = _pool_input(x)
+    H, W = xb.shape[2:]
+    Ho, Wo = _adaptive_size(output_size, H, W)
+    out = np.einsum("ih,nchw,jw->ncij", _adaptive_matrix(H, Ho), xb, _adaptive_matrix(W, Wo))
+    out = out.astype(xb.dtype)
+    return out[0] if unbatched else out
+
+
+def adaptive_avg_pool2d_backward(grad_output, input_shape):
+    gob, shape, unbatched = v.pool_grad_output(grad_output, input_shape)
+    H, W = shape[2:]
+    Ho, Wo = gob.shape[2:]
+    grad = np.einsum("ih,ncij,jw->nchw", _adaptive_matrix(H, Ho), gob, _adaptive_matrix(W, Wo))
+    grad = grad.astype(gob.dtype).reshape(shape)
+    return grad[0] if unbatched else grad
+
+
+def adaptive_max_pool2d(x, output_size, return_indices=False):
+    xb, unbatched = _pool_input(x)
+    N, C, H, W = xb.shape
+    Ho, Wo = _adaptive_size(output_size, H, W)
+    out = np.empty((N, C, Ho, Wo), dtype=xb.dtype)
+    indices = np.empty((N, C, Ho, Wo), dtype=np.int64)
+    flat = xb.reshape(N * C, H * W)
+    for i in range(Ho):
+        h0, h1 = (i * H) // Ho, -(-((i + 1) * H) // Ho)
+        for j in range(Wo):
+            w0, w1 = (j * W) // Wo, -(-((j + 1) * W) // Wo)
+            pos = (np.arange(h0, h1)[:, None] * W + np.arange(w0, w1)).reshape(-1)
+            win = flat[:, pos]
+            best = np.argmax(win, axis=1)
+            nan = np.isnan(win)
+            last_nan = win.shape[1] - 1 - np.argmax(nan[:, ::-1], axis=1)
+            best = np.where(nan.any(axis=1), last_nan, best)
+            indices[:, :, i, j] = pos[best].reshape(N, C)
+            out[:, :, i, j] = win[np.arange(N * C), best].reshape(N, C)
+    if unbatched:
+        out, indices = out[0], indices[0]
+    return (out, indices) if return_indices else out
+
+
+def adaptive_max_pool2d_backward(grad_output, indices, input_shape):
+    return max_pool2d_backward(grad_output, indices, input_shape)

@@ -1,0 +1,162 @@
+"""Adaptive average and max pooling (forward and backward).
+
+torch's window rule: along an axis of length H pooled to Ho, output i covers
+rows ``[floor(i*H/Ho), ceil((i+1)*H/Ho))`` (windows may overlap, and Ho may
+exceed H). Max pooling takes the first maximum of its window in row-major
+order, or a NaN (which propagates); indices are flat positions in each (H, W)
+plane. Inputs may be (N, C, H, W) or unbatched (C, H, W).
+"""
+import numpy as np
+
+from fastconv import _validation as v
+from fastconv._threads import num_threads_for
+
+try:
+    from fastconv._kernels import adaptive_pool as _kernel
+except ImportError:     # not built yet: the NumPy loops below
+    _kernel = None
+
+
+def _output_hw(output_size, in_hw):
+    """(Ho, Wo) from an int or a pair whose None elements keep the input's size."""
+    if isinstance(output_size, (tuple, list)):
+        if len(output_size) != 2:
+            raise ValueError(f"output_size must be an int or a pair, got {output_size!r}")
+        return tuple(n if o is None else v.integer(o, "output_size", 0, v.MAX_SIZE)
+                     for o, n in zip(output_size, in_hw))
+    if output_size is None:
+        return tuple(in_hw)
+    o = v.integer(output_size, "output_size", 0, v.MAX_SIZE)
+    return (o, o)
+
+
+def windows(n, out):
+    """(starts, ends) of torch's adaptive windows of an axis of length n pooled to out."""
+    i = np.arange(out, dtype=np.int64)
+    return (i * n) // out, -((-(i + 1) * n) // out)
+
+
+def _planes(a):
+    return a.reshape(-1, a.shape[-2], a.shape[-1])
+
+
+def adaptive_avg_pool2d(x, output_size):
+    """2-D adaptive average pooling, as ``torch.nn.functional.adaptive_avg_pool2d``.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, C, H, W) or (C, H, W), float32 or float64
+    output_size : int, or pair of ints or None
+        (Ho, Wo); a None element keeps the input's size along that axis.
+
+    Returns
+    -------
+    out : ndarray, shape (N, C, Ho, Wo) (or (C, Ho, Wo)), dtype of `x`
+    """
+    xb, unbatched = v.pool_input(x)
+    N, C, H, W = xb.shape
+    Ho, Wo = _output_hw(output_size, (H, W))
+    out = np.empty((N, C, Ho, Wo), dtype=xb.dtype)
+    if _kernel is not None:
+        _kernel.adaptive_avg_pool2d(_planes(xb), _planes(out), num_threads_for(xb.size + out.size))
+    else:
+        hs, he = windows(H, Ho)
+        ws, we = windows(W, Wo)
+        for i in range(Ho):
+            for j in range(Wo):
+                out[:, :, i, j] = xb[:, :, hs[i]:he[i], ws[j]:we[j]].mean(axis=(2, 3))
+    return out[0] if unbatched else out
+
+
+def adaptive_avg_pool2d_backward(grad_output, input_shape):
+    """Gradient of `adaptive_avg_pool2d` with respect to its input.
+
+    Parameters
+    ----------
+    grad_output : ndarray, shape (N, C, Ho, Wo) or (C, Ho, Wo), float32 or float64
+    input_shape : tuple of ints
+        Shape of the forward input: (N, C, H, W), or (C, H, W) for 3-D `grad_output`.
+
+    Returns
+    -------
+    grad_input : ndarray, shape `input_shape`, dtype of `grad_output`
+    """
+    gob, shape, unbatched = v.pool_grad_output(grad_output, input_shape)
+    N, C, H, W = shape
+    Ho, Wo = gob.shape[2:]
+    v.allocatable(shape, gob.dtype, "grad_input")
+    grad = np.zeros(shape, dtype=gob.dtype)
+    if _kernel is not None:
+        _kernel.adaptive_avg_pool2d_backward(_planes(gob), _planes(grad), num_threads_for(grad.size + gob.size))
+    else:
+        hs, he = windows(H, Ho)
+        ws, we = windows(W, Wo)
+        for i in range(Ho):
+            for j in range(Wo):
+                area = (he[i] - hs[i]) * (we[j] - ws[j])
+                grad[:, :, hs[i]:he[i], ws[j]:we[j]] += (gob[:, :, i, j] / area)[:, :, None, None]
+    return grad[0] if unbatched else grad
+
+
+def adaptive_max_pool2d(x, output_size, return_indices=False):
+    """2-D adaptive max pooling, as ``torch.nn.functional.adaptive_max_pool2d``.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, C, H, W) or (C, H, W), float32 or float64
+    output_size : int, or pair of ints or None
+        (Ho, Wo); a None element keeps the input's size along that axis.
+    return_indices : bool
+        Also return where each maximum was found.
+
+    Returns
+    -------
+    out : ndarray, shape (N, C, Ho, Wo) (or (C, Ho, Wo)), dtype of `x`
+    indices : ndarray of int64, same shape as `out`, only with `return_indices`
+        Flat position ``ih * W + iw`` of each maximum within its (H, W) plane.
+    """
+    xb, unbatched = v.pool_input(x)
+    return_indices = v._flag(return_indices, "return_indices")
+    N, C, H, W = xb.shape
+    Ho, Wo = _output_hw(output_size, (H, W))
+    out = np.empty((N, C, Ho, Wo), dtype=xb.dtype)
+    indices = np.empty(out.shape, dtype=np.int64)
+    if _kernel is not None:
+        _kernel.adaptive_max_pool2d(_planes(xb), _planes(out), _planes(indices), num_threads_for(xb.size))
+    else:
+        hs, he = windows(H, Ho)
+        ws, we = windows(W, Wo)
+        for i in range(Ho):
+            for j in range(Wo):
+                win = xb[:, :, hs[i]:he[i], ws[j]:we[j]].reshape(N, C, -1)
+                nan = np.isnan(win)
+                # torch keeps the last NaN, else the first maximum
+                last_nan = win.shape[2] - 1 - np.argmax(nan[:, :, ::-1], axis=2)
+                k = np.where(nan.any(axis=2), last_nan, np.argmax(win, axis=2))
+                out[:, :, i, j] = np.take_along_axis(win, k[:, :, None], axis=2)[:, :, 0]
+                ww = we[j] - ws[j]
+                indices[:, :, i, j] = (hs[i] + k // ww) * W + ws[j] + k % ww
+    if unbatched:
+        out, indices = out[0], indices[0]
+    return (out, indices) if return_indices else out
+
+
+def adaptive_max_pool2d_backward(grad_output, indices, input_shape):
+    """Gradient of `adaptive_max_pool2d` with respect to its input.
+
+    Parameters
+    ----------
+    grad_output : ndarray, shape (N, C, Ho, Wo) or (C, Ho, Wo), float32 or float64
+    indices : integer ndarray, same shape as `grad_output`
+        As returned by ``adaptive_max_pool2d(..., return_indices=True)``; every
+        value must lie in ``[0, H*W)``.
+    input_shape : tuple of ints
+        Shape of the forward input: (N, C, H, W), or (C, H, W) for 3-D `grad_output`.
+
+    Returns
+    -------
+    grad_input : ndarray, shape `input_shape`, dtype of `grad_output`
+    """
+    from fastconv.pooling import max_pool2d_backward
+    # the same scatter-add of each output's gradient to the element its index names
+    return max_pool2d_backward(grad_output, indices, input_shape)

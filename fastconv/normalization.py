@@ -1,0 +1,165 @@
+"""Batch normalisation over (N, C, H, W), forward and backward.
+
+Semantics are those of ``torch.nn.functional.batch_norm``: in training the
+batch's biased variance normalises, and the running statistics (when given)
+are updated in place with the unbiased variance,
+``running = (1 - momentum) * running + momentum * batch``. This in-place update
+is the one exception to "inputs are never written".
+"""
+import numbers
+
+import numpy as np
+
+from fastconv import _validation as v
+
+
+def _channel_vector(a, name, C, dtype, writeable=False):
+    if a is None:
+        return None
+    if writeable:
+        # updated in place, so it must be the caller's own array, not a converted copy
+        if not isinstance(a, np.ndarray):
+            raise TypeError(f"{name} must be an ndarray (it is updated in place), got {type(a).__name__}")
+        if a.dtype != dtype:
+            raise TypeError(f"{name} has dtype {a.dtype} but the input has dtype {np.dtype(dtype)}")
+        if not a.flags.writeable:
+            raise ValueError(f"{name} must be writeable (it is updated in place in training)")
+    a = v.float_array(a, name, ndim=1, dtype=dtype) if not writeable else a
+    if a.shape != (C,):
+        raise ValueError(f"{name} must have shape ({C},), got {a.shape}")
+    return a
+
+
+def _real(value, name, minimum=None):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    value = float(value)
+    if not np.isfinite(value) or (minimum is not None and value < minimum):
+        raise ValueError(f"{name} must be a finite number >= {minimum}, got {value}")
+    return value
+
+
+def _input(x):
+    x = v.float_array(x, "x", ndim=4)
+    return x, x.shape[1]
+
+
+def _batch_stats(x):
+    """Per-channel mean and biased variance of (N, C, H, W), accumulated in float64
+    by two passes (the second over deviations, so no cancellation)."""
+    xd = x.astype(np.float64, copy=False)
+    mean = xd.mean(axis=(0, 2, 3))
+    var = np.square(xd - mean[:, None, None]).mean(axis=(0, 2, 3))
+    return mean, var
+
+
+def _stats_for(x, running_mean, running_var, training, eps):
+    """(mean, invstd) that normalise x, in float64, and the batch's biased variance (training)."""
+    C = x.shape[1]
+    if training:
+        M = x.shape[0] * x.shape[2] * x.shape[3]
+        if M <= 1:
+            raise ValueError(f"training needs more than 1 value per channel, got x of shape {x.shape}")
+        mean, var = _batch_stats(x)
+        return mean, 1.0 / np.sqrt(var + eps), var
+    if running_mean is None or running_var is None:
+        raise ValueError("running_mean and running_var are required when training=False")
+    del C
+    mean = running_mean.astype(np.float64)
+    return mean, 1.0 / np.sqrt(running_var.astype(np.float64) + eps), None
+
+
+def batch_norm2d(x, running_mean=None, running_var=None, weight=None, bias=None, training=False,
+                 momentum=0.1, eps=1e-5):
+    """Batch normalisation, as ``torch.nn.functional.batch_norm`` on NCHW input.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, C, H, W), float32 or float64
+    running_mean, running_var : ndarray, shape (C,), dtype of `x`, optional
+        Required when not `training`. In training, when given, they are updated
+        in place: ``(1 - momentum) * running + momentum * batch``, with the
+        unbiased batch variance (``N*H*W / (N*H*W - 1)`` times the biased one).
+    weight, bias : ndarray, shape (C,), optional
+        Per-channel scale (default 1) and shift (default 0).
+    training : bool
+        Normalise with the batch's mean and biased variance (needs more than one
+        value per channel), else with the running statistics.
+    momentum : float
+    eps : float
+        Added to the variance before its square root.
+
+    Returns
+    -------
+    out : ndarray, shape (N, C, H, W), dtype of `x`
+    """
+    x, C = _input(x)
+    training = v._flag(training, "training")
+    momentum = _real(momentum, "momentum")
+    eps = _real(eps, "eps", minimum=0.0)
+    running_mean = _channel_vector(running_mean, "running_mean", C, x.dtype, writeable=training)
+    running_var = _channel_vector(running_var, "running_var", C, x.dtype, writeable=training)
+    weight = _channel_vector(weight, "weight", C, x.dtype)
+    bias = _channel_vector(bias, "bias", C, x.dtype)
+    mean, invstd, var = _stats_for(x, running_mean, running_var, training, eps)
+    scale = invstd if weight is None else invstd * weight
+    shift = -mean * scale + (0.0 if bias is None else bias)
+    out = np.empty_like(x)
+    np.multiply(x, scale.astype(x.dtype)[:, None, None], out=out)
+    out += shift.astype(x.dtype)[:, None, None]
+    if training:
+        M = x.shape[0] * x.shape[2] * x.shape[3]
+        if running_mean is not None:
+            running_mean[...] = (1 - momentum) * running_mean + momentum * mean
+        if running_var is not None:
+            running_var[...] = (1 - momentum) * running_var + momentum * var * (M / (M - 1))
+    return out
+
+
+def batch_norm2d_backward(grad_output, x, weight=None, eps=1e-5, *, training=True, running_mean=None,
+                          running_var=None):
+    """Gradients of `batch_norm2d` with respect to its input, weight and bias.
+
+    Parameters
+    ----------
+    grad_output : ndarray, shape (N, C, H, W)
+        Gradient of the loss with respect to ``batch_norm2d(x, ...)``.
+    x, weight, eps : as in `batch_norm2d`
+    training : bool
+        As in the forward: the gradient flows through the batch statistics
+        (training) or treats the running statistics as constants (eval, which
+        needs `running_mean` and `running_var`, the values the forward used).
+    running_mean, running_var : ndarray, shape (C,), optional
+        Read only; only used when not `training`.
+
+    Returns
+    -------
+    grad_x : ndarray, shape (N, C, H, W)
+    grad_weight : ndarray, shape (C,)
+        Also returned when `weight` is None (the gradient of a unit scale).
+    grad_bias : ndarray, shape (C,)
+    """
+    x, C = _input(x)
+    grad_output = v.grad_output_array(grad_output, x.shape, x.dtype)
+    training = v._flag(training, "training")
+    eps = _real(eps, "eps", minimum=0.0)
+    weight = _channel_vector(weight, "weight", C, x.dtype)
+    running_mean = _channel_vector(running_mean, "running_mean", C, x.dtype)
+    running_var = _channel_vector(running_var, "running_var", C, x.dtype)
+    mean, invstd, _ = _stats_for(x, running_mean, running_var, training, eps)
+    axes = (0, 2, 3)
+    xd, gd = x.astype(np.float64, copy=False), grad_output.astype(np.float64, copy=False)
+    grad_b = gd.sum(axis=axes)
+    dot = (gd * (xd - mean[:, None, None])).sum(axis=axes)   # sum(gy * (x - mean))
+    grad_w = dot * invstd
+    w = np.ones(C) if weight is None else weight.astype(np.float64)
+    k = w * invstd
+    if training:
+        M = x.shape[0] * x.shape[2] * x.shape[3]
+        # grad_x = w * invstd * (gy - mean(gy) - xhat * mean(gy * xhat))
+        c1 = k * dot * invstd * invstd / M
+        c0 = -k * grad_b / M + c1 * mean
+        grad_x = gd * k[:, None, None] - xd * c1[:, None, None] + c0[:, None, None]
+    else:
+        grad_x = gd * k[:, None, None]
+    return (grad_x.astype(x.dtype, copy=False), grad_w.astype(x.dtype), grad_b.astype(x.dtype))
