@@ -1,10 +1,10 @@
 """Adaptive average and max pooling: against the reference and torch."""
 import numpy as np
 import pytest
+from conftest import DTYPES, assert_close
 
 import fastconv
 from fastconv import reference
-from conftest import DTYPES, assert_close
 
 CASES = [((2, 3, 5, 6), 3), ((2, 3, 5, 6), (2, None)), ((1, 2, 5, 6), (7, 9)), ((2, 2, 7, 4), (5, 1)),
          ((0, 2, 4, 4), 2), ((3, 4, 4), (2, 3)), ((1, 1, 1, 1), 3), ((1, 2, 8, 8), 4)]

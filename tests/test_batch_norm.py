@@ -1,10 +1,10 @@
 """batch_norm2d and its backward: against the reference and torch, running statistics."""
 import numpy as np
 import pytest
+from conftest import DTYPES, assert_close
 
 import fastconv
 from fastconv import reference
-from conftest import DTYPES, assert_close
 
 
 def make(shape, dtype, seed=0):
@@ -36,7 +36,7 @@ def test_against_reference_and_torch(shape, dtype, training, affine):
     assert_close(rm, rm_ref)
     assert_close(rv, rv_ref)
     gy = np.random.default_rng(1).standard_normal(shape).astype(dtype)
-    stats = {} if training else dict(running_mean=rm_t, running_var=rv_t)
+    stats = {} if training else {"running_mean": rm_t, "running_var": rv_t}
     grads = fastconv.batch_norm2d_backward(gy, x, w, training=training, **stats)
     for got, want in zip(grads, reference.batch_norm2d_backward(gy, x, w, training=training, **stats)):
         assert got.dtype == dtype
@@ -58,14 +58,14 @@ def test_against_reference_and_torch(shape, dtype, training, affine):
 
 
 def test_training_without_running_stats_and_empty_eval():
-    x, rm, rv, w, b = make((2, 3, 4, 4), np.float64)
+    x, rm, rv, _w, _b = make((2, 3, 4, 4), np.float64)
     assert_close(fastconv.batch_norm2d(x, training=True), reference.batch_norm2d(x, training=True))
     empty = np.zeros((0, 3, 4, 4))
     assert fastconv.batch_norm2d(empty, rm, rv).shape == empty.shape
 
 
 def test_bad_arguments():
-    x, rm, rv, w, b = make((2, 3, 4, 4), np.float64)
+    x, rm, rv, _w, _b = make((2, 3, 4, 4), np.float64)
     with pytest.raises(ValueError, match="running_mean"):
         fastconv.batch_norm2d(x)
     with pytest.raises(ValueError, match="running_mean"):

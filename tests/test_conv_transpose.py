@@ -1,10 +1,10 @@
 """conv_transpose2d and its backward: against the reference and torch autograd."""
 import numpy as np
 import pytest
+from conftest import DTYPES, assert_close
 
 import fastconv
 from fastconv import reference
-from conftest import DTYPES, assert_close
 
 # (N, C, H, W, K/groups, kh, kw, stride, padding, output_padding, groups, dilation)
 CASES = [
@@ -24,7 +24,7 @@ def make(case, dtype, seed=0):
     x = rng.standard_normal((N, C, H, W)).astype(dtype)
     w = rng.standard_normal((C, Kg, kh, kw)).astype(dtype)
     b = rng.standard_normal(Kg * g).astype(dtype)
-    return x, w, b, dict(stride=s, padding=p, output_padding=op, groups=g, dilation=d)
+    return x, w, b, {"stride": s, "padding": p, "output_padding": op, "groups": g, "dilation": d}
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -52,11 +52,11 @@ def test_against_reference_and_torch(case, dtype):
 
 
 @pytest.mark.parametrize("kwargs, error", [
-    (dict(output_padding=2, stride=2), ValueError),
-    (dict(padding="same"), TypeError),
-    (dict(groups=3), ValueError),
-    (dict(stride=0), ValueError),
-    (dict(padding=5), ValueError),
+    ({"output_padding": 2, "stride": 2}, ValueError),
+    ({"padding": "same"}, TypeError),
+    ({"groups": 3}, ValueError),
+    ({"stride": 0}, ValueError),
+    ({"padding": 5}, ValueError),
 ])
 def test_bad_arguments(kwargs, error):
     x, w, b, _ = make(CASES[0], np.float64)
@@ -65,7 +65,7 @@ def test_bad_arguments(kwargs, error):
 
 
 def test_bad_shapes():
-    x, w, b, kw = make(CASES[0], np.float64)
+    x, w, b, _kw = make(CASES[0], np.float64)
     with pytest.raises(ValueError, match="weight"):
         fastconv.conv_transpose2d(x, w[:3], b)
     with pytest.raises(ValueError, match="bias"):
