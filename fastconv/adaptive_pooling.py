@@ -82,7 +82,7 @@ def adaptive_avg_pool2d_backward(grad_output, input_shape):
     grad_input : ndarray, shape `input_shape`, dtype of `grad_output`
     """
     gob, shape, unbatched = v.pool_grad_output(grad_output, input_shape)
-    N, C, H, W = shape
+    H, W = shape[2:]
     Ho, Wo = gob.shape[2:]
     v.allocatable(shape, gob.dtype, "grad_input")
     grad = np.zeros(shape, dtype=gob.dtype)
@@ -128,7 +128,7 @@ def adaptive_max_pool2d(x, output_size, return_indices=False):
         ws, we = windows(W, Wo)
         for i in range(Ho):
             for j in range(Wo):
-                win = xb[:, :, hs[i]:he[i], ws[j]:we[j]].reshape(N, C, -1)
+                win = xb[:, :, hs[i]:he[i], ws[j]:we[j]].reshape(N, C, (he[i] - hs[i]) * (we[j] - ws[j]))
                 nan = np.isnan(win)
                 # torch keeps the last NaN, else the first maximum
                 last_nan = win.shape[2] - 1 - np.argmax(nan[:, :, ::-1], axis=2)

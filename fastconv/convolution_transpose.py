@@ -9,8 +9,8 @@ import numpy as np
 
 from fastconv import _direct
 from fastconv import _validation as v
-from fastconv.convolution import conv2d, conv2d_backward
 from fastconv._threads import num_threads_for
+from fastconv.convolution import conv2d, conv2d_backward
 
 
 def _args(x, weight, bias, stride, padding, output_padding, groups, dilation):
@@ -119,7 +119,7 @@ def conv_transpose2d_backward(grad_output, x, weight, stride=1, padding=0, outpu
     x, weight, _, groups, out_shape, g = _args(x, weight, None, stride, padding, output_padding,
                                                groups, dilation)
     grad_output = v.grad_output_array(grad_output, out_shape, x.dtype)
-    N, C, H, W = x.shape
+    H, W = x.shape[2:]
     pad = (g.pad_top, g.pad_left)
     dil = (g.dilation_h, g.dilation_w)
     strides = (g.stride_h, g.stride_w)

@@ -1,0 +1,68 @@
+"""Adaptive average and max pooling: against the reference and torch."""
+import numpy as np
+import pytest
+from conftest import DTYPES, assert_close
+
+import fastconv
+from fastconv import reference
+
+CASES = [((2, 3, 5, 6), 3), ((2, 3, 5, 6), (2, None)), ((1, 2, 5, 6), (7, 9)), ((2, 2, 7, 4), (5, 1)),
+         ((0, 2, 4, 4), 2), ((3, 4, 4), (2, 3)), ((1, 1, 1, 1), 3), ((1, 2, 8, 8), 4)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape, size", CASES)
+def test_against_reference_and_torch(shape, size, dtype):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(shape).astype(dtype)
+    x0 = x.copy()
+    avg = fastconv.adaptive_avg_pool2d(x, size)
+    mx, idx = fastconv.adaptive_max_pool2d(x, size, return_indices=True)
+    assert avg.dtype == mx.dtype == dtype and idx.dtype == np.int64
+    assert_close(avg, reference.adaptive_avg_pool2d(x, size))
+    ref_mx, ref_idx = reference.adaptive_max_pool2d(x, size, return_indices=True)
+    assert_close(mx, ref_mx)
+    np.testing.assert_array_equal(idx, ref_idx)
+    gy = rng.standard_normal(avg.shape).astype(dtype)
+    g_avg = fastconv.adaptive_avg_pool2d_backward(gy, x.shape)
+    g_max = fastconv.adaptive_max_pool2d_backward(gy, idx, x.shape)
+    assert_close(g_avg, reference.adaptive_avg_pool2d_backward(gy, x.shape))
+    assert_close(g_max, reference.adaptive_max_pool2d_backward(gy, idx, x.shape))
+    np.testing.assert_array_equal(x, x0)
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    xt = torch.tensor(x, requires_grad=True)
+    y = F.adaptive_avg_pool2d(xt, size)
+    assert_close(avg, y.detach().numpy())
+    if x.size:
+        y.backward(torch.tensor(gy))
+        assert_close(g_avg, xt.grad.numpy())
+        xt.grad = None
+        tm, ti = F.adaptive_max_pool2d(xt, size, return_indices=True)
+        assert_close(mx, tm.detach().numpy())
+        np.testing.assert_array_equal(idx, ti.numpy())
+        tm.backward(torch.tensor(gy))
+        assert_close(g_max, xt.grad.numpy())
+
+
+def test_nan_propagates():
+    x = np.arange(16.0).reshape(1, 1, 4, 4)
+    x[0, 0, 1, 1] = np.nan
+    out, idx = fastconv.adaptive_max_pool2d(x, 2, return_indices=True)
+    assert np.isnan(out[0, 0, 0, 0]) and idx[0, 0, 0, 0] == 5
+
+
+def test_bad_arguments():
+    x = np.zeros((1, 2, 4, 4))
+    with pytest.raises(ValueError, match="output_size"):
+        fastconv.adaptive_avg_pool2d(x, (1, 2, 3))
+    with pytest.raises(ValueError, match="output_size"):
+        fastconv.adaptive_max_pool2d(x, -1)
+    with pytest.raises(TypeError, match="output_size"):
+        fastconv.adaptive_avg_pool2d(x, 1.5)
+    with pytest.raises(TypeError, match="return_indices"):
+        fastconv.adaptive_max_pool2d(x, 2, return_indices=1)
+    with pytest.raises(ValueError, match="x"):
+        fastconv.adaptive_avg_pool2d(x[0, 0], 2)
+    with pytest.raises(ValueError, match="indices"):
+        fastconv.adaptive_max_pool2d_backward(np.zeros((1, 2, 2, 2)), np.full((1, 2, 2, 2), 99), x.shape)

@@ -1,0 +1,76 @@
+"""conv_transpose2d and its backward: against the reference and torch autograd."""
+import numpy as np
+import pytest
+from conftest import DTYPES, assert_close
+
+import fastconv
+from fastconv import reference
+
+# (N, C, H, W, K/groups, kh, kw, stride, padding, output_padding, groups, dilation)
+CASES = [
+    (2, 4, 5, 6, 3, 3, 2, 1, 0, 0, 1, 1),
+    (2, 4, 5, 6, 3, 3, 3, 2, 1, 1, 1, 1),
+    (1, 4, 4, 7, 2, 3, 3, 2, 1, 0, 2, 1),
+    (2, 2, 5, 5, 3, 2, 3, 1, 0, 1, 1, 2),        # output_padding >= stride, < dilation
+    (1, 3, 3, 4, 2, 3, 2, (3, 2), (2, 1), (2, 1), 1, (2, 1)),
+    (0, 2, 4, 4, 2, 3, 3, 2, 0, 1, 1, 1),        # empty batch
+    (1, 6, 1, 1, 1, 1, 1, 1, 0, 0, 6, 1),        # depthwise 1x1
+]
+
+
+def make(case, dtype, seed=0):
+    N, C, H, W, Kg, kh, kw, s, p, op, g, d = case
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    w = rng.standard_normal((C, Kg, kh, kw)).astype(dtype)
+    b = rng.standard_normal(Kg * g).astype(dtype)
+    return x, w, b, {"stride": s, "padding": p, "output_padding": op, "groups": g, "dilation": d}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CASES)
+def test_against_reference_and_torch(case, dtype):
+    x, w, b, kw = make(case, dtype)
+    copies = x.copy(), w.copy(), b.copy()
+    out = fastconv.conv_transpose2d(x, w, b, **kw)
+    assert out.dtype == dtype
+    assert_close(out, reference.conv_transpose2d(x, w, b, **kw))
+    gy = np.random.default_rng(1).standard_normal(out.shape).astype(dtype)
+    grads = fastconv.conv_transpose2d_backward(gy, x, w, **kw)
+    for got, want in zip(grads, reference.conv_transpose2d_backward(gy, x, w, **kw)):
+        assert got.dtype == dtype
+        assert_close(got, want)
+    for a, c in zip((x, w, b), copies):
+        np.testing.assert_array_equal(a, c)
+    torch = pytest.importorskip("torch")
+    xt, wt, bt = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
+    y = torch.nn.functional.conv_transpose2d(xt, wt, bt, **kw)
+    assert_close(out, y.detach().numpy())
+    y.backward(torch.tensor(gy))
+    for got, t in zip(grads, (xt, wt, bt)):
+        assert_close(got, t.grad.numpy())
+
+
+@pytest.mark.parametrize("kwargs, error", [
+    ({"output_padding": 2, "stride": 2}, ValueError),
+    ({"padding": "same"}, TypeError),
+    ({"groups": 3}, ValueError),
+    ({"stride": 0}, ValueError),
+    ({"padding": 5}, ValueError),
+])
+def test_bad_arguments(kwargs, error):
+    x, w, b, _ = make(CASES[0], np.float64)
+    with pytest.raises(error):
+        fastconv.conv_transpose2d(x, w, b, **kwargs)
+
+
+def test_bad_shapes():
+    x, w, b, _kw = make(CASES[0], np.float64)
+    with pytest.raises(ValueError, match="weight"):
+        fastconv.conv_transpose2d(x, w[:3], b)
+    with pytest.raises(ValueError, match="bias"):
+        fastconv.conv_transpose2d(x, w, b[:2])
+    with pytest.raises(TypeError, match="weight"):
+        fastconv.conv_transpose2d(x, w.astype(np.float32))
+    with pytest.raises(ValueError, match="grad_output"):
+        fastconv.conv_transpose2d_backward(np.zeros((2, 3, 1, 1)), x, w)
