@@ -321,8 +321,32 @@ def concurrency_cases(torch, dtypes=("float32", "float64"), with_reference=True)
                        flops=2 * flops, bytes=0.0 if flops else 2.0 * p[0].nbytes * 1.25)
 
 
+def viz_cases(torch, dtypes=("float32", "float64"), with_reference=True):
+    """`viz.occlusion` of one 28x28 digit by a 4x4 patch at stride 1 (625 positions)
+    on the main job's LeNet widened to 28x28 inputs, against the same call on the
+    reference layers (the issue's target: >= 20x)."""
+    import copy
+
+    from fastconv import viz
+
+    rng = np.random.default_rng(0)
+    for dtype in dtypes:
+        model = fastconv.Sequential(
+            fastconv.Conv2D(1, 16, 3, padding=1, dtype=dtype, rng=rng), fastconv.ReLU(), fastconv.MaxPool2D(2),
+            fastconv.Conv2D(16, 32, 3, padding=1, dtype=dtype, rng=rng), fastconv.ReLU(), fastconv.MaxPool2D(2),
+            fastconv.Flatten(), fastconv.Linear(32 * 7 * 7, 10, dtype=dtype, rng=rng))
+        x = rng.standard_normal((1, 1, 28, 28)).astype(dtype)
+        impls = {"fastconv": lambda model=model, x=x: viz.occlusion(model, x, 3, patch=4)}
+        if with_reference:
+            slow = copy.deepcopy(model).set_backend(reference)
+            impls["reference"] = lambda slow=slow, x=x: viz.occlusion(slow, x, 3, patch=4)
+        # Two convolutions per occluded image, 625 occluded images.
+        flops = 625 * 2.0 * (28 * 28 * 16 * 9 + 14 * 14 * 32 * 16 * 9)
+        yield Case("viz.occlusion", "digit 28x28, patch 4, stride 1", dtype, impls, flops=flops)
+
+
 SECTIONS = {"conv": conv_cases, "columns": column_cases, "pool": pool_cases, "direct": direct_cases,
-            "concurrency": concurrency_cases}
+            "concurrency": concurrency_cases, "viz": viz_cases}
 
 
 # ---------------------------------------------------------------------------

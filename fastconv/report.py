@@ -177,7 +177,9 @@ def write(directory, model, x_test, y_test, history=None, *, examples=3, seed=0,
                          "For each unit, the receptive fields of the 9 test images where it is largest.",
                          _top_png(model, x_test, layer, channels_shown, directory, f"top_{i}.png")))
 
-    right = np.flatnonzero(predicted == y_test)[:examples]
+    # Correctly classified digits of different labels, so the rows differ.
+    right = np.flatnonzero(predicted == y_test)
+    right = np.sort(right[np.unique(y_test[right], return_index=True)[1]])[:examples]
     wrong = np.flatnonzero(predicted != y_test)[:examples]
     text = ("Probability of the true label with a patch of zeros at each position "
             "(low: the model needs what it hides), and |d score / d pixel|.")
