@@ -2,8 +2,16 @@
 import fastconv
 from fastconv import reference
 
-from .common import (CONV_CASES, DTYPES, SKIP_SLOW, SLOW_REFERENCE_CASES, THREADS, _OpBenchmark,
-                     random_array, skip)
+from .common import (
+    CONV_CASES,
+    DTYPES,
+    SKIP_SLOW,
+    SLOW_REFERENCE_CASES,
+    THREADS,
+    _OpBenchmark,
+    random_array,
+    skip,
+)
 
 ALGORITHMS = ["im2col", "direct"]
 

@@ -17,7 +17,6 @@ import numpy as np
 from fastconv import _validation as v
 from fastconv._kernels import conv_direct as baseline_kernel
 
-
 #: The wider-vector builds of the same source, by ISA level (setup.py's ISA_FLAGS).
 _VARIANTS = {1: "fastconv._kernels.conv_direct_avx", 2: "fastconv._kernels.conv_direct_avx512"}
 

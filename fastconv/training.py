@@ -19,6 +19,7 @@ from fastconv.layers import Conv2D, Flatten, Linear, MaxPool2D, ReLU, Sequential
 from fastconv.losses import softmax_cross_entropy
 from fastconv.optim import Adam
 
+
 class MissingScikitLearn(ImportError):
     """scikit-learn, which holds the digits data set, is not installed."""
 

@@ -4,9 +4,8 @@ import numpy as np
 import pytest
 
 import fastconv
-from fastconv import training
 from fastconv import __main__ as cli
-
+from fastconv import training
 
 
 def test_digits_training_beats_chance_by_far():
