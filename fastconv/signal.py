@@ -124,7 +124,7 @@ def convolve2d(in1, in2, mode="full"):
     mode : {"full", "same", "valid"}
         ``"full"``: shape (H1 + H2 - 1, W1 + W2 - 1). ``"same"``: the shape of
         `in1`, centred on the full result. ``"valid"``: only full overlaps,
-        shape (|H1 - H2| + 1, |W1 - W2| + 1); one input must be at least as large
+        shape (abs(H1 - H2) + 1, abs(W1 - W2) + 1); one input must be at least as large
         as the other in every dimension.
 
     Returns
