@@ -263,7 +263,7 @@ def test_unknown_algorithm_lists_the_valid_ones(rng):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_auto_choices_on_the_benchmark_cases(build, dtype):
-    # The rule README's measurements justify: direct forward except the pointwise
+    # The rule docs/performance.rst's measurements justify: direct forward except the pointwise
     # C5 (there too in float64 on channel tiles); direct backward only for depthwise.
     from fastconv._validation import conv_geometry
     from fastconv.bench import CONV_CASES
