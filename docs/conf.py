@@ -35,7 +35,6 @@ html_theme_options = {"description": "Fast CPU building blocks for CNNs", "fixed
 html_static_path = []
 
 autodoc_member_order = "bysource"
-autodoc_default_options = {"members": False}
 # Class pages list the methods documented in the class docstring, not every
 # inherited member (numpydoc would otherwise add autosummary tables).
 numpydoc_show_class_members = False
