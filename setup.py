@@ -139,7 +139,8 @@ class BuildExt(build_ext):
         else:
             warnings.warn(
                 "fastconv: the compiler does not support OpenMP; building serial kernels "
-                "(install libomp / use gcc to get parallel kernels)"
+                "(install libomp / use gcc to get parallel kernels)",
+                stacklevel=2,
             )
         san_compile, san_link = sanitizer_flags(self.compiler)
         if san_compile:

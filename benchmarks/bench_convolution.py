@@ -1,30 +1,54 @@
-"""conv2d forward and backward, per algorithm, over the standard cases C1-C5."""
+"""conv2d forward and backward per algorithm over the standard cases C1-C5 and the
+depthwise DW, and conv1d forward and backward."""
 import fastconv
 from fastconv import reference
 
-from .common import (CONV_CASES, DTYPES, SKIP_SLOW, SLOW_REFERENCE_CASES, THREADS, _OpBenchmark,
-                     random_array, skip)
+from .common import (
+    ALGORITHMS,
+    CONV1D_CASES,
+    CONV_CASES,
+    CONV_GROUPS,
+    DTYPES,
+    SKIP_SLOW,
+    SLOW_REFERENCE_CASES,
+    THREADS,
+    _OpBenchmark,
+    random_array,
+    skip,
+)
 
-ALGORITHMS = ["im2col", "direct"]
 
-
-def _has_algorithm(algorithm):
+def _check_supported(case, algorithm, dtype):
+    """Skip unless this commit's conv2d has `algorithm` and accepts the case's
+    arguments with it (probed on a tiny input of the same window)."""
     try:
         from fastconv.convolution import ALGORITHMS as available
     except ImportError:
-        return algorithm == "im2col"
-    return algorithm in available
+        available = ("im2col",)
+    if algorithm not in available:
+        skip(f"conv2d has no algorithm {algorithm!r} in this version")
+    _, C, _, K, k, s, p = CONV_CASES[case]
+    groups = CONV_GROUPS.get(case, 1)
+    kw = dict(stride=s, padding=p, groups=groups) if groups > 1 else dict(stride=s, padding=p)
+    x = random_array((1, C, k + s, k + s), dtype)
+    w = random_array((K, C // groups, k, k), dtype)
+    try:
+        fastconv.conv2d(x, w, algorithm=algorithm, **kw)
+    except (TypeError, ValueError) as error:
+        skip(f"conv2d(algorithm={algorithm!r}) does not run case {case} in this version: {error}")
 
 
 class _Conv2dBase(_OpBenchmark):
     params = [list(CONV_CASES), ALGORITHMS, DTYPES, THREADS]
     param_names = ["case", "algorithm", "dtype", "threads"]
 
-    def arrays(self, case, dtype):
+    def arrays(self, case, algorithm, dtype):
+        _check_supported(case, algorithm, dtype)
         N, C, H, K, k, s, p = CONV_CASES[case]
+        groups = CONV_GROUPS.get(case, 1)
         self.x = random_array((N, C, H, H), dtype, 0)
-        self.w = random_array((K, C, k, k), dtype, 1)
-        self.kw = dict(stride=s, padding=p)
+        self.w = random_array((K, C // groups, k, k), dtype, 1)
+        self.kw = dict(stride=s, padding=p, groups=groups) if groups > 1 else dict(stride=s, padding=p)
 
     def comparisons(self, case, algorithm):
         """The reference and torch do not depend on `algorithm`: measure them once
@@ -36,9 +60,7 @@ class _Conv2dBase(_OpBenchmark):
 
 class Conv2dForward(_Conv2dBase):
     def prepare(self, case, algorithm, dtype, threads):
-        if not _has_algorithm(algorithm):
-            skip(f"conv2d has no algorithm {algorithm!r} in this version")
-        self.arrays(case, dtype)
+        self.arrays(case, algorithm, dtype)
         x, w, kw = self.x, self.w, self.kw
         self.impls["fastconv"] = lambda: fastconv.conv2d(x, w, algorithm=algorithm, **kw)
         with_ref, with_torch = self.comparisons(case, algorithm)
@@ -60,9 +82,7 @@ class Conv2dBackward(_Conv2dBase):
     its figure is forward + backward (as in `python -m fastconv bench`)."""
 
     def prepare(self, case, algorithm, dtype, threads):
-        if not _has_algorithm(algorithm):
-            skip(f"conv2d has no algorithm {algorithm!r} in this version")
-        self.arrays(case, dtype)
+        self.arrays(case, algorithm, dtype)
         x, w, kw = self.x, self.w, self.kw
         go = random_array(fastconv.conv2d(x, w, **kw).shape, dtype, 2)
         self.impls["fastconv"] = lambda: fastconv.conv2d_backward(go, x, w, algorithm=algorithm, **kw)
@@ -70,13 +90,62 @@ class Conv2dBackward(_Conv2dBase):
         if with_ref:
             self.impls["reference"] = lambda: reference.conv2d_backward(go, x, w, **kw)
         if with_torch:
+            self.impls["torch"] = _torch_backward(self.torch, self.torch.nn.functional.conv2d, x, w, go, kw)
+
+
+def _torch_backward(torch, conv, x, w, go, kw):
+    txg = torch.from_numpy(x).clone().requires_grad_(True)
+    twg = torch.from_numpy(w).clone().requires_grad_(True)
+    tgo = torch.from_numpy(go)
+
+    def torch_backward():
+        txg.grad = twg.grad = None
+        conv(txg, twg, **kw).backward(tgo)
+
+    return torch_backward
+
+
+class _Conv1dBase(_OpBenchmark):
+    params = [list(CONV1D_CASES), DTYPES, THREADS]
+    param_names = ["case", "dtype", "threads"]
+
+    def arrays(self, case, dtype):
+        if not hasattr(fastconv, "conv1d"):
+            skip("fastconv.conv1d is not in this version")
+        N, C, L, K, k, s, p = CONV1D_CASES[case]
+        self.x = random_array((N, C, L), dtype, 0)
+        self.w = random_array((K, C, k), dtype, 1)
+        self.kw = dict(stride=s, padding=p)
+        self.with_ref = not (SKIP_SLOW and case in SLOW_REFERENCE_CASES)
+
+
+class Conv1dForward(_Conv1dBase):
+    def prepare(self, case, dtype, threads):
+        self.arrays(case, dtype)
+        x, w, kw = self.x, self.w, self.kw
+        self.impls["fastconv"] = lambda: fastconv.conv1d(x, w, **kw)
+        if self.with_ref:
+            self.impls["reference"] = lambda: reference.conv1d(x, w, **kw)
+        if self.torch is not None:
             torch = self.torch
-            txg = torch.from_numpy(x).clone().requires_grad_(True)
-            twg = torch.from_numpy(w).clone().requires_grad_(True)
-            tgo = torch.from_numpy(go)
+            tx, tw = torch.from_numpy(x), torch.from_numpy(w)
 
-            def torch_backward():
-                txg.grad = twg.grad = None
-                torch.nn.functional.conv2d(txg, twg, **kw).backward(tgo)
+            def torch_forward():
+                with torch.no_grad():
+                    torch.nn.functional.conv1d(tx, tw, **kw)
 
-            self.impls["torch"] = torch_backward
+            self.impls["torch"] = torch_forward
+
+
+class Conv1dBackward(_Conv1dBase):
+    """torch's figure is forward + backward, as for conv2d."""
+
+    def prepare(self, case, dtype, threads):
+        self.arrays(case, dtype)
+        x, w, kw = self.x, self.w, self.kw
+        go = random_array(fastconv.conv1d(x, w, **kw).shape, dtype, 2)
+        self.impls["fastconv"] = lambda: fastconv.conv1d_backward(go, x, w, **kw)
+        if self.with_ref:
+            self.impls["reference"] = lambda: reference.conv1d_backward(go, x, w, **kw)
+        if self.torch is not None:
+            self.impls["torch"] = _torch_backward(self.torch, self.torch.nn.functional.conv1d, x, w, go, kw)

@@ -16,6 +16,8 @@ OPS = {  # name: (benchmark class, its parameters less `threads`)
     "conv2d fwd C2": (_convolution.Conv2dForward, ("C2", "im2col", "float32")),
     "conv2d bwd C2": (_convolution.Conv2dBackward, ("C2", "im2col", "float32")),
     "conv2d fwd C2 direct": (_convolution.Conv2dForward, ("C2", "direct", "float32")),
+    "conv2d fwd DW auto": (_convolution.Conv2dForward, ("DW", "auto", "float32")),
+    "conv2d bwd DW auto": (_convolution.Conv2dBackward, ("DW", "auto", "float32")),
     "max_pool2d fwd P1": (_pooling.MaxPool2dForward, ("P1", "float32")),
     "max_pool2d bwd P1": (_pooling.MaxPool2dBackward, ("P1", "float32")),
     "max_pool2d fwd P2": (_pooling.MaxPool2dForward, ("P2", "float32")),

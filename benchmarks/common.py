@@ -1,5 +1,6 @@
-"""Shared pieces of the asv suite: the standard cases, thread control, torch, and
-`_OpBenchmark`, the base class every op family derives from.
+"""Shared pieces of the asv suite: the cases (defined here, not imported from
+fastconv), thread control, torch, and `_OpBenchmark`, the base class every op
+family derives from.
 
 Each benchmark class builds, in `setup`, a dict of zero-argument callables for
 one op on one parameter set: "fastconv", and when available "reference" (the
@@ -30,16 +31,37 @@ try:
 except ImportError:  # asv < 0.6: a NotImplementedError still marks the benchmark skipped in setup
     SkipNotImplemented = NotImplementedError
 
-try:
-    from fastconv.bench import CONV_CASES
-except ImportError:  # commits before the report existed: the same standard cases
-    CONV_CASES = {  # name: (N, C, H=W, K, kernel, stride, padding)
-        "C1": (64, 3, 32, 32, 3, 1, 1),
-        "C2": (8, 64, 56, 64, 3, 1, 1),
-        "C3": (1, 128, 112, 128, 3, 1, 1),
-        "C4": (8, 3, 227, 96, 11, 4, 0),
-        "C5": (8, 256, 28, 512, 1, 1, 0),
-    }
+# The suite owns its cases: asv measures every commit of the history with this
+# file, so the shapes must not change when fastconv's own bench module does.
+# C1-C5 and DW are the standard cases of `python -m fastconv bench`.
+CONV_CASES = {  # name: (N, C, H=W, K, kernel, stride, padding)
+    "C1": (64, 3, 32, 32, 3, 1, 1),
+    "C2": (8, 64, 56, 64, 3, 1, 1),
+    "C3": (1, 128, 112, 128, 3, 1, 1),
+    "C4": (8, 3, 227, 96, 11, 4, 0),
+    "C5": (8, 256, 28, 512, 1, 1, 0),
+    "DW": (8, 64, 56, 64, 3, 1, 1),    # depthwise: groups = C
+}
+CONV_GROUPS = {"DW": 64}                # cases not listed: groups = 1
+
+#: conv2d algorithms; one a commit lacks, or that rejects a case (ValueError), is
+#: skipped, so an algorithm still to come (e.g. "winograd") can be listed here.
+ALGORITHMS = ["im2col", "direct", "auto"]
+
+CONV1D_CASES = {  # name: (N, C, L, K, kernel, stride, padding)
+    "L1": (16, 64, 4096, 64, 9, 1, 4),
+    "L2": (8, 1, 16000, 32, 101, 4, 50),
+}
+
+CONVOLVE_CASES = {  # name: (signal length, kernel taps): `convolve` against numpy.convolve
+    "1e6x101": (10 ** 6, 101),
+    "1e6x9": (10 ** 6, 9),
+}
+
+CONVOLVE2D_CASES = {  # name: (image H=W, kernel k): `convolve2d` against scipy.signal.convolve2d
+    "2048x5": (2048, 5),
+    "512x15": (512, 15),
+}
 
 POOL_CASES = {  # name: (N, C, H=W, kernel, stride)
     "P1": (8, 64, 112, 2, 2),
@@ -52,7 +74,7 @@ THREADS = [1, 2]
 #: ASV_SKIP_SLOW=1 leaves out the NumPy reference on the big shapes (and the
 #: speed-up tracks that need it): they dominate the suite's run time.
 SKIP_SLOW = os.environ.get("ASV_SKIP_SLOW", "0").lower() not in ("", "0", "false", "no")
-SLOW_REFERENCE_CASES = {"C2", "C3", "C4"}
+SLOW_REFERENCE_CASES = {"C2", "C3", "C4", "L1", "2048x5"}
 
 
 def skip(reason):

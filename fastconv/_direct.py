@@ -17,7 +17,6 @@ import numpy as np
 from fastconv import _validation as v
 from fastconv._kernels import conv_direct as baseline_kernel
 
-
 #: The wider-vector builds of the same source, by ISA level (setup.py's ISA_FLAGS).
 _VARIANTS = {1: "fastconv._kernels.conv_direct_avx", 2: "fastconv._kernels.conv_direct_avx512"}
 
@@ -36,9 +35,8 @@ def runnable_kernels():
     return modules
 
 
-#: The compiled module in use: the widest build this CPU runs. Measured (float32,
-#: 2 threads): C4 forward with AVX+FMA 2.4x faster than SSE2; AVX-512 doubles the
-#: tiles' width, which pays on CPUs with two 512-bit FMA units. (Tests swap it.)
+#: The compiled module in use: the widest build this CPU runs (wider vectors, more
+#: FMAs per load; docs/design.rst, "CPU dispatch"). Tests swap it.
 kernel = runnable_kernels()[-1]
 
 #: Values of packed input rows one thread keeps (64 KiB of float32): L1/L2-sized.
@@ -133,16 +131,12 @@ def _channel_tiles_pay(g, Kg, taps, dtype):
     """Whether the forward runs channel tiles (for each group's whole blocks of
     output channels) rather than pixel tiles only. Pixel tiles spend Wq - Wo lanes
     of each plane row on no output; channel tiles spend none, but transpose each
-    tile's sums to store them, which only many taps amortise.
+    tile's sums to store them, which only many taps amortise. Only the AVX-512
+    build has the 32 vector registers their 24 accumulators need.
 
-    Measured on the 2-core AMD EPYC (Zen 4), both kinds interleaved in one process,
-    medians of 5-15, one thread unless noted, channel ÷ pixel time, AVX-512 build:
-    C2 0.93 (2 threads 0.92), C3 0.95 (0.92), C4 0.98 (0.95), C5 0.87 (0.81), and
-    0.84-0.97 for 3x3 to 7x7 kernels with 144-576 taps on 14- to 56-pixel rows, in
-    both dtypes; 0.70-0.93 on 14-pixel rows (2 of 16 lanes wasted) from 27 taps up;
-    but C1 (27 taps, 32-pixel rows) 1.16-1.22 and 3x3 or 7x7 kernels with 27-147
-    taps on 56- to 112-pixel rows 0.96-1.04. Only the AVX-512 build: the AVX build
-    has 16 vector registers for the 24 accumulators and spills (C2, C4: 1.34-1.37).
+    The thresholds come from interleaved A/B runs of both kinds forced in turn
+    (docs/design.rst, "Channel tiles"); re-measure with
+    ``python -m fastconv bench --sections direct`` or ``asv run -b Conv2dForward``.
     """
     if kernel.compiled_isa() != 2 or Kg < kernel.channel_block(dtype == np.float64):
         return False
@@ -173,10 +167,10 @@ def _pack_channels(weight, groups):
 
 def _grad_weight_planes(grad_output, x, weight, g, groups, num_threads):
     """grad_weight with one input channel per group (depthwise): dots over the forward's
-    phase planes, one output channel per task. Measured on the depthwise benchmark
-    case (float32, interleaved, minimum of 21): 2.6 ms at 1 thread and 1.15 ms at 2,
-    against 3.6 and 2.1 ms on the row kernels, which pay a call per (row, tap); both
-    read x and grad_output from memory once, which bounds them at 1 thread."""
+    phase planes, one output channel per task. Faster than the row kernels, which pay a
+    call per (row, tap); both read x and grad_output from memory once. Re-measure with
+    ``asv run -b Conv2dBackward`` (the depthwise case).
+    """
     # tasks are output channels, so bands only bound the memory; they split the sums, so
     # their height must not depend on the thread count (every count gives the same bits)
     plan = _plan(1, g, x.dtype, _band_rows(1, g, x.dtype.itemsize))

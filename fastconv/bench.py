@@ -133,8 +133,8 @@ DEPTHWISE_CASE = (8, 64, 56, 64, 3, 1, 1)   # groups = C
 def direct_cases(torch, dtypes=("float32", "float64"), with_reference=True):
     """conv2d with algorithm="auto" (the fastconv column) against "direct", "im2col" and
     torch on C1-C5 and depthwise; then convolve/convolve2d against NumPy/SciPy."""
-    from fastconv.convolution import _choose_algorithm
     from fastconv._validation import conv_geometry
+    from fastconv.convolution import _choose_algorithm
 
     rng = np.random.default_rng(0)
     cases = [(name, shape, 1) for name, shape in CONV_CASES.items()] + [("DW", DEPTHWISE_CASE, DEPTHWISE_CASE[1])]

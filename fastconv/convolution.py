@@ -26,27 +26,16 @@ def _choose_algorithm(x_shape, weight_shape, geometry, groups, dtype, backward=F
     """The algorithm `"auto"` runs: "im2col" or "direct".
 
     Forward: direct, whose register tiles run near the FMA peak with no column
-    copy, except for a pointwise (1x1, stride 1, unpadded) convolution, which is a
-    plain GEMM that BLAS's packing does as well in float32; in float64, where
-    BLAS's GEMM runs further below the peak, direct's channel tiles win where
-    they run (AVX-512 builds) and take at least three quarters of the channels
-    (C5 direct / im2col 0.92-0.93, three interleaved medians of 9; float32
-    0.98-1.01). Backward: direct for one-channel
-    groups (depthwise), where the GEMMs are degenerate; im2col otherwise, since
-    direct's grad_weight runs on row kernels, not tiles (except with one input
-    channel per group, the depthwise case, where it dots over the forward's planes).
+    copy, except for a pointwise (1x1, stride 1, unpadded) convolution, a plain
+    GEMM that BLAS's packing does as well in float32; in float64 direct's
+    channel tiles beat BLAS where they run (AVX-512 builds) and cover at least
+    three quarters of the channels. Backward: direct for one-channel groups
+    (depthwise), where the GEMMs are degenerate; im2col otherwise, since
+    direct's grad_weight runs on row kernels, not tiles.
 
-    Measured on the 2-core AMD EPYC (AVX-512 build, 2 threads, interleaved
-    medians of 9; `python -m fastconv bench --sections direct`), direct time /
-    im2col time, float32 (range over 9 runs at c2c9e94) | float64 (1 run at 0f15163)
-    (C1-C5 as in bench.CONV_CASES, DW = depthwise 3x3 (8, 64, 56, 56), groups=64):
-
-        forward   C1 0.69-0.90|0.83  C2 0.67-0.73|0.80  C3 0.80-0.87|0.90
-                  C4 0.63-0.74|0.82  C5 1.01-1.13|0.89  DW 0.40-0.45|0.48
-        backward  C1 2.2-3.0|1.9  C2 2.1-3.2|1.7  C3 1.8-2.5|1.5  C4 3.1-4.2|2.6
-                  C5 7-19|5.5     DW 0.39-0.43|0.44
-
-    so every choice is the faster one.
+    Every choice is the faster one on the standard cases (docs/performance.rst);
+    re-measure with ``python -m fastconv bench --sections direct`` or
+    ``asv run -b Conv2d``.
     """
     dtype = np.dtype(dtype)
     if backward:

@@ -34,7 +34,9 @@ class _Optimizer:
 
 
 class SGD(_Optimizer):
-    """Stochastic gradient descent with momentum (``torch.optim.SGD``)::
+    """Stochastic gradient descent with momentum (``torch.optim.SGD``).
+
+    The update::
 
         v = momentum * v + g        (v = g on the first step)
         p -= lr * v
@@ -47,6 +49,7 @@ class SGD(_Optimizer):
         self.momentum = _number(momentum, "momentum", 0, 1)
 
     def step(self):
+        """Update every parameter array in place from its current gradient."""
         for key, p, g in self._pairs():
             if self.momentum:
                 velocity = self.state.get(key)
@@ -60,7 +63,9 @@ class SGD(_Optimizer):
 
 
 class Adam(_Optimizer):
-    """Adam (``torch.optim.Adam``), at step t::
+    """Adam (``torch.optim.Adam``).
+
+    At step t::
 
         m = beta1 * m + (1 - beta1) * g
         s = beta2 * s + (1 - beta2) * g**2
@@ -76,6 +81,7 @@ class Adam(_Optimizer):
         self.t = 0
 
     def step(self):
+        """Update every parameter array in place from its current gradient."""
         self.t += 1
         b1, b2 = self.betas
         correction1, correction2 = 1 - b1 ** self.t, 1 - b2 ** self.t

@@ -38,6 +38,7 @@ def _scatter_windows(win_grad, g, H, W):
 
 
 def im2col(x, kernel_size, stride=1, padding=0, dilation=1):
+    """`fastconv.im2col` in plain NumPy: same arguments, same results."""
     x = v.float_array(x, "x", ndim=4)
     g = v.conv_geometry(x.shape[2:], kernel_size, stride, padding, dilation)
     win = _windows(x, g)                                     # (N, C, Ho, Wo, kh, kw)
@@ -47,6 +48,7 @@ def im2col(x, kernel_size, stride=1, padding=0, dilation=1):
 
 
 def col2im(cols, output_size, kernel_size, stride=1, padding=0, dilation=1):
+    """`fastconv.col2im` in plain NumPy: same arguments, same results."""
     cols = v.float_array(cols, "cols", ndim=3)
     H, W = v.pair(output_size, "output_size", minimum=1)
     g = v.conv_geometry((H, W), kernel_size, stride, padding, dilation)
@@ -57,6 +59,7 @@ def col2im(cols, output_size, kernel_size, stride=1, padding=0, dilation=1):
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, algorithm="auto"):
+    """`fastconv.conv2d` in plain NumPy: same arguments, same results."""
     x, weight, bias, g, groups = v.conv2d_args(x, weight, bias, stride, padding, dilation, groups)
     N, C = x.shape[:2]
     K = weight.shape[0]
@@ -69,6 +72,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, algo
 
 
 def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, groups=1, algorithm="auto"):
+    """`fastconv.conv2d_backward` in plain NumPy: same arguments, same results."""
     x, weight, _, g, groups = v.conv2d_args(x, weight, None, stride, padding, dilation, groups)
     N, C, H, W = x.shape
     K = weight.shape[0]
@@ -91,6 +95,7 @@ def _conv1d_as_2d(stride, padding, dilation):
 
 
 def conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, algorithm="auto"):
+    """`fastconv.conv1d` in plain NumPy: same arguments, same results."""
     s, p, d = _conv1d_as_2d(stride, padding, dilation)
     x = v.float_array(x, "x", ndim=3)
     weight = v.float_array(weight, "weight", ndim=3, dtype=x.dtype)
@@ -98,6 +103,7 @@ def conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, algo
 
 
 def conv1d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, groups=1, algorithm="auto"):
+    """`fastconv.conv1d_backward` in plain NumPy: same arguments, same results."""
     s, p, d = _conv1d_as_2d(stride, padding, dilation)
     x = v.float_array(x, "x", ndim=3)
     weight = v.float_array(weight, "weight", ndim=3, dtype=x.dtype)
@@ -169,6 +175,7 @@ def _window_flat_index(g, W):
 
 
 def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
+    """`fastconv.max_pool2d` in plain NumPy: same arguments, same results."""
     xb, unbatched = _pool_input(x)
     N, C, H, W = xb.shape
     g = v.pool_geometry((H, W), kernel_size, stride, padding, dilation, ceil_mode)
@@ -193,6 +200,7 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
 
 
 def max_pool2d_backward(grad_output, indices, input_shape):
+    """`fastconv.max_pool2d_backward` in plain NumPy: same arguments, same results."""
     gob, shape, unbatched = v.pool_grad_output(grad_output, input_shape)
     idx = v.index_array(indices, gob.shape[1:] if unbatched else gob.shape).reshape(gob.shape)
     N, C, H, W = shape
@@ -223,6 +231,7 @@ def _avg_divisor(g, H, W, count_include_pad, divisor_override):
 
 def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
                divisor_override=None):
+    """`fastconv.avg_pool2d` in plain NumPy: same arguments, same results."""
     xb, unbatched = _pool_input(x)
     N, C, H, W = xb.shape
     count_include_pad = v._flag(count_include_pad, "count_include_pad")
@@ -235,6 +244,7 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_in
 
 def avg_pool2d_backward(grad_output, input_shape, kernel_size, stride=None, padding=0, ceil_mode=False,
                         count_include_pad=True, divisor_override=None):
+    """`fastconv.avg_pool2d_backward` in plain NumPy: same arguments, same results."""
     gob, shape, unbatched = v.pool_grad_output(grad_output, input_shape)
     N, C, H, W = shape
     count_include_pad = v._flag(count_include_pad, "count_include_pad")
@@ -248,19 +258,23 @@ def avg_pool2d_backward(grad_output, input_shape, kernel_size, stride=None, padd
 
 
 def sum_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False):
+    """`fastconv.sum_pool2d` in plain NumPy: same arguments, same results."""
     return avg_pool2d(x, kernel_size, stride, padding, ceil_mode, True, 1)
 
 
 def sum_pool2d_backward(grad_output, input_shape, kernel_size, stride=None, padding=0, ceil_mode=False):
+    """`fastconv.sum_pool2d_backward` in plain NumPy: same arguments, same results."""
     return avg_pool2d_backward(grad_output, input_shape, kernel_size, stride, padding, ceil_mode, True, 1)
 
 
 def global_avg_pool2d(x, keepdims=True):
+    """`fastconv.global_avg_pool2d` in plain NumPy: same arguments, same results."""
     x = v.float_array(x, "x")
     return x.mean(axis=(-2, -1), keepdims=keepdims, dtype=x.dtype)
 
 
 def global_avg_pool2d_backward(grad_output, input_shape):
+    """`fastconv.global_avg_pool2d_backward` in plain NumPy: same arguments, same results."""
     go = v.float_array(grad_output, "grad_output")
     shape = v.input_shape_of(input_shape)
     share = go.reshape(shape[:-2] + (1, 1)) / (shape[-2] * shape[-1])
@@ -268,6 +282,7 @@ def global_avg_pool2d_backward(grad_output, input_shape):
 
 
 def global_max_pool2d(x, keepdims=True, return_indices=False):
+    """`fastconv.global_max_pool2d` in plain NumPy: same arguments, same results."""
     x = v.float_array(x, "x")
     H, W = x.shape[-2:]
     out, indices = max_pool2d(x, (H, W), return_indices=True)
@@ -277,6 +292,7 @@ def global_max_pool2d(x, keepdims=True, return_indices=False):
 
 
 def global_max_pool2d_backward(grad_output, indices, input_shape):
+    """`fastconv.global_max_pool2d_backward` in plain NumPy: same arguments, same results."""
     go = v.float_array(grad_output, "grad_output")
     shape = v.input_shape_of(input_shape)
     lead = shape[:-2] + (1, 1)
@@ -284,6 +300,7 @@ def global_max_pool2d_backward(grad_output, indices, input_shape):
 
 
 def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+    """`fastconv.conv_transpose2d` in plain NumPy: same arguments, same results."""
     from fastconv.convolution_transpose import _args
     x, weight, bias, groups, out_shape, g = _args(x, weight, bias, stride, padding, output_padding,
                                                   groups, dilation)
@@ -309,6 +326,7 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
 
 def conv_transpose2d_backward(grad_output, x, weight, stride=1, padding=0, output_padding=0, groups=1,
                               dilation=1):
+    """`fastconv.conv_transpose2d_backward` in plain NumPy: same arguments, same results."""
     from fastconv.convolution_transpose import _args, _extend
     x, weight, _, groups, out_shape, g = _args(x, weight, None, stride, padding, output_padding,
                                                groups, dilation)
@@ -322,6 +340,7 @@ def conv_transpose2d_backward(grad_output, x, weight, stride=1, padding=0, outpu
 
 def batch_norm2d(x, running_mean=None, running_var=None, weight=None, bias=None, training=False,
                  momentum=0.1, eps=1e-5):
+    """`fastconv.batch_norm2d` in plain NumPy: same arguments, same results."""
     x = v.float_array(x, "x", ndim=4)
     xd = x.astype(np.float64)
     if training:
@@ -348,6 +367,7 @@ def batch_norm2d(x, running_mean=None, running_var=None, weight=None, bias=None,
 
 def batch_norm2d_backward(grad_output, x, weight=None, eps=1e-5, *, training=True, running_mean=None,
                           running_var=None):
+    """`fastconv.batch_norm2d_backward` in plain NumPy: same arguments, same results."""
     x = v.float_array(x, "x", ndim=4)
     xd, gd = x.astype(np.float64), np.asarray(grad_output, np.float64)
     axes = (0, 2, 3)
@@ -384,6 +404,7 @@ def _adaptive_size(output_size, H, W):
 
 
 def adaptive_avg_pool2d(x, output_size):
+    """`fastconv.adaptive_avg_pool2d` in plain NumPy: same arguments, same results."""
     xb, unbatched = _pool_input(x)
     H, W = xb.shape[2:]
     Ho, Wo = _adaptive_size(output_size, H, W)
@@ -393,6 +414,7 @@ def adaptive_avg_pool2d(x, output_size):
 
 
 def adaptive_avg_pool2d_backward(grad_output, input_shape):
+    """`fastconv.adaptive_avg_pool2d_backward` in plain NumPy: same arguments, same results."""
     gob, shape, unbatched = v.pool_grad_output(grad_output, input_shape)
     H, W = shape[2:]
     Ho, Wo = gob.shape[2:]
@@ -402,6 +424,7 @@ def adaptive_avg_pool2d_backward(grad_output, input_shape):
 
 
 def adaptive_max_pool2d(x, output_size, return_indices=False):
+    """`fastconv.adaptive_max_pool2d` in plain NumPy: same arguments, same results."""
     xb, unbatched = _pool_input(x)
     N, C, H, W = xb.shape
     Ho, Wo = _adaptive_size(output_size, H, W)
@@ -426,4 +449,5 @@ def adaptive_max_pool2d(x, output_size, return_indices=False):
 
 
 def adaptive_max_pool2d_backward(grad_output, indices, input_shape):
+    """`fastconv.adaptive_max_pool2d_backward` in plain NumPy: same arguments, same results."""
     return max_pool2d_backward(grad_output, indices, input_shape)

@@ -19,10 +19,8 @@ ROW_BUDGET = 32768
 #: `convolve` transposes the signal into vector lanes (conv_direct.correlate1d: aligned loads, each
 #: reused by a block of taps) on builds with 64-byte vectors, once the kernel is LANE_MIN_TAPS taps
 #: per lane long (32 taps in float64, 64 in float32). Shorter kernels, and narrower builds, take the
-#: row kernels: there the transposes cost more than the loads they save. Measured on 10**6 samples,
-#: one thread, lane kernel time / row kernel time: AVX-512 float64 1.20 (3 taps), 0.98 (17),
-#: 0.86 (33), 0.71 (101); float32 2.69 (3), 1.09 (33), 0.81 (101); the AVX2 build 0.92-1.01
-#: (float64, 9-101 taps) and 0.98-2.75 (float32).
+#: row kernels: there the transposes cost more than the loads they save (docs/design.rst,
+#: "convolve and convolve2d"). Re-measure with ``asv run -b Convolve``.
 LANE_MIN_TAPS = 4
 #: Outputs per lane and task: a multiple of every build's lane block, and not of 512 (lanes 4 KiB
 #: apart would share L1 sets).
@@ -124,7 +122,7 @@ def convolve2d(in1, in2, mode="full"):
     mode : {"full", "same", "valid"}
         ``"full"``: shape (H1 + H2 - 1, W1 + W2 - 1). ``"same"``: the shape of
         `in1`, centred on the full result. ``"valid"``: only full overlaps,
-        shape (|H1 - H2| + 1, |W1 - W2| + 1); one input must be at least as large
+        shape (abs(H1 - H2) + 1, abs(W1 - W2) + 1); one input must be at least as large
         as the other in every dimension.
 
     Returns

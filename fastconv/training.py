@@ -1,11 +1,12 @@
 """The main job: train a small LeNet-style CNN on scikit-learn's 8x8 digits.
 
 ``python -m fastconv`` runs `main`: load the 1,797 handwritten digits, train
-conv -> ReLU -> pool -> conv -> ReLU -> pool -> linear with Adam and a progress
-bar per epoch, report the test accuracy and the training speed, then time the
+conv -> ReLU -> pool -> conv -> ReLU -> pool -> linear with Adam and a tqdm progress
+bar per epoch (on a terminal), report the test accuracy and the training speed, then time the
 same training step with the layers running on the pure-NumPy reference ops
 (`fastconv.reference`) for comparison.
 """
+import shutil
 import statistics
 import sys
 import time
@@ -18,6 +19,7 @@ from fastconv import reference
 from fastconv.layers import Conv2D, Flatten, Linear, MaxPool2D, ReLU, Sequential
 from fastconv.losses import softmax_cross_entropy
 from fastconv.optim import Adam
+
 
 class MissingScikitLearn(ImportError):
     """scikit-learn, which holds the digits data set, is not installed."""
@@ -79,34 +81,29 @@ def accuracy(model, x, y, batch_size=256):
     return correct / len(y)
 
 
-class ProgressBar:
-    """``epoch 3/10 [#########.........] 30/45  loss 0.1234`` redrawn in place on a
-    terminal; elsewhere (logs, pipes) only the finished line is written."""
-
-    def __init__(self, total, label, stream=None, width=30):
-        self.total, self.label, self.width = total, label, width
-        self.stream = sys.stderr if stream is None else stream
-        self.live = getattr(self.stream, "isatty", lambda: False)()
-
-    def _line(self, done, text):
-        filled = self.width * done // max(1, self.total)
-        return f"{self.label} [{'#' * filled}{'.' * (self.width - filled)}] {done}/{self.total}  {text}"
-
-    def update(self, done, text=""):
-        if self.live:
-            self.stream.write("\r" + self._line(done, text))
-            self.stream.flush()
-
-    def close(self, text=""):
-        self.stream.write(("\r" if self.live else "") + self._line(self.total, text) + "\n")
-        self.stream.flush()
+def _progress_bar(total, label, stream, progress):
+    """A tqdm bar for one epoch, drawn on `stream` when it is a terminal; None when
+    `progress` is false, `stream` is not a terminal (logs, pipes, tests) or tqdm is
+    not installed (it comes with the examples extra)."""
+    if not progress or not getattr(stream, "isatty", lambda: False)():
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    # the terminal's width, or 100 columns where it reports none (tqdm would draw nothing)
+    width = shutil.get_terminal_size((100, 24)).columns
+    return tqdm(total=total, desc=label, file=stream, leave=True, unit="batch", ncols=width)
 
 
-def train(model, x, y, epochs=10, batch_size=32, lr=3e-3, seed=0, x_test=None, y_test=None, stream=None):
+def train(model, x, y, epochs=10, batch_size=32, lr=3e-3, seed=0, x_test=None, y_test=None, stream=None,
+          progress=True):
     """Train `model` with Adam on (x, y), shuffling with `seed` every epoch.
 
-    A progress bar per epoch shows the running loss (and the test accuracy at
-    the end of the epoch when `x_test` is given); evaluation is not timed.
+    Each epoch ends with a line on `stream` (default: standard error) giving its
+    mean loss, and its test accuracy when `x_test` is given; on a terminal a
+    tqdm progress bar shows the running loss while the epoch runs (``progress=False``
+    turns it off). Evaluation is not timed.
 
     Returns
     -------
@@ -115,13 +112,15 @@ def train(model, x, y, epochs=10, batch_size=32, lr=3e-3, seed=0, x_test=None, y
     mean training loss of each epoch) and ``test_accuracy`` (per epoch; empty
     without `x_test`).
     """
+    stream = sys.stderr if stream is None else stream
     rng = np.random.default_rng(seed)
     optimizer = Adam(model, lr=lr)
     n_batches = -(-len(y) // batch_size)
     step_seconds, images = [], 0
     history = {"loss": [], "test_accuracy": []}
     for epoch in range(epochs):
-        bar = ProgressBar(n_batches, f"epoch {epoch + 1:>{len(str(epochs))}}/{epochs}", stream)
+        label = f"epoch {epoch + 1:>{len(str(epochs))}}/{epochs}"
+        bar = _progress_bar(n_batches, label, stream, progress)
         order = rng.permutation(len(y))
         loss_sum = 0.0
         for b in range(n_batches):
@@ -131,13 +130,20 @@ def train(model, x, y, epochs=10, batch_size=32, lr=3e-3, seed=0, x_test=None, y
             loss_sum += train_step(model, optimizer, xb, yb)
             step_seconds.append(time.perf_counter() - start)
             images += len(batch)
-            bar.update(b + 1, f"loss {loss_sum / (b + 1):.4f}")
+            if bar is not None:
+                bar.set_postfix_str(f"loss {loss_sum / (b + 1):.4f}", refresh=False)
+                bar.update(1)
         text = f"loss {loss_sum / n_batches:.4f}"
         history["loss"].append(float(loss_sum / n_batches))
         if x_test is not None:
             history["test_accuracy"].append(accuracy(model, x_test, y_test))
             text += f"  test accuracy {history['test_accuracy'][-1]:.2%}"
-        bar.close(text)
+        if bar is not None:
+            bar.set_postfix_str(text)       # the finished bar stays as the epoch's line
+            bar.close()
+        else:
+            stream.write(f"{label}  {n_batches}/{n_batches} batches  {text}\n")
+            stream.flush()
     return dict(images=images, step_seconds=step_seconds, **history)
 
 
@@ -154,12 +160,14 @@ def step_seconds(model, x, y, steps=5, lr=3e-3):
     return statistics.median(times)
 
 
-def main(epochs=10, batch_size=32, threads=None, seed=0, lr=3e-3, reference_steps=5, out=print, stream=None):
+def main(epochs=10, batch_size=32, threads=None, seed=0, lr=3e-3, reference_steps=5, out=print, stream=None,
+         progress=True):
     """Train on the digits, print accuracy and speed; returns a dict of the figures.
 
     The dict also holds the trained ``model``, its ``history`` (``loss`` and
     ``test_accuracy`` per epoch) and the test set ``x_test``, ``y_test``
-    (what ``python -m fastconv --report DIR`` draws).
+    (what ``python -m fastconv --report DIR`` draws). `stream` and `progress`
+    are as in `train`.
 
     Raises `MissingScikitLearn` when scikit-learn is not installed.
     """
@@ -169,17 +177,18 @@ def main(epochs=10, batch_size=32, threads=None, seed=0, lr=3e-3, reference_step
     # NumPy's own matmuls (the Linear layer, the reference ops) get the same
     # thread count as fastconv's kernels, so the comparison is like for like.
     with threadpool_limits(limits=fastconv.get_num_threads(), user_api="blas"):
-        return _run(x_train, y_train, x_test, y_test, epochs, batch_size, seed, lr, reference_steps, out, stream)
+        return _run(x_train, y_train, x_test, y_test, epochs, batch_size, seed, lr, reference_steps, out, stream,
+                    progress)
 
 
-def _run(x_train, y_train, x_test, y_test, epochs, batch_size, seed, lr, reference_steps, out, stream):
+def _run(x_train, y_train, x_test, y_test, epochs, batch_size, seed, lr, reference_steps, out, stream, progress):
     threads = fastconv.get_num_threads()
     model = lenet(rng=seed)
     out(f"fastconv {fastconv.__version__}: training a LeNet-style CNN on scikit-learn's 8x8 digits "
         f"({len(y_train)} training, {len(y_test)} test images), {threads} thread{'s' if threads > 1 else ''}")
     out(f"{model.num_params():,} parameters, batch size {batch_size}, {epochs} epochs, Adam lr {lr}")
     stats = train(model, x_train, y_train, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-                  x_test=x_test, y_test=y_test, stream=stream)
+                  x_test=x_test, y_test=y_test, stream=stream, progress=progress)
     seconds, images = sum(stats["step_seconds"]), stats["images"]
     acc = accuracy(model, x_test, y_test)
     rate = images / seconds if seconds else float("nan")

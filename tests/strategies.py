@@ -7,7 +7,6 @@ dilation, groups, both dtypes, C/F-ordered, strided, reversed and read-only
 arrays) and the kind of each argument, from which random *invalid* calls are
 made by breaking one argument at a time. Adding an op is one entry in `OPS`.
 """
-import math
 import re
 from dataclasses import dataclass, field
 

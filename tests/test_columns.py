@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
+from conftest import DTYPES, TORCH, assert_close, requires_torch
 
 import fastconv
 from fastconv import reference
-from conftest import DTYPES, TORCH, assert_close, requires_torch
 
 # (N, C, H, W, kernel, stride, padding, dilation)
 CASES = [

@@ -7,9 +7,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
+from strategies import OPS
 
 import fastconv
-from strategies import OPS
 
 N_THREADS = 8
 

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
+from conftest import DTYPES, TORCH, assert_close, numerical_gradient, requires_torch
 
 import fastconv
 from fastconv import reference
-from conftest import DTYPES, TORCH, assert_close, numerical_gradient, requires_torch
 
 # (N, C, L, K, k, stride, padding, dilation, groups)
 CASES = [

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
+from conftest import DTYPES, TORCH, assert_close, numerical_gradient, requires_torch
 
 import fastconv
 from fastconv import reference
-from conftest import DTYPES, TORCH, assert_close, numerical_gradient, requires_torch
 
 # (N, C, H, W, K, kernel, stride, padding, dilation, groups)
 CASES = [
@@ -148,7 +148,7 @@ def test_workspace_is_bounded_whatever_the_batch():
     from fastconv import _validation as v
     from fastconv.convolution import _band_rows, _workspace
 
-    for N, C, H, k, s in [(64, 64, 56, 3, 1), (1, 128, 112, 3, 1), (100000, 3, 32, 3, 1), (8, 3, 227, 11, 4),
+    for _N, C, H, k, s in [(64, 64, 56, 3, 1), (1, 128, 112, 3, 1), (100000, 3, 32, 3, 1), (8, 3, 227, 11, 4),
                           (8, 3, 227, 11, 1), (64, 512, 14, 3, 1)]:
         g = v.conv_geometry((H, H), k, s, 1, 1)
         rows = _band_rows(C * k * k, g, 4)

@@ -2,14 +2,22 @@
 loops from the documented formulas, and against torch."""
 import numpy as np
 import pytest
+from conftest import DTYPES, TORCH, assert_close, numerical_gradient, requires_torch
 
 import fastconv
 from fastconv.compat import cs231n
-from fastconv.compat.cs231n import (col2im_cython, conv_backward_fast, conv_forward_fast, conv_relu_backward,
-                                    conv_relu_forward, conv_relu_pool_backward, conv_relu_pool_forward,
-                                    im2col_cython, max_pool_backward_fast, max_pool_forward_fast)
-from conftest import DTYPES, TORCH, assert_close, numerical_gradient, requires_torch
-
+from fastconv.compat.cs231n import (
+    col2im_cython,
+    conv_backward_fast,
+    conv_forward_fast,
+    conv_relu_backward,
+    conv_relu_forward,
+    conv_relu_pool_backward,
+    conv_relu_pool_forward,
+    im2col_cython,
+    max_pool_backward_fast,
+    max_pool_forward_fast,
+)
 
 # ---------------------------------------------------------------------------
 # The course semantics, naively

@@ -2,11 +2,12 @@
 build of the direct kernel the CPU runs (portable baseline, AVX+FMA, AVX-512)."""
 import numpy as np
 import pytest
-
-import fastconv
-from fastconv import _direct, _validation as v, convolution, reference
 from conftest import DTYPES, TORCH, assert_close, numerical_gradient, requires_torch
 from test_conv2d import CASES, make
+
+import fastconv
+from fastconv import _direct, convolution, reference
+from fastconv import _validation as v
 
 # Small versions of the benchmark cases (bench.CONV_CASES and depthwise):
 # (N, C, H, W, K, kernel, stride, padding, dilation, groups)
@@ -262,10 +263,10 @@ def test_unknown_algorithm_lists_the_valid_ones(rng):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_auto_choices_on_the_benchmark_cases(build, dtype):
-    # The rule README's measurements justify: direct forward except the pointwise
+    # The rule docs/performance.rst's measurements justify: direct forward except the pointwise
     # C5 (there too in float64 on channel tiles); direct backward only for depthwise.
-    from fastconv.bench import CONV_CASES
     from fastconv._validation import conv_geometry
+    from fastconv.bench import CONV_CASES
 
     for name, (N, C, H, K, k, s, p) in CONV_CASES.items():
         g = conv_geometry((H, H), k, s, p, 1)

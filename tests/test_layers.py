@@ -1,13 +1,22 @@
 import numpy as np
 import pytest
+from conftest import DTYPES, TORCH, assert_close, numerical_gradient, requires_torch
 
 import fastconv
 from fastconv import reference
-from fastconv.layers import (AvgPool2D, Conv2D, Dropout, Flatten, Layer, Linear, MaxPool2D, ReLU, Sequential,
-                             Sigmoid)
+from fastconv.layers import (
+    AvgPool2D,
+    Conv2D,
+    Dropout,
+    Flatten,
+    Linear,
+    MaxPool2D,
+    ReLU,
+    Sequential,
+    Sigmoid,
+)
 from fastconv.losses import binary_log_loss, softmax_cross_entropy
 from fastconv.optim import SGD, Adam
-from conftest import DTYPES, TORCH, assert_close, numerical_gradient, requires_torch
 
 F64 = np.float64
 

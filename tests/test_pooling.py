@@ -2,10 +2,10 @@
 and (when installed) torch; NaN, ties, threads and argument checking."""
 import numpy as np
 import pytest
+from conftest import DTYPES, TORCH, assert_close, numerical_gradient, requires_torch
 
 import fastconv
 from fastconv import reference
-from conftest import DTYPES, TORCH, assert_close, numerical_gradient, requires_torch
 
 # (N, C, H, W, kernel, stride, padding, dilation, ceil_mode)
 CASES = [

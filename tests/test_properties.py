@@ -6,11 +6,20 @@ import numpy as np
 import pytest
 import scipy.signal
 from hypothesis import given
+from strategies import (
+    OPS,
+    TOL,
+    check_invalid,
+    check_valid,
+    convolve2d_call,
+    convolve_call,
+    count_windows,
+    invalid_call,
+    output_size_call,
+)
 
 import fastconv
 from fastconv import reference
-from strategies import (OPS, TOL, check_invalid, check_valid, convolve2d_call, convolve_call, count_windows,
-                        invalid_call, output_size_call)
 
 
 @pytest.mark.parametrize("spec", OPS, ids=lambda s: s.name)

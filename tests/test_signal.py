@@ -3,10 +3,10 @@ numpy.convolve, scipy.signal.convolve2d and the reference."""
 import numpy as np
 import pytest
 import scipy.signal
+from conftest import DTYPES, assert_close
 
 import fastconv
 from fastconv import _direct, reference, signal
-from conftest import DTYPES, assert_close
 
 MODES = ["full", "same", "valid"]
 LENGTHS = [(1, 1), (7, 3), (7, 4), (3, 7), (4, 8), (10, 10), (9, 1), (1, 6), (300, 33), (5000, 101)]

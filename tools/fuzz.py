@@ -34,11 +34,11 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 
+import strategies as S  # noqa: E402
 from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 import fastconv  # noqa: E402
-import strategies as S  # noqa: E402
 
 BUDGET_PREFIX = "fuzz budget:"
 
