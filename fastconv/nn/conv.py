@@ -50,7 +50,7 @@ class Conv2D(Layer):
                                                 self.dtype)
         if bias:
             self.params["bias"] = np.zeros(self.out_channels, dtype=self.dtype)
-        self.grads = {k: np.zeros_like(p) for k, p in self.params.items()}
+        self.grads = {k: np.zeros(p.shape, p.dtype) for k, p in self.params.items()}  # calloc: no pages touched
 
     def _args(self):
         return dict(stride=self.stride, padding=self.padding, dilation=self.dilation, groups=self.groups)
@@ -135,7 +135,7 @@ class ConvTranspose2D(Layer):
                                                 self.dtype)
         if bias:
             self.params["bias"] = np.zeros(self.out_channels, dtype=self.dtype)
-        self.grads = {k: np.zeros_like(p) for k, p in self.params.items()}
+        self.grads = {k: np.zeros(p.shape, p.dtype) for k, p in self.params.items()}  # calloc: no pages touched
 
     def _args(self):
         return dict(stride=self.stride, padding=self.padding, output_padding=self.output_padding,

@@ -62,7 +62,7 @@ class BatchNorm2D(Layer):
             self.buffers["running_mean"] = np.zeros(C, dtype=self.dtype)
             self.buffers["running_var"] = np.ones(C, dtype=self.dtype)
             self.buffers["num_batches_tracked"] = np.zeros((), dtype=np.int64)
-        self.grads = {k: np.zeros_like(p) for k, p in self.params.items()}
+        self.grads = {k: np.zeros(p.shape, p.dtype) for k, p in self.params.items()}  # calloc: no pages touched
 
     def _input(self, x):
         x = self._weighted_input(x, 4)
