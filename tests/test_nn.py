@@ -413,3 +413,19 @@ def test_old_import_paths_still_work():
     assert nn.models.resnet18 is __import__("fastconv.nn.models", fromlist=["x"]).resnet18
     assert nn.SGD is fastconv.SGD and nn.softmax_cross_entropy is fastconv.softmax_cross_entropy
     assert MaxPool2D(2).named_children is not None and list(Linear(2, 3).state_dict()) == ["weight", "bias"]
+
+
+@requires_torch
+def test_bench_twin_and_flops(rng):
+    from fastconv import _bench_nets, bench
+    from fastconv.nn import models
+
+    assert bench.SECTIONS["nets"] is _bench_nets.net_cases
+    model = small_net(np.float32)
+    randomise(model, rng)
+    twin = _bench_nets.torch_twin(TORCH, model).eval()
+    x = rng.standard_normal((2, 2, 6, 6)).astype(np.float32)
+    with TORCH.no_grad():
+        close(model.forward(x, training=False), twin(TORCH.from_numpy(x)).numpy())
+    assert _bench_nets.model_flops(models.resnet18(rng=0), (1, 3, 224, 224)) == 3_628_146_688  # 1.81 GMACs
+    assert list(_bench_nets.net_cases(None, dtypes=("float64",))) == []
