@@ -429,3 +429,32 @@ def test_bench_twin_and_flops(rng):
         close(model.forward(x, training=False), twin(TORCH.from_numpy(x)).numpy())
     assert _bench_nets.model_flops(models.resnet18(rng=0), (1, 3, 224, 224)) == 3_628_146_688  # 1.81 GMACs
     assert list(_bench_nets.net_cases(None, dtypes=("float64",))) == []
+
+
+def test_copies_standalone_batch_norm_and_an_sgd_step(rng):
+    import copy
+    import pickle
+
+    model = small_net()
+    randomise(model, rng)
+    x = rng.standard_normal((2, 2, 6, 6))
+    expected = model.forward(x, training=False)
+    for other in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        assert list(other.state_dict()) == list(model.state_dict())
+        close(other.forward(x, training=False), expected)
+    # batch norm after a ReLU (nothing to fold into): in place on the temporary, same numbers
+    s = Sequential(Conv2D(2, 3, 3, dtype=F64, rng=0), ReLU(), BatchNorm2D(3, dtype=F64))
+    randomise(s, rng)
+    h = x.copy()
+    for layer in s:
+        h = layer.forward(h, training=False)
+    close(s.forward(x, training=False), h)
+    # optimisers see the dotted names and update the layers' own arrays
+    opt = nn.SGD(model, lr=0.1)
+    w = model.layer1[1].downsample[0].params["weight"]
+    before = w.copy()
+    y = model.forward(x)
+    model.backward(np.ones_like(y))
+    opt.step()
+    assert model.params["layer1.1.downsample.0.weight"] is w
+    close(w, before - 0.1 * model.grads["layer1.1.downsample.0.weight"])
