@@ -347,8 +347,8 @@ class Layer:
         total_params = sum(r[2] for r in rows)
         total_act = sum(r[3] for r in rows)
         lines.append("-" * len(header))
-        lines.append(f"{'total':<{name_w}}{'':<{kind_w}}{'':<18}{total_params:>14,}{total_act:>14,}"
-                     f"{_bytes(total_act * itemsize):>12}")
+        lines.append(f"{'total stored':<{name_w}}{'':<{kind_w}}{'':<18}{total_params:>14,}{stored:>14,}"
+                     f"{_bytes(stored * itemsize):>12}")
         name = np.dtype(dtype).name
         lines.append(f"parameters: {total_params:,} ({_bytes(total_params * itemsize)} in {name}); "
                      f"activations per example: {total_act:,} values ({_bytes(total_act * itemsize)}) over all "
