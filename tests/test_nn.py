@@ -156,6 +156,8 @@ def test_load_state_dict_errors_name_the_key():
     del missing["layer1.1.downsample.1.running_mean"]
     with pytest.raises(ValueError, match=r"missing keys \['layer1.1.downsample.1.running_mean'\]"):
         model.load_state_dict(missing)
+    old_checkpoint = {k: v for k, v in good.items() if not k.endswith("num_batches_tracked")}
+    model.load_state_dict(old_checkpoint)            # as torch: the counts are kept
     with pytest.raises(ValueError, match=r"unexpected keys \['extra.weight'\]"):
         model.load_state_dict({**good, "extra.weight": np.zeros(3)})
     bad = {**good, "fc.weight": np.zeros((3, 7))}

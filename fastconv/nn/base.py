@@ -224,8 +224,9 @@ class Layer:
             included), keyed as `state_dict()`; values are converted to the
             dtype of the model's arrays.
         strict : bool
-            Whether the keys must match exactly; either way a wrongly shaped
-            entry is an error.
+            Whether the keys must match exactly (a missing ``num_batches_tracked``
+            is allowed, as torch allows it); either way a wrongly shaped entry is
+            an error.
 
         Raises
         ------
@@ -235,7 +236,9 @@ class Layer:
         """
         own = self.state_dict()
         given = set(state_dict.keys())
-        missing = [k for k in own if k not in given]
+        # as torch for a plain dict: checkpoints from before batch norm counted its
+        # batches load, keeping the count the model has
+        missing = [k for k in own if k not in given and not k.endswith("num_batches_tracked")]
         unexpected = [k for k in state_dict.keys() if k not in own]
         if strict and (missing or unexpected):
             raise ValueError(f"state_dict does not match this model: missing keys {missing}, "
