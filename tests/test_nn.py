@@ -460,3 +460,24 @@ def test_copies_standalone_batch_norm_and_an_sgd_step(rng):
     opt.step()
     assert model.params["layer1.1.downsample.0.weight"] is w
     close(w, before - 0.1 * model.grads["layer1.1.downsample.0.weight"])
+
+
+def test_reference_backend_runs_the_new_layers_too(rng):
+    from fastconv import reference
+
+    fast, slow = small_net(), small_net()
+    randomise(fast, rng)
+    slow.load_state_dict(fast.state_dict())
+    slow.set_backend(reference)
+    assert slow.layer1[1].conv1.backend is reference and slow.layer1[1].downsample[1].backend is reference
+    x = rng.standard_normal((2, 2, 6, 6))
+    close(fast.forward(x, training=False), slow.forward(x, training=False))
+    y = fast.forward(x)
+    close(y, slow.forward(x))
+    close(fast.backward(np.ones_like(y)), slow.backward(np.ones_like(y)))
+    up = [Sequential(ConvTranspose2D(2, 3, 3, stride=2, dtype=F64, rng=0), AdaptiveMaxPool2D((4, None)),
+                     AdaptiveAvgPool2D(3)) for _ in range(2)]
+    up[1].set_backend(reference)
+    y = [m.forward(x) for m in up]
+    close(y[0], y[1])
+    close(*(m.backward(np.ones_like(y[0])) for m in up))
