@@ -481,3 +481,28 @@ def test_reference_backend_runs_the_new_layers_too(rng):
     y = [m.forward(x) for m in up]
     close(y[0], y[1])
     close(*(m.backward(np.ones_like(y[0])) for m in up))
+
+
+def test_small_linear_products_leave_the_blas_setting_as_found(rng):
+    import threading
+
+    from threadpoolctl import threadpool_info
+
+    def blas_threads():
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+    before = blas_threads()
+    layer = Linear(16, 4, dtype=F64, rng=0)
+    x = rng.standard_normal((3, 16))
+
+    def work():
+        for _ in range(50):
+            layer.backward(np.ones_like(layer.forward(x, training=True)))
+
+    workers = [threading.Thread(target=work) for _ in range(3)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert blas_threads() == before
+    close(layer.forward(x, training=False), x @ layer.params["weight"].T + layer.params["bias"])

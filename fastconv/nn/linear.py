@@ -1,5 +1,6 @@
 """The classifier head: `Linear`, `Flatten`, `Dropout`."""
 import contextlib
+import threading
 
 import numpy as np
 from threadpoolctl import ThreadpoolController
@@ -14,16 +15,39 @@ __all__ = ["Linear", "Flatten", "Dropout"]
 # waits for them: ResNet-18's 512 -> 1000 classifier at batch 1 took 4-13 ms
 # that way, 0.3 ms on one thread (`python -m fastconv bench --sections nets`).
 _SMALL_PRODUCT = 1 << 24
-_blas = None
+
+
+class _OneBlasThread:
+    """BLAS held at one thread while any caller is inside (counted, so that
+    concurrent callers restore the setting once, when the last one leaves)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._depth = 0
+        self._limit = None
+        self._controller = None
+
+    def __enter__(self):
+        with self._lock:
+            if self._depth == 0:
+                if self._controller is None:
+                    self._controller = ThreadpoolController().select(user_api="blas")
+                self._limit = self._controller.limit(limits=1)
+            self._depth += 1
+
+    def __exit__(self, *exc):
+        with self._lock:
+            self._depth -= 1
+            if self._depth == 0:
+                self._limit.restore_original_limits()
+                self._limit = None
+
+
+_one_blas_thread = _OneBlasThread()
 
 
 def _blas_for(flops):
-    global _blas
-    if flops >= _SMALL_PRODUCT:
-        return contextlib.nullcontext()
-    if _blas is None:
-        _blas = ThreadpoolController().select(user_api="blas")
-    return _blas.limit(limits=1)
+    return _one_blas_thread if flops < _SMALL_PRODUCT else contextlib.nullcontext()
 
 
 class Linear(Layer):
