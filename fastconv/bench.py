@@ -462,3 +462,9 @@ def run_scaling(sections=None, repeats=7, counts=(1, 2), dtypes=("float32",), ou
             cases.append(case)
     out(format_scaling(cases, counts))
     return cases
+
+
+# Whole networks (fastconv.nn.models) against torch twins with the same weights.
+from fastconv._bench_nets import net_cases  # noqa: E402
+
+SECTIONS["nets"] = net_cases
