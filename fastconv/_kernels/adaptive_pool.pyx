@@ -1,0 +1,165 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""Adaptive average and max pooling over (P, H, W) planes, float32/float64.
+
+torch's windows: along an axis of length n pooled to `out`, output i covers
+``[floor(i*n/out), ceil((i+1)*n/out))``; windows may overlap, and `out` may
+exceed n. The forward kernels run one task per output row (prange over P * Ho),
+the backward one task per plane (each thread owns its planes, so overlapping
+windows accumulate without races). Max follows torch's CPU kernel: row-major
+scan from -inf, a value replaces the max when it is larger or NaN (ties keep
+the first, the last NaN wins), indices are flat positions in the plane.
+"""
+from cython cimport floating
+from cython.parallel cimport prange
+from libc.math cimport INFINITY
+from libc.stdint cimport int64_t
+from libc.string cimport memset
+
+import numpy as np
+
+
+cdef inline bint _same_shape(const Py_ssize_t* a, const Py_ssize_t* b) noexcept:
+    """Whether two 3-D memoryviews have the same shape."""
+    return a[0] == b[0] and a[1] == b[1] and a[2] == b[2]
+
+# Window row sums as `omp simd` reductions: they vectorise without -ffast-math
+# (a global pooling window is a whole plane).
+cdef extern from *:
+    """
+    #include <stddef.h>
+    #if defined(_OPENMP)
+    #  define FC_AP_SIMD _Pragma("omp simd reduction(+:s)")
+    #else
+    #  define FC_AP_SIMD
+    #endif
+    static float fc_ap_sum_f(const float *p, ptrdiff_t n) {
+        float s = 0;
+        FC_AP_SIMD
+        for (ptrdiff_t i = 0; i < n; i++) s += p[i];
+        return s;
+    }
+    static double fc_ap_sum_d(const double *p, ptrdiff_t n) {
+        double s = 0;
+        FC_AP_SIMD
+        for (ptrdiff_t i = 0; i < n; i++) s += p[i];
+        return s;
+    }
+    """
+    float fc_ap_sum_f(const float* p, Py_ssize_t n) noexcept nogil
+    double fc_ap_sum_d(const double* p, Py_ssize_t n) noexcept nogil
+
+
+def _bounds(Py_ssize_t n, Py_ssize_t out):
+    """(starts, ends) of the windows, as Py_ssize_t arrays."""
+    i = np.arange(out, dtype=np.intp)
+    return np.ascontiguousarray((i * n) // out), np.ascontiguousarray(-((-(i + 1) * n) // out))
+
+
+cdef void _avg_row(const floating* plane, floating* dst, Py_ssize_t h0, Py_ssize_t h1, const Py_ssize_t* ws,
+                   const Py_ssize_t* we, Py_ssize_t W, Py_ssize_t Wo) noexcept nogil:
+    cdef Py_ssize_t j, h
+    cdef floating s
+    for j in range(Wo):
+        s = 0
+        for h in range(h0, h1):
+            if floating is float:
+                s = s + fc_ap_sum_f(plane + h * W + ws[j], we[j] - ws[j])
+            else:
+                s = s + fc_ap_sum_d(plane + h * W + ws[j], we[j] - ws[j])
+        dst[j] = s / <floating> ((h1 - h0) * (we[j] - ws[j]))
+
+
+cdef void _max_row(const floating* plane, floating* dst, int64_t* idx, Py_ssize_t h0, Py_ssize_t h1,
+                   const Py_ssize_t* ws, const Py_ssize_t* we, Py_ssize_t W, Py_ssize_t Wo) noexcept nogil:
+    cdef Py_ssize_t j, h, w
+    cdef floating m, v
+    cdef const floating* row
+    cdef int64_t k
+    for j in range(Wo):
+        m = -INFINITY
+        k = h0 * W + ws[j]
+        for h in range(h0, h1):
+            row = plane + h * W
+            for w in range(ws[j], we[j]):
+                v = row[w]
+                if (v > m) | (v != v):
+                    m = v
+                    k = h * W + w
+        dst[j] = m
+        idx[j] = k
+
+
+def adaptive_avg_pool2d(const floating[:, :, ::1] x, floating[:, :, ::1] out, int num_threads):
+    """out[p, i, j] = mean of x[p] over window (i, j)."""
+    cdef Py_ssize_t P = x.shape[0], H = x.shape[1], W = x.shape[2], Ho = out.shape[1], Wo = out.shape[2]
+    cdef Py_ssize_t t, p, i
+    if out.shape[0] != P:
+        raise ValueError("x and out must have the same number of planes")
+    if P == 0 or Ho == 0 or Wo == 0:
+        return
+    if H == 0 or W == 0:
+        raise ValueError("x must have non-zero height and width")
+    hs_a, he_a = _bounds(H, Ho)
+    ws_a, we_a = _bounds(W, Wo)
+    cdef const Py_ssize_t[::1] hs = hs_a, he = he_a, ws = ws_a, we = we_a
+    for t in prange(P * Ho, nogil=True, schedule="static", num_threads=num_threads):
+        p = t // Ho
+        i = t % Ho
+        _avg_row(&x[p, 0, 0], &out[p, i, 0], hs[i], he[i], &ws[0], &we[0], W, Wo)
+
+
+def adaptive_max_pool2d(const floating[:, :, ::1] x, floating[:, :, ::1] out, int64_t[:, :, ::1] indices,
+                        int num_threads):
+    """out[p, i, j] = max of x[p] over window (i, j); indices[p, i, j] its flat position h*W + w."""
+    cdef Py_ssize_t P = x.shape[0], H = x.shape[1], W = x.shape[2], Ho = out.shape[1], Wo = out.shape[2]
+    cdef Py_ssize_t t, p, i
+    if out.shape[0] != P or not _same_shape(indices.shape, out.shape):
+        raise ValueError("x, out and indices must have matching shapes")
+    if P == 0 or Ho == 0 or Wo == 0:
+        return
+    if H == 0 or W == 0:
+        raise ValueError("x must have non-zero height and width")
+    hs_a, he_a = _bounds(H, Ho)
+    ws_a, we_a = _bounds(W, Wo)
+    cdef const Py_ssize_t[::1] hs = hs_a, he = he_a, ws = ws_a, we = we_a
+    for t in prange(P * Ho, nogil=True, schedule="static", num_threads=num_threads):
+        p = t // Ho
+        i = t % Ho
+        _max_row(&x[p, 0, 0], &out[p, i, 0], &indices[p, i, 0], hs[i], he[i], &ws[0], &we[0], W, Wo)
+
+
+cdef void _avg_backward_plane(const floating* go, floating* gi, const Py_ssize_t* hs, const Py_ssize_t* he,
+                              const Py_ssize_t* ws, const Py_ssize_t* we, Py_ssize_t H, Py_ssize_t W,
+                              Py_ssize_t Ho, Py_ssize_t Wo) noexcept nogil:
+    cdef Py_ssize_t i, j, h, w
+    cdef floating g
+    cdef floating* row
+    memset(gi, 0, H * W * sizeof(floating))
+    for i in range(Ho):
+        for j in range(Wo):
+            g = go[i * Wo + j] / <floating> ((he[i] - hs[i]) * (we[j] - ws[j]))
+            for h in range(hs[i], he[i]):
+                row = gi + h * W
+                for w in range(ws[j], we[j]):
+                    row[w] += g
+
+
+def adaptive_avg_pool2d_backward(const floating[:, :, ::1] grad_output, floating[:, :, ::1] grad_input,
+                                 int num_threads):
+    """The adjoint of `adaptive_avg_pool2d`; grad_input (P, H, W) is fully overwritten."""
+    cdef Py_ssize_t P = grad_input.shape[0], H = grad_input.shape[1], W = grad_input.shape[2]
+    cdef Py_ssize_t Ho = grad_output.shape[1], Wo = grad_output.shape[2]
+    cdef Py_ssize_t p
+    if grad_output.shape[0] != P:
+        raise ValueError("grad_output and grad_input must have the same number of planes")
+    if P == 0 or H == 0 or W == 0:
+        return
+    if Ho == 0 or Wo == 0:
+        grad_input[:, :, :] = 0
+        return
+    hs_a, he_a = _bounds(H, Ho)
+    ws_a, we_a = _bounds(W, Wo)
+    cdef const Py_ssize_t[::1] hs = hs_a, he = he_a, ws = ws_a, we = we_a
+    for p in prange(P, nogil=True, schedule="static", num_threads=num_threads):
+        _avg_backward_plane(&grad_output[p, 0, 0], &grad_input[p, 0, 0], &hs[0], &he[0], &ws[0], &we[0],
+                            H, W, Ho, Wo)
