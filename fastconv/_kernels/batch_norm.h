@@ -6,9 +6,9 @@
  * mean of the segment's first FC_BN_HEAD values: accumulating d and d^2 in
  * double then loses nothing to cancellation even when |mean| >> std (K is
  * within sqrt(FC_BN_SEGMENT / FC_BN_HEAD) standard deviations of the mean),
- * while reading the segment from memory once. The reductions are
- * `omp simd` loops, so they vectorise without -ffast-math (serially when the
- * compiler has no OpenMP).
+ * while reading the segment from memory once. The elementwise loops are
+ * `omp simd` (plain loops when the compiler has no OpenMP); the reductions keep
+ * FC_BN_LANES partial sums, so they vectorise without -ffast-math.
  */
 #ifndef FASTCONV_BATCH_NORM_H
 #define FASTCONV_BATCH_NORM_H
@@ -18,7 +18,9 @@
 /* Values per segment (a task of the parallel loops); a constant, so that the
  * results do not depend on the number of threads. */
 #define FC_BN_SEGMENT 8192
-#define FC_BN_HEAD 512
+#define FC_BN_HEAD 128
+/* Independent partial sums per reduction: 4 SSE2 registers of doubles. */
+#define FC_BN_LANES 8
 
 /* Partial sums of one segment, in this order. */
 enum { FC_BN_COUNT, FC_BN_SHIFT, FC_BN_S1, FC_BN_S2, FC_BN_SG, FC_BN_SGD, FC_BN_PART };

@@ -3,31 +3,55 @@
 #define FC_BN_FN(name) FC_BN_CAT(name, SUF)
 
 /* part[FC_BN_*] of the segment x[0:n]: its length, the shift K, sum(d), sum(d*d)
- * with d = x - K, and, when g is not NULL, sum(g) and sum(g*d). */
+ * with d = x - K, and, when g is not NULL, sum(g) and sum(g*d). The sums run in
+ * FC_BN_LANES independent lanes, which the compiler keeps in vector registers
+ * (one accumulator would wait on the latency of each add); the lanes are added
+ * at the end, so the result does not depend on the compiler's vectorisation. */
 static void FC_BN_FN(fc_bn_segment)(const T *x, const T *g, ptrdiff_t n, double *part)
 {
-    ptrdiff_t head = n < FC_BN_HEAD ? n : FC_BN_HEAD;
+    ptrdiff_t head = n < FC_BN_HEAD ? n : FC_BN_HEAD, i = 0, j;
     double k = 0.0, s1 = 0.0, s2 = 0.0, sg = 0.0, sgd = 0.0;
-    FC_BN_SIMD("omp simd reduction(+:k)")
-    for (ptrdiff_t i = 0; i < head; i++)
-        k += (double)x[i];
+    double a1[FC_BN_LANES] = {0}, a2[FC_BN_LANES] = {0}, ag[FC_BN_LANES] = {0}, agd[FC_BN_LANES] = {0};
+    for (; i + FC_BN_LANES <= head; i += FC_BN_LANES)
+        for (j = 0; j < FC_BN_LANES; j++)
+            a1[j] += (double)x[i + j];
+    for (j = 0; i + j < head; j++)
+        a1[j] += (double)x[i + j];
+    for (j = 0; j < FC_BN_LANES; j++) {
+        k += a1[j];
+        a1[j] = 0.0;
+    }
     k = head > 0 ? k / (double)head : 0.0;
+    i = 0;
     if (g == NULL) {
-        FC_BN_SIMD("omp simd reduction(+:s1, s2)")
-        for (ptrdiff_t i = 0; i < n; i++) {
-            double d = (double)x[i] - k;
-            s1 += d;
-            s2 += d * d;
-        }
+        for (; i + FC_BN_LANES <= n; i += FC_BN_LANES)
+            for (j = 0; j < FC_BN_LANES; j++) {
+                double d = (double)x[i + j] - k;
+                a1[j] += d;
+                a2[j] += d * d;
+            }
     } else {
-        FC_BN_SIMD("omp simd reduction(+:s1, s2, sg, sgd)")
-        for (ptrdiff_t i = 0; i < n; i++) {
-            double d = (double)x[i] - k, gi = (double)g[i];
-            s1 += d;
-            s2 += d * d;
-            sg += gi;
-            sgd += gi * d;
-        }
+        for (; i + FC_BN_LANES <= n; i += FC_BN_LANES)
+            for (j = 0; j < FC_BN_LANES; j++) {
+                double d = (double)x[i + j] - k, gj = (double)g[i + j];
+                a1[j] += d;
+                a2[j] += d * d;
+                ag[j] += gj;
+                agd[j] += gj * d;
+            }
+    }
+    for (j = 0; i + j < n; j++) {   /* the tail, into lanes 0.. */
+        double d = (double)x[i + j] - k, gj = g == NULL ? 0.0 : (double)g[i + j];
+        a1[j] += d;
+        a2[j] += d * d;
+        ag[j] += gj;
+        agd[j] += gj * d;
+    }
+    for (j = 0; j < FC_BN_LANES; j++) {
+        s1 += a1[j];
+        s2 += a2[j];
+        sg += ag[j];
+        sgd += agd[j];
     }
     part[FC_BN_COUNT] = (double)n;
     part[FC_BN_SHIFT] = k;
@@ -60,13 +84,24 @@ static void FC_BN_FN(fc_bn_backward_input)(const T *g, const T *x, T *gx, ptrdif
 static void FC_BN_FN(fc_bn_backward_eval)(const T *g, const T *x, T *gx, ptrdiff_t n, double k, double mean,
                                           double *part)
 {
-    double sg = 0.0, sgd = 0.0;
-    FC_BN_SIMD("omp simd reduction(+:sg, sgd)")
-    for (ptrdiff_t i = 0; i < n; i++) {
-        double gi = (double)g[i];
-        sg += gi;
-        sgd += gi * ((double)x[i] - mean);
-        gx[i] = (T)(k * gi);
+    double ag[FC_BN_LANES] = {0}, agd[FC_BN_LANES] = {0}, sg = 0.0, sgd = 0.0;
+    ptrdiff_t i = 0, j;
+    for (; i + FC_BN_LANES <= n; i += FC_BN_LANES)
+        for (j = 0; j < FC_BN_LANES; j++) {
+            double gj = (double)g[i + j];
+            ag[j] += gj;
+            agd[j] += gj * ((double)x[i + j] - mean);
+            gx[i + j] = (T)(k * gj);
+        }
+    for (j = 0; i + j < n; j++) {
+        double gj = (double)g[i + j];
+        ag[j] += gj;
+        agd[j] += gj * ((double)x[i + j] - mean);
+        gx[i + j] = (T)(k * gj);
+    }
+    for (j = 0; j < FC_BN_LANES; j++) {
+        sg += ag[j];
+        sgd += agd[j];
     }
     part[FC_BN_SG] = sg;
     part[FC_BN_SGD] = sgd;
