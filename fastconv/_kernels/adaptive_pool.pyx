@@ -11,7 +11,6 @@ the first, the last NaN wins), indices are flat positions in the plane.
 """
 from cython cimport floating
 from cython.parallel cimport prange
-from libc.math cimport INFINITY
 from libc.stdint cimport int64_t
 from libc.string cimport memset
 
@@ -22,31 +21,20 @@ cdef inline bint _same_shape(const Py_ssize_t* a, const Py_ssize_t* b) noexcept:
     """Whether two 3-D memoryviews have the same shape."""
     return a[0] == b[0] and a[1] == b[1] and a[2] == b[2]
 
-# Window row sums as `omp simd` reductions: they vectorise without -ffast-math
-# (a global pooling window is a whole plane).
-cdef extern from *:
-    """
-    #include <stddef.h>
-    #if defined(_OPENMP)
-    #  define FC_AP_SIMD _Pragma("omp simd reduction(+:s)")
-    #else
-    #  define FC_AP_SIMD
-    #endif
-    static float fc_ap_sum_f(const float *p, ptrdiff_t n) {
-        float s = 0;
-        FC_AP_SIMD
-        for (ptrdiff_t i = 0; i < n; i++) s += p[i];
-        return s;
-    }
-    static double fc_ap_sum_d(const double *p, ptrdiff_t n) {
-        double s = 0;
-        FC_AP_SIMD
-        for (ptrdiff_t i = 0; i < n; i++) s += p[i];
-        return s;
-    }
-    """
-    float fc_ap_sum_f(const float* p, Py_ssize_t n) noexcept nogil
-    double fc_ap_sum_d(const double* p, Py_ssize_t n) noexcept nogil
+
+cdef extern from "adaptive_pool.h" nogil:
+    float fc_ap_window_sum_f(const float* plane, Py_ssize_t W, Py_ssize_t h0, Py_ssize_t h1, Py_ssize_t w0,
+                             Py_ssize_t w1)
+    double fc_ap_window_sum_d(const double* plane, Py_ssize_t W, Py_ssize_t h0, Py_ssize_t h1, Py_ssize_t w0,
+                              Py_ssize_t w1)
+    float fc_ap_window_max_f(const float* plane, Py_ssize_t W, Py_ssize_t h0, Py_ssize_t h1, Py_ssize_t w0,
+                             Py_ssize_t w1, int64_t* idx)
+    double fc_ap_window_max_d(const double* plane, Py_ssize_t W, Py_ssize_t h0, Py_ssize_t h1, Py_ssize_t w0,
+                              Py_ssize_t w1, int64_t* idx)
+    void fc_ap_window_add_f(float* plane, Py_ssize_t W, Py_ssize_t h0, Py_ssize_t h1, Py_ssize_t w0,
+                            Py_ssize_t w1, float g)
+    void fc_ap_window_add_d(double* plane, Py_ssize_t W, Py_ssize_t h0, Py_ssize_t h1, Py_ssize_t w0,
+                            Py_ssize_t w1, double g)
 
 
 def _bounds(Py_ssize_t n, Py_ssize_t out):
@@ -57,36 +45,24 @@ def _bounds(Py_ssize_t n, Py_ssize_t out):
 
 cdef void _avg_row(const floating* plane, floating* dst, Py_ssize_t h0, Py_ssize_t h1, const Py_ssize_t* ws,
                    const Py_ssize_t* we, Py_ssize_t W, Py_ssize_t Wo) noexcept nogil:
-    cdef Py_ssize_t j, h
+    cdef Py_ssize_t j
     cdef floating s
     for j in range(Wo):
-        s = 0
-        for h in range(h0, h1):
-            if floating is float:
-                s = s + fc_ap_sum_f(plane + h * W + ws[j], we[j] - ws[j])
-            else:
-                s = s + fc_ap_sum_d(plane + h * W + ws[j], we[j] - ws[j])
+        if floating is float:
+            s = fc_ap_window_sum_f(plane, W, h0, h1, ws[j], we[j])
+        else:
+            s = fc_ap_window_sum_d(plane, W, h0, h1, ws[j], we[j])
         dst[j] = s / <floating> ((h1 - h0) * (we[j] - ws[j]))
 
 
 cdef void _max_row(const floating* plane, floating* dst, int64_t* idx, Py_ssize_t h0, Py_ssize_t h1,
                    const Py_ssize_t* ws, const Py_ssize_t* we, Py_ssize_t W, Py_ssize_t Wo) noexcept nogil:
-    cdef Py_ssize_t j, h, w
-    cdef floating m, v
-    cdef const floating* row
-    cdef int64_t k
+    cdef Py_ssize_t j
     for j in range(Wo):
-        m = -INFINITY
-        k = h0 * W + ws[j]
-        for h in range(h0, h1):
-            row = plane + h * W
-            for w in range(ws[j], we[j]):
-                v = row[w]
-                if (v > m) | (v != v):
-                    m = v
-                    k = h * W + w
-        dst[j] = m
-        idx[j] = k
+        if floating is float:
+            dst[j] = fc_ap_window_max_f(plane, W, h0, h1, ws[j], we[j], idx + j)
+        else:
+            dst[j] = fc_ap_window_max_d(plane, W, h0, h1, ws[j], we[j], idx + j)
 
 
 def adaptive_avg_pool2d(const floating[:, :, ::1] x, floating[:, :, ::1] out, int num_threads):
@@ -131,17 +107,16 @@ def adaptive_max_pool2d(const floating[:, :, ::1] x, floating[:, :, ::1] out, in
 cdef void _avg_backward_plane(const floating* go, floating* gi, const Py_ssize_t* hs, const Py_ssize_t* he,
                               const Py_ssize_t* ws, const Py_ssize_t* we, Py_ssize_t H, Py_ssize_t W,
                               Py_ssize_t Ho, Py_ssize_t Wo) noexcept nogil:
-    cdef Py_ssize_t i, j, h, w
+    cdef Py_ssize_t i, j
     cdef floating g
-    cdef floating* row
     memset(gi, 0, H * W * sizeof(floating))
     for i in range(Ho):
         for j in range(Wo):
             g = go[i * Wo + j] / <floating> ((he[i] - hs[i]) * (we[j] - ws[j]))
-            for h in range(hs[i], he[i]):
-                row = gi + h * W
-                for w in range(ws[j], we[j]):
-                    row[w] += g
+            if floating is float:
+                fc_ap_window_add_f(gi, W, hs[i], he[i], ws[j], we[j], g)
+            else:
+                fc_ap_window_add_d(gi, W, hs[i], he[i], ws[j], we[j], g)
 
 
 def adaptive_avg_pool2d_backward(const floating[:, :, ::1] grad_output, floating[:, :, ::1] grad_input,
