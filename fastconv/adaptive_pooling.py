@@ -37,7 +37,8 @@ def windows(n, out):
 
 
 def _planes(a):
-    return a.reshape(-1, a.shape[-2], a.shape[-1])
+    # explicit plane count: -1 is ambiguous when a is empty
+    return a.reshape(a.shape[0] * a.shape[1], a.shape[-2], a.shape[-1])
 
 
 def adaptive_avg_pool2d(x, output_size):

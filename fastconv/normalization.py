@@ -120,12 +120,17 @@ def batch_norm2d(x, running_mean=None, running_var=None, weight=None, bias=None,
     bias = _channel_vector(bias, "bias", C, x.dtype)
     mean, invstd, var = _stats_for(x, running_mean, running_var, training, eps)
     scale = invstd if weight is None else invstd * weight
-    shift = -mean * scale + (0.0 if bias is None else bias)
     out = np.empty_like(x)
     if _kernel is not None:
-        _kernel.affine(_planes(x), scale.astype(x.dtype), shift.astype(x.dtype), _planes(out),
-                       num_threads_for(2 * x.size))
+        # (mean_hi, mean_lo, scale, bias) per channel; mean_hi + mean_lo is the float64 mean
+        coefficients = np.empty((C, 4), dtype=x.dtype)
+        coefficients[:, 0] = mean
+        coefficients[:, 1] = mean - coefficients[:, 0]
+        coefficients[:, 2] = scale
+        coefficients[:, 3] = 0.0 if bias is None else bias
+        _kernel.normalize(_planes(x), coefficients, _planes(out), num_threads_for(2 * x.size))
     else:
+        shift = -mean * scale + (0.0 if bias is None else bias)
         np.multiply(x, scale.astype(x.dtype)[:, None, None], out=out)
         out += shift.astype(x.dtype)[:, None, None]
     if training:

@@ -32,8 +32,10 @@ cdef extern from "batch_norm.h" nogil:
     enum: FC_BN_SGD
     void fc_bn_segment_f(const float* x, const float* g, Py_ssize_t n, double* part)
     void fc_bn_segment_d(const double* x, const double* g, Py_ssize_t n, double* part)
-    void fc_bn_affine_f(const float* x, float* out, Py_ssize_t n, float scale, float shift)
-    void fc_bn_affine_d(const double* x, double* out, Py_ssize_t n, double scale, double shift)
+    void fc_bn_normalize_f(const float* x, float* out, Py_ssize_t n, float mean_hi, float mean_lo, float scale,
+                           float bias)
+    void fc_bn_normalize_d(const double* x, double* out, Py_ssize_t n, double mean_hi, double mean_lo,
+                           double scale, double bias)
     void fc_bn_backward_input_f(const float* g, const float* x, float* gx, Py_ssize_t n, double k, double c1,
                                 double mean, double b)
     void fc_bn_backward_input_d(const double* g, const double* x, double* gx, Py_ssize_t n, double k,
@@ -164,25 +166,26 @@ def backward_stats(const floating[:, :, ::1] g, const floating[:, :, ::1] x, dou
         _combine(&parts[0, 0], geo, &mean[0], &var[0], &sum_g[0], &dot[0], num_threads)
 
 
-def affine(const floating[:, :, ::1] x, const floating[::1] scale, const floating[::1] shift,
-           floating[:, :, ::1] out, int num_threads):
-    """out[:, c] = x[:, c] * scale[c] + shift[c]."""
+def normalize(const floating[:, :, ::1] x, const floating[:, ::1] coefficients, floating[:, :, ::1] out,
+              int num_threads):
+    """out[:, c] = ((x[:, c] - mean_hi) - mean_lo) * scale + bias, with
+    (mean_hi, mean_lo, scale, bias) = coefficients[c]."""
     cdef Geometry geo = _geometry(x.shape[0], x.shape[1], x.shape[2])
     cdef Py_ssize_t t, o
+    cdef const floating* k
     if not _same_shape(out.shape, x.shape):
         raise ValueError("out must have the shape of x")
-    if scale.shape[0] != geo.C or shift.shape[0] != geo.C:
-        raise ValueError("scale and shift must have one value per channel")
+    if coefficients.shape[0] != geo.C or coefficients.shape[1] != 4:
+        raise ValueError("coefficients must have shape (C, 4)")
     if _tasks(geo) == 0:
         return
     for t in prange(_tasks(geo), nogil=True, schedule="static", num_threads=num_threads):
         o = _offset(geo, t)
+        k = &coefficients[_channel(geo, t), 0]
         if floating is float:
-            fc_bn_affine_f(&x[0, 0, 0] + o, &out[0, 0, 0] + o, _length(geo, t),
-                           scale[_channel(geo, t)], shift[_channel(geo, t)])
+            fc_bn_normalize_f(&x[0, 0, 0] + o, &out[0, 0, 0] + o, _length(geo, t), k[0], k[1], k[2], k[3])
         else:
-            fc_bn_affine_d(&x[0, 0, 0] + o, &out[0, 0, 0] + o, _length(geo, t),
-                           scale[_channel(geo, t)], shift[_channel(geo, t)])
+            fc_bn_normalize_d(&x[0, 0, 0] + o, &out[0, 0, 0] + o, _length(geo, t), k[0], k[1], k[2], k[3])
 
 
 def backward_input(const floating[:, :, ::1] g, const floating[:, :, ::1] x, const double[::1] k,

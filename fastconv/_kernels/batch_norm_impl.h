@@ -61,14 +61,15 @@ static void FC_BN_FN(fc_bn_segment)(const T *x, const T *g, ptrdiff_t n, double 
     part[FC_BN_SGD] = sgd;
 }
 
-/* out = x * scale + shift, rounded after each operation as NumPy's two ufuncs do. */
-static void FC_BN_FN(fc_bn_affine)(const T *x, T *out, ptrdiff_t n, T scale, T shift)
+/* out = ((x - mean_hi) - mean_lo) * scale + bias. The mean comes as a sum of two
+ * values of type T (mean_lo = the rounding error of mean_hi), so that x - mean
+ * is nearly exact in float32 too: x * scale + (bias - mean * scale) would lose
+ * the digits of x that the mean's magnitude hides (|mean| >> std). */
+static void FC_BN_FN(fc_bn_normalize)(const T *x, T *out, ptrdiff_t n, T mean_hi, T mean_lo, T scale, T bias)
 {
     FC_BN_SIMD("omp simd")
-    for (ptrdiff_t i = 0; i < n; i++) {
-        T y = x[i] * scale;
-        out[i] = y + shift;
-    }
+    for (ptrdiff_t i = 0; i < n; i++)
+        out[i] = ((x[i] - mean_hi) - mean_lo) * scale + bias;
 }
 
 /* Training grad_x = k*g - c1*(x - mean) - b, in double. */
