@@ -21,6 +21,8 @@
 #define FC_BN_HEAD 128
 /* Independent partial sums per reduction: 4 SSE2 registers of doubles. */
 #define FC_BN_LANES 8
+/* ... and with g's two sums too (four sums of eight would not fit in 16 registers). */
+#define FC_BN_GLANES 4
 
 /* Partial sums of one segment, in this order. */
 enum { FC_BN_COUNT, FC_BN_SHIFT, FC_BN_S1, FC_BN_S2, FC_BN_SG, FC_BN_SGD, FC_BN_PART };

@@ -132,6 +132,8 @@ cdef void _combine_channel(const double* parts, Geometry geo, Py_ssize_t c, doub
 cdef void _combine(const double* parts, Geometry geo, double* mean, double* var, double* sum_g, double* dot,
                    int num_threads) noexcept nogil:
     cdef Py_ssize_t c
+    if _tasks(geo) < 16384:
+        num_threads = 1     # a few microseconds: not worth waking the team
     for c in prange(geo.C, schedule="static", num_threads=num_threads):
         _combine_channel(parts, geo, c, mean, var, sum_g, dot)
 

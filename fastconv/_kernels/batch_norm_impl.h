@@ -31,8 +31,8 @@ static void FC_BN_FN(fc_bn_segment)(const T *x, const T *g, ptrdiff_t n, double 
                 a2[j] += d * d;
             }
     } else {
-        for (; i + FC_BN_LANES <= n; i += FC_BN_LANES)
-            for (j = 0; j < FC_BN_LANES; j++) {
+        for (; i + FC_BN_GLANES <= n; i += FC_BN_GLANES)
+            for (j = 0; j < FC_BN_GLANES; j++) {
                 double d = (double)x[i + j] - k, gj = (double)g[i + j];
                 a1[j] += d;
                 a2[j] += d * d;
