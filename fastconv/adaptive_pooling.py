@@ -37,7 +37,8 @@ def windows(n, out):
 
 
 def _planes(a):
-    return a.reshape(-1, a.shape[-2], a.shape[-1])
+    # explicit plane count: -1 is ambiguous when a is empty
+    return a.reshape(a.shape[0] * a.shape[1], a.shape[-2], a.shape[-1])
 
 
 def adaptive_avg_pool2d(x, output_size):
@@ -85,10 +86,11 @@ def adaptive_avg_pool2d_backward(grad_output, input_shape):
     H, W = shape[2:]
     Ho, Wo = gob.shape[2:]
     v.allocatable(shape, gob.dtype, "grad_input")
-    grad = np.zeros(shape, dtype=gob.dtype)
     if _kernel is not None:
+        grad = np.empty(shape, dtype=gob.dtype)   # the kernel overwrites every element
         _kernel.adaptive_avg_pool2d_backward(_planes(gob), _planes(grad), num_threads_for(grad.size + gob.size))
     else:
+        grad = np.zeros(shape, dtype=gob.dtype)
         hs, he = windows(H, Ho)
         ws, we = windows(W, Wo)
         for i in range(Ho):

@@ -345,8 +345,80 @@ def viz_cases(torch, dtypes=("float32", "float64"), with_reference=True):
         yield Case("viz.occlusion", "digit 28x28, patch 4, stride 1", dtype, impls, flops=flops)
 
 
+BN_SHAPE = (32, 64, 56, 56)
+ADAPTIVE_CASES = {"14->5": ((32, 64, 14, 14), 5), "13->6": ((32, 256, 13, 13), 6), "7->1": ((32, 512, 7, 7), 1)}
+
+
+def ops_cases(torch, dtypes=("float32", "float64"), with_reference=True):
+    """batch_norm2d (training and eval, forward and backward) on (32, 64, 56, 56) and adaptive
+    pooling: memory-bound, so each case carries the bytes it must move (training forward:
+    x read twice, out written; backward: x and grad_output read twice, grad_x written)."""
+    rng = np.random.default_rng(0)
+    for dtype in dtypes:
+        x = rng.standard_normal(BN_SHAPE).astype(dtype)
+        g = rng.standard_normal(BN_SHAPE).astype(dtype)
+        C = BN_SHAPE[1]
+        rm, rv = np.zeros(C, dtype), np.ones(C, dtype)
+        w, b = rng.standard_normal(C).astype(dtype), rng.standard_normal(C).astype(dtype)
+        label = f"{BN_SHAPE}".replace(" ", "")
+        cases = {
+            "bn train fwd": ({"fastconv": lambda: fastconv.batch_norm2d(x, rm, rv, w, b, training=True)}, 3 * x.nbytes),
+            "bn eval fwd": ({"fastconv": lambda: fastconv.batch_norm2d(x, rm, rv, w, b)}, 2 * x.nbytes),
+            "bn train bwd": ({"fastconv": lambda: fastconv.batch_norm2d_backward(g, x, w)}, 5 * x.nbytes),
+            "bn eval bwd": ({"fastconv": lambda: fastconv.batch_norm2d_backward(
+                g, x, w, training=False, running_mean=rm, running_var=rv)}, 3 * x.nbytes),
+        }
+        if with_reference:
+            cases["bn train fwd"][0]["reference"] = lambda: reference.batch_norm2d(
+                x, rm.copy(), rv.copy(), w, b, training=True)
+            cases["bn eval fwd"][0]["reference"] = lambda: reference.batch_norm2d(x, rm, rv, w, b)
+            cases["bn train bwd"][0]["reference"] = lambda: reference.batch_norm2d_backward(g, x, w)
+            cases["bn eval bwd"][0]["reference"] = lambda: reference.batch_norm2d_backward(
+                g, x, w, training=False, running_mean=rm, running_var=rv)
+        if torch is not None:
+            F = torch.nn.functional
+            tx, tg, tw, tb = map(torch.from_numpy, (x, g, w, b))
+            trm, trv = torch.from_numpy(rm.copy()), torch.from_numpy(rv.copy())
+            _, tmean, tinvstd = torch.ops.aten.native_batch_norm(tx, tw, tb, None, None, True, 0.1, 1e-5)
+            cases["bn train fwd"][0]["torch"] = lambda: F.batch_norm(tx, trm, trv, tw, tb, training=True)
+            cases["bn eval fwd"][0]["torch"] = lambda: F.batch_norm(tx, trm, trv, tw, tb)
+            cases["bn train bwd"][0]["torch"] = lambda: torch.ops.aten.native_batch_norm_backward(
+                tg, tx, tw, None, None, tmean, tinvstd, True, 1e-5, [True, True, True])
+        for op, (impls, nbytes) in cases.items():
+            note = ("torch bn train bwd: aten.native_batch_norm_backward given the forward's saved mean and "
+                    "invstd" if "torch" in impls and op == "bn train bwd" else "")
+            yield Case(op, label, dtype, impls, bytes=nbytes, note=note)
+        for name, (shape, size) in ADAPTIVE_CASES.items():
+            xa = rng.standard_normal(shape).astype(dtype)
+            ya, ia = fastconv.adaptive_max_pool2d(xa, size, return_indices=True)
+            ga = rng.standard_normal(ya.shape).astype(dtype)
+            label = f"{name} {shape}".replace(" ", "")
+            cases = {
+                "adapt_avg fwd": ({"fastconv": lambda: fastconv.adaptive_avg_pool2d(xa, size)},
+                                     xa.nbytes + ya.nbytes),
+                "adapt_max fwd": ({"fastconv": lambda: fastconv.adaptive_max_pool2d(xa, size, True)},
+                                     xa.nbytes + ya.nbytes + ia.nbytes),
+                "adapt_avg bwd": ({"fastconv": lambda: fastconv.adaptive_avg_pool2d_backward(ga, xa.shape)},
+                                     xa.nbytes + ya.nbytes),
+            }
+            if with_reference:
+                cases["adapt_avg fwd"][0]["reference"] = lambda: reference.adaptive_avg_pool2d(xa, size)
+                cases["adapt_max fwd"][0]["reference"] = lambda: reference.adaptive_max_pool2d(xa, size, True)
+                cases["adapt_avg bwd"][0]["reference"] = lambda: reference.adaptive_avg_pool2d_backward(
+                    ga, xa.shape)
+            if torch is not None:
+                F = torch.nn.functional
+                txa, tga = torch.from_numpy(xa), torch.from_numpy(ga)
+                cases["adapt_avg fwd"][0]["torch"] = lambda: F.adaptive_avg_pool2d(txa, size)
+                cases["adapt_max fwd"][0]["torch"] = lambda: F.adaptive_max_pool2d(txa, size, True)
+                cases["adapt_avg bwd"][0]["torch"] = lambda: torch.ops.aten._adaptive_avg_pool2d_backward(
+                    tga, txa)
+            for op, (impls, nbytes) in cases.items():
+                yield Case(op, label, dtype, impls, bytes=nbytes)
+
+
 SECTIONS = {"conv": conv_cases, "columns": column_cases, "pool": pool_cases, "direct": direct_cases,
-            "concurrency": concurrency_cases, "viz": viz_cases}
+            "concurrency": concurrency_cases, "viz": viz_cases, "ops": ops_cases}
 
 
 # ---------------------------------------------------------------------------

@@ -11,6 +11,12 @@ import numbers
 import numpy as np
 
 from fastconv import _validation as v
+from fastconv._threads import num_threads_for
+
+try:
+    from fastconv._kernels import batch_norm as _kernel
+except ImportError:     # not built yet: the NumPy expressions below
+    _kernel = None
 
 
 def _channel_vector(a, name, C, dtype, writeable=False):
@@ -44,9 +50,20 @@ def _input(x):
     return x, x.shape[1]
 
 
+def _planes(a):
+    """(N, C, H*W) view of a C-contiguous (N, C, H, W) array."""
+    return a.reshape(a.shape[0], a.shape[1], a.shape[2] * a.shape[3])
+
+
 def _batch_stats(x):
     """Per-channel mean and biased variance of (N, C, H, W), accumulated in float64
-    by two passes (the second over deviations, so no cancellation)."""
+    (the kernel: one pass over shifted values; NumPy: two passes, the second over
+    deviations; neither loses precision to cancellation)."""
+    if _kernel is not None:
+        C = x.shape[1]
+        mean, var = np.empty(C), np.empty(C)
+        _kernel.channel_stats(_planes(x), mean, var, num_threads_for(x.size))
+        return mean, var
     xd = x.astype(np.float64, copy=False)
     mean = xd.mean(axis=(0, 2, 3))
     var = np.square(xd - mean[:, None, None]).mean(axis=(0, 2, 3))
@@ -103,10 +120,19 @@ def batch_norm2d(x, running_mean=None, running_var=None, weight=None, bias=None,
     bias = _channel_vector(bias, "bias", C, x.dtype)
     mean, invstd, var = _stats_for(x, running_mean, running_var, training, eps)
     scale = invstd if weight is None else invstd * weight
-    shift = -mean * scale + (0.0 if bias is None else bias)
     out = np.empty_like(x)
-    np.multiply(x, scale.astype(x.dtype)[:, None, None], out=out)
-    out += shift.astype(x.dtype)[:, None, None]
+    if _kernel is not None:
+        # (mean_hi, mean_lo, scale, bias) per channel; mean_hi + mean_lo is the float64 mean
+        coefficients = np.empty((C, 4), dtype=x.dtype)
+        coefficients[:, 0] = mean
+        coefficients[:, 1] = mean - coefficients[:, 0]
+        coefficients[:, 2] = scale
+        coefficients[:, 3] = 0.0 if bias is None else bias
+        _kernel.normalize(_planes(x), coefficients, _planes(out), num_threads_for(2 * x.size))
+    else:
+        shift = -mean * scale + (0.0 if bias is None else bias)
+        np.multiply(x, scale.astype(x.dtype)[:, None, None], out=out)
+        out += shift.astype(x.dtype)[:, None, None]
     if training:
         M = x.shape[0] * x.shape[2] * x.shape[3]
         if running_mean is not None:
@@ -146,6 +172,8 @@ def batch_norm2d_backward(grad_output, x, weight=None, eps=1e-5, *, training=Tru
     weight = _channel_vector(weight, "weight", C, x.dtype)
     running_mean = _channel_vector(running_mean, "running_mean", C, x.dtype)
     running_var = _channel_vector(running_var, "running_var", C, x.dtype)
+    if _kernel is not None:
+        return _backward_kernel(grad_output, x, weight, eps, training, running_mean, running_var)
     mean, invstd, _ = _stats_for(x, running_mean, running_var, training, eps)
     axes = (0, 2, 3)
     xd, gd = x.astype(np.float64, copy=False), grad_output.astype(np.float64, copy=False)
@@ -163,3 +191,31 @@ def batch_norm2d_backward(grad_output, x, weight=None, eps=1e-5, *, training=Tru
     else:
         grad_x = gd * k[:, None, None]
     return (grad_x.astype(x.dtype, copy=False), grad_w.astype(x.dtype), grad_b.astype(x.dtype))
+
+
+def _backward_kernel(grad_output, x, weight, eps, training, running_mean, running_var):
+    """`batch_norm2d_backward` by the compiled kernels: one pass over (grad_output, x)
+    for the statistics and the two reductions, one for grad_x (one pass in all at eval)."""
+    C = x.shape[1]
+    g3, x3 = _planes(grad_output), _planes(x)
+    nt = num_threads_for(2 * x.size)
+    grad_b, dot = np.empty(C), np.empty(C)
+    grad_x = np.empty_like(x)
+    w = np.ones(C) if weight is None else weight.astype(np.float64)
+    if training:
+        M = x.shape[0] * x.shape[2] * x.shape[3]
+        if M <= 1:
+            raise ValueError(f"training needs more than 1 value per channel, got x of shape {x.shape}")
+        mean, var = np.empty(C), np.empty(C)
+        _kernel.backward_stats(g3, x3, mean, var, grad_b, dot, nt)
+        invstd = 1.0 / np.sqrt(var + eps)
+        k = w * invstd
+        # grad_x = w * invstd * (gy - mean(gy) - xhat * mean(gy * xhat))
+        c1 = k * dot * invstd * invstd / M
+        _kernel.backward_input(g3, x3, k, c1, mean, k * grad_b / M, _planes(grad_x), nt)
+    else:
+        mean, invstd, _ = _stats_for(x, running_mean, running_var, training, eps)
+        k = w * invstd
+        _kernel.backward_eval(g3, x3, mean, k, _planes(grad_x), grad_b, dot, nt)
+    grad_w = dot * invstd
+    return grad_x, grad_w.astype(x.dtype), grad_b.astype(x.dtype)
