@@ -19,7 +19,9 @@ op's geometry (kernel, stride, padding, dilation, ceil_mode):
 * channel chunks are merged where a convolution needs every input channel.
 
 Each output pixel is then computed from the same values in the same order as in memory,
-so results are bitwise equal to the in-memory ops (tests/test_dask.py checks this).
+so results are bitwise equal to the in-memory ops (tests/test_dask.py checks this), except
+where the order depends on a block's size: conv2d's im2col algorithm (BLAS blocks its
+GEMM by the matrix sizes) and convolve2d's clipped border loops agree to rounding.
 
 Weights (and a model, in `predict`) enter the graph as one key that every task refers to,
 so a distributed cluster ships them to each worker once. Each task runs fastconv with the
@@ -36,7 +38,7 @@ import numpy as np
 import fastconv as _fc
 from fastconv import _validation as v
 from fastconv.convolution import _choose_algorithm
-from fastconv.signal import MODES, _mode_window
+from fastconv.signal import _mode_window
 
 try:
     import dask
@@ -149,6 +151,8 @@ def _pad_crop(x, axes, pad_value):
         if a.after < 0:
             x = x[(slice(None),) * axis + (slice(0, a.n + a.after),)]
         widths[axis] = (a.before, max(0, a.after))
+    if x.size == 0:     # (da.pad fails on empty arrays; the values are never read)
+        return da.zeros(tuple(axes[i].length if i in axes else n for i, n in enumerate(x.shape)), dtype=x.dtype)
     if any(w != (0, 0) for w in widths):
         x = da.pad(x, widths, mode="constant", constant_values=pad_value)
     return x
@@ -547,5 +551,8 @@ def predict(model, x, batch_size=None):
     x = x.rechunk((x.chunks[0] if batch == -1 else batch,) + (-1,) * (x.ndim - 1))
     # An empty batch checks that the model takes such input, and gives its output shape and dtype.
     probe = model.forward(_meta(x), training=False)
+    # The non-batch axes are one chunk each, so they may change in number.
+    extra = dict(drop_axis=list(range(probe.ndim, x.ndim))) if probe.ndim < x.ndim else dict(
+        new_axis=list(range(x.ndim, probe.ndim)))
     return da.map_blocks(_forward_block, x, dask.delayed(model), chunks=(x.chunks[0],) + tuple(
-        (n,) for n in probe.shape[1:]), dtype=probe.dtype, meta=probe[:0])
+        (n,) for n in probe.shape[1:]), dtype=probe.dtype, meta=probe[:0], **extra)
