@@ -356,3 +356,11 @@ def test_conv2d_weight_is_one_key():
     weight_keys = [k for k, node in graph.items() if isinstance(getattr(node, "value", None), np.ndarray)
                    and node.value.shape == w.shape]
     assert len(weight_keys) == 1
+
+
+def test_predict_of_a_model_that_keeps_image_axes():
+    model = fastconv.Sequential(fastconv.Conv2D(3, 4, 3, padding=1, rng=0), fastconv.ReLU(), fastconv.MaxPool2D(2))
+    x = np.random.default_rng(6).standard_normal((10, 3, 8, 8)).astype(np.float32)
+    y = fd.predict(model, da.from_array(x, chunks=(3, 1, 4, 4)), batch_size=4)
+    assert y.chunks == ((4, 4, 2), (4,), (4,), (4,))
+    assert_same(y.compute(**SYNC), model.forward(x, training=False))
