@@ -24,8 +24,8 @@ where the order depends on a block's size: conv2d's im2col algorithm (BLAS block
 GEMM by the matrix sizes) and convolve2d's clipped border loops agree to rounding.
 
 Weights (and a model, in `predict`) enter the graph as one key that every task refers to,
-so a distributed cluster ships them to each worker once. Each task runs fastconv with the
-worker's thread count (`_task_threads`).
+so a distributed cluster ships them to each worker once. Each task runs fastconv with its
+share of the worker's threads (`_task_threads`), so dask and OpenMP do not oversubscribe.
 
 Needs ``pip install fastconv[dask]`` (``dask[array]`` and ``distributed``).
 """
@@ -55,14 +55,19 @@ __all__ = ["conv2d", "conv_transpose2d", "max_pool2d", "avg_pool2d", "sum_pool2d
 # Threads
 
 def _task_threads():
-    """The thread count of the dask.distributed worker running this task, or None
-    outside a worker (fastconv's own default then applies)."""
+    """fastconv threads for the task running now: on a dask.distributed worker, its
+    thread count (``threads_per_worker``) shared among the tasks it is executing at
+    the moment, so that the worker's tasks together never run more OpenMP threads than
+    it has threads (one task alone gets them all; as many tasks as threads, one each).
+    Outside a worker: None (fastconv's own default applies). The results do not depend
+    on the count (the kernels split work by output rows, each summed the same way)."""
     try:
         from distributed import get_worker
         worker = get_worker()
     except (ImportError, ValueError):
         return None
-    return getattr(worker, "state", worker).nthreads
+    state = getattr(worker, "state", worker)
+    return max(1, state.nthreads // max(1, len(getattr(state, "executing", ()))))
 
 
 def _threads_context():

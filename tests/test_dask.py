@@ -329,6 +329,15 @@ def test_tasks_run_with_the_workers_thread_count(client):
     assert fd._task_threads() is None           # outside a worker: fastconv's default
 
 
+def test_a_workers_threads_are_shared_by_its_executing_tasks(monkeypatch):
+    from types import SimpleNamespace
+
+    for executing, expected in ((1, 4), (2, 2), (3, 1), (8, 1), (0, 4)):
+        state = SimpleNamespace(nthreads=4, executing=set(range(executing)))
+        monkeypatch.setattr(distributed, "get_worker", lambda state=state: SimpleNamespace(state=state))
+        assert fd._task_threads() == expected
+
+
 def _data_keys(graph, value):
     """Keys of the graph's literal-data nodes holding `value`."""
     return [k for k, node in graph.items() if getattr(node, "value", None) is value]
