@@ -76,7 +76,7 @@ def _threads_context():
 
 
 def _on_worker_threads(op):
-    """`op`, run under ``fastconv.threads(n)`` with the worker's thread count."""
+    """`op`, run under ``fastconv.threads(n)`` with the task's share of the worker's threads."""
     @functools.wraps(op)
     def run(*args, **kwargs):
         with _threads_context():
