@@ -3,15 +3,15 @@
 Each function takes a dask array (any chunking, along any axis), checks its arguments
 with the in-memory op's own validation before building anything, and returns a lazy dask
 array equal to the in-memory op on the whole array. The graph is built from dask.array
-primitives (pad, rechunk, overlap, map_blocks), so it runs on any dask scheduler,
+primitives (rechunk, overlap, map_blocks), so it runs on any dask scheduler,
 ``dask.distributed`` clusters included.
 
 Every spatial op goes through one helper, `_halo_blocks`, which reads the halos from the
 op's geometry (kernel, stride, padding, dilation, ceil_mode):
 
-* the op's padding is applied once, explicitly, at the array's borders (zeros; -inf for
-  max pooling), and each block then runs the in-memory op with no padding, so a block at
-  a border computes exactly what an interior block does;
+* the op's padding is applied once, explicitly, to the blocks at the array's borders
+  (zeros; -inf for max pooling), and each block then runs the in-memory op with no
+  padding, so a block at a border computes exactly what an interior block does;
 * spatial chunks are realigned to whole output windows (chunk starts at multiples of
   the stride) and merged where they are smaller than the halo;
 * each block gets, from its neighbours after it, the ``span - stride`` rows and columns
@@ -123,79 +123,92 @@ class _Axis:
 
     Output ``o`` reads padded positions ``[o * stride, o * stride + span)``; the padded
     input starts `before` positions ahead of the input's first element and is
-    ``(out - 1) * stride + span`` long (cropped or extended at the end to that length).
+    ``(out - 1) * stride + span`` long (input past its end is never read).
     """
 
     def __init__(self, n, span, stride, before, out):
         self.n, self.span, self.stride, self.before, self.out = n, span, stride, before, out
         self.length = (out - 1) * stride + span
-        self.after = self.length - before - n           # negative: input past the last window
 
     def chunks(self, input_chunks):
-        """(padded input chunks, output chunks, halo): chunks start at whole output
-        windows, near the input's own chunk starts, and each holds at least the halo."""
-        halo = max(0, self.span - self.stride)
-        least = max(1, -(-halo // self.stride))        # outputs per chunk, so a chunk holds the halo
-        starts = [0]
+        """(input chunks, output chunks, halo, border) along this axis.
+
+        Block ``j`` outputs ``[o_j, o_j+1)``; its chunk starts at the input position of
+        its first window, ``o_j * stride - before`` (near one of the input's own chunk
+        starts, so little moves), and it borrows `halo` positions from the chunk after
+        it; every chunk holds at least the halo. `border` is (padding before the first
+        block, padded length of the last block)."""
+        s = self.stride
+        halo = max(0, self.span - s)
+        least = max(1, halo)
+        end = max(1, min(self.n, self.length - self.before))     # the input read: [0, end)
+        edges, starts = [0], [0]
         for edge in np.cumsum(input_chunks)[:-1]:
-            o = (int(edge) + self.before) // self.stride
-            if o - starts[-1] >= least and o <= self.out - 1:
+            o = (int(edge) + self.before) // s
+            start = o * s - self.before
+            if o < self.out and start - edges[-1] >= least and end - start >= least:
+                edges.append(start)
                 starts.append(o)
-        ends = starts[1:] + [self.out]
-        out_chunks = tuple(e - s for s, e in zip(starts, ends))
-        padded = tuple(n * self.stride for n in out_chunks[:-1]) + (
-            (out_chunks[-1] - 1) * self.stride + self.span,)
-        return padded, out_chunks, halo
+        in_chunks = tuple(e - b for b, e in zip(edges, edges[1:] + [end]))
+        out_chunks = tuple(e - b for b, e in zip(starts, starts[1:] + [self.out]))
+        return in_chunks, out_chunks, halo, (self.before, (out_chunks[-1] - 1) * s + self.span)
 
 
-def _pad_crop(x, axes, pad_value):
-    """`x` padded with `pad_value` (or cropped) at both ends of each axis in `axes`
-    ({axis: _Axis}) to the padded input's length."""
-    widths = [(0, 0)] * x.ndim
-    for axis, a in axes.items():
-        if a.after < 0:
-            x = x[(slice(None),) * axis + (slice(0, a.n + a.after),)]
-        widths[axis] = (a.before, max(0, a.after))
-    if x.size == 0:     # (da.pad fails on empty arrays; the values are never read)
-        return da.zeros(tuple(axes[i].length if i in axes else n for i, n in enumerate(x.shape)), dtype=x.dtype)
-    if any(w != (0, 0) for w in widths):
-        x = da.pad(x, widths, mode="constant", constant_values=pad_value)
-    return x
-
-
-def _halo_blocks(x, axes, pad_value, merge=()):
-    """Blocks of `x` ready for a windowed op run with no padding.
+def _halo_blocks(x, axes, merge=()):
+    """Blocks of `x` ready for a windowed op run with no padding, once `_with_border`
+    has padded the blocks at the array's borders.
 
     Parameters
     ----------
     x : dask array
     axes : dict {axis: _Axis}
         The spatial axes and their geometry.
-    pad_value : float
-        The op's padding value (0, or -inf for max pooling), applied once at the borders.
     merge : tuple of ints
         Axes to bring into one chunk (a convolution's input channels).
 
     Returns
     -------
     blocks : dask array
-        Block ``j`` along a spatial axis holds the padded positions
-        ``[start_j * stride, end_j * stride + span - stride)``: every window of its
-        outputs, whole, and nothing the op would turn into extra outputs.
+        Block ``j`` along a spatial axis holds, after its border padding, the padded
+        positions ``[o_j * stride, o_j+1 * stride + span - stride)``: every window of
+        its outputs, whole, and nothing the op would turn into extra outputs.
     out_chunks : dict {axis: tuple of ints}
         The output's chunks along each spatial axis.
+    border : dict {axis: (int, int, int)}
+        For `_with_border`: padding before the first block, padded length of the last
+        block, number of blocks.
     """
     chunks = list(x.chunks)
-    out_chunks, depth = {}, {}
+    out_chunks, depth, border, crop = {}, {}, {}, [slice(None)] * x.ndim
     for axis in merge:
         chunks[axis] = (x.shape[axis],)
     for axis, a in axes.items():
-        chunks[axis], out_chunks[axis], halo = a.chunks(x.chunks[axis])
-        depth[axis] = (0, halo)
-    x = _pad_crop(x, axes, pad_value).rechunk(tuple(chunks))
+        chunks[axis], out_chunks[axis], halo, (before, last) = a.chunks(x.chunks[axis])
+        crop[axis] = slice(0, sum(chunks[axis]))
+        depth[axis] = (0, halo if len(chunks[axis]) > 1 else 0)
+        border[axis] = (before, last, len(chunks[axis]))
+    x = x[tuple(crop)].rechunk(tuple(chunks))
     if any(h for _, h in depth.values()):
         x = _overlap(x, depth=depth, boundary="none", allow_rechunk=False)
-    return x, out_chunks
+    return x, out_chunks, border
+
+
+def _with_border(block, *args, op, border, pad_value, block_id, **kwargs):
+    """``op(block, *args, **kwargs)`` on the block padded with `pad_value` where it meets
+    the array's borders: the op's padding, applied once, as the whole array would have it
+    (the last block also drops input that no window reads)."""
+    widths = [(0, 0)] * block.ndim
+    trim = [slice(None)] * block.ndim
+    for axis, (before, last, blocks) in border.items():
+        lo = before if block_id[axis] == 0 else 0
+        if block_id[axis] == blocks - 1:
+            widths[axis] = (lo, max(0, last - lo - block.shape[axis]))
+            trim[axis] = slice(0, last)
+        else:
+            widths[axis] = (lo, 0)
+    if any(w != (0, 0) for w in widths):
+        block = np.pad(block, widths, constant_values=pad_value)
+    return op(block[tuple(trim)], *args, **kwargs)
 
 
 def _spatial(ndim):
@@ -250,11 +263,12 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, a
     _, _, _, g, groups = v.conv2d_args(_meta(x), weight, bias, stride, padding, dilation, groups)
     if algorithm == "auto":
         algorithm = _choose_algorithm(x.shape, weight.shape, g, groups, x.dtype)
-    blocks, out_chunks = _halo_blocks(x, _conv_axes(4, x.shape, g), 0.0, merge=(1,))
+    blocks, out_chunks, border = _halo_blocks(x, _conv_axes(4, x.shape, g), merge=(1,))
     w = dask.delayed(weight, pure=True)
     b = None if bias is None else dask.delayed(bias, pure=True)
     return da.map_blocks(
-        _conv2d_block, blocks, w, b, stride=(g.stride_h, g.stride_w), dilation=(g.dilation_h, g.dilation_w),
+        _with_border, blocks, w, b, op=_conv2d_block, border=border, pad_value=0.0,
+        stride=(g.stride_h, g.stride_w), dilation=(g.dilation_h, g.dilation_w),
         groups=groups, algorithm=algorithm, chunks=_output_chunks(blocks, out_chunks, {1: (weight.shape[0],)}),
         dtype=x.dtype, meta=np.empty((0, 0, 0, 0), dtype=x.dtype))
 
@@ -373,8 +387,9 @@ def _sum_pool_block(x, *, kernel_size, stride):
 
 
 def _pool(x, block, g, pad_value, **kwargs):
-    blocks, out_chunks = _halo_blocks(x, _conv_axes(x.ndim, x.shape, g), pad_value)
-    return da.map_blocks(block, blocks, kernel_size=(g.kernel_h, g.kernel_w), stride=(g.stride_h, g.stride_w),
+    blocks, out_chunks, border = _halo_blocks(x, _conv_axes(x.ndim, x.shape, g))
+    return da.map_blocks(_with_border, blocks, op=block, border=border, pad_value=pad_value,
+                         kernel_size=(g.kernel_h, g.kernel_w), stride=(g.stride_h, g.stride_w),
                          chunks=_output_chunks(blocks, out_chunks), dtype=x.dtype,
                          meta=np.empty((0,) * x.ndim, dtype=x.dtype), **kwargs)
 
@@ -517,8 +532,9 @@ def convolve2d(in1, in2, mode="full"):
         length, start = _mode_window(n, m, mode)
         # full[r] reads the input zero-padded by m - 1 on each side at [r, r + m).
         axes[axis] = _Axis(n, m, 1, m - 1 - start, length)
-    blocks, out_chunks = _halo_blocks(in1, axes, 0.0)
-    return da.map_blocks(_convolve2d_block, blocks, dask.delayed(in2, pure=True),
+    blocks, out_chunks, border = _halo_blocks(in1, axes)
+    return da.map_blocks(_with_border, blocks, dask.delayed(in2, pure=True), op=_convolve2d_block, border=border,
+                         pad_value=0.0,
                          chunks=_output_chunks(blocks, out_chunks), dtype=in1.dtype,
                          meta=np.empty((0, 0), dtype=in1.dtype))
 

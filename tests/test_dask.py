@@ -216,13 +216,16 @@ def test_one_chunk_and_chunks_smaller_than_the_kernel():
 
 
 def test_halo_chunks_start_at_whole_output_windows():
-    # Input chunks of 5 rows, stride 2, kernel 3, padding 1: chunks move to even padded
-    # positions and each block reaches one row (span - stride) into the next.
+    # Input chunks of 5 rows, stride 2, kernel 3, padding 1: each chunk starts where a
+    # window starts (an even padded position), near the input's own chunk starts, and
+    # borrows one row (span - stride) from the chunk after it.
     x = da.zeros((1, 1, 20, 20), chunks=(1, 1, 5, 20))
     axis = fd._conv_axes(4, x.shape, fastconv._validation.pool_geometry((20, 20), 3, 2, 1))[2]
-    padded, out_chunks, halo = axis.chunks(x.chunks[2])
-    assert halo == 1 and sum(out_chunks) == 10 and all(c % 2 == 0 for c in padded[:-1])
-    assert sum(padded) == axis.length == 21
+    in_chunks, out_chunks, halo, border = axis.chunks(x.chunks[2])
+    starts = np.cumsum((0,) + in_chunks[:-1])
+    assert in_chunks == (5, 4, 6, 5) and out_chunks == (3, 2, 3, 2) and halo == 1
+    assert all((start + 1) % 2 == 0 for start in starts)
+    assert border == (1, 5)    # one row of padding before; the last block's 2 windows span 5 rows
 
 
 # ---------------------------------------------------------------------------
