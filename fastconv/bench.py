@@ -471,7 +471,7 @@ def run(sections=None, repeats=7, num_threads=None, with_reference=True, dtypes=
     cases = []
     with fastconv.threads(num_threads):
         ceilings = {"gemm": gemm_rate(), "copy": copy_bandwidth()}
-        for name in sections or SECTIONS:
+        for name in sections or DEFAULT_SECTIONS:
             for case in SECTIONS[name](torch, dtypes=dtypes, with_reference=with_reference):
                 case.times = interleaved_medians(case.impls, repeats)
                 cases.append(case)
@@ -514,7 +514,7 @@ def run_scaling(sections=None, repeats=7, counts=(1, 2), dtypes=("float32",), ou
     does not double with the second core, that copy's speed-up is the ceiling."""
     lo, hi = counts
     cases = []
-    for name in sections or SECTIONS:
+    for name in sections or DEFAULT_SECTIONS:
         for case in SECTIONS[name](None, dtypes=dtypes, with_reference=False):
             fn = case.impls["fastconv"]
 
@@ -540,3 +540,79 @@ def run_scaling(sections=None, repeats=7, counts=(1, 2), dtypes=("float32",), ou
 from fastconv._bench_nets import net_cases  # noqa: E402
 
 SECTIONS["nets"] = net_cases
+
+
+# ---------------------------------------------------------------------------
+# fastconv.dask on a LocalCluster
+
+#: The dask section's sizes: an 8192x8192 float32 image by a 5x5 kernel in 2048x2048 chunks,
+#: and 200,000 digits (1x8x8) scored in batches of 10,000, on a LocalCluster of 2 worker
+#: processes with 1 thread each.
+DASK_IMAGE, DASK_KERNEL, DASK_CHUNK = 8192, 5, 2048
+DASK_IMAGES, DASK_BATCH, DASK_WORKERS = 200_000, 10_000, 2
+
+
+def dask_cases(torch, dtypes=("float32", "float64"), with_reference=True):
+    """`fastconv.dask` on a LocalCluster (float32 only): ``convolve2d`` against
+    ``dask_image.ndfilters.convolve`` (scipy.ndimage's true convolution, zero boundary) on
+    the same cluster and chunks and against in-memory ``fastconv.convolve2d``; ``predict``
+    of the digits model against its in-memory forward in the same batches. Each dask call
+    persists its result on the workers and waits (nothing comes back to this process).
+    Needs ``pip install fastconv[dask] dask-image``; the section is empty without them."""
+    if "float32" not in dtypes:
+        return
+    try:
+        import dask.array as da
+        import distributed
+        from dask_image import ndfilters
+    except ImportError:
+        return
+    import fastconv.dask as fd
+    from fastconv.training import lenet
+
+    cluster = distributed.LocalCluster(n_workers=DASK_WORKERS, threads_per_worker=1, processes=True,
+                                       dashboard_address=None)
+    client = distributed.Client(cluster)
+    try:
+        def on_cluster(make):
+            def call():
+                distributed.wait(client.persist(make()))
+            return call
+
+        n, c = DASK_IMAGE, DASK_CHUNK
+        image = client.persist(da.random.default_rng(0).standard_normal((n, n), dtype=np.float32, chunks=c))
+        kernel = np.random.default_rng(1).standard_normal((DASK_KERNEL, DASK_KERNEL)).astype(np.float32)
+        local = image.compute()
+        # The three agree (dask-image to rounding: scipy sums in another order).
+        corner = (slice(c - 8, c + 8),) * 2
+        want = fastconv.convolve2d(local[:c + 16, :c + 16], kernel, "same")[corner]
+        got = fd.convolve2d(image, kernel, "same")[corner].compute()
+        theirs = ndfilters.convolve(image, kernel, mode="constant", cval=0.0)[corner].compute()
+        assert np.array_equal(got, want) and np.allclose(theirs, want, rtol=1e-4, atol=1e-4)
+        impls = {"fastconv": on_cluster(lambda: fd.convolve2d(image, kernel, "same")),
+                 "dask-image": on_cluster(lambda: ndfilters.convolve(image, kernel, mode="constant", cval=0.0)),
+                 "in-memory": lambda: fastconv.convolve2d(local, kernel, "same")}
+        yield Case("dask convolve2d", f"{n}x{n}*{DASK_KERNEL}x{DASK_KERNEL} chunks {c}", "float32", impls,
+                   flops=2.0 * n * n * DASK_KERNEL ** 2, note=DASK_NOTE)
+
+        model = lenet(rng=0)
+        images = client.persist(da.random.default_rng(2).random((DASK_IMAGES, 1, 8, 8), dtype=np.float32,
+                                                                chunks=(DASK_BATCH, 1, 8, 8)))
+        local_images = images.compute()
+
+        def in_memory():
+            for i in range(0, DASK_IMAGES, DASK_BATCH):
+                model.forward(local_images[i:i + DASK_BATCH], training=False)
+
+        impls = {"fastconv": on_cluster(lambda: fd.predict(model, images)), "in-memory": in_memory}
+        yield Case("dask predict", f"digits lenet {DASK_IMAGES} imgs", "float32", impls, note=DASK_NOTE)
+    finally:
+        client.close()
+        cluster.close()
+
+
+DASK_NOTE = (f"dask: fastconv = fastconv.dask on a LocalCluster of {DASK_WORKERS} worker processes x 1 thread; "
+             f"in-memory = the same op in this process at fastconv's thread count")
+SECTIONS["dask"] = dask_cases
+#: What runs without --sections: all but dask, which starts a cluster and needs dask installed.
+DEFAULT_SECTIONS = [name for name in SECTIONS if name != "dask"]

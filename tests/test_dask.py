@@ -1,0 +1,378 @@
+"""fastconv.dask against the in-memory ops: random shapes and chunkings (hypothesis, on
+the synchronous scheduler), and on a real two-process distributed.LocalCluster: every op,
+a worker killed mid-computation, the model and weights shipped once, the worker's threads."""
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+
+da = pytest.importorskip("dask.array")
+distributed = pytest.importorskip("distributed")
+from conftest import assert_close  # noqa: E402
+from hypothesis import assume, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+import fastconv  # noqa: E402
+import fastconv.dask as fd  # noqa: E402
+from fastconv import _validation as v  # noqa: E402
+from fastconv.convolution import _choose_algorithm  # noqa: E402
+
+DTYPES = (np.float32, np.float64)
+SYNC = dict(scheduler="synchronous")
+EXAMPLES = settings(max_examples=12, deadline=None)
+
+
+@pytest.fixture(scope="module")
+def client():
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                       dashboard_address=None)
+    client = distributed.Client(cluster)
+    yield client
+    client.close()
+    cluster.close()
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Single-threaded in-process ops: the arrays are tiny, and on a loaded machine a
+    thread team waiting at its barrier for a descheduled member costs more than the op."""
+    with fastconv.threads(1):
+        yield
+
+
+def assert_same(got, expected):
+    """Bitwise equal (NaNs in the same places), with the in-memory op's shape and dtype."""
+    got = np.asarray(got)
+    assert got.shape == expected.shape and got.dtype == expected.dtype, (got.shape, expected.shape)
+    np.testing.assert_array_equal(got, expected)
+
+
+# ---------------------------------------------------------------------------
+# Strategies
+
+@st.composite
+def chunking(draw, n, max_cuts=4):
+    """Chunk sizes of an axis of length n: any, including size 1 and a single chunk."""
+    if n <= 1:
+        return (n,)
+    cuts = sorted(draw(st.lists(st.integers(1, n - 1), max_size=max_cuts, unique=True)))
+    edges = [0] + cuts + [n]
+    return tuple(b - a for a, b in zip(edges, edges[1:]))
+
+
+@st.composite
+def dask_images(draw, min_hw=1, channels=(1, 4)):
+    """(x, dx): an (N, C, H, W) array and the same as a randomly chunked dask array."""
+    dtype = draw(st.sampled_from(DTYPES))
+    shape = (draw(st.integers(0, 3)), draw(st.integers(*channels)),
+             draw(st.integers(min_hw, 20)), draw(st.integers(min_hw, 20)))
+    seed = draw(st.integers(0, 2**16))
+    x = np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+    chunks = tuple(draw(chunking(n, cuts)) for n, cuts in zip(shape, (1, 1, 3, 3)))
+    return x, da.from_array(x, chunks=chunks)
+
+
+def pairs(low, high):
+    return st.one_of(st.integers(low, high), st.tuples(st.integers(low, high), st.integers(low, high)))
+
+
+def _expected_or_skip(op, *args, **kwargs):
+    """The in-memory result, or the error it raises (the dask op must raise it too, at once)."""
+    try:
+        return op(*args, **kwargs), None
+    except (ValueError, TypeError) as error:
+        return None, error
+
+
+def check_against_memory(dask_op, memory_op, dx, x, exact=True, **kwargs):
+    expected, error = _expected_or_skip(memory_op, x, **kwargs)
+    if error is not None:
+        with pytest.raises(type(error)):
+            dask_op(dx, **kwargs)
+        assume(False)
+    got = dask_op(dx, **kwargs).compute(**SYNC)
+    (assert_same if exact else assert_close)(got, expected)
+
+
+# ---------------------------------------------------------------------------
+# Every op on random shapes and chunkings
+
+@EXAMPLES
+@given(data=dask_images(), k=pairs(1, 4), stride=pairs(1, 3), padding=pairs(0, 2), dilation=pairs(1, 2),
+       out_channels=st.integers(1, 5), bias=st.booleans(), algorithm=st.sampled_from(["auto", "im2col", "direct"]),
+       seed=st.integers(0, 99))
+def test_conv2d(data, k, stride, padding, dilation, out_channels, bias, algorithm, seed):
+    x, dx = data
+    kh, kw = (k, k) if isinstance(k, int) else k
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal((out_channels, x.shape[1], kh, kw)).astype(x.dtype)
+    b = rng.standard_normal(out_channels).astype(x.dtype) if bias else None
+    check_against_memory(lambda a, **kw_: fd.conv2d(a, w, b, **kw_), lambda a, **kw_: fastconv.conv2d(a, w, b, **kw_),
+                         dx, x, exact=_runs_direct(x, w, stride, padding, dilation, algorithm), stride=stride,
+                         padding=padding, dilation=dilation, algorithm=algorithm)
+
+
+def _runs_direct(x, w, stride, padding, dilation, algorithm):
+    """Whether conv2d runs the direct algorithm, which sums each output in the same order
+    in every block; im2col's BLAS GEMM blocks its sums by the matrix sizes, so a block's
+    result may differ from the whole array's in the last bits."""
+    if algorithm != "auto":
+        return algorithm == "direct"
+    try:
+        _, _, _, g, _ = v.conv2d_args(x, w, None, stride, padding, dilation, 1)
+    except (ValueError, TypeError):
+        return True
+    return _choose_algorithm(x.shape, w.shape, g, 1, x.dtype) == "direct"
+
+
+@EXAMPLES
+@given(data=dask_images(channels=(2, 4)), k=pairs(1, 3), seed=st.integers(0, 99))
+def test_conv2d_same_and_groups(data, k, seed):
+    x, dx = data
+    kh, kw = (k, k) if isinstance(k, int) else k
+    groups = 2 if x.shape[1] % 2 == 0 else 1
+    w = np.random.default_rng(seed).standard_normal((4, x.shape[1] // groups, kh, kw)).astype(x.dtype)
+    check_against_memory(lambda a, **kw_: fd.conv2d(a, w, **kw_), lambda a, **kw_: fastconv.conv2d(a, w, **kw_),
+                         dx, x, padding="same", groups=groups)
+
+
+@EXAMPLES
+@given(data=dask_images(), k=pairs(1, 4), stride=pairs(1, 3), padding=pairs(0, 2), dilation=pairs(1, 2),
+       output_padding=pairs(0, 1), groups=st.sampled_from([1, 2]), seed=st.integers(0, 99))
+def test_conv_transpose2d(data, k, stride, padding, dilation, output_padding, groups, seed):
+    x, dx = data
+    assume(x.shape[1] % groups == 0)
+    kh, kw = (k, k) if isinstance(k, int) else k
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal((x.shape[1], 3, kh, kw)).astype(x.dtype)
+    b = rng.standard_normal(3 * groups).astype(x.dtype)
+    check_against_memory(lambda a, **kw_: fd.conv_transpose2d(a, w, b, **kw_),
+                         lambda a, **kw_: fastconv.conv_transpose2d(a, w, b, **kw_), dx, x, stride=stride,
+                         padding=padding, output_padding=output_padding, groups=groups, dilation=dilation)
+
+
+pool_args = dict(k=pairs(1, 4), stride=st.one_of(st.none(), pairs(1, 3)), padding=pairs(0, 2),
+                 ceil_mode=st.booleans())
+
+
+@EXAMPLES
+@given(data=dask_images(), dilation=pairs(1, 2), unbatched=st.booleans(), nan=st.booleans(), **pool_args)
+def test_max_pool2d(data, k, stride, padding, ceil_mode, dilation, unbatched, nan):
+    x, dx = data
+    if nan and x.size:
+        x = x.copy()
+        x.reshape(-1)[:: 7] = np.nan
+        dx = da.from_array(x, chunks=dx.chunks)
+    if unbatched and x.shape[0]:
+        x, dx = x[0], dx[0]
+    check_against_memory(fd.max_pool2d, fastconv.max_pool2d, dx, x, kernel_size=k, stride=stride,
+                         padding=padding, dilation=dilation, ceil_mode=ceil_mode)
+
+
+@EXAMPLES
+@given(data=dask_images(), count_include_pad=st.booleans(),
+       divisor_override=st.one_of(st.none(), st.integers(1, 7)), **pool_args)
+def test_avg_pool2d(data, k, stride, padding, ceil_mode, count_include_pad, divisor_override):
+    x, dx = data
+    check_against_memory(fd.avg_pool2d, fastconv.avg_pool2d, dx, x, kernel_size=k, stride=stride,
+                         padding=padding, ceil_mode=ceil_mode, count_include_pad=count_include_pad,
+                         divisor_override=divisor_override)
+
+
+@EXAMPLES
+@given(data=dask_images(), **pool_args)
+def test_sum_pool2d(data, k, stride, padding, ceil_mode):
+    x, dx = data
+    check_against_memory(fd.sum_pool2d, fastconv.sum_pool2d, dx, x, kernel_size=k, stride=stride,
+                         padding=padding, ceil_mode=ceil_mode)
+
+
+@EXAMPLES
+@given(dtype=st.sampled_from(DTYPES), shape=st.tuples(st.integers(1, 30), st.integers(1, 30)),
+       kernel=st.tuples(st.integers(1, 7), st.integers(1, 7)), mode=st.sampled_from(["full", "same", "valid"]),
+       data=st.data())
+def test_convolve2d(dtype, shape, kernel, mode, data):
+    rng = np.random.default_rng(0)
+    image = rng.standard_normal(shape).astype(dtype)
+    k = rng.standard_normal(kernel).astype(dtype)
+    chunks = tuple(data.draw(chunking(n)) for n in shape)
+    # Bitwise where the in-memory op's border windows sum in the interior's order; its
+    # clipped border loops may round differently, so the comparison is to rounding.
+    check_against_memory(lambda a, **kw: fd.convolve2d(a, k, **kw), lambda a, **kw: fastconv.convolve2d(a, k, **kw),
+                         da.from_array(image, chunks=chunks), image, exact=False, mode=mode)
+
+
+def test_one_chunk_and_chunks_smaller_than_the_kernel():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((1, 2, 13, 11)).astype(np.float32)
+    w = rng.standard_normal((4, 2, 5, 5)).astype(np.float32)
+    for chunks in ((1, 2, 13, 11), (1, 1, 1, 1), (1, 2, 2, 3), (1, 1, 7, 4)):
+        dx = da.from_array(x, chunks=chunks)
+        assert_same(fd.conv2d(dx, w, stride=3, padding=2).compute(**SYNC), fastconv.conv2d(x, w, stride=3, padding=2))
+        assert_same(fd.max_pool2d(dx, 5, 3, 2, ceil_mode=True).compute(**SYNC),
+                    fastconv.max_pool2d(x, 5, 3, 2, ceil_mode=True))
+
+
+def test_halo_chunks_start_at_whole_output_windows():
+    # Input chunks of 5 rows, stride 2, kernel 3, padding 1: each chunk starts where a
+    # window starts (an even padded position), near the input's own chunk starts, and
+    # borrows one row (span - stride) from the chunk after it.
+    x = da.zeros((1, 1, 20, 20), chunks=(1, 1, 5, 20))
+    axis = fd._conv_axes(4, x.shape, fastconv._validation.pool_geometry((20, 20), 3, 2, 1))[2]
+    in_chunks, out_chunks, halo, border = axis.chunks(x.chunks[2])
+    starts = np.cumsum((0,) + in_chunks[:-1])
+    assert in_chunks == (5, 4, 6, 5) and out_chunks == (3, 2, 3, 2) and halo == 1
+    assert all((start + 1) % 2 == 0 for start in starts[1:])   # (the first starts in the padding)
+    assert border == (1, 5)    # one row of padding before; the last block's 2 windows span 5 rows
+
+
+# ---------------------------------------------------------------------------
+# Validation before any task runs
+
+def _poisoned(shape, dtype=np.float32):
+    """A dask array whose computation fails: building a graph on it must not compute it."""
+    def fail(block):
+        raise AssertionError("a task ran")
+    return da.zeros(shape, dtype=dtype, chunks=2).map_blocks(fail, dtype=dtype)
+
+
+@pytest.mark.parametrize("call, error, name", [
+    (lambda x: fd.conv2d(x, np.zeros((2, 3, 3, 3), np.float32), stride=0), ValueError, "stride"),
+    (lambda x: fd.conv2d(x, np.zeros((2, 3, 3, 3), np.float64)), TypeError, "weight"),
+    (lambda x: fd.conv2d(x, np.zeros((2, 4, 3, 3), np.float32)), ValueError, "weight"),
+    (lambda x: fd.conv2d(x, da.zeros((2, 3, 3, 3), np.float32)), TypeError, "weight"),
+    (lambda x: fd.conv2d(x, np.zeros((2, 3, 3, 3), np.float32), algorithm="fft"), ValueError, "algorithm"),
+    (lambda x: fd.conv_transpose2d(x, np.zeros((3, 2, 3, 3), np.float32), output_padding=2), ValueError,
+     "output_padding"),
+    (lambda x: fd.max_pool2d(x, 2, padding=2), ValueError, "padding"),
+    (lambda x: fd.max_pool2d(x, 20), ValueError, "kernel_size"),
+    (lambda x: fd.avg_pool2d(x, 2, divisor_override=0), ValueError, "divisor_override"),
+    (lambda x: fd.avg_pool2d(x, 2, count_include_pad=1), TypeError, "count_include_pad"),
+    (lambda x: fd.sum_pool2d(x, 2, ceil_mode="yes"), TypeError, "ceil_mode"),
+    (lambda x: fd.convolve2d(x[0, 0], np.ones((3, 3), np.float32), mode="circular"), ValueError, "mode"),
+    (lambda x: fd.convolve2d(x, np.ones((3, 3), np.float32)), ValueError, "in1"),
+    (lambda x: fd.convolve2d(x[0, 0], np.ones((9, 2), np.float32), mode="valid"), ValueError, "valid"),
+    (lambda x: fd.predict(fastconv.Sequential(fastconv.ReLU()), x, batch_size=0), ValueError, "batch_size"),
+    (lambda x: fd.predict(object(), x), TypeError, "model"),
+])
+def test_invalid_arguments_raise_before_compute(call, error, name):
+    with pytest.raises(error, match=name):
+        call(_poisoned((2, 3, 6, 6)))
+
+
+def test_wrong_dtype_and_unknown_chunks():
+    with pytest.raises(TypeError, match="x must have dtype"):
+        fd.max_pool2d(da.zeros((1, 1, 4, 4), dtype=np.int32), 2)
+    x = da.zeros((8, 1, 4, 4), chunks=2)
+    with pytest.raises(ValueError, match="unknown chunk sizes"):
+        fd.max_pool2d(x[x[:, 0, 0, 0] > 0], 2)
+
+
+# ---------------------------------------------------------------------------
+# On a two-process LocalCluster
+
+def _all_ops(x, dtype):
+    rng = np.random.default_rng(2)
+    w = rng.standard_normal((4, x.shape[1], 3, 3)).astype(dtype)
+    b = rng.standard_normal(4).astype(dtype)
+    wt = rng.standard_normal((x.shape[1], 2, 3, 3)).astype(dtype)
+    k = rng.standard_normal((5, 5)).astype(dtype)
+    return {
+        "conv2d": lambda m, a: m.conv2d(a, w, b, stride=2, padding=1),
+        "conv_transpose2d": lambda m, a: m.conv_transpose2d(a, wt, None, stride=2, padding=1, output_padding=1),
+        "max_pool2d": lambda m, a: m.max_pool2d(a, 3, 2, 1, ceil_mode=True),
+        "avg_pool2d": lambda m, a: m.avg_pool2d(a, 3, 2, 1, ceil_mode=True, count_include_pad=False),
+        "sum_pool2d": lambda m, a: m.sum_pool2d(a, 2),
+        "convolve2d": lambda m, a: m.convolve2d(a[0, 0], k, "same"),
+    }
+
+
+def test_every_op_on_the_cluster(client):
+    lazy, expected = [], []
+    for dtype in DTYPES:
+        x = np.random.default_rng(3).standard_normal((3, 2, 45, 38)).astype(dtype)
+        dx = da.from_array(x, chunks=(3, 2, 23, 20))
+        for name, op in _all_ops(x, dtype).items():
+            lazy.append(op(fd, dx))
+            expected.append((name, op(fastconv, x)))
+    for got, (name, want) in zip(client.compute(lazy, sync=True), expected):
+        (assert_close if name == "convolve2d" else assert_same)(got, want)
+
+
+def test_a_killed_worker_is_retried_and_the_result_is_exact(client):
+    x = np.random.default_rng(4).standard_normal((4, 2, 40, 40)).astype(np.float32)
+    w = np.random.default_rng(5).standard_normal((3, 2, 3, 3)).astype(np.float32)
+
+    def slow(block):
+        time.sleep(0.4)
+        return block
+
+    dx = da.from_array(x, chunks=(1, 2, 20, 40)).map_blocks(slow, dtype=x.dtype)
+    future = client.compute(fd.conv2d(dx, w, padding=1))
+    pids = client.run(os.getpid)
+    deadline = time.monotonic() + 10
+    while not any(client.processing().values()) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    busy = [address for address, tasks in client.processing().items() if tasks]
+    victim = busy[0] if busy else next(iter(pids))
+    os.kill(pids[victim], signal.SIGKILL)
+    assert_same(future.result(timeout=60), fastconv.conv2d(x, w, padding=1))
+    assert victim not in client.scheduler_info()["workers"]
+    client.wait_for_workers(2, timeout=30)
+
+
+def test_tasks_run_with_the_workers_thread_count(client):
+    def probe():
+        with fd._threads_context():
+            return fd._task_threads(), fastconv.get_num_threads()
+
+    assert client.submit(probe, pure=False).result() == (1, 1)
+    assert fd._task_threads() is None           # outside a worker: fastconv's default
+
+
+def test_a_workers_threads_are_shared_by_its_executing_tasks(monkeypatch):
+    from types import SimpleNamespace
+
+    for executing, expected in ((1, 4), (2, 2), (3, 1), (8, 1), (0, 4)):
+        state = SimpleNamespace(nthreads=4, executing=set(range(executing)))
+        monkeypatch.setattr(distributed, "get_worker", lambda state=state: SimpleNamespace(state=state))
+        assert fd._task_threads() == expected
+
+
+def _data_keys(graph, value):
+    """Keys of the graph's literal-data nodes holding `value`."""
+    return [k for k, node in graph.items() if getattr(node, "value", None) is value]
+
+
+def test_predict_digits_on_the_cluster_ships_the_model_once(client):
+    pytest.importorskip("sklearn")
+    from fastconv.training import lenet, load_digits
+
+    model = lenet(rng=0)
+    x = load_digits()[0]
+    y = fd.predict(model, da.from_array(x, chunks=(100, 1, 8, 8)), batch_size=300)
+    assert y.chunks[0] == tuple(np.diff(np.r_[0:len(x):300, len(x)]))
+    graph = dict(y.__dask_graph__())
+    (key,) = _data_keys(graph, model)
+    forward = [node for k, node in graph.items() if k[0].startswith("_forward_block")]
+    assert len(forward) == y.numblocks[0] and all(key in node.dependencies for node in forward)
+    assert_same(y.compute(), model.forward(x, training=False))
+
+
+def test_conv2d_weight_is_one_key():
+    x = da.zeros((4, 3, 16, 16), dtype=np.float32, chunks=(1, 1, 5, 5))
+    w = np.ones((2, 3, 3, 3), np.float32)
+    graph = dict(fd.conv2d(x, w).__dask_graph__())
+    weight_keys = [k for k, node in graph.items() if isinstance(getattr(node, "value", None), np.ndarray)
+                   and node.value.shape == w.shape]
+    assert len(weight_keys) == 1
+
+
+def test_predict_of_a_model_that_keeps_image_axes():
+    model = fastconv.Sequential(fastconv.Conv2D(3, 4, 3, padding=1, rng=0), fastconv.ReLU(), fastconv.MaxPool2D(2))
+    x = np.random.default_rng(6).standard_normal((10, 3, 8, 8)).astype(np.float32)
+    y = fd.predict(model, da.from_array(x, chunks=(3, 1, 4, 4)), batch_size=4)
+    assert y.chunks == ((4, 4, 2), (4,), (4,), (4,))
+    assert_same(y.compute(**SYNC), model.forward(x, training=False))
