@@ -1,0 +1,214 @@
+/* One dtype's Winograd kernels (included by winograd.h with WG_T, WG_SUF, WG_M,
+ * WG_BT, WG_AT defined). A task is a chunk of up to WG_NV * WG_L consecutive
+ * tiles of the flattened (image, tile row, tile column) grid; it runs in its
+ * thread's workspace, laid out (values)
+ *
+ *     V  [WG_P points][Cg channels][TS]   transformed input tiles, tile-fastest
+ *     Mb [WG_P points][Kp channels][T]    their products with the weights
+ *     P  [WG_N rows][WG_M phases][TS]     one tile row's input rows, columns split
+ *     Z  [WG_N points][WG_M phases][TS]   ... by phase mod WG_M, and their column transform
+ *     Y  [WG_M][WG_M][WG_L]               one vector of output tiles
+ *
+ * with T = WG_NV * WG_L tiles and TS = T + WG_L (room for a vector past a segment).
+ * Splitting columns by phase mod WG_M puts column j of tile tx at phase j % WG_M,
+ * index tx + j / WG_M: contiguous in tx, so both transforms run on whole vectors
+ * of tiles, one tile per lane. */
+
+#if WG_VECTORS
+typedef WG_T WG_V __attribute__((vector_size(WG_VBYTES)));
+#else
+typedef WG_T WG_V;
+#endif
+
+WG_INLINE WG_V WG_FN(wg_load)(const WG_T *p) { WG_V v; memcpy(&v, p, sizeof v); return v; }
+WG_INLINE void WG_FN(wg_store)(WG_T *p, WG_V v) { memcpy(p, &v, sizeof v); }
+/* s - 0 broadcasts (and folds); s + 0 would turn -0 into +0 */
+WG_INLINE WG_V WG_FN(wg_bcast)(WG_T s) { WG_V zero = {0}; return s - zero; }
+
+/* Tiles per chunk (one register tile's width). */
+static ptrdiff_t WG_FN(wg_chunk_tiles)(void) { return WG_NV * WG_L; }
+
+/* Values of one thread's workspace for Cg input and Kp output channels (Kp a
+ * multiple of WG_MR). */
+static ptrdiff_t WG_FN(wg_workspace)(ptrdiff_t Cg, ptrdiff_t Kp)
+{
+    const ptrdiff_t T = WG_NV * WG_L, TS = T + WG_L;
+    return WG_P * Cg * TS + WG_P * Kp * T + 2 * WG_N * WG_M * TS + WG_M * WG_M * WG_L;
+}
+
+/* M[r*ms + t] = sum_{c < Cg} U[c*WG_MR + r] * V[c*vs + t], r < WG_MR, t < T: the
+ * accumulators stay in registers over the whole channel sum. */
+WG_INLINE void WG_FN(wg_gemm)(const WG_T *U, const WG_T *V, ptrdiff_t Cg, ptrdiff_t vs, WG_T *M, ptrdiff_t ms)
+{
+    WG_V acc[WG_MR][WG_NV];
+    int r, v;
+    ptrdiff_t c;
+    WG_UNROLL
+    for (r = 0; r < WG_MR; r++) {
+        WG_UNROLL
+        for (v = 0; v < WG_NV; v++)
+            acc[r][v] = WG_FN(wg_bcast)(0);
+    }
+    for (c = 0; c < Cg; c++) {
+        WG_V x[WG_NV];
+        WG_UNROLL
+        for (v = 0; v < WG_NV; v++)
+            x[v] = WG_FN(wg_load)(V + c * vs + v * WG_L);
+        WG_UNROLL
+        for (r = 0; r < WG_MR; r++) {
+            const WG_V w = WG_FN(wg_bcast)(U[c * WG_MR + r]);
+            WG_UNROLL
+            for (v = 0; v < WG_NV; v++)
+                acc[r][v] += w * x[v];
+        }
+    }
+    WG_UNROLL
+    for (r = 0; r < WG_MR; r++) {
+        WG_UNROLL
+        for (v = 0; v < WG_NV; v++)
+            WG_FN(wg_store)(M + r * ms + v * WG_L, acc[r][v]);
+    }
+}
+
+/* The input transforms of `len` tiles of one tile row of one channel: tile l's
+ * input is plane rows iy0 .. iy0 + WG_N, columns ix0 + l*WG_M .. + WG_N (zero outside
+ * the H x W plane); point (a, b) of tile l goes to V[(a*WG_N + b)*vs + l]. Writes up to
+ * a vector past l = len - 1 (TS leaves room). */
+static void WG_FN(wg_input_segment)(const WG_T *plane, ptrdiff_t H, ptrdiff_t W, ptrdiff_t iy0, ptrdiff_t ix0,
+                                    ptrdiff_t len, WG_T *P, WG_T *Z, WG_T *V, ptrdiff_t vs)
+{
+    const ptrdiff_t L = WG_L, TS = WG_NV * WG_L + WG_L;
+    const ptrdiff_t nq = (len + L - 1) / L * L, nz = nq + L;
+    ptrdiff_t i, ph, q, a, b, j;
+    for (i = 0; i < WG_N; i++) {
+        const ptrdiff_t iy = iy0 + i;
+        WG_T *prow = P + i * WG_M * TS;
+        if (iy < 0 || iy >= H) {
+            for (ph = 0; ph < WG_M; ph++)
+                memset(prow + ph * TS, 0, nz * sizeof(WG_T));
+            continue;
+        }
+        const WG_T *row = plane + iy * W;
+        if (ix0 >= 0 && ix0 + (nz - 1) * WG_M + WG_M <= W) { /* wholly inside the row */
+            const WG_T *src = row + ix0;
+            for (q = 0; q < nz; q++)
+                for (ph = 0; ph < WG_M; ph++)
+                    prow[ph * TS + q] = src[q * WG_M + ph];
+        } else {
+            for (q = 0; q < nz; q++)
+                for (ph = 0; ph < WG_M; ph++) {
+                    const ptrdiff_t col = ix0 + q * WG_M + ph;
+                    prow[ph * TS + q] = (col >= 0 && col < W) ? row[col] : (WG_T)0;
+                }
+        }
+    }
+    for (ph = 0; ph < WG_M; ph++)
+        for (q = 0; q < nz; q += L) {
+            WG_V d[WG_N], z[WG_N];
+            WG_UNROLL
+            for (i = 0; i < WG_N; i++)
+                d[i] = WG_FN(wg_load)(P + (i * WG_M + ph) * TS + q);
+            WG_BT(WG_V, WG_T, d, z);
+            WG_UNROLL
+            for (a = 0; a < WG_N; a++)
+                WG_FN(wg_store)(Z + (a * WG_M + ph) * TS + q, z[a]);
+        }
+    for (a = 0; a < WG_N; a++)
+        for (q = 0; q < nq; q += L) {
+            WG_V d[WG_N], z[WG_N];
+            WG_UNROLL
+            for (j = 0; j < WG_N; j++)
+                d[j] = WG_FN(wg_load)(Z + (a * WG_M + j % WG_M) * TS + q + j / WG_M);
+            WG_BT(WG_V, WG_T, d, z);
+            WG_UNROLL
+            for (b = 0; b < WG_N; b++)
+                WG_FN(wg_store)(V + (a * WG_N + b) * vs + q, z[b]);
+        }
+}
+
+/* The output transforms of `len` tiles of one tile row of one output channel:
+ * tile l's products at Mk[point*ms + l]; its WG_M x WG_M outputs plus `bias` go to
+ * o[(oy0 + r)*Wo + ox0 + l*WG_M + s], clipped to Ho x Wo. Y: one vector of tiles. */
+static void WG_FN(wg_output_segment)(const WG_T *Mk, ptrdiff_t ms, WG_T bias, WG_T *o, ptrdiff_t Ho,
+                                     ptrdiff_t Wo, ptrdiff_t oy0, ptrdiff_t ox0, ptrdiff_t len, WG_T *Y)
+{
+    const ptrdiff_t L = WG_L;
+    const WG_V b = WG_FN(wg_bcast)(bias);
+    ptrdiff_t q, a, j, r, s, l;
+    for (q = 0; q < len; q += L) {
+        WG_V rows[WG_N][WG_M];
+        WG_UNROLL
+        for (a = 0; a < WG_N; a++) {
+            WG_V m[WG_N];
+            WG_UNROLL
+            for (j = 0; j < WG_N; j++)
+                m[j] = WG_FN(wg_load)(Mk + (a * WG_N + j) * ms + q);
+            WG_AT(WG_V, WG_T, m, rows[a]);
+        }
+        WG_UNROLL
+        for (s = 0; s < WG_M; s++) {
+            WG_V col[WG_N], y[WG_M];
+            WG_UNROLL
+            for (a = 0; a < WG_N; a++)
+                col[a] = rows[a][s];
+            WG_AT(WG_V, WG_T, col, y);
+            WG_UNROLL
+            for (r = 0; r < WG_M; r++)
+                WG_FN(wg_store)(Y + (r * WG_M + s) * L, y[r] + b);
+        }
+        const ptrdiff_t lanes = len - q < L ? len - q : L;
+        for (r = 0; r < WG_M && oy0 + r < Ho; r++) {
+            WG_T *orow = o + (oy0 + r) * Wo;
+            for (l = 0; l < lanes; l++) {
+                const ptrdiff_t ox = ox0 + (q + l) * WG_M;
+                if (ox + WG_M <= Wo) {
+                    for (s = 0; s < WG_M; s++)
+                        orow[ox + s] = Y[(r * WG_M + s) * L + l];
+                } else {
+                    for (s = 0; ox + s < Wo; s++)
+                        orow[ox + s] = Y[(r * WG_M + s) * L + l];
+                }
+            }
+        }
+    }
+}
+
+/* One chunk: tiles first .. first + count (count <= WG_NV * WG_L) of the flattened
+ * (image, tile row, tile column) grid of out (N, K, Ho, Wo) = conv2d(x, w) + bias,
+ * x (N, C, H, W) read from offset (-pt, -pl), for every group. U: the transformed
+ * weights, (groups, WG_P, Kp / WG_MR, C / groups, WG_MR); work: wg_workspace(...) values. */
+static void WG_FN(wg_forward_chunk)(const WG_T *x, ptrdiff_t C, ptrdiff_t H, ptrdiff_t W, const WG_T *U,
+                                    ptrdiff_t Kp, const WG_T *bias, WG_T *out, ptrdiff_t K, ptrdiff_t Ho,
+                                    ptrdiff_t Wo, ptrdiff_t groups, ptrdiff_t pt, ptrdiff_t pl,
+                                    ptrdiff_t first, ptrdiff_t count, WG_T *work)
+{
+    const ptrdiff_t T = WG_NV * WG_L, TS = T + WG_L;
+    const ptrdiff_t Cg = C / groups, Kg = K / groups;
+    const ptrdiff_t tw = (Wo + WG_M - 1) / WG_M, per_image = (Ho + WG_M - 1) / WG_M * tw;
+    WG_T *V = work, *Mb = V + WG_P * Cg * TS, *P = Mb + WG_P * Kp * T, *Z = P + WG_N * WG_M * TS;
+    WG_T *Y = Z + WG_N * WG_M * TS;
+    ptrdiff_t g, s, c, k, pt_i, kb;
+    for (g = 0; g < groups; g++) {
+        for (s = 0; s < count;) {
+            const ptrdiff_t u = first + s, img = u / per_image, ty = u % per_image / tw, tx = u % tw;
+            const ptrdiff_t len = tw - tx < count - s ? tw - tx : count - s;
+            for (c = 0; c < Cg; c++)
+                WG_FN(wg_input_segment)(x + (img * C + g * Cg + c) * H * W, H, W, ty * WG_M - pt, tx * WG_M - pl,
+                                        len, P, Z, V + c * TS + s, Cg * TS);
+            s += len;
+        }
+        for (pt_i = 0; pt_i < WG_P; pt_i++)
+            for (kb = 0; kb < Kp / WG_MR; kb++)
+                WG_FN(wg_gemm)(U + ((g * WG_P + pt_i) * Kp + kb * WG_MR) * Cg, V + pt_i * Cg * TS, Cg, TS,
+                               Mb + (pt_i * Kp + kb * WG_MR) * T, T);
+        for (s = 0; s < count;) {
+            const ptrdiff_t u = first + s, img = u / per_image, ty = u % per_image / tw, tx = u % tw;
+            const ptrdiff_t len = tw - tx < count - s ? tw - tx : count - s;
+            for (k = 0; k < Kg; k++)
+                WG_FN(wg_output_segment)(Mb + k * T + s, Kp * T, bias[g * Kg + k],
+                                         out + (img * K + g * Kg + k) * Ho * Wo, Ho, Wo, ty * WG_M, tx * WG_M,
+                                         len, Y);
+            s += len;
+        }
+    }
+}
