@@ -29,6 +29,7 @@ transformed in float64 and rounded once. The bounds the tests guarantee are
 RTOL (relative to the largest reference output, for data of any scale).
 """
 import importlib
+
 import numpy as np
 
 from fastconv import _validation as v
