@@ -87,9 +87,9 @@ def transform_weights(weight, groups):
     Kg = K // groups
     mr = kernel.register_rows(dtype == np.float64)
     Kp = -(-Kg // mr) * mr
-    U = np.einsum("ik,ockl,jl->ijoc", G, weight.astype(np.float64), G).reshape(n * n, groups, Kg, Cg)
+    U = (G @ weight.astype(np.float64) @ G.T).reshape(groups, Kg, Cg, n * n)
     packed = np.zeros((groups, n * n, Kp, Cg), dtype=np.float64)
-    packed[:, :, :Kg] = U.transpose(1, 0, 2, 3)
+    packed[:, :, :Kg] = U.transpose(0, 3, 1, 2)
     packed = packed.reshape(groups, n * n, Kp // mr, mr, Cg).transpose(0, 1, 2, 4, 3)
     return np.ascontiguousarray(packed, dtype=dtype).reshape(-1), Kp
 

@@ -7,7 +7,7 @@
  *     Mb [WG_P points][Kp channels][T]    their products with the weights
  *     P  [WG_N rows][WG_M phases][TS]     one tile row's input rows, columns split
  *     Z  [WG_N points][WG_M phases][TS]   ... by phase mod WG_M, and their column transform
- *     Y  [WG_M][WG_M][WG_L]               one vector of output tiles
+ *     Y  [WG_M][TS] + [WG_M][WG_M][WG_L]  one padded input row, or one vector of output tiles
  *
  * with T = WG_NV * WG_L tiles and TS = T + WG_L (room for a vector past a segment).
  * Splitting columns by phase mod WG_M puts column j of tile tx at phase j % WG_M,
@@ -33,7 +33,7 @@ static ptrdiff_t WG_FN(wg_chunk_tiles)(void) { return WG_NV * WG_L; }
 static ptrdiff_t WG_FN(wg_workspace)(ptrdiff_t Cg, ptrdiff_t Kp)
 {
     const ptrdiff_t T = WG_NV * WG_L, TS = T + WG_L;
-    return WG_P * Cg * TS + WG_P * Kp * T + 2 * WG_N * WG_M * TS + WG_M * WG_M * WG_L;
+    return WG_P * Cg * TS + WG_P * Kp * T + 2 * WG_N * WG_M * TS + WG_M * TS + WG_M * WG_M * WG_L;
 }
 
 /* M[r*ms + t] = sum_{c < Cg} U[c*WG_MR + r] * V[c*vs + t], r < WG_MR, t < T: the
@@ -78,7 +78,9 @@ static void WG_FN(wg_input_segment)(const WG_T *plane, ptrdiff_t H, ptrdiff_t W,
                                     ptrdiff_t len, WG_T *P, WG_T *Z, WG_T *V, ptrdiff_t vs)
 {
     const ptrdiff_t L = WG_L, TS = WG_NV * WG_L + WG_L;
-    const ptrdiff_t nq = (len + L - 1) / L * L, nz = nq + L;
+    /* Z is needed at q <= len (tile l reads columns of q = l and l + 1); lanes past
+     * len - 1 compute garbage that no output reads */
+    const ptrdiff_t nq = (len + L - 1) / L * L, nz = (len + 1 + L - 1) / L * L, span = nz * WG_M;
     ptrdiff_t i, ph, q, a, b, j;
     for (i = 0; i < WG_N; i++) {
         const ptrdiff_t iy = iy0 + i;
@@ -88,18 +90,24 @@ static void WG_FN(wg_input_segment)(const WG_T *plane, ptrdiff_t H, ptrdiff_t W,
                 memset(prow + ph * TS, 0, nz * sizeof(WG_T));
             continue;
         }
+        /* columns ix0 .. ix0 + span of the row, zero outside it, then split by phase */
         const WG_T *row = plane + iy * W;
-        if (ix0 >= 0 && ix0 + (nz - 1) * WG_M + WG_M <= W) { /* wholly inside the row */
-            const WG_T *src = row + ix0;
-            for (q = 0; q < nz; q++)
-                for (ph = 0; ph < WG_M; ph++)
-                    prow[ph * TS + q] = src[q * WG_M + ph];
-        } else {
-            for (q = 0; q < nz; q++)
-                for (ph = 0; ph < WG_M; ph++) {
-                    const ptrdiff_t col = ix0 + q * WG_M + ph;
-                    prow[ph * TS + q] = (col >= 0 && col < W) ? row[col] : (WG_T)0;
-                }
+        const WG_T *src = row + ix0;
+        if (ix0 < 0 || ix0 + span > W) {
+            const ptrdiff_t lo = ix0 < 0 ? -ix0 : 0, hi = ix0 + span > W ? W - ix0 : span;
+            WG_T *line = Z + WG_N * WG_M * TS; /* scratch: Y and the rest of the workspace */
+            if (lo > 0)
+                memset(line, 0, (lo < span ? lo : span) * sizeof(WG_T));
+            if (hi > lo)
+                memcpy(line + lo, row + ix0 + lo, (hi - lo) * sizeof(WG_T));
+            if (hi < span)
+                memset(line + (hi > 0 ? hi : 0), 0, (span - (hi > 0 ? hi : 0)) * sizeof(WG_T));
+            src = line;
+        }
+        for (q = 0; q < nz; q++) {
+            WG_UNROLL
+            for (ph = 0; ph < WG_M; ph++)
+                prow[ph * TS + q] = src[q * WG_M + ph];
         }
     }
     for (ph = 0; ph < WG_M; ph++)
