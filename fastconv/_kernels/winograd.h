@@ -44,6 +44,12 @@
 #  define WG_NV 3
 #endif
 
+#if defined(__GNUC__) || defined(__clang__)
+#  define FC_RESTRICT_WG __restrict__
+#else
+#  define FC_RESTRICT_WG
+#endif
+
 #if defined(__clang__)
 #  define WG_UNROLL _Pragma("unroll")
 #elif defined(__GNUC__)

@@ -164,19 +164,21 @@ static void WG_FN(wg_output_segment)(const WG_T *Mk, ptrdiff_t ms, WG_T bias, WG
             for (r = 0; r < WG_M; r++)
                 WG_FN(wg_store)(Y + (r * WG_M + s) * L, y[r] + b);
         }
-        const ptrdiff_t lanes = len - q < L ? len - q : L;
+        /* lanes [0, full) are tiles wholly inside the row: their WG_M values interleave
+         * into one contiguous run (a fixed-size loop nest the compiler vectorises) */
+        const ptrdiff_t lanes = len - q < L ? len - q : L, ox = ox0 + q * WG_M;
+        const ptrdiff_t inside = (Wo - ox) / WG_M, full = inside < lanes ? inside : lanes;
         for (r = 0; r < WG_M && oy0 + r < Ho; r++) {
-            WG_T *orow = o + (oy0 + r) * Wo;
-            for (l = 0; l < lanes; l++) {
-                const ptrdiff_t ox = ox0 + (q + l) * WG_M;
-                if (ox + WG_M <= Wo) {
-                    for (s = 0; s < WG_M; s++)
-                        orow[ox + s] = Y[(r * WG_M + s) * L + l];
-                } else {
-                    for (s = 0; ox + s < Wo; s++)
-                        orow[ox + s] = Y[(r * WG_M + s) * L + l];
-                }
+            WG_T *FC_RESTRICT_WG orow = o + (oy0 + r) * Wo + ox;
+            const WG_T *FC_RESTRICT_WG yr = Y + r * WG_M * L;
+            for (l = 0; l < full; l++) {
+                WG_UNROLL
+                for (s = 0; s < WG_M; s++)
+                    orow[l * WG_M + s] = yr[s * L + l];
             }
+            if (full < lanes) /* the row's last tile, clipped */
+                for (s = 0; ox + full * WG_M + s < Wo; s++)
+                    orow[full * WG_M + s] = yr[s * L + full];
         }
     }
 }
