@@ -80,7 +80,7 @@ static void WG_FN(wg_input_segment)(const WG_T *plane, ptrdiff_t H, ptrdiff_t W,
     const ptrdiff_t L = WG_L, TS = WG_NV * WG_L + WG_L;
     /* Z is needed at q <= len (tile l reads columns of q = l and l + 1); lanes past
      * len - 1 compute garbage that no output reads */
-    const ptrdiff_t nq = (len + L - 1) / L * L, nz = (len + 1 + L - 1) / L * L, span = nz * WG_M;
+    const ptrdiff_t nq = (len + L - 1) / L * L, nz = (len + 1 + L - 1) / L * L;
     ptrdiff_t i, ph, q, a, b, j;
     for (i = 0; i < WG_N; i++) {
         const ptrdiff_t iy = iy0 + i;
@@ -90,24 +90,28 @@ static void WG_FN(wg_input_segment)(const WG_T *plane, ptrdiff_t H, ptrdiff_t W,
                 memset(prow + ph * TS, 0, nz * sizeof(WG_T));
             continue;
         }
-        /* columns ix0 .. ix0 + span of the row, zero outside it, then split by phase */
-        const WG_T *row = plane + iy * W;
-        const WG_T *src = row + ix0;
-        if (ix0 < 0 || ix0 + span > W) {
-            const ptrdiff_t lo = ix0 < 0 ? -ix0 : 0, hi = ix0 + span > W ? W - ix0 : span;
-            WG_T *line = Z + WG_N * WG_M * TS; /* scratch: Y and the rest of the workspace */
-            if (lo > 0)
-                memset(line, 0, (lo < span ? lo : span) * sizeof(WG_T));
-            if (hi > lo)
-                memcpy(line + lo, row + ix0 + lo, (hi - lo) * sizeof(WG_T));
-            if (hi < span)
-                memset(line + (hi > 0 ? hi : 0), 0, (span - (hi > 0 ? hi : 0)) * sizeof(WG_T));
-            src = line;
-        }
+        /* columns ix0 + q*WG_M + ph, zero outside the row: q in [q0, q1) wholly inside it
+         * (a fixed-size inner loop the compiler vectorises; no copy of the row, whose
+         * stores would stall the vector loads that follow them) */
+        const WG_T *row = plane + iy * W, *src = row + ix0;
+        ptrdiff_t q0 = ix0 >= 0 ? 0 : (-ix0 + WG_M - 1) / WG_M;
+        ptrdiff_t q1 = W - ix0 >= WG_M ? (W - ix0 - WG_M) / WG_M + 1 : 0;
+        q1 = q1 < nz ? q1 : nz;
+        q0 = q0 < q1 ? q0 : q1;
         for (q = 0; q < nz; q++) {
-            WG_UNROLL
-            for (ph = 0; ph < WG_M; ph++)
-                prow[ph * TS + q] = src[q * WG_M + ph];
+            if (q == q0 && q1 > q0) {
+                for (; q < q1; q++) {
+                    WG_UNROLL
+                    for (ph = 0; ph < WG_M; ph++)
+                        prow[ph * TS + q] = src[q * WG_M + ph];
+                }
+                if (q == nz)
+                    break;
+            }
+            for (ph = 0; ph < WG_M; ph++) {
+                const ptrdiff_t col = ix0 + q * WG_M + ph;
+                prow[ph * TS + q] = (col >= 0 && col < W) ? row[col] : (WG_T)0;
+            }
         }
     }
     for (ph = 0; ph < WG_M; ph++)
