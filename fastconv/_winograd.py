@@ -74,24 +74,22 @@ def check_geometry(g):
         raise ValueError("algorithm='winograd' needs " + ", ".join(reasons) + "; use algorithm='direct' or 'im2col'")
 
 
-def transform_weights(weight, groups):
+def transform_weights(weight, groups, num_threads=1):
     """The weights in the kernel's layout: U = G w G^T in float64, rounded once to
     the dtype of `weight`, as (groups, n*n, Kp // MR, C/groups, MR) with each
-    group's K/groups output channels padded with zeros to Kp, a multiple of MR."""
-    dtype = weight.dtype
-    m, pts = POINTS[dtype]
-    n = m + 2
-    _, G, _ = matrices(m, pts)
-    G = np.array(G, dtype=np.float64)
+    group's K/groups output channels padded with zeros to Kp, a multiple of MR.
+    Returns (U flattened, Kp)."""
+    m, n = tile_size(weight.dtype)
     K, Cg = weight.shape[:2]
-    Kg = K // groups
-    mr = kernel.register_rows(dtype == np.float64)
-    Kp = -(-Kg // mr) * mr
-    U = (G @ weight.astype(np.float64) @ G.T).reshape(groups, Kg, Cg, n * n)
-    packed = np.zeros((groups, n * n, Kp, Cg), dtype=np.float64)
-    packed[:, :, :Kg] = U.transpose(0, 3, 1, 2)
-    packed = packed.reshape(groups, n * n, Kp // mr, mr, Cg).transpose(0, 1, 2, 4, 3)
-    return np.ascontiguousarray(packed, dtype=dtype).reshape(-1), Kp
+    mr = kernel.register_rows(weight.dtype == np.float64)
+    Kp = -(-(K // groups) // mr) * mr
+    U = np.empty(groups * n * n * Kp * Cg, dtype=weight.dtype)
+    kernel.transform_weights(weight, _G[weight.dtype], groups, Kp, U, num_threads)
+    return U, Kp
+
+
+#: G (n x 3) of each dtype's transform, in float64.
+_G = {dtype: np.array(matrices(m, pts)[1], dtype=np.float64) for dtype, (m, pts) in POINTS.items()}
 
 
 def workspace_values(Cg, Kp, dtype):
@@ -105,7 +103,7 @@ def _forward_into(out, x, weight, bias, pad_top, pad_left, groups, num_threads):
     K = weight.shape[0]
     if bias is None:
         bias = np.zeros(K, dtype=x.dtype)
-    U, Kp = transform_weights(weight, groups)
+    U, Kp = transform_weights(weight, groups, num_threads)
     workspace = np.empty((num_threads, workspace_values(x.shape[1] // groups, Kp, x.dtype)), dtype=x.dtype)
     kernel.conv2d_forward(x, U, Kp, bias, out, groups, pad_top, pad_left, workspace, num_threads)
 
