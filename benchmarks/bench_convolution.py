@@ -5,7 +5,7 @@ from fastconv import reference
 from .common import (CONV_CASES, DTYPES, SKIP_SLOW, SLOW_REFERENCE_CASES, THREADS, _OpBenchmark,
                      random_array, skip)
 
-ALGORITHMS = ["im2col", "direct"]
+ALGORITHMS = ["im2col", "direct", "winograd"]
 
 
 def _has_algorithm(algorithm):
@@ -20,8 +20,10 @@ class _Conv2dBase(_OpBenchmark):
     params = [list(CONV_CASES), ALGORITHMS, DTYPES, THREADS]
     param_names = ["case", "algorithm", "dtype", "threads"]
 
-    def arrays(self, case, dtype):
+    def arrays(self, case, dtype, algorithm):
         N, C, H, K, k, s, p = CONV_CASES[case]
+        if algorithm == "winograd" and (k, s) != (3, 1):
+            skip("winograd runs 3x3 stride-1 convolutions only")
         self.x = random_array((N, C, H, H), dtype, 0)
         self.w = random_array((K, C, k, k), dtype, 1)
         self.kw = dict(stride=s, padding=p)
@@ -38,7 +40,7 @@ class Conv2dForward(_Conv2dBase):
     def prepare(self, case, algorithm, dtype, threads):
         if not _has_algorithm(algorithm):
             skip(f"conv2d has no algorithm {algorithm!r} in this version")
-        self.arrays(case, dtype)
+        self.arrays(case, dtype, algorithm)
         x, w, kw = self.x, self.w, self.kw
         self.impls["fastconv"] = lambda: fastconv.conv2d(x, w, algorithm=algorithm, **kw)
         with_ref, with_torch = self.comparisons(case, algorithm)
@@ -62,7 +64,7 @@ class Conv2dBackward(_Conv2dBase):
     def prepare(self, case, algorithm, dtype, threads):
         if not _has_algorithm(algorithm):
             skip(f"conv2d has no algorithm {algorithm!r} in this version")
-        self.arrays(case, dtype)
+        self.arrays(case, dtype, algorithm)
         x, w, kw = self.x, self.w, self.kw
         go = random_array(fastconv.conv2d(x, w, **kw).shape, dtype, 2)
         self.impls["fastconv"] = lambda: fastconv.conv2d_backward(go, x, w, algorithm=algorithm, **kw)
