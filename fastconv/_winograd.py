@@ -7,26 +7,28 @@ F(m x m, 3 x 3) computes an m x m block of outputs from an n x n input tile
 
 The sum over input channels c is, for each of the n^2 transform points, a GEMM
 (K x C) (C x tiles). fastconv/_kernels/winograd_impl.h runs it over chunks of
-`tiles_per_chunk()` consecutive tiles of the flattened (image, tile row, tile
-column) grid, one chunk per task: it transforms the chunk's input tiles into
-its thread's workspace, multiplies them on register tiles with the transformed
-weights, and writes the output transform (plus bias) into the output, edge
-tiles clipped. Extra memory: the transformed weights (n^2 * K * C/groups
-values) and one workspace per thread (`workspace_values`), never anything that
-grows with the batch.
+`kernel.chunk_tiles(...)` consecutive tiles of the flattened (image, tile row,
+tile column) grid, one chunk per task: it transforms the chunk's input tiles
+into its thread's workspace, multiplies them on register tiles with the
+transformed weights, and writes the output transform (plus bias) into the
+output, edge tiles clipped. Extra memory: the transformed weights (n^2 * K *
+C/groups values) and one workspace per thread (`workspace_values`), never
+anything that grows with the batch: for C2 (64 -> 64 channels, float32) 576 KiB
+of weights and 1.0 MiB per thread on the AVX-512 build, at any N.
 
-Tile sizes and interpolation points, chosen from measured error (relative error
-max|err| / max|ref| against a float64 reference, 64 input channels, random
-normal data; tools/gen_winograd.py prints them):
+Tile sizes and interpolation points, chosen from measured error (max |err| /
+max |ref| against a float64 reference, 64 input channels, random normal data,
+NumPy emulation of the transforms in the working precision):
 
-    float32  F(4x4, 3x3), points 0, +-1, +-1/2, inf  ~3e-6  (direct: ~1.5e-7;
+    float32  F(4x4, 3x3), points 0, +-1, +-1/2, inf          ~3e-6  (direct: ~1.5e-7;
              points +-2 instead of +-1/2: ~4e-6; F(6x6) with +-2, +-1/2: ~9e-6)
-    float64  F(6x6, 3x3), points 0, +-1, +-2, +-1/2, inf  ~1.5e-14
+    float64  F(6x6, 3x3), points 0, +-1, +-2, +-1/2, inf     ~1.5e-14
 
-B^T's rows are scaled to integers and A^T's entries are powers of two, so both
-transforms of the data are exact in their constants; the weights are
-transformed in float64 and rounded once. The bounds the tests guarantee are
-RTOL (relative to the largest reference output, for data of any scale).
+B^T's rows are scaled to integers and A^T's entries are powers of two, so the
+data's transforms are exact in their constants; the weights are transformed in
+float64 and rounded once. Over 60 random shapes (1-117 channels per group,
+scales 1e-3 to 1e3) the worst max |err| / max |ref| was 5.1e-6 (float32) and
+1.6e-14 (float64); RTOL, the bound the tests hold it to, leaves a margin of 4-6x.
 """
 import importlib
 
@@ -36,10 +38,11 @@ from fastconv import _validation as v
 from fastconv._kernels import conv_winograd as baseline_kernel
 from fastconv._winograd_math import POINTS, matrices, tile_size  # noqa: F401 (re-exported)
 
-#: The relative error the tests guarantee: max |out - ref| <= RTOL * max |ref| (per
-#: call, ref the float64 reference), for finite data of any scale up to a few
-#: hundred input channels per group.
-RTOL = {np.dtype(np.float32): 5e-5, np.dtype(np.float64): 1e-12}
+#: The relative error guaranteed and tested: max |out - ref| <= RTOL * max |ref| (ref
+#: the float64 reference) on random data of any scale; and whatever cancels in the
+#: sums, max |out - ref| <= RTOL * max conv2d(|x|, |w|) + |bias| (rounding errors grow
+#: with the magnitudes summed, not with the result).
+RTOL = {np.dtype(np.float32): 2e-5, np.dtype(np.float64): 1e-13}
 
 _VARIANTS = {1: "fastconv._kernels.conv_winograd_avx", 2: "fastconv._kernels.conv_winograd_avx512"}
 
