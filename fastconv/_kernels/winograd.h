@@ -50,6 +50,14 @@
 #  define FC_RESTRICT_WG
 #endif
 
+#if defined(__GNUC__) || defined(__clang__)
+#  define WG_PREFETCH(p) __builtin_prefetch((p), 0, 3)
+#else
+#  define WG_PREFETCH(p) ((void)(p))
+#endif
+/* Channels ahead whose input rows the input transform prefetches. */
+#define WG_AHEAD 2
+
 #if defined(__clang__)
 #  define WG_UNROLL _Pragma("unroll")
 #elif defined(__GNUC__)

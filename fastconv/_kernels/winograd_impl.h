@@ -75,7 +75,7 @@ WG_INLINE void WG_FN(wg_gemm)(const WG_T *U, const WG_T *V, ptrdiff_t Cg, ptrdif
  * the H x W plane); point (a, b) of tile l goes to V[(a*WG_N + b)*vs + l]. Writes up to
  * a vector past l = len - 1 (TS leaves room). */
 static void WG_FN(wg_input_segment)(const WG_T *plane, ptrdiff_t H, ptrdiff_t W, ptrdiff_t iy0, ptrdiff_t ix0,
-                                    ptrdiff_t len, WG_T *P, WG_T *Z, WG_T *V, ptrdiff_t vs)
+                                    ptrdiff_t len, WG_T *P, WG_T *Z, WG_T *V, ptrdiff_t vs, const WG_T *ahead)
 {
     const ptrdiff_t L = WG_L, TS = WG_NV * WG_L + WG_L;
     /* Z is needed at q <= len (tile l reads columns of q = l and l + 1); lanes past
@@ -94,6 +94,13 @@ static void WG_FN(wg_input_segment)(const WG_T *plane, ptrdiff_t H, ptrdiff_t W,
          * (a fixed-size inner loop the compiler vectorises; no copy of the row, whose
          * stores would stall the vector loads that follow them) */
         const WG_T *row = plane + iy * W, *src = row + ix0;
+        if (ahead) { /* the same row of a later channel: rows far apart defeat the hardware prefetcher */
+            const char *first = (const char *)(ahead + iy * W + (ix0 > 0 ? ix0 : 0));
+            const char *last = (const char *)(ahead + iy * W + (ix0 + nz * WG_M < W ? ix0 + nz * WG_M : W)) - 1;
+            for (; first <= last; first += 64)
+                WG_PREFETCH(first);
+            WG_PREFETCH(last);
+        }
         ptrdiff_t q0 = ix0 >= 0 ? 0 : (-ix0 + WG_M - 1) / WG_M;
         ptrdiff_t q1 = W - ix0 >= WG_M ? (W - ix0 - WG_M) / WG_M + 1 : 0;
         q1 = q1 < nz ? q1 : nz;
@@ -206,9 +213,11 @@ static void WG_FN(wg_forward_chunk)(const WG_T *x, ptrdiff_t C, ptrdiff_t H, ptr
         for (s = 0; s < count;) {
             const ptrdiff_t u = first + s, img = u / per_image, ty = u % per_image / tw, tx = u % tw;
             const ptrdiff_t len = tw - tx < count - s ? tw - tx : count - s;
-            for (c = 0; c < Cg; c++)
-                WG_FN(wg_input_segment)(x + (img * C + g * Cg + c) * H * W, H, W, ty * WG_M - pt, tx * WG_M - pl,
-                                        len, P, Z, V + c * TS + s, Cg * TS);
+            for (c = 0; c < Cg; c++) {
+                const WG_T *plane = x + (img * C + g * Cg + c) * H * W;
+                WG_FN(wg_input_segment)(plane, H, W, ty * WG_M - pt, tx * WG_M - pl, len, P, Z, V + c * TS + s,
+                                        Cg * TS, c + WG_AHEAD < Cg ? plane + WG_AHEAD * H * W : NULL);
+            }
             s += len;
         }
         for (pt_i = 0; pt_i < WG_P; pt_i++)
