@@ -186,3 +186,17 @@ def test_workspace_is_a_band_of_tiles(build):
     per_thread = _winograd.workspace_values(64, 64, np.float32) * 4
     assert per_thread <= 5 << 19     # 1.0 MiB on the AVX-512 build
     assert _winograd.transform_weights(np.zeros((64, 64, 3, 3), np.float32), 1)[0].nbytes == 36 * 64 * 64 * 4
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("width", [1, 2, 3, 4, 5, 7, 8, 13, 17, 33, 50])
+def test_writes_only_its_output(build, rng, dtype, width):
+    """Each output written once with its value and nothing around the output array, for
+    rows of every width around the tile sizes (4, 6) and the chunk widths (12-48 tiles)."""
+    x, w, b, kw = make(rng, (3, 3, 9, width, 5, 1, 1), dtype)
+    want = reference.conv2d(*f64(x, w, b), **kw)
+    guarded = np.full((want.shape[0] + 2,) + want.shape[1:], np.nan, dtype=dtype)
+    _winograd._forward_into(guarded[1:-1], x, w, b, 1, 1, 1, 2)
+    x64, w64, b64 = f64(x, w, b)
+    assert_within_bound(guarded[1:-1], want, reference.conv2d(np.abs(x64), np.abs(w64), np.abs(b64), **kw), dtype)
+    assert np.isnan(guarded[0]).all() and np.isnan(guarded[-1]).all()
