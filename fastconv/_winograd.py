@@ -14,7 +14,7 @@ transformed weights, and writes the output transform (plus bias) into the
 output, edge tiles clipped. Extra memory: the transformed weights (n^2 * K *
 C/groups values) and one workspace per thread (`workspace_values`), never
 anything that grows with the batch: for C2 (64 -> 64 channels, float32) 576 KiB
-of weights and 1.0 MiB per thread on the AVX-512 build, at any N.
+of weights and 0.63 MiB per thread on the AVX-512 build, at any N.
 
 Tile sizes and interpolation points, chosen from measured error (max |err| /
 max |ref| against a float64 reference, 64 input channels, random normal data,

@@ -4,7 +4,7 @@
  * thread's workspace, laid out (values)
  *
  *     V  [WG_P points][Cg channels][TS]   transformed input tiles, tile-fastest
- *     Mb [WG_P points][Kp channels][T]    their products with the weights
+ *     Mb [WG_P points][WG_MR channels][T] their products with one block of weights
  *     P  [WG_N rows][WG_M phases][TS]     one tile row's input rows, columns split
  *     Z  [WG_N points][WG_M phases][TS]   ... by phase mod WG_M, and their column transform
  *     Y  [WG_M][TS] + [WG_M][WG_M][WG_L]  one padded input row, or one vector of output tiles
@@ -33,7 +33,8 @@ static ptrdiff_t WG_FN(wg_chunk_tiles)(void) { return WG_NV * WG_L; }
 static ptrdiff_t WG_FN(wg_workspace)(ptrdiff_t Cg, ptrdiff_t Kp)
 {
     const ptrdiff_t T = WG_NV * WG_L, TS = T + WG_L;
-    return WG_P * Cg * TS + WG_P * Kp * T + 2 * WG_N * WG_M * TS + WG_M * TS + WG_M * WG_M * WG_L;
+    (void)Kp;
+    return WG_P * Cg * TS + WG_P * WG_MR * T + 2 * WG_N * WG_M * TS + WG_M * TS + WG_M * WG_M * WG_L;
 }
 
 /* M[r*ms + t] = sum_{c < Cg} U[c*WG_MR + r] * V[c*vs + t], r < WG_MR, t < T: the
@@ -206,7 +207,7 @@ static void WG_FN(wg_forward_chunk)(const WG_T *x, ptrdiff_t C, ptrdiff_t H, ptr
     const ptrdiff_t T = WG_NV * WG_L, TS = T + WG_L;
     const ptrdiff_t Cg = C / groups, Kg = K / groups;
     const ptrdiff_t tw = (Wo + WG_M - 1) / WG_M, per_image = (Ho + WG_M - 1) / WG_M * tw;
-    WG_T *V = work, *Mb = V + WG_P * Cg * TS, *P = Mb + WG_P * Kp * T, *Z = P + WG_N * WG_M * TS;
+    WG_T *V = work, *Mb = V + WG_P * Cg * TS, *P = Mb + WG_P * WG_MR * T, *Z = P + WG_N * WG_M * TS;
     WG_T *Y = Z + WG_N * WG_M * TS;
     ptrdiff_t g, s, c, k, pt_i, kb;
     for (g = 0; g < groups; g++) {
@@ -220,18 +221,21 @@ static void WG_FN(wg_forward_chunk)(const WG_T *x, ptrdiff_t C, ptrdiff_t H, ptr
             }
             s += len;
         }
-        for (pt_i = 0; pt_i < WG_P; pt_i++)
-            for (kb = 0; kb < Kp / WG_MR; kb++)
+        /* one block of WG_MR output channels at a time: its products at all points, then
+         * their output transforms, while they are still in cache */
+        for (kb = 0; kb < Kp / WG_MR; kb++) {
+            for (pt_i = 0; pt_i < WG_P; pt_i++)
                 WG_FN(wg_gemm)(U + ((g * WG_P + pt_i) * Kp + kb * WG_MR) * Cg, V + pt_i * Cg * TS, Cg, TS,
-                               Mb + (pt_i * Kp + kb * WG_MR) * T, T);
-        for (s = 0; s < count;) {
-            const ptrdiff_t u = first + s, img = u / per_image, ty = u % per_image / tw, tx = u % tw;
-            const ptrdiff_t len = tw - tx < count - s ? tw - tx : count - s;
-            for (k = 0; k < Kg; k++)
-                WG_FN(wg_output_segment)(Mb + k * T + s, Kp * T, bias[g * Kg + k],
-                                         out + (img * K + g * Kg + k) * Ho * Wo, Ho, Wo, ty * WG_M, tx * WG_M,
-                                         len, Y);
-            s += len;
+                               Mb + pt_i * WG_MR * T, T);
+            for (s = 0; s < count;) {
+                const ptrdiff_t u = first + s, img = u / per_image, ty = u % per_image / tw, tx = u % tw;
+                const ptrdiff_t len = tw - tx < count - s ? tw - tx : count - s;
+                for (k = kb * WG_MR; k < (kb + 1) * WG_MR && k < Kg; k++)
+                    WG_FN(wg_output_segment)(Mb + (k - kb * WG_MR) * T + s, WG_MR * T, bias[g * Kg + k],
+                                             out + (img * K + g * Kg + k) * Ho * Wo, Ho, Wo, ty * WG_M,
+                                             tx * WG_M, len, Y);
+                s += len;
+            }
         }
     }
 }
