@@ -16,6 +16,10 @@ cdef extern from "winograd.h" nogil:
     enum: WG_MR
     Py_ssize_t wg_chunk_tiles_f()
     Py_ssize_t wg_chunk_tiles_d()
+    void wg_transform_filters_f(const float* w, Py_ssize_t wk, Py_ssize_t nr, const double* G, float* U,
+                                Py_ssize_t step)
+    void wg_transform_filters_d(const double* w, Py_ssize_t wk, Py_ssize_t nr, const double* G, double* U,
+                                Py_ssize_t step)
     Py_ssize_t wg_workspace_f(Py_ssize_t Cg, Py_ssize_t Kp)
     Py_ssize_t wg_workspace_d(Py_ssize_t Cg, Py_ssize_t Kp)
     void wg_forward_chunk_f(const float* x, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W, const float* U,
@@ -57,44 +61,36 @@ def workspace_values(Py_ssize_t Cg, Py_ssize_t Kp, bint double_precision):
     return wg_workspace_d(Cg, Kp) if double_precision else wg_workspace_f(Cg, Kp)
 
 
-cdef inline void _transform_filter(const floating* w, const double* G, Py_ssize_t n, floating* U,
-                                   Py_ssize_t step) noexcept nogil:
-    """U[xi * step] = (G w G^T)[xi] for the xi < n*n points of one 3x3 filter w, in double,
-    rounded once."""
-    cdef double t[8 * 3]        # G w: n rows (n <= 8) of 3
-    cdef double acc
-    cdef Py_ssize_t i, j, a
-    for i in range(n):
-        for j in range(3):
-            t[i * 3 + j] = G[i * 3] * w[j] + G[i * 3 + 1] * w[3 + j] + G[i * 3 + 2] * w[6 + j]
-    for i in range(n):
-        for j in range(n):
-            acc = t[i * 3] * G[j * 3] + t[i * 3 + 1] * G[j * 3 + 1] + t[i * 3 + 2] * G[j * 3 + 2]
-            U[(i * n + j) * step] = <floating>acc
+cdef inline void _transform_filters(const floating* w, Py_ssize_t wk, Py_ssize_t nr, const double* G,
+                                    floating* U, Py_ssize_t step) noexcept nogil:
+    if floating is float:
+        wg_transform_filters_f(w, wk, nr, G, U, step)
+    else:
+        wg_transform_filters_d(w, wk, nr, G, U, step)
 
 
 def transform_weights(const floating[:, :, :, ::1] weight, const double[:, ::1] G, int groups, Py_ssize_t Kp,
                       floating[::1] U, int num_threads):
     """U = G w G^T of every filter, laid out (groups, n*n, Kp // MR, C/groups, MR) with
     each group's K/groups output channels padded with zeros to Kp (register_rows(...)
-    divides it). G (n, 3), n <= 8."""
+    divides it). G (n, 3): F(4x4) in float32, F(6x6) in float64."""
     cdef Py_ssize_t K = weight.shape[0], Cg = weight.shape[1], n = G.shape[0], Kg = K // groups
-    cdef Py_ssize_t P = n * n, task, grp, k, c, xi, base
-    if G.shape[1] != 3 or n > 8 or weight.shape[2] != 3 or weight.shape[3] != 3 or Kp % WG_MR or Kp < Kg:
-        raise ValueError("transform_weights needs 3x3 filters, G (n <= 8, 3) and Kp a multiple of register_rows")
+    cdef Py_ssize_t P = n * n, task, grp, k, c, base
+    cdef bint dp = floating is double
+    if (G.shape[0] != (8 if dp else 6) or G.shape[1] != 3 or weight.shape[2] != 3
+            or weight.shape[3] != 3 or Kp % WG_MR or Kp < Kg):
+        raise ValueError("transform_weights needs 3x3 filters, the dtype's G (n, 3) and Kp a multiple of "
+                         "register_rows")
     if U.shape[0] != groups * P * Kp * Cg:
         raise ValueError(f"U must have {groups * P * Kp * Cg} values")
-    for task in prange(groups * Kp, nogil=True, num_threads=num_threads, schedule="static"):
-        grp = task // Kp
-        k = task % Kp
-        base = (grp * P * Kp + k - k % WG_MR) * Cg + k % WG_MR
-        if k >= Kg:
-            for xi in range(P):
-                for c in range(Cg):
-                    U[base + xi * Kp * Cg + c * WG_MR] = 0
-        else:
-            for c in range(Cg):
-                _transform_filter(&weight[grp * Kg + k, c, 0, 0], &G[0, 0], n, &U[base + c * WG_MR], Kp * Cg)
+    # a task per block of WG_MR channels: it writes WG_P runs of C/groups * WG_MR values
+    for task in prange(groups * (Kp // WG_MR), nogil=True, num_threads=num_threads, schedule="static"):
+        grp = task // (Kp // WG_MR)
+        k = (task % (Kp // WG_MR)) * WG_MR
+        base = (grp * P * Kp + k) * Cg
+        for c in range(Cg):
+            _transform_filters(&weight[grp * Kg + min(k, Kg - 1), c, 0, 0], Cg * 9, min(WG_MR, max(Kg - k, 0)),
+                               &G[0, 0], &U[base + c * WG_MR], Kp * Cg)
 
 
 cdef inline void _chunk(const floating* x, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W, const floating* U,

@@ -37,6 +37,28 @@ static ptrdiff_t WG_FN(wg_workspace)(ptrdiff_t Cg, ptrdiff_t Kp)
     return WG_P * Cg * TS + WG_P * WG_MR * T + 2 * WG_N * WG_M * TS + WG_M * TS + WG_M * WG_M * WG_L;
 }
 
+/* U[point*step + r] = (G w_r G^T)[point], r < WG_MR, for the 3x3 filters w_r = w + r*wk
+ * (r < nr; zero filters past them), in double and rounded once: one input channel of
+ * one block of output channels of the transformed weights. G: WG_N x 3. */
+static void WG_FN(wg_transform_filters)(const WG_T *w, ptrdiff_t wk, ptrdiff_t nr, const double *G, WG_T *U,
+                                        ptrdiff_t step)
+{
+    double f[9][WG_MR], t[WG_N][3][WG_MR];
+    ptrdiff_t i, j, a, r;
+    for (a = 0; a < 9; a++)
+        for (r = 0; r < WG_MR; r++)
+            f[a][r] = r < nr ? (double)w[r * wk + a] : 0.0;
+    for (i = 0; i < WG_N; i++)
+        for (j = 0; j < 3; j++)
+            for (r = 0; r < WG_MR; r++)
+                t[i][j][r] = G[i * 3] * f[j][r] + G[i * 3 + 1] * f[3 + j][r] + G[i * 3 + 2] * f[6 + j][r];
+    for (i = 0; i < WG_N; i++)
+        for (j = 0; j < WG_N; j++)
+            for (r = 0; r < WG_MR; r++)
+                U[(i * WG_N + j) * step + r] =
+                    (WG_T)(t[i][0][r] * G[j * 3] + t[i][1][r] * G[j * 3 + 1] + t[i][2][r] * G[j * 3 + 2]);
+}
+
 /* M[r*ms + t] = sum_{c < Cg} U[c*WG_MR + r] * V[c*vs + t], r < WG_MR, t < T: the
  * accumulators stay in registers over the whole channel sum. */
 WG_INLINE void WG_FN(wg_gemm)(const WG_T *U, const WG_T *V, ptrdiff_t Cg, ptrdiff_t vs, WG_T *M, ptrdiff_t ms)
