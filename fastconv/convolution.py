@@ -19,7 +19,9 @@ from fastconv._threads import blas, num_threads_for
 #: the band is still cached when BLAS reads it.
 BAND_BYTES = 1 << 20
 
-ALGORITHMS = ("auto", "im2col", "direct", "winograd")
+#: The algorithms that run every geometry; ALL_ALGORITHMS adds those restricted to some.
+ALGORITHMS = ("auto", "im2col", "direct")
+ALL_ALGORITHMS = ALGORITHMS + ("winograd",)
 
 
 def _choose_algorithm(x_shape, weight_shape, geometry, groups, dtype, backward=False):
@@ -120,7 +122,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, a
     out : ndarray, shape (N, K, Ho, Wo), dtype of `x`
     """
     x, weight, bias, g, groups = v.conv2d_args(x, weight, bias, stride, padding, dilation, groups)
-    v.choice(algorithm, "algorithm", ALGORITHMS)
+    v.choice(algorithm, "algorithm", ALL_ALGORITHMS)
     if algorithm == "auto":
         algorithm = _choose_algorithm(x.shape, weight.shape, g, groups, x.dtype)
     if algorithm in ("direct", "winograd"):
@@ -160,7 +162,7 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
     grad_bias : ndarray, shape (K,)
     """
     x, weight, _, g, groups = v.conv2d_args(x, weight, None, stride, padding, dilation, groups)
-    v.choice(algorithm, "algorithm", ALGORITHMS)
+    v.choice(algorithm, "algorithm", ALL_ALGORITHMS)
     N, K = x.shape[0], weight.shape[0]
     grad_output = v.grad_output_array(grad_output, (N, K, g.out_h, g.out_w), x.dtype)
     if algorithm == "auto":
