@@ -4,7 +4,7 @@
 The C kernels are in winograd.h / winograd_impl.h (float: F(4x4, 3x3), double:
 F(6x6, 3x3)); fastconv._winograd transforms the weights and sizes the workspace.
 Tasks are chunks of chunk_tiles(...) consecutive output tiles of the flattened
-(image, tile row, tile column) grid, shared out statically among the threads;
+(image, tile row, tile column) grid, handed out dynamically to the threads;
 each runs in its thread's row of `workspace`.
 """
 from cython cimport floating
@@ -128,7 +128,10 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[::1] U, Py_ssi
         return
     with nogil, parallel(num_threads=num_threads):
         work = &workspace[threadid(), 0]
-        for q in prange(chunks, schedule="static"):
+        # dynamic: a chunk is a fraction of a millisecond, and on shared cores a thread
+        # that was descheduled would otherwise hold up its static share (the result
+        # does not depend on which thread runs a chunk)
+        for q in prange(chunks, schedule="dynamic"):
             first = q * T
             _chunk(&x[0, 0, 0, 0], C, H, W, &U[0], Kp, &bias[0], &out[0, 0, 0, 0], K, Ho, Wo, groups, pt, pl,
                    first, min(T, tiles - first), work)
