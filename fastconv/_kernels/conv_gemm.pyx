@@ -112,7 +112,8 @@ def conv2d_backward(const floating[:, :, :, ::1] x, const floating[:, :, ::1] we
                     Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pt, Py_ssize_t pl,
                     Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t out_w, Py_ssize_t band_rows, int num_threads,
                     bint with_grad_x=True):
-    """grad_x (zero on entry; left so without `with_grad_x`) and grad_w_parts (num_threads, G, K/G, C/G*kh*kw; zero on
+    """grad_x (zero on entry; untouched without `with_grad_x`, as for grad_weight alone) and
+    grad_w_parts (num_threads, G, K/G, C/G*kh*kw; zero on
     entry, summed by the caller) from grad_out (N, K, Ho*Wo).
 
     Bands of one image overlap in the input rows they scatter into; with at
