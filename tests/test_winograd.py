@@ -22,6 +22,7 @@ CASES = [
     (3, 5, 17, 6, 7, 2, 1),          # padding 2
     (1, 2, 3, 3, 1, 0, 1),           # one output pixel
     (2, 3, 4, 50, 2, (2, 0), 1),     # one row of tiles, wider than a chunk of tiles
+    (1, 5, 6, 67, 9, 1, 1),          # rows of at least a vector of tiles on every build (no narrow path)
     (1, 4, 6, 5, 6, 3, 2),           # padding past the window: rows and columns of bias only
     (1, 8, 5, 5, 8, 1, 8),           # depthwise
     (0, 3, 5, 5, 2, 1, 1),           # empty batch
@@ -189,10 +190,11 @@ def test_workspace_is_a_band_of_tiles(build):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("width", [1, 2, 3, 4, 5, 7, 8, 13, 17, 33, 50])
+@pytest.mark.parametrize("width", [1, 2, 3, 4, 5, 7, 8, 13, 17, 33, 50, 63, 64, 65, 131, 197])
 def test_writes_only_its_output(build, rng, dtype, width):
     """Each output written once with its value and nothing around the output array, for
-    rows of every width around the tile sizes (4, 6) and the chunk widths (12-48 tiles)."""
+    rows of every width around the tile sizes (4, 6), the vector widths (rows of fewer
+    tiles than a vector take the narrow path) and the chunk widths (12-48 tiles)."""
     x, w, b, kw = make(rng, (3, 3, 9, width, 5, 1, 1), dtype)
     want = reference.conv2d(*f64(x, w, b), **kw)
     guarded = np.full((want.shape[0] + 2,) + want.shape[1:], np.nan, dtype=dtype)

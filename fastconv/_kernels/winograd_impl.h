@@ -7,6 +7,7 @@
  *     Mb [WG_P points][WG_MR channels][T] their products with one block of weights
  *     P  [WG_N rows][WG_M phases][TS]     one tile row's input rows, columns split
  *     Z  [WG_N points][WG_M phases][TS]   ... by phase mod WG_M, and their column transform
+ *                                         (each WG_N * WG_N * TS: wg_input_tiles's layout)
  *     Y  [WG_M][TS] + [WG_M][WG_M][WG_L]  one padded input row, or one vector of output tiles
  *
  * with T = WG_NV * WG_L tiles and TS = T + WG_L (room for a vector past a segment).
@@ -34,7 +35,7 @@ static ptrdiff_t WG_FN(wg_workspace)(ptrdiff_t Cg, ptrdiff_t Kp)
 {
     const ptrdiff_t T = WG_NV * WG_L, TS = T + WG_L;
     (void)Kp;
-    return WG_P * Cg * TS + WG_P * WG_MR * T + 2 * WG_N * WG_M * TS + WG_M * TS + WG_M * WG_M * WG_L;
+    return WG_P * Cg * TS + WG_P * WG_MR * T + 2 * WG_P * TS + WG_M * TS + WG_M * WG_M * WG_L;
 }
 
 /* U[point*step + r] = (G w_r G^T)[point], r < WG_MR, for the 3x3 filters w_r = w + r*wk
@@ -168,6 +169,34 @@ static void WG_FN(wg_input_segment)(const WG_T *plane, ptrdiff_t H, ptrdiff_t W,
         }
 }
 
+/* Y[(r*WG_M + s)*WG_L + l] = output (r, s) of tile l plus bias, for the vector of
+ * tiles whose products are at Mk[point*ms + l]. */
+WG_INLINE void WG_FN(wg_output_vector)(const WG_T *Mk, ptrdiff_t ms, WG_V b, WG_T *Y)
+{
+    const ptrdiff_t L = WG_L;
+    ptrdiff_t a, j, r, s;
+    WG_V rows[WG_N][WG_M];
+    WG_UNROLL
+    for (a = 0; a < WG_N; a++) {
+        WG_V m[WG_N];
+        WG_UNROLL
+        for (j = 0; j < WG_N; j++)
+            m[j] = WG_FN(wg_load)(Mk + (a * WG_N + j) * ms);
+        WG_AT(WG_V, WG_T, m, rows[a]);
+    }
+    WG_UNROLL
+    for (s = 0; s < WG_M; s++) {
+        WG_V col[WG_N], y[WG_M];
+        WG_UNROLL
+        for (a = 0; a < WG_N; a++)
+            col[a] = rows[a][s];
+        WG_AT(WG_V, WG_T, col, y);
+        WG_UNROLL
+        for (r = 0; r < WG_M; r++)
+            WG_FN(wg_store)(Y + (r * WG_M + s) * L, y[r] + b);
+    }
+}
+
 /* The output transforms of `len` tiles of one tile row of one output channel:
  * tile l's products at Mk[point*ms + l]; its WG_M x WG_M outputs plus `bias` go to
  * o[(oy0 + r)*Wo + ox0 + l*WG_M + s], clipped to Ho x Wo. Y: one vector of tiles. */
@@ -176,28 +205,9 @@ static void WG_FN(wg_output_segment)(const WG_T *Mk, ptrdiff_t ms, WG_T bias, WG
 {
     const ptrdiff_t L = WG_L;
     const WG_V b = WG_FN(wg_bcast)(bias);
-    ptrdiff_t q, a, j, r, s, l;
+    ptrdiff_t q, r, s, l;
     for (q = 0; q < len; q += L) {
-        WG_V rows[WG_N][WG_M];
-        WG_UNROLL
-        for (a = 0; a < WG_N; a++) {
-            WG_V m[WG_N];
-            WG_UNROLL
-            for (j = 0; j < WG_N; j++)
-                m[j] = WG_FN(wg_load)(Mk + (a * WG_N + j) * ms + q);
-            WG_AT(WG_V, WG_T, m, rows[a]);
-        }
-        WG_UNROLL
-        for (s = 0; s < WG_M; s++) {
-            WG_V col[WG_N], y[WG_M];
-            WG_UNROLL
-            for (a = 0; a < WG_N; a++)
-                col[a] = rows[a][s];
-            WG_AT(WG_V, WG_T, col, y);
-            WG_UNROLL
-            for (r = 0; r < WG_M; r++)
-                WG_FN(wg_store)(Y + (r * WG_M + s) * L, y[r] + b);
-        }
+        WG_FN(wg_output_vector)(Mk + q, ms, b, Y);
         /* lanes [0, full) are tiles wholly inside the row: their WG_M values interleave
          * into one contiguous run (a fixed-size loop nest the compiler vectorises) */
         const ptrdiff_t lanes = len - q < L ? len - q : L, ox = ox0 + q * WG_M;
@@ -217,6 +227,70 @@ static void WG_FN(wg_output_segment)(const WG_T *Mk, ptrdiff_t ms, WG_T bias, WG
     }
 }
 
+/* Rows of fewer tiles than a vector: the transforms run on the chunk's tiles in order,
+ * one per lane whatever its row, from their own WG_N x WG_N inputs (no phase split:
+ * P[(i*WG_N + j)*TS + q] is input (i, j) of tile q) and write their outputs tile by tile. */
+static void WG_FN(wg_input_tiles)(const WG_T *x, ptrdiff_t C, ptrdiff_t H, ptrdiff_t W, ptrdiff_t ch,
+                                  ptrdiff_t first, ptrdiff_t count, ptrdiff_t tw, ptrdiff_t per_image,
+                                  ptrdiff_t pt, ptrdiff_t pl, WG_T *P, WG_T *Z, WG_T *V, ptrdiff_t vs)
+{
+    const ptrdiff_t L = WG_L, TS = WG_NV * WG_L + WG_L, nq = (count + L - 1) / L * L;
+    ptrdiff_t q, i, j, a, b;
+    for (q = 0; q < nq; q++) {
+        const ptrdiff_t u = first + (q < count ? q : 0), img = u / per_image, ty = u % per_image / tw, tx = u % tw;
+        const WG_T *plane = x + (img * C + ch) * H * W;
+        for (i = 0; i < WG_N; i++) {
+            const ptrdiff_t iy = ty * WG_M - pt + i;
+            for (j = 0; j < WG_N; j++) {
+                const ptrdiff_t ix = tx * WG_M - pl + j;
+                P[(i * WG_N + j) * TS + q] = (q < count && iy >= 0 && iy < H && ix >= 0 && ix < W)
+                                                 ? plane[iy * W + ix] : (WG_T)0;
+            }
+        }
+    }
+    for (j = 0; j < WG_N; j++)
+        for (q = 0; q < nq; q += L) {
+            WG_V d[WG_N], z[WG_N];
+            WG_UNROLL
+            for (i = 0; i < WG_N; i++)
+                d[i] = WG_FN(wg_load)(P + (i * WG_N + j) * TS + q);
+            WG_BT(WG_V, WG_T, d, z);
+            WG_UNROLL
+            for (a = 0; a < WG_N; a++)
+                WG_FN(wg_store)(Z + (a * WG_N + j) * TS + q, z[a]);
+        }
+    for (a = 0; a < WG_N; a++)
+        for (q = 0; q < nq; q += L) {
+            WG_V d[WG_N], z[WG_N];
+            WG_UNROLL
+            for (j = 0; j < WG_N; j++)
+                d[j] = WG_FN(wg_load)(Z + (a * WG_N + j) * TS + q);
+            WG_BT(WG_V, WG_T, d, z);
+            WG_UNROLL
+            for (b = 0; b < WG_N; b++)
+                WG_FN(wg_store)(V + (a * WG_N + b) * vs + q, z[b]);
+        }
+}
+
+static void WG_FN(wg_output_tiles)(const WG_T *Mk, ptrdiff_t ms, WG_T bias, WG_T *out, ptrdiff_t K, ptrdiff_t k,
+                                   ptrdiff_t Ho, ptrdiff_t Wo, ptrdiff_t first, ptrdiff_t count, ptrdiff_t tw,
+                                   ptrdiff_t per_image, WG_T *Y)
+{
+    const ptrdiff_t L = WG_L;
+    const WG_V b = WG_FN(wg_bcast)(bias);
+    ptrdiff_t q, l, r, s;
+    for (q = 0; q < count; q += L) {
+        WG_FN(wg_output_vector)(Mk + q, ms, b, Y);
+        for (l = 0; l < L && q + l < count; l++) {
+            const ptrdiff_t u = first + q + l, img = u / per_image, ty = u % per_image / tw, tx = u % tw;
+            WG_T *o = out + (img * K + k) * Ho * Wo;
+            for (r = 0; r < WG_M && ty * WG_M + r < Ho; r++)
+                for (s = 0; s < WG_M && tx * WG_M + s < Wo; s++)
+                    o[(ty * WG_M + r) * Wo + tx * WG_M + s] = Y[(r * WG_M + s) * L + l];
+        }
+    }
+}
+
 /* One chunk: tiles first .. first + count (count <= WG_NV * WG_L) of the flattened
  * (image, tile row, tile column) grid of out (N, K, Ho, Wo) = conv2d(x, w) + bias,
  * x (N, C, H, W) read from offset (-pt, -pl), for every group. U: the transformed
@@ -229,11 +303,16 @@ static void WG_FN(wg_forward_chunk)(const WG_T *x, ptrdiff_t C, ptrdiff_t H, ptr
     const ptrdiff_t T = WG_NV * WG_L, TS = T + WG_L;
     const ptrdiff_t Cg = C / groups, Kg = K / groups;
     const ptrdiff_t tw = (Wo + WG_M - 1) / WG_M, per_image = (Ho + WG_M - 1) / WG_M * tw;
-    WG_T *V = work, *Mb = V + WG_P * Cg * TS, *P = Mb + WG_P * WG_MR * T, *Z = P + WG_N * WG_M * TS;
-    WG_T *Y = Z + WG_N * WG_M * TS;
+    const int narrow = tw < WG_L;
+    WG_T *V = work, *Mb = V + WG_P * Cg * TS, *P = Mb + WG_P * WG_MR * T, *Z = P + WG_P * TS;
+    WG_T *Y = Z + WG_P * TS;
     ptrdiff_t g, s, c, k, pt_i, kb;
     for (g = 0; g < groups; g++) {
-        for (s = 0; s < count;) {
+        if (narrow)
+            for (c = 0; c < Cg; c++)
+                WG_FN(wg_input_tiles)(x, C, H, W, g * Cg + c, first, count, tw, per_image, pt, pl, P, Z,
+                                      V + c * TS, Cg * TS);
+        for (s = 0; s < count && !narrow;) {
             const ptrdiff_t u = first + s, img = u / per_image, ty = u % per_image / tw, tx = u % tw;
             const ptrdiff_t len = tw - tx < count - s ? tw - tx : count - s;
             for (c = 0; c < Cg; c++) {
@@ -249,7 +328,11 @@ static void WG_FN(wg_forward_chunk)(const WG_T *x, ptrdiff_t C, ptrdiff_t H, ptr
             for (pt_i = 0; pt_i < WG_P; pt_i++)
                 WG_FN(wg_gemm)(U + ((g * WG_P + pt_i) * Kp + kb * WG_MR) * Cg, V + pt_i * Cg * TS, Cg, TS,
                                Mb + pt_i * WG_MR * T, T);
-            for (s = 0; s < count;) {
+            if (narrow)
+                for (k = kb * WG_MR; k < (kb + 1) * WG_MR && k < Kg; k++)
+                    WG_FN(wg_output_tiles)(Mb + (k - kb * WG_MR) * T, WG_MR * T, bias[g * Kg + k], out, K,
+                                           g * Kg + k, Ho, Wo, first, count, tw, per_image, Y);
+            for (s = 0; s < count && !narrow;) {
                 const ptrdiff_t u = first + s, img = u / per_image, ty = u % per_image / tw, tx = u % tw;
                 const ptrdiff_t len = tw - tx < count - s ? tw - tx : count - s;
                 for (k = kb * WG_MR; k < (kb + 1) * WG_MR && k < Kg; k++)
