@@ -38,13 +38,13 @@ it): effective GFLOP/s (direct-convolution FLOPs / time), forward float32
     C3 (1, 128, 112, 112) -> 128  winograd 6.9 ms (530)  direct 12.3 ms (300)  torch 11.8 ms (310)
 
 and float64 0.21x (C2) and 0.36x (C3) of torch's time, 0.75x of direct's. It pays
-for many channels on rows of many tiles: each vector of a transform covers up to
-one tile row of a chunk, so rows of few tiles (under 16 tiles, 64 pixels, in
-float32 on AVX-512) leave lanes idle, and with few channels the transforms, not
-the products, dominate (C1, 3 -> 32 channels on 32x32: several times slower than
-direct). `"auto"` does not pick it: its float32 results differ from direct's by
-up to ~1e-5 of the largest output, and the rule for where it pays is unmeasured
-beyond C2/C3.
+for large images with many channels. Rows of fewer tiles than a vector take a
+per-tile path (scalar gathers and scatters); small images with many channels
+are dominated by the weight transform, n^2/9 times the weights' size per call
+((8, 512, 7, 7): 23 ms against direct's 8.5 ms); with few channels the transforms,
+not the products, dominate (C1, 3 -> 32 channels). `"auto"` does not pick it: its
+float32 results differ from direct's by up to ~1e-5 of the largest output, and
+the rule for where it pays is measured only on these cases.
 """
 import importlib
 
