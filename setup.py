@@ -177,6 +177,7 @@ def kernel_extensions():
             [str(pyx)],
             include_dirs=[np.get_include()],
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
+            depends=[str(h) for h in sorted(KERNELS.glob("*.h"))],   # rebuild when a kernel header changes
         )
         for pyx in sorted(KERNELS.glob("*.pyx"))
     ]

@@ -46,7 +46,7 @@ CONV_GROUPS = {"DW": 64}                # cases not listed: groups = 1
 
 #: conv2d algorithms; one a commit lacks, or that rejects a case (ValueError), is
 #: skipped, so an algorithm still to come (e.g. "winograd") can be listed here.
-ALGORITHMS = ["im2col", "direct", "auto"]
+ALGORITHMS = ["im2col", "direct", "winograd", "auto"]
 
 CONV1D_CASES = {  # name: (N, C, L, K, kernel, stride, padding)
     "L1": (16, 64, 4096, 64, 9, 1, 4),

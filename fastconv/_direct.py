@@ -220,14 +220,20 @@ def backward(grad_output, x, weight, g, groups, num_threads):
         _grad_x_as_forward(grad_output, weight, grad_x, transposed, groups, num_threads)
     else:
         _grad_x_strided(grad_output, weight, grad_x, g, groups, num_threads)
-    if weight.shape[1] == 1 and planes_fit(1, g, x.dtype.itemsize):
-        grad_w = _grad_weight_planes(grad_output, x, weight, g, groups, num_threads)
-    else:
-        grad_w = np.empty_like(weight)
-        row_len = kernel.packed_row_len(g.stride_w, g.out_w, kw, g.dilation_w)
-        size = kernel.grad_weight_workspace(kh, kw, row_len, x.dtype == np.float64)
-        workspace = np.empty((num_threads, size), dtype=x.dtype)
-        kernel.conv2d_grad_weight(grad_output, x, grad_w, groups, g.stride_h, g.stride_w, g.pad_top, g.pad_left,
-                                  g.dilation_h, g.dilation_w, workspace, num_threads)
+    grad_w = grad_weight(grad_output, x, weight, g, groups, num_threads)
     grad_b = grad_output.sum(axis=(0, 2, 3))
     return grad_x, grad_w, grad_b
+
+
+def grad_weight(grad_output, x, weight, g, groups, num_threads):
+    """conv2d's weight gradient (K, C/groups, kh, kw)."""
+    kh, kw = weight.shape[2:]
+    if weight.shape[1] == 1 and planes_fit(1, g, x.dtype.itemsize):
+        return _grad_weight_planes(grad_output, x, weight, g, groups, num_threads)
+    grad_w = np.empty_like(weight)
+    row_len = kernel.packed_row_len(g.stride_w, g.out_w, kw, g.dilation_w)
+    size = kernel.grad_weight_workspace(kh, kw, row_len, x.dtype == np.float64)
+    workspace = np.empty((num_threads, size), dtype=x.dtype)
+    kernel.conv2d_grad_weight(grad_output, x, grad_w, groups, g.stride_h, g.stride_w, g.pad_top, g.pad_left,
+                              g.dilation_h, g.dilation_w, workspace, num_threads)
+    return grad_w

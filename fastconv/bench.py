@@ -131,8 +131,9 @@ DEPTHWISE_CASE = (8, 64, 56, 64, 3, 1, 1)   # groups = C
 
 
 def direct_cases(torch, dtypes=("float32", "float64"), with_reference=True):
-    """conv2d with algorithm="auto" (the fastconv column) against "direct", "im2col" and
-    torch on C1-C5 and depthwise; then convolve/convolve2d against NumPy/SciPy."""
+    """conv2d with algorithm="auto" (the fastconv column) against "direct", "im2col",
+    "winograd" (3x3 stride-1 cases) and torch on C1-C5 and depthwise; then
+    convolve/convolve2d against NumPy/SciPy."""
     from fastconv._validation import conv_geometry
     from fastconv.convolution import _choose_algorithm
 
@@ -152,7 +153,8 @@ def direct_cases(torch, dtypes=("float32", "float64"), with_reference=True):
             flops = 2.0 * y.size * (C // groups) * k * k
             fwd = {"fastconv": lambda: fastconv.conv2d(x, w, **kw)}
             bwd = {"fastconv": lambda: fastconv.conv2d_backward(go, x, w, **kw)}
-            for algorithm in ("direct", "im2col"):
+            algorithms = ("direct", "im2col") + (("winograd",) if (k, s) == (3, 1) else ())
+            for algorithm in algorithms:
                 fwd[algorithm] = lambda a=algorithm: fastconv.conv2d(x, w, algorithm=a, **kw)
                 bwd[algorithm] = lambda a=algorithm: fastconv.conv2d_backward(go, x, w, algorithm=a, **kw)
             if torch is not None:

@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from fastconv import _direct
+from fastconv import _direct, _winograd
 from fastconv import _validation as v
 from fastconv._kernels import conv_gemm as _kernel
 from fastconv._threads import blas, num_threads_for
@@ -19,7 +19,9 @@ from fastconv._threads import blas, num_threads_for
 #: the band is still cached when BLAS reads it.
 BAND_BYTES = 1 << 20
 
+#: The algorithms that run every geometry; ALL_ALGORITHMS adds those restricted to some.
 ALGORITHMS = ("auto", "im2col", "direct")
+ALL_ALGORITHMS = ALGORITHMS + ("winograd",)
 
 
 def _choose_algorithm(x_shape, weight_shape, geometry, groups, dtype, backward=False):
@@ -95,10 +97,13 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, a
     groups : int
         Channels are split into `groups` independent convolutions;
         ``groups == C`` is a depthwise convolution.
-    algorithm : {"auto", "im2col", "direct"}
+    algorithm : {"auto", "im2col", "direct", "winograd"}
         ``"im2col"``: a bounded column buffer and one BLAS GEMM per band of
         output rows; ``"direct"``: register tiles over a copy of the input
         under each band, no column matrix and no workspace that grows with the
+        output; ``"winograd"``: Winograd minimal filtering (3x3 kernels, stride
+        1, dilation 1 only; F(4x4, 3x3) in float32, F(6x6, 3x3) in float64),
+        within a relative error of ``fastconv._winograd.RTOL`` of the largest
         output; ``"auto"``: picked from the shapes and dtype (`_choose_algorithm`).
 
     Returns
@@ -106,12 +111,13 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, a
     out : ndarray, shape (N, K, Ho, Wo), dtype of `x`
     """
     x, weight, bias, g, groups = v.conv2d_args(x, weight, bias, stride, padding, dilation, groups)
-    v.choice(algorithm, "algorithm", ALGORITHMS)
+    v.choice(algorithm, "algorithm", ALL_ALGORITHMS)
     if algorithm == "auto":
         algorithm = _choose_algorithm(x.shape, weight.shape, g, groups, x.dtype)
-    if algorithm == "direct":
+    if algorithm in ("direct", "winograd"):
         work = x.shape[0] * weight.shape[0] * g.out_h * g.out_w * weight[0].size
-        return _direct.forward(x, weight, bias, g, groups, num_threads_for(work))
+        module = _direct if algorithm == "direct" else _winograd
+        return module.forward(x, weight, bias, g, groups, num_threads_for(work))
     N, K = x.shape[0], weight.shape[0]
     col_rows = x.shape[1] * g.kernel_h * g.kernel_w
     v.allocatable((N, K, g.out_h, g.out_w), x.dtype, "output")
@@ -136,6 +142,7 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
     grad_output : ndarray, shape (N, K, Ho, Wo)
         Gradient of the loss with respect to ``conv2d(x, weight, ...)``.
     x, weight, stride, padding, dilation, groups, algorithm : as in `conv2d`
+        (``"winograd"``: grad_x by Winograd, grad_weight as ``"auto"`` runs it)
 
     Returns
     -------
@@ -144,24 +151,45 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
     grad_bias : ndarray, shape (K,)
     """
     x, weight, _, g, groups = v.conv2d_args(x, weight, None, stride, padding, dilation, groups)
-    v.choice(algorithm, "algorithm", ALGORITHMS)
+    v.choice(algorithm, "algorithm", ALL_ALGORITHMS)
     N, K = x.shape[0], weight.shape[0]
     grad_output = v.grad_output_array(grad_output, (N, K, g.out_h, g.out_w), x.dtype)
     if algorithm == "auto":
         algorithm = _choose_algorithm(x.shape, weight.shape, g, groups, x.dtype, backward=True)
+    if algorithm == "winograd":
+        return _winograd_backward(grad_output, x, weight, g, groups)
     if algorithm == "direct":
         work = 2 * grad_output.size * weight[0].size
         return _direct.backward(grad_output, x, weight, g, groups, num_threads_for(work))
+    return _im2col_backward(grad_output, x, weight, g, groups)
+
+
+def _im2col_backward(grad_output, x, weight, g, groups, with_grad_x=True):
+    """(grad_x, grad_weight, grad_bias) on im2col bands; grad_x is None without `with_grad_x`."""
+    N, K = x.shape[0], weight.shape[0]
     _check_blas_limits(g)
     col_rows = x.shape[1] * g.kernel_h * g.kernel_w
-    num_threads = num_threads_for(2 * grad_output.size * (col_rows // groups))
+    num_threads = num_threads_for((2 if with_grad_x else 1) * grad_output.size * (col_rows // groups))
     band_rows = _band_rows(col_rows, g, x.dtype.itemsize)
     workspace = _workspace(num_threads, col_rows, band_rows, g, x.dtype)
-    grad_x = np.zeros_like(x)
+    grad_x = np.zeros_like(x) if with_grad_x else np.empty((N, 1, 1, 1), dtype=x.dtype)  # never written
     grad_w_parts = np.zeros((num_threads, groups, K // groups, col_rows // groups), dtype=x.dtype)
     blas.pin_single_threaded()
     _kernel.conv2d_backward(x, weight.reshape(groups, K // groups, col_rows // groups),
                             grad_output.reshape(N, K, g.out_h * g.out_w), grad_x, grad_w_parts, workspace,
-                            *_window_args(g), band_rows, num_threads)
+                            *_window_args(g), band_rows, num_threads, with_grad_x)
     grad_w = grad_w_parts.sum(axis=0).reshape(weight.shape)
-    return grad_x, grad_w, grad_output.sum(axis=(0, 2, 3))
+    return (grad_x if with_grad_x else None), grad_w, grad_output.sum(axis=(0, 2, 3))
+
+
+def _winograd_backward(grad_output, x, weight, g, groups):
+    """grad_x by Winograd (at stride 1 a 3x3 convolution of grad_output); grad_weight
+    and grad_bias by the algorithm "auto" picks for the backward pass, without its grad_x."""
+    _winograd.check_geometry(g)
+    num_threads = num_threads_for(grad_output.size * weight[0].size)
+    grad_x = _winograd.grad_x(grad_output, weight, x.shape, g, groups, num_threads)
+    if _choose_algorithm(x.shape, weight.shape, g, groups, x.dtype, backward=True) == "direct":
+        grad_w = _direct.grad_weight(grad_output, x, weight, g, groups, num_threads)
+        return grad_x, grad_w, grad_output.sum(axis=(0, 2, 3))
+    _, grad_w, grad_b = _im2col_backward(grad_output, x, weight, g, groups, with_grad_x=False)
+    return grad_x, grad_w, grad_b

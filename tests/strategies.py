@@ -388,7 +388,7 @@ BAD = {
     "padding": NOT_INT + BAD_PAIR + HUGE + [-1, -2**40, -10**30, (0, -1), (-1, 0), (0, MAX + 1), "full", "SAME",
                                            "", "same ", "causal", np.int64(-1)],
     "groups": NOT_INT + BAD_PAIR[:4] + [0, -1, -2**63, 2**64 + 1, 10**30 + 7, np.int64(0)],
-    "choice": ["winograd", "", "AUTO", None, 1, 0, True, b"auto", ("auto",), ["im2col"]],
+    "choice": ["fft", "", "AUTO", None, 1, 0, True, b"auto", ("auto",), ["im2col"]],
     "n": NOT_INT + [0, -1, -2**63, -10**30],
     "n0": NOT_INT + [-1, -2**63, -10**30],
     "bool": [],  # anything: truthiness, as in torch

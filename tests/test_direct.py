@@ -255,7 +255,7 @@ def test_unknown_algorithm_lists_the_valid_ones(rng):
     x, w, b, kw = make(rng, CASES[0], np.float32)
     grad_output = np.zeros((2, 4, 7, 10), np.float32)
     for fn, args in [(fastconv.conv2d, (x, w)), (fastconv.conv2d_backward, (grad_output, x, w))]:
-        with pytest.raises(ValueError, match="algorithm must be one of 'auto', 'im2col', 'direct'; got 'fft'"):
+        with pytest.raises(ValueError, match="algorithm must be one of 'auto', 'im2col', 'direct', 'winograd'; got 'fft'"):
             fn(*args, padding=1, algorithm="fft")
         with pytest.raises(ValueError, match="algorithm"):
             fn(*args, padding=1, algorithm=None)

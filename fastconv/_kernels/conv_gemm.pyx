@@ -79,23 +79,27 @@ cdef inline void backward_band(const floating* image, const floating* weight, co
                                floating* grad_image, floating* grad_w, floating* cols,
                                Py_ssize_t C, Py_ssize_t H, Py_ssize_t W, Py_ssize_t G, Py_ssize_t Kg,
                                Py_ssize_t CKg, Py_ssize_t L, Window g, Py_ssize_t r0,
-                               Py_ssize_t rows) noexcept nogil:
-    """One band: grad_w += gout_band @ cols^T, then grad_image += col2im(weight^T @ gout_band)."""
+                               Py_ssize_t rows, bint with_grad_x) noexcept nogil:
+    """One band: grad_w += gout_band @ cols^T, then (with_grad_x) grad_image += col2im(weight^T @ gout_band)."""
     cdef Py_ssize_t grp, c, tap, kk = g.kh * g.kw, ld = rows * g.out_w
     cdef const floating* go = gout + r0 * g.out_w
     if is_pointwise(g):
         for grp in range(G):
             gemm(False, True, Kg, CKg, ld, 1, go + grp * Kg * L, L, image + grp * CKg * L + r0 * g.out_w, L,
                  1, grad_w + grp * Kg * CKg, CKg)
-            gemm(True, False, CKg, ld, Kg, 1, weight + grp * Kg * CKg, CKg, go + grp * Kg * L, L,
-                 1, grad_image + grp * CKg * L + r0 * g.out_w, L)
+            if with_grad_x:
+                gemm(True, False, CKg, ld, Kg, 1, weight + grp * Kg * CKg, CKg, go + grp * Kg * L, L,
+                     1, grad_image + grp * CKg * L + r0 * g.out_w, L)
         return
     fill_columns(image, C, H, W, g, r0, rows, cols)
     for grp in range(G):
         gemm(False, True, Kg, CKg, ld, 1, go + grp * Kg * L, L, cols + grp * CKg * ld, ld,
              1, grad_w + grp * Kg * CKg, CKg)
-        gemm(True, False, CKg, ld, Kg, 1, weight + grp * Kg * CKg, CKg, go + grp * Kg * L, L,
-             0, cols + grp * CKg * ld, ld)
+        if with_grad_x:
+            gemm(True, False, CKg, ld, Kg, 1, weight + grp * Kg * CKg, CKg, go + grp * Kg * L, L,
+                 0, cols + grp * CKg * ld, ld)
+    if not with_grad_x:
+        return
     for c in range(C):
         for tap in range(kk):
             col2im_row(cols + (c * kk + tap) * ld, H, W, g, tap // g.kw, tap % g.kw, r0, rows,
@@ -106,8 +110,10 @@ def conv2d_backward(const floating[:, :, :, ::1] x, const floating[:, :, ::1] we
                     const floating[:, :, ::1] grad_out, floating[:, :, :, ::1] grad_x,
                     floating[:, :, :, ::1] grad_w_parts, floating[:, ::1] workspace,
                     Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pt, Py_ssize_t pl,
-                    Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t out_w, Py_ssize_t band_rows, int num_threads):
-    """grad_x (zero on entry) and grad_w_parts (num_threads, G, K/G, C/G*kh*kw; zero on
+                    Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t out_w, Py_ssize_t band_rows, int num_threads,
+                    bint with_grad_x=True):
+    """grad_x (zero on entry; untouched without `with_grad_x`, as for grad_weight alone) and
+    grad_w_parts (num_threads, G, K/G, C/G*kh*kw; zero on
     entry, summed by the caller) from grad_out (N, K, Ho*Wo).
 
     Bands of one image overlap in the input rows they scatter into; with at
@@ -131,4 +137,4 @@ def conv2d_backward(const floating[:, :, :, ::1] x, const floating[:, :, ::1] we
                 r0 = (2 * (task % per_image) + parity) * band_rows
                 backward_band(&x[n, 0, 0, 0], &weight[0, 0, 0], &grad_out[n, 0, 0], &grad_x[n, 0, 0, 0],
                               &grad_w_parts[tid, 0, 0, 0], &workspace[tid, 0], C, H, W, G, Kg, CKg, L, g,
-                              r0, min(band_rows, out_h - r0))
+                              r0, min(band_rows, out_h - r0), with_grad_x)

@@ -1,0 +1,137 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""Winograd convolution (3x3, stride 1): conv2d's forward, and grad_x as one.
+
+The C kernels are in winograd.h / winograd_impl.h (float: F(4x4, 3x3), double:
+F(6x6, 3x3)); fastconv._winograd transforms the weights and sizes the workspace.
+Tasks are chunks of chunk_tiles(...) consecutive output tiles of the flattened
+(image, tile row, tile column) grid, handed out dynamically to the threads;
+each runs in its thread's row of `workspace`.
+"""
+from cython cimport floating
+from cython.parallel cimport parallel, prange, threadid
+
+cdef extern from "winograd.h" nogil:
+    int wg_compiled_isa()
+    int wg_cpu_isa()
+    enum: WG_MR
+    Py_ssize_t wg_chunk_tiles_f()
+    Py_ssize_t wg_chunk_tiles_d()
+    void wg_transform_filters_f(const float* w, Py_ssize_t wk, Py_ssize_t nr, const double* G, float* U,
+                                Py_ssize_t step)
+    void wg_transform_filters_d(const double* w, Py_ssize_t wk, Py_ssize_t nr, const double* G, double* U,
+                                Py_ssize_t step)
+    Py_ssize_t wg_workspace_f(Py_ssize_t Cg, Py_ssize_t Kp)
+    Py_ssize_t wg_workspace_d(Py_ssize_t Cg, Py_ssize_t Kp)
+    void wg_forward_chunk_f(const float* x, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W, const float* U,
+                            Py_ssize_t Kp, const float* bias, float* out, Py_ssize_t K, Py_ssize_t Ho,
+                            Py_ssize_t Wo, Py_ssize_t groups, Py_ssize_t pt, Py_ssize_t pl,
+                            Py_ssize_t first, Py_ssize_t count, float* work)
+    void wg_forward_chunk_d(const double* x, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W, const double* U,
+                            Py_ssize_t Kp, const double* bias, double* out, Py_ssize_t K, Py_ssize_t Ho,
+                            Py_ssize_t Wo, Py_ssize_t groups, Py_ssize_t pt, Py_ssize_t pl,
+                            Py_ssize_t first, Py_ssize_t count, double* work)
+
+
+#: Instruction-set levels, as compiled_isa() and cpu_isa() number them.
+ISA_NAMES = ("baseline", "AVX+FMA", "AVX-512")
+
+
+def compiled_isa():
+    """The instruction set this module was compiled for: an index into ISA_NAMES."""
+    return wg_compiled_isa()
+
+
+def cpu_isa():
+    """The highest level of ISA_NAMES the CPU and OS run (0 off x86 or unknown)."""
+    return wg_cpu_isa()
+
+
+def register_rows(bint double_precision):
+    """Output channels per register tile: the transformed weights' padding unit."""
+    return WG_MR
+
+
+def chunk_tiles(bint double_precision):
+    """Output tiles per task (one register tile's width)."""
+    return wg_chunk_tiles_d() if double_precision else wg_chunk_tiles_f()
+
+
+def workspace_values(Py_ssize_t Cg, Py_ssize_t Kp, bint double_precision):
+    """Values of one thread's workspace for Cg input and Kp (padded) output channels per group."""
+    return wg_workspace_d(Cg, Kp) if double_precision else wg_workspace_f(Cg, Kp)
+
+
+cdef inline void _transform_filters(const floating* w, Py_ssize_t wk, Py_ssize_t nr, const double* G,
+                                    floating* U, Py_ssize_t step) noexcept nogil:
+    if floating is float:
+        wg_transform_filters_f(w, wk, nr, G, U, step)
+    else:
+        wg_transform_filters_d(w, wk, nr, G, U, step)
+
+
+def transform_weights(const floating[:, :, :, ::1] weight, const double[:, ::1] G, int groups, Py_ssize_t Kp,
+                      floating[::1] U, int num_threads):
+    """U = G w G^T of every filter, laid out (groups, n*n, Kp // MR, C/groups, MR) with
+    each group's K/groups output channels padded with zeros to Kp (register_rows(...)
+    divides it). G (n, 3): F(4x4) in float32, F(6x6) in float64."""
+    cdef Py_ssize_t K = weight.shape[0], Cg = weight.shape[1], n = G.shape[0], Kg = K // groups
+    cdef Py_ssize_t P = n * n, task, grp, k, c, base
+    cdef bint dp = floating is double
+    if (G.shape[0] != (8 if dp else 6) or G.shape[1] != 3 or weight.shape[2] != 3
+            or weight.shape[3] != 3 or Kp % WG_MR or Kp < Kg):
+        raise ValueError("transform_weights needs 3x3 filters, the dtype's G (n, 3) and Kp a multiple of "
+                         "register_rows")
+    if U.shape[0] != groups * P * Kp * Cg:
+        raise ValueError(f"U must have {groups * P * Kp * Cg} values")
+    # a task per block of WG_MR channels: it writes WG_P runs of C/groups * WG_MR values
+    for task in prange(groups * (Kp // WG_MR), nogil=True, num_threads=num_threads, schedule="static"):
+        grp = task // (Kp // WG_MR)
+        k = (task % (Kp // WG_MR)) * WG_MR
+        base = (grp * P * Kp + k) * Cg
+        for c in range(Cg):
+            _transform_filters(&weight[grp * Kg + min(k, Kg - 1), c, 0, 0], Cg * 9, min(WG_MR, max(Kg - k, 0)),
+                               &G[0, 0], &U[base + c * WG_MR], Kp * Cg)
+
+
+cdef inline void _chunk(const floating* x, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W, const floating* U,
+                        Py_ssize_t Kp, const floating* bias, floating* out, Py_ssize_t K, Py_ssize_t Ho,
+                        Py_ssize_t Wo, Py_ssize_t groups, Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t first,
+                        Py_ssize_t count, floating* work) noexcept nogil:
+    if floating is float:
+        wg_forward_chunk_f(x, C, H, W, U, Kp, bias, out, K, Ho, Wo, groups, pt, pl, first, count, work)
+    else:
+        wg_forward_chunk_d(x, C, H, W, U, Kp, bias, out, K, Ho, Wo, groups, pt, pl, first, count, work)
+
+
+def conv2d_forward(const floating[:, :, :, ::1] x, const floating[::1] U, Py_ssize_t Kp,
+                   const floating[::1] bias, floating[:, :, :, ::1] out, int groups, Py_ssize_t pt,
+                   Py_ssize_t pl, floating[:, ::1] workspace, int num_threads):
+    """out (N, K, Ho, Wo) = the 3x3 stride-1 correlation of x (N, C, H, W) read from
+    offset (-pt, -pl) (zero outside; negative: cropped) + bias, every element written.
+    U: fastconv._winograd.transform_weights(...) (groups * n*n * Kp * C/groups values);
+    workspace (num_threads, workspace_values(C/groups, Kp, ...))."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t K = out.shape[1], Ho = out.shape[2], Wo = out.shape[3]
+    cdef bint dp = floating is double
+    cdef Py_ssize_t m = 6 if dp else 4, n = m + 2
+    cdef Py_ssize_t T = wg_chunk_tiles_d() if dp else wg_chunk_tiles_f()
+    cdef Py_ssize_t tiles = N * ((Ho + m - 1) // m) * ((Wo + m - 1) // m)
+    cdef Py_ssize_t chunks = (tiles + T - 1) // T, q, first
+    cdef floating* work = NULL
+    if out.shape[0] != N or K % groups or C % groups or Kp % WG_MR or Kp < K // groups:
+        raise ValueError("inconsistent shapes")
+    if U.shape[0] != groups * n * n * Kp * (C // groups) or bias.shape[0] != K:
+        raise ValueError(f"U must have {groups * n * n * Kp * (C // groups)} values and bias {K}")
+    if workspace.shape[1] < workspace_values(C // groups, Kp, dp) or workspace.shape[0] < num_threads:
+        raise ValueError("workspace too small")
+    if tiles == 0:
+        return
+    with nogil, parallel(num_threads=num_threads):
+        work = &workspace[threadid(), 0]
+        # dynamic: a chunk is a fraction of a millisecond, and on shared cores a thread
+        # that was descheduled would otherwise hold up its static share (the result
+        # does not depend on which thread runs a chunk)
+        for q in prange(chunks, schedule="dynamic"):
+            first = q * T
+            _chunk(&x[0, 0, 0, 0], C, H, W, &U[0], Kp, &bias[0], &out[0, 0, 0, 0], K, Ho, Wo, groups, pt, pl,
+                   first, min(T, tiles - first), work)

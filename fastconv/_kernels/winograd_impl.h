@@ -1,0 +1,346 @@
+/* One dtype's Winograd kernels (included by winograd.h with WG_T, WG_SUF, WG_M,
+ * WG_BT, WG_AT defined). A task is a chunk of up to WG_NV * WG_L consecutive
+ * tiles of the flattened (image, tile row, tile column) grid; it runs in its
+ * thread's workspace, laid out (values)
+ *
+ *     V  [WG_P points][Cg channels][TS]   transformed input tiles, tile-fastest
+ *     Mb [WG_P points][WG_MR channels][T] their products with one block of weights
+ *     P  [WG_N rows][WG_M phases][TS]     one tile row's input rows, columns split
+ *     Z  [WG_N points][WG_M phases][TS]   ... by phase mod WG_M, and their column transform
+ *                                         (each WG_N * WG_N * TS: wg_input_tiles's layout)
+ *     Y  [WG_M][TS] + [WG_M][WG_M][WG_L]  one padded input row, or one vector of output tiles
+ *
+ * with T = WG_NV * WG_L tiles and TS = T + WG_L (room for a vector past a segment).
+ * Splitting columns by phase mod WG_M puts column j of tile tx at phase j % WG_M,
+ * index tx + j / WG_M: contiguous in tx, so both transforms run on whole vectors
+ * of tiles, one tile per lane. */
+
+#if WG_VECTORS
+typedef WG_T WG_V __attribute__((vector_size(WG_VBYTES)));
+#else
+typedef WG_T WG_V;
+#endif
+
+WG_INLINE WG_V WG_FN(wg_load)(const WG_T *p) { WG_V v; memcpy(&v, p, sizeof v); return v; }
+WG_INLINE void WG_FN(wg_store)(WG_T *p, WG_V v) { memcpy(p, &v, sizeof v); }
+/* s - 0 broadcasts (and folds); s + 0 would turn -0 into +0 */
+WG_INLINE WG_V WG_FN(wg_bcast)(WG_T s) { WG_V zero = {0}; return s - zero; }
+
+/* Tiles per chunk (one register tile's width). */
+static ptrdiff_t WG_FN(wg_chunk_tiles)(void) { return WG_NV * WG_L; }
+
+/* Values of one thread's workspace for Cg input and Kp output channels (Kp a
+ * multiple of WG_MR). */
+static ptrdiff_t WG_FN(wg_workspace)(ptrdiff_t Cg, ptrdiff_t Kp)
+{
+    const ptrdiff_t T = WG_NV * WG_L, TS = T + WG_L;
+    (void)Kp;
+    return WG_P * Cg * TS + WG_P * WG_MR * T + 2 * WG_P * TS + WG_M * TS + WG_M * WG_M * WG_L;
+}
+
+/* U[point*step + r] = (G w_r G^T)[point], r < WG_MR, for the 3x3 filters w_r = w + r*wk
+ * (r < nr; zero filters past them), in double and rounded once: one input channel of
+ * one block of output channels of the transformed weights. G: WG_N x 3. */
+static void WG_FN(wg_transform_filters)(const WG_T *w, ptrdiff_t wk, ptrdiff_t nr, const double *G, WG_T *U,
+                                        ptrdiff_t step)
+{
+    double f[9][WG_MR], t[WG_N][3][WG_MR];
+    ptrdiff_t i, j, a, r;
+    for (a = 0; a < 9; a++)
+        for (r = 0; r < WG_MR; r++)
+            f[a][r] = r < nr ? (double)w[r * wk + a] : 0.0;
+    for (i = 0; i < WG_N; i++)
+        for (j = 0; j < 3; j++)
+            for (r = 0; r < WG_MR; r++)
+                t[i][j][r] = G[i * 3] * f[j][r] + G[i * 3 + 1] * f[3 + j][r] + G[i * 3 + 2] * f[6 + j][r];
+    for (i = 0; i < WG_N; i++)
+        for (j = 0; j < WG_N; j++)
+            for (r = 0; r < WG_MR; r++)
+                U[(i * WG_N + j) * step + r] =
+                    (WG_T)(t[i][0][r] * G[j * 3] + t[i][1][r] * G[j * 3 + 1] + t[i][2][r] * G[j * 3 + 2]);
+}
+
+/* M[r*ms + t] = sum_{c < Cg} U[c*WG_MR + r] * V[c*vs + t], r < WG_MR, t < T: the
+ * accumulators stay in registers over the whole channel sum. */
+WG_INLINE void WG_FN(wg_gemm)(const WG_T *U, const WG_T *V, ptrdiff_t Cg, ptrdiff_t vs, WG_T *M, ptrdiff_t ms)
+{
+    WG_V acc[WG_MR][WG_NV];
+    int r, v;
+    ptrdiff_t c;
+    WG_UNROLL
+    for (r = 0; r < WG_MR; r++) {
+        WG_UNROLL
+        for (v = 0; v < WG_NV; v++)
+            acc[r][v] = WG_FN(wg_bcast)(0);
+    }
+    for (c = 0; c < Cg; c++) {
+        WG_V x[WG_NV];
+        WG_UNROLL
+        for (v = 0; v < WG_NV; v++)
+            x[v] = WG_FN(wg_load)(V + c * vs + v * WG_L);
+        WG_UNROLL
+        for (r = 0; r < WG_MR; r++) {
+            const WG_V w = WG_FN(wg_bcast)(U[c * WG_MR + r]);
+            WG_UNROLL
+            for (v = 0; v < WG_NV; v++)
+                acc[r][v] += w * x[v];
+        }
+    }
+    WG_UNROLL
+    for (r = 0; r < WG_MR; r++) {
+        WG_UNROLL
+        for (v = 0; v < WG_NV; v++)
+            WG_FN(wg_store)(M + r * ms + v * WG_L, acc[r][v]);
+    }
+}
+
+/* The input transforms of `len` tiles of one tile row of one channel: tile l's
+ * input is plane rows iy0 .. iy0 + WG_N, columns ix0 + l*WG_M .. + WG_N (zero outside
+ * the H x W plane); point (a, b) of tile l goes to V[(a*WG_N + b)*vs + l]. Writes up to
+ * a vector past l = len - 1 (TS leaves room). */
+static void WG_FN(wg_input_segment)(const WG_T *plane, ptrdiff_t H, ptrdiff_t W, ptrdiff_t iy0, ptrdiff_t ix0,
+                                    ptrdiff_t len, WG_T *P, WG_T *Z, WG_T *V, ptrdiff_t vs, const WG_T *ahead)
+{
+    const ptrdiff_t L = WG_L, TS = WG_NV * WG_L + WG_L;
+    /* Z is needed at q <= len (tile l reads columns of q = l and l + 1); lanes past
+     * len - 1 compute garbage that no output reads */
+    const ptrdiff_t nq = (len + L - 1) / L * L, nz = (len + 1 + L - 1) / L * L;
+    ptrdiff_t i, ph, q, a, b, j;
+    for (i = 0; i < WG_N; i++) {
+        const ptrdiff_t iy = iy0 + i;
+        WG_T *prow = P + i * WG_M * TS;
+        if (iy < 0 || iy >= H) {
+            for (ph = 0; ph < WG_M; ph++)
+                memset(prow + ph * TS, 0, nz * sizeof(WG_T));
+            continue;
+        }
+        /* columns ix0 + q*WG_M + ph, zero outside the row: q in [q0, q1) wholly inside it
+         * (a fixed-size inner loop the compiler vectorises; no copy of the row, whose
+         * stores would stall the vector loads that follow them) */
+        const WG_T *row = plane + iy * W, *src = row + ix0;
+        if (ahead) { /* the same row of a later channel: rows far apart defeat the hardware prefetcher */
+            const char *first = (const char *)(ahead + iy * W + (ix0 > 0 ? ix0 : 0));
+            const char *last = (const char *)(ahead + iy * W + (ix0 + nz * WG_M < W ? ix0 + nz * WG_M : W)) - 1;
+            for (; first <= last; first += 64)
+                WG_PREFETCH(first);
+            WG_PREFETCH(last);
+        }
+        ptrdiff_t q0 = ix0 >= 0 ? 0 : (-ix0 + WG_M - 1) / WG_M;
+        ptrdiff_t q1 = W - ix0 >= WG_M ? (W - ix0 - WG_M) / WG_M + 1 : 0;
+        q1 = q1 < nz ? q1 : nz;
+        q0 = q0 < q1 ? q0 : q1;
+        for (q = 0; q < nz; q++) {
+            if (q == q0 && q1 > q0) {
+                for (; q < q1; q++) {
+                    WG_UNROLL
+                    for (ph = 0; ph < WG_M; ph++)
+                        prow[ph * TS + q] = src[q * WG_M + ph];
+                }
+                if (q == nz)
+                    break;
+            }
+            for (ph = 0; ph < WG_M; ph++) {
+                const ptrdiff_t col = ix0 + q * WG_M + ph;
+                prow[ph * TS + q] = (col >= 0 && col < W) ? row[col] : (WG_T)0;
+            }
+        }
+    }
+    for (ph = 0; ph < WG_M; ph++)
+        for (q = 0; q < nz; q += L) {
+            WG_V d[WG_N], z[WG_N];
+            WG_UNROLL
+            for (i = 0; i < WG_N; i++)
+                d[i] = WG_FN(wg_load)(P + (i * WG_M + ph) * TS + q);
+            WG_BT(WG_V, WG_T, d, z);
+            WG_UNROLL
+            for (a = 0; a < WG_N; a++)
+                WG_FN(wg_store)(Z + (a * WG_M + ph) * TS + q, z[a]);
+        }
+    for (a = 0; a < WG_N; a++)
+        for (q = 0; q < nq; q += L) {
+            WG_V d[WG_N], z[WG_N];
+            WG_UNROLL
+            for (j = 0; j < WG_N; j++)
+                d[j] = WG_FN(wg_load)(Z + (a * WG_M + j % WG_M) * TS + q + j / WG_M);
+            WG_BT(WG_V, WG_T, d, z);
+            WG_UNROLL
+            for (b = 0; b < WG_N; b++)
+                WG_FN(wg_store)(V + (a * WG_N + b) * vs + q, z[b]);
+        }
+}
+
+/* Y[(r*WG_M + s)*WG_L + l] = output (r, s) of tile l plus bias, for the vector of
+ * tiles whose products are at Mk[point*ms + l]. */
+WG_INLINE void WG_FN(wg_output_vector)(const WG_T *Mk, ptrdiff_t ms, WG_V b, WG_T *Y)
+{
+    const ptrdiff_t L = WG_L;
+    ptrdiff_t a, j, r, s;
+    WG_V rows[WG_N][WG_M];
+    WG_UNROLL
+    for (a = 0; a < WG_N; a++) {
+        WG_V m[WG_N];
+        WG_UNROLL
+        for (j = 0; j < WG_N; j++)
+            m[j] = WG_FN(wg_load)(Mk + (a * WG_N + j) * ms);
+        WG_AT(WG_V, WG_T, m, rows[a]);
+    }
+    WG_UNROLL
+    for (s = 0; s < WG_M; s++) {
+        WG_V col[WG_N], y[WG_M];
+        WG_UNROLL
+        for (a = 0; a < WG_N; a++)
+            col[a] = rows[a][s];
+        WG_AT(WG_V, WG_T, col, y);
+        WG_UNROLL
+        for (r = 0; r < WG_M; r++)
+            WG_FN(wg_store)(Y + (r * WG_M + s) * L, y[r] + b);
+    }
+}
+
+/* The output transforms of `len` tiles of one tile row of one output channel:
+ * tile l's products at Mk[point*ms + l]; its WG_M x WG_M outputs plus `bias` go to
+ * o[(oy0 + r)*Wo + ox0 + l*WG_M + s], clipped to Ho x Wo. Y: one vector of tiles. */
+static void WG_FN(wg_output_segment)(const WG_T *Mk, ptrdiff_t ms, WG_T bias, WG_T *o, ptrdiff_t Ho,
+                                     ptrdiff_t Wo, ptrdiff_t oy0, ptrdiff_t ox0, ptrdiff_t len, WG_T *Y)
+{
+    const ptrdiff_t L = WG_L;
+    const WG_V b = WG_FN(wg_bcast)(bias);
+    ptrdiff_t q, r, s, l;
+    for (q = 0; q < len; q += L) {
+        WG_FN(wg_output_vector)(Mk + q, ms, b, Y);
+        /* lanes [0, full) are tiles wholly inside the row: their WG_M values interleave
+         * into one contiguous run (a fixed-size loop nest the compiler vectorises) */
+        const ptrdiff_t lanes = len - q < L ? len - q : L, ox = ox0 + q * WG_M;
+        const ptrdiff_t inside = (Wo - ox) / WG_M, full = inside < lanes ? inside : lanes;
+        for (r = 0; r < WG_M && oy0 + r < Ho; r++) {
+            WG_T *FC_RESTRICT_WG orow = o + (oy0 + r) * Wo + ox;
+            const WG_T *FC_RESTRICT_WG yr = Y + r * WG_M * L;
+            for (l = 0; l < full; l++) {
+                WG_UNROLL
+                for (s = 0; s < WG_M; s++)
+                    orow[l * WG_M + s] = yr[s * L + l];
+            }
+            if (full < lanes) /* the row's last tile, clipped */
+                for (s = 0; ox + full * WG_M + s < Wo; s++)
+                    orow[full * WG_M + s] = yr[s * L + full];
+        }
+    }
+}
+
+/* Rows of fewer tiles than a vector: the transforms run on the chunk's tiles in order,
+ * one per lane whatever its row, from their own WG_N x WG_N inputs (no phase split:
+ * P[(i*WG_N + j)*TS + q] is input (i, j) of tile q) and write their outputs tile by tile. */
+static void WG_FN(wg_input_tiles)(const WG_T *x, ptrdiff_t C, ptrdiff_t H, ptrdiff_t W, ptrdiff_t ch,
+                                  ptrdiff_t first, ptrdiff_t count, ptrdiff_t tw, ptrdiff_t per_image,
+                                  ptrdiff_t pt, ptrdiff_t pl, WG_T *P, WG_T *Z, WG_T *V, ptrdiff_t vs)
+{
+    const ptrdiff_t L = WG_L, TS = WG_NV * WG_L + WG_L, nq = (count + L - 1) / L * L;
+    ptrdiff_t q, i, j, a, b;
+    for (q = 0; q < nq; q++) {
+        const ptrdiff_t u = first + (q < count ? q : 0), img = u / per_image, ty = u % per_image / tw, tx = u % tw;
+        const WG_T *plane = x + (img * C + ch) * H * W;
+        for (i = 0; i < WG_N; i++) {
+            const ptrdiff_t iy = ty * WG_M - pt + i;
+            for (j = 0; j < WG_N; j++) {
+                const ptrdiff_t ix = tx * WG_M - pl + j;
+                P[(i * WG_N + j) * TS + q] = (q < count && iy >= 0 && iy < H && ix >= 0 && ix < W)
+                                                 ? plane[iy * W + ix] : (WG_T)0;
+            }
+        }
+    }
+    for (j = 0; j < WG_N; j++)
+        for (q = 0; q < nq; q += L) {
+            WG_V d[WG_N], z[WG_N];
+            WG_UNROLL
+            for (i = 0; i < WG_N; i++)
+                d[i] = WG_FN(wg_load)(P + (i * WG_N + j) * TS + q);
+            WG_BT(WG_V, WG_T, d, z);
+            WG_UNROLL
+            for (a = 0; a < WG_N; a++)
+                WG_FN(wg_store)(Z + (a * WG_N + j) * TS + q, z[a]);
+        }
+    for (a = 0; a < WG_N; a++)
+        for (q = 0; q < nq; q += L) {
+            WG_V d[WG_N], z[WG_N];
+            WG_UNROLL
+            for (j = 0; j < WG_N; j++)
+                d[j] = WG_FN(wg_load)(Z + (a * WG_N + j) * TS + q);
+            WG_BT(WG_V, WG_T, d, z);
+            WG_UNROLL
+            for (b = 0; b < WG_N; b++)
+                WG_FN(wg_store)(V + (a * WG_N + b) * vs + q, z[b]);
+        }
+}
+
+static void WG_FN(wg_output_tiles)(const WG_T *Mk, ptrdiff_t ms, WG_T bias, WG_T *out, ptrdiff_t K, ptrdiff_t k,
+                                   ptrdiff_t Ho, ptrdiff_t Wo, ptrdiff_t first, ptrdiff_t count, ptrdiff_t tw,
+                                   ptrdiff_t per_image, WG_T *Y)
+{
+    const ptrdiff_t L = WG_L;
+    const WG_V b = WG_FN(wg_bcast)(bias);
+    ptrdiff_t q, l, r, s;
+    for (q = 0; q < count; q += L) {
+        WG_FN(wg_output_vector)(Mk + q, ms, b, Y);
+        for (l = 0; l < L && q + l < count; l++) {
+            const ptrdiff_t u = first + q + l, img = u / per_image, ty = u % per_image / tw, tx = u % tw;
+            WG_T *o = out + (img * K + k) * Ho * Wo;
+            for (r = 0; r < WG_M && ty * WG_M + r < Ho; r++)
+                for (s = 0; s < WG_M && tx * WG_M + s < Wo; s++)
+                    o[(ty * WG_M + r) * Wo + tx * WG_M + s] = Y[(r * WG_M + s) * L + l];
+        }
+    }
+}
+
+/* One chunk: tiles first .. first + count (count <= WG_NV * WG_L) of the flattened
+ * (image, tile row, tile column) grid of out (N, K, Ho, Wo) = conv2d(x, w) + bias,
+ * x (N, C, H, W) read from offset (-pt, -pl), for every group. U: the transformed
+ * weights, (groups, WG_P, Kp / WG_MR, C / groups, WG_MR); work: wg_workspace(...) values. */
+static void WG_FN(wg_forward_chunk)(const WG_T *x, ptrdiff_t C, ptrdiff_t H, ptrdiff_t W, const WG_T *U,
+                                    ptrdiff_t Kp, const WG_T *bias, WG_T *out, ptrdiff_t K, ptrdiff_t Ho,
+                                    ptrdiff_t Wo, ptrdiff_t groups, ptrdiff_t pt, ptrdiff_t pl,
+                                    ptrdiff_t first, ptrdiff_t count, WG_T *work)
+{
+    const ptrdiff_t T = WG_NV * WG_L, TS = T + WG_L;
+    const ptrdiff_t Cg = C / groups, Kg = K / groups;
+    const ptrdiff_t tw = (Wo + WG_M - 1) / WG_M, per_image = (Ho + WG_M - 1) / WG_M * tw;
+    const int narrow = tw < WG_L;
+    WG_T *V = work, *Mb = V + WG_P * Cg * TS, *P = Mb + WG_P * WG_MR * T, *Z = P + WG_P * TS;
+    WG_T *Y = Z + WG_P * TS;
+    ptrdiff_t g, s, c, k, pt_i, kb;
+    for (g = 0; g < groups; g++) {
+        if (narrow)
+            for (c = 0; c < Cg; c++)
+                WG_FN(wg_input_tiles)(x, C, H, W, g * Cg + c, first, count, tw, per_image, pt, pl, P, Z,
+                                      V + c * TS, Cg * TS);
+        for (s = 0; s < count && !narrow;) {
+            const ptrdiff_t u = first + s, img = u / per_image, ty = u % per_image / tw, tx = u % tw;
+            const ptrdiff_t len = tw - tx < count - s ? tw - tx : count - s;
+            for (c = 0; c < Cg; c++) {
+                const WG_T *plane = x + (img * C + g * Cg + c) * H * W;
+                WG_FN(wg_input_segment)(plane, H, W, ty * WG_M - pt, tx * WG_M - pl, len, P, Z, V + c * TS + s,
+                                        Cg * TS, c + WG_AHEAD < Cg ? plane + WG_AHEAD * H * W : NULL);
+            }
+            s += len;
+        }
+        /* one block of WG_MR output channels at a time: its products at all points, then
+         * their output transforms, while they are still in cache */
+        for (kb = 0; kb < Kp / WG_MR; kb++) {
+            for (pt_i = 0; pt_i < WG_P; pt_i++)
+                WG_FN(wg_gemm)(U + ((g * WG_P + pt_i) * Kp + kb * WG_MR) * Cg, V + pt_i * Cg * TS, Cg, TS,
+                               Mb + pt_i * WG_MR * T, T);
+            if (narrow)
+                for (k = kb * WG_MR; k < (kb + 1) * WG_MR && k < Kg; k++)
+                    WG_FN(wg_output_tiles)(Mb + (k - kb * WG_MR) * T, WG_MR * T, bias[g * Kg + k], out, K,
+                                           g * Kg + k, Ho, Wo, first, count, tw, per_image, Y);
+            for (s = 0; s < count && !narrow;) {
+                const ptrdiff_t u = first + s, img = u / per_image, ty = u % per_image / tw, tx = u % tw;
+                const ptrdiff_t len = tw - tx < count - s ? tw - tx : count - s;
+                for (k = kb * WG_MR; k < (kb + 1) * WG_MR && k < Kg; k++)
+                    WG_FN(wg_output_segment)(Mb + (k - kb * WG_MR) * T + s, WG_MR * T, bias[g * Kg + k],
+                                             out + (img * K + g * Kg + k) * Ho * Wo, Ho, Wo, ty * WG_M,
+                                             tx * WG_M, len, Y);
+                s += len;
+            }
+        }
+    }
+}

@@ -1,0 +1,151 @@
+"""The `winograd` convolution algorithm: 3x3, stride 1, dilation 1 (Lavin & Gray 2015).
+
+F(m x m, 3 x 3) computes an m x m block of outputs from an n x n input tile
+(n = m + 2) with n^2 multiplies per channel pair instead of 9 m^2:
+
+    Y = A^T [ sum_c (G g_kc G^T) (.) (B^T d_c B) ] A
+
+The sum over input channels c is, for each of the n^2 transform points, a GEMM
+(K x C) (C x tiles). fastconv/_kernels/winograd_impl.h runs it over chunks of
+`kernel.chunk_tiles(...)` consecutive tiles of the flattened (image, tile row,
+tile column) grid, one chunk per task: it transforms the chunk's input tiles
+into its thread's workspace, multiplies them on register tiles with the
+transformed weights, and writes the output transform (plus bias) into the
+output, edge tiles clipped. Extra memory: the transformed weights (n^2 * K *
+C/groups values) and one workspace per thread (`workspace_values`), never
+anything that grows with the batch: for C2 (64 -> 64 channels, float32) 576 KiB
+of weights and 0.63 MiB per thread on the AVX-512 build, at any N.
+
+Tile sizes and interpolation points, chosen from measured error (max |err| /
+max |ref| against a float64 reference, 64 input channels, random normal data,
+NumPy emulation of the transforms in the working precision):
+
+    float32  F(4x4, 3x3), points 0, +-1, +-1/2, inf          ~3e-6  (direct: ~1.5e-7;
+             points +-2 instead of +-1/2: ~4e-6; F(6x6) with +-2, +-1/2: ~9e-6)
+    float64  F(6x6, 3x3), points 0, +-1, +-2, +-1/2, inf     ~1.5e-14
+
+B^T's rows are scaled to integers and A^T's entries are powers of two, so the
+data's transforms are exact in their constants; the weights are transformed in
+float64 and rounded once. Over 60 random shapes (1-117 channels per group,
+scales 1e-3 to 1e3) the worst max |err| / max |ref| was 5.1e-6 (float32) and
+1.6e-14 (float64); RTOL, the bound the tests hold it to, leaves a margin of 4-6x.
+
+Speed (2-core Xeon, AVX-512 build, 2 threads, interleaved medians of 15, a quiet
+moment on shared cores; `python -m fastconv bench --sections direct` re-measures
+it): effective GFLOP/s (direct-convolution FLOPs / time), forward float32
+
+    C2 (8, 64, 56, 56) -> 64    winograd 4.0 ms (460)  direct 6.6 ms (280)  torch 6.4 ms (290)
+    C3 (1, 128, 112, 112) -> 128  winograd 6.9 ms (530)  direct 12.3 ms (300)  torch 11.8 ms (310)
+
+and float64 0.21x (C2) and 0.36x (C3) of torch's time, 0.75x of direct's. It pays
+for large images with many channels. Rows of fewer tiles than a vector take a
+per-tile path (scalar gathers and scatters); small images with many channels
+are dominated by the weight transform, n^2/9 times the weights' size per call
+((8, 512, 7, 7): 23 ms against direct's 8.5 ms); with few channels the transforms,
+not the products, dominate (C1, 3 -> 32 channels). `"auto"` does not pick it: its
+float32 results differ from direct's by up to ~1e-5 of the largest output, and
+the rule for where it pays is measured only on these cases.
+"""
+import importlib
+
+import numpy as np
+
+from fastconv import _validation as v
+from fastconv._kernels import conv_winograd as baseline_kernel
+from fastconv._winograd_math import POINTS, matrices, tile_size  # noqa: F401 (re-exported)
+
+#: The relative error guaranteed and tested: max |out - ref| <= RTOL * max |ref| (ref
+#: the float64 reference) on random data of any scale; and whatever cancels in the
+#: sums, max |out - ref| <= RTOL * max conv2d(|x|, |w|) + |bias| (rounding errors grow
+#: with the magnitudes summed, not with the result).
+RTOL = {np.dtype(np.float32): 2e-5, np.dtype(np.float64): 1e-13}
+
+_VARIANTS = {1: "fastconv._kernels.conv_winograd_avx", 2: "fastconv._kernels.conv_winograd_avx512"}
+
+
+def runnable_kernels():
+    """The builds this CPU runs, narrowest first (as fastconv._direct's)."""
+    modules = [baseline_kernel]
+    for level in range(1, baseline_kernel.cpu_isa() + 1):
+        try:
+            module = importlib.import_module(_VARIANTS[level])
+        except ImportError:
+            continue
+        if module.compiled_isa() == level:
+            modules.append(module)
+    return modules
+
+
+#: The compiled module in use: the widest build this CPU runs (tests swap it).
+kernel = runnable_kernels()[-1]
+
+
+def check_geometry(g):
+    """ValueError unless `g` is a 3x3 kernel at stride 1 and dilation 1."""
+    reasons = []
+    if (g.kernel_h, g.kernel_w) != (3, 3):
+        reasons.append(f"a 3x3 kernel (got {g.kernel_h}x{g.kernel_w})")
+    if (g.stride_h, g.stride_w) != (1, 1):
+        reasons.append(f"stride 1 (got {(g.stride_h, g.stride_w)})")
+    if (g.dilation_h, g.dilation_w) != (1, 1):
+        reasons.append(f"dilation 1 (got {(g.dilation_h, g.dilation_w)})")
+    if reasons:
+        raise ValueError("algorithm='winograd' needs " + ", ".join(reasons) + "; use algorithm='direct' or 'im2col'")
+
+
+def transform_weights(weight, groups, num_threads=1):
+    """The weights in the kernel's layout: U = G w G^T in float64, rounded once to
+    the dtype of `weight`, as (groups, n*n, Kp // MR, C/groups, MR) with each
+    group's K/groups output channels padded with zeros to Kp, a multiple of MR.
+    Returns (U flattened, Kp)."""
+    m, n = tile_size(weight.dtype)
+    K, Cg = weight.shape[:2]
+    mr = kernel.register_rows(weight.dtype == np.float64)
+    Kp = -(-(K // groups) // mr) * mr
+    U = np.empty(groups * n * n * Kp * Cg, dtype=weight.dtype)
+    kernel.transform_weights(weight, _G[weight.dtype], groups, Kp, U, num_threads)
+    return U, Kp
+
+
+#: G (n x 3) of each dtype's transform, in float64.
+_G = {dtype: np.array(matrices(m, pts)[1], dtype=np.float64) for dtype, (m, pts) in POINTS.items()}
+
+
+def workspace_values(Cg, Kp, dtype):
+    """Values of one thread's workspace for Cg input and Kp (padded) output channels."""
+    return kernel.workspace_values(Cg, Kp, np.dtype(dtype) == np.float64)
+
+
+def _forward_into(out, x, weight, bias, pad_top, pad_left, groups, num_threads):
+    """out (N, K, Ho, Wo) = conv2d(x, weight) + bias, 3x3 stride 1, the input
+    offset by (pad_top, pad_left) (negative: cropped); every element written."""
+    K = weight.shape[0]
+    if bias is None:
+        bias = np.zeros(K, dtype=x.dtype)
+    U, Kp = transform_weights(weight, groups, num_threads)
+    workspace = np.empty((num_threads, workspace_values(x.shape[1] // groups, Kp, x.dtype)), dtype=x.dtype)
+    kernel.conv2d_forward(x, U, Kp, bias, out, groups, pad_top, pad_left, workspace, num_threads)
+
+
+def forward(x, weight, bias, g, groups, num_threads):
+    """(N, K, Ho, Wo) = conv2d(x, weight) + bias for a checked 3x3 stride-1 geometry."""
+    check_geometry(g)
+    N, K = x.shape[0], weight.shape[0]
+    v.allocatable((N, K, g.out_h, g.out_w), x.dtype, "output")
+    out = np.empty((N, K, g.out_h, g.out_w), dtype=x.dtype)
+    _forward_into(out, x, weight, bias, g.pad_top, g.pad_left, groups, num_threads)
+    return out
+
+
+def grad_x(grad_output, weight, x_shape, g, groups, num_threads):
+    """conv2d's input gradient: at stride 1 the forward convolution of grad_output
+    with each group's weights flipped and transposed (K/groups in, C/groups out),
+    padded by 2 - padding (negative: cropped)."""
+    check_geometry(g)
+    K, Cg, kh, kw = weight.shape
+    Kg = K // groups
+    flipped = np.ascontiguousarray(weight.reshape(groups, Kg, Cg, kh, kw)[..., ::-1, ::-1]
+                                   .transpose(0, 2, 1, 3, 4).reshape(groups * Cg, Kg, kh, kw))
+    out = np.empty(x_shape, dtype=grad_output.dtype)
+    _forward_into(out, grad_output, flipped, None, kh - 1 - g.pad_top, kw - 1 - g.pad_left, groups, num_threads)
+    return out

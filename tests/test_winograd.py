@@ -1,0 +1,204 @@
+"""conv2d / conv2d_backward with algorithm="winograd", on every compiled build of the
+Winograd kernel the CPU runs (portable baseline, AVX+FMA, AVX-512), against the
+float64 reference within the documented bound fastconv._winograd.RTOL."""
+import subprocess
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import DTYPES, assert_close
+
+import fastconv
+from fastconv import _winograd, _winograd_math, reference
+
+# (N, C, H, W, K, padding, groups)
+CASES = [
+    (2, 3, 7, 9, 5, 1, 1),           # odd sizes, edge tiles clipped both ways
+    (1, 17, 20, 23, 19, 1, 1),       # channels no multiple of any vector width or register tile
+    (2, 6, 13, 11, 4, "same", 2),    # groups
+    (1, 4, 9, 9, 3, 0, 1),           # no padding
+    (3, 5, 17, 6, 7, 2, 1),          # padding 2
+    (1, 2, 3, 3, 1, 0, 1),           # one output pixel
+    (2, 3, 4, 50, 2, (2, 0), 1),     # one row of tiles, wider than a chunk of tiles
+    (1, 5, 6, 67, 9, 1, 1),          # rows of at least a vector of tiles on every build (no narrow path)
+    (1, 4, 6, 5, 6, 3, 2),           # padding past the window: rows and columns of bias only
+    (1, 8, 5, 5, 8, 1, 8),           # depthwise
+    (0, 3, 5, 5, 2, 1, 1),           # empty batch
+    (5, 1, 3, 4, 1, 1, 1),           # single channels, tiles of many images in one chunk
+]
+
+
+@pytest.fixture(params=_winograd.runnable_kernels(), ids=lambda m: m.__name__.rsplit(".", 1)[-1])
+def build(request, monkeypatch):
+    monkeypatch.setattr(_winograd, "kernel", request.param)
+    return request.param
+
+
+def make(rng, case, dtype, scale=1.0):
+    N, C, H, W, K, p, g = case
+    x = (scale * rng.standard_normal((N, C, H, W))).astype(dtype)
+    w = rng.standard_normal((K, C // g, 3, 3)).astype(dtype)
+    b = (scale * rng.standard_normal(K)).astype(dtype)
+    return x, w, b, dict(padding=p, groups=g)
+
+
+def f64(*arrays):
+    return [a.astype(np.float64) for a in arrays]
+
+
+def assert_within_bound(got, want, magnitude, dtype):
+    """|got - want| <= RTOL * max(magnitude): magnitude is the reference on |x|, |w|, |b|
+    (the scale rounding errors grow with, whatever cancels in the sums)."""
+    assert got.shape == want.shape and got.dtype == dtype
+    if want.size:
+        err = np.abs(got - want).max()
+        assert err <= _winograd.RTOL[np.dtype(dtype)] * magnitude.max(), err / magnitude.max()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CASES)
+def test_matches_reference(build, rng, case, dtype):
+    x, w, b, kw = make(rng, case, dtype)
+    y = fastconv.conv2d(x, w, b, algorithm="winograd", **kw)
+    assert y.flags.c_contiguous
+    x64, w64, b64 = f64(x, w, b)
+    assert_within_bound(y, reference.conv2d(x64, w64, b64, **kw),
+                        reference.conv2d(np.abs(x64), np.abs(w64), np.abs(b64), **kw), dtype)
+    go = rng.standard_normal(y.shape).astype(dtype)
+    gx, gw, gb = fastconv.conv2d_backward(go, x, w, algorithm="winograd", **kw)
+    want = reference.conv2d_backward(go.astype(np.float64), x64, w64, **kw)
+    magnitude = reference.conv2d_backward(np.abs(go).astype(np.float64), x64, np.abs(w64), **kw)[0]
+    assert_within_bound(gx, want[0], magnitude, dtype)
+    assert gx.shape == x.shape and gx.flags.c_contiguous
+    assert_close(gw, want[1].astype(dtype))
+    assert_close(gb, want[2].astype(dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("scale", [1e-3, 1.0, 1e3])
+def test_relative_error_bound(build, scale, dtype):
+    """The documented bound as max |err| / max |ref|, on random data of each scale."""
+    rng = np.random.default_rng(int(scale * 1000) % 997)
+    for case in [(2, 64, 14, 15, 24, 1, 1), (1, 30, 19, 13, 33, "same", 3)]:
+        x, w, b, kw = make(rng, case, dtype, scale)
+        want = reference.conv2d(*f64(x, w, b), **kw)
+        err = np.abs(fastconv.conv2d(x, w, b, algorithm="winograd", **kw) - want).max() / np.abs(want).max()
+        assert err <= _winograd.RTOL[np.dtype(dtype)], err
+        go = (scale * rng.standard_normal(want.shape)).astype(dtype)
+        gx = fastconv.conv2d_backward(go, x, w, algorithm="winograd", **kw)[0]
+        want_gx = reference.conv2d_backward(*f64(go, x, w), **kw)[0]
+        assert np.abs(gx - want_gx).max() / np.abs(want_gx).max() <= _winograd.RTOL[np.dtype(dtype)]
+
+
+def test_random_shapes(build):
+    rng = np.random.default_rng(11)
+    for _ in range(12):
+        g = int(rng.choice([1, 2, 3]))
+        case = (int(rng.integers(1, 3)), g * int(rng.integers(1, 6)), int(rng.integers(1, 16)),
+                int(rng.integers(1, 16)), g * int(rng.integers(1, 11)), int(rng.integers(1, 3)), g)
+        dtype = DTYPES[int(rng.integers(2))]
+        x, w, b, kw = make(rng, case, dtype)
+        x64, w64, b64 = f64(x, w, b)
+        assert_within_bound(fastconv.conv2d(x, w, b, algorithm="winograd", **kw), reference.conv2d(x64, w64, b64, **kw),
+                            reference.conv2d(np.abs(x64), np.abs(w64), np.abs(b64), **kw), dtype)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered")
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_inputs(build, rng, dtype, bad):
+    """Outputs the reference makes NaN are NaN, and those it makes non-finite are
+    non-finite (a tile may spread them wider: its transforms mix all its inputs)."""
+    x, w, b, kw = make(rng, (2, 5, 13, 11, 6, 1, 1), dtype)
+    x[0, 2, 3, 4] = bad
+    x[1, 0, 12, 10] = bad
+    want = reference.conv2d(*f64(x, w, b), **kw)
+    got = fastconv.conv2d(x, w, b, algorithm="winograd", **kw)
+    assert (~np.isfinite(want)).any()
+    assert np.isnan(got[np.isnan(want)]).all()
+    assert not np.isfinite(got[~np.isfinite(want)]).any()
+    go = rng.standard_normal(want.shape).astype(dtype)
+    go[1, 3, 5, 5] = bad
+    want_gx = reference.conv2d_backward(*f64(go, x, w), **kw)[0]
+    gx = fastconv.conv2d_backward(go, x, w, algorithm="winograd", **kw)[0]
+    assert np.isnan(gx[np.isnan(want_gx)]).all()
+    assert not np.isfinite(gx[~np.isfinite(want_gx)]).any()
+
+
+def test_inputs_untouched(rng):
+    x, w, b, kw = make(rng, (2, 6, 9, 10, 4, "same", 2), np.float32)
+    go = rng.standard_normal((2, 4, 9, 10)).astype(np.float32)
+    copies = [a.copy() for a in (x, w, b, go)]
+    fastconv.conv2d(x, w, b, algorithm="winograd", **kw)
+    fastconv.conv2d_backward(go, x, w, algorithm="winograd", **kw)
+    for a, c in zip((x, w, b, go), copies):
+        np.testing.assert_array_equal(a, c)
+
+
+def test_non_contiguous_inputs(rng):
+    x, w, b, kw = make(rng, (2, 4, 9, 10, 4, 1, 1), np.float64)
+    xt = np.asfortranarray(x)
+    assert_close(fastconv.conv2d(xt, w, b, algorithm="winograd", **kw), fastconv.conv2d(x, w, b, **kw))
+
+
+@pytest.mark.parametrize("kwargs, reason", [
+    (dict(kernel=5), "3x3 kernel"),
+    (dict(kernel=(3, 1)), "3x3 kernel"),
+    (dict(stride=2), "stride 1"),
+    (dict(dilation=2), "dilation 1"),
+])
+def test_unsupported_geometry(rng, kwargs, reason):
+    k = kwargs.pop("kernel", 3)
+    kh, kw = (k, k) if isinstance(k, int) else k
+    x = rng.standard_normal((1, 2, 12, 12)).astype(np.float32)
+    w = rng.standard_normal((3, 2, kh, kw)).astype(np.float32)
+    with pytest.raises(ValueError, match="algorithm") as info:
+        fastconv.conv2d(x, w, algorithm="winograd", **kwargs)
+    assert reason in str(info.value)
+    go = np.zeros_like(fastconv.conv2d(x, w, **kwargs))
+    with pytest.raises(ValueError, match=reason):
+        fastconv.conv2d_backward(go, x, w, algorithm="winograd", **kwargs)
+
+
+def test_transforms_are_exact():
+    """A^T [(G g G^T) (.) (B^T d B)] A is the 3x3 correlation, in exact arithmetic."""
+    rng = np.random.default_rng(0)
+    for dtype, (m, points) in _winograd_math.POINTS.items():
+        AT, G, BT = (np.array(M, dtype=object) for M in _winograd_math.matrices(m, points))
+        d = np.array([[Fraction(int(v)) for v in row] for row in rng.integers(-9, 9, (m + 2, m + 2))], dtype=object)
+        g = np.array([[Fraction(int(v)) for v in row] for row in rng.integers(-9, 9, (3, 3))], dtype=object)
+        y = AT.dot((G.dot(g).dot(G.T)) * (BT.dot(d).dot(BT.T))).dot(AT.T)
+        want = np.array([[sum(g[i, j] * d[r + i, s + j] for i in range(3) for j in range(3)) for s in range(m)]
+                         for r in range(m)], dtype=object)
+        assert (y == want).all(), dtype
+        assert all(x.denominator == 1 for x in BT.ravel())      # exact in any float
+
+
+def test_generated_header_is_current():
+    tool = Path(__file__).resolve().parent.parent / "tools" / "gen_winograd.py"
+    assert subprocess.run([sys.executable, str(tool), "--check"]).returncode == 0
+
+
+def test_workspace_is_a_band_of_tiles(build):
+    """Extra memory per call: one workspace per thread (independent of the batch) and
+    the transformed weights. C2 (N=64, 64 -> 64 channels, 56x56), float32."""
+    per_thread = _winograd.workspace_values(64, 64, np.float32) * 4
+    assert per_thread <= 1 << 20     # 0.63 MiB on the AVX-512 build
+    assert _winograd.transform_weights(np.zeros((64, 64, 3, 3), np.float32), 1)[0].nbytes == 36 * 64 * 64 * 4
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("width", [1, 2, 3, 4, 5, 7, 8, 13, 17, 33, 50, 63, 64, 65, 131, 197])
+def test_writes_only_its_output(build, rng, dtype, width):
+    """Each output written once with its value and nothing around the output array, for
+    rows of every width around the tile sizes (4, 6), the vector widths (rows of fewer
+    tiles than a vector take the narrow path) and the chunk widths (12-48 tiles)."""
+    x, w, b, kw = make(rng, (3, 3, 9, width, 5, 1, 1), dtype)
+    want = reference.conv2d(*f64(x, w, b), **kw)
+    guarded = np.full((want.shape[0] + 2,) + want.shape[1:], np.nan, dtype=dtype)
+    _winograd._forward_into(guarded[1:-1], x, w, b, 1, 1, 1, 2)
+    x64, w64, b64 = f64(x, w, b)
+    assert_within_bound(guarded[1:-1], want, reference.conv2d(np.abs(x64), np.abs(w64), np.abs(b64), **kw), dtype)
+    assert np.isnan(guarded[0]).all() and np.isnan(guarded[-1]).all()
