@@ -7,6 +7,35 @@ another's computation. Every op reads the count once, passes it to its kernel
 as `num_threads`. Kernels that call BLAS do so from inside their OpenMP
 threads, one single-threaded GEMM per thread (`blas.pin_single_threaded()`), so
 BLAS threads and OpenMP threads never run on the same cores at once.
+
+What fastconv does to threads, and why (beside torch, scikit-learn and other
+processes):
+
+- Its own OpenMP runtime. On Linux with gcc, setup.py links the kernels against
+  a private copy of libgomp (``fastconv/_kernels/libfcgomp.so``, the compiler's
+  libgomp under another SONAME), as an auditwheel-repaired wheel does. Under the
+  stock name the loader would hand fastconv whichever ``libgomp.so.1`` the
+  process loaded first (torch bundles one), and fastconv could not choose how its
+  threads wait without choosing for torch too. ``FASTCONV_SHARED_OPENMP=1`` at
+  build time links the shared runtime instead (then fastconv sets nothing).
+- A short idle wait. libgomp's idle threads spin 300,000 times (milliseconds
+  on current x86 CPUs, where one pause takes ~40-140 cycles) before they sleep.
+  On a machine with few cores those spinning threads take the cores that another
+  runtime's team (torch's, scikit-learn's) or another process needs, and a team
+  whose member is descheduled waits for it at every barrier: a 0.4 ms C1 forward
+  took 7-20 ms at 2 threads beside a busy neighbour. fastconv's runtime is
+  loaded with ``GOMP_SPINCOUNT`` = `fastconv._kernels.OPENMP_ENV` (a few
+  microseconds of spinning, then a futex sleep); the variable is set in
+  ``os.environ`` only while that private runtime loads and removed right after,
+  so no other library, loaded before or after, sees it. A user who sets
+  ``OMP_WAIT_POLICY``, ``GOMP_SPINCOUNT`` (or ``KMP_BLOCKTIME``) keeps that
+  choice: fastconv then sets nothing.
+- Fewer threads for small work: `num_threads_for` gives an op one thread per
+  `WORK_PER_THREAD` units of work, so a tiny op runs on the calling thread alone
+  and never wakes the team.
+- BLAS is held at one thread where the kernels call it (`blas`), and nothing
+  else: fastconv never changes torch's or NumPy's thread counts or the
+  environment other libraries read.
 """
 import contextlib
 import contextvars

@@ -1,9 +1,52 @@
 """Private compiled kernels. Typed memoryviews in, preallocated output, no checking."""
-try:
-    from fastconv._kernels import _openmp  # noqa: F401  (the first compiled module imported)
-except ImportError as e:  # pragma: no cover - depends on how the package was installed
-    import os
+import contextlib
+import os
 
+#: The idle wait of fastconv's own OpenMP runtime (see fastconv/_threads.py): an idle
+#: thread spins this many times (a few microseconds) and then sleeps, instead of
+#: libgomp's default 300,000 (milliseconds), so it leaves the cores to the rest of
+#: the process and machine between calls. libgomp reads it once, when it loads.
+OPENMP_ENV = {"GOMP_SPINCOUNT": "10000"}
+
+#: The variables by which a user chooses a wait policy: when any is set, it is the
+#: user's choice and fastconv sets nothing.
+USER_WAIT_VARIABLES = ("OMP_WAIT_POLICY", "OMP_WAIT_POLICY_ALL", "OMP_WAIT_POLICY_DEV", "GOMP_SPINCOUNT",
+                       "KMP_BLOCKTIME")
+
+
+def private_runtime():
+    """True when the kernels link fastconv's own copy of the OpenMP runtime (setup.py)."""
+    try:
+        from fastconv import _build_info
+    except ImportError:  # pragma: no cover - a build without the generated module
+        return False
+    return bool(getattr(_build_info, "openmp_private", False))
+
+
+@contextlib.contextmanager
+def own_runtime_environment():
+    """OPENMP_ENV in os.environ while fastconv's private runtime loads, then removed.
+
+    Only for the private copy, which nothing else in the process loads: a runtime
+    shared with other libraries (a build without the copy) is left to its defaults,
+    and torch's or scikit-learn's runtimes, loaded before or after, never see it.
+    """
+    set_here = {}
+    if private_runtime() and not any(name in os.environ for name in USER_WAIT_VARIABLES):
+        set_here = dict(OPENMP_ENV)
+        os.environ.update(set_here)
+    try:
+        yield set_here
+    finally:
+        for name, value in set_here.items():
+            if os.environ.get(name) == value:
+                del os.environ[name]
+
+
+try:
+    with own_runtime_environment():
+        from fastconv._kernels import _openmp  # noqa: F401  (the first compiled module imported)
+except ImportError as e:  # pragma: no cover - depends on how the package was installed
     raise ImportError(
         f"fastconv's compiled kernels are missing from {os.path.dirname(__file__)}. This is a source "
         f"checkout without built extensions (a `pip install .` elsewhere is shadowed when Python runs "
