@@ -85,7 +85,7 @@ def sanitizer_flags(compiler):
 #: loader matches libraries by SONAME, so under the stock name fastconv would
 #: share whichever libgomp.so.1 the process loaded first (torch bundles one under
 #: that name) and could not choose its own wait policy (fastconv/_threads.py).
-PRIVATE_GOMP = "libfcgomp.so"
+PRIVATE_GOMP = "libgompfc.so"   # "libgomp" first: threadpoolctl lists it as a libgomp
 STOCK_GOMP = "libgomp.so.1"
 
 
@@ -171,9 +171,11 @@ class BuildExt(build_ext):
             if private is not None:
                 # Link the copy by path instead of -fopenmp's -lgomp: DT_NEEDED is then
                 # its SONAME, found beside the kernels at run time.
-                omp_link = [private, "-lpthread", "-Wl,-rpath,$ORIGIN"]
+                omp_link = [PRIVATE_GOMP, "-lpthread", "-Wl,-rpath,$ORIGIN"]
                 omp_private = True
-            link_args += omp_link
+                link_args += [private] + omp_link[1:]
+            else:
+                link_args += omp_link
         else:
             warnings.warn(
                 "fastconv: the compiler does not support OpenMP; building serial kernels "

@@ -12,20 +12,21 @@ What fastconv does to threads, and why (beside torch, scikit-learn and other
 processes):
 
 - Its own OpenMP runtime. On Linux with gcc, setup.py links the kernels against
-  a private copy of libgomp (``fastconv/_kernels/libfcgomp.so``, the compiler's
+  a private copy of libgomp (``fastconv/_kernels/libgompfc.so``, the compiler's
   libgomp under another SONAME), as an auditwheel-repaired wheel does. Under the
   stock name the loader would hand fastconv whichever ``libgomp.so.1`` the
   process loaded first (torch bundles one), and fastconv could not choose how its
   threads wait without choosing for torch too. ``FASTCONV_SHARED_OPENMP=1`` at
   build time links the shared runtime instead (then fastconv sets nothing).
-- A short idle wait. libgomp's idle threads spin 300,000 times (milliseconds
-  on current x86 CPUs, where one pause takes ~40-140 cycles) before they sleep.
+- A short idle wait. libgomp's idle threads spin 300,000 times (about 6 ms on
+  current x86 cores, ~20 ns a spin) before they sleep.
   On a machine with few cores those spinning threads take the cores that another
   runtime's team (torch's, scikit-learn's) or another process needs, and a team
-  whose member is descheduled waits for it at every barrier: a 0.4 ms C1 forward
-  took 7-20 ms at 2 threads beside a busy neighbour. fastconv's runtime is
-  loaded with ``GOMP_SPINCOUNT`` = `fastconv._kernels.OPENMP_ENV` (a few
-  microseconds of spinning, then a futex sleep); the variable is set in
+  whose member is descheduled waits for it at every barrier: with the shared
+  runtime's default wait, a C1 forward of 0.75 ms alone took 7-20 ms at 2 threads
+  beside another process doing the same (1.3 ms at 1 thread). fastconv's runtime is
+  loaded with ``GOMP_SPINCOUNT`` = `fastconv._kernels.OPENMP_ENV` (10,000:
+  about 0.2 ms of spinning, then a futex sleep); the variable is set in
   ``os.environ`` only while that private runtime loads and removed right after,
   so no other library, loaded before or after, sees it. A user who sets
   ``OMP_WAIT_POLICY``, ``GOMP_SPINCOUNT`` (or ``KMP_BLOCKTIME``) keeps that
