@@ -32,8 +32,10 @@ processes):
   ``OMP_WAIT_POLICY``, ``GOMP_SPINCOUNT`` (or ``KMP_BLOCKTIME``) keeps that
   choice: fastconv then sets nothing.
 - Fewer threads for small work: `num_threads_for` gives an op one thread per
-  `WORK_PER_THREAD` units of work, so a tiny op runs on the calling thread alone
-  and never wakes the team.
+  `WORK_PER_THREAD` elements, `num_threads_for_macs` a convolution one per
+  `MACS_PER_THREAD` multiply-adds (about 0.2 ms of one core), so a small op runs
+  on the calling thread alone and never waits for a team member that another
+  process holds off its core.
 - BLAS is held at one thread where the kernels call it (`blas`), and nothing
   else: fastconv never changes torch's or NumPy's thread counts or the
   environment other libraries read.
@@ -79,9 +81,24 @@ def get_num_threads():
 WORK_PER_THREAD = 1 << 17
 
 
+#: Multiply-adds worth one extra thread in a convolution. A multiply-add costs far
+#: less than an element moved (vector FMAs: ~20 G/s on one core against ~1 G
+#: elements/s), so a thread's share must be larger to outweigh the same barrier:
+#: 4M multiply-adds is about 0.2 ms on one core. Below that the op runs on the
+#: calling thread alone: the main job's convolutions (batch 32 of 8x8 digits) do,
+#: and so lost nothing beside a busy process (at 1 << 17, 2 threads ran it at
+#: 0.4x the speed of 1 there; idle, 2 threads had gained nothing).
+MACS_PER_THREAD = 1 << 22
+
+
 def num_threads_for(work):
     """Threads for an op of `work` units: `get_num_threads()`, fewer for small ops."""
     return max(1, min(get_num_threads(), int(work) // WORK_PER_THREAD))
+
+
+def num_threads_for_macs(macs):
+    """Threads for a convolution of `macs` multiply-adds (`MACS_PER_THREAD` per thread)."""
+    return max(1, min(get_num_threads(), int(macs) // MACS_PER_THREAD))
 
 
 def set_num_threads(n):

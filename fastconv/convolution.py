@@ -13,7 +13,7 @@ import numpy as np
 from fastconv import _direct
 from fastconv import _validation as v
 from fastconv._kernels import conv_gemm as _kernel
-from fastconv._threads import blas, num_threads_for
+from fastconv._threads import blas, num_threads_for_macs
 
 #: Target size of one thread's column band: about half of a 2 MiB L2 cache, so
 #: the band is still cached when BLAS reads it.
@@ -122,13 +122,13 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, a
         algorithm = _choose_algorithm(x.shape, weight.shape, g, groups, x.dtype)
     if algorithm == "direct":
         work = x.shape[0] * weight.shape[0] * g.out_h * g.out_w * weight[0].size
-        return _direct.forward(x, weight, bias, g, groups, num_threads_for(work))
+        return _direct.forward(x, weight, bias, g, groups, num_threads_for_macs(work))
     N, K = x.shape[0], weight.shape[0]
     col_rows = x.shape[1] * g.kernel_h * g.kernel_w
     v.allocatable((N, K, g.out_h, g.out_w), x.dtype, "output")
     out = np.empty((N, K, g.out_h, g.out_w), dtype=x.dtype)
     _check_blas_limits(g)
-    num_threads = num_threads_for(out.size * (col_rows // groups))
+    num_threads = num_threads_for_macs(out.size * (col_rows // groups))
     band_rows = _band_rows(col_rows, g, x.dtype.itemsize)
     workspace = _workspace(num_threads, col_rows, band_rows, g, x.dtype)
     blas.pin_single_threaded()
@@ -162,10 +162,10 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
         algorithm = _choose_algorithm(x.shape, weight.shape, g, groups, x.dtype, backward=True)
     if algorithm == "direct":
         work = 2 * grad_output.size * weight[0].size
-        return _direct.backward(grad_output, x, weight, g, groups, num_threads_for(work))
+        return _direct.backward(grad_output, x, weight, g, groups, num_threads_for_macs(work))
     _check_blas_limits(g)
     col_rows = x.shape[1] * g.kernel_h * g.kernel_w
-    num_threads = num_threads_for(2 * grad_output.size * (col_rows // groups))
+    num_threads = num_threads_for_macs(2 * grad_output.size * (col_rows // groups))
     band_rows = _band_rows(col_rows, g, x.dtype.itemsize)
     workspace = _workspace(num_threads, col_rows, band_rows, g, x.dtype)
     grad_x = np.zeros_like(x)

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 import fastconv
@@ -96,3 +97,16 @@ def test_wait_variables_set_only_around_the_load(monkeypatch):
     monkeypatch.setenv("OMP_WAIT_POLICY", "passive")
     with _kernels.own_runtime_environment() as set_here:
         assert set_here == {}
+
+
+def test_small_convolutions_run_on_one_thread(monkeypatch):
+    seen = []
+    real = _threads.num_threads_for_macs
+    monkeypatch.setattr(fastconv.convolution, "num_threads_for_macs", lambda macs: seen.append(real(macs)) or seen[-1])
+    x = np.ones((32, 16, 4, 4), np.float32)      # the main job's second convolution
+    w = np.ones((32, 16, 3, 3), np.float32)
+    with fastconv.threads(2):
+        y = fastconv.conv2d(x, w, padding=1)
+        fastconv.conv2d_backward(np.ones_like(y), x, w, padding=1)
+        assert _threads.num_threads_for_macs(64 * 32 * 32 * 32 * 27) == 2   # bench case C1
+    assert seen == [1, 1]
