@@ -93,8 +93,11 @@ def private_gomp_image(compiler):
     """The bytes of the compiler's libgomp with the SONAME renamed to PRIVATE_GOMP,
     or None where there is none to copy (not gcc on Linux, FASTCONV_SHARED_OPENMP=1,
     or a libgomp whose SONAME string is not found exactly once)."""
+    # Not under the sanitizers: the kernels are loaded with RTLD_DEEPBIND to bind to the
+    # copy (fastconv/_kernels/__init__.py), which AddressSanitizer does not support.
     if (not sys.platform.startswith("linux") or compiler.compiler_type != "unix"
-            or os.environ.get("FASTCONV_SHARED_OPENMP", "0") not in ("", "0")):
+            or os.environ.get("FASTCONV_SHARED_OPENMP", "0") not in ("", "0")
+            or os.environ.get("FASTCONV_SANITIZE", "0") not in ("", "0")):
         return None
     try:
         out = subprocess.run([compiler.compiler_so[0], f"-print-file-name={STOCK_GOMP}"],

@@ -110,3 +110,14 @@ def test_small_convolutions_run_on_one_thread(monkeypatch):
         fastconv.conv2d_backward(np.ones_like(y), x, w, padding=1)
         assert _threads.num_threads_for_macs(64 * 32 * 32 * 32 * 27) == 2   # bench case C1
     assert seen == [1, 1]
+
+
+@needs_private
+def test_kernels_bind_to_own_runtime_when_torch_is_imported_first():
+    # torch puts its libgomp in the global scope: kernels bound there would report
+    # torch's thread setting, not their own runtime's.
+    pytest.importorskip("torch")
+    out, _ = run_python("import torch\ntorch.set_num_threads(1)\nimport fastconv\n"
+                        "from fastconv._kernels import _openmp\nprint(_openmp.default_num_threads())",
+                        OMP_NUM_THREADS="3")
+    assert out.split() == ["3"]

@@ -45,8 +45,26 @@ def own_runtime_environment():
                 del os.environ[name]
 
 
+def bind_to_own_runtime():
+    """Load every kernel module with RTLD_DEEPBIND before Python imports it, so that its
+    OpenMP calls bind to the private runtime it links. Without it the loader looks in
+    the global scope first, and torch puts its libgomp there (RTLD_GLOBAL): kernels
+    imported after torch would run on torch's runtime (and its default wait), or, worse,
+    some on each. Python's own import then finds the module already loaded."""
+    import ctypes
+    import glob
+    import importlib.machinery
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        for path in sorted(glob.glob(os.path.join(here, "*" + suffix))):
+            ctypes.CDLL(path, mode=os.RTLD_NOW | os.RTLD_LOCAL | os.RTLD_DEEPBIND)
+
+
 try:
     with own_runtime_environment():
+        if private_runtime() and hasattr(os, "RTLD_DEEPBIND"):
+            bind_to_own_runtime()
         from fastconv._kernels import _openmp  # noqa: F401  (the first compiled module imported)
 except ImportError as e:  # pragma: no cover - depends on how the package was installed
     raise ImportError(
