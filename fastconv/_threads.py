@@ -31,6 +31,17 @@ processes):
   so no other library, loaded before or after, sees it. A user who sets
   ``OMP_WAIT_POLICY``, ``GOMP_SPINCOUNT`` (or ``KMP_BLOCKTIME``) keeps that
   choice: fastconv then sets nothing.
+- Each kernel module is loaded with RTLD_DEEPBIND (fastconv/_kernels/__init__.py),
+  so its OpenMP calls bind to that private runtime even when torch, imported
+  first, has put its own libgomp in the global symbol scope.
+- The direct forward hands out its tasks in dynamic chunks, so a thread held off
+  its core holds back only its current chunk, not a static share.
+- What fastconv cannot change: another runtime's idle threads still spin (torch's
+  and scikit-learn's libgomp: about 6 ms after each of their calls) and hold a core
+  while fastconv's next op runs, so a 5 ms op run right after one of theirs can take
+  ~1.6x its time. A user who mixes them can give every runtime a short wait for the
+  whole process, e.g. ``GOMP_SPINCOUNT=10000`` (or ``OMP_WAIT_POLICY=passive``) in
+  the environment before Python starts; fastconv then leaves that setting alone.
 - Fewer threads for small work: `num_threads_for` gives an op one thread per
   `WORK_PER_THREAD` elements, `num_threads_for_macs` a convolution one per
   `MACS_PER_THREAD` multiply-adds (about 0.2 ms of one core), so a small op runs
