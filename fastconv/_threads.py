@@ -7,6 +7,49 @@ another's computation. Every op reads the count once, passes it to its kernel
 as `num_threads`. Kernels that call BLAS do so from inside their OpenMP
 threads, one single-threaded GEMM per thread (`blas.pin_single_threaded()`), so
 BLAS threads and OpenMP threads never run on the same cores at once.
+
+What fastconv does to threads, and why (beside torch, scikit-learn and other
+processes):
+
+- Its own OpenMP runtime. On Linux with gcc, setup.py links the kernels against
+  a private copy of libgomp (``fastconv/_kernels/libgompfc.so``, the compiler's
+  libgomp under another SONAME), as an auditwheel-repaired wheel does. Under the
+  stock name the loader would hand fastconv whichever ``libgomp.so.1`` the
+  process loaded first (torch bundles one), and fastconv could not choose how its
+  threads wait without choosing for torch too. ``FASTCONV_SHARED_OPENMP=1`` at
+  build time links the shared runtime instead (then fastconv sets nothing).
+- A short idle wait. libgomp's idle threads spin 300,000 times (about 6 ms on
+  current x86 cores, ~20 ns a spin) before they sleep.
+  On a machine with few cores those spinning threads take the cores that another
+  runtime's team (torch's, scikit-learn's) or another process needs, and a team
+  whose member is descheduled waits for it at every barrier: with the shared
+  runtime's default wait, a C1 forward of 0.75 ms alone took 7-20 ms at 2 threads
+  beside another process doing the same (1.3 ms at 1 thread). fastconv's runtime is
+  loaded with ``GOMP_SPINCOUNT`` = `fastconv._kernels.OPENMP_ENV` (10,000:
+  about 0.2 ms of spinning, then a futex sleep); the variable is set in
+  ``os.environ`` only while that private runtime loads and removed right after,
+  so no other library, loaded before or after, sees it. A user who sets
+  ``OMP_WAIT_POLICY``, ``GOMP_SPINCOUNT`` (or ``KMP_BLOCKTIME``) keeps that
+  choice: fastconv then sets nothing.
+- Each kernel module is loaded with RTLD_DEEPBIND (fastconv/_kernels/__init__.py),
+  so its OpenMP calls bind to that private runtime even when torch, imported
+  first, has put its own libgomp in the global symbol scope.
+- The direct forward hands out its tasks in dynamic chunks, so a thread held off
+  its core holds back only its current chunk, not a static share.
+- What fastconv cannot change: another runtime's idle threads still spin (torch's
+  and scikit-learn's libgomp: about 6 ms after each of their calls) and hold a core
+  while fastconv's next op runs, so a 5 ms op run right after one of theirs can take
+  ~1.6x its time. A user who mixes them can give every runtime a short wait for the
+  whole process, e.g. ``GOMP_SPINCOUNT=10000`` (or ``OMP_WAIT_POLICY=passive``) in
+  the environment before Python starts; fastconv then leaves that setting alone.
+- Fewer threads for small work: `num_threads_for` gives an op one thread per
+  `WORK_PER_THREAD` elements, `num_threads_for_macs` a convolution one per
+  `MACS_PER_THREAD` multiply-adds (about 0.2 ms of one core), so a small op runs
+  on the calling thread alone and never waits for a team member that another
+  process holds off its core.
+- BLAS is held at one thread where the kernels call it (`blas`), and nothing
+  else: fastconv never changes torch's or NumPy's thread counts or the
+  environment other libraries read.
 """
 import contextlib
 import contextvars
@@ -49,9 +92,24 @@ def get_num_threads():
 WORK_PER_THREAD = 1 << 17
 
 
+#: Multiply-adds worth one extra thread in a convolution. A multiply-add costs far
+#: less than an element moved (vector FMAs: ~20 G/s on one core against ~1 G
+#: elements/s), so a thread's share must be larger to outweigh the same barrier:
+#: 4M multiply-adds is about 0.2 ms on one core. Below that the op runs on the
+#: calling thread alone: the main job's convolutions (batch 32 of 8x8 digits) do,
+#: and so lost nothing beside a busy process (at 1 << 17, 2 threads ran it at
+#: 0.4x the speed of 1 there; idle, 2 threads had gained nothing).
+MACS_PER_THREAD = 1 << 22
+
+
 def num_threads_for(work):
     """Threads for an op of `work` units: `get_num_threads()`, fewer for small ops."""
     return max(1, min(get_num_threads(), int(work) // WORK_PER_THREAD))
+
+
+def num_threads_for_macs(macs):
+    """Threads for a convolution of `macs` multiply-adds (`MACS_PER_THREAD` per thread)."""
+    return max(1, min(get_num_threads(), int(macs) // MACS_PER_THREAD))
 
 
 def set_num_threads(n):

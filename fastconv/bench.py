@@ -7,6 +7,7 @@ callables for one op on one shape. All callables of a Case are timed round-robin
 hit them alike; the table reports medians and the ratios between them, beside
 the machine's measured ceilings (BLAS GEMM rate, copy bandwidth).
 """
+import contextlib
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -419,8 +420,131 @@ def ops_cases(torch, dtypes=("float32", "float64"), with_reference=True):
                 yield Case(op, label, dtype, impls, bytes=nbytes)
 
 
+NEIGHBOUR_CASES = ("C1", "C2")
+#: Seconds the busy neighbour process may run at most (it is stopped sooner).
+BUSY_SECONDS = 120
+BUSY_LOOP = "import time\nend = time.monotonic() + {seconds}\nwhile time.monotonic() < end:\n    pass\n"
+
+
+def alone_and_beside(a, b, repeats):
+    """Median seconds of `a` and of `b` called alone (back to back, before and after)
+    and interleaved (a, b, a, b, ...): {"a": .., "b": .., "a beside b": .., "b beside a": ..}."""
+    def timed(fn, samples):
+        t0 = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - t0)
+
+    alone = {"a": [], "b": []}
+    beside = {"a": [], "b": []}
+    a(), b()
+    for half in range(2):
+        for name, fn in (("a", a), ("b", b)):
+            fn()
+            for _ in range(repeats):
+                timed(fn, alone[name])
+        if half == 0:
+            for _ in range(repeats):
+                timed(a, beside["a"])
+                timed(b, beside["b"])
+    med = statistics.median
+    return {"a": med(alone["a"]), "b": med(alone["b"]),
+            "a beside b": med(beside["a"]), "b beside a": med(beside["b"])}
+
+
+def sklearn_openmp_call():
+    """A short call into scikit-learn's own OpenMP runtime (k-means label assignment,
+    a prange over samples), or None when scikit-learn is not installed."""
+    try:
+        from sklearn.cluster import KMeans
+    except ImportError:
+        return None
+    points = np.random.default_rng(0).standard_normal((4096, 16)).astype(np.float32)
+    km = KMeans(8, n_init=1, max_iter=2, random_state=0).fit(points)
+    return lambda: km.predict(points)
+
+
+@contextlib.contextmanager
+def busy_neighbour(seconds=BUSY_SECONDS):
+    """Another process keeping one core busy (a pure-Python loop), for at most `seconds`."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", BUSY_LOOP.format(seconds=seconds)])
+    try:
+        time.sleep(0.2)   # let it start and take its core
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def main_job_images_per_second(num_threads, epochs=1):
+    """Images/s of the main job's training (`fastconv.training.train`, batch 32) at `num_threads`."""
+    import io
+
+    from fastconv import training
+
+    x, y, _, _ = training.load_digits()
+    with fastconv.threads(num_threads):
+        stats = training.train(training.lenet(rng=0), x, y, epochs=epochs, batch_size=32, stream=io.StringIO())
+    return stats["images"] / sum(stats["step_seconds"])
+
+
+def neighbour_cases(torch, dtypes=("float32",), with_reference=True):
+    """C1 and C2 forward timed alone and interleaved with torch's conv2d and with a
+    scikit-learn OpenMP call (its own runtime), in one process: the slowdown each
+    library suffers beside the other. Then the main job's training speed at 1 and 2
+    threads while another process keeps one core busy."""
+    rng = np.random.default_rng(0)
+    sk = sklearn_openmp_call()
+    explained = False
+    for dtype in dtypes:
+        for name in NEIGHBOUR_CASES:
+            N, C, H, K, k, s, p = CONV_CASES[name]
+            x = rng.standard_normal((N, C, H, H)).astype(dtype)
+            w = rng.standard_normal((K, C, k, k)).astype(dtype)
+            label = f"{name} {(N, C, H, K, k, s, p)}".replace(" ", "")
+            fc = lambda: fastconv.conv2d(x, w, stride=s, padding=p)
+            neighbours = {}
+            if torch is not None:
+                neighbours["torch"] = torch_conv2d(torch, x, w, np.zeros((1,), dtype), stride=s, padding=p)[0]
+            if sk is not None:
+                neighbours["sklearn"] = sk
+            for other, call in neighbours.items():
+                t = alone_and_beside(fc, call, repeats=15 if name == "C1" else 5)
+                note = (f"{name} {dtype} beside {other}: fastconv {t['a beside b'] / t['a']:.2f}x its time alone, "
+                        f"{other} {t['b beside a'] / t['b']:.2f}x its time alone")
+                case = Case(f"beside {other}", label, dtype, {}, note=note if explained else NEIGHBOURS_NOTE + note)
+                case.times = {"fastconv": t["a"], other: t["b"], "fastconv beside": t["a beside b"],
+                              f"{other} beside": t["b beside a"]}
+                explained = True
+                yield case
+    try:
+        from fastconv import training
+
+        training.load_digits()
+    except ImportError:
+        return
+    rates = {1: [], 2: []}
+    with busy_neighbour():
+        for _ in range(2):
+            for n in (1, 2):
+                rates[n].append(main_job_images_per_second(n))
+    case = Case("main job", "busy core, 1 vs 2 thr", "float32", {},
+                note=f"main job: training images/s beside a process that keeps one core busy: "
+                     f"{statistics.median(rates[1]):,.0f} at 1 thread, {statistics.median(rates[2]):,.0f} "
+                     f"at 2 threads (medians of {len(rates[1])} epochs each, alternated)")
+    case.times = {"fastconv": 1 / statistics.median(rates[2]), "1 thread": 1 / statistics.median(rates[1])}
+    yield case
+
+
+NEIGHBOURS_NOTE = ("beside X: fastconv's conv2d forward and X each timed alone (back to back) and "
+                   "interleaved in one process; 'fastconv beside' / 'X beside': their times interleaved; "
+                   "main job: seconds per image at 2 threads, '1 thread' at 1 thread.\n")
+
+
 SECTIONS = {"conv": conv_cases, "columns": column_cases, "pool": pool_cases, "direct": direct_cases,
-            "concurrency": concurrency_cases, "viz": viz_cases, "ops": ops_cases}
+            "concurrency": concurrency_cases, "viz": viz_cases, "ops": ops_cases, "neighbours": neighbour_cases}
 
 
 # ---------------------------------------------------------------------------
@@ -475,7 +599,7 @@ def run(sections=None, repeats=7, num_threads=None, with_reference=True, dtypes=
         ceilings = {"gemm": gemm_rate(), "copy": copy_bandwidth()}
         for name in sections or DEFAULT_SECTIONS:
             for case in SECTIONS[name](torch, dtypes=dtypes, with_reference=with_reference):
-                case.times = interleaved_medians(case.impls, repeats)
+                case.times = case.times or interleaved_medians(case.impls, repeats)
                 cases.append(case)
     out(format_table(cases, ceilings))
     return cases

@@ -13,7 +13,7 @@ import numpy as np
 from fastconv import _direct, _winograd
 from fastconv import _validation as v
 from fastconv._kernels import conv_gemm as _kernel
-from fastconv._threads import blas, num_threads_for
+from fastconv._threads import blas, num_threads_for_macs
 
 #: Target size of one thread's column band: about half of a 2 MiB L2 cache, so
 #: the band is still cached when BLAS reads it.
@@ -117,13 +117,13 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, a
     if algorithm in ("direct", "winograd"):
         work = x.shape[0] * weight.shape[0] * g.out_h * g.out_w * weight[0].size
         module = _direct if algorithm == "direct" else _winograd
-        return module.forward(x, weight, bias, g, groups, num_threads_for(work))
+        return module.forward(x, weight, bias, g, groups, num_threads_for_macs(work))
     N, K = x.shape[0], weight.shape[0]
     col_rows = x.shape[1] * g.kernel_h * g.kernel_w
     v.allocatable((N, K, g.out_h, g.out_w), x.dtype, "output")
     out = np.empty((N, K, g.out_h, g.out_w), dtype=x.dtype)
     _check_blas_limits(g)
-    num_threads = num_threads_for(out.size * (col_rows // groups))
+    num_threads = num_threads_for_macs(out.size * (col_rows // groups))
     band_rows = _band_rows(col_rows, g, x.dtype.itemsize)
     workspace = _workspace(num_threads, col_rows, band_rows, g, x.dtype)
     blas.pin_single_threaded()
@@ -160,7 +160,7 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
         return _winograd_backward(grad_output, x, weight, g, groups)
     if algorithm == "direct":
         work = 2 * grad_output.size * weight[0].size
-        return _direct.backward(grad_output, x, weight, g, groups, num_threads_for(work))
+        return _direct.backward(grad_output, x, weight, g, groups, num_threads_for_macs(work))
     return _im2col_backward(grad_output, x, weight, g, groups)
 
 
@@ -169,7 +169,7 @@ def _im2col_backward(grad_output, x, weight, g, groups, with_grad_x=True):
     N, K = x.shape[0], weight.shape[0]
     _check_blas_limits(g)
     col_rows = x.shape[1] * g.kernel_h * g.kernel_w
-    num_threads = num_threads_for((2 if with_grad_x else 1) * grad_output.size * (col_rows // groups))
+    num_threads = num_threads_for_macs((2 if with_grad_x else 1) * grad_output.size * (col_rows // groups))
     band_rows = _band_rows(col_rows, g, x.dtype.itemsize)
     workspace = _workspace(num_threads, col_rows, band_rows, g, x.dtype)
     grad_x = np.zeros_like(x) if with_grad_x else np.empty((N, 1, 1, 1), dtype=x.dtype)  # never written
@@ -186,7 +186,7 @@ def _winograd_backward(grad_output, x, weight, g, groups):
     """grad_x by Winograd (at stride 1 a 3x3 convolution of grad_output); grad_weight
     and grad_bias by the algorithm "auto" picks for the backward pass, without its grad_x."""
     _winograd.check_geometry(g)
-    num_threads = num_threads_for(grad_output.size * weight[0].size)
+    num_threads = num_threads_for_macs(grad_output.size * weight[0].size)
     grad_x = _winograd.grad_x(grad_output, weight, x.shape, g, groups, num_threads)
     if _choose_algorithm(x.shape, weight.shape, g, groups, x.dtype, backward=True) == "direct":
         grad_w = _direct.grad_weight(grad_output, x, weight, g, groups, num_threads)

@@ -9,7 +9,7 @@ import numpy as np
 
 from fastconv import _direct
 from fastconv import _validation as v
-from fastconv._threads import num_threads_for
+from fastconv._threads import num_threads_for_macs
 from fastconv.convolution import conv2d, conv2d_backward
 
 
@@ -89,7 +89,7 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
     gy = _extend(x, g)
     out = np.empty(out_shape, dtype=x.dtype)
     if out.size:
-        num_threads = num_threads_for(2 * gy.size * weight[0].size)
+        num_threads = num_threads_for_macs(2 * gy.size * weight[0].size)
         transposed = _direct._transposed(g, out_shape)
         if g.stride_h == g.stride_w == 1 and _direct.planes_fit(weight.shape[0], transposed, x.dtype.itemsize):
             _direct._grad_x_as_forward(gy, weight, out, transposed, groups, num_threads)

@@ -25,3 +25,21 @@ def test_scaling_table_shows_the_copy_beside_cases_that_move_bytes():
     assert row_a.split()[-3:] == ["1.60x", "1.25x", "2.00x"]   # speed-up, copy's speed-up, vs copy
     assert row_b.split()[-1] == "2.00x"
     assert any(line.startswith("copy:") for line in lines)
+
+
+def test_neighbours_section_is_registered_and_its_helpers_run():
+    assert "neighbours" in bench.SECTIONS
+    calls = []
+    t = bench.alone_and_beside(lambda: calls.append("a"), lambda: calls.append("b"), repeats=3)
+    assert set(t) == {"a", "b", "a beside b", "b beside a"} and all(v >= 0 for v in t.values())
+    assert "abab" in "".join(calls)                 # the interleaved rounds
+    with bench.busy_neighbour(seconds=5) as proc:
+        assert proc.poll() is None                  # running while the block runs
+    assert proc.poll() is not None                  # stopped after it
+
+
+def test_neighbours_table_shows_both_slowdowns():
+    case = bench.Case("beside torch", "C1", "float32", {}, note="C1 float32 beside torch: fastconv 1.10x")
+    case.times = {"fastconv": 1e-3, "torch": 2e-3, "fastconv beside": 1.1e-3, "torch beside": 2.4e-3}
+    text = bench.format_table([case], {"gemm": 100.0, "copy": 10.0})
+    assert "torch beside 2.40ms" in text and "1.20x torch" in text and "fastconv 1.10x" in text

@@ -275,16 +275,21 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight
         raise ValueError(f"packed must be ({groups * full * taps}, {B}), got ({packed.shape[0]}, {packed.shape[1]})")
     if N == 0 or K == 0 or Ho == 0 or Wo == 0:
         return
+    # Dynamic chunks of about a quarter of a thread's share: a thread that another
+    # runtime's spinning thread or another process keeps off its core holds back only
+    # the chunk it has, while the others take the rest (a static split waits for its
+    # whole share); within a chunk the next task is still this thread's.
+    cdef Py_ssize_t chunk = max(1, N * n_bands // (4 * num_threads))
     with nogil, parallel(num_threads=num_threads):
         planes = &workspace[threadid(), 0]
         memset(planes + plan.filled, 0, (plan.size - plan.filled) * sizeof(floating))
-        for task in prange(N * n_bands, schedule="static"):
+        for task in prange(N * n_bands, schedule="dynamic", chunksize=chunk):
             n = task // n_bands
             oy0 = (task % n_bands) * R
             rows = min(R, Ho - oy0)
             _fill_planes(&x[n, 0, 0, 0], C, H, W, oy0, sh, sw, pt, pl, Hb, Wq, planes)
-            # the input rows the next task will copy (this thread's, except after its last
-            # task), prefetched while these tiles run
+            # the input rows the next task will copy (this thread's, except after the last
+            # task of its chunk), prefetched while these tiles run
             nxt = task + 1 if task + 1 < N * n_bands else task     # the last task prefetches nothing
             pf = _input_run(&x[nxt // n_bands, 0, 0, 0], C, H, W, sh * (nxt % n_bands) * R - pt,
                             sh * Hb if nxt > task else 0, groups * blocks)

@@ -1,0 +1,123 @@
+"""fastconv's threads beside other OpenMP runtimes: its own runtime, loaded with a
+short idle wait that no other library sees, the user's wait policy respected, and
+small work on one thread. Mechanism checks in fresh interpreters, not timings."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fastconv
+from fastconv import _kernels, _threads
+
+needs_private = pytest.mark.skipif(not _kernels.private_runtime(),
+                                   reason="built against the shared OpenMP runtime (FASTCONV_SHARED_OPENMP)")
+
+
+def run_python(code, **env):
+    """stdout, stderr of `code` in a fresh interpreter, with `env` on top of a copy of
+    this environment less every wait-policy variable."""
+    base = {k: v for k, v in os.environ.items() if k not in _kernels.USER_WAIT_VARIABLES}
+    base["PYTHONPATH"] = os.pathsep.join([os.path.dirname(os.path.dirname(fastconv.__file__)),
+                                          base.get("PYTHONPATH", "")])
+    done = subprocess.run([sys.executable, "-c", code], env={**base, **env}, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout, done.stderr
+
+
+def spin_counts(display):
+    """GOMP_SPINCOUNT of each libgomp that printed its settings (OMP_DISPLAY_ENV=VERBOSE), in load order."""
+    return [line.split("=")[1].strip().strip("'") for line in display.splitlines()
+            if line.strip().startswith("GOMP_SPINCOUNT =")]
+
+
+def test_environment_is_as_before_after_import():
+    out, _ = run_python("import os; before = dict(os.environ); import fastconv; print(dict(os.environ) == before)")
+    assert out.split() == ["True"]
+
+
+@needs_private
+def test_kernels_link_fastconv_own_runtime():
+    # Beside the kernels (an in-place build, a plain wheel) or in fastconv.libs (auditwheel).
+    out, _ = run_python("import os, fastconv\n"
+                        "root = os.path.dirname(fastconv.__file__)\n"
+                        "print(any(l.split()[-1].startswith(root) and 'gomp' in l.split()[-1]"
+                        " for l in open('/proc/self/maps')))")
+    assert out.split() == ["True"]
+
+
+@needs_private
+def test_own_runtime_gets_the_short_wait_and_a_later_libgomp_does_not():
+    _, err = run_python("import fastconv, ctypes, ctypes.util\n"
+                        "name = ctypes.util.find_library('gomp')\n"
+                        "assert name, 'no system libgomp'\n"
+                        "ctypes.CDLL(name)", OMP_DISPLAY_ENV="VERBOSE")
+    counts = spin_counts(err)
+    assert counts[0] == _kernels.OPENMP_ENV["GOMP_SPINCOUNT"]
+    assert counts[1:] and all(c != _kernels.OPENMP_ENV["GOMP_SPINCOUNT"] for c in counts[1:])
+
+
+@needs_private
+def test_torch_runtime_is_left_at_its_default():
+    pytest.importorskip("torch")
+    for order in ("import fastconv, torch", "import torch, fastconv"):
+        _, err = run_python(order + "\ntorch.set_num_threads(2)", OMP_DISPLAY_ENV="VERBOSE")
+        counts = spin_counts(err)
+        assert _kernels.OPENMP_ENV["GOMP_SPINCOUNT"] in counts
+        assert len(counts) == 2 and len(set(counts)) == 2, counts
+
+
+@needs_private
+@pytest.mark.parametrize("variable, value", [("OMP_WAIT_POLICY", "active"), ("GOMP_SPINCOUNT", "12345")])
+def test_users_wait_policy_is_respected(variable, value):
+    out, err = run_python("import os, fastconv; print(os.environ.get('GOMP_SPINCOUNT'))",
+                          OMP_DISPLAY_ENV="VERBOSE", **{variable: value})
+    assert out.split() == [value if variable == "GOMP_SPINCOUNT" else "None"]
+    expected = {"OMP_WAIT_POLICY": "30000000000", "GOMP_SPINCOUNT": value}[variable]
+    assert spin_counts(err)[0] == expected
+
+
+def test_small_work_uses_one_thread():
+    with fastconv.threads(2):
+        assert _threads.num_threads_for(_threads.WORK_PER_THREAD - 1) == 1
+        assert _threads.num_threads_for(0) == 1
+        assert _threads.num_threads_for(100 * _threads.WORK_PER_THREAD) == 2
+
+
+def test_wait_variables_set_only_around_the_load(monkeypatch):
+    monkeypatch.setattr(_kernels, "private_runtime", lambda: True)
+    for name in _kernels.USER_WAIT_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    with _kernels.own_runtime_environment() as set_here:
+        assert set_here == _kernels.OPENMP_ENV
+        assert all(os.environ[k] == v for k, v in set_here.items())
+    assert not any(name in os.environ for name in _kernels.OPENMP_ENV)
+    monkeypatch.setenv("OMP_WAIT_POLICY", "passive")
+    with _kernels.own_runtime_environment() as set_here:
+        assert set_here == {}
+
+
+def test_small_convolutions_run_on_one_thread(monkeypatch):
+    seen = []
+    real = _threads.num_threads_for_macs
+    monkeypatch.setattr(fastconv.convolution, "num_threads_for_macs", lambda macs: seen.append(real(macs)) or seen[-1])
+    x = np.ones((32, 16, 4, 4), np.float32)      # the main job's second convolution
+    w = np.ones((32, 16, 3, 3), np.float32)
+    with fastconv.threads(2):
+        y = fastconv.conv2d(x, w, padding=1)
+        fastconv.conv2d_backward(np.ones_like(y), x, w, padding=1)
+        assert _threads.num_threads_for_macs(64 * 32 * 32 * 32 * 27) == 2   # bench case C1
+    assert seen == [1, 1]
+
+
+@needs_private
+def test_kernels_bind_to_own_runtime_when_torch_is_imported_first():
+    # torch puts its libgomp in the global scope: kernels bound there would report
+    # torch's thread setting, not their own runtime's.
+    pytest.importorskip("torch")
+    out, _ = run_python("import torch\ntorch.set_num_threads(1)\nimport fastconv\n"
+                        "from fastconv._kernels import _openmp\nprint(_openmp.default_num_threads())",
+                        OMP_NUM_THREADS="3")
+    assert out.split() == ["3"]
