@@ -3,7 +3,6 @@
 Build: ``python -m sphinx -W --keep-going -b html docs docs/_build/html``
 (warnings are errors in CI; ``pip install -e ".[docs]"`` first).
 """
-import importlib.util
 import os
 import sys
 
@@ -24,11 +23,7 @@ extensions = [
     "numpydoc",
 ]
 
-# The API pages of modules that are not in this checkout yet are left out (they
-# are `:orphan:`, outside every toctree, until the modules land).
-_optional_pages = {"api_nn.rst": "fastconv.nn", "api_dask.rst": "fastconv.dask"}
-exclude_patterns = ["_build"] + [page for page, module in _optional_pages.items()
-                                 if importlib.util.find_spec(module) is None]
+exclude_patterns = ["_build"]
 
 html_theme = "alabaster"
 html_theme_options = {"description": "Fast CPU building blocks for CNNs", "fixed_sidebar": True}
