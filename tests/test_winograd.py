@@ -178,6 +178,8 @@ def test_transforms_are_exact():
 
 def test_generated_header_is_current():
     tool = Path(__file__).resolve().parent.parent / "tools" / "gen_winograd.py"
+    if not tool.exists():  # tests run from an installed wheel: the generator lives in the source tree
+        pytest.skip("tools/gen_winograd.py is checked in the source-tree run")
     assert subprocess.run([sys.executable, str(tool), "--check"]).returncode == 0
 
 
