@@ -9,30 +9,21 @@ near ROW_BUDGET values); never anything that grows with the batch or with
 C*kh*kw times the output. A forward on channel tiles (and grad_x at stride 1,
 which runs as one) also packs a copy of the weights, at most their size.
 """
-import importlib
 import math
 
 import numpy as np
 
 from fastconv import _validation as v
 from fastconv._kernels import conv_direct as baseline_kernel
+from fastconv._kernels import runnable_builds
 
 #: The wider-vector builds of the same source, by ISA level (setup.py's ISA_FLAGS).
 _VARIANTS = {1: "fastconv._kernels.conv_direct_avx", 2: "fastconv._kernels.conv_direct_avx512"}
 
 
 def runnable_kernels():
-    """The builds this CPU runs, narrowest first: the portable baseline, then each
-    wider variant that was compiled for its level and that the CPU supports."""
-    modules = [baseline_kernel]
-    for level in range(1, baseline_kernel.cpu_isa() + 1):
-        try:
-            module = importlib.import_module(_VARIANTS[level])
-        except ImportError:
-            continue
-        if module.compiled_isa() == level:
-            modules.append(module)
-    return modules
+    """The builds this CPU runs, narrowest first."""
+    return runnable_builds(baseline_kernel, _VARIANTS)
 
 
 #: The compiled module in use: the widest build this CPU runs (wider vectors, more

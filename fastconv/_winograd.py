@@ -46,12 +46,12 @@ not the products, dominate (C1, 3 -> 32 channels). `"auto"` does not pick it: it
 float32 results differ from direct's by up to ~1e-5 of the largest output, and
 the rule for where it pays is measured only on these cases.
 """
-import importlib
 
 import numpy as np
 
 from fastconv import _validation as v
 from fastconv._kernels import conv_winograd as baseline_kernel
+from fastconv._kernels import runnable_builds
 from fastconv._winograd_math import POINTS, matrices, tile_size  # noqa: F401 (re-exported)
 
 #: The relative error guaranteed and tested: max |out - ref| <= RTOL * max |ref| (ref
@@ -64,16 +64,8 @@ _VARIANTS = {1: "fastconv._kernels.conv_winograd_avx", 2: "fastconv._kernels.con
 
 
 def runnable_kernels():
-    """The builds this CPU runs, narrowest first (as fastconv._direct's)."""
-    modules = [baseline_kernel]
-    for level in range(1, baseline_kernel.cpu_isa() + 1):
-        try:
-            module = importlib.import_module(_VARIANTS[level])
-        except ImportError:
-            continue
-        if module.compiled_isa() == level:
-            modules.append(module)
-    return modules
+    """The builds this CPU runs, narrowest first."""
+    return runnable_builds(baseline_kernel, _VARIANTS)
 
 
 #: The compiled module in use: the widest build this CPU runs (tests swap it).

@@ -1,5 +1,6 @@
 """Private compiled kernels. Typed memoryviews in, preallocated output, no checking."""
 import contextlib
+import importlib
 import os
 
 #: The idle wait of fastconv's own OpenMP runtime (see fastconv/_threads.py): an idle
@@ -72,3 +73,18 @@ except ImportError as e:  # pragma: no cover - depends on how the package was in
         f"checkout without built extensions (a `pip install .` elsewhere is shadowed when Python runs "
         f"from the checkout's root): run `pip install -e .` here, or run from another directory."
     ) from e
+
+
+def runnable_builds(baseline, variants):
+    """The builds of one kernel this CPU runs, narrowest first: the portable `baseline`
+    module, then each module of `variants` ({ISA level: module name}, setup.py's
+    ISA_FLAGS) that was compiled for its level and that the CPU supports."""
+    modules = [baseline]
+    for level in range(1, baseline.cpu_isa() + 1):
+        try:
+            module = importlib.import_module(variants[level])
+        except ImportError:
+            continue
+        if module.compiled_isa() == level:
+            modules.append(module)
+    return modules

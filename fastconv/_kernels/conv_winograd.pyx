@@ -11,8 +11,8 @@ from cython cimport floating
 from cython.parallel cimport parallel, prange, threadid
 
 cdef extern from "winograd.h" nogil:
-    int wg_compiled_isa()
-    int wg_cpu_isa()
+    int fc_compiled_isa()
+    int fc_cpu_isa()
     enum: WG_MR
     Py_ssize_t wg_chunk_tiles_f()
     Py_ssize_t wg_chunk_tiles_d()
@@ -38,12 +38,12 @@ ISA_NAMES = ("baseline", "AVX+FMA", "AVX-512")
 
 def compiled_isa():
     """The instruction set this module was compiled for: an index into ISA_NAMES."""
-    return wg_compiled_isa()
+    return fc_compiled_isa()
 
 
 def cpu_isa():
     """The highest level of ISA_NAMES the CPU and OS run (0 off x86 or unknown)."""
-    return wg_cpu_isa()
+    return fc_cpu_isa()
 
 
 def register_rows(bint double_precision):
