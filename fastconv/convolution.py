@@ -1,23 +1,18 @@
 """2-D convolution (cross-correlation) forward and backward.
 
-Two algorithms; `_choose_algorithm` is `"auto"`'s rule. `direct` lives in
-fastconv._direct. `im2col` is here (fastconv/_kernels/conv_gemm.pyx): OpenMP
-threads take (image, band of output rows) tasks; each builds the band's column
-matrix in its own cache-sized slice of a workspace and multiplies it with
-single-threaded BLAS. Extra memory is `num_threads` bands, whatever the batch size.
+Argument checking and one dispatch over the algorithm modules, which share one call
+shape (`forward`, `backward`): `im2col` in fastconv._im2col, `direct` in
+fastconv._direct, `winograd` in fastconv._winograd. `_choose_algorithm` is
+`"auto"`'s rule.
 """
 import math
 
 import numpy as np
 
-from fastconv import _direct, _winograd
+from fastconv import _direct, _im2col, _winograd
 from fastconv import _validation as v
-from fastconv._kernels import conv_gemm as _kernel
-from fastconv._threads import blas, num_threads_for_macs
-
-#: Target size of one thread's column band: about half of a 2 MiB L2 cache, so
-#: the band is still cached when BLAS reads it.
-BAND_BYTES = 1 << 20
+from fastconv._im2col import pointwise as _pointwise
+from fastconv._threads import num_threads_for_macs
 
 #: The algorithms that run every geometry; ALL_ALGORITHMS adds those restricted to some.
 ALGORITHMS = ("auto", "im2col", "direct")
@@ -50,40 +45,6 @@ def _choose_algorithm(x_shape, weight_shape, geometry, groups, dtype, backward=F
     return "direct"
 
 
-#: BLAS dimensions are 32-bit ints; an output plane is a GEMM's leading dimension.
-_BLAS_INT_MAX = 2**31 - 1
-
-
-def _band_rows(col_rows, g, itemsize):
-    """Output rows per band: as many as fit in BAND_BYTES, but at least enough
-    that bands two apart never scatter into the same input rows (backward)."""
-    rows = max(1, BAND_BYTES // max(1, col_rows * g.out_w * itemsize))
-    span_h = g.dilation_h * (g.kernel_h - 1) + 1
-    rows = max(rows, -(-(span_h - g.stride_h) // g.stride_h))
-    return min(rows, g.out_h)
-
-
-def _check_blas_limits(g):
-    if g.out_h * g.out_w > _BLAS_INT_MAX:
-        raise ValueError(f"x, padding and dilation give an output plane {g.out_h}x{g.out_w}, more than "
-                         f"2**31 - 1 elements, beyond BLAS's 32-bit dimensions (algorithm='im2col')")
-
-
-def _pointwise(g):
-    return (g.kernel_h, g.kernel_w, g.stride_h, g.stride_w, g.pad_top, g.pad_left) == (1, 1, 1, 1, 0, 0)
-
-
-def _workspace(num_threads, col_rows, band_rows, g, dtype):
-    """Per-thread column bands; a pointwise (1x1) convolution reads its input directly."""
-    size = 0 if _pointwise(g) else col_rows * band_rows * g.out_w
-    return np.empty((num_threads, size), dtype=dtype)
-
-
-def _window_args(g):
-    return (g.kernel_h, g.kernel_w, g.stride_h, g.stride_w, g.pad_top, g.pad_left,
-            g.dilation_h, g.dilation_w, g.out_w)
-
-
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, algorithm="auto"):
     """2-D cross-correlation, as ``torch.nn.functional.conv2d`` (NCHW).
 
@@ -114,24 +75,8 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, a
     v.choice(algorithm, "algorithm", ALL_ALGORITHMS)
     if algorithm == "auto":
         algorithm = _choose_algorithm(x.shape, weight.shape, g, groups, x.dtype)
-    if algorithm in ("direct", "winograd"):
-        work = x.shape[0] * weight.shape[0] * g.out_h * g.out_w * weight[0].size
-        module = _direct if algorithm == "direct" else _winograd
-        return module.forward(x, weight, bias, g, groups, num_threads_for_macs(work))
-    N, K = x.shape[0], weight.shape[0]
-    col_rows = x.shape[1] * g.kernel_h * g.kernel_w
-    v.allocatable((N, K, g.out_h, g.out_w), x.dtype, "output")
-    out = np.empty((N, K, g.out_h, g.out_w), dtype=x.dtype)
-    _check_blas_limits(g)
-    num_threads = num_threads_for_macs(out.size * (col_rows // groups))
-    band_rows = _band_rows(col_rows, g, x.dtype.itemsize)
-    workspace = _workspace(num_threads, col_rows, band_rows, g, x.dtype)
-    blas.pin_single_threaded()
-    _kernel.conv2d_forward(x, weight.reshape(groups, K // groups, col_rows // groups),
-                           out.reshape(N, K, g.out_h * g.out_w), workspace, *_window_args(g), band_rows, num_threads)
-    if bias is not None:
-        out += bias[:, None, None]
-    return out
+    work = x.shape[0] * weight.shape[0] * g.out_h * g.out_w * weight[0].size
+    return _MODULES[algorithm].forward(x, weight, bias, g, groups, num_threads_for_macs(work))
 
 
 def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, groups=1, *, algorithm="auto"):
@@ -156,40 +101,17 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
     grad_output = v.grad_output_array(grad_output, (N, K, g.out_h, g.out_w), x.dtype)
     if algorithm == "auto":
         algorithm = _choose_algorithm(x.shape, weight.shape, g, groups, x.dtype, backward=True)
-    if algorithm == "winograd":
-        return _winograd_backward(grad_output, x, weight, g, groups)
-    if algorithm == "direct":
-        work = 2 * grad_output.size * weight[0].size
-        return _direct.backward(grad_output, x, weight, g, groups, num_threads_for_macs(work))
-    return _im2col_backward(grad_output, x, weight, g, groups)
+    work = 2 * grad_output.size * weight[0].size
+    return _MODULES[algorithm].backward(grad_output, x, weight, g, groups, num_threads_for_macs(work))
 
 
-def _im2col_backward(grad_output, x, weight, g, groups, with_grad_x=True):
-    """(grad_x, grad_weight, grad_bias) on im2col bands; grad_x is None without `with_grad_x`."""
-    N, K = x.shape[0], weight.shape[0]
-    _check_blas_limits(g)
-    col_rows = x.shape[1] * g.kernel_h * g.kernel_w
-    num_threads = num_threads_for_macs((2 if with_grad_x else 1) * grad_output.size * (col_rows // groups))
-    band_rows = _band_rows(col_rows, g, x.dtype.itemsize)
-    workspace = _workspace(num_threads, col_rows, band_rows, g, x.dtype)
-    grad_x = np.zeros_like(x) if with_grad_x else np.empty((N, 1, 1, 1), dtype=x.dtype)  # never written
-    grad_w_parts = np.zeros((num_threads, groups, K // groups, col_rows // groups), dtype=x.dtype)
-    blas.pin_single_threaded()
-    _kernel.conv2d_backward(x, weight.reshape(groups, K // groups, col_rows // groups),
-                            grad_output.reshape(N, K, g.out_h * g.out_w), grad_x, grad_w_parts, workspace,
-                            *_window_args(g), band_rows, num_threads, with_grad_x)
-    grad_w = grad_w_parts.sum(axis=0).reshape(weight.shape)
-    return (grad_x if with_grad_x else None), grad_w, grad_output.sum(axis=(0, 2, 3))
+def _weight_gradient(grad_output, x, weight, g, groups, num_threads):
+    """grad_weight by the algorithm `"auto"` picks for the backward pass (for Winograd,
+    which has no weight gradient of its own)."""
+    algorithm = _choose_algorithm(x.shape, weight.shape, g, groups, x.dtype, backward=True)
+    return _MODULES[algorithm].grad_weight(grad_output, x, weight, g, groups, num_threads)
 
 
-def _winograd_backward(grad_output, x, weight, g, groups):
-    """grad_x by Winograd (at stride 1 a 3x3 convolution of grad_output); grad_weight
-    and grad_bias by the algorithm "auto" picks for the backward pass, without its grad_x."""
-    _winograd.check_geometry(g)
-    num_threads = num_threads_for_macs(grad_output.size * weight[0].size)
-    grad_x = _winograd.grad_x(grad_output, weight, x.shape, g, groups, num_threads)
-    if _choose_algorithm(x.shape, weight.shape, g, groups, x.dtype, backward=True) == "direct":
-        grad_w = _direct.grad_weight(grad_output, x, weight, g, groups, num_threads)
-        return grad_x, grad_w, grad_output.sum(axis=(0, 2, 3))
-    _, grad_w, grad_b = _im2col_backward(grad_output, x, weight, g, groups, with_grad_x=False)
-    return grad_x, grad_w, grad_b
+#: The module of each algorithm: forward(x, weight, bias, g, groups, num_threads) and
+#: backward(grad_output, x, weight, g, groups, num_threads) -> (grad_x, grad_weight, grad_bias).
+_MODULES = {"im2col": _im2col, "direct": _direct, "winograd": _winograd}

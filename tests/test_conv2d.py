@@ -129,14 +129,14 @@ class TestAgainstTorch:
 def test_row_bands_give_the_same_result(rng, monkeypatch):
     """Shrink the band size so images are split into many bands of output rows
     (and the backward's even/odd band schedule is exercised)."""
-    from fastconv import convolution
+    from fastconv import _im2col
 
     x, w, b, kw = make(rng, (3, 4, 17, 15, 8, 5, 2, 2, 1, 2), np.float64)
     want = reference.conv2d(x, w, b, **kw)
     go = rng.standard_normal(want.shape)
     want_grads = reference.conv2d_backward(go, x, w, **kw)
     for band_bytes in (1 << 20, 4000, 1):
-        monkeypatch.setattr(convolution, "BAND_BYTES", band_bytes)
+        monkeypatch.setattr(_im2col, "BAND_BYTES", band_bytes)
         assert_close(fastconv.conv2d(x, w, b, **kw), want)
         for got, expected in zip(fastconv.conv2d_backward(go, x, w, **kw), want_grads):
             assert_close(got, expected)
@@ -146,7 +146,7 @@ def test_workspace_is_bounded_whatever_the_batch():
     """The column workspace is one band per thread: about BAND_BYTES each, far
     below a 64 MiB cap even at 16 threads, and independent of the batch size."""
     from fastconv import _validation as v
-    from fastconv.convolution import _band_rows, _workspace
+    from fastconv._im2col import _band_rows, _workspace
 
     for _N, C, H, k, s in [(64, 64, 56, 3, 1), (1, 128, 112, 3, 1), (100000, 3, 32, 3, 1), (8, 3, 227, 11, 4),
                           (8, 3, 227, 11, 1), (64, 512, 14, 3, 1)]:
