@@ -4,8 +4,8 @@ import sys
 
 import numpy as np
 
-from fastconv import __version__, _direct
-from fastconv._kernels import _openmp
+from fastconv import __version__
+from fastconv._kernels import ISA_NAMES, _openmp, widest_build
 from fastconv._threads import blas, get_num_threads
 
 
@@ -63,7 +63,7 @@ def config():
         "blas_build": numpy_blas_build(),
         "openmp_runtime": openmp_runtime(),
         "blas": blas.info(),
-        "direct_kernels": _direct.kernel.ISA_NAMES[_direct.kernel.compiled_isa()],
+        "direct_kernels": ISA_NAMES[widest_build("conv_direct").compiled_isa()],
     }
 
 

@@ -14,21 +14,10 @@ import math
 import numpy as np
 
 from fastconv import _validation as v
-from fastconv._kernels import conv_direct as baseline_kernel
-from fastconv._kernels import runnable_builds
+from fastconv._kernels import widest_build
 
-#: The wider-vector builds of the same source, by ISA level (setup.py's ISA_FLAGS).
-_VARIANTS = {1: "fastconv._kernels.conv_direct_avx", 2: "fastconv._kernels.conv_direct_avx512"}
-
-
-def runnable_kernels():
-    """The builds this CPU runs, narrowest first."""
-    return runnable_builds(baseline_kernel, _VARIANTS)
-
-
-#: The compiled module in use: the widest build this CPU runs (wider vectors, more
-#: FMAs per load; docs/design.rst, "CPU dispatch"). Tests swap it.
-kernel = runnable_kernels()[-1]
+#: The compiled module in use: the build fastconv._kernels picks for this CPU. Tests swap it.
+kernel = widest_build("conv_direct")
 
 #: Values of packed input rows one thread keeps (64 KiB of float32): L1/L2-sized.
 ROW_BUDGET = 16384

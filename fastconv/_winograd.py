@@ -50,8 +50,7 @@ the rule for where it pays is measured only on these cases.
 import numpy as np
 
 from fastconv import _validation as v
-from fastconv._kernels import conv_winograd as baseline_kernel
-from fastconv._kernels import runnable_builds
+from fastconv._kernels import widest_build
 from fastconv._winograd_math import POINTS, matrices, tile_size  # noqa: F401 (re-exported)
 
 #: The relative error guaranteed and tested: max |out - ref| <= RTOL * max |ref| (ref
@@ -60,16 +59,8 @@ from fastconv._winograd_math import POINTS, matrices, tile_size  # noqa: F401 (r
 #: with the magnitudes summed, not with the result).
 RTOL = {np.dtype(np.float32): 2e-5, np.dtype(np.float64): 1e-13}
 
-_VARIANTS = {1: "fastconv._kernels.conv_winograd_avx", 2: "fastconv._kernels.conv_winograd_avx512"}
-
-
-def runnable_kernels():
-    """The builds this CPU runs, narrowest first."""
-    return runnable_builds(baseline_kernel, _VARIANTS)
-
-
-#: The compiled module in use: the widest build this CPU runs (tests swap it).
-kernel = runnable_kernels()[-1]
+#: The compiled module in use: the build fastconv._kernels picks for this CPU. Tests swap it.
+kernel = widest_build("conv_winograd")
 
 
 def check_geometry(g):

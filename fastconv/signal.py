@@ -7,10 +7,15 @@ deep-learning framework: there the kernel is not flipped.
 """
 import numpy as np
 
-from fastconv import _direct, _validation
+from fastconv import _validation
+from fastconv._kernels import widest_build
 from fastconv._threads import get_num_threads
 
 MODES = ("full", "same", "valid")
+
+#: The compiled module: the build of conv_direct (its correlate kernels) fastconv._kernels
+#: picks for this CPU. Tests swap it.
+_kernel = widest_build("conv_direct")
 
 #: Output columns per parallel task, and packed input values per thread (L1/L2-sized).
 CHUNK = 2048
@@ -39,7 +44,7 @@ def _correlate_flipped(image, kernel, out_shape, start):
     chunk = min(CHUNK, out_shape[1])
     rows_per_pass = max(1, min(kh, ROW_BUDGET // (chunk + kw - 1)))
     workspace = np.empty((num_threads, rows_per_pass * (chunk + kw - 1)), dtype=image.dtype)
-    _direct.kernel.correlate2d(image, flipped, out, kh - 1 - start[0], kw - 1 - start[1], chunk, rows_per_pass,
+    _kernel.correlate2d(image, flipped, out, kh - 1 - start[0], kw - 1 - start[1], chunk, rows_per_pass,
                                workspace, num_threads)
     return out
 
@@ -90,21 +95,21 @@ def convolve(a, v, mode="full"):
 def _lanes_pay(dtype, taps):
     """Whether `convolve` takes the lane kernel (LANE_MIN_TAPS, LANE_BYTES)."""
     double = dtype == np.float64
-    lanes, _ = _direct.kernel.lane_layout(double)
+    lanes, _ = _kernel.lane_layout(double)
     return (lanes * dtype.itemsize >= 64 and taps >= LANE_MIN_TAPS * lanes
-            and _direct.kernel.lane_workspace(LANE_RUN, taps, double) * dtype.itemsize <= LANE_BYTES)
+            and _kernel.lane_workspace(LANE_RUN, taps, double) * dtype.itemsize <= LANE_BYTES)
 
 
 def _correlate_lanes(a, kernel, length, start):
     """out[t] = full_convolution(a, kernel)[t + start], by conv_direct.correlate1d."""
     double = a.dtype == np.float64
-    lanes, block = _direct.kernel.lane_layout(double)
+    lanes, block = _kernel.lane_layout(double)
     num_threads = get_num_threads()
     run = min(LANE_RUN, -(-length // (lanes * num_threads)))   # short signals: a task per thread
     run = -(-run // block) * block                              # (or nearly: runs come in blocks)
     out = np.empty(length, dtype=a.dtype)
-    workspace = np.empty((num_threads, _direct.kernel.lane_workspace(run, kernel.size, double)), dtype=a.dtype)
-    _direct.kernel.correlate1d(a, np.ascontiguousarray(kernel[::-1]), out, start - (kernel.size - 1), run,
+    workspace = np.empty((num_threads, _kernel.lane_workspace(run, kernel.size, double)), dtype=a.dtype)
+    _kernel.correlate1d(a, np.ascontiguousarray(kernel[::-1]), out, start - (kernel.size - 1), run,
                                workspace, num_threads)
     return out
 

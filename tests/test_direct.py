@@ -8,6 +8,7 @@ from test_conv2d import CASES, make
 import fastconv
 from fastconv import _direct, convolution, reference
 from fastconv import _validation as v
+from fastconv._kernels import runnable_builds
 
 # Small versions of the benchmark cases (bench.CONV_CASES and depthwise):
 # (N, C, H, W, K, kernel, stride, padding, dilation, groups)
@@ -29,7 +30,7 @@ EDGE = [
 ]
 
 
-@pytest.fixture(params=_direct.runnable_kernels(), ids=lambda m: m.__name__.rsplit(".", 1)[-1])
+@pytest.fixture(params=runnable_builds("conv_direct"), ids=lambda m: m.__name__.rsplit(".", 1)[-1])
 def build(request, monkeypatch):
     monkeypatch.setattr(_direct, "kernel", request.param)
     return request.param

@@ -6,7 +6,8 @@ import scipy.signal
 from conftest import DTYPES, assert_close
 
 import fastconv
-from fastconv import _direct, reference, signal
+from fastconv import reference, signal
+from fastconv._kernels import runnable_builds
 
 MODES = ["full", "same", "valid"]
 LENGTHS = [(1, 1), (7, 3), (7, 4), (3, 7), (4, 8), (10, 10), (9, 1), (1, 6), (300, 33), (5000, 101)]
@@ -14,10 +15,10 @@ SHAPES = [((7, 8), (3, 4)), ((7, 8), (2, 5)), ((3, 4), (7, 8)), ((5, 5), (6, 2))
           ((1, 40), (1, 7)), ((40, 1), (5, 1)), ((30, 60), (5, 5)), ((9, 9), (9, 9)), ((4, 70), (6, 3))]
 
 
-@pytest.fixture(params=_direct.runnable_kernels(),
+@pytest.fixture(params=runnable_builds("conv_direct"),
                 ids=lambda m: m.__name__.rsplit(".", 1)[-1])
 def build(request, monkeypatch):
-    monkeypatch.setattr(_direct, "kernel", request.param)
+    monkeypatch.setattr(signal, "_kernel", request.param)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -72,7 +73,7 @@ def test_lane_kernel(build, rng, dtype):
     # windows that start before, inside and past the signal, runs of one block and of many, ragged
     # last tasks, several threads; nothing written outside `out`, nothing read from the workspace
     # that the kernel did not write (it starts as NaN).
-    K = _direct.kernel
+    K = signal._kernel
     lanes, block = K.lane_layout(dtype == np.float64)
     for W, kw in [(1, 1), (5, 3), (37, 40), (1000, 7), (3001, 101), (300, 300)]:
         x, k = rng.standard_normal(W).astype(dtype), rng.standard_normal(kw).astype(dtype)
@@ -101,11 +102,11 @@ def test_convolve_lane_path(build, rng, monkeypatch, dtype):
     # Every kernel length through the lane kernel where the build has 64-byte vectors (and only
     # there), with few outputs per task; and through the row kernels when its workspace is capped.
     calls = []
-    correlate1d = _direct.kernel.correlate1d
-    monkeypatch.setattr(_direct.kernel, "correlate1d", lambda *args: calls.append(1) or correlate1d(*args))
+    correlate1d = signal._kernel.correlate1d
+    monkeypatch.setattr(signal._kernel, "correlate1d", lambda *args: calls.append(1) or correlate1d(*args))
     monkeypatch.setattr(signal, "LANE_MIN_TAPS", 0)
     monkeypatch.setattr(signal, "LANE_RUN", 1)
-    lanes, _ = _direct.kernel.lane_layout(dtype == np.float64)
+    lanes, _ = signal._kernel.lane_layout(dtype == np.float64)
     for cap in (1 << 20, 0):
         monkeypatch.setattr(signal, "LANE_BYTES", cap)
         for n, m in LENGTHS:

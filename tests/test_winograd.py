@@ -12,6 +12,7 @@ from conftest import DTYPES, assert_close
 
 import fastconv
 from fastconv import _winograd, _winograd_math, reference
+from fastconv._kernels import runnable_builds
 
 # (N, C, H, W, K, padding, groups)
 CASES = [
@@ -30,7 +31,7 @@ CASES = [
 ]
 
 
-@pytest.fixture(params=_winograd.runnable_kernels(), ids=lambda m: m.__name__.rsplit(".", 1)[-1])
+@pytest.fixture(params=runnable_builds("conv_winograd"), ids=lambda m: m.__name__.rsplit(".", 1)[-1])
 def build(request, monkeypatch):
     monkeypatch.setattr(_winograd, "kernel", request.param)
     return request.param

@@ -75,16 +75,35 @@ except ImportError as e:  # pragma: no cover - depends on how the package was in
     ) from e
 
 
-def runnable_builds(baseline, variants):
-    """The builds of one kernel this CPU runs, narrowest first: the portable `baseline`
-    module, then each module of `variants` ({ISA level: module name}, setup.py's
-    ISA_FLAGS) that was compiled for its level and that the CPU supports."""
+#: Instruction-set levels, as the per-ISA kernels' compiled_isa() and cpu_isa() number them (isa.h).
+ISA_NAMES = ("baseline", "AVX+FMA", "AVX-512")
+
+#: The kernels compiled once per instruction set from one source (setup.py's ISA_FLAGS):
+#: their module names by level, the portable baseline first.
+ISA_BUILDS = {
+    "conv_direct": ("conv_direct", "conv_direct_avx", "conv_direct_avx512"),
+    "conv_winograd": ("conv_winograd", "conv_winograd_avx", "conv_winograd_avx512"),
+}
+
+
+def runnable_builds(kernel):
+    """The builds of `kernel` (a key of ISA_BUILDS) this CPU runs, narrowest first: the
+    portable baseline, then each build that was compiled for its level (setup.py
+    skips the flags a compiler lacks) and that the CPU and OS support."""
+    names = ISA_BUILDS[kernel]
+    baseline = importlib.import_module(f"{__name__}.{names[0]}")
     modules = [baseline]
-    for level in range(1, baseline.cpu_isa() + 1):
+    for level in range(1, min(baseline.cpu_isa(), len(names) - 1) + 1):
         try:
-            module = importlib.import_module(variants[level])
+            module = importlib.import_module(f"{__name__}.{names[level]}")
         except ImportError:
             continue
         if module.compiled_isa() == level:
             modules.append(module)
     return modules
+
+
+def widest_build(kernel):
+    """The build of `kernel` to run: the widest this CPU runs (wider vectors, more FMAs
+    per load; docs/design.rst, "CPU dispatch")."""
+    return runnable_builds(kernel)[-1]

@@ -32,17 +32,13 @@ cdef extern from "winograd.h" nogil:
                             Py_ssize_t first, Py_ssize_t count, double* work)
 
 
-#: Instruction-set levels, as compiled_isa() and cpu_isa() number them.
-ISA_NAMES = ("baseline", "AVX+FMA", "AVX-512")
-
-
 def compiled_isa():
-    """The instruction set this module was compiled for: an index into ISA_NAMES."""
+    """The instruction set this module was compiled for: an index into fastconv._kernels.ISA_NAMES."""
     return fc_compiled_isa()
 
 
 def cpu_isa():
-    """The highest level of ISA_NAMES the CPU and OS run (0 off x86 or unknown)."""
+    """The highest level of fastconv._kernels.ISA_NAMES the CPU and OS run (0 off x86 or unknown)."""
     return fc_cpu_isa()
 
 
