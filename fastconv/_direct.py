@@ -85,7 +85,7 @@ def forward(x, weight, bias, g, groups, num_threads):
 
 def _forward_into(out, x, weight, bias, g, groups, num_threads):
     N, C = x.shape[:2]
-    K, _, kh, kw = weight.shape
+    K = weight.shape[0]
     if not planes_fit(C, g, x.dtype.itemsize):
         raise MemoryError(f"algorithm='direct' would need {_planes_bytes(C, g, 1, x.dtype.itemsize)} bytes of "
                           f"input planes per output row (dilation and padding span {g.kernel_h}x{g.kernel_w} "
@@ -98,8 +98,7 @@ def _forward_into(out, x, weight, bias, g, groups, num_threads):
     workspace = np.empty((num_threads, plan.size), dtype=x.dtype)
     taps = math.prod(weight.shape[1:])
     packed = _pack_channels(weight, groups) if _channel_tiles_pay(g, K // groups, taps, x.dtype) else None
-    kernel.conv2d_forward(x, weight.reshape(K, taps), bias, out, groups, kh, kw, g.stride_h, g.stride_w,
-                          g.pad_top, g.pad_left, g.dilation_h, g.dilation_w, plan, workspace, num_threads,
+    kernel.conv2d_forward(x, weight.reshape(K, taps), bias, out, g.struct(), groups, plan, workspace, num_threads,
                           packed)
 
 
@@ -157,8 +156,7 @@ def _grad_weight_planes(grad_output, x, weight, g, groups, num_threads):
     size = kernel.grad_weight_planes_workspace(plan, x.dtype == np.float64)
     workspace = np.empty((num_threads, size), dtype=x.dtype)
     grad_w = np.zeros_like(weight)
-    kernel.conv2d_grad_weight_planes(grad_output, x, grad_w, groups, g.stride_h, g.stride_w, g.pad_top,
-                                     g.pad_left, g.dilation_h, g.dilation_w, plan, workspace, num_threads)
+    kernel.conv2d_grad_weight_planes(grad_output, x, grad_w, g.struct(), groups, plan, workspace, num_threads)
     return grad_w
 
 
@@ -187,8 +185,7 @@ def _grad_x_strided(grad_output, weight, grad_x, g, groups, num_threads):
     row_len = kernel.grad_x_row_len(g.stride_w, g.out_w, kw, g.dilation_w, grad_x.shape[3], g.pad_left)
     chunk = _channel_chunk(Cg, row_len)
     workspace = np.empty((num_threads, chunk * row_len), dtype=grad_x.dtype)
-    kernel.conv2d_grad_x(grad_output, weight, grad_x, groups, g.stride_h, g.stride_w, g.pad_top, g.pad_left,
-                         g.dilation_h, g.dilation_w, workspace, chunk, num_threads)
+    kernel.conv2d_grad_x(grad_output, weight, grad_x, g.struct(), groups, workspace, chunk, num_threads)
 
 
 def backward(grad_output, x, weight, g, groups, num_threads):
@@ -214,6 +211,5 @@ def grad_weight(grad_output, x, weight, g, groups, num_threads):
     row_len = kernel.packed_row_len(g.stride_w, g.out_w, kw, g.dilation_w)
     size = kernel.grad_weight_workspace(kh, kw, row_len, x.dtype == np.float64)
     workspace = np.empty((num_threads, size), dtype=x.dtype)
-    kernel.conv2d_grad_weight(grad_output, x, grad_w, groups, g.stride_h, g.stride_w, g.pad_top, g.pad_left,
-                              g.dilation_h, g.dilation_w, workspace, num_threads)
+    kernel.conv2d_grad_weight(grad_output, x, grad_w, g.struct(), groups, workspace, num_threads)
     return grad_w

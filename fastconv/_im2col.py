@@ -46,11 +46,6 @@ def _workspace(num_threads, col_rows, band_rows, g, dtype):
     return np.empty((num_threads, size), dtype=dtype)
 
 
-def _window_args(g):
-    return (g.kernel_h, g.kernel_w, g.stride_h, g.stride_w, g.pad_top, g.pad_left,
-            g.dilation_h, g.dilation_w, g.out_w)
-
-
 def forward(x, weight, bias, g, groups, num_threads):
     """(N, K, Ho, Wo) = conv2d(x, weight) + bias."""
     N, K = x.shape[0], weight.shape[0]
@@ -62,7 +57,7 @@ def forward(x, weight, bias, g, groups, num_threads):
     workspace = _workspace(num_threads, col_rows, band_rows, g, x.dtype)
     blas.pin_single_threaded()
     kernel.conv2d_forward(x, weight.reshape(groups, K // groups, col_rows // groups),
-                          out.reshape(N, K, g.out_h * g.out_w), workspace, *_window_args(g), band_rows, num_threads)
+                          out.reshape(N, K, g.out_h * g.out_w), workspace, g.struct(), band_rows, num_threads)
     if bias is not None:
         out += bias[:, None, None]
     return out
@@ -80,7 +75,7 @@ def backward(grad_output, x, weight, g, groups, num_threads, with_grad_x=True):
     blas.pin_single_threaded()
     kernel.conv2d_backward(x, weight.reshape(groups, K // groups, col_rows // groups),
                            grad_output.reshape(N, K, g.out_h * g.out_w), grad_x, grad_w_parts, workspace,
-                           *_window_args(g), band_rows, num_threads, with_grad_x)
+                           g.struct(), band_rows, num_threads, with_grad_x)
     grad_w = grad_w_parts.sum(axis=0).reshape(weight.shape)
     return (grad_x if with_grad_x else None), grad_w, grad_output.sum(axis=(0, 2, 3))
 

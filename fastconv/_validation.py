@@ -155,6 +155,13 @@ class ConvGeometry(NamedTuple):
     out_h: int
     out_w: int
 
+    def struct(self):
+        """The geometry as the kernels' entry points take it: the fields of the Geometry
+        struct (fastconv/_kernels/_geometry.pxd), which Cython fills from this dict."""
+        return {"kh": self.kernel_h, "kw": self.kernel_w, "sh": self.stride_h, "sw": self.stride_w,
+                "pt": self.pad_top, "pl": self.pad_left, "dh": self.dilation_h, "dw": self.dilation_w,
+                "out_h": self.out_h, "out_w": self.out_w}
+
 
 def conv_padding(padding, kernel, stride, dilation):
     """((top, bottom), (left, right)) from an int, a pair, 'valid' or 'same'."""

@@ -32,9 +32,7 @@ def im2col(x, kernel_size, stride=1, padding=0, dilation=1):
     shape = (N, C * g.kernel_h * g.kernel_w, g.out_h * g.out_w)
     v.allocatable(shape, x.dtype, "column matrix")
     cols = np.empty(shape, dtype=x.dtype)
-    _kernel.im2col(batched, cols, g.kernel_h, g.kernel_w, g.stride_h, g.stride_w,
-                   g.pad_top, g.pad_left, g.dilation_h, g.dilation_w, g.out_w,
-                   num_threads_for(cols.size))
+    _kernel.im2col(batched, cols, g.struct(), num_threads_for(cols.size))
     return cols if x.ndim == 4 else cols[0]
 
 
@@ -72,7 +70,5 @@ def col2im(cols, output_size, kernel_size, stride=1, padding=0, dilation=1):
             f"windows of output_size {(H, W)} with these kernel_size/stride/padding/dilation")
     v.allocatable((N, rows // kk, H, W), cols.dtype, "output")
     x = np.zeros((N, rows // kk, H, W), dtype=cols.dtype)
-    _kernel.col2im(batched, x, g.kernel_h, g.kernel_w, g.stride_h, g.stride_w,
-                   g.pad_top, g.pad_left, g.dilation_h, g.dilation_w, g.out_w,
-                   num_threads_for(batched.size))
+    _kernel.col2im(batched, x, g.struct(), num_threads_for(batched.size))
     return x if cols.ndim == 3 else x[0]

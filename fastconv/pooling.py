@@ -56,8 +56,7 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
     out = np.empty((N, C, g.out_h, g.out_w), dtype=xb.dtype)
     indices = np.empty(out.shape, dtype=np.int64) if return_indices else _NO_INDICES
     _kernel.max_pool2d(_planes(xb), _planes(out), _planes(indices) if return_indices else indices,
-                       return_indices, g.kernel_h, g.kernel_w, g.stride_h, g.stride_w,
-                       g.pad_top, g.pad_left, g.dilation_h, g.dilation_w, num_threads_for(xb.size))
+                       return_indices, g.struct(), num_threads_for(xb.size))
     if unbatched:
         out, indices = out[0], indices[0]
     return (out, indices) if return_indices else out
@@ -109,8 +108,7 @@ def _avg_forward(x, kernel_size, stride, padding, ceil_mode, count_include_pad, 
     g = v.pool_geometry(xb.shape[2:], kernel_size, stride, padding, 1, ceil_mode)
     N, C = xb.shape[:2]
     out = np.empty((N, C, g.out_h, g.out_w), dtype=xb.dtype)
-    _kernel.avg_pool2d(_planes(xb), _planes(out), g.kernel_h, g.kernel_w, g.stride_h, g.stride_w,
-                       g.pad_top, g.pad_left, count_include_pad, divisor, num_threads_for(xb.size))
+    _kernel.avg_pool2d(_planes(xb), _planes(out), g.struct(), count_include_pad, divisor, num_threads_for(xb.size))
     return out[0] if unbatched else out
 
 
@@ -130,8 +128,7 @@ def _avg_backward(grad_output, input_shape, kernel_size, stride, padding, ceil_m
     # output row (1 to 2 threads, (8,64,112,112): 3x3 windows 1.12x -> 1.75x, 2x2 1.46x -> 1.88x).
     row = -(-(g.out_w * gob.itemsize + _SCRATCH_GAP) // _SCRATCH_GAP) * _SCRATCH_GAP // gob.itemsize
     scratch = np.empty((num_threads, row), dtype=gob.dtype)
-    _kernel.avg_pool2d_backward(_planes(gob), _planes(grad_input), scratch, g.kernel_h, g.kernel_w,
-                                g.stride_h, g.stride_w, g.pad_top, g.pad_left, count_include_pad,
+    _kernel.avg_pool2d_backward(_planes(gob), _planes(grad_input), scratch, g.struct(), count_include_pad,
                                 divisor, num_threads)
     return grad_input[0] if unbatched else grad_input
 

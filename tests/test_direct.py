@@ -127,8 +127,8 @@ def test_channel_tiles_check_the_packed_weights(rng):
     rows = 40 // block * 27      # 27 taps per whole block
     for shape in [(rows, block + 1), (rows - 1, block), (rows + 27, block)]:
         with pytest.raises(ValueError, match="packed must be"):
-            _direct.kernel.conv2d_forward(x, w, np.zeros(40, np.float32), np.empty((1, 40, 6, 6), np.float32), 1,
-                                          3, 3, 1, 1, 0, 0, 1, 1, plan, np.empty((1, plan.size), np.float32), 1,
+            _direct.kernel.conv2d_forward(x, w, np.zeros(40, np.float32), np.empty((1, 40, 6, 6), np.float32),
+                                          g.struct(), 1, plan, np.empty((1, plan.size), np.float32), 1,
                                           np.zeros(shape, np.float32))
 
 

@@ -48,10 +48,12 @@ export PYTHONPATH="$work${PYTHONPATH:+:$PYTHONPATH}"
 export FASTCONV_SANITIZED=1
 export HYPOTHESIS_PROFILE="${HYPOTHESIS_PROFILE:-sanitize}"
 
-# Canaries: the raw kernels (no argument checks) driven out of bounds and into signed
-# overflow must be reported, or the build is not sanitizing. They call the raw
-# im2col kernel by its signature (x, cols, kh, kw, sh, sw, pt, pl, dh, dw, out_w,
-# num_threads): keep them in step with fastconv/_kernels/im2col.pyx.
+# Canaries: the raw kernels driven out of bounds and into signed overflow must be reported,
+# or the build is not sanitizing. The kernels check their arrays' shapes against the
+# geometry, so the first canary hands im2col a column array whose shape is right but
+# whose memory is 16 bytes, and the second a geometry whose stride overflows. They call
+# the raw im2col kernel by its signature (x, cols, geometry dict, num_threads): keep them
+# in step with fastconv/_kernels/im2col.pyx.
 canary() {  # canary EXPECTED-TEXT PYTHON-CODE
     local out
     if out="$("$python" -c "import numpy as np; from fastconv._kernels import im2col as k; $2" 2>&1)"; then
@@ -62,9 +64,9 @@ canary() {  # canary EXPECTED-TEXT PYTHON-CODE
 }
 echo "== canaries"
 canary "AddressSanitizer: heap-buffer-overflow" \
-    "k.im2col(np.ones((1, 1, 4, 4), np.float32), np.empty((1, 1, 4), np.float32), 2, 2, 1, 1, 0, 0, 1, 1, 4, 1)"
+    "k.im2col(np.ones((1, 1, 4, 4), np.float32), np.lib.stride_tricks.as_strided(np.empty(4, np.float32), (1, 4, 9), (144, 36, 4)), dict(kh=2, kw=2, sh=1, sw=1, pt=0, pl=0, dh=1, dw=1, out_h=3, out_w=3), 1)"
 canary "runtime error: signed integer overflow" \
-    "k.im2col(np.ones((1, 1, 4, 4), np.float32), np.empty((1, 1, 3), np.float32), 1, 1, 2**62, 1, 0, 0, 1, 1, 1, 1)"
+    "k.im2col(np.ones((1, 1, 4, 4), np.float32), np.empty((1, 1, 3), np.float32), dict(kh=1, kw=1, sh=2**62, sw=1, pt=0, pl=0, dh=1, dw=1, out_h=3, out_w=1), 1)"
 
 if [ "$#" -eq 0 ]; then
     # The CI subset: kernels against the reference, the limits, the property tests
@@ -72,7 +74,7 @@ if [ "$#" -eq 0 ]; then
     # the direct kernels on every build (pixel and channel tiles).
     set -- "$python" -m pytest -q -p no:cacheprovider -x \
         tests/test_columns.py tests/test_conv2d.py tests/test_limits.py tests/test_properties.py \
-        tests/test_signal.py tests/test_direct.py \
+        tests/test_signal.py tests/test_direct.py tests/test_kernel_checks.py \
         -k "not Torch and not finite_differences"
 fi
 echo "== $*"

@@ -6,9 +6,7 @@
 from cython cimport floating
 from libc.string cimport memcpy, memset
 
-
-cdef struct Window:
-    Py_ssize_t kh, kw, sh, sw, pt, pl, dh, dw, out_w
+from fastconv._kernels._geometry cimport Geometry
 
 
 cdef inline Py_ssize_t _first(Py_ssize_t offset, Py_ssize_t stride) noexcept nogil:
@@ -23,7 +21,7 @@ cdef inline Py_ssize_t _end(Py_ssize_t offset, Py_ssize_t stride, Py_ssize_t siz
     return end if end < out_w else out_w
 
 
-cdef inline void im2col_row(const floating* plane, Py_ssize_t H, Py_ssize_t W, Window g,
+cdef inline void im2col_row(const floating* plane, Py_ssize_t H, Py_ssize_t W, Geometry g,
                             Py_ssize_t i, Py_ssize_t j, Py_ssize_t oh_start, Py_ssize_t rows,
                             floating* dst) noexcept nogil:
     """Write the row for kernel tap (i, j) of one input plane over output rows
@@ -51,7 +49,7 @@ cdef inline void im2col_row(const floating* plane, Py_ssize_t H, Py_ssize_t W, W
         dst += g.out_w
 
 
-cdef inline void col2im_row(const floating* src, Py_ssize_t H, Py_ssize_t W, Window g,
+cdef inline void col2im_row(const floating* src, Py_ssize_t H, Py_ssize_t W, Geometry g,
                             Py_ssize_t i, Py_ssize_t j, Py_ssize_t oh_start, Py_ssize_t rows,
                             floating* plane) noexcept nogil:
     """Adjoint of im2col_row: add the row for tap (i, j) back onto its input plane."""

@@ -28,6 +28,8 @@ from libc.string cimport memcpy, memset
 
 import numpy as np
 
+from fastconv._kernels._geometry cimport Geometry, check_groups, check_shape, check_workspace, shape
+
 cdef extern from "conv_direct_rows.h" nogil:
     ctypedef struct fc_prefetch:
         const char* row
@@ -215,19 +217,28 @@ cdef class ForwardPlan:
         # the last tile reads less than one tile width past the band's last plane (a row to spare)
         self.size = self.filled + S + Wq
 
-    def tap_offsets(self, Py_ssize_t Cg, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
-                    Py_ssize_t dh, Py_ssize_t dw):
-        """off[(c*kh + i)*kw + j]: where tap (c, i, j) of output pixel p reads, p + off
-        into a group's planes (plane (c, i*dh % sh, j*dw % sw), i*dh // sh rows and
-        j*dw // sw columns on)."""
-        cdef Py_ssize_t[::1] off = np.empty(max(Cg * kh * kw, 1), dtype=np.intp)
-        cdef Py_ssize_t c, i, j
-        for c in range(Cg):
-            for i in range(kh):
-                for j in range(kw):
-                    off[(c * kh + i) * kw + j] = (((c * sh + i * dh % sh) * sw + j * dw % sw) * self.plane
-                                                  + (i * dh // sh) * self.Wq + j * dw // sw)
-        return np.asarray(off)
+    cdef int check(self, Py_ssize_t C, Geometry g) except -1:
+        """ValueError unless these are the planes of C input channels under the geometry's bands."""
+        if (self.Wq != g.out_w + (g.kw - 1) * g.dw // g.sw or self.Hb != self.band_rows + (g.kh - 1) * g.dh // g.sh
+                or self.band_rows < 1 or self.filled < C * g.sh * g.sw * self.plane):
+            raise ValueError(f"plan (band_rows {self.band_rows}, {self.filled // max(self.plane, 1)} planes of "
+                             f"{self.Hb}x{self.Wq}) does not fit {C} channels of this geometry")
+        return 0
+
+
+cdef Py_ssize_t[::1] _tap_offsets(ForwardPlan plan, Py_ssize_t Cg, Geometry g):
+    """off[(c*kh + i)*kw + j]: where tap (c, i, j) of output pixel p reads, p + off
+    into a group's planes (plane (c, i*dh % sh, j*dw % sw), i*dh // sh rows and
+    j*dw // sw columns on)."""
+    cdef Py_ssize_t kh = g.kh, kw = g.kw, sh = g.sh, sw = g.sw, dh = g.dh, dw = g.dw
+    cdef Py_ssize_t[::1] off = np.empty(max(Cg * kh * kw, 1), dtype=np.intp)
+    cdef Py_ssize_t c, i, j
+    for c in range(Cg):
+        for i in range(kh):
+            for j in range(kw):
+                off[(c * kh + i) * kw + j] = (((c * sh + i * dh % sh) * sw + j * dw % sw) * plan.plane
+                                              + (i * dh // sh) * plan.Wq + j * dw // sw)
+    return off
 
 
 cdef inline void _fill_planes(const floating* image, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
@@ -248,8 +259,7 @@ cdef inline void _fill_planes(const floating* image, Py_ssize_t C, Py_ssize_t H,
 
 
 def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight,
-                   const floating[::1] bias, floating[:, :, :, ::1] out, int groups,
-                   int kh, int kw, int sh, int sw, int pt, int pl, int dh, int dw,
+                   const floating[::1] bias, floating[:, :, :, ::1] out, Geometry g, int groups,
                    ForwardPlan plan, floating[:, ::1] workspace, int num_threads,
                    const floating[:, ::1] packed=None):
     """out = conv2d(x, weight) + bias, every element written.
@@ -259,8 +269,15 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight
     output channels run on channel tiles, from packed (groups * full * taps, B):
     row (g * full + b) * taps + t, column l holds tap t of channel g*K/groups + b*B + l;
     the group's other channels run on pixel tiles."""
+    cdef int kh = g.kh, kw = g.kw, sh = g.sh, sw = g.sw, pt = g.pt, pl = g.pl, dh = g.dh, dw = g.dw
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
-    cdef Py_ssize_t K = out.shape[1], Ho = out.shape[2], Wo = out.shape[3]
+    cdef Py_ssize_t K = weight.shape[0], Ho = g.out_h, Wo = g.out_w
+    check_groups(groups, C, K)
+    check_shape("weight", shape(weight.shape, 2), (K, C // groups * kh * kw))
+    check_shape("bias", (bias.shape[0],), (K,))
+    check_shape("out", shape(out.shape, 4), (N, K, Ho, Wo))
+    plan.check(C, g)
+    check_workspace("workspace", workspace.shape[0], workspace.shape[1], num_threads, plan.size)
     cdef Py_ssize_t Kg = K // groups, Cg = C // groups, taps = Cg * kh * kw
     cdef Py_ssize_t R = plan.band_rows, Wq = plan.Wq, Hb = plan.Hb
     cdef Py_ssize_t n_bands = (Ho + R - 1) // R, group_planes = Cg * sh * sw * plan.plane
@@ -269,7 +286,7 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight
     cdef Py_ssize_t blocks = full + (Kg - full * B + FC_MR - 1) // FC_MR
     cdef Py_ssize_t task, n, oy0, rows, grp, mb, mr, k, nxt
     cdef fc_prefetch pf
-    cdef Py_ssize_t[::1] off = plan.tap_offsets(Cg, kh, kw, sh, sw, dh, dw)
+    cdef Py_ssize_t[::1] off = _tap_offsets(plan, Cg, g)
     cdef floating* planes = NULL
     if packed is not None and (packed.shape[0] != groups * full * taps or packed.shape[1] != B):
         raise ValueError(f"packed must be ({groups * full * taps}, {B}), got ({packed.shape[0]}, {packed.shape[1]})")
@@ -310,14 +327,22 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight
 # grad_x: each task owns one input row (n, ih) of every channel.
 
 def conv2d_grad_x(const floating[:, :, :, ::1] grad_output, const floating[:, :, :, ::1] weight,
-                  floating[:, :, :, ::1] grad_x, int groups, int sh, int sw, int pt, int pl, int dh, int dw,
+                  floating[:, :, :, ::1] grad_x, Geometry geometry, int groups,
                   floating[:, ::1] workspace, Py_ssize_t chunk_channels, int num_threads):
     """grad_x = conv2d's input gradient (every element written). One task per input
     row (n, ih); it scatters into `chunk_channels` phase-split rows of its
     workspace (chunk_channels * grad_x_row_len(...) values), then unpacks them."""
+    cdef int sh = geometry.sh, sw = geometry.sw, pt = geometry.pt, pl = geometry.pl, dh = geometry.dh, dw = geometry.dw
     cdef Py_ssize_t N = grad_x.shape[0], H = grad_x.shape[2], W = grad_x.shape[3]
     cdef Py_ssize_t K = weight.shape[0], Cg = weight.shape[1], kh = weight.shape[2], kw = weight.shape[3]
-    cdef Py_ssize_t Ho = grad_output.shape[2], Wo = grad_output.shape[3]
+    cdef Py_ssize_t Ho = geometry.out_h, Wo = geometry.out_w
+    check_groups(groups, grad_x.shape[1], K)
+    check_shape("weight", shape(weight.shape, 4), (K, grad_x.shape[1] // groups, geometry.kh, geometry.kw))
+    check_shape("grad_output", shape(grad_output.shape, 4), (N, K, Ho, Wo))
+    if chunk_channels < 1:
+        raise ValueError(f"chunk_channels must be at least 1, got {chunk_channels}")
+    check_workspace("workspace", workspace.shape[0], workspace.shape[1], num_threads,
+                    chunk_channels * grad_x_row_len(sw, Wo, kw, dw, W, pl))
     cdef Py_ssize_t Kg = K // groups
     cdef Py_ssize_t span = (Wo - 1) * sw + (kw - 1) * dw + 1
     cdef Py_ssize_t M = ((span if span > W + pl else W + pl) + sw - 1) // sw
@@ -358,16 +383,21 @@ def conv2d_grad_x(const floating[:, :, :, ::1] grad_output, const floating[:, :,
 # weight gradient and sums over the whole batch.
 
 def conv2d_grad_weight(const floating[:, :, :, ::1] grad_output, const floating[:, :, :, ::1] x,
-                       floating[:, :, :, ::1] grad_weight, int groups,
-                       int sh, int sw, int pt, int pl, int dh, int dw,
+                       floating[:, :, :, ::1] grad_weight, Geometry geometry, int groups,
                        floating[:, ::1] workspace, int num_threads):
     """grad_weight (K, C/groups, kh, kw), every element written. The workspace row
     holds grad_weight_workspace(...) values: lane-wise partial sums, then one
     packed input row."""
+    cdef int sh = geometry.sh, sw = geometry.sw, pt = geometry.pt, pl = geometry.pl, dh = geometry.dh, dw = geometry.dw
     cdef Py_ssize_t N = x.shape[0], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t K = grad_weight.shape[0], Cg = grad_weight.shape[1]
     cdef Py_ssize_t kh = grad_weight.shape[2], kw = grad_weight.shape[3]
-    cdef Py_ssize_t Ho = grad_output.shape[2], Wo = grad_output.shape[3]
+    cdef Py_ssize_t Ho = geometry.out_h, Wo = geometry.out_w
+    check_groups(groups, x.shape[1], K)
+    check_shape("grad_weight", shape(grad_weight.shape, 4), (K, x.shape[1] // groups, geometry.kh, geometry.kw))
+    check_shape("grad_output", shape(grad_output.shape, 4), (N, K, Ho, Wo))
+    check_workspace("workspace", workspace.shape[0], workspace.shape[1], num_threads,
+                    grad_weight_workspace(kh, kw, packed_row_len(sw, Wo, kw, dw), floating is double))
     cdef Py_ssize_t Kg = K // groups, nkb = (Kg + FC_KB - 1) // FC_KB
     cdef Py_ssize_t M = ((Wo - 1) * sw + (kw - 1) * dw + 1 + sw - 1) // sw
     cdef Py_ssize_t S = fc_strip_f() if floating is float else fc_strip_d()
@@ -408,8 +438,8 @@ def conv2d_grad_weight(const floating[:, :, :, ::1] grad_output, const floating[
 
 
 def conv2d_grad_weight_planes(const floating[:, :, :, ::1] grad_output, const floating[:, :, :, ::1] x,
-                              floating[:, :, :, ::1] grad_weight, int groups, int sh, int sw, int pt, int pl,
-                              int dh, int dw, ForwardPlan plan, floating[:, ::1] workspace, int num_threads):
+                              floating[:, :, :, ::1] grad_weight, Geometry g, int groups, ForwardPlan plan,
+                              floating[:, ::1] workspace, int num_threads):
     """grad_weight (K, 1, kh, kw), added to (pass zeros), when each group has one input
     channel (depthwise): each task owns one output channel k and, for every image and
     band of output rows, dots k's grad_output rows (zero-padded to the planes' width,
@@ -417,14 +447,23 @@ def conv2d_grad_weight_planes(const floating[:, :, :, ::1] grad_output, const fl
     offset: long dots in registers, where the row kernels would pay a call per row.
 
     workspace (num_threads, grad_weight_planes_workspace(plan, ...))."""
+    cdef int sh = g.sh, sw = g.sw, pt = g.pt, pl = g.pl, dh = g.dh, dw = g.dw
     cdef Py_ssize_t N = x.shape[0], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t K = grad_weight.shape[0], kh = grad_weight.shape[2], kw = grad_weight.shape[3]
-    cdef Py_ssize_t Ho = grad_output.shape[2], Wo = grad_output.shape[3]
+    cdef Py_ssize_t Ho = g.out_h, Wo = g.out_w
+    check_groups(groups, x.shape[1], K)
+    check_shape("grad_weight", shape(grad_weight.shape, 4), (K, 1, g.kh, g.kw))
+    if x.shape[1] != groups:
+        raise ValueError(f"x must have one channel per group ({groups}), got {x.shape[1]}")
+    check_shape("grad_output", shape(grad_output.shape, 4), (N, K, Ho, Wo))
+    plan.check(1, g)
+    check_workspace("workspace", workspace.shape[0], workspace.shape[1], num_threads,
+                    grad_weight_planes_workspace(plan, floating is double))
     cdef Py_ssize_t Kg = K // groups, taps = kh * kw
     cdef Py_ssize_t R = plan.band_rows, Wq = plan.Wq, Hb = plan.Hb, n_bands = (Ho + R - 1) // R
     cdef Py_ssize_t step = _dot_step(floating is double)
     cdef Py_ssize_t k, n, band, oy0, rows, y, m
-    cdef Py_ssize_t[::1] off = plan.tap_offsets(1, kh, kw, sh, sw, dh, dw)
+    cdef Py_ssize_t[::1] off = _tap_offsets(plan, 1, g)
     cdef floating* planes = NULL
     cdef floating* go = NULL
     if N == 0 or K == 0 or Ho == 0 or Wo == 0:
@@ -476,6 +515,9 @@ def correlate2d(const floating[:, ::1] x, const floating[:, ::1] kernel, floatin
     cdef Py_ssize_t task, r, t0, n, i, i0, i_lo, i_hi, nr, first, lo, hi, seg
     cdef bint accumulate
     cdef floating* buf = NULL
+    if chunk < 1 or rows_per_pass < 1:
+        raise ValueError(f"chunk and rows_per_pass must be at least 1, got {chunk} and {rows_per_pass}")
+    check_workspace("workspace", workspace.shape[0], workspace.shape[1], num_threads, rows_per_pass * row_len)
     if Ho == 0 or Wo == 0:
         return
     with nogil, parallel(num_threads=num_threads):

@@ -13,7 +13,8 @@ from cython cimport floating
 from cython.parallel cimport parallel, prange, threadid
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
-from fastconv._kernels._columns cimport Window, col2im_row, im2col_row
+from fastconv._kernels._columns cimport col2im_row, im2col_row
+from fastconv._kernels._geometry cimport Geometry, check_shape, check_workspace, shape
 
 
 cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k, floating alpha,
@@ -29,12 +30,12 @@ cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k, floating 
         dgemm(&tb, &ta, &n, &m, &k, &alpha, <double*>b, &ldb, <double*>a, &lda, &beta, c, &ldc)
 
 
-cdef inline bint is_pointwise(Window g) noexcept nogil:
+cdef inline bint is_pointwise(Geometry g) noexcept nogil:
     return g.kh == 1 and g.kw == 1 and g.sh == 1 and g.sw == 1 and g.pt == 0 and g.pl == 0
 
 
 cdef inline void fill_columns(const floating* image, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
-                              Window g, Py_ssize_t r0, Py_ssize_t rows, floating* cols) noexcept nogil:
+                              Geometry g, Py_ssize_t r0, Py_ssize_t rows, floating* cols) noexcept nogil:
     cdef Py_ssize_t c, tap, kk = g.kh * g.kw, ld = rows * g.out_w
     for c in range(C):
         for tap in range(kk):
@@ -42,17 +43,34 @@ cdef inline void fill_columns(const floating* image, Py_ssize_t C, Py_ssize_t H,
                        cols + (c * kk + tap) * ld)
 
 
+cdef int check_arrays(const floating[:, :, :, ::1] x, const floating[:, :, ::1] weight,
+                      Py_ssize_t out_channels, Py_ssize_t out_values, floating[:, ::1] workspace, Geometry g,
+                      Py_ssize_t band_rows, int num_threads) except -1:
+    """ValueError unless the weights, output (`out_values` per channel) and workspace fit x and g."""
+    cdef Py_ssize_t C = x.shape[1], G = weight.shape[0]
+    if G < 1 or C % G or weight.shape[2] != C // G * g.kh * g.kw:
+        raise ValueError(f"weight must be (groups, K/groups, C/groups*kh*kw) with groups dividing C={C}, "
+                         f"got {shape(weight.shape, 3)}")
+    check_shape("output", (out_channels, out_values), (G * weight.shape[1], g.out_h * g.out_w))
+    if band_rows < 1:
+        raise ValueError(f"band_rows must be at least 1, got {band_rows}")
+    if is_pointwise(g):     # the input plane is the column matrix
+        check_shape("x's plane", shape(&x.shape[2], 2), (g.out_h, g.out_w))
+    check_workspace("workspace", workspace.shape[0], workspace.shape[1], num_threads,
+                    0 if is_pointwise(g) else C * g.kh * g.kw * band_rows * g.out_w)
+    return 0
+
+
 def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, ::1] weight,
-                   floating[:, :, ::1] out, floating[:, ::1] workspace,
-                   Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pt, Py_ssize_t pl,
-                   Py_ssize_t dh, Py_ssize_t dw,
-                   Py_ssize_t out_w, Py_ssize_t band_rows, int num_threads):
+                   floating[:, :, ::1] out, floating[:, ::1] workspace, Geometry g,
+                   Py_ssize_t band_rows, int num_threads):
     """out (N, K, Ho*Wo) = conv(x, weight). workspace: (num_threads, C*kh*kw*band_rows*out_w)."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t G = weight.shape[0], Kg = weight.shape[1], CKg = weight.shape[2]
-    cdef Py_ssize_t L = out.shape[2], out_h = L // out_w
+    cdef Py_ssize_t L = out.shape[2], out_w = g.out_w, out_h = g.out_h
+    check_arrays(x, weight, out.shape[1], L, workspace, g, band_rows, num_threads)
+    check_shape("out", (out.shape[0],), (N,))
     cdef Py_ssize_t n_bands = (out_h + band_rows - 1) // band_rows
-    cdef Window g = Window(kh, kw, sh, sw, pt, pl, dh, dw, out_w)
     cdef bint pointwise = is_pointwise(g)
     cdef Py_ssize_t task, n, r0, rows, ld, grp
     cdef floating* cols
@@ -78,7 +96,7 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, ::1] wei
 cdef inline void backward_band(const floating* image, const floating* weight, const floating* gout,
                                floating* grad_image, floating* grad_w, floating* cols,
                                Py_ssize_t C, Py_ssize_t H, Py_ssize_t W, Py_ssize_t G, Py_ssize_t Kg,
-                               Py_ssize_t CKg, Py_ssize_t L, Window g, Py_ssize_t r0,
+                               Py_ssize_t CKg, Py_ssize_t L, Geometry g, Py_ssize_t r0,
                                Py_ssize_t rows, bint with_grad_x) noexcept nogil:
     """One band: grad_w += gout_band @ cols^T, then (with_grad_x) grad_image += col2im(weight^T @ gout_band)."""
     cdef Py_ssize_t grp, c, tap, kk = g.kh * g.kw, ld = rows * g.out_w
@@ -108,10 +126,8 @@ cdef inline void backward_band(const floating* image, const floating* weight, co
 
 def conv2d_backward(const floating[:, :, :, ::1] x, const floating[:, :, ::1] weight,
                     const floating[:, :, ::1] grad_out, floating[:, :, :, ::1] grad_x,
-                    floating[:, :, :, ::1] grad_w_parts, floating[:, ::1] workspace,
-                    Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pt, Py_ssize_t pl,
-                    Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t out_w, Py_ssize_t band_rows, int num_threads,
-                    bint with_grad_x=True):
+                    floating[:, :, :, ::1] grad_w_parts, floating[:, ::1] workspace, Geometry g,
+                    Py_ssize_t band_rows, int num_threads, bint with_grad_x=True):
     """grad_x (zero on entry; untouched without `with_grad_x`, as for grad_weight alone) and
     grad_w_parts (num_threads, G, K/G, C/G*kh*kw; zero on
     entry, summed by the caller) from grad_out (N, K, Ho*Wo).
@@ -122,9 +138,19 @@ def conv2d_backward(const floating[:, :, :, ::1] x, const floating[:, :, ::1] we
     """
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t G = weight.shape[0], Kg = weight.shape[1], CKg = weight.shape[2]
-    cdef Py_ssize_t L = grad_out.shape[2], out_h = L // out_w
+    cdef Py_ssize_t L = grad_out.shape[2], out_h = g.out_h
+    check_arrays(x, weight, grad_out.shape[1], L, workspace, g, band_rows, num_threads)
+    check_shape("grad_out", (grad_out.shape[0],), (N,))
+    if with_grad_x:
+        check_shape("grad_x", shape(grad_x.shape, 4), shape(x.shape, 4))
+    check_shape("grad_w_parts", shape(&grad_w_parts.shape[1], 3), (G, Kg, CKg))
+    if grad_w_parts.shape[0] < num_threads:
+        raise ValueError(f"grad_w_parts must have a part for each of {num_threads} threads, "
+                         f"got {grad_w_parts.shape[0]}")
+    # bands two apart must not scatter into the same input rows
+    if out_h > band_rows and band_rows * g.sh < g.dh * (g.kh - 1) + 1 - g.sh:
+        raise ValueError(f"band_rows must be at least {-(-(g.dh * (g.kh - 1) + 1 - g.sh) // g.sh)}, got {band_rows}")
     cdef Py_ssize_t n_bands = (out_h + band_rows - 1) // band_rows
-    cdef Window g = Window(kh, kw, sh, sw, pt, pl, dh, dw, out_w)
     cdef Py_ssize_t parity, per_image, task, n, r0, tid
     if N == 0 or L == 0:
         return

@@ -3,18 +3,16 @@
 from cython cimport floating
 from cython.parallel cimport prange
 
-from fastconv._kernels._columns cimport Window, col2im_row, im2col_row
+from fastconv._kernels._columns cimport col2im_row, im2col_row
+from fastconv._kernels._geometry cimport Geometry, check_shape, shape
 
 
-def im2col(const floating[:, :, :, ::1] x, floating[:, :, ::1] cols,
-           Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pt, Py_ssize_t pl,
-           Py_ssize_t dh, Py_ssize_t dw,
-           Py_ssize_t out_w, int num_threads):
-    """cols (N, C*kh*kw, Ho*out_w) <- x (N, C, H, W). Every element is written."""
+def im2col(const floating[:, :, :, ::1] x, floating[:, :, ::1] cols, Geometry g, int num_threads):
+    """cols (N, C*kh*kw, Ho*Wo) <- x (N, C, H, W). Every element is written."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
-    cdef Py_ssize_t kk = kh * kw, out_h = cols.shape[2] // out_w if out_w else 0
-    cdef Window g = Window(kh, kw, sh, sw, pt, pl, dh, dw, out_w)
+    cdef Py_ssize_t kh = g.kh, kw = g.kw, kk = kh * kw, out_h = g.out_h
     cdef Py_ssize_t task, n, c, tap
+    check_shape("cols", shape(cols.shape, 3), (N, C * kk, g.out_h * g.out_w))
     if out_h == 0:
         return
     for task in prange(N * C * kk, nogil=True, schedule="static", num_threads=num_threads):
@@ -24,16 +22,13 @@ def im2col(const floating[:, :, :, ::1] x, floating[:, :, ::1] cols,
         im2col_row(&x[n, c, 0, 0], H, W, g, tap // kw, tap % kw, 0, out_h, &cols[n, c * kk + tap, 0])
 
 
-def col2im(const floating[:, :, ::1] cols, floating[:, :, :, ::1] x,
-           Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pt, Py_ssize_t pl,
-           Py_ssize_t dh, Py_ssize_t dw,
-           Py_ssize_t out_w, int num_threads):
+def col2im(const floating[:, :, ::1] cols, floating[:, :, :, ::1] x, Geometry g, int num_threads):
     """x (N, C, H, W), zero on entry, += fold(cols). One thread owns each (n, c)
     plane, so overlapping windows are summed without races."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
-    cdef Py_ssize_t kk = kh * kw, out_h = cols.shape[2] // out_w if out_w else 0
-    cdef Window g = Window(kh, kw, sh, sw, pt, pl, dh, dw, out_w)
+    cdef Py_ssize_t kh = g.kh, kw = g.kw, kk = kh * kw, out_h = g.out_h
     cdef Py_ssize_t plane, n, c, tap
+    check_shape("cols", shape(cols.shape, 3), (N, C * kk, g.out_h * g.out_w))
     if out_h == 0:
         return
     for plane in prange(N * C, nogil=True, schedule="static", num_threads=num_threads):

@@ -19,6 +19,7 @@ from libc.math cimport INFINITY, NAN
 from libc.stdint cimport int64_t
 from libc.string cimport memset
 
+from fastconv._kernels._geometry cimport Geometry, check_shape, check_workspace, shape
 from fastconv._kernels._openmp cimport omp_get_thread_num
 
 
@@ -234,17 +235,18 @@ cdef inline Py_ssize_t _row_blocks(Py_ssize_t planes, Py_ssize_t rows, int num_t
 
 
 def max_pool2d(const floating[:, :, ::1] x, floating[:, :, ::1] out, int64_t[:, :, ::1] indices,
-               bint with_indices, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
-               Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t dh, Py_ssize_t dw,
-               int num_threads):
+               bint with_indices, Geometry g, int num_threads):
     """out[p, oh, ow] = max of x[p] under window (oh, ow); indices (flat in H*W) when
     `with_indices` (else `indices` is not touched and may be a dummy).
     Every window must contain at least one input element."""
+    check_shape("out", shape(out.shape, 3), (x.shape[0], g.out_h, g.out_w))
+    if with_indices:
+        check_shape("indices", shape(indices.shape, 3), shape(out.shape, 3))
     if out.shape[0] == 0 or out.shape[1] == 0 or out.shape[2] == 0:
         return
     with nogil:
         _pool_forward(x, out, &indices[0, 0, 0] if with_indices else NULL, True,
-                      kh, kw, sh, sw, pt, pl, dh, dw, False, 0, num_threads)
+                      g.kh, g.kw, g.sh, g.sw, g.pt, g.pl, g.dh, g.dw, False, 0, num_threads)
 
 
 def max_pool2d_backward(const floating[:, ::1] grad_output, const int64_t[:, ::1] indices,
@@ -253,6 +255,8 @@ def max_pool2d_backward(const floating[:, ::1] grad_output, const int64_t[:, ::1
 
     Returns the number of indices outside [0, H*W); those are skipped, never written."""
     cdef Py_ssize_t P = grad_output.shape[0], L = grad_output.shape[1], HW = grad_input.shape[1]
+    check_shape("indices", shape(indices.shape, 2), (P, L))
+    check_shape("grad_input", (grad_input.shape[0],), (P,))
     cdef Py_ssize_t p, o
     cdef int64_t k
     cdef Py_ssize_t bad = 0
@@ -421,12 +425,12 @@ cdef void _pool_forward(const floating[:, :, ::1] x, floating[:, :, ::1] out,
                            kh, kw, sh, sw, pt, pl, count_include_pad, divisor)
 
 
-def avg_pool2d(const floating[:, :, ::1] x, floating[:, :, ::1] out,
-               Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
-               Py_ssize_t pt, Py_ssize_t pl, bint count_include_pad, long long divisor, int num_threads):
-    """out[p, oh, ow] = sum of x[p] under window (oh, ow) / divisor (see above)."""
+def avg_pool2d(const floating[:, :, ::1] x, floating[:, :, ::1] out, Geometry g,
+               bint count_include_pad, long long divisor, int num_threads):
+    """out[p, oh, ow] = sum of x[p] under window (oh, ow) / divisor (see above); g's dilation is 1."""
+    check_shape("out", shape(out.shape, 3), (x.shape[0], g.out_h, g.out_w))
     with nogil:
-        _pool_forward(x, out, NULL, False, kh, kw, sh, sw, pt, pl, 1, 1, count_include_pad, divisor,
+        _pool_forward(x, out, NULL, False, g.kh, g.kw, g.sh, g.sw, g.pt, g.pl, 1, 1, count_include_pad, divisor,
                       num_threads)
 
 
@@ -462,15 +466,18 @@ cdef inline void _spread_row(floating* row, const floating* g, Py_ssize_t lo, Py
 
 
 def avg_pool2d_backward(const floating[:, :, ::1] grad_output, floating[:, :, ::1] grad_input,
-                        floating[:, ::1] scratch, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh,
-                        Py_ssize_t sw, Py_ssize_t pt, Py_ssize_t pl,
-                        bint count_include_pad, long long divisor, int num_threads):
+                        floating[:, ::1] scratch, Geometry geometry, bint count_include_pad, long long divisor,
+                        int num_threads):
     """The adjoint of `avg_pool2d` (same arguments); grad_input is fully overwritten.
     `scratch` is (num_threads, >= out_w): one row of scaled gradients per thread (rows
     that share a cache line make the threads contend for it)."""
+    cdef Py_ssize_t kh = geometry.kh, kw = geometry.kw, sh = geometry.sh, sw = geometry.sw
+    cdef Py_ssize_t pt = geometry.pt, pl = geometry.pl
     cdef Py_ssize_t P = grad_input.shape[0], H = grad_input.shape[1], W = grad_input.shape[2]
-    cdef Py_ssize_t out_h = grad_output.shape[1], out_w = grad_output.shape[2]
+    cdef Py_ssize_t out_h = geometry.out_h, out_w = geometry.out_w
     cdef Py_ssize_t p, t, oh, ow, i, j, ih0, iw0, i_lo, i_hi, j_lo, j_hi, c_lo, c_hi, rows
+    check_shape("grad_output", shape(grad_output.shape, 3), (P, out_h, out_w))
+    check_workspace("scratch", scratch.shape[0], scratch.shape[1], num_threads, out_w)
     cdef floating* gi
     cdef floating* g
     cdef const floating* go
@@ -557,6 +564,7 @@ cdef inline int64_t _plane_argmax(const floating* src, Py_ssize_t L) noexcept no
 def global_avg_pool2d(const floating[:, ::1] x, floating[::1] out, int num_threads):
     """out[p] = mean of x[p, :] (L >= 1)."""
     cdef Py_ssize_t P = x.shape[0], L = x.shape[1]
+    check_shape("out", (out.shape[0],), (P,))
     cdef Py_ssize_t p
     if P == 0:
         return
@@ -568,6 +576,7 @@ def global_avg_pool2d_backward(const floating[::1] grad_output, floating[:, ::1]
                                int num_threads):
     """grad_input[p, :] = grad_output[p] / L."""
     cdef Py_ssize_t P = grad_input.shape[0], L = grad_input.shape[1]
+    check_shape("grad_output", (grad_output.shape[0],), (P,))
     cdef Py_ssize_t p, i
     cdef floating g
     cdef floating* dst
@@ -584,6 +593,9 @@ def global_max_pool2d(const floating[:, ::1] x, floating[::1] out, int64_t[::1] 
                       bint with_indices, int num_threads):
     """out[p] = max of x[p, :] (NaN propagates); indices[p] its position when `with_indices`."""
     cdef Py_ssize_t P = x.shape[0], L = x.shape[1]
+    check_shape("out", (out.shape[0],), (P,))
+    if with_indices:
+        check_shape("indices", (indices.shape[0],), (P,))
     cdef Py_ssize_t p
     cdef int64_t k
     if P == 0 or L == 0:

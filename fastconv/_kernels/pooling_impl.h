@@ -3,7 +3,7 @@
  * for float). No include guard (on purpose). */
 
 static void FC_POOL_FN(fastconv_max_2x2s2)(T *dst, const T *r0, const T *r1,
-                                      ptrdiff_t lo, ptrdiff_t hi) {
+                                           ptrdiff_t lo, ptrdiff_t hi) {
     for (ptrdiff_t ow = lo; ow < hi; ow++) {
         T a = r0[2 * ow], b = r0[2 * ow + 1], c = r1[2 * ow], d = r1[2 * ow + 1];
         int nan = (a != a) | (b != b) | (c != c) | (d != d);
@@ -12,7 +12,7 @@ static void FC_POOL_FN(fastconv_max_2x2s2)(T *dst, const T *r0, const T *r1,
     }
 }
 static void FC_POOL_FN(fastconv_max_3x3s2)(T *dst, const T *r0, const T *r1, const T *r2,
-                                      ptrdiff_t lo, ptrdiff_t hi) {
+                                           ptrdiff_t lo, ptrdiff_t hi) {
     for (ptrdiff_t ow = lo; ow < hi; ow++) {
         T a = r0[2 * ow], b = r0[2 * ow + 1], c = r0[2 * ow + 2];
         T d = r1[2 * ow], e = r1[2 * ow + 1], f = r1[2 * ow + 2];
@@ -26,12 +26,12 @@ static void FC_POOL_FN(fastconv_max_3x3s2)(T *dst, const T *r0, const T *r1, con
     }
 }
 static void FC_POOL_FN(fastconv_avg_2x2s2)(T *dst, const T *r0, const T *r1,
-                                      ptrdiff_t lo, ptrdiff_t hi, T div) {
+                                           ptrdiff_t lo, ptrdiff_t hi, T div) {
     for (ptrdiff_t ow = lo; ow < hi; ow++)
         dst[ow] = (((r0[2 * ow] + r0[2 * ow + 1]) + r1[2 * ow]) + r1[2 * ow + 1]) / div;
 }
 static void FC_POOL_FN(fastconv_avg_3x3s2)(T *dst, const T *r0, const T *r1, const T *r2,
-                                      ptrdiff_t lo, ptrdiff_t hi, T div) {
+                                           ptrdiff_t lo, ptrdiff_t hi, T div) {
     for (ptrdiff_t ow = lo; ow < hi; ow++)
         dst[ow] = ((((((((r0[2 * ow] + r0[2 * ow + 1]) + r0[2 * ow + 2])
                         + r1[2 * ow]) + r1[2 * ow + 1]) + r1[2 * ow + 2])
@@ -59,8 +59,8 @@ static void FC_POOL_FN(fastconv_spread_3s2)(T *row, const T *g, ptrdiff_t lo, pt
 /* With indices (flat, base = position of r0[0]): torch's choice is the first */
 /* element equal to the max, or the last NaN; both picked by branch-free selects. */
 static void FC_POOL_FN(fastconv_max_2x2s2_idx)(T *dst, int64_t *idx, const T *r0, const T *r1,
-                                          ptrdiff_t lo, ptrdiff_t hi, int64_t base,
-                                          int64_t W) {
+                                               ptrdiff_t lo, ptrdiff_t hi, int64_t base,
+                                               int64_t W) {
     const int w = (int)W;
     for (ptrdiff_t ow = lo; ow < hi; ow++) {
         T a = r0[2 * ow], b = r0[2 * ow + 1], c = r1[2 * ow], d = r1[2 * ow + 1];
@@ -78,8 +78,8 @@ static void FC_POOL_FN(fastconv_max_2x2s2_idx)(T *dst, int64_t *idx, const T *r0
     }
 }
 static void FC_POOL_FN(fastconv_max_3x3s2_idx)(T *dst, int64_t *idx, const T *r0, const T *r1,
-                                          const T *r2, ptrdiff_t lo, ptrdiff_t hi,
-                                          int64_t base, int64_t W) {
+                                               const T *r2, ptrdiff_t lo, ptrdiff_t hi,
+                                               int64_t base, int64_t W) {
     const int w = (int)W;
     for (ptrdiff_t ow = lo; ow < hi; ow++) {
         T a = r0[2 * ow], b = r0[2 * ow + 1], c = r0[2 * ow + 2];
@@ -114,7 +114,7 @@ static void FC_POOL_FN(fastconv_max_3x3s2_idx)(T *dst, int64_t *idx, const T *r0
 /* acc[k] = max(acc[k], s[k]); z[k] += s[k] - s[k], which stays 0 unless s[k] is */
 /* NaN or infinite: a vectorisable stand-in for "saw a NaN". */
 static void FC_POOL_FN(fastconv_max_into)(T *restrict acc, T *restrict z, const T *restrict s,
-                                     ptrdiff_t n) {
+                                          ptrdiff_t n) {
     for (ptrdiff_t k = 0; k < n; k++) {
         acc[k] = FASTCONV_MAX(s[k], acc[k]);
         z[k] = z[k] + (s[k] - s[k]);
