@@ -7,7 +7,7 @@ fastconv model by `fastconv._bench_nets.torch_twin`.
 """
 import numpy as np
 
-from .common import _OpBenchmark, random_array, skip
+from .common import _OpBenchmark, interleaved_medians, random_array, skip
 
 NET_CASES = {  # name: (builder, batch, image side, training step)
     "resnet18-b1": ("resnet18", 1, 224, False),
@@ -33,6 +33,8 @@ class Nets(_OpBenchmark):
         model = getattr(models, name)(num_classes=classes, rng=0)
         x = random_array((batch, 3, side, side), dtype)
         labels = np.random.default_rng(1).integers(0, classes, batch)
+        # a training step: the forward's products, then grad_x's and grad_w's
+        self.flops = _bench_nets.model_flops(model, x.shape) * (3 if training else 1)
         twin = None if self.torch is None else _bench_nets.torch_twin(self.torch, model)
         if training:
             def step():
@@ -61,3 +63,16 @@ class Nets(_OpBenchmark):
                         twin(tx)
 
                 self.impls["torch"] = torch_eval
+
+    def _gflops(self, name):
+        return self.flops / interleaved_medians({name: self._impl(name)}, self.speedup_repeats)[name] / 1e9
+
+    def track_gflops_fastconv(self, *params):
+        return self._gflops("fastconv")
+
+    track_gflops_fastconv.unit = "GFLOP/s (convolution and linear multiply-adds x 2 / median time)"
+
+    def track_gflops_torch(self, *params):
+        return self._gflops("torch")
+
+    track_gflops_torch.unit = "GFLOP/s (convolution and linear multiply-adds x 2 / median time)"

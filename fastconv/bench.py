@@ -350,12 +350,15 @@ def viz_cases(torch, dtypes=("float32", "float64"), with_reference=True):
 
 BN_SHAPE = (32, 64, 56, 56)
 ADAPTIVE_CASES = {"14->5": ((32, 64, 14, 14), 5), "13->6": ((32, 256, 13, 13), 6), "7->1": ((32, 512, 7, 7), 1)}
+#: conv_transpose2d: (x shape, weight shape, keywords): a 2x upsampling of 128 channels.
+CONVT_CASE = ((8, 128, 14, 14), (128, 64, 3, 3), dict(stride=2, padding=1, output_padding=1))
 
 
 def ops_cases(torch, dtypes=("float32", "float64"), with_reference=True):
     """batch_norm2d (training and eval, forward and backward) on (32, 64, 56, 56) and adaptive
     pooling: memory-bound, so each case carries the bytes it must move (training forward:
-    x read twice, out written; backward: x and grad_output read twice, grad_x written)."""
+    x read twice, out written; backward: x and grad_output read twice, grad_x written);
+    and conv_transpose2d forward and backward (all three gradients), with GFLOP/s."""
     rng = np.random.default_rng(0)
     for dtype in dtypes:
         x = rng.standard_normal(BN_SHAPE).astype(dtype)
@@ -418,6 +421,25 @@ def ops_cases(torch, dtypes=("float32", "float64"), with_reference=True):
                     tga, txa)
             for op, (impls, nbytes) in cases.items():
                 yield Case(op, label, dtype, impls, bytes=nbytes)
+        yield from _conv_transpose_cases(torch, dtype, rng, with_reference)
+
+
+def _conv_transpose_cases(torch, dtype, rng, with_reference):
+    xs, ws, kw = CONVT_CASE
+    x, w = rng.standard_normal(xs).astype(dtype), rng.standard_normal(ws).astype(dtype)
+    g = rng.standard_normal(fastconv.conv_transpose2d(x, w, **kw).shape).astype(dtype)
+    flops = 2.0 * x.size * ws[1] * ws[2] * ws[3]
+    fwd = {"fastconv": lambda: fastconv.conv_transpose2d(x, w, **kw)}
+    bwd = {"fastconv": lambda: fastconv.conv_transpose2d_backward(g, x, w, **kw)}
+    if with_reference:
+        fwd["reference"] = lambda: reference.conv_transpose2d(x, w, **kw)
+        bwd["reference"] = lambda: reference.conv_transpose2d_backward(g, x, w, **kw)
+    if torch is not None:
+        tx, tw = torch.from_numpy(x), torch.from_numpy(w)
+        fwd["torch"] = lambda: torch.nn.functional.conv_transpose2d(tx, tw, **kw)
+    label = f"{xs}x{ws[2]}x{ws[3]}s2".replace(" ", "")
+    yield Case("convT fwd", label, dtype, fwd, flops=flops)
+    yield Case("convT bwd", label, dtype, bwd, flops=2 * flops)
 
 
 NEIGHBOUR_CASES = ("C1", "C2")

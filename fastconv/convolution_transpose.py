@@ -7,7 +7,7 @@ conv2d_backward's grad_weight with the roles of input and output swapped.
 """
 import numpy as np
 
-from fastconv import _direct
+from fastconv import _direct, convolution
 from fastconv import _validation as v
 from fastconv._threads import num_threads_for_macs
 from fastconv.convolution import conv2d, conv2d_backward
@@ -93,6 +93,14 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
         transposed = _direct._transposed(g, out_shape)
         if g.stride_h == g.stride_w == 1 and _direct.planes_fit(weight.shape[0], transposed, x.dtype.itemsize):
             _direct._grad_x_as_forward(gy, weight, out, transposed, groups, num_threads)
+        elif weight.shape[1] > 1:
+            # Strided, not depthwise: conv2d_backward's `auto` choice, im2col. direct's strided
+            # grad_x took 10-50x longer from 128 channels up ((8, 256, 7, 7) by 4x4 stride 2:
+            # 2957 ms against 60 ms; 1.4x shorter at 32-64). The band kernel also forms
+            # grad_weight, here against a calloc'd (never touched) zero input: wasted, and cheap
+            # next to that. Re-measured by `python -m fastconv bench --sections ops` ("convT fwd").
+            zeros = np.zeros(out_shape, dtype=x.dtype)
+            out = convolution._im2col_backward(gy, zeros, weight, g, groups)[0]
         else:
             _direct._grad_x_strided(gy, weight, out, g, groups, num_threads)
     if bias is not None:

@@ -86,6 +86,26 @@ def _stats_for(x, running_mean, running_var, training, eps):
     return mean, 1.0 / np.sqrt(running_var.astype(np.float64) + eps), None
 
 
+def _normalize(x, mean, scale, bias):
+    """``(x - mean) * scale + bias`` per channel of (N, C, H, W) `x`, in its dtype;
+    `mean` and `scale` float64 (C,), `bias` (C,) or None."""
+    C = x.shape[1]
+    out = np.empty_like(x)
+    if _kernel is not None:
+        # (mean_hi, mean_lo, scale, bias) per channel; mean_hi + mean_lo is the float64 mean
+        coefficients = np.empty((C, 4), dtype=x.dtype)
+        coefficients[:, 0] = mean
+        coefficients[:, 1] = mean - coefficients[:, 0]
+        coefficients[:, 2] = scale
+        coefficients[:, 3] = 0.0 if bias is None else bias
+        _kernel.normalize(_planes(x), coefficients, _planes(out), num_threads_for(2 * x.size))
+    else:
+        shift = -mean * scale + (0.0 if bias is None else bias)
+        np.multiply(x, scale.astype(x.dtype)[:, None, None], out=out)
+        out += shift.astype(x.dtype)[:, None, None]
+    return out
+
+
 def batch_norm2d(x, running_mean=None, running_var=None, weight=None, bias=None, training=False,
                  momentum=0.1, eps=1e-5):
     """Batch normalisation, as ``torch.nn.functional.batch_norm`` on NCHW input.
@@ -119,20 +139,7 @@ def batch_norm2d(x, running_mean=None, running_var=None, weight=None, bias=None,
     weight = _channel_vector(weight, "weight", C, x.dtype)
     bias = _channel_vector(bias, "bias", C, x.dtype)
     mean, invstd, var = _stats_for(x, running_mean, running_var, training, eps)
-    scale = invstd if weight is None else invstd * weight
-    out = np.empty_like(x)
-    if _kernel is not None:
-        # (mean_hi, mean_lo, scale, bias) per channel; mean_hi + mean_lo is the float64 mean
-        coefficients = np.empty((C, 4), dtype=x.dtype)
-        coefficients[:, 0] = mean
-        coefficients[:, 1] = mean - coefficients[:, 0]
-        coefficients[:, 2] = scale
-        coefficients[:, 3] = 0.0 if bias is None else bias
-        _kernel.normalize(_planes(x), coefficients, _planes(out), num_threads_for(2 * x.size))
-    else:
-        shift = -mean * scale + (0.0 if bias is None else bias)
-        np.multiply(x, scale.astype(x.dtype)[:, None, None], out=out)
-        out += shift.astype(x.dtype)[:, None, None]
+    out = _normalize(x, mean, invstd if weight is None else invstd * weight, bias)
     if training:
         M = x.shape[0] * x.shape[2] * x.shape[3]
         if running_mean is not None:

@@ -4,7 +4,9 @@
 torch's windows: along an axis of length n pooled to `out`, output i covers
 ``[floor(i*n/out), ceil((i+1)*n/out))``; windows may overlap, and `out` may
 exceed n. The forward kernels run one task per output row (prange over P * Ho),
-the backward one task per plane (each thread owns its planes, so overlapping
+the backward one task per plane, in dynamic chunks of a quarter of a thread's
+share (on shared cores a descheduled thread then holds back one chunk, not
+half the op; the results do not depend on which thread runs a task), (each thread owns its planes, so overlapping
 windows accumulate without races). Max follows torch's CPU kernel: row-major
 scan from -inf, a value replaces the max when it is larger or NaN (ties keep
 the first, the last NaN wins), indices are flat positions in the plane.
@@ -46,6 +48,10 @@ cdef extern from "adaptive_pool.h" nogil:
                             Py_ssize_t w1, float g)
     void fc_ap_window_add_d(double* plane, Py_ssize_t W, Py_ssize_t h0, Py_ssize_t h1, Py_ssize_t w0,
                             Py_ssize_t w1, double g)
+
+
+cdef inline Py_ssize_t _chunk(Py_ssize_t tasks, int num_threads) noexcept:
+    return max(1, tasks // (4 * num_threads))
 
 
 def _bounds(Py_ssize_t n, Py_ssize_t out):
@@ -90,9 +96,10 @@ def adaptive_avg_pool2d(const floating[:, :, ::1] x, floating[:, :, ::1] out, in
     hs_a, he_a = _bounds(H, Ho)
     ws_a, we_a = _bounds(W, Wo)
     cdef const Py_ssize_t[::1] hs = hs_a, he = he_a, ws = ws_a, we = we_a
+    cdef Py_ssize_t chunk = _chunk(P * Ho, num_threads)
     with nogil, parallel(num_threads=num_threads):
         col_sum = <floating*> malloc(W * sizeof(floating))   # this thread's column sums
-        for t in prange(P * Ho, schedule="static"):
+        for t in prange(P * Ho, schedule="dynamic", chunksize=chunk):
             p = t // Ho
             i = t % Ho
             if col_sum == NULL:
@@ -120,6 +127,7 @@ def adaptive_max_pool2d(const floating[:, :, ::1] x, floating[:, :, ::1] out, in
     hs_a, he_a = _bounds(H, Ho)
     ws_a, we_a = _bounds(W, Wo)
     cdef const Py_ssize_t[::1] hs = hs_a, he = he_a, ws = ws_a, we = we_a
+    cdef Py_ssize_t chunk = _chunk(P * Ho, num_threads)
     # Per thread: one row of column maxima and their rows (malloc'd inside the
     # parallel block, so each thread gets its own). A failed malloc (or a plane
     # taller than int32 rows) falls back to scanning each window whole.
@@ -127,7 +135,7 @@ def adaptive_max_pool2d(const floating[:, :, ::1] x, floating[:, :, ::1] out, in
         if H <= 2147483647:     # rows are stored as int32
             col_max = <floating*> malloc(W * sizeof(floating))
             col_row = <int32_t*> malloc(W * sizeof(int32_t))
-        for t in prange(P * Ho, schedule="static"):
+        for t in prange(P * Ho, schedule="dynamic", chunksize=chunk):
             p = t // Ho
             i = t % Ho
             if col_max != NULL and col_row != NULL:
@@ -174,6 +182,7 @@ def adaptive_avg_pool2d_backward(const floating[:, :, ::1] grad_output, floating
     hs_a, he_a = _bounds(H, Ho)
     ws_a, we_a = _bounds(W, Wo)
     cdef const Py_ssize_t[::1] hs = hs_a, he = he_a, ws = ws_a, we = we_a
-    for p in prange(P, nogil=True, schedule="static", num_threads=num_threads):
+    cdef Py_ssize_t chunk = _chunk(P, num_threads)
+    for p in prange(P, nogil=True, schedule="dynamic", chunksize=chunk, num_threads=num_threads):
         _avg_backward_plane(&grad_output[p, 0, 0], &grad_input[p, 0, 0], &hs[0], &he[0], &ws[0], &we[0],
                             H, W, Ho, Wo)

@@ -72,49 +72,77 @@ static void FC_AP_FN(fc_ap_avg_row)(const T *plane, ptrdiff_t W, ptrdiff_t h0, p
 }
 
 /* One output row of the max: rows [h0, h1), windows [ws[j], we[j]) for j < Wo.
- * Separable, so that most of the work is a vectorisable pass over whole rows:
- * first each column's max down the rows (col_max, and its row in col_row: the
- * topmost maximum, or the lowest NaN), then each window's best column. Both
- * passes keep torch's row-major choice, which is the smallest (row, column)
- * among equal maxima and the largest (row, column) among NaNs. col_max and
- * col_row hold W values each (rows as int32, so that the column pass
- * vectorises; fastconv caps H below 2**31). */
+ * torch's answer is the first maximum in row-major order, i.e. the smallest
+ * flat position h*W + w holding the window's max (a NaN wins, the last one).
+ * Without NaNs that is found without a branch per element: a vectorised pass
+ * down the rows keeps each column's max and its topmost row (col_max,
+ * col_row: W values each, rows as int32 so that the pass vectorises; a
+ * strict > keeps the topmost of equal values), then each window takes the
+ * max of its columns and the smallest position among the columns that hold
+ * it. A window of whole rows (global pooling) is one contiguous max reduction
+ * and a scan to the first equal value. A row with a NaN takes torch's scan,
+ * window by window. The memory floor is one read of the rows; the reference
+ * (`fastconv.reference`) copies each window out and scans it thrice.
+ * Re-measured by `python -m fastconv bench --sections ops` ("adapt_max fwd"). */
 static void FC_AP_FN(fc_ap_max_row)(const T *plane, ptrdiff_t W, ptrdiff_t h0, ptrdiff_t h1, const ptrdiff_t *ws,
                                     const ptrdiff_t *we, ptrdiff_t Wo, T *restrict col_max,
                                     int32_t *restrict col_row, T *dst, int64_t *idx)
 {
-    for (ptrdiff_t w = 0; w < W; w++) {
-        col_max[w] = -INFINITY;
-        col_row[w] = (int32_t)h0;
-    }
-    for (ptrdiff_t h = h0; h < h1; h++) {
-        const T *restrict row = plane + h * W;
-        const int32_t hh = (int32_t)h;
-        for (ptrdiff_t w = 0; w < W; w++) {
-            T v = row[w], m = col_max[w];
-            int32_t r = col_row[w];
-            int take = (v > m) | (v != v);
-            col_max[w] = take ? v : m;
-            col_row[w] = take ? hh : r;
+    int nan = 0;
+    if (Wo == 1 && ws[0] == 0 && we[0] == W) {
+        const T *run = plane + h0 * W;
+        T m = -INFINITY;
+        FC_AP_SIMD("omp simd reduction(max:m) reduction(|:nan)")
+        for (ptrdiff_t i = 0; i < (h1 - h0) * W; i++) {
+            T v = run[i];
+            m = v > m ? v : m;
+            nan |= v != v;
         }
-    }
-    for (ptrdiff_t j = 0; j < Wo; j++) {
-        ptrdiff_t best = ws[j];
-        T m = col_max[best];
-        int64_t r = col_row[best];
-        for (ptrdiff_t w = ws[j] + 1; w < we[j]; w++) {
-            T v = col_max[w];
-            int64_t rw = col_row[w];   /* rows fit: H < 2**31 */
-            int take = v != v ? (m == m) | (rw >= r) : (m == m) & ((v > m) | ((v == m) & (rw < r)));
-            if (take) {
-                m = v;
-                r = rw;
-                best = w;
+        if (!nan) {
+            ptrdiff_t k = 0;
+            while (!(run[k] == m))      /* m is one of the values: the scan stops */
+                k++;
+            dst[0] = run[k];            /* not m: keeps the sign of a zero */
+            idx[0] = (int64_t)(h0 * W + k);
+            return;
+        }
+    } else {
+        for (ptrdiff_t w = 0; w < W; w++) {
+            col_max[w] = -INFINITY;
+            col_row[w] = (int32_t)h0;
+        }
+        for (ptrdiff_t h = h0; h < h1; h++) {
+            const T *restrict row = plane + h * W;
+            const int32_t hh = (int32_t)h;
+            FC_AP_SIMD("omp simd reduction(|:nan)")
+            for (ptrdiff_t w = 0; w < W; w++) {
+                T v = row[w], m = col_max[w];
+                int32_t r = col_row[w];
+                int32_t larger = -(int32_t)(v > m);     /* a mask, not a branch: vectorises */
+                col_max[w] = v > m ? v : m;
+                col_row[w] = (hh & larger) | (r & ~larger);
+                nan |= v != v;
             }
         }
-        dst[j] = m;
-        idx[j] = r * (int64_t)W + (int64_t)best;
+        if (!nan) {
+            for (ptrdiff_t j = 0; j < Wo; j++) {
+                const ptrdiff_t w0 = ws[j], w1 = we[j];
+                T m = col_max[w0];
+                for (ptrdiff_t w = w0 + 1; w < w1; w++)
+                    m = col_max[w] > m ? col_max[w] : m;
+                int64_t pos = INT64_MAX;
+                for (ptrdiff_t w = w0; w < w1; w++) {
+                    int64_t k = (int64_t)col_row[w] * W + w;
+                    pos = (col_max[w] == m) & (k < pos) ? k : pos;
+                }
+                dst[j] = plane[pos];
+                idx[j] = pos;
+            }
+            return;
+        }
     }
+    for (ptrdiff_t j = 0; j < Wo; j++)
+        dst[j] = FC_AP_FN(fc_ap_window_max)(plane, W, h0, h1, ws[j], we[j], idx + j);
 }
 
 /* row[w0:w1] += g for the window rows [h0, h1) (the backward of an average). */

@@ -8,7 +8,9 @@ most FC_BN_SEGMENT values of one (n, c) plane, in memory order, so a small C
 with a large N (or one large plane) still gives every thread work; each task
 leaves its partial sums in a row of `parts`, which one task per channel then
 combines (Chan et al.'s pairwise update, in a fixed order: the results do not
-depend on the number of threads). Accumulation is in double for both dtypes.
+depend on the number of threads). Tasks are handed out in dynamic chunks of a
+quarter of a thread's share: on shared cores a descheduled thread then holds
+back one chunk, not half the op. Accumulation is in double for both dtypes.
 """
 from cython cimport floating
 from cython.parallel cimport prange
@@ -61,6 +63,10 @@ cdef inline Py_ssize_t _tasks(Geometry geo) noexcept nogil:
     return geo.N * geo.C * geo.S
 
 
+cdef inline Py_ssize_t _chunk(Geometry geo, int num_threads) noexcept nogil:
+    return max(1, _tasks(geo) // (4 * num_threads))
+
+
 cdef inline Py_ssize_t _offset(Geometry geo, Py_ssize_t t) noexcept nogil:
     """Position of task t's first value: plane t // S, segment t % S."""
     return (t // geo.S) * geo.L + (t % geo.S) * FC_BN_SEGMENT
@@ -78,7 +84,8 @@ cdef inline Py_ssize_t _channel(Geometry geo, Py_ssize_t t) noexcept nogil:
 cdef void _segment_sums(const floating* x, const floating* g, Geometry geo, double* parts,
                         int num_threads) noexcept nogil:
     cdef Py_ssize_t t, o
-    for t in prange(_tasks(geo), schedule="static", num_threads=num_threads):
+    cdef Py_ssize_t chunk = _chunk(geo, num_threads)
+    for t in prange(_tasks(geo), schedule="dynamic", chunksize=chunk, num_threads=num_threads):
         o = _offset(geo, t)
         if floating is float:
             if g == NULL:
@@ -181,7 +188,8 @@ def normalize(const floating[:, :, ::1] x, const floating[:, ::1] coefficients, 
         raise ValueError("coefficients must have shape (C, 4)")
     if _tasks(geo) == 0:
         return
-    for t in prange(_tasks(geo), nogil=True, schedule="static", num_threads=num_threads):
+    cdef Py_ssize_t chunk = _chunk(geo, num_threads)
+    for t in prange(_tasks(geo), nogil=True, schedule="dynamic", chunksize=chunk, num_threads=num_threads):
         o = _offset(geo, t)
         k = &coefficients[_channel(geo, t), 0]
         if floating is float:
@@ -202,7 +210,8 @@ def backward_input(const floating[:, :, ::1] g, const floating[:, :, ::1] x, con
         raise ValueError("k, c1, mean and b must have one value per channel")
     if _tasks(geo) == 0:
         return
-    for t in prange(_tasks(geo), nogil=True, schedule="static", num_threads=num_threads):
+    cdef Py_ssize_t chunk = _chunk(geo, num_threads)
+    for t in prange(_tasks(geo), nogil=True, schedule="dynamic", chunksize=chunk, num_threads=num_threads):
         o = _offset(geo, t)
         c = _channel(geo, t)
         if floating is float:
@@ -230,7 +239,8 @@ def backward_eval(const floating[:, :, ::1] g, const floating[:, :, ::1] x, cons
     if _tasks(geo) == 0:
         return
     cdef double[:, ::1] parts = np.empty((_tasks(geo), FC_BN_PART))
-    for t in prange(_tasks(geo), nogil=True, schedule="static", num_threads=num_threads):
+    cdef Py_ssize_t chunk = _chunk(geo, num_threads)
+    for t in prange(_tasks(geo), nogil=True, schedule="dynamic", chunksize=chunk, num_threads=num_threads):
         o = _offset(geo, t)
         c = _channel(geo, t)
         if floating is float:
