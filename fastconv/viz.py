@@ -735,10 +735,15 @@ def embed(model, x, layer, method="tsne", random_state=0):
     codes = _forward_to(model, x, layer).reshape(len(x), -1).astype(np.float64)
     if method == "tsne" and len(x) >= 4:
         from sklearn.manifold import TSNE
+        from threadpoolctl import threadpool_limits
 
         perplexity = min(30.0, (len(x) - 1) / 3)
-        return TSNE(n_components=2, perplexity=perplexity, init="pca",
-                    random_state=random_state).fit_transform(codes).astype(np.float64)
+        # scikit-learn's OpenMP team meets at a barrier on every one of its 1000
+        # gradient steps, each a few ms of work for the report's 360 digits; beside
+        # other busy processes 2 threads took 35-42 s there, 1 thread 5-6 s.
+        with threadpool_limits(1):
+            return TSNE(n_components=2, perplexity=perplexity, init="pca",
+                        random_state=random_state).fit_transform(codes).astype(np.float64)
     # PCA (and t-SNE's fallback for fewer than 4 points, where it is undefined).
     centred = codes - codes.mean(axis=0)
     points = np.zeros((len(x), 2))
@@ -868,7 +873,8 @@ def _plot_map(heat, image, path, ax, title, cmap, vmin, vmax, label):
             a = a[1]
         shown = a.imshow(heat, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
         a.set_axis_off()
-        a.figure.colorbar(shown, ax=a, fraction=0.046, pad=0.04, label=label)
+        # The colour bar in an inset beside the map: no re-layout of the figure's grid.
+        a.figure.colorbar(shown, cax=a.inset_axes([1.04, 0.0, 0.05, 1.0]), label=label)
         if title:
             a.set_title(title)
     return holder[0]
