@@ -352,6 +352,33 @@ def test_plot_helpers_write_pngs_and_draw_on_axes(tmp_path):
     assert viz.plot_filters(model[0].params["weight"], ax=ax) is ax
     assert len(ax.images) == 1
     assert isinstance(viz.plot_saliency(np.zeros((3, 3))), Figure)
+    # every helper draws on a given Axes (a pair with image=) and returns it
+    draws = [
+        lambda a: viz.plot_activations(viz.activations(model, x)[0][1][0], ax=a),
+        lambda a: viz.plot_occlusion(viz.occlusion(model, x, 1, patch=2)[0], ax=a),
+        lambda a: viz.plot_saliency(viz.saliency(model, x, 1)[0], ax=a),
+        lambda a: viz.plot_embedding(viz.embed(model, x, "3", method="pca"), ax=a),
+        lambda a: viz.plot_top_activating(viz.top_activating(model, x, "1", 0, k=3)[1], ax=a),
+        lambda a: viz.plot_dead_filters({"0": np.array([1])}, {"0": 3}, ax=a),
+    ]
+    for draw in draws:
+        a = Figure().subplots()
+        assert draw(a) is a and (a.images or a.collections or a.patches)
+    pair = Figure().subplots(1, 2)
+    assert viz.plot_occlusion(np.zeros((3, 3)), ax=pair, image=x[0]) is pair
+    assert len(pair[0].images) == len(pair[1].images) == 1
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_activations_and_embed_keep_float32_and_float64(dtype):
+    model = small_model(dtype)
+    x = np.random.default_rng(14).random((6, 2, 4, 4)).astype(dtype)
+    acts = viz.activations(model, x)
+    assert all(a.dtype == dtype for _, a in acts)
+    points = viz.embed(model, x, "2", method="pca")
+    assert points.shape == (6, 2) and points.dtype == np.float64 and np.isfinite(points).all()
+    heat = viz.occlusion(model, x, 0, patch=2)
+    assert heat.dtype == dtype and ((heat >= 0) & (heat <= 1)).all()
 
 
 def test_report_cli_writes_index_and_pngs(tmp_path):
