@@ -160,6 +160,9 @@ def test_occlusion_windowed_path_equals_the_plain_loop_on_reference_layers(dtype
                                              viz._positive_pair(stride, "stride"), fill)
             assert got.shape == want.shape and got.dtype == dtype
             np.testing.assert_allclose(got, want, **tol, err_msg=f"{name} patch={patch} stride={stride}")
+        # the windowed path on the reference layers' own ops
+        np.testing.assert_allclose(viz.occlusion(slow, x, targets, patch=3), viz._occlusion_by_forward(
+            slow, x, targets, (3, 3), (1, 1), 0.0), **tol, err_msg=name)
         np.testing.assert_array_equal(x, x_before)
         # blocks of a few items that straddle images, on two worker threads
         monkeypatch.setattr(viz, "_OCCLUSION_WINDOW_BYTES", 1)
