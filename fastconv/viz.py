@@ -21,10 +21,15 @@ used: ``forward(x, training)``, ``backward(grad)`` and their window attributes
 `embed`            2-D t-SNE (or PCA) of a layer's codes
 =================  ==========================================================
 """
+import concurrent.futures
 import contextlib
 import math
+import threading
+from dataclasses import dataclass
 
 import numpy as np
+
+import fastconv
 
 __all__ = ["activations", "dead_filters", "embed", "filter_grid", "occlusion", "plot_activations",
            "plot_dead_filters", "plot_embedding", "plot_filters", "plot_occlusion", "plot_saliency",
@@ -34,6 +39,8 @@ __all__ = ["activations", "dead_filters", "embed", "filter_grid", "occlusion", "
 # work, bounded in bytes so that large images do not blow up the memory.
 _OCCLUSION_BATCH = 1024
 _OCCLUSION_BYTES = 64 * 2**20
+# Items per block of the windowed path: its largest array within this many bytes.
+_OCCLUSION_WINDOW_BYTES = 4 * 2**20
 
 
 # -- models ------------------------------------------------------------------
@@ -371,9 +378,21 @@ def occlusion(model, x, target, patch=4, stride=1, fill=0.0):
     """Softmax probability of `target` as a square patch of `fill` slides over each image.
 
     A low value at a position means the model needs what the patch hides there
-    to recognise the class. All positions of an image (and of several images)
-    go through the model together in large batches, so fastconv's threads have
-    work.
+    to recognise the class.
+
+    A patch changes a conv or pool layer's output only where the layer's window
+    meets it. So when `model` is a Sequential (nested ones opened) that starts
+    with layers of exactly these classes: `Conv2D`; `MaxPool2D` and `AvgPool2D`
+    without ``ceil_mode`` (an AvgPool2D with padding counting it); `ReLU`,
+    `LeakyReLU`, `Sigmoid`, `Tanh`, `Identity`, `Dropout` and `BatchNorm2D` with
+    running statistics, each patch position recomputes only the part of those
+    layers' outputs that its patch reaches, from crops of the unoccluded image's
+    activations, and only the layers after them (e.g. Flatten, Linear) run on
+    whole activations. Any other model runs every occluded image through
+    ``model.forward``. Both give the same probabilities to float rounding. The
+    positions are split into blocks sized to stay in cache, run by
+    `fastconv.get_num_threads()` worker threads with one-thread ops, so that no
+    thread waits at a barrier for another.
 
     Parameters
     ----------
@@ -398,17 +417,32 @@ def occlusion(model, x, target, patch=4, stride=1, fill=0.0):
     """
     x = _images(x)
     N, _, H, W = x.shape
-    ph, pw = _positive_pair(patch, "patch")
-    sh, sw = _positive_pair(stride, "stride")
-    if ph > H or pw > W:
-        raise ValueError(f"patch {(ph, pw)} is larger than the images ({H}, {W})")
+    patch = _positive_pair(patch, "patch")
+    stride = _positive_pair(stride, "stride")
+    if patch[0] > H or patch[1] > W:
+        raise ValueError(f"patch {patch} is larger than the images {(H, W)}")
     if not isinstance(fill, (int, float, np.integer, np.floating)) or isinstance(fill, bool):
         raise TypeError(f"fill must be a real number, got {fill!r}")
+    Ho, Wo = (H - patch[0]) // stride[0] + 1, (W - patch[1]) // stride[1] + 1
+    if N == 0:
+        return np.empty((0, Ho, Wo), dtype=x.dtype)
+    # A first forward gives the number of classes to check target against.
+    scores = model.forward(x[:1], training=False)
+    if np.ndim(scores) != 2:
+        raise ValueError(f"the model must output (N, num_classes) scores, got shape {np.shape(scores)}")
+    targets = _targets(target, N, scores.shape[1])
+    local, rest = _split_local(model)
+    if local and any(step.window is not None for step in local):
+        return _occlusion_windowed(local, rest, x, targets, patch, stride, fill, _OCCLUSION_WINDOW_BYTES)
+    return _occlusion_by_forward(model, x, targets, patch, stride, fill)
+
+
+def _occlusion_by_forward(model, x, targets, patch, stride, fill):
+    """`occlusion`'s general path: every occluded image through ``model.forward``."""
+    N, _, H, W = x.shape
+    (ph, pw), (sh, sw) = patch, stride
     Ho, Wo = (H - ph) // sh + 1, (W - pw) // sw + 1
     positions = [(i * sh, j * sw) for i in range(Ho) for j in range(Wo)]
-    # A first forward gives the number of classes to check target against.
-    num_classes = model.forward(x[:1], training=False).shape[1] if N else 0
-    targets = _targets(target, N, num_classes) if N else np.zeros(0, np.int64)
     probs = np.empty((N, Ho * Wo), dtype=x.dtype)
     batch = max(1, min(_OCCLUSION_BATCH, _OCCLUSION_BYTES // max(1, x[0].nbytes)))
     # Work items are (image, position) pairs, taken in batches across images.
@@ -434,6 +468,191 @@ def _positive_pair(value, name):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
             raise ValueError(f"{name} must be an int >= 1 or a pair of them, got {value!r}")
     return int(pair[0]), int(pair[1])
+
+
+# -- occlusion: the windowed fast path ----------------------------------------
+# Occluding a patch changes a conv or pool layer's output only in the window of
+# positions whose receptive field meets the patch, and a pointwise layer's only
+# where its input changed. Along the leading run of such "local" layers each
+# patch position therefore needs only that window: it is computed from a crop of
+# the unoccluded image's activation (the base) with the previous window written
+# over it, with the layer's padding made explicit so that the crop is convolved
+# or pooled with padding 0. After the run the window goes back into a copy of
+# the base and the remaining layers run on whole activations.
+# (`python -m fastconv bench --sections viz` re-measures the gain.)
+
+
+@dataclass
+class _LocalLayer:
+    layer: object
+    window: tuple = None   # ((kh, kw), (sh, sw), ((pt, pb), (pl, pr)), (dh, dw)); None: pointwise
+    pad_value: float = 0.0
+    apply: object = None   # crop with explicit padding -> output window
+
+
+def _local_layer(layer):
+    """`layer` as a `_LocalLayer` when its eval output at a position depends only on a
+    window of its input (with geometry known here), else None."""
+    from fastconv import nn
+
+    kind = type(layer)
+    if kind in (nn.ReLU, nn.LeakyReLU, nn.Sigmoid, nn.Tanh, nn.Identity, nn.Dropout):
+        return _LocalLayer(layer)
+    if kind is nn.BatchNorm2D and layer.buffers.get("running_mean") is not None:
+        return _LocalLayer(layer)  # eval: a per-channel affine map
+    ops = layer.backend if hasattr(layer, "backend") else None
+    if kind is nn.Conv2D:
+        from fastconv import _validation as v
+
+        pad = v.conv_padding(layer.padding, layer.kernel_size, layer.stride, layer.dilation)
+        weight, bias = layer.params["weight"], layer.params.get("bias")
+        return _LocalLayer(layer, (layer.kernel_size, layer.stride, pad, layer.dilation), 0.0, lambda crop: ops.conv2d(
+            crop, weight, bias, stride=layer.stride, dilation=layer.dilation, groups=layer.groups))
+    if kind is nn.MaxPool2D and not layer.ceil_mode:
+        pad = tuple((p, p) for p in layer.padding)
+        return _LocalLayer(layer, (layer.kernel_size, layer.stride, pad, layer.dilation), -np.inf,
+                           lambda crop: ops.max_pool2d(crop, layer.kernel_size, layer.stride,
+                                                       dilation=layer.dilation))
+    if kind is nn.AvgPool2D and not layer.ceil_mode and (layer.count_include_pad or layer.padding == (0, 0)):
+        pad = tuple((p, p) for p in layer.padding)
+        return _LocalLayer(layer, (layer.kernel_size, layer.stride, pad, (1, 1)), 0.0,
+                           lambda crop: ops.avg_pool2d(crop, layer.kernel_size, layer.stride,
+                                                       divisor_override=layer.divisor_override))
+    return None
+
+
+def _split_local(model):
+    """(local prefix as `_LocalLayer`s, the remaining leaf layers) of a Sequential model;
+    (None, None) when `model` is not one (its forward may be anything)."""
+    if not _is_sequential(model):
+        return None, None
+    leaves = [layer for _, layer, _ in _flat_layers(model)]
+    local = []
+    for layer in leaves:
+        step = _local_layer(layer)
+        if step is None:
+            break
+        local.append(step)
+    return local, leaves[len(local):]
+
+
+@dataclass
+class _AxisStep:
+    crop_start: np.ndarray     # (P,) where each position's crop starts, in padded input coordinates
+    crop_length: int
+    changed_start: np.ndarray  # (P,) where the changed input window starts, in crop coordinates
+    out_start: np.ndarray      # (P,) where the output window starts
+    out_length: int
+
+
+def _axis_steps(windows, sizes, start, length):
+    """Along one axis, for changed input windows ``[start, start + length)`` (one per
+    position): the crop and the output window of every windowed layer. `windows` holds
+    (kernel, stride, padding before, dilation) per layer, `sizes` (input, output) sizes."""
+    steps = []
+    for (k, s, p0, d), (_, n_out) in zip(windows, sizes):
+        span = d * (k - 1)
+        # outputs i whose window [i*s - p0, i*s - p0 + span] meets the changed input
+        lo = np.clip(-((span - start - p0) // s), 0, n_out - 1)
+        hi = np.clip((start + length - 1 + p0) // s, 0, n_out - 1)
+        out_length = int(min(max(int((hi - lo).max()) + 1, 1), n_out))
+        out_start = np.minimum(lo, n_out - out_length)  # one length for all positions
+        crop_start = out_start * s
+        steps.append(_AxisStep(crop_start, (out_length - 1) * s + span + 1, start + p0 - crop_start,
+                               out_start, out_length))
+        start, length = out_start, out_length
+    return steps
+
+
+def _occlusion_windowed(local, rest, x, targets, patch, stride, fill, batch_bytes):
+    """`occlusion` through the window of each local layer (see above); `local` has a windowed layer."""
+    from fastconv._kernels import windows
+    from fastconv.nn.linear import _one_blas_thread
+
+    N, C, H, W = x.shape
+    (ph, pw), (sh, sw) = patch, stride
+    Ho, Wo = (H - ph) // sh + 1, (W - pw) // sw + 1
+    P = Ho * Wo
+    # The sizes and channels along the local layers, from one image.
+    h, sizes, channels = x[:1], [], []
+    for step in local:
+        out = step.layer.forward(h, training=False)
+        if step.window is not None:
+            sizes.append((h.shape[2:], out.shape[2:]))
+            channels.append((h.shape[1], out.shape[1]))
+        h = out
+    geometry = [step.window for step in local if step.window is not None]
+    rows, cols = (_axis_steps([(g[0][a], g[1][a], g[2][a][0], g[3][a]) for g in geometry],
+                              [(n_in[a], n_out[a]) for n_in, n_out in sizes], start, length)
+                  for a, start, length in ((0, np.arange(Ho) * sh, ph), (1, np.arange(Wo) * sw, pw)))
+    # The shapes of a block item's crops (the last: the whole output of the local layers).
+    crops = [(c_in, r.crop_length, q.crop_length) for (c_in, _), r, q in zip(channels, rows, cols)] + [h.shape[1:]]
+    for g, (n_in, _), r, q in zip(geometry, sizes, rows, cols):
+        for steps, n, (p0, p1), length in ((r, n_in[0], g[2][0], r.crop_length), (q, n_in[1], g[2][1], q.crop_length)):
+            if steps.crop_start.min() < 0 or steps.crop_start.max() + length > n + p0 + p1:
+                raise AssertionError("occlusion: a crop outside its padded input")  # the kernel relies on this
+    # Items (image, position) per block: a block's largest array within batch_bytes.
+    item_bytes = x.itemsize * max([int(np.prod(s)) for s in crops] + [c_out * r.out_length * q.out_length
+                                                                       for (_, c_out), r, q in zip(channels, rows, cols)])
+    block = max(1, batch_bytes // item_bytes)
+    workers = fastconv.get_num_threads()
+    per_chunk = max(1, 4 * workers * block // P)  # images whose bases are computed together
+    probs = np.empty((N, P), dtype=x.dtype)
+    patch_fill = np.full((block, C, ph, pw), fill, dtype=x.dtype)
+    buffers = threading.local()  # each worker's crops, reused from block to block
+
+    def paste(k, base, image, top, left, window, window_top, window_left):
+        if not hasattr(buffers, "crops"):
+            buffers.crops = [np.empty((block,) + tuple(s), dtype=x.dtype) for s in crops]
+        out = buffers.crops[k][:len(image)]
+        windows.paste_crops(base, image, top, left, np.ascontiguousarray(window), window_top, window_left, out, 1)
+        return out
+
+    def run_block(first, bases, base_out, items):
+        image, position = np.divmod(items, P)
+        i, j = np.divmod(position, Wo)
+        window, k, owned = patch_fill[:len(items)], 0, False
+        for step in local:
+            if step.window is None:
+                window, owned = step.layer._infer(window, owned)
+                continue
+            r, q = rows[k], cols[k]
+            crop = paste(k, bases[k], image, r.crop_start[i], q.crop_start[j], window, r.changed_start[i],
+                         q.changed_start[j])
+            window, k, owned = step.apply(crop), k + 1, True
+        zeros = np.zeros_like(image)
+        h = paste(k, base_out, image, zeros, zeros, window, rows[-1].out_start[i], cols[-1].out_start[j])
+        owned = False  # h is this worker's buffer
+        for layer in rest:
+            h, owned = layer._infer(h, owned)
+        p = _softmax(np.asarray(h, dtype=np.float64))
+        probs[first + image, position] = p[np.arange(len(items)), targets[first + image]]
+
+    def run_alone(block_args):
+        # Each block on one worker thread, its ops on that thread alone: no thread
+        # team waits at a barrier for a member that another process holds off its
+        # core, and each block's arrays stay in its core's cache.
+        with fastconv.threads(1):
+            run_block(*block_args)
+
+    # BLAS (the classifier's matmuls) at one thread throughout: the workers are the
+    # threads, and holding the setting once spares a switch per call.
+    with _one_blas_thread, (concurrent.futures.ThreadPoolExecutor(workers) if workers > 1
+                            else contextlib.nullcontext()) as pool:
+        for first in range(0, N, per_chunk):
+            # The base: the unoccluded images' activations, padded as each layer pads.
+            bases, h = [], x[first:first + per_chunk]
+            for step in local:
+                if step.window is not None:
+                    (pt, pb), (pl, pr) = step.window[2]
+                    bases.append(np.pad(h, ((0, 0), (0, 0), (pt, pb), (pl, pr)), constant_values=step.pad_value))
+                h = step.layer.forward(h, training=False)
+            base_out = np.ascontiguousarray(h)
+            items = np.arange(len(base_out) * P)
+            count = workers * -(-len(items) // (workers * block))  # equal blocks, a multiple of the workers
+            blocks = [(first, bases, base_out, part) for part in np.array_split(items, count) if len(part)]
+            list(pool.map(run_alone, blocks) if pool else map(run_alone, blocks))
+    return probs.reshape(N, Ho, Wo)
 
 
 @contextlib.contextmanager
@@ -516,10 +735,15 @@ def embed(model, x, layer, method="tsne", random_state=0):
     codes = _forward_to(model, x, layer).reshape(len(x), -1).astype(np.float64)
     if method == "tsne" and len(x) >= 4:
         from sklearn.manifold import TSNE
+        from threadpoolctl import threadpool_limits
 
         perplexity = min(30.0, (len(x) - 1) / 3)
-        return TSNE(n_components=2, perplexity=perplexity, init="pca",
-                    random_state=random_state).fit_transform(codes).astype(np.float64)
+        # scikit-learn's OpenMP team meets at a barrier on every one of its 1000
+        # gradient steps, each a few ms of work for the report's 360 digits; beside
+        # other busy processes 2 threads took 35-42 s there, 1 thread 5-6 s.
+        with threadpool_limits(1):
+            return TSNE(n_components=2, perplexity=perplexity, init="pca",
+                        random_state=random_state).fit_transform(codes).astype(np.float64)
     # PCA (and t-SNE's fallback for fewer than 4 points, where it is undefined).
     centred = codes - codes.mean(axis=0)
     points = np.zeros((len(x), 2))
@@ -649,7 +873,8 @@ def _plot_map(heat, image, path, ax, title, cmap, vmin, vmax, label):
             a = a[1]
         shown = a.imshow(heat, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
         a.set_axis_off()
-        a.figure.colorbar(shown, ax=a, fraction=0.046, pad=0.04, label=label)
+        # The colour bar in an inset beside the map: no re-layout of the figure's grid.
+        a.figure.colorbar(shown, cax=a.inset_axes([1.04, 0.0, 0.05, 1.0]), label=label)
         if title:
             a.set_title(title)
     return holder[0]

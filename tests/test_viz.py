@@ -6,7 +6,8 @@ import re
 import numpy as np
 import pytest
 
-from fastconv import viz
+import fastconv
+from fastconv import nn, viz
 from fastconv.layers import (
     Conv2D,
     Dropout,
@@ -119,6 +120,96 @@ def test_occlusion_outside_the_read_region_changes_nothing(dtype, monkeypatch):
     assert viz.occlusion(model, x, 0, patch=(1, 3), stride=2).shape == (3, 2, 1)
 
 
+def windowed_models(dtype):
+    """(name, model, image shape): Sequentials whose leading conv/pool layers the windowed
+    path of `occlusion` handles, with padding, stride, dilation, pooling and a zoo model."""
+    rng = np.random.default_rng(10)
+    yield "digits", Sequential(Conv2D(1, 6, 3, padding=1, dtype=dtype, rng=rng), ReLU(), MaxPool2D(2),
+                               Conv2D(6, 8, 3, padding=1, dtype=dtype, rng=rng), ReLU(), MaxPool2D(2),
+                               Flatten(), Linear(8 * 3 * 3, 5, dtype=dtype, rng=rng)), (2, 1, 13, 12)
+    bn = nn.BatchNorm2D(4, dtype=dtype)
+    bn.buffers["running_mean"][:] = rng.standard_normal(4)
+    bn.buffers["running_var"][:] = rng.uniform(0.5, 2, 4)
+    yield "strided", Sequential(
+        Conv2D(3, 4, 5, stride=2, padding=2, dtype=dtype, rng=rng), nn.LeakyReLU(0.1),
+        Conv2D(4, 4, 3, padding="same", dilation=2, groups=2, dtype=dtype, rng=rng), bn, nn.Tanh(),
+        MaxPool2D(3, stride=2, padding=1), nn.AvgPool2D(2, stride=1, padding=1), Dropout(0.5),
+        nn.AdaptiveAvgPool2D(2), Flatten(), Linear(16, 3, dtype=dtype, rng=rng)), (3, 3, 15, 17)
+    yield "lenet5", nn.models.lenet5(num_classes=4, dtype=dtype, rng=1), (2, 1, 28, 28)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_occlusion_windowed_path_equals_the_plain_loop_on_reference_layers(dtype, monkeypatch):
+    import copy
+
+    from fastconv import reference
+
+    tol = dict(rtol=1e-4, atol=1e-6) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-13)
+    rng = np.random.default_rng(11)
+    for name, model, shape in windowed_models(dtype):
+        local, rest = viz._split_local(model)
+        assert any(step.window for step in local), name  # the fast path applies
+        slow = copy.deepcopy(model).set_backend(reference)
+        x = rng.standard_normal(shape).astype(dtype)
+        x_before = x.copy()
+        targets = np.arange(len(x)) % 3
+        for patch, stride, fill in ((4, 1, 0.0), ((3, 5), (2, 3), 0.7), (1, 2, -2.0), ((shape[2], 2), 1, 0.0),
+                                    ((2, shape[3]), (3, 1), 1.5)):
+            got = viz.occlusion(model, x, targets, patch=patch, stride=stride, fill=fill)
+            want = viz._occlusion_by_forward(slow, x, targets, viz._positive_pair(patch, "patch"),
+                                             viz._positive_pair(stride, "stride"), fill)
+            assert got.shape == want.shape and got.dtype == dtype
+            np.testing.assert_allclose(got, want, **tol, err_msg=f"{name} patch={patch} stride={stride}")
+        # the windowed path on the reference layers' own ops
+        np.testing.assert_allclose(viz.occlusion(slow, x, targets, patch=3), viz._occlusion_by_forward(
+            slow, x, targets, (3, 3), (1, 1), 0.0), **tol, err_msg=name)
+        np.testing.assert_array_equal(x, x_before)
+        # blocks of a few items that straddle images, on two worker threads
+        monkeypatch.setattr(viz, "_OCCLUSION_WINDOW_BYTES", 1)
+        with fastconv.threads(2):
+            got = viz.occlusion(model, x, targets, patch=3, stride=2)
+        monkeypatch.undo()
+        want = viz._occlusion_by_forward(slow, x, targets, (3, 3), (2, 2), 0.0)
+        np.testing.assert_allclose(got, want, **tol, err_msg=name)
+
+
+def test_occlusion_general_path_where_the_windowed_one_does_not_apply():
+    x = np.random.default_rng(12).standard_normal((2, 1, 6, 6))
+    conv = Conv2D(1, 2, 3, dtype=np.float64, rng=0)
+    for model in (Children(conv=conv, flat=Flatten(), fc=Linear(32, 3, dtype=np.float64, rng=0)),  # not Sequential
+                  Sequential(nn.MaxPool2D(2, ceil_mode=True), Flatten(), Linear(9, 3, dtype=np.float64, rng=0))):
+        assert viz._split_local(model)[0] in (None, [])
+        got = viz.occlusion(model, x, 1, patch=2)
+        plain = viz._occlusion_by_forward(model, x, np.array([1, 1]), (2, 2), (1, 1), 0.0)
+        np.testing.assert_array_equal(got, plain)
+    hidden = x.copy()
+    hidden[:, :, 2:4, 1:3] = 0
+    s = model.forward(hidden, training=False)
+    p = np.exp(s - s.max(1, keepdims=True))
+    np.testing.assert_allclose(got[:, 2, 1], (p / p.sum(1, keepdims=True))[:, 1])
+
+
+def test_paste_crops_kernel_against_numpy():
+    from fastconv._kernels import windows
+
+    rng = np.random.default_rng(13)
+    for dtype in DTYPES:
+        base = rng.standard_normal((3, 2, 9, 10)).astype(dtype)
+        window = rng.standard_normal((6, 2, 3, 4)).astype(dtype)
+        image = np.array([0, 2, 1, 1, 0, 2], np.intp)
+        top, left = np.array([0, 5, 2, 1, 3, 4], np.intp), np.array([0, 5, 5, 2, 1, 3], np.intp)
+        wtop, wleft = np.array([-1, 2, 0, -3, 4, 1], np.intp), np.array([-2, 3, 1, 0, 0, -4], np.intp)
+        out = np.empty((6, 2, 4, 5), dtype)
+        windows.paste_crops(base, image, top, left, window, wtop, wleft, out, 2)
+        for b in range(6):
+            want = base[image[b], :, top[b]:top[b] + 4, left[b]:left[b] + 5].copy()
+            for u in range(3):
+                for v in range(4):
+                    if 0 <= wtop[b] + u < 4 and 0 <= wleft[b] + v < 5:
+                        want[:, wtop[b] + u, wleft[b] + v] = window[b, :, u, v]
+            np.testing.assert_array_equal(out[b], want)
+
+
 def test_occlusion_bad_arguments():
     model = region_model(np.float64)
     x = np.ones((2, 1, 4, 4))
@@ -136,6 +227,10 @@ def test_occlusion_bad_arguments():
         viz.occlusion(model, x, 0, stride=0)
     with pytest.raises(ValueError, match="target"):
         viz.saliency(model, x, -1)
+    with pytest.raises(ValueError, match="num_classes"):
+        viz.occlusion(Sequential(Conv2D(1, 2, 3, dtype=np.float64, rng=0)), x, 0)
+    with pytest.raises(TypeError, match="fill"):
+        viz.occlusion(model, x, 0, fill="grey")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -260,6 +355,33 @@ def test_plot_helpers_write_pngs_and_draw_on_axes(tmp_path):
     assert viz.plot_filters(model[0].params["weight"], ax=ax) is ax
     assert len(ax.images) == 1
     assert isinstance(viz.plot_saliency(np.zeros((3, 3))), Figure)
+    # every helper draws on a given Axes (a pair with image=) and returns it
+    draws = [
+        lambda a: viz.plot_activations(viz.activations(model, x)[0][1][0], ax=a),
+        lambda a: viz.plot_occlusion(viz.occlusion(model, x, 1, patch=2)[0], ax=a),
+        lambda a: viz.plot_saliency(viz.saliency(model, x, 1)[0], ax=a),
+        lambda a: viz.plot_embedding(viz.embed(model, x, "3", method="pca"), ax=a),
+        lambda a: viz.plot_top_activating(viz.top_activating(model, x, "1", 0, k=3)[1], ax=a),
+        lambda a: viz.plot_dead_filters({"0": np.array([1])}, {"0": 3}, ax=a),
+    ]
+    for draw in draws:
+        a = Figure().subplots()
+        assert draw(a) is a and (a.images or a.collections or a.patches)
+    pair = Figure().subplots(1, 2)
+    assert viz.plot_occlusion(np.zeros((3, 3)), ax=pair, image=x[0]) is pair
+    assert len(pair[0].images) == len(pair[1].images) == 1
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_activations_and_embed_keep_float32_and_float64(dtype):
+    model = small_model(dtype)
+    x = np.random.default_rng(14).random((6, 2, 4, 4)).astype(dtype)
+    acts = viz.activations(model, x)
+    assert all(a.dtype == dtype for _, a in acts)
+    points = viz.embed(model, x, "2", method="pca")
+    assert points.shape == (6, 2) and points.dtype == np.float64 and np.isfinite(points).all()
+    heat = viz.occlusion(model, x, 0, patch=2)
+    assert heat.dtype == dtype and ((heat >= 0) & (heat <= 1)).all()
 
 
 def test_report_cli_writes_index_and_pngs(tmp_path):
