@@ -2,26 +2,31 @@
 
 Each function takes a dask array (any chunking, along any axis), checks its arguments
 with the in-memory op's own validation before building anything, and returns a lazy dask
-array equal to the in-memory op on the whole array. The graph is built from dask.array
-primitives (rechunk, overlap, map_blocks), so it runs on any dask scheduler,
-``dask.distributed`` clusters included.
+array equal to the in-memory op on the whole array. The graph is plain dask tasks, so it
+runs on any dask scheduler, ``dask.distributed`` clusters included.
 
-Every spatial op goes through one helper, `_halo_blocks`, which reads the halos from the
-op's geometry (kernel, stride, padding, dilation, ceil_mode):
+Every convolution, pool and `convolve2d` goes through one helper, `_halo_map`, which reads
+the halos from the op's geometry (kernel, stride, padding, dilation, ceil_mode):
 
-* the op's padding is applied once, explicitly, to the blocks at the array's borders
-  (zeros; -inf for max pooling), and each block then runs the in-memory op with no
-  padding, so a block at a border computes exactly what an interior block does;
-* spatial chunks are realigned to whole output windows (chunk starts at multiples of
-  the stride) and merged where they are smaller than the halo;
-* each block gets, from its neighbours after it, the ``span - stride`` rows and columns
-  its last windows reach into (``span = dilation * (kernel - 1) + 1``);
+* each output goes to the input chunk under its window's centre (with stride 1 and "same"
+  padding the output chunks are the input chunks), so a block's windows lie in its own
+  chunk but for the halo, and chunks of any size (smaller than the kernel, not aligned to
+  the stride) need no rechunking;
+* the halo, the rows and columns a block's windows reach into its neighbours, is cut by
+  small tasks where each neighbour lives: only the halo moves between workers;
+* a block's task assembles its input once, with the op's padding (zeros; -inf for max
+  pooling) where it meets the array's borders, and runs the in-memory op with no padding;
+  `convolve2d` copies no chunk at all: its interior rows are computed from the chunk in
+  place, in a task that starts before the halo arrives (`_convolve2d_interior`);
 * channel chunks are merged where a convolution needs every input channel.
 
 Each output pixel is then computed from the same values in the same order as in memory,
 so results are bitwise equal to the in-memory ops (tests/test_dask.py checks this), except
 where the order depends on a block's size: conv2d's im2col algorithm (BLAS blocks its
-GEMM by the matrix sizes) and convolve2d's clipped border loops agree to rounding.
+GEMM by the matrix sizes) and `convolve2d` (the kernel's vector body and scalar tail round
+differently, and a block's columns fall in them as its width decides) agree to rounding.
+`conv_transpose2d`, whose halo lies before each block in the input, keeps its own helper
+(`_TransposedAxis`, with dask's overlap).
 
 Weights (and a model, in `predict`) enter the graph as one key that every task refers to,
 so a distributed cluster ships them to each worker once. Each task runs fastconv with its

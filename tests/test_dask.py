@@ -241,6 +241,31 @@ def test_only_the_halo_is_cut_from_the_neighbours():
     assert parts and shapes <= {(2, 16), (16, 1), (2, 1)}, shapes
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_convolve2d_of_fortran_ordered_read_only_chunks(dtype):
+    rng = np.random.default_rng(7)
+    image = np.asfortranarray(rng.standard_normal((37, 29)).astype(dtype))
+    image.flags.writeable = False
+    kernel = rng.standard_normal((4, 3)).astype(dtype)
+    for mode in ("full", "same", "valid"):
+        got = fd.convolve2d(da.from_array(image, chunks=(11, 8)), kernel, mode).compute(**SYNC)
+        assert_close(got, fastconv.convolve2d(image, kernel, mode))
+
+
+def test_convolve2d_frame_of_a_read_only_interior():
+    # On a cluster the interior may arrive from another worker, deserialised read-only.
+    rng = np.random.default_rng(8)
+    image, kernel = rng.standard_normal((20, 20)), rng.standard_normal((3, 3))
+    flipped = np.ascontiguousarray(kernel[::-1, ::-1])
+    pieces = [[image[:10, :10], image[:10, 10:11]], [image[10:11, :10], image[10:11, 10:11]]]
+    layout = ((1, (10, 1), 0), (1, (10, 1), 0))
+    same = dict(rows_per_pass=3, dtype=image.dtype)
+    interior = fd._convolve2d_interior(pieces[0][0], layout, flipped, **same)
+    interior.flags.writeable = False
+    got = fd._convolve2d_frame(interior, pieces, layout, flipped, **same)
+    assert_close(got, fastconv.convolve2d(image, kernel, "same")[:10, :10])
+
+
 # ---------------------------------------------------------------------------
 # Validation before any task runs
 
