@@ -2,26 +2,31 @@
 
 Each function takes a dask array (any chunking, along any axis), checks its arguments
 with the in-memory op's own validation before building anything, and returns a lazy dask
-array equal to the in-memory op on the whole array. The graph is built from dask.array
-primitives (rechunk, overlap, map_blocks), so it runs on any dask scheduler,
-``dask.distributed`` clusters included.
+array equal to the in-memory op on the whole array. The graph is plain dask tasks, so it
+runs on any dask scheduler, ``dask.distributed`` clusters included.
 
-Every spatial op goes through one helper, `_halo_blocks`, which reads the halos from the
-op's geometry (kernel, stride, padding, dilation, ceil_mode):
+Every convolution, pool and `convolve2d` goes through one helper, `_halo_map`, which reads
+the halos from the op's geometry (kernel, stride, padding, dilation, ceil_mode):
 
-* the op's padding is applied once, explicitly, to the blocks at the array's borders
-  (zeros; -inf for max pooling), and each block then runs the in-memory op with no
-  padding, so a block at a border computes exactly what an interior block does;
-* spatial chunks are realigned to whole output windows (chunk starts at multiples of
-  the stride) and merged where they are smaller than the halo;
-* each block gets, from its neighbours after it, the ``span - stride`` rows and columns
-  its last windows reach into (``span = dilation * (kernel - 1) + 1``);
+* each output goes to the input chunk under its window's centre (with stride 1 and "same"
+  padding the output chunks are the input chunks), so a block's windows lie in its own
+  chunk but for the halo, and chunks of any size (smaller than the kernel, not aligned to
+  the stride) need no rechunking;
+* the halo, the rows and columns a block's windows reach into its neighbours, is cut by
+  small tasks where each neighbour lives: only the halo moves between workers;
+* a block's task assembles its input once, with the op's padding (zeros; -inf for max
+  pooling) where it meets the array's borders, and runs the in-memory op with no padding;
+  `convolve2d` copies no chunk at all: its interior rows are computed from the chunk in
+  place, in a task that starts before the halo arrives (`_convolve2d_interior`);
 * channel chunks are merged where a convolution needs every input channel.
 
 Each output pixel is then computed from the same values in the same order as in memory,
 so results are bitwise equal to the in-memory ops (tests/test_dask.py checks this), except
 where the order depends on a block's size: conv2d's im2col algorithm (BLAS blocks its
-GEMM by the matrix sizes) and convolve2d's clipped border loops agree to rounding.
+GEMM by the matrix sizes) and `convolve2d` (the kernel's vector body and scalar tail round
+differently, and a block's columns fall in them as its width decides) agree to rounding.
+`conv_transpose2d`, whose halo lies before each block in the input, keeps its own helper
+(`_TransposedAxis`, with dask's overlap).
 
 Weights (and a model, in `predict`) enter the graph as one key that every task refers to,
 so a distributed cluster ships them to each worker once. Each task runs fastconv with its
@@ -29,21 +34,26 @@ share of the worker's threads (`_task_threads`), so dask and OpenMP do not overs
 
 Needs ``pip install fastconv[dask]`` (``dask[array]`` and ``distributed``).
 """
+import bisect
 import contextlib
 import functools
+import itertools
 import math
+import operator
 
 import numpy as np
 
 import fastconv as _fc
 from fastconv import _validation as v
 from fastconv.convolution import _choose_algorithm
-from fastconv.signal import _mode_window
+from fastconv.signal import _correlate_into, _mode_window, _rows_per_pass
 
 try:
     import dask
     import dask.array as da
     from dask.array.overlap import overlap as _overlap
+    from dask.base import tokenize
+    from dask.highlevelgraph import HighLevelGraph
 except ImportError as error:  # pragma: no cover - exercised only without dask
     raise ImportError("fastconv.dask needs dask: pip install fastconv[dask]  "
                       "(or: pip install 'dask[array]' distributed)") from error
@@ -119,96 +129,154 @@ def _meta(x, batch_axes=1):
 # The halo helper
 
 class _Axis:
-    """One spatial axis of a windowed op, in the coordinates of the padded input.
-
-    Output ``o`` reads padded positions ``[o * stride, o * stride + span)``; the padded
-    input starts `before` positions ahead of the input's first element and is
-    ``(out - 1) * stride + span`` long (input past its end is never read).
-    """
+    """One spatial axis of a windowed op: output ``o`` reads the input positions
+    ``[o * stride - before, o * stride - before + span)``; those outside ``[0, n)`` are the
+    op's padding."""
 
     def __init__(self, n, span, stride, before, out):
         self.n, self.span, self.stride, self.before, self.out = n, span, stride, before, out
-        self.length = (out - 1) * stride + span
 
-    def chunks(self, input_chunks):
-        """(input chunks, output chunks, halo, border) along this axis.
+    def blocks(self, input_chunks):
+        """[(outputs, first input position read, last + 1)] for each output block.
 
-        Block ``j`` outputs ``[o_j, o_j+1)``; its chunk starts at the input position of
-        its first window, ``o_j * stride - before`` (near one of the input's own chunk
-        starts, so little moves), and it borrows `halo` positions from the chunk after
-        it; every chunk holds at least the halo. `border` is (padding before the first
-        block, padded length of the last block)."""
-        s = self.stride
-        halo = max(0, self.span - s)
-        least = max(1, halo)
-        end = max(1, min(self.n, self.length - self.before))     # the input read: [0, end)
-        edges, starts = [0], [0]
+        Each output goes to the input chunk under its window's centre, so that a block's
+        windows lie mostly in one chunk (with stride 1 and "same" padding, the output
+        chunks are the input chunks) and reach into the chunks around it by the halo alone."""
+        if self.out == 0:
+            return [(0, 0, 0)]
+        s, centre = self.stride, self.before - (self.span - 1) // 2
+        bounds = [0]
         for edge in np.cumsum(input_chunks)[:-1]:
-            o = (int(edge) + self.before) // s
-            start = o * s - self.before
-            if o < self.out and start - edges[-1] >= least and end - start >= least:
-                edges.append(start)
-                starts.append(o)
-        in_chunks = tuple(e - b for b, e in zip(edges, edges[1:] + [end]))
-        out_chunks = tuple(e - b for b, e in zip(starts, starts[1:] + [self.out]))
-        return in_chunks, out_chunks, halo, (self.before, (out_chunks[-1] - 1) * s + self.span)
+            o = -(-(int(edge) + centre) // s)
+            if bounds[-1] < o < self.out:
+                bounds.append(o)
+        bounds.append(self.out)
+        return [(o1 - o0, o0 * s - self.before, (o1 - 1) * s - self.before + self.span)
+                for o0, o1 in zip(bounds, bounds[1:])]
 
 
-def _halo_blocks(x, axes, merge=()):
-    """Blocks of `x` ready for a windowed op run with no padding, once `_with_border`
-    has padded the blocks at the array's borders.
+def _pieces(chunks, lo, hi):
+    """[(chunk index, start, stop)]: the parts of the chunks, in their own coordinates,
+    that cover ``[lo, hi)`` (clipped to the axis)."""
+    pieces, start = [], 0
+    for k, size in enumerate(chunks):
+        a, b = max(lo, start), min(hi, start + size)
+        if a < b:
+            pieces.append((k, a - start, b - start))
+        start += size
+    return pieces
+
+
+def _axis_plan(chunks, axis=None, merge=False):
+    """[(output size, pieces, (padding before, padding after))] for each output block."""
+    if axis is not None:
+        n = sum(chunks)
+        return [(size, _pieces(chunks, lo, hi), (max(0, min(hi, 0) - lo), max(0, hi - max(lo, n))))
+                for size, lo, hi in axis.blocks(chunks)]
+    if merge:
+        return [(sum(chunks), [(k, 0, size) for k, size in enumerate(chunks)], (0, 0))]
+    return [(size, [(k, 0, size)], (0, 0)) for k, size in enumerate(chunks)]
+
+
+def _halo_map(run, x, axes, refs=(), merge=(), out_sizes=None, name="fastconv", interior=None):
+    """A dask array of ``run(pieces, layout, *refs)``, one task per output block.
+
+    Each task receives the input it reads as `pieces`, a nested list (one level per axis)
+    of the input chunks' parts, and `layout`, per axis ``(padding before, piece sizes,
+    padding after)``: the op's padding, where the block meets the array's border. The
+    parts of neighbouring chunks (the halo) are cut by small tasks that run where those
+    chunks live, so only the halo moves between workers; nothing is rechunked or copied
+    before the task, which assembles its input once (`_assemble`) or not at all.
 
     Parameters
     ----------
+    run : callable
+        ``run(pieces, layout, *refs) -> ndarray``: the output block.
     x : dask array
     axes : dict {axis: _Axis}
-        The spatial axes and their geometry.
+        The spatial axes and their geometry; the other axes keep their chunks...
+    refs : tuple of dask.delayed
+        Operands every task reads (weights, a kernel): one key each, shipped once per worker.
     merge : tuple of ints
-        Axes to bring into one chunk (a convolution's input channels).
-
-    Returns
-    -------
-    blocks : dask array
-        Block ``j`` along a spatial axis holds, after its border padding, the padded
-        positions ``[o_j * stride, o_j+1 * stride + span - stride)``: every window of
-        its outputs, whole, and nothing the op would turn into extra outputs.
-    out_chunks : dict {axis: tuple of ints}
-        The output's chunks along each spatial axis.
-    border : dict {axis: (int, int, int)}
-        For `_with_border`: padding before the first block, padded length of the last
-        block, number of blocks.
+        ...except these, brought into one block (a convolution's input channels).
+    out_sizes : dict {axis: int}, optional
+        The output's length along a merged axis, when it differs from the input's.
+    interior : callable, optional
+        ``interior(chunk, layout, *refs)``, a first task per block on its largest piece
+        alone, which starts at once, while the halo is on its way; `run` then takes its
+        result first: ``run(interior, pieces, layout, *refs)`` (``interior`` None where the
+        block reads no input).
     """
-    chunks = list(x.chunks)
-    out_chunks, depth, border, crop = {}, {}, {}, [slice(None)] * x.ndim
-    for axis in merge:
-        chunks[axis] = (x.shape[axis],)
-    for axis, a in axes.items():
-        chunks[axis], out_chunks[axis], halo, (before, last) = a.chunks(x.chunks[axis])
-        crop[axis] = slice(0, sum(chunks[axis]))
-        depth[axis] = (0, halo if len(chunks[axis]) > 1 else 0)
-        border[axis] = (before, last, len(chunks[axis]))
-    x = x[tuple(crop)].rechunk(tuple(chunks))
-    if any(h for _, h in depth.values()):
-        x = _overlap(x, depth=depth, boundary="none", allow_rechunk=False)
-    return x, out_chunks, border
+    plans = [_axis_plan(c, axes.get(a), a in merge) for a, c in enumerate(x.chunks)]
+    token = tokenize(x.name, run, interior, plans, [r.key for r in refs])
+    out_name, part_name, interior_name = f"{name}-{token}", f"{name}-halo-{token}", f"{name}-interior-{token}"
+    graph, parts = {}, {}
+
+    def part(index, slices):
+        if all(a == 0 and b == x.chunks[axis][k] for axis, (k, (a, b)) in enumerate(zip(index, slices))):
+            return (x.name,) + index
+        key = parts.get((index, slices))
+        if key is None:
+            key = parts[index, slices] = (part_name, len(parts))
+            graph[key] = (operator.getitem, (x.name,) + index, tuple(slice(a, b) for a, b in slices))
+        return key
+
+    def nested(blocks, axis=0, index=(), slices=()):
+        if axis == len(blocks):
+            return part(index, slices)
+        return [nested(blocks, axis + 1, index + (k,), slices + ((a, b),)) for k, a, b in blocks[axis][1]]
+
+    for block_index in itertools.product(*(range(len(plan)) for plan in plans)):
+        blocks = [plan[j] for plan, j in zip(plans, block_index)]
+        layout = tuple((before, tuple(b - a for _, a, b in pieces), after)
+                       for _, pieces, (before, after) in blocks)
+        pieces, ref_keys = nested(blocks), tuple(r.key for r in refs)
+        if interior is None:
+            graph[(out_name,) + block_index] = (run, pieces, layout) + ref_keys
+            continue
+        # The block's largest piece (its own chunk, but for the halo) is ready before the halo is.
+        centre = pieces
+        for _, sizes, _ in layout:
+            centre = centre[int(np.argmax(sizes))] if sizes else None
+        if centre is None:
+            graph[(out_name,) + block_index] = (run, None, pieces, layout) + ref_keys
+            continue
+        graph[(interior_name,) + block_index] = (interior, centre, layout) + ref_keys
+        graph[(out_name,) + block_index] = (run, (interior_name,) + block_index, pieces, layout) + ref_keys
+    chunks = [tuple(size for size, _, _ in plan) for plan in plans]
+    for axis, size in (out_sizes or {}).items():
+        chunks[axis] = (size,)
+    hlg = HighLevelGraph.from_collections(out_name, graph, dependencies=[x, *refs])
+    return da.Array(hlg, out_name, tuple(chunks), meta=np.empty((0,) * x.ndim, dtype=x.dtype))
 
 
-def _with_border(block, *args, op, border, pad_value, block_id, **kwargs):
-    """``op(block, *args, **kwargs)`` on the block padded with `pad_value` where it meets
-    the array's borders: the op's padding, applied once, as the whole array would have it
-    (the last block also drops input that no window reads)."""
-    widths = [(0, 0)] * block.ndim
-    trim = [slice(None)] * block.ndim
-    for axis, (before, last, blocks) in border.items():
-        lo = before if block_id[axis] == 0 else 0
-        if block_id[axis] == blocks - 1:
-            widths[axis] = (lo, max(0, last - lo - block.shape[axis]))
-            trim[axis] = slice(0, last)
-        else:
-            widths[axis] = (lo, 0)
-    if any(w != (0, 0) for w in widths):
-        block = np.pad(block, widths, constant_values=pad_value)
-    return op(block[tuple(trim)], *args, **kwargs)
+def _assemble(pieces, layout, pad_value, dtype):
+    """The block's input as one array: the pieces in place, `pad_value` around them.
+    A block read whole from one chunk is that chunk, not a copy."""
+    shape = tuple(before + sum(sizes) + after for before, sizes, after in layout)
+    if all(len(sizes) == 1 and before == after == 0 for before, sizes, after in layout):
+        for _ in layout:
+            pieces = pieces[0]
+        return pieces
+    out = np.empty(shape, dtype=dtype)
+    for axis, (before, _, after) in enumerate(layout):
+        ahead = (slice(None),) * axis
+        if before:
+            out[ahead + (slice(0, before),)] = pad_value
+        if after:
+            out[ahead + (slice(shape[axis] - after, None),)] = pad_value
+    starts = [before + np.cumsum((0,) + sizes) for before, sizes, _ in layout]
+    for index in itertools.product(*(range(len(sizes)) for _, sizes, _ in layout)):
+        piece = pieces
+        for i in index:
+            piece = piece[i]
+        out[tuple(slice(s[i], s[i + 1]) for s, i in zip(starts, index))] = piece
+    return out
+
+
+def _run_assembled(pieces, layout, *refs, op, pad_value, dtype, **kwargs):
+    """``op(block, *refs, **kwargs)`` on the block's padded input, assembled once."""
+    return op(_assemble(pieces, layout, pad_value, dtype), *refs, **kwargs)
 
 
 def _spatial(ndim):
@@ -232,7 +300,7 @@ def _conv_axes(ndim, shape, g):
 
 
 @_on_worker_threads
-def _conv2d_block(x, weight, bias, *, stride, dilation, groups, algorithm):
+def _conv2d_block(x, weight, bias=None, *, stride, dilation, groups, algorithm):
     return _fc.conv2d(x, weight, bias, stride, 0, dilation, groups, algorithm=algorithm)
 
 
@@ -263,14 +331,12 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, a
     _, _, _, g, groups = v.conv2d_args(_meta(x), weight, bias, stride, padding, dilation, groups)
     if algorithm == "auto":
         algorithm = _choose_algorithm(x.shape, weight.shape, g, groups, x.dtype)
-    blocks, out_chunks, border = _halo_blocks(x, _conv_axes(4, x.shape, g), merge=(1,))
-    w = dask.delayed(weight, pure=True)
-    b = None if bias is None else dask.delayed(bias, pure=True)
-    return da.map_blocks(
-        _with_border, blocks, w, b, op=_conv2d_block, border=border, pad_value=0.0,
-        stride=(g.stride_h, g.stride_w), dilation=(g.dilation_h, g.dilation_w),
-        groups=groups, algorithm=algorithm, chunks=_output_chunks(blocks, out_chunks, {1: (weight.shape[0],)}),
-        dtype=x.dtype, meta=np.empty((0, 0, 0, 0), dtype=x.dtype))
+    run = functools.partial(_run_assembled, op=_conv2d_block, pad_value=0.0, dtype=x.dtype,
+                            stride=(g.stride_h, g.stride_w), dilation=(g.dilation_h, g.dilation_w), groups=groups,
+                            algorithm=algorithm)
+    refs = (dask.delayed(weight, pure=True),) + (() if bias is None else (dask.delayed(bias, pure=True),))
+    return _halo_map(run, x, _conv_axes(4, x.shape, g), refs, merge=(1,), out_sizes={1: weight.shape[0]},
+                     name="fastconv-conv2d")
 
 
 # ---------------------------------------------------------------------------
@@ -387,11 +453,9 @@ def _sum_pool_block(x, *, kernel_size, stride):
 
 
 def _pool(x, block, g, pad_value, **kwargs):
-    blocks, out_chunks, border = _halo_blocks(x, _conv_axes(x.ndim, x.shape, g))
-    return da.map_blocks(_with_border, blocks, op=block, border=border, pad_value=pad_value,
-                         kernel_size=(g.kernel_h, g.kernel_w), stride=(g.stride_h, g.stride_w),
-                         chunks=_output_chunks(blocks, out_chunks), dtype=x.dtype,
-                         meta=np.empty((0,) * x.ndim, dtype=x.dtype), **kwargs)
+    run = functools.partial(_run_assembled, op=block, pad_value=pad_value, dtype=x.dtype,
+                            kernel_size=(g.kernel_h, g.kernel_w), stride=(g.stride_h, g.stride_w), **kwargs)
+    return _halo_map(run, x, _conv_axes(x.ndim, x.shape, g), name=f"fastconv-{block.__name__[1:-6]}")
 
 
 def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
@@ -481,9 +545,115 @@ def sum_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False):
 # ---------------------------------------------------------------------------
 # Signal convolution
 
-@_on_worker_threads
-def _convolve2d_block(in1, in2):
-    return _fc.convolve2d(in1, in2, "valid")
+def _region(pieces, row_edges, col_edges, rows, cols, dtype):
+    """Rows and columns ``[r0, r1) x [c0, c1)`` of the block's pieces (edges: where each
+    piece starts): a view when one piece holds them, else a copy of the parts."""
+    (r0, r1), (c0, c1) = rows, cols
+    i, j = bisect.bisect_right(row_edges, r0) - 1, bisect.bisect_right(col_edges, c0) - 1
+    if r1 <= row_edges[i + 1] and c1 <= col_edges[j + 1]:     # (the kernel reads rows of contiguous columns)
+        view = pieces[i][j][r0 - row_edges[i]:r1 - row_edges[i], c0 - col_edges[j]:c1 - col_edges[j]]
+        return view if view.strides[1] == view.itemsize else np.ascontiguousarray(view)
+    out = np.empty((r1 - r0, c1 - c0), dtype=dtype)
+    for i in range(len(row_edges) - 1):
+        a, b = max(r0, row_edges[i]), min(r1, row_edges[i + 1])
+        for j in range(len(col_edges) - 1 if a < b else 0):
+            c, d = max(c0, col_edges[j]), min(c1, col_edges[j + 1])
+            if c < d:
+                out[a - r0:b - r0, c - c0:d - c0] = pieces[i][j][a - row_edges[i]:b - row_edges[i],
+                                                                 c - col_edges[j]:d - col_edges[j]]
+    return out
+
+
+def _interior(sizes, before, span, outputs):
+    """Outputs ``[p0, p1)`` whose windows lie in the largest piece alone (or run off the
+    array's border beside it): computed from that chunk in place."""
+    c = int(np.argmax(sizes))
+    edges = np.cumsum((0,) + sizes)
+    p0 = 0 if c == 0 else edges[c] + before
+    p1 = outputs if c == len(sizes) - 1 else edges[c + 1] + before - span + 1
+    return int(min(max(p0, 0), outputs)), int(min(max(p1, p0, 0), outputs))
+
+
+def _convolve2d_plan(layout, kernel_shape):
+    """(output shape, interior rows (p0, p1) and columns (q0, q1)) of a `convolve2d` block;
+    an empty interior where no window lies inside one chunk."""
+    (top, rows, bottom), (left, cols, right) = layout
+    kh, kw = kernel_shape
+    height, width = top + sum(rows) + bottom - kh + 1, left + sum(cols) + right - kw + 1
+    p0, p1 = _interior(rows, top, kh, height)
+    q0, q1 = _interior(cols, left, kw, width)
+    if p0 == p1 or q0 == q1:
+        p0 = p1 = q0 = q1 = 0
+    return (height, width), (p0, p1), (q0, q1)
+
+
+def _correlate_rows(out, rows, image, pad, flipped, rows_per_pass):
+    """out[o0:o1] (whole rows) from `image`, whose first element is the block's padded
+    input at `pad`."""
+    o0, o1 = rows
+    if o0 < o1:
+        _correlate_into(image, flipped, out[o0:o1], (pad[0] - o0, pad[1]), rows_per_pass)
+
+
+def _convolve2d_interior(chunk, layout, flipped, *, rows_per_pass, dtype):
+    """A `convolve2d` block's rows whose windows lie in its own chunk (`chunk`, the block's
+    largest piece), computed from it in place; the task starts before the halo arrives.
+    The columns at the rows' ends, whose windows reach into the neighbours, come out wrong
+    here and are recomputed by `_convolve2d_frame`."""
+    (top, rows, _), (left, cols, _) = layout
+    shape, (p0, p1), _ = _convolve2d_plan(layout, flipped.shape)
+    out = np.empty(shape, dtype=dtype)
+    if p0 < p1:
+        i, j = int(np.argmax(rows)), int(np.argmax(cols))
+        row0 = sum(rows[:i])
+        r0, r1 = max(0, p0 - top), min(sum(rows), p1 - 1 - top + flipped.shape[0])
+        with _threads_context():
+            _correlate_rows(out, (p0, p1), np.ascontiguousarray(chunk[r0 - row0:r1 - row0]),
+                            (top + r0, left + sum(cols[:j])), flipped, rows_per_pass)
+    return out
+
+
+def _convolve2d_frame(out, pieces, layout, flipped, *, rows_per_pass, dtype):
+    """The rest of a `convolve2d` block begun by `_convolve2d_interior` (`out`, written in
+    place): the rows above and below the interior and the columns at its ends, from a copy
+    of the few rows and columns they read. The op's zero padding is the kernel's, as in
+    memory, so windows at the array's borders sum in the in-memory order."""
+    (top, rows, _), (left, cols, _) = layout
+    kh, kw = flipped.shape
+    (height, width), (p0, p1), (q0, q1) = _convolve2d_plan(layout, flipped.shape)
+    if out is None or not out.flags.writeable:
+        out = np.empty((height, width), dtype=dtype) if out is None else out.copy()
+    if not rows or not cols:                # every window in the padding
+        out[...] = 0
+        return out
+    edges = list(np.cumsum((0,) + rows)), list(np.cumsum((0,) + cols))
+
+    def compute(o, u):
+        (o0, o1), (u0, u1) = o, u
+        if o0 == o1 or u0 == u1:
+            return
+        r = max(0, o0 - top), min(edges[0][-1], o1 - 1 - top + kh)
+        c = max(0, u0 - left), min(edges[1][-1], u1 - 1 - left + kw)
+        if r[0] >= r[1] or c[0] >= c[1]:
+            out[o0:o1, u0:u1] = 0
+            return
+        image, pad = _region(pieces, *edges, r, c, dtype), (top + r[0], left + c[0])
+        if u1 - u0 == width:
+            _correlate_rows(out, (o0, o1), image, pad, flipped, rows_per_pass)
+        else:
+            part = np.empty((o1 - o0, u1 - u0), dtype=dtype)
+            _correlate_into(image, flipped, part, (pad[0] - o0, pad[1] - u0), rows_per_pass)
+            out[o0:o1, u0:u1] = part
+
+    with _threads_context():
+        if p0 == p1:                        # no window inside one chunk: the block is all halo
+            compute((0, height), (0, width))
+            return out
+        compute((p0, p1), (0, q0))
+        compute((p0, p1), (q1, width))
+        compute((0, p0), (0, width))
+        compute((p1, height), (0, width))
+    return out
 
 
 @_on_worker_threads
@@ -532,11 +702,10 @@ def convolve2d(in1, in2, mode="full"):
         length, start = _mode_window(n, m, mode)
         # full[r] reads the input zero-padded by m - 1 on each side at [r, r + m).
         axes[axis] = _Axis(n, m, 1, m - 1 - start, length)
-    blocks, out_chunks, border = _halo_blocks(in1, axes)
-    return da.map_blocks(_with_border, blocks, dask.delayed(in2, pure=True), op=_convolve2d_block, border=border,
-                         pad_value=0.0,
-                         chunks=_output_chunks(blocks, out_chunks), dtype=in1.dtype,
-                         meta=np.empty((0, 0), dtype=in1.dtype))
+    same = dict(rows_per_pass=_rows_per_pass(axes[1].out, *in2.shape), dtype=in1.dtype)
+    flipped = dask.delayed(np.ascontiguousarray(in2[::-1, ::-1]), pure=True)
+    return _halo_map(functools.partial(_convolve2d_frame, **same), in1, axes, (flipped,), name="fastconv-convolve2d",
+                     interior=functools.partial(_convolve2d_interior, **same))
 
 
 # ---------------------------------------------------------------------------

@@ -38,15 +38,26 @@ LANE_BYTES = 1 << 20
 def _correlate_flipped(image, kernel, out_shape, start):
     """out[r, t] = full_convolution(image, kernel)[r + start[0], t + start[1]]."""
     kh, kw = kernel.shape
-    flipped = np.ascontiguousarray(kernel[::-1, ::-1])
     out = np.empty(out_shape, dtype=image.dtype)
-    num_threads = get_num_threads()
-    chunk = min(CHUNK, out_shape[1])
-    rows_per_pass = max(1, min(kh, ROW_BUDGET // (chunk + kw - 1)))
-    workspace = np.empty((num_threads, rows_per_pass * (chunk + kw - 1)), dtype=image.dtype)
-    _kernel.correlate2d(image, flipped, out, kh - 1 - start[0], kw - 1 - start[1], chunk, rows_per_pass,
-                               workspace, num_threads)
+    _correlate_into(image, np.ascontiguousarray(kernel[::-1, ::-1]), out, (kh - 1 - start[0], kw - 1 - start[1]),
+                    _rows_per_pass(out_shape[1], kh, kw))
     return out
+
+
+def _rows_per_pass(out_cols, kh, kw):
+    """Kernel rows summed per pass over an output row (ROW_BUDGET): the passes fix each
+    output's summation order, so a part of an image computed alone (fastconv.dask) takes
+    the whole image's count to round the same."""
+    return max(1, min(kh, ROW_BUDGET // (min(CHUNK, out_cols) + kw - 1)))
+
+
+def _correlate_into(image, flipped, out, pad, rows_per_pass):
+    """out[r, t] = sum_ij image[r - pad[0] + i, t - pad[1] + j] * flipped[i, j] (zero outside
+    `image`), written into `out`; `image` and `out` may be views with strided rows."""
+    num_threads = get_num_threads()
+    chunk = min(CHUNK, out.shape[1])
+    workspace = np.empty((num_threads, rows_per_pass * (chunk + flipped.shape[1] - 1)), dtype=image.dtype)
+    _kernel.correlate2d(image, flipped, out, pad[0], pad[1], chunk, rows_per_pass, workspace, num_threads)
 
 
 def _signal(x, name, ndim, dtype=None):

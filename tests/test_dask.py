@@ -215,17 +215,55 @@ def test_one_chunk_and_chunks_smaller_than_the_kernel():
                     fastconv.max_pool2d(x, 5, 3, 2, ceil_mode=True))
 
 
-def test_halo_chunks_start_at_whole_output_windows():
-    # Input chunks of 5 rows, stride 2, kernel 3, padding 1: each chunk starts where a
-    # window starts (an even padded position), near the input's own chunk starts, and
-    # borrows one row (span - stride) from the chunk after it.
-    x = da.zeros((1, 1, 20, 20), chunks=(1, 1, 5, 20))
-    axis = fd._conv_axes(4, x.shape, fastconv._validation.pool_geometry((20, 20), 3, 2, 1))[2]
-    in_chunks, out_chunks, halo, border = axis.chunks(x.chunks[2])
-    starts = np.cumsum((0,) + in_chunks[:-1])
-    assert in_chunks == (5, 4, 6, 5) and out_chunks == (3, 2, 3, 2) and halo == 1
-    assert all((start + 1) % 2 == 0 for start in starts[1:])   # (the first starts in the padding)
-    assert border == (1, 5)    # one row of padding before; the last block's 2 windows span 5 rows
+def test_halo_blocks_follow_the_window_centres():
+    # Input chunks of 5 rows, stride 2, kernel 3, padding 1: output o's window is centred on
+    # input row 2*o, so each output goes to the chunk under that row; a block reads its
+    # windows whole: the halo (one row here) from the chunks beside it, padding at the border.
+    axis = fd._conv_axes(4, (1, 1, 20, 20), v.pool_geometry((20, 20), 3, 2, 1))[2]
+    assert axis.blocks((5, 5, 5, 5)) == [(3, -1, 6), (2, 5, 10), (3, 9, 16), (2, 15, 20)]
+    plan = fd._axis_plan((5, 5, 5, 5), axis)
+    assert [pads for _, _, pads in plan] == [(1, 0), (0, 0), (0, 0), (0, 0)]
+    assert [pieces for _, pieces, _ in plan] == [[(0, 0, 5), (1, 0, 1)], [(1, 0, 5)],
+                                                 [(1, 4, 5), (2, 0, 5), (3, 0, 1)], [(3, 0, 5)]]
+    # Stride 1 and "same" padding: the output chunks are the input chunks.
+    x = da.zeros((30, 41), chunks=(7, 10))
+    assert fd.convolve2d(x, np.ones((5, 3)), "same").chunks == x.chunks
+
+
+def test_only_the_halo_is_cut_from_the_neighbours():
+    from dask.local import get_sync
+
+    x = da.random.default_rng(0).standard_normal((64, 48), chunks=16)
+    graph = dict(fd.convolve2d(x, np.ones((5, 3)), "same").__dask_graph__())
+    parts = [key for key in graph if key[0].startswith("fastconv-convolve2d-halo")]
+    shapes = {np.shape(part) for part in get_sync(graph, parts)}
+    # Rows above and below (2 of 16 columns, 2 of 16 rows at the corners), columns beside.
+    assert parts and shapes <= {(2, 16), (16, 1), (2, 1)}, shapes
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_convolve2d_of_fortran_ordered_read_only_chunks(dtype):
+    rng = np.random.default_rng(7)
+    image = np.asfortranarray(rng.standard_normal((37, 29)).astype(dtype))
+    image.flags.writeable = False
+    kernel = rng.standard_normal((4, 3)).astype(dtype)
+    for mode in ("full", "same", "valid"):
+        got = fd.convolve2d(da.from_array(image, chunks=(11, 8)), kernel, mode).compute(**SYNC)
+        assert_close(got, fastconv.convolve2d(image, kernel, mode))
+
+
+def test_convolve2d_frame_of_a_read_only_interior():
+    # On a cluster the interior may arrive from another worker, deserialised read-only.
+    rng = np.random.default_rng(8)
+    image, kernel = rng.standard_normal((20, 20)), rng.standard_normal((3, 3))
+    flipped = np.ascontiguousarray(kernel[::-1, ::-1])
+    pieces = [[image[:10, :10], image[:10, 10:11]], [image[10:11, :10], image[10:11, 10:11]]]
+    layout = ((1, (10, 1), 0), (1, (10, 1), 0))
+    same = dict(rows_per_pass=3, dtype=image.dtype)
+    interior = fd._convolve2d_interior(pieces[0][0], layout, flipped, **same)
+    interior.flags.writeable = False
+    got = fd._convolve2d_frame(interior, pieces, layout, flipped, **same)
+    assert_close(got, fastconv.convolve2d(image, kernel, "same")[:10, :10])
 
 
 # ---------------------------------------------------------------------------
