@@ -1,16 +1,14 @@
 """2-D convolution (cross-correlation) forward and backward.
 
-Two algorithms; `_choose_algorithm` is `"auto"`'s rule. `direct` lives in
+`_choose_algorithm` is `"auto"` (fastconv._autotune). `direct` lives in
 fastconv._direct. `im2col` is here (fastconv/_kernels/conv_gemm.pyx): OpenMP
 threads take (image, band of output rows) tasks; each builds the band's column
 matrix in its own cache-sized slice of a workspace and multiplies it with
 single-threaded BLAS. Extra memory is `num_threads` bands, whatever the batch size.
 """
-import math
-
 import numpy as np
 
-from fastconv import _direct, _winograd
+from fastconv import _autotune, _direct, _winograd
 from fastconv import _validation as v
 from fastconv._kernels import conv_gemm as _kernel
 from fastconv._threads import blas, num_threads_for_macs
@@ -25,29 +23,9 @@ ALL_ALGORITHMS = ALGORITHMS + ("winograd",)
 
 
 def _choose_algorithm(x_shape, weight_shape, geometry, groups, dtype, backward=False):
-    """The algorithm `"auto"` runs: "im2col" or "direct".
-
-    Forward: direct, whose register tiles run near the FMA peak with no column
-    copy, except for a pointwise (1x1, stride 1, unpadded) convolution, a plain
-    GEMM that BLAS's packing does as well in float32; in float64 direct's
-    channel tiles beat BLAS where they run (AVX-512 builds) and cover at least
-    three quarters of the channels. Backward: direct for one-channel groups
-    (depthwise), where the GEMMs are degenerate; im2col otherwise, since
-    direct's grad_weight runs on row kernels, not tiles.
-
-    Every choice is the faster one on the standard cases (docs/performance.rst);
-    re-measure with ``python -m fastconv bench --sections direct`` or
-    ``asv run -b Conv2d``.
-    """
-    dtype = np.dtype(dtype)
-    if backward:
-        return "direct" if weight_shape[1] == 1 else "im2col"
-    if not _direct.planes_fit(x_shape[1], geometry, dtype.itemsize):
-        return "im2col"
-    if _pointwise(geometry):
-        covered = _direct.channel_tiles_cover(geometry, weight_shape[0] // groups, math.prod(weight_shape[1:]), dtype)
-        return "direct" if dtype == np.float64 and covered else "im2col"
-    return "direct"
+    """The algorithm `"auto"` runs: the one measured fastest on this CPU for the call's
+    shape class, or without calibration a fixed rule (fastconv._autotune)."""
+    return _autotune.choose("backward" if backward else "forward", x_shape, weight_shape, geometry, groups, dtype)
 
 
 #: BLAS dimensions are 32-bit ints; an output plane is a GEMM's leading dimension.
@@ -184,11 +162,11 @@ def _im2col_backward(grad_output, x, weight, g, groups, with_grad_x=True):
 
 def _winograd_backward(grad_output, x, weight, g, groups):
     """grad_x by Winograd (at stride 1 a 3x3 convolution of grad_output); grad_weight
-    and grad_bias by the algorithm "auto" picks for the backward pass, without its grad_x."""
+    by im2col or direct, whichever "auto" measures faster for it (fastconv._autotune)."""
     _winograd.check_geometry(g)
     num_threads = num_threads_for_macs(grad_output.size * weight[0].size)
     grad_x = _winograd.grad_x(grad_output, weight, x.shape, g, groups, num_threads)
-    if _choose_algorithm(x.shape, weight.shape, g, groups, x.dtype, backward=True) == "direct":
+    if _autotune.choose("grad_weight", x.shape, weight.shape, g, groups, x.dtype) == "direct":
         grad_w = _direct.grad_weight(grad_output, x, weight, g, groups, num_threads)
         return grad_x, grad_w, grad_output.sum(axis=(0, 2, 3))
     _, grad_w, grad_b = _im2col_backward(grad_output, x, weight, g, groups, with_grad_x=False)

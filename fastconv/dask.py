@@ -21,7 +21,8 @@ op's geometry (kernel, stride, padding, dilation, ceil_mode):
 Each output pixel is then computed from the same values in the same order as in memory,
 so results are bitwise equal to the in-memory ops (tests/test_dask.py checks this), except
 where the order depends on a block's size: conv2d's im2col algorithm (BLAS blocks its
-GEMM by the matrix sizes) and convolve2d's clipped border loops agree to rounding.
+GEMM by the matrix sizes), its winograd algorithm (tiles start at each block's first
+output row) and convolve2d's clipped border loops agree to rounding.
 
 Weights (and a model, in `predict`) enter the graph as one key that every task refers to,
 so a distributed cluster ships them to each worker once. Each task runs fastconv with its
@@ -562,6 +563,10 @@ def predict(model, x, batch_size=None):
     Returns
     -------
     out : dask array, shape (N, ...) (the model's output shape), chunked as the batch
+        Equal to ``model.forward(x, training=False)`` in memory; bitwise with the
+        calibration of ``algorithm="auto"`` off (``FASTCONV_AUTOTUNE=0`` here and on the
+        workers), otherwise to rounding: each process and batch size may measure another
+        algorithm for a layer (docs/algorithms.rst).
     """
     if not callable(getattr(model, "forward", None)):
         raise TypeError(f"model must have a forward(x, training) method, got {type(model).__name__}")
