@@ -15,10 +15,15 @@ from fastconv import _autotune, _winograd, reference
 from fastconv import _validation as v
 
 
+#: The calibration itself (conftest's FASTCONV_TEST_AUTO replaces it in the other tests).
+REAL_CALIBRATE = _autotune.calibrate
+
+
 @pytest.fixture(autouse=True)
 def fresh(monkeypatch):
     """Each test starts with no calibrated class, calibration on and no cache file, and
     leaves the process as it found it."""
+    monkeypatch.setattr(_autotune, "calibrate", REAL_CALIBRATE)
     monkeypatch.delenv(_autotune.ENABLE_VARIABLE, raising=False)
     monkeypatch.delenv(_autotune.CACHE_VARIABLE, raising=False)
     choices, state = dict(_autotune._choices), dict(_autotune._state)
