@@ -79,7 +79,7 @@ SLICE_FRACTION = 8
 #: Timing rounds after the warm-up, and the time a class may spend on them: rounds
 #: beyond the first are dropped when the warm-up round says they would exceed it.
 REPEATS = 3
-CLASS_SECONDS = 0.05
+CLASS_SECONDS = 0.15
 
 #: How much faster a measured candidate must be to replace the rule's choice.
 MARGIN = 1.05
