@@ -92,6 +92,7 @@ PASSES = ("forward", "backward", "grad_weight")
 
 _lock = threading.RLock()
 _choices = {}            # class key -> {"choice": name, "seconds": {name: predicted time}}
+_keys = {}               # a call's shapes, dtype and thread count -> its class key
 _state = {"enabled": None, "cache_file": None, "cache_file_set": False, "loaded": False, "warned": set()}
 
 
@@ -335,16 +336,22 @@ def choose(pass_, x_shape, weight_shape, g, groups, dtype):
     """The algorithm "auto" runs for this call: the class's calibrated choice (timing
     the candidates the first time the class is seen), or the rule when calibration is
     off, has nothing to time (an empty batch) or only one candidate."""
-    prior = rule(pass_, x_shape, weight_shape, g, groups, dtype)
     if not get_autotune() or x_shape[0] == 0:
-        return prior
-    names = candidates(pass_, x_shape, weight_shape, g, groups, dtype)
-    if len(names) == 1:
-        return names[0]
-    key = class_key(pass_, x_shape, weight_shape, g, groups, dtype)
+        return rule(pass_, x_shape, weight_shape, g, groups, dtype)
+    # the common case, a call of a calibrated class, is two dict lookups
+    call = (pass_, tuple(x_shape), tuple(weight_shape), g, groups, np.dtype(dtype), _threads.get_num_threads())
+    key = _keys.get(call)
+    if key is None:
+        if len(_keys) > MAX_CLASSES:
+            _keys.clear()
+        key = _keys[call] = class_key(pass_, x_shape, weight_shape, g, groups, dtype)
     found = _choices.get(key)
+    names = candidates(pass_, x_shape, weight_shape, g, groups, dtype)
     if found is not None and found["choice"] in names:
         return found["choice"]
+    prior = rule(pass_, x_shape, weight_shape, g, groups, dtype)
+    if len(names) == 1:
+        return names[0]
     with _lock:
         _load_cache()
         found = _choices.get(key)
@@ -386,7 +393,8 @@ def _slices(x_shape, weight_shape, g, dtype, pass_, num_threads, winograd):
     step = _winograd.tile_size(dtype)[0] if winograd else 1
     per_row = max(1, per_image // g.out_h)
     rows = min(g.out_h, max(step, budget // per_row // step * step))
-    return [(1, max(step, rows // 4 // step * step)), (1, rows)]
+    quarter = max(step, rows // 4 // step * step)
+    return [(1, quarter), (1, rows)] if quarter < rows else [(1, rows)]
 
 
 def _problem(x_shape, weight_shape, g, dtype, images, rows):
@@ -461,9 +469,9 @@ def _extrapolate(points, units):
     """Time at `units` output rows from [(rows, seconds)] at one or two slice sizes:
     a fixed cost (at most FIXED_SHARE of the larger slice's time: timing noise must not
     turn it into the whole) plus a cost per row, through the two points."""
-    if len(points) == 1:
-        return points[0][1]
-    (u1, t1), (u2, t2) = points
+    (u1, t1), (u2, t2) = points[0], points[-1]
+    if u1 >= u2:
+        return t2 * units / u2
     fixed = min(max((t1 * u2 - t2 * u1) / (u2 - u1), 0.0), FIXED_SHARE * t2)
     return fixed + (t2 - fixed) * units / u2
 
