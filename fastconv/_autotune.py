@@ -17,21 +17,21 @@ other), the output plane's pixels and the batch (power-of-two buckets) and the
 thread count the op runs on. A ResNet-18 or VGG-16 forward falls into about a
 dozen classes; every later call is a dict lookup.
 
-Slices. A candidate is timed on a problem of the call's channels, kernel and
-width with at most about `SLICE_MACS` multiply-adds: whole images when they fit,
-otherwise bands of output rows (whole winograd tiles). Per-call costs that do not
-shrink with the slice (winograd's weight transform, direct's weight packing) would
-then weigh more than in the real call, so each candidate is timed at two slice
-sizes, u and 2u, and its time at the full size extrapolated from the line through
-them (fixed cost + cost per output row). A problem that fits is timed as it is.
-All candidates are called round-robin (warm-up, then up to `REPEATS` rounds, fewer
-when a round is long: about `CLASS_SECONDS` a class), and each takes its fastest
-time. Cost: a class takes about (2 + 3 * REPEATS) / 2 calls of each candidate on a
-slice of at most 2 * SLICE_MACS multiply-adds, a few milliseconds for layers of a
-small network and at most ~0.1-0.2 s for the widest layers (C3: 1 x 128 x 112 x 112,
-2 threads); calibrating a class of shapes too small to thread costs well under a
-millisecond. Data: arrays of ones of the slice's shapes (values do not change the
-kernels' speed); the caller's arrays are never read.
+Slices. A candidate is timed on arrays of ones (values do not change the kernels'
+speed; the caller's arrays are never read) of the call's channels, kernel and
+width, with about an eighth of the call's multiply-adds (`SLICE_FRACTION`, within
+`SLICE_MACS`..`SLICE_MACS_MAX`): whole images, or a band of one image's output rows
+in whole winograd tiles. Per-call costs that do not shrink with the slice
+(winograd's weight transform, direct's weight packing) would weigh more than in
+the real call, so each candidate is timed at two slice sizes, a quarter and the
+whole slice, and its time at the full size extrapolated from the line through them
+(fixed cost + cost per output row). A problem within twice the budget is timed as
+it is. All candidates are called round-robin: a warm-up (which drops candidates
+`PRUNE` times slower than the fastest), then up to `REPEATS` rounds, fewer when a
+round is long (about `CLASS_SECONDS` a class); each keeps its fastest time.
+
+Cost: for a large call about (1 + rounds) x 1.25 / 8 of one call of each candidate,
+for a small one four calls of each; measured figures in docs/algorithms.rst.
 
 The rule (`rule`) is the fallback and the prior: the measured reasoning of which of
 direct and im2col wins on shape grounds alone (it never picks winograd, whose speed
