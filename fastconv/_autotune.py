@@ -359,7 +359,10 @@ def choose(pass_, x_shape, weight_shape, g, groups, dtype):
             return found["choice"]
         if len(_choices) >= MAX_CLASSES:
             return prior
-        seconds = calibrate(pass_, x_shape, weight_shape, g, groups, dtype, names)
+        try:
+            seconds = calibrate(pass_, x_shape, weight_shape, g, groups, dtype, names)
+        except (MemoryError, ValueError):
+            seconds = None       # slices too large to allocate: the call itself will say so
         if not seconds:
             return prior
         _choices[key] = {"choice": _pick(prior, seconds), "seconds": seconds}
