@@ -5,6 +5,7 @@ backward passes, under a NumPy-native API that mirrors torch.nn.functional.
 """
 __version__ = "0.1.0"
 
+from fastconv._autotune import autotune_choices, get_autotune, set_autotune, set_autotune_cache
 from fastconv._config import show_config
 from fastconv._threads import get_num_threads, set_num_threads, threads
 from fastconv._validation import output_size
@@ -57,6 +58,7 @@ __all__ = [
     "global_avg_pool2d", "global_avg_pool2d_backward", "global_max_pool2d", "global_max_pool2d_backward",
     "output_size",
     "get_num_threads", "set_num_threads", "threads",
+    "set_autotune", "get_autotune", "set_autotune_cache", "autotune_choices",
     "show_config",
     "Conv2D", "Linear", "MaxPool2D", "AvgPool2D", "ReLU", "Sigmoid", "Flatten", "Dropout", "Sequential",
     "softmax_cross_entropy", "binary_log_loss",

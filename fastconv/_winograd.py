@@ -30,21 +30,15 @@ float64 and rounded once. Over 60 random shapes (1-117 channels per group,
 scales 1e-3 to 1e3) the worst max |err| / max |ref| was 5.1e-6 (float32) and
 1.6e-14 (float64); RTOL, the bound the tests hold it to, leaves a margin of 4-6x.
 
-Speed (2-core Xeon, AVX-512 build, 2 threads, interleaved medians of 15, a quiet
-moment on shared cores; `python -m fastconv bench --sections direct` re-measures
-it): effective GFLOP/s (direct-convolution FLOPs / time), forward float32
-
-    C2 (8, 64, 56, 56) -> 64    winograd 4.0 ms (460)  direct 6.6 ms (280)  torch 6.4 ms (290)
-    C3 (1, 128, 112, 112) -> 128  winograd 6.9 ms (530)  direct 12.3 ms (300)  torch 11.8 ms (310)
-
-and float64 0.21x (C2) and 0.36x (C3) of torch's time, 0.75x of direct's. It pays
-for large images with many channels. Rows of fewer tiles than a vector take a
-per-tile path (scalar gathers and scatters); small images with many channels
-are dominated by the weight transform, n^2/9 times the weights' size per call
-((8, 512, 7, 7): 23 ms against direct's 8.5 ms); with few channels the transforms,
-not the products, dominate (C1, 3 -> 32 channels). `"auto"` does not pick it: its
-float32 results differ from direct's by up to ~1e-5 of the largest output, and
-the rule for where it pays is measured only on these cases.
+Speed: it pays for large images with many channels; by how much depends on the CPU
+(the direct tiles it competes with run near the FMA peak, so the gain is the multiplies
+it saves less the transforms). Rows of fewer tiles than a vector take a per-tile path
+(scalar gathers and scatters); small images with many channels are dominated by the
+weight transform, n^2/9 times the weights' size per call (14x14x256, 7x7x512); with few
+channels the transforms, not the products, dominate (C1, 3 -> 32 channels). `"auto"`
+picks it where it measures it faster (fastconv._autotune). Re-measure with
+``python -m fastconv bench --sections direct``, which prints its effective GFLOP/s
+(direct-convolution FLOPs / time) against the cores' FMA peak.
 """
 
 import numpy as np

@@ -5,7 +5,7 @@ Each section is a function returning `Case`s; a Case names the competing
 callables for one op on one shape. All callables of a Case are timed round-robin
 (each round calls each once, in rotating order) so that drifts in machine load
 hit them alike; the table reports medians and the ratios between them, beside
-the machine's measured ceilings (BLAS GEMM rate, copy bandwidth).
+the machine's measured ceilings (BLAS GEMM rate, the cores' FMA peak, copy bandwidth).
 """
 import contextlib
 import statistics
@@ -51,6 +51,19 @@ def gemm_rate(dtype=np.float32, n=2048, repeats=5):
     b = np.ones((n, n), dtype)
     t = interleaved_medians({"gemm": lambda: a @ b}, repeats)["gemm"]
     return 2 * n ** 3 / t / 1e9
+
+
+def fma_peak(dtype=np.float32, num_threads=None, iterations=1 << 21, repeats=5):
+    """GFLOP/s of independent vector FMAs on `num_threads` threads (default: fastconv's
+    count) at the widest vector ISA the CPU runs (the winograd kernel's build): the cores'
+    compute peak. A direct convolution's effective rate stays below it; Winograd's, which
+    counts the multiplies it saves, can pass it."""
+    from fastconv import _winograd
+
+    kernel, n = _winograd.kernel, num_threads or fastconv.get_num_threads()
+    double = np.dtype(dtype) == np.float64
+    t = interleaved_medians({"fma": lambda: kernel.fma_peak(iterations, n, double)}, repeats)["fma"]
+    return n * iterations * kernel.fma_step_flops(double) / t / 1e9
 
 
 def copy_bandwidth(nbytes=256 << 20, repeats=5, num_threads=None):
@@ -576,9 +589,11 @@ SECTIONS = {"conv": conv_cases, "columns": column_cases, "pool": pool_cases, "di
 # ---------------------------------------------------------------------------
 
 def format_table(cases, ceilings):
+    fma = ceilings.get("fma", {})
+    peaks = ", ".join(f"{dtype} {rate:.0f}" for dtype, rate in fma.items())
     lines = [
-        f"ceilings: float32 GEMM {ceilings['gemm']:.0f} GFLOP/s, copy {ceilings['copy']:.1f} GB/s "
-        f"(read + write); {fastconv.get_num_threads()} threads",
+        f"ceilings: float32 GEMM {ceilings['gemm']:.0f} GFLOP/s, FMA peak {peaks or '-'} GFLOP/s, "
+        f"copy {ceilings['copy']:.1f} GB/s (read + write); {fastconv.get_num_threads()} threads",
         "",
         f"{'op':<16}{'case':<30}{'dtype':<9}{'fastconv':>10}{'reference':>11}{'torch':>10}"
         f"{'rate':>14}{'vs torch':>10}{'vs ref':>9}",
@@ -594,9 +609,15 @@ def format_table(cases, ceilings):
         # Memory-bound ops: the time the bytes alone take at the measured copy bandwidth.
         floor = (f"  floor {c.bytes / (ceilings['copy'] * 1e9) * 1e3:.2f}ms "
                  f"({t['fastconv'] * ceilings['copy'] * 1e9 / c.bytes:.1f}x)" if c.bytes else "")
+        # Compute-bound ops: the effective rate (the FLOPs of the direct convolution) over the FMA peak.
+        peak = fma.get(c.dtype) if c.flops else None
+        x_peak = lambda seconds: f"{c.flops / seconds / 1e9 / peak:.2f}x peak"  # noqa: E731
+        if peak and "fastconv" in t:
+            floor += f"  {x_peak(t['fastconv'])}"
         # Other implementations timed beside fastconv (the direct section's algorithms, NumPy, SciPy).
         others = "".join(f"  {name} {t[name] * 1e3:.2f}ms = {t[name] / t['fastconv']:.2f}x fastconv"
                          + (f" {t[name] / t['torch']:.2f}x torch" if "torch" in t else "")
+                         + (f", {x_peak(t[name])}" if peak else "")
                          for name in t if name not in ("fastconv", "reference", "torch"))
         lines.append(f"{c.op:<16}{c.label:<30}{c.dtype:<9}{ms('fastconv')}{ms('reference'):>11}{ms('torch')}"
                      f"{rate:>14}{vs_torch}{vs_ref}{floor}{others}")
@@ -604,6 +625,9 @@ def format_table(cases, ceilings):
     lines.append("vs torch: fastconv time / torch time (< 1 is faster); vs ref: reference time / fastconv time.")
     if any(set(c.times) - {"fastconv", "reference", "torch"} for c in cases):
         lines.append("further columns: other implementations' times as multiples of fastconv's (and torch's).")
+    if fma and any(c.flops for c in cases):
+        lines.append("GFLOP/s: the direct convolution's FLOPs (2 per multiply-add) / time; x peak: that rate / "
+                     "the FMA peak (Winograd does fewer multiplies, so it can pass 1x).")
     if any(c.bytes for c in cases):
         lines.append("GB/s: bytes read + written / fastconv time; floor: those bytes at the copy bandwidth "
                      "(and fastconv time / floor).")
@@ -622,7 +646,7 @@ def run(sections=None, repeats=7, num_threads=None, with_reference=True, dtypes=
     torch = load_torch(num_threads)
     cases = []
     with fastconv.threads(num_threads):
-        ceilings = {"gemm": gemm_rate(), "copy": copy_bandwidth()}
+        ceilings = {"gemm": gemm_rate(), "copy": copy_bandwidth(), "fma": {d: fma_peak(d) for d in dtypes}}
         for name in sections or DEFAULT_SECTIONS:
             for case in SECTIONS[name](torch, dtypes=dtypes, with_reference=with_reference):
                 case.times = case.times or interleaved_medians(case.impls, repeats)

@@ -3,15 +3,11 @@
 Argument checking and one dispatch over the algorithm modules, which share one call
 shape (`forward`, `backward`): `im2col` in fastconv._im2col, `direct` in
 fastconv._direct, `winograd` in fastconv._winograd. `_choose_algorithm` is
-`"auto"`'s rule.
+`"auto"`: the algorithm measured fastest on this CPU (fastconv._autotune).
 """
-import math
 
-import numpy as np
-
-from fastconv import _direct, _im2col, _winograd
+from fastconv import _autotune, _direct, _im2col, _winograd
 from fastconv import _validation as v
-from fastconv._im2col import pointwise as _pointwise
 from fastconv._threads import num_threads_for_macs
 
 #: The algorithms that run every geometry; ALL_ALGORITHMS adds those restricted to some.
@@ -20,29 +16,9 @@ ALL_ALGORITHMS = ALGORITHMS + ("winograd",)
 
 
 def _choose_algorithm(x_shape, weight_shape, geometry, groups, dtype, backward=False):
-    """The algorithm `"auto"` runs: "im2col" or "direct".
-
-    Forward: direct, whose register tiles run near the FMA peak with no column
-    copy, except for a pointwise (1x1, stride 1, unpadded) convolution, a plain
-    GEMM that BLAS's packing does as well in float32; in float64 direct's
-    channel tiles beat BLAS where they run (AVX-512 builds) and cover at least
-    three quarters of the channels. Backward: direct for one-channel groups
-    (depthwise), where the GEMMs are degenerate; im2col otherwise, since
-    direct's grad_weight runs on row kernels, not tiles.
-
-    Every choice is the faster one on the standard cases (docs/performance.rst);
-    re-measure with ``python -m fastconv bench --sections direct`` or
-    ``asv run -b Conv2d``.
-    """
-    dtype = np.dtype(dtype)
-    if backward:
-        return "direct" if weight_shape[1] == 1 else "im2col"
-    if not _direct.planes_fit(x_shape[1], geometry, dtype.itemsize):
-        return "im2col"
-    if _pointwise(geometry):
-        covered = _direct.channel_tiles_cover(geometry, weight_shape[0] // groups, math.prod(weight_shape[1:]), dtype)
-        return "direct" if dtype == np.float64 and covered else "im2col"
-    return "direct"
+    """The algorithm `"auto"` runs: the one measured fastest on this CPU for the call's
+    shape class, or without calibration a fixed rule (fastconv._autotune)."""
+    return _autotune.choose("backward" if backward else "forward", x_shape, weight_shape, geometry, groups, dtype)
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, algorithm="auto"):
@@ -106,9 +82,9 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
 
 
 def _weight_gradient(grad_output, x, weight, g, groups, num_threads):
-    """grad_weight by the algorithm `"auto"` picks for the backward pass (for Winograd,
-    which has no weight gradient of its own)."""
-    algorithm = _choose_algorithm(x.shape, weight.shape, g, groups, x.dtype, backward=True)
+    """grad_weight by im2col or direct, whichever "auto" measures faster for it (for
+    Winograd, which has no weight gradient of its own; fastconv._autotune)."""
+    algorithm = _autotune.choose("grad_weight", x.shape, weight.shape, g, groups, x.dtype)
     return _MODULES[algorithm].grad_weight(grad_output, x, weight, g, groups, num_threads)
 
 

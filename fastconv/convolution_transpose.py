@@ -7,7 +7,7 @@ conv2d_backward's grad_weight with the roles of input and output swapped.
 """
 import numpy as np
 
-from fastconv import _direct, convolution
+from fastconv import _direct, _im2col
 from fastconv import _validation as v
 from fastconv._threads import num_threads_for_macs
 from fastconv.convolution import conv2d, conv2d_backward
@@ -100,7 +100,7 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
             # grad_weight, here against a calloc'd (never touched) zero input: wasted, and cheap
             # next to that. Re-measured by `python -m fastconv bench --sections ops` ("convT fwd").
             zeros = np.zeros(out_shape, dtype=x.dtype)
-            out = convolution._im2col_backward(gy, zeros, weight, g, groups)[0]
+            out = _im2col.backward(gy, zeros, weight, g, groups, num_threads)[0]
         else:
             _direct._grad_x_strided(gy, weight, out, g, groups, num_threads)
     if bias is not None:

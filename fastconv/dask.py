@@ -23,7 +23,8 @@ the halos from the op's geometry (kernel, stride, padding, dilation, ceil_mode):
 Each output pixel is then computed from the same values in the same order as in memory,
 so results are bitwise equal to the in-memory ops (tests/test_dask.py checks this), except
 where the order depends on a block's size: conv2d's im2col algorithm (BLAS blocks its
-GEMM by the matrix sizes) and `convolve2d` (the kernel's vector body and scalar tail round
+GEMM by the matrix sizes), its winograd algorithm (tiles start at each block's first
+output row) and `convolve2d` (the kernel's vector body and scalar tail round
 differently, and a block's columns fall in them as its width decides) agree to rounding.
 `conv_transpose2d`, whose halo lies before each block in the input, keeps its own helper
 (`_TransposedAxis`, with dask's overlap).
@@ -731,6 +732,10 @@ def predict(model, x, batch_size=None):
     Returns
     -------
     out : dask array, shape (N, ...) (the model's output shape), chunked as the batch
+        Equal to ``model.forward(x, training=False)`` in memory; bitwise with the
+        calibration of ``algorithm="auto"`` off (``FASTCONV_AUTOTUNE=0`` here and on the
+        workers), otherwise to rounding: each process and batch size may measure another
+        algorithm for a layer (docs/algorithms.rst).
     """
     if not callable(getattr(model, "forward", None)):
         raise TypeError(f"model must have a forward(x, training) method, got {type(model).__name__}")

@@ -1,8 +1,8 @@
-"""The bench's helpers that are not timings: the parallel copy and the scaling table."""
+"""The bench's helpers that are not timings: the parallel copy, the FMA loop, the tables."""
 import numpy as np
 import pytest
 
-from fastconv import bench
+from fastconv import _winograd, bench
 from fastconv._kernels import _openmp
 
 
@@ -43,3 +43,20 @@ def test_neighbours_table_shows_both_slowdowns():
     case.times = {"fastconv": 1e-3, "torch": 2e-3, "fastconv beside": 1.1e-3, "torch beside": 2.4e-3}
     text = bench.format_table([case], {"gemm": 100.0, "copy": 10.0})
     assert "torch beside 2.40ms" in text and "1.20x torch" in text and "fastconv 1.10x" in text
+
+
+@pytest.mark.parametrize("kernel", _winograd.runnable_kernels(), ids=lambda m: m.__name__.rsplit(".", 1)[-1])
+def test_fma_peak_loop_counts_its_flops(kernel):
+    for double in (False, True):
+        accumulators = kernel.fma_step_flops(double) // (2 * kernel.chunk_tiles(double) // 3)
+        assert accumulators == kernel.register_rows(double) * 3   # one chain per register-tile accumulator
+        assert kernel.fma_peak(1000, 2, double) == 2 * accumulators    # each chain settles at 1
+    assert bench.fma_peak(np.float32, iterations=1 << 14, repeats=1) > 0
+
+
+def test_conv_table_shows_the_rate_against_the_fma_peak():
+    case = bench.Case("fwd auto=winograd", "C2", "float32", {}, flops=2e9)
+    case.times = {"fastconv": 0.01, "torch": 0.02, "direct": 0.04}
+    text = bench.format_table([case], {"gemm": 100.0, "copy": 10.0, "fma": {"float32": 100.0}})
+    assert "FMA peak float32 100 GFLOP/s" in text
+    assert "2.00x peak" in text and "direct 40.00ms = 4.00x fastconv 2.00x torch, 0.50x peak" in text

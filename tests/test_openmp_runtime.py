@@ -109,7 +109,7 @@ def test_small_convolutions_run_on_one_thread(monkeypatch):
         y = fastconv.conv2d(x, w, padding=1)
         fastconv.conv2d_backward(np.ones_like(y), x, w, padding=1)
         assert _threads.num_threads_for_macs(64 * 32 * 32 * 32 * 27) == 2   # bench case C1
-    assert seen == [1, 1]
+    assert seen and set(seen) == {1}      # every convolution (and calibration's slices of them)
 
 
 @needs_private

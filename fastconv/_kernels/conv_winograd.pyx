@@ -14,6 +14,7 @@ cdef extern from "winograd.h" nogil:
     int fc_compiled_isa()
     int fc_cpu_isa()
     enum: WG_MR
+    enum: WG_NV
     Py_ssize_t wg_chunk_tiles_f()
     Py_ssize_t wg_chunk_tiles_d()
     void wg_transform_filters_f(const float* w, Py_ssize_t wk, Py_ssize_t nr, const double* G, float* U,
@@ -30,6 +31,8 @@ cdef extern from "winograd.h" nogil:
                             Py_ssize_t Kp, const double* bias, double* out, Py_ssize_t K, Py_ssize_t Ho,
                             Py_ssize_t Wo, Py_ssize_t groups, Py_ssize_t pt, Py_ssize_t pl,
                             Py_ssize_t first, Py_ssize_t count, double* work)
+    float wg_fma_chains_f(Py_ssize_t iterations, float half)
+    double wg_fma_chains_d(Py_ssize_t iterations, double half)
 
 
 def compiled_isa():
@@ -131,3 +134,23 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[::1] U, Py_ssi
             first = q * T
             _chunk(&x[0, 0, 0, 0], C, H, W, &U[0], Kp, &bias[0], &out[0, 0, 0, 0], K, Ho, Wo, groups, pt, pl,
                    first, min(T, tiles - first), work)
+
+
+def fma_step_flops(bint double_precision):
+    """Floating-point operations of one step of `fma_peak`'s loop on one thread."""
+    return 2 * WG_MR * WG_NV * (chunk_tiles(double_precision) // WG_NV)
+
+
+def fma_peak(Py_ssize_t iterations, int num_threads, bint double_precision, double half=0.5):
+    """`num_threads` threads each run `iterations` steps of independent vector FMA chains
+    (fma_step_flops(...) flops a step, at this build's vector width): time it to measure
+    the cores' FMA peak. `half` (1/2) comes in at run time so that the compiler cannot
+    fold the chains. Returns their checksum: num_threads * accumulators once they settle."""
+    cdef double total = 0
+    cdef int t
+    for t in prange(num_threads, nogil=True, num_threads=num_threads, schedule="static"):
+        if double_precision:
+            total += wg_fma_chains_d(iterations, half)
+        else:
+            total += wg_fma_chains_f(iterations, <float>half)
+    return total

@@ -344,3 +344,32 @@ static void WG_FN(wg_forward_chunk)(const WG_T *x, ptrdiff_t C, ptrdiff_t H, ptr
         }
     }
 }
+
+/* The FMA ceiling the register tiles above aim at: `iterations` steps of WG_MR * WG_NV
+ * independent vector FMA chains (as many as wg_gemm's accumulators: enough to cover the
+ * FMA latency on every current x86 core), acc = acc * half + half (half = 1/2, given at run
+ * time: a constant would let the compiler fold a chain), which settle at 1 (no denormals,
+ * no overflow). 2 * WG_MR * WG_NV * WG_L flops a step; the sum of the
+ * accumulators is returned so that the loop is not optimised away. */
+static WG_T WG_FN(wg_fma_chains)(ptrdiff_t iterations, WG_T half)
+{
+    WG_V acc[WG_MR * WG_NV];
+    const WG_V m = WG_FN(wg_bcast)(half), a = WG_FN(wg_bcast)(half);
+    WG_T total = 0;
+    ptrdiff_t i;
+    int c;
+    WG_UNROLL
+    for (c = 0; c < WG_MR * WG_NV; c++)
+        acc[c] = WG_FN(wg_bcast)((WG_T)c);
+    for (i = 0; i < iterations; i++) {
+        WG_UNROLL
+        for (c = 0; c < WG_MR * WG_NV; c++)
+            acc[c] = acc[c] * m + a;
+    }
+    for (c = 0; c < WG_MR * WG_NV; c++) {
+        WG_T lanes[WG_L];
+        memcpy(lanes, &acc[c], sizeof lanes);
+        total += lanes[0];
+    }
+    return total;
+}

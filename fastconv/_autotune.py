@@ -1,0 +1,530 @@
+"""`algorithm="auto"`: the convolution algorithm this CPU runs fastest, measured.
+
+Which of im2col, direct and winograd is fastest depends on the CPU (vector width,
+FMA units, caches, the BLAS and its configuration) as much as on the shapes: the
+same winograd kernel runs the 3x3 cases C2/C3 at a third of direct's time on a
+Zen 1 (AVX2, 128-bit FMA units) and at about 0.6x on an AVX-512 Xeon. So
+``"auto"`` measures. The first time a call falls into a *shape class*, it times
+every algorithm that runs the call's geometry on a bounded slice of the call's
+problem and keeps the fastest for the class, for the rest of the process and,
+when a cache file is named, for later processes on the same machine.
+
+Shape classes. A class is what decides the speed and what real networks repeat:
+the pass (forward, backward, or grad_weight alone for winograd's backward), the
+dtype, dense / depthwise / grouped, channels per group in and out (power-of-two
+buckets), the kernel, stride, dilation and padding kind (none, "same"-style,
+other), the output plane's pixels and the batch (power-of-two buckets) and the
+thread count the op runs on. A ResNet-18 or VGG-16 forward falls into about a
+dozen classes; every later call is a dict lookup.
+
+Slices. A candidate is timed on arrays of ones (values do not change the kernels'
+speed; the caller's arrays are never read) of the call's channels, kernel and
+width, with about an eighth of the call's multiply-adds (`SLICE_FRACTION`, within
+`SLICE_MACS`..`SLICE_MACS_MAX`): whole images, or a band of one image's output rows
+in whole winograd tiles. Per-call costs that do not shrink with the slice
+(winograd's weight transform, direct's weight packing) would weigh more than in
+the real call, so each candidate is timed at two slice sizes, a quarter and the
+whole slice, and its time at the full size extrapolated from the line through them
+(fixed cost + cost per output row). A problem within twice the budget is timed as
+it is. All candidates are called round-robin: a warm-up (which drops candidates
+`PRUNE` times slower than the fastest), then up to `REPEATS` rounds, fewer when a
+round is long (about `CLASS_SECONDS` a class); each keeps its fastest time.
+
+Cost: for a large call about (1 + rounds) x 1.25 / 8 of one call of each candidate,
+for a small one four calls of each; measured figures in docs/algorithms.rst.
+
+The rule (`rule`) is the fallback and the prior: the measured reasoning of which of
+direct and im2col wins on shape grounds alone (it never picks winograd, whose speed
+depends most on the CPU). A measured candidate replaces the rule's choice only when
+it is at least `MARGIN` faster, so that noise does not flip the choice between two
+near-equal algorithms, and the rule's more accurate choice stays where winograd
+does not clearly pay.
+
+Switch and cache. ``FASTCONV_AUTOTUNE=0`` in the environment, or
+`set_autotune(False)`, turns the calibration off: "auto" is then the rule, the same
+on every run and every machine. ``FASTCONV_AUTOTUNE_CACHE=path`` or
+`set_autotune_cache(path)` names a JSON file that keeps the choices (per CPU model,
+build ISA, fastconv version, BLAS and OPENBLAS_CORETYPE) across processes; a file
+that is not such a cache is warned about and left untouched. Results do not depend
+on the choice beyond float rounding: winograd is within ``fastconv._winograd.RTOL``
+of the largest output, the others within a few units in the last place.
+
+Thread safety: lookups are lock-free; a miss takes one process-wide lock, so each
+class is calibrated once, by one thread, while other threads that need the same
+class wait for its choice.
+"""
+import json
+import math
+import os
+import threading
+import time
+import warnings
+
+import numpy as np
+
+from fastconv import __version__, _direct, _im2col, _threads, _winograd
+from fastconv import _validation as v
+
+#: Environment variables: the switch ("0" turns calibration off) and the cache file.
+ENABLE_VARIABLE = "FASTCONV_AUTOTUNE"
+CACHE_VARIABLE = "FASTCONV_AUTOTUNE_CACHE"
+
+#: Multiply-adds of the larger slice a candidate is timed on: an eighth of the call's,
+#: but at least SLICE_MACS (1-2 ms of a core: long enough to time) and at most
+#: SLICE_MACS_MAX (so that a huge batch does not make calibration take long).
+SLICE_MACS = 1 << 26
+SLICE_MACS_MAX = 1 << 28
+SLICE_FRACTION = 8
+
+#: Timing rounds after the warm-up, and the time a class may spend on them: rounds
+#: beyond the first are dropped when the warm-up round says they would exceed it.
+REPEATS = 3
+CLASS_SECONDS = 0.15
+
+#: How much faster a measured candidate must be to replace the rule's choice.
+MARGIN = 1.05
+
+#: Classes kept per process; past it new classes take the rule (a program that
+#: sweeps shapes does not grow the cache without bound).
+MAX_CLASSES = 4096
+
+PASSES = ("forward", "backward", "grad_weight")
+
+_lock = threading.RLock()
+_choices = {}            # class key -> {"choice": name, "seconds": {name: predicted time}}
+_keys = {}               # a call's shapes, dtype and thread count -> its class key
+_state = {"enabled": None, "cache_file": None, "cache_file_set": False, "loaded": False, "warned": set()}
+
+
+# ---------------------------------------------------------------------------
+# The switch and the cache file
+
+def set_autotune(enabled):
+    """Turn the calibration of ``algorithm="auto"`` on (the default) or off.
+
+    Off, "auto" follows a fixed rule of the shapes (`fastconv._autotune.rule`):
+    the same choice on every run and machine. On, it times the algorithms the
+    first time a shape class is seen and keeps the fastest. Overrides the
+    ``FASTCONV_AUTOTUNE`` environment variable ("0": off).
+
+    Parameters
+    ----------
+    enabled : bool
+    """
+    if not isinstance(enabled, (bool, np.bool_)):
+        raise TypeError(f"enabled must be True or False, got {type(enabled).__name__} {enabled!r}")
+    _state["enabled"] = bool(enabled)
+
+
+def get_autotune():
+    """Whether ``algorithm="auto"`` calibrates (`set_autotune`, else ``FASTCONV_AUTOTUNE``)."""
+    if _state["enabled"] is None:
+        return os.environ.get(ENABLE_VARIABLE, "1").strip().lower() not in ("0", "false", "no", "off")
+    return _state["enabled"]
+
+
+def set_autotune_cache(path):
+    """Keep the calibrated choices in the JSON file `path` (None: in this process only).
+
+    Choices found in the file for this machine (CPU model, build, fastconv version,
+    BLAS) are used without timing; new ones are added to it as they are measured.
+    A file that is not such a cache is left untouched, with a warning. Overrides the
+    ``FASTCONV_AUTOTUNE_CACHE`` environment variable.
+
+    Parameters
+    ----------
+    path : str, os.PathLike or None
+    """
+    if path is not None and not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str, an os.PathLike or None, got {type(path).__name__} {path!r}")
+    with _lock:
+        _state["cache_file"] = None if path is None else os.fspath(path)
+        _state["cache_file_set"] = True
+        _state["loaded"] = False
+
+
+def _cache_file():
+    if _state["cache_file_set"]:
+        return _state["cache_file"]
+    return os.environ.get(CACHE_VARIABLE) or None
+
+
+def autotune_choices():
+    """The classes calibrated in this process (or read from the cache file), as a list
+    of dicts: ``class`` (the class key), ``choice`` (the algorithm "auto" runs) and
+    ``seconds`` (each candidate's time, extrapolated to the first call of the class)."""
+    with _lock:
+        return [{"class": key, "choice": rec["choice"], "seconds": dict(rec["seconds"])}
+                for key, rec in _choices.items()]
+
+
+def clear():
+    """Forget every calibrated choice of this process (the cache file is kept)."""
+    with _lock:
+        _choices.clear()
+        _state["loaded"] = False
+
+
+def machine():
+    """What a cached choice is valid for: CPU model, the kernels' ISA, fastconv's version,
+    the BLAS im2col calls and how it is configured."""
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+    except OSError:
+        pass
+    if not model:
+        import platform
+
+        model = platform.processor() or platform.machine()
+    kernel = _winograd.kernel
+    blas = ", ".join(f"{lib['library']} {lib['version']}" for lib in _threads.blas.info())
+    return (f"{model}; {kernel.ISA_NAMES[kernel.compiled_isa()]}; fastconv {__version__}; {blas}; "
+            f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '')}")
+
+
+_FORMAT = "fastconv autotune cache 1"
+
+
+def _read_cache(path):
+    """The file's {machine: {key: record}}, {} if it does not exist, None if it is not a cache."""
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(data, dict) or data.get("format") != _FORMAT or not isinstance(data.get("machines"), dict):
+        return None
+    return data["machines"]
+
+
+def _warn_once(path, message):
+    if path not in _state["warned"]:
+        _state["warned"].add(path)
+        warnings.warn(message, RuntimeWarning, stacklevel=4)
+
+
+def _load_cache():
+    """Merge this machine's entries of the cache file into the process's choices (once)."""
+    if _state["loaded"]:
+        return
+    _state["loaded"] = True
+    path = _cache_file()
+    if path is None:
+        return
+    machines = _read_cache(path)
+    if machines is None:
+        _warn_once(path, f"{CACHE_VARIABLE} / set_autotune_cache: {path!r} is not a fastconv autotune cache; "
+                         f"it is ignored and left as it is")
+        return
+    entries = machines.get(machine(), {})
+    if not isinstance(entries, dict):
+        return
+    for key, rec in entries.items():
+        if (isinstance(rec, dict) and isinstance(rec.get("choice"), str) and isinstance(rec.get("seconds"), dict)
+                and key not in _choices):
+            _choices[key] = {"choice": rec["choice"], "seconds": rec["seconds"]}
+
+
+def _save_cache(key):
+    path = _cache_file()
+    if path is None:
+        return
+    machines = _read_cache(path)
+    if machines is None:
+        return                      # not ours: warned about when loaded, never overwritten
+    machines.setdefault(machine(), {})[key] = _choices[key]
+    tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
+    try:
+        with open(tmp, "w") as f:
+            json.dump({"format": _FORMAT, "machines": machines}, f, indent=1, sort_keys=True)
+        os.replace(tmp, path)       # readers see the old file or the new one, never half of one
+    except OSError as e:
+        with _ignore_errors():
+            os.remove(tmp)
+        _warn_once(path, f"could not write the autotune cache {path!r}: {e}")
+
+
+class _ignore_errors:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return exc[0] is not None and issubclass(exc[0], OSError)
+
+
+# ---------------------------------------------------------------------------
+# The rule and the candidates
+
+def rule(pass_, x_shape, weight_shape, g, groups, dtype):
+    """The algorithm "auto" runs without calibration, and the prior of the calibration.
+
+    Forward: direct, whose register tiles run near the FMA peak with no column copy,
+    except for a pointwise (1x1, stride 1, unpadded) convolution, a plain GEMM that
+    BLAS's packing does as well in float32; in float64 direct's channel tiles beat
+    BLAS where they run (AVX-512 builds) and cover at least three quarters of the
+    channels; and im2col where one output row's input planes would not fit direct's
+    bound. Backward and grad_weight: direct for one-channel groups (depthwise), where
+    the GEMMs are degenerate; im2col otherwise, since direct's grad_weight runs on row
+    kernels, not tiles. Never winograd: where it pays depends most on the CPU.
+    Re-measure with ``python -m fastconv bench --sections direct``.
+    """
+    dtype = np.dtype(dtype)
+    if pass_ != "forward":
+        return "direct" if weight_shape[1] == 1 else "im2col"
+    if not _direct.planes_fit(x_shape[1], g, dtype.itemsize):
+        return "im2col"
+    if _im2col.pointwise(g):
+        covered = _direct.channel_tiles_cover(g, weight_shape[0] // groups, math.prod(weight_shape[1:]), dtype)
+        return "direct" if dtype == np.float64 and covered else "im2col"
+    return "direct"
+
+
+def _winograd_runs(g):
+    return (g.kernel_h, g.kernel_w, g.stride_h, g.stride_w, g.dilation_h, g.dilation_w) == (3, 3, 1, 1, 1, 1)
+
+
+def candidates(pass_, x_shape, weight_shape, g, groups, dtype):
+    """The algorithms that run this call: im2col and direct (direct's forward only where its
+    planes fit), and winograd for 3x3, stride 1, dilation 1 (grad_weight: im2col, direct)."""
+    names = ["im2col", "direct"]
+    if pass_ == "forward" and not _direct.planes_fit(x_shape[1], g, np.dtype(dtype).itemsize):
+        names.remove("direct")
+    if pass_ != "grad_weight" and _winograd_runs(g):
+        names.append("winograd")
+    return names
+
+
+def _bucket(n):
+    """n's power-of-two bucket: 0, 1, 2, 3-4, 5-8, ... (bit length of n - 1, n itself below 3)."""
+    return n if n < 3 else 1 + (n - 1).bit_length()
+
+
+def _padding_kind(g):
+    if g.pad_top == g.pad_left == 0:
+        return "none"
+    half = (g.dilation_h * (g.kernel_h - 1) // 2, g.dilation_w * (g.kernel_w - 1) // 2)
+    return "same" if (g.pad_top, g.pad_left) == half else "other"
+
+
+def _macs(pass_, x_shape, weight_shape, g):
+    N = x_shape[0]
+    return (2 if pass_ == "backward" else 1) * N * weight_shape[0] * g.out_h * g.out_w * math.prod(weight_shape[1:])
+
+
+def class_key(pass_, x_shape, weight_shape, g, groups, dtype):
+    """The shape class of a call, as a readable string (the cache's key)."""
+    K, Cg = weight_shape[:2]
+    kind = "dense" if groups == 1 else "depthwise" if Cg == 1 else "grouped"
+    threads = _threads.num_threads_for_macs(_macs(pass_, x_shape, weight_shape, g))
+    return (f"{pass_} {np.dtype(dtype).name} {kind} cin~{_bucket(Cg)} cout~{_bucket(K // groups)} "
+            f"k{g.kernel_h}x{g.kernel_w} s{g.stride_h}x{g.stride_w} d{g.dilation_h}x{g.dilation_w} "
+            f"pad={_padding_kind(g)} out~{_bucket(g.out_h * g.out_w)} n~{_bucket(x_shape[0])} threads={threads}")
+
+
+# ---------------------------------------------------------------------------
+# Choosing
+
+def choose(pass_, x_shape, weight_shape, g, groups, dtype):
+    """The algorithm "auto" runs for this call: the class's calibrated choice (timing
+    the candidates the first time the class is seen), or the rule when calibration is
+    off, has nothing to time (an empty batch) or only one candidate."""
+    if not get_autotune() or x_shape[0] == 0:
+        return rule(pass_, x_shape, weight_shape, g, groups, dtype)
+    # the common case, a call of a calibrated class, is two dict lookups
+    call = (pass_, tuple(x_shape), tuple(weight_shape), g, groups, np.dtype(dtype), _threads.get_num_threads())
+    key = _keys.get(call)
+    if key is None:
+        if len(_keys) > MAX_CLASSES:
+            _keys.clear()
+        key = _keys[call] = class_key(pass_, x_shape, weight_shape, g, groups, dtype)
+    found = _choices.get(key)
+    names = candidates(pass_, x_shape, weight_shape, g, groups, dtype)
+    if found is not None and found["choice"] in names:
+        return found["choice"]
+    prior = rule(pass_, x_shape, weight_shape, g, groups, dtype)
+    if len(names) == 1:
+        return names[0]
+    with _lock:
+        _load_cache()
+        found = _choices.get(key)
+        if found is not None and found["choice"] in names:
+            return found["choice"]
+        if len(_choices) >= MAX_CLASSES:
+            return prior
+        try:
+            seconds = calibrate(pass_, x_shape, weight_shape, g, groups, dtype, names)
+        except (MemoryError, ValueError):
+            seconds = None       # slices too large to allocate: the call itself will say so
+        if not seconds:
+            return prior
+        _choices[key] = {"choice": _pick(prior, seconds), "seconds": seconds}
+        _save_cache(key)
+        return _choices[key]["choice"]
+
+
+def _pick(prior, seconds):
+    """The fastest candidate, unless the prior is within MARGIN of it."""
+    best = min(seconds, key=seconds.get)
+    return prior if prior in seconds and seconds[prior] <= MARGIN * seconds[best] else best
+
+
+# ---------------------------------------------------------------------------
+# Timing
+
+def _slices(x_shape, weight_shape, g, dtype, pass_, num_threads, winograd):
+    """[(images, output rows)] to time: the whole problem when it fits the budget, else
+    a large slice within it (whole images, or a band of one image's output rows in
+    whole winograd tiles) and a quarter of it."""
+    N = x_shape[0]
+    full = _macs(pass_, x_shape, weight_shape, g)
+    budget = min(max(SLICE_MACS, full // SLICE_FRACTION), SLICE_MACS_MAX)
+    budget = max(budget, 2 * num_threads * _threads.MACS_PER_THREAD)
+    if full <= 2 * budget:
+        return [(N, g.out_h)]
+    per_image = full // N
+    if per_image <= budget and budget // per_image >= 4:
+        images = min(N - 1, budget // per_image)
+        return [(max(1, images // 4), g.out_h), (images, g.out_h)]
+    step = _winograd.tile_size(dtype)[0] if winograd else 1
+    per_row = max(1, per_image // g.out_h)
+    rows = min(g.out_h, max(step, budget // per_row // step * step))
+    quarter = max(step, rows // 4 // step * step)
+    return [(1, quarter), (1, rows)] if quarter < rows else [(1, rows)]
+
+
+def _problem(x_shape, weight_shape, g, dtype, images, rows):
+    """Arrays of ones for `images` images of `rows` output rows of the call's geometry:
+    (x, weight, grad_output, geometry, conv2d keyword arguments)."""
+    span_h = g.dilation_h * (g.kernel_h - 1) + 1
+    span_w = g.dilation_w * (g.kernel_w - 1) + 1
+    # the input under `rows` output rows, padded as the call is on top and left and as
+    # much at the bottom and right (where the call may differ by less than a stride);
+    # with more padding than that, the fewest rows the padding gives
+    H = max(1, (rows - 1) * g.stride_h + span_h - 2 * g.pad_top)
+    W = max(1, (g.out_w - 1) * g.stride_w + span_w - 2 * g.pad_left)
+    kw = dict(stride=(g.stride_h, g.stride_w), padding=(g.pad_top, g.pad_left),
+              dilation=(g.dilation_h, g.dilation_w))
+    gs = v.conv_geometry((H, W), weight_shape[2:], **kw)
+    x = np.ones((images, x_shape[1], H, W), dtype)
+    weight = np.ones(weight_shape, dtype)
+    grad_output = np.ones((images, weight_shape[0], gs.out_h, gs.out_w), dtype)
+    return x, weight, grad_output, gs, kw
+
+
+def _parts(pass_, names, x, weight, grad_output, gs, kw, groups, num_threads):
+    """{part: zero-argument callable} timing the candidates on one slice problem. A part
+    is a candidate, except winograd's backward: its grad_x and either grad_weight, timed
+    apart (`_combine` adds them up)."""
+    import fastconv
+
+    grad_weight = {
+        "im2col": lambda: _im2col.grad_weight(grad_output, x, weight, gs, groups, num_threads),
+        "direct": lambda: _direct.grad_weight(grad_output, x, weight, gs, groups, num_threads),
+    }
+    if pass_ == "forward":
+        return {a: (lambda a=a: fastconv.conv2d(x, weight, None, groups=groups, algorithm=a, **kw)) for a in names}
+    if pass_ == "grad_weight":
+        return grad_weight
+    calls = {a: (lambda a=a: fastconv.conv2d_backward(grad_output, x, weight, groups=groups, algorithm=a, **kw))
+             for a in names if a != "winograd"}
+    if "winograd" in names:
+        calls["winograd grad_x"] = lambda: _winograd.grad_x(grad_output, weight, x.shape, gs, groups, num_threads)
+        calls.update({f"grad_weight {a}": fn for a, fn in grad_weight.items()})
+    return calls
+
+
+def _combine(seconds):
+    """{candidate: seconds} from {part: seconds}: winograd's backward is its grad_x plus
+    the faster grad_weight."""
+    out = {part: t for part, t in seconds.items() if " " not in part}
+    grad_weight = [seconds[p] for p in ("grad_weight im2col", "grad_weight direct") if p in seconds]
+    if "winograd grad_x" in seconds and grad_weight:
+        out["winograd"] = seconds["winograd grad_x"] + min(grad_weight)
+    return out
+
+
+def _candidate_of(part):
+    return "winograd" if " " in part else part
+
+
+def _time_round_robin(calls, repeats):
+    """Fastest time of each callable over `repeats` round-robin rounds."""
+    best = {name: math.inf for name in calls}
+    names = list(calls)
+    for r in range(repeats):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            t0 = time.perf_counter()
+            calls[name]()
+            best[name] = min(best[name], time.perf_counter() - t0)
+    return best
+
+
+def _extrapolate(points, units):
+    """Time at `units` output rows from [(rows, seconds)] at one or two slice sizes:
+    a fixed cost (at most FIXED_SHARE of the larger slice's time: timing noise must not
+    turn it into the whole) plus a cost per row, through the two points."""
+    (u1, t1), (u2, t2) = points[0], points[-1]
+    if u1 >= u2:
+        return t2 * units / u2
+    fixed = min(max((t1 * u2 - t2 * u1) / (u2 - u1), 0.0), FIXED_SHARE * t2)
+    return fixed + (t2 - fixed) * units / u2
+
+
+#: The most of a slice's time the extrapolation takes as fixed per call.
+FIXED_SHARE = 0.9
+
+
+#: Candidates whose warm-up call takes PRUNE times the fastest's are not timed further.
+PRUNE = 2.5
+
+
+def calibrate(pass_, x_shape, weight_shape, g, groups, dtype, names):
+    """{candidate: seconds} for the call's full problem, extrapolated from slices; a
+    candidate that fails on the slice (memory, BLAS's 32-bit limits) is left out."""
+    num_threads = _threads.num_threads_for_macs(_macs(pass_, x_shape, weight_shape, g))
+    slices = _slices(x_shape, weight_shape, g, dtype, pass_, num_threads, "winograd" in names)
+    last = len(slices) - 1
+    with _threads.threads(num_threads):
+        problems = [_problem(x_shape, weight_shape, g, dtype, images, rows) for images, rows in slices]
+        calls = {(part, i): fn for i, problem in enumerate(problems)
+                 for part, fn in _parts(pass_, names, *problem, groups, num_threads).items()}
+        warm = {}
+        t0 = time.perf_counter()
+        for part_i in list(calls):
+            t1 = time.perf_counter()
+            try:
+                calls[part_i]()
+            except (MemoryError, ValueError):
+                del calls[part_i]
+                continue
+            warm[part_i] = time.perf_counter() - t1
+        # the warm-up sizes the rounds, and rules out candidates far behind the fastest
+        rough = _combine({part: t for (part, i), t in warm.items() if i == last})
+        keep = {name for name, t in rough.items() if t <= PRUNE * min(rough.values())}
+        calls = {(part, i): fn for (part, i), fn in calls.items() if _candidate_of(part) in keep}
+        repeats = max(1, min(REPEATS, int(CLASS_SECONDS / max(time.perf_counter() - t0, 1e-9))))
+        best = _time_round_robin(calls, repeats)
+        best = {part_i: min(t, warm[part_i]) for part_i, t in best.items()}
+    rows = [x.shape[0] * gs.out_h for x, _, _, gs, _ in problems]     # output rows of each slice
+    parts = {part: _extrapolate([(rows[i], best[part, i]) for i in range(len(problems))], x_shape[0] * g.out_h)
+             for part in dict.fromkeys(part for part, _ in calls)
+             if all((part, i) in best for i in range(len(problems)))}
+    if pass_ == "backward" and "winograd grad_x" in parts:
+        _remember_grad_weight(x_shape, weight_shape, g, groups, dtype,
+                              {a: parts[f"grad_weight {a}"] for a in ("im2col", "direct")
+                               if f"grad_weight {a}" in parts})
+    seconds = _combine(parts)
+    return {name: seconds[name] for name in names if name in seconds}
+
+
+def _remember_grad_weight(x_shape, weight_shape, g, groups, dtype, seconds):
+    """Keep the grad_weight choice measured with a backward's candidates for the same shapes."""
+    key = class_key("grad_weight", x_shape, weight_shape, g, groups, dtype)
+    if len(seconds) == 2 and key not in _choices and len(_choices) < MAX_CLASSES:
+        prior = rule("grad_weight", x_shape, weight_shape, g, groups, dtype)
+        _choices[key] = {"choice": _pick(prior, seconds), "seconds": seconds}
+        _save_cache(key)

@@ -1,0 +1,305 @@
+"""algorithm="auto": calibration per shape class (fastconv._autotune), its cache, its
+switch and its file; results against the reference within the bound of whatever it
+picks (winograd's fastconv._winograd.RTOL)."""
+import json
+import threading
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+from conftest import DTYPES
+
+import fastconv
+from fastconv import _autotune, _winograd, reference
+from fastconv import _validation as v
+
+#: The calibration itself (conftest's FASTCONV_TEST_AUTO replaces it in the other tests).
+REAL_CALIBRATE = _autotune.calibrate
+
+
+@pytest.fixture(autouse=True)
+def fresh(monkeypatch):
+    """Each test starts with no calibrated class, calibration on and no cache file, and
+    leaves the process as it found it."""
+    monkeypatch.setattr(_autotune, "calibrate", REAL_CALIBRATE)
+    monkeypatch.delenv(_autotune.ENABLE_VARIABLE, raising=False)
+    monkeypatch.delenv(_autotune.CACHE_VARIABLE, raising=False)
+    choices, state = dict(_autotune._choices), dict(_autotune._state)
+    _autotune._choices.clear()
+    _autotune._state.update(enabled=None, cache_file=None, cache_file_set=False, loaded=False, warned=set())
+    yield
+    _autotune._choices.clear()
+    _autotune._choices.update(choices)
+    _autotune._state.clear()
+    _autotune._state.update(state)
+
+
+class Counting:
+    """Wraps calibrate: counts its calls and can make `fastest` win."""
+
+    def __init__(self, monkeypatch, fastest=None):
+        self.calls = []
+        self.fastest = fastest
+        real = _autotune.calibrate
+
+        def calibrate(pass_, x_shape, weight_shape, g, groups, dtype, names):
+            self.calls.append((pass_, tuple(x_shape), tuple(names)))
+            if self.fastest is None:
+                return real(pass_, x_shape, weight_shape, g, groups, dtype, names)
+            return {name: 1.0 if name == self.fastest else 2.0 for name in names}
+
+        monkeypatch.setattr(_autotune, "calibrate", calibrate)
+
+
+def geometry(H, W, k, stride=1, padding=0, dilation=1):
+    return v.conv_geometry((H, W), k, stride, padding, dilation)
+
+
+def assert_bound(got, want):
+    """What auto guarantees whatever it picks: winograd's bound, max |err| <= RTOL * max |ref|
+    (direct and im2col are well within it)."""
+    assert got.shape == want.shape
+    if want.size:
+        assert np.abs(got - want).max() <= _winograd.RTOL[got.dtype] * max(np.abs(want).max(), 1e-30)
+
+
+# (N, C, H, W, K, kernel, stride, padding, dilation, groups)
+SHAPES = [
+    (2, 8, 12, 12, 8, 3, 1, 1, 1, 1),      # winograd runs it
+    (1, 16, 9, 14, 4, 3, 1, 0, 1, 2),      # grouped, unpadded
+    (3, 6, 10, 10, 6, 3, 1, 1, 1, 6),      # depthwise
+    (2, 5, 11, 11, 7, 3, 2, 1, 1, 1),      # stride 2: no winograd
+    (2, 5, 11, 11, 7, 3, 1, 2, 2, 1),      # dilation 2: no winograd
+    (2, 4, 9, 9, 6, 5, 1, 2, 1, 1),        # 5x5: no winograd
+    (2, 12, 7, 7, 9, 1, 1, 0, 1, 1),       # pointwise
+]
+
+
+def make(rng, shape, dtype):
+    N, C, H, W, K, k, s, p, d, groups = shape
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    w = rng.standard_normal((K, C // groups, k, k)).astype(dtype)
+    b = rng.standard_normal(K).astype(dtype)
+    return x, w, b, dict(stride=s, padding=p, dilation=d, groups=groups)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_auto_matches_the_reference_within_the_bound(rng, shape, dtype):
+    x, w, b, kw = make(rng, shape, dtype)
+    y = fastconv.conv2d(x, w, b, **kw)
+    assert_bound(y, reference.conv2d(x, w, b, **kw))
+    go = rng.standard_normal(y.shape).astype(dtype)
+    for got, want in zip(fastconv.conv2d_backward(go, x, w, **kw), reference.conv2d_backward(go, x, w, **kw)):
+        assert_bound(got, want)
+
+
+@pytest.mark.parametrize("pass_", ["forward", "backward"])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_calibration_picks_among_the_algorithms_that_run_the_geometry(shape, pass_):
+    N, C, H, W, K, k, s, p, d, groups = shape
+    g = geometry(H, W, k, s, p, d)
+    names = _autotune.candidates(pass_, (N, C, H, W), (K, C // groups, k, k), g, groups, np.float32)
+    assert ("winograd" in names) == ((k, s, d) == (3, 1, 1))
+    assert {"im2col", "direct"} <= set(names)
+    choice = _autotune.choose(pass_, (N, C, H, W), (K, C // groups, k, k), g, groups, np.float32)
+    assert choice in names
+    seconds = _autotune.autotune_choices()[0]["seconds"]
+    assert set(seconds) <= set(names) and all(t > 0 for t in seconds.values())
+
+
+@pytest.mark.parametrize("shape", SHAPES[3:6])
+def test_winograd_never_runs_a_geometry_it_cannot(monkeypatch, rng, shape):
+    Counting(monkeypatch, fastest="winograd")
+    x, w, b, kw = make(rng, shape, np.float32)
+    y = fastconv.conv2d(x, w, b, **kw)        # would raise if winograd ran it
+    np.testing.assert_allclose(y, reference.conv2d(x, w, b, **kw), rtol=1e-4, atol=1e-4)
+    assert all(rec["choice"] != "winograd" for rec in _autotune.autotune_choices())
+
+
+def test_the_fastest_wins_and_the_prior_keeps_near_ties(monkeypatch):
+    g = geometry(20, 20, 3, padding=1)
+    args = ((4, 16, 20, 20), (16, 16, 3, 3), g, 1, np.float32)
+    monkeypatch.setattr(_autotune, "calibrate", lambda *a: {"im2col": 3.0, "direct": 1.0, "winograd": 0.5})
+    assert _autotune.choose("forward", *args) == "winograd"
+    _autotune.clear()
+    prior = _autotune.rule("forward", *args)
+    assert prior == "direct"
+    monkeypatch.setattr(_autotune, "calibrate", lambda *a: {"im2col": 3.0, "direct": 1.0, "winograd": 0.97})
+    assert _autotune.choose("forward", *args) == "direct"
+
+
+def test_a_class_is_timed_once(monkeypatch, rng):
+    counting = Counting(monkeypatch)
+    x, w, b, kw = make(rng, SHAPES[0], np.float32)
+    first = fastconv.conv2d(x, w, b, **kw)
+    assert len(counting.calls) == 1
+    np.testing.assert_array_equal(fastconv.conv2d(x, w, b, **kw), first)
+    # another shape of the same class: N 2 -> 2, H 12 -> 11 (output pixels in the same bucket)
+    fastconv.conv2d(x[:, :, :11], w, b, **kw)
+    assert len(counting.calls) == 1
+    # another class: a larger batch bucket
+    fastconv.conv2d(np.concatenate([x] * 4), w, b, **kw)
+    assert len(counting.calls) == 2
+
+
+def test_the_switch_turns_calibration_off(monkeypatch, rng):
+    counting = Counting(monkeypatch, fastest="winograd")
+    x, w, b, kw = make(rng, SHAPES[0], np.float64)
+    g = geometry(12, 12, 3, padding=1)
+    fastconv.set_autotune(False)
+    assert not fastconv.get_autotune()
+    y = fastconv.conv2d(x, w, b, **kw)
+    gx, gw, gb = fastconv.conv2d_backward(np.ones_like(y), x, w, **kw)
+    assert counting.calls == [] and _autotune.autotune_choices() == []
+    assert _autotune.choose("forward", x.shape, w.shape, g, 1, x.dtype) == "direct"
+    # the rule's algorithm runs: bitwise what it gives when named
+    np.testing.assert_array_equal(y, fastconv.conv2d(x, w, b, algorithm="direct", **kw))
+    fastconv.set_autotune(True)
+    assert fastconv.get_autotune()
+    assert _autotune.choose("forward", x.shape, w.shape, g, 1, x.dtype) == "winograd"
+    with pytest.raises(TypeError, match="enabled"):
+        fastconv.set_autotune("no")
+
+
+def test_the_environment_variable_turns_calibration_off(monkeypatch, rng):
+    counting = Counting(monkeypatch, fastest="winograd")
+    monkeypatch.setenv(_autotune.ENABLE_VARIABLE, "0")
+    assert not fastconv.get_autotune()
+    x, w, b, kw = make(rng, SHAPES[0], np.float32)
+    fastconv.conv2d(x, w, b, **kw)
+    assert counting.calls == []
+    monkeypatch.setenv(_autotune.ENABLE_VARIABLE, "1")
+    assert fastconv.get_autotune()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_batches_of_zero_and_one(monkeypatch, rng, dtype):
+    counting = Counting(monkeypatch)
+    x, w, b, kw = make(rng, SHAPES[0], dtype)
+    empty = fastconv.conv2d(x[:0], w, b, **kw)
+    assert empty.shape == (0, 8, 12, 12) and counting.calls == []
+    gx, gw, gb = fastconv.conv2d_backward(empty, x[:0], w, **kw)
+    assert gx.shape == (0, 8, 12, 12) and not gw.any() and not gb.any()
+    y = fastconv.conv2d(x[:1], w, b, **kw)
+    assert len(counting.calls) == 1
+    assert_bound(y, reference.conv2d(x[:1], w, b, **kw))
+
+
+def test_winograd_backward_times_its_grad_weight(monkeypatch, rng):
+    counting = Counting(monkeypatch)
+    x, w, b, kw = make(rng, SHAPES[0], np.float32)
+    go = rng.standard_normal((2, 8, 12, 12)).astype(np.float32)
+    got = fastconv.conv2d_backward(go, x, w, algorithm="winograd", **kw)
+    assert [c[0] for c in counting.calls] == ["grad_weight"]
+    assert counting.calls[0][2] == ("im2col", "direct")
+    for g, want in zip(got, reference.conv2d_backward(go, x, w, **kw)):
+        assert_bound(g, want)
+    # auto's backward calibration, with winograd a candidate, also settles grad_weight
+    _autotune.clear()
+    counting.calls.clear()
+    fastconv.conv2d_backward(go, x, w, **kw)
+    fastconv.conv2d_backward(go, x, w, algorithm="winograd", **kw)
+    assert [c[0] for c in counting.calls] == ["backward"]
+    assert any(rec["class"].startswith("grad_weight") for rec in _autotune.autotune_choices())
+
+
+def test_threads_calibrate_each_class_once(monkeypatch, rng):
+    counting = Counting(monkeypatch)
+    real = _autotune.calibrate
+    inside = threading.Event()
+
+    def slow(*args):
+        inside.set()
+        return real(*args)
+
+    monkeypatch.setattr(_autotune, "calibrate", slow)
+    problems = [make(rng, shape, dtype) for shape in SHAPES[:3] for dtype in DTYPES]
+    expected = [reference.conv2d(x, w, b, **kw) for x, w, b, kw in problems]
+
+    def worker(t):
+        out = []
+        for i in np.random.default_rng(t).permutation(len(problems)):
+            x, w, b, kw = problems[i]
+            with fastconv.threads(1 + t % 2):
+                out.append((i, fastconv.conv2d(x, w, b, **kw)))
+        return out
+
+    with ThreadPoolExecutor(6) as pool:
+        results = [r for rs in pool.map(worker, range(6)) for r in rs]
+    for i, y in results:
+        assert_bound(y, expected[i])
+    keys = [rec["class"] for rec in _autotune.autotune_choices()]
+    assert len(keys) == len(set(keys)) == len(counting.calls)
+    # one thread count per worker parity, but small problems run on one thread: one class each
+    assert len(keys) == len(problems)
+
+
+def test_disk_cache_round_trips(monkeypatch, tmp_path, rng):
+    path = tmp_path / "autotune.json"
+    counting = Counting(monkeypatch, fastest="winograd")
+    fastconv.set_autotune_cache(path)
+    x, w, b, kw = make(rng, SHAPES[0], np.float32)
+    fastconv.conv2d(x, w, b, **kw)
+    assert len(counting.calls) == 1
+    data = json.loads(path.read_text())
+    (entries,) = data["machines"].values()
+    assert list(data["machines"]) == [_autotune.machine()]
+    assert [rec["choice"] for rec in entries.values()] == ["winograd"]
+    # a new process (the in-memory choices forgotten) reads it and times nothing
+    _autotune.clear()
+    counting.fastest = "im2col"
+    fastconv.conv2d(x, w, b, **kw)
+    assert len(counting.calls) == 1
+    assert [rec["choice"] for rec in _autotune.autotune_choices()] == ["winograd"]
+    # the environment variable names it too; another machine's entries are not used
+    data["machines"] = {"another CPU": entries}
+    path.write_text(json.dumps(data))
+    _autotune._state["cache_file_set"] = False
+    monkeypatch.setenv(_autotune.CACHE_VARIABLE, str(path))
+    _autotune.clear()
+    fastconv.conv2d(x, w, b, **kw)
+    assert len(counting.calls) == 2
+    assert set(json.loads(path.read_text())["machines"]) == {"another CPU", _autotune.machine()}
+    with pytest.raises(TypeError, match="path"):
+        fastconv.set_autotune_cache(3)
+
+
+@pytest.mark.parametrize("content", [b"{not json", b"\xff\xfe\x00", b'{"format": "something else"}', b"[1, 2]"])
+def test_a_corrupt_cache_file_is_ignored_and_left_alone(monkeypatch, tmp_path, rng, content):
+    path = tmp_path / "autotune.json"
+    path.write_bytes(content)
+    counting = Counting(monkeypatch)
+    fastconv.set_autotune_cache(path)
+    x, w, b, kw = make(rng, SHAPES[0], np.float32)
+    with pytest.warns(RuntimeWarning, match="not a fastconv autotune cache"):
+        y = fastconv.conv2d(x, w, b, **kw)
+    assert_bound(y, reference.conv2d(x, w, b, **kw))
+    assert len(counting.calls) == 1 and path.read_bytes() == content
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")       # warned once per file
+        fastconv.conv2d(np.concatenate([x] * 4), w, b, **kw)
+
+
+def test_extrapolation_through_two_slices():
+    # fixed 2 + 0.5 per row, timed at 10 and 40 rows, called for 400
+    assert _autotune._extrapolate([(10, 7.0), (40, 22.0)], 400) == pytest.approx(202.0)
+    # noise: a smaller slice slower than the larger gives no negative cost per row
+    assert _autotune._extrapolate([(10, 5.0), (40, 4.0)], 400) >= 4.0
+    assert _autotune._extrapolate([(40, 3.0)], 40) == 3.0
+    assert _autotune._extrapolate([(40, 3.0), (40, 3.0)], 80) == 6.0
+
+
+@pytest.mark.parametrize("shape", [(8, 64, 56, 56, 64), (1, 128, 112, 112, 128), (1, 64, 224, 224, 64),
+                                   (256, 512, 7, 7, 512), (64, 3, 32, 32, 32), (1, 512, 14, 14, 512),
+                                   (2, 512, 9, 9, 512)])
+def test_slices_are_bounded(shape):
+    N, C, H, W, K = shape
+    g = geometry(H, W, 3, padding=1)
+    for pass_ in ("forward", "backward"):
+        slices = _autotune._slices((N, C, H, W), (K, C, 3, 3), g, np.float32, pass_, 2, True)
+        for images, rows in slices:
+            macs = _autotune._macs(pass_, (images, C, H, W), (K, C, 3, 3), g) * rows // g.out_h
+            assert macs <= 2 * _autotune.SLICE_MACS_MAX
+        assert len(slices) == len(set(slices)) in (1, 2) and slices == sorted(slices)
