@@ -64,6 +64,7 @@ import numpy as np
 
 from fastconv import __version__, _direct, _im2col, _threads, _winograd
 from fastconv import _validation as v
+from fastconv._kernels import ISA_NAMES
 
 #: Environment variables: the switch ("0" turns calibration off) and the cache file.
 ENABLE_VARIABLE = "FASTCONV_AUTOTUNE"
@@ -180,7 +181,7 @@ def machine():
         model = platform.processor() or platform.machine()
     kernel = _winograd.kernel
     blas = ", ".join(f"{lib['library']} {lib['version']}" for lib in _threads.blas.info())
-    return (f"{model}; {kernel.ISA_NAMES[kernel.compiled_isa()]}; fastconv {__version__}; {blas}; "
+    return (f"{model}; {ISA_NAMES[kernel.compiled_isa()]}; fastconv {__version__}; {blas}; "
             f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '')}")
 
 
