@@ -7,6 +7,7 @@ the build warns and produces serial kernels: `prange` degrades to `range` and
 """
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -232,6 +233,18 @@ class BuildExt(build_ext):
             platform=f"{platform.system()} {platform.machine()} ({sysconfig.get_platform()})"))
 
 
+def headers_of(source, seen=None):
+    """The kernel headers `source` reaches: its `"x.h"` names and those of the files it
+    `include`s or `#include`s, transitively (Cython tracks .pxd/.pyx itself, not these)."""
+    seen = set() if seen is None else seen
+    for name in re.findall(r'(?:include|from)\s+"([\w.]+\.(?:h|pyx))"', source.read_text()):
+        path = KERNELS / name
+        if path.exists() and path not in seen:
+            seen.add(path)
+            headers_of(path, seen)
+    return seen
+
+
 def kernel_extensions():
     return [
         Extension(
@@ -239,7 +252,8 @@ def kernel_extensions():
             [str(pyx)],
             include_dirs=[np.get_include()],
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
-            depends=[str(h) for h in sorted(KERNELS.glob("*.h"))],   # rebuild when a kernel header changes
+            # rebuild when a header it reaches changes, and only then
+            depends=sorted(str(h) for h in headers_of(pyx) if h.suffix == ".h"),
         )
         for pyx in sorted(KERNELS.glob("*.pyx"))
     ]
