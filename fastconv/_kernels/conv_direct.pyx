@@ -29,6 +29,7 @@ from libc.string cimport memcpy, memset
 import numpy as np
 
 from fastconv._kernels._geometry cimport Geometry, check_groups, check_shape, check_workspace, shape
+from fastconv._kernels._tasks cimport run_tasks
 
 cdef extern from "conv_direct_rows.h" nogil:
     ctypedef struct fc_prefetch:
@@ -258,6 +259,60 @@ cdef inline void _fill_planes(const floating* image, Py_ssize_t C, Py_ssize_t H,
                         memset(row + r * Hb * Wq, 0, Wq * sizeof(floating))
 
 
+cdef struct ForwardJob:
+    # conv2d_forward's arrays (as floating*, by `double_precision`) and shapes, for its tasks
+    const void* x
+    const void* weight
+    const void* packed
+    const void* bias
+    void* out
+    void* workspace
+    const Py_ssize_t* off
+    bint double_precision
+    Py_ssize_t C, H, W, K, Kg, taps, Ho, Wo, R, Wq, Hb, n_bands, n_tasks, group_planes, B, full, blocks, size
+    int sh, sw, pt, pl, groups
+
+
+cdef void _forward_task(void* job, Py_ssize_t task, int slot) noexcept nogil:
+    cdef ForwardJob* j = <ForwardJob*>job
+    if j.double_precision:
+        _forward_band(j, <double*>j.workspace, task, slot)
+    else:
+        _forward_band(j, <float*>j.workspace, task, slot)
+
+
+cdef inline void _forward_band(ForwardJob* j, floating* workspace, Py_ssize_t task, int slot) noexcept nogil:
+    """Task `task` of conv2d_forward: one band of output rows of one image, every channel."""
+    cdef const floating* x = <const floating*>j.x
+    cdef const floating* weight = <const floating*>j.weight
+    cdef const floating* packed = <const floating*>j.packed
+    cdef const floating* bias = <const floating*>j.bias
+    cdef floating* out = <floating*>j.out
+    cdef floating* planes = workspace + slot * j.size
+    cdef Py_ssize_t image = j.C * j.H * j.W, n = task // j.n_bands, oy0 = (task % j.n_bands) * j.R
+    cdef Py_ssize_t rows = min(j.R, j.Ho - oy0), grp, mb, k, nxt
+    cdef int mr
+    cdef fc_prefetch pf
+    _fill_planes(x + n * image, j.C, j.H, j.W, oy0, j.sh, j.sw, j.pt, j.pl, j.Hb, j.Wq, planes)
+    # the input rows the next task will copy (most often this thread's: tasks are
+    # claimed in chunks), prefetched while these tiles run
+    nxt = task + 1 if task + 1 < j.n_tasks else task     # the last task prefetches nothing
+    pf = _input_run(x + (nxt // j.n_bands) * image, j.C, j.H, j.W, j.sh * (nxt % j.n_bands) * j.R - j.pt,
+                    j.sh * j.Hb if nxt > task else 0, j.groups * j.blocks)
+    for grp in range(j.groups):
+        for mb in range(j.blocks):
+            if mb < j.full:
+                k = grp * j.Kg + mb * j.B
+                _channel_tiles(planes + grp * j.group_planes, j.off, j.taps,
+                               packed + (grp * j.full + mb) * j.taps * j.B, bias + k,
+                               out + ((n * j.K + k) * j.Ho + oy0) * j.Wo, j.Ho * j.Wo, rows, j.Wq, j.Wo, &pf)
+            else:
+                k = grp * j.Kg + j.full * j.B + (mb - j.full) * FC_MR
+                mr = <int>min(FC_MR, (grp + 1) * j.Kg - k)
+                _tiles(planes + grp * j.group_planes, j.off, j.taps, weight + k * j.taps, j.taps, bias + k,
+                       out + ((n * j.K + k) * j.Ho + oy0) * j.Wo, j.Ho * j.Wo, mr, rows, j.Wq, j.Wo, &pf)
+
+
 def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight,
                    const floating[::1] bias, floating[:, :, :, ::1] out, Geometry g, int groups,
                    ForwardPlan plan, floating[:, ::1] workspace, int num_threads,
@@ -269,58 +324,42 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight
     output channels run on channel tiles, from packed (groups * full * taps, B):
     row (g * full + b) * taps + t, column l holds tap t of channel g*K/groups + b*B + l;
     the group's other channels run on pixel tiles."""
-    cdef int kh = g.kh, kw = g.kw, sh = g.sh, sw = g.sw, pt = g.pt, pl = g.pl, dh = g.dh, dw = g.dw
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t K = weight.shape[0], Ho = g.out_h, Wo = g.out_w
     check_groups(groups, C, K)
-    check_shape("weight", shape(weight.shape, 2), (K, C // groups * kh * kw))
+    check_shape("weight", shape(weight.shape, 2), (K, C // groups * g.kh * g.kw))
     check_shape("bias", (bias.shape[0],), (K,))
     check_shape("out", shape(out.shape, 4), (N, K, Ho, Wo))
     plan.check(C, g)
     check_workspace("workspace", workspace.shape[0], workspace.shape[1], num_threads, plan.size)
-    cdef Py_ssize_t Kg = K // groups, Cg = C // groups, taps = Cg * kh * kw
-    cdef Py_ssize_t R = plan.band_rows, Wq = plan.Wq, Hb = plan.Hb
-    cdef Py_ssize_t n_bands = (Ho + R - 1) // R, group_planes = Cg * sh * sw * plan.plane
-    cdef Py_ssize_t B = fc_channel_block_d() if floating is double else fc_channel_block_f()
-    cdef Py_ssize_t full = 0 if packed is None else Kg // B     # channel tiles per group
-    cdef Py_ssize_t blocks = full + (Kg - full * B + FC_MR - 1) // FC_MR
-    cdef Py_ssize_t task, n, oy0, rows, grp, mb, mr, k, nxt
-    cdef fc_prefetch pf
-    cdef Py_ssize_t[::1] off = _tap_offsets(plan, Cg, g)
-    cdef floating* planes = NULL
-    if packed is not None and (packed.shape[0] != groups * full * taps or packed.shape[1] != B):
-        raise ValueError(f"packed must be ({groups * full * taps}, {B}), got ({packed.shape[0]}, {packed.shape[1]})")
+    cdef ForwardJob job
+    job.Kg = K // groups
+    job.taps = C // groups * g.kh * g.kw
+    job.B = fc_channel_block_d() if floating is double else fc_channel_block_f()
+    job.full = 0 if packed is None else job.Kg // job.B     # channel tiles per group
+    if packed is not None and (packed.shape[0] != groups * job.full * job.taps or packed.shape[1] != job.B):
+        raise ValueError(f"packed must be ({groups * job.full * job.taps}, {job.B}), "
+                         f"got ({packed.shape[0]}, {packed.shape[1]})")
     if N == 0 or K == 0 or Ho == 0 or Wo == 0:
         return
-    # Dynamic chunks of about a quarter of a thread's share: a thread that another
-    # runtime's spinning thread or another process keeps off its core holds back only
-    # the chunk it has, while the others take the rest (a static split waits for its
-    # whole share); within a chunk the next task is still this thread's.
-    cdef Py_ssize_t chunk = max(1, N * n_bands // (4 * num_threads))
-    with nogil, parallel(num_threads=num_threads):
-        planes = &workspace[threadid(), 0]
-        memset(planes + plan.filled, 0, (plan.size - plan.filled) * sizeof(floating))
-        for task in prange(N * n_bands, schedule="dynamic", chunksize=chunk):
-            n = task // n_bands
-            oy0 = (task % n_bands) * R
-            rows = min(R, Ho - oy0)
-            _fill_planes(&x[n, 0, 0, 0], C, H, W, oy0, sh, sw, pt, pl, Hb, Wq, planes)
-            # the input rows the next task will copy (this thread's, except after the last
-            # task of its chunk), prefetched while these tiles run
-            nxt = task + 1 if task + 1 < N * n_bands else task     # the last task prefetches nothing
-            pf = _input_run(&x[nxt // n_bands, 0, 0, 0], C, H, W, sh * (nxt % n_bands) * R - pt,
-                            sh * Hb if nxt > task else 0, groups * blocks)
-            for grp in range(groups):
-                for mb in range(blocks):
-                    if mb < full:
-                        k = grp * Kg + mb * B
-                        _channel_tiles(planes + grp * group_planes, &off[0], taps, &packed[(grp * full + mb) * taps, 0],
-                                       &bias[k], &out[n, k, oy0, 0], Ho * Wo, rows, Wq, Wo, &pf)
-                    else:
-                        k = grp * Kg + full * B + (mb - full) * FC_MR
-                        mr = min(FC_MR, (grp + 1) * Kg - k)
-                        _tiles(planes + grp * group_planes, &off[0], taps, &weight[k, 0], taps,
-                               &bias[k], &out[n, k, oy0, 0], Ho * Wo, mr, rows, Wq, Wo, &pf)
+    cdef Py_ssize_t[::1] off = _tap_offsets(plan, C // groups, g)
+    cdef Py_ssize_t t
+    job.x, job.weight, job.bias, job.out = &x[0, 0, 0, 0], &weight[0, 0], &bias[0], &out[0, 0, 0, 0]
+    job.packed = &packed[0, 0] if job.full else NULL
+    job.workspace, job.off, job.double_precision = &workspace[0, 0], &off[0], floating is double
+    job.C, job.H, job.W, job.K, job.Ho, job.Wo = C, H, W, K, Ho, Wo
+    job.R, job.Wq, job.Hb, job.size = plan.band_rows, plan.Wq, plan.Hb, plan.size
+    job.n_bands = (Ho + job.R - 1) // job.R
+    job.n_tasks = N * job.n_bands
+    job.group_planes = C // groups * g.sh * g.sw * plan.plane
+    job.blocks = job.full + (job.Kg - job.full * job.B + FC_MR - 1) // FC_MR
+    job.sh, job.sw, job.pt, job.pl, job.groups = g.sh, g.sw, g.pt, g.pl, groups
+    with nogil:
+        for t in range(num_threads):    # the zeros the last tile reads past the planes
+            memset(&workspace[t, plan.filled], 0, (plan.size - plan.filled) * sizeof(floating))
+        # chunks of about a quarter of a thread's share: a thread kept off its core holds
+        # back only the chunk it has claimed; within a chunk the next task is its own
+        run_tasks(_forward_task, &job, job.n_tasks, max(1, job.n_tasks // (4 * num_threads)), num_threads)
 
 
 # ---------------------------------------------------------------------------

@@ -4,11 +4,13 @@
 The C kernels are in winograd.h / winograd_impl.h (float: F(4x4, 3x3), double:
 F(6x6, 3x3)); fastconv._winograd transforms the weights and sizes the workspace.
 Tasks are chunks of chunk_tiles(...) consecutive output tiles of the flattened
-(image, tile row, tile column) grid, handed out dynamically to the threads;
-each runs in its thread's row of `workspace`.
+(image, tile row, tile column) grid, run on the task pool (task_pool.h);
+each runs in its slot's row of `workspace`.
 """
 from cython cimport floating
-from cython.parallel cimport parallel, prange, threadid
+from cython.parallel cimport prange
+
+from fastconv._kernels._tasks cimport run_tasks
 
 cdef extern from "winograd.h" nogil:
     int fc_compiled_isa()
@@ -102,6 +104,31 @@ cdef inline void _chunk(const floating* x, Py_ssize_t C, Py_ssize_t H, Py_ssize_
         wg_forward_chunk_d(x, C, H, W, U, Kp, bias, out, K, Ho, Wo, groups, pt, pl, first, count, work)
 
 
+cdef struct ForwardJob:
+    # conv2d_forward's arrays (as floating*, by `double_precision`) and shapes, for its tasks
+    const void* x
+    const void* U
+    const void* bias
+    void* out
+    void* workspace
+    bint double_precision
+    Py_ssize_t work_stride, C, H, W, Kp, K, Ho, Wo, groups, pt, pl, T, tiles
+
+
+cdef void _forward_task(void* job, Py_ssize_t q, int slot) noexcept nogil:
+    cdef ForwardJob* j = <ForwardJob*>job
+    if j.double_precision:
+        _forward_chunk(j, <double*>j.workspace + slot * j.work_stride, q)
+    else:
+        _forward_chunk(j, <float*>j.workspace + slot * j.work_stride, q)
+
+
+cdef inline void _forward_chunk(ForwardJob* j, floating* work, Py_ssize_t q) noexcept nogil:
+    cdef Py_ssize_t first = q * j.T
+    _chunk(<const floating*>j.x, j.C, j.H, j.W, <const floating*>j.U, j.Kp, <const floating*>j.bias,
+           <floating*>j.out, j.K, j.Ho, j.Wo, j.groups, j.pt, j.pl, first, min(j.T, j.tiles - first), work)
+
+
 def conv2d_forward(const floating[:, :, :, ::1] x, const floating[::1] U, Py_ssize_t Kp,
                    const floating[::1] bias, floating[:, :, :, ::1] out, int groups, Py_ssize_t pt,
                    Py_ssize_t pl, floating[:, ::1] workspace, int num_threads):
@@ -115,8 +142,7 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[::1] U, Py_ssi
     cdef Py_ssize_t m = 6 if dp else 4, n = m + 2
     cdef Py_ssize_t T = wg_chunk_tiles_d() if dp else wg_chunk_tiles_f()
     cdef Py_ssize_t tiles = N * ((Ho + m - 1) // m) * ((Wo + m - 1) // m)
-    cdef Py_ssize_t chunks = (tiles + T - 1) // T, q, first
-    cdef floating* work = NULL
+    cdef Py_ssize_t chunks = (tiles + T - 1) // T
     if out.shape[0] != N or K % groups or C % groups or Kp % WG_MR or Kp < K // groups:
         raise ValueError("inconsistent shapes")
     if U.shape[0] != groups * n * n * Kp * (C // groups) or bias.shape[0] != K:
@@ -125,15 +151,15 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[::1] U, Py_ssi
         raise ValueError("workspace too small")
     if tiles == 0:
         return
-    with nogil, parallel(num_threads=num_threads):
-        work = &workspace[threadid(), 0]
-        # dynamic: a chunk is a fraction of a millisecond, and on shared cores a thread
-        # that was descheduled would otherwise hold up its static share (the result
-        # does not depend on which thread runs a chunk)
-        for q in prange(chunks, schedule="dynamic"):
-            first = q * T
-            _chunk(&x[0, 0, 0, 0], C, H, W, &U[0], Kp, &bias[0], &out[0, 0, 0, 0], K, Ho, Wo, groups, pt, pl,
-                   first, min(T, tiles - first), work)
+    cdef ForwardJob job
+    job.x, job.U, job.bias, job.out = &x[0, 0, 0, 0], &U[0], &bias[0], &out[0, 0, 0, 0]
+    job.workspace, job.work_stride, job.double_precision = &workspace[0, 0], workspace.shape[1], dp
+    job.C, job.H, job.W, job.Kp, job.K, job.Ho, job.Wo = C, H, W, Kp, K, Ho, Wo
+    job.groups, job.pt, job.pl, job.T, job.tiles = groups, pt, pl, T, tiles
+    # one chunk of tiles per claim: a fraction of a millisecond, so a thread kept off its
+    # core holds back little (the result does not depend on which thread runs a chunk)
+    with nogil:
+        run_tasks(_forward_task, &job, chunks, 1, num_threads)
 
 
 def fma_step_flops(bint double_precision):
