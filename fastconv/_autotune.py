@@ -28,10 +28,17 @@ whole slice, and its time at the full size extrapolated from the line through th
 (fixed cost + cost per output row). A problem within twice the budget is timed as
 it is. All candidates are called round-robin: a warm-up (which drops candidates
 `PRUNE` times slower than the fastest), then up to `REPEATS` rounds, fewer when a
-round is long (about `CLASS_SECONDS` a class); each keeps its fastest time.
+round is long (about `CLASS_SECONDS` a class); each keeps its fastest time. The
+warm-up runs twice (in turn and in reverse) and prunes on the faster of the two, so a
+call that something else slowed (another runtime's threads spin for milliseconds after
+each of their calls, holding a core) does not rule a candidate out. The
+`RECHECK_CALLS`-th call of the class then times its two fastest candidates once more
+and keeps each one's faster time of the two calibrations, which corrects a choice made
+in such a moment.
 
-Cost: for a large call about (1 + rounds) x 1.25 / 8 of one call of each candidate,
-for a small one four calls of each; measured figures in docs/algorithms.rst.
+Cost: for a large call about (2 + rounds) x 1.25 / 8 of one call of each candidate,
+for a small one five calls of each, and the recheck about as much again for two of
+them; measured figures in docs/algorithms.rst.
 
 The rule (`rule`) is the fallback and the prior: the measured reasoning of which of
 direct and im2col wins on shape grounds alone (it never picks winograd, whose speed
@@ -84,6 +91,12 @@ CLASS_SECONDS = 0.15
 
 #: How much faster a measured candidate must be to replace the rule's choice.
 MARGIN = 1.05
+
+#: Calls of a class after its calibration at which its two fastest candidates are
+#: timed once more (each keeping its faster time): a calibration that ran while
+#: something else held a core (another runtime's threads spin for milliseconds after
+#: each of their calls) is corrected before it can cost much.
+RECHECK_CALLS = 3
 
 #: Classes kept per process; past it new classes take the rule (a program that
 #: sweeps shapes does not grow the cache without bound).
@@ -227,7 +240,7 @@ def _load_cache():
     for key, rec in entries.items():
         if (isinstance(rec, dict) and isinstance(rec.get("choice"), str) and isinstance(rec.get("seconds"), dict)
                 and key not in _choices):
-            _choices[key] = {"choice": rec["choice"], "seconds": rec["seconds"]}
+            _choices[key] = {"choice": rec["choice"], "seconds": rec["seconds"]}    # not rechecked: kept as saved
 
 
 def _save_cache(key):
@@ -237,7 +250,7 @@ def _save_cache(key):
     machines = _read_cache(path)
     if machines is None:
         return                      # not ours: warned about when loaded, never overwritten
-    machines.setdefault(machine(), {})[key] = _choices[key]
+    machines.setdefault(machine(), {})[key] = {name: _choices[key][name] for name in ("choice", "seconds")}
     tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
     try:
         with open(tmp, "w") as f:
@@ -345,6 +358,10 @@ def choose(pass_, x_shape, weight_shape, g, groups, dtype):
     found = _choices.get(key)
     names = candidates(pass_, x_shape, weight_shape, g, groups, dtype)
     if found is not None and found["choice"] in names:
+        if not found.get("rechecked", True):
+            found["calls"] += 1            # a lost count under a race only delays the recheck
+            if found["calls"] >= RECHECK_CALLS:
+                _recheck(key, found, pass_, x_shape, weight_shape, g, groups, dtype)
         return found["choice"]
     prior = rule(pass_, x_shape, weight_shape, g, groups, dtype)
     if len(names) == 1:
@@ -362,9 +379,28 @@ def choose(pass_, x_shape, weight_shape, g, groups, dtype):
             seconds = None       # slices too large to allocate: the call itself will say so
         if not seconds:
             return prior
-        _choices[key] = {"choice": _pick(prior, seconds), "seconds": seconds}
+        _choices[key] = {"choice": _pick(prior, seconds), "seconds": seconds, "calls": 0, "rechecked": False}
         _save_cache(key)
         return _choices[key]["choice"]
+
+
+def _recheck(key, found, pass_, x_shape, weight_shape, g, groups, dtype):
+    """Time the class's two fastest candidates again and keep each one's faster time
+    of the two calibrations; then save the choice to the cache file."""
+    with _lock:
+        if found["rechecked"]:
+            return
+        found["rechecked"] = True
+        two = sorted(found["seconds"], key=found["seconds"].get)[:2]
+        try:
+            again = calibrate(pass_, x_shape, weight_shape, g, groups, dtype, two) if len(two) == 2 else {}
+        except (MemoryError, ValueError):
+            again = {}
+        for name, t in again.items():
+            found["seconds"][name] = min(found["seconds"][name], t)
+        found["choice"] = _pick(rule(pass_, x_shape, weight_shape, g, groups, dtype), found["seconds"])
+        if again:
+            _save_cache(key)
 
 
 def _pick(prior, seconds):
@@ -495,14 +531,16 @@ def calibrate(pass_, x_shape, weight_shape, g, groups, dtype, names):
                  for part, fn in _parts(pass_, names, *problem, groups, num_threads).items()}
         warm = {}
         t0 = time.perf_counter()
-        for part_i in list(calls):
+        for part_i in list(calls) + list(calls)[::-1]:     # twice: a disturbed call prunes nothing
+            if part_i not in calls:
+                continue
             t1 = time.perf_counter()
             try:
                 calls[part_i]()
             except (MemoryError, ValueError):
                 del calls[part_i]
                 continue
-            warm[part_i] = time.perf_counter() - t1
+            warm[part_i] = min(warm.get(part_i, math.inf), time.perf_counter() - t1)
         # the warm-up sizes the rounds, and rules out candidates far behind the fastest
         rough = _combine({part: t for (part, i), t in warm.items() if i == last})
         keep = {name for name, t in rough.items() if t <= PRUNE * min(rough.values())}
