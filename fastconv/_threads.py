@@ -34,7 +34,7 @@ processes):
 - Each kernel module is loaded with RTLD_DEEPBIND (fastconv/_kernels/__init__.py),
   so its OpenMP calls bind to that private runtime even when torch, imported
   first, has put its own libgomp in the global symbol scope.
-- The direct and Winograd forward loops run on fastconv's task pool
+- The direct, Winograd and im2col forward loops run on fastconv's task pool
   (fastconv/_kernels/task_pool.h) instead of an OpenMP region, whose closing
   barrier waits for every team member to be woken and scheduled: the caller starts
   at once, other threads join when they get a core, and the caller waits only for

@@ -1,4 +1,4 @@
-"""The task pool behind the direct and Winograd forward loops (fastconv/_kernels/task_pool.h):
+"""The task pool behind the direct, Winograd and im2col forward loops (fastconv/_kernels/task_pool.h):
 every task runs exactly once, on a slot below the thread count that no other task holds at
 the same time; callers from several threads, nested callers and forked children all finish."""
 import multiprocessing
@@ -62,7 +62,7 @@ def test_convolutions_on_several_threads_equal_the_reference():
     rng = np.random.default_rng(3)
     x = rng.standard_normal((4, 8, 19, 19)).astype(np.float32)
     w = rng.standard_normal((16, 8, 3, 3)).astype(np.float32)
-    want = {a: fastconv.conv2d(x, w, padding=1, algorithm=a) for a in ("direct", "winograd")}
+    want = {a: fastconv.conv2d(x, w, padding=1, algorithm=a) for a in ("direct", "winograd", "im2col")}
     np.testing.assert_allclose(want["direct"], reference.conv2d(x, w, padding=1), rtol=1e-4, atol=1e-4)
     got = []
 
@@ -70,12 +70,12 @@ def test_convolutions_on_several_threads_equal_the_reference():
         for _ in range(10):
             got.append((algorithm, fastconv.conv2d(x, w, padding=1, algorithm=algorithm)))
 
-    threads = [threading.Thread(target=call, args=(a,)) for a in ("direct", "winograd") * 2]
+    threads = [threading.Thread(target=call, args=(a,)) for a in ("direct", "winograd", "im2col") * 2]
     for t in threads:
         t.start()
     for t in threads:
         t.join(timeout=120)
-    assert len(got) == 40
+    assert len(got) == 60
     for algorithm, y in got:
         np.testing.assert_array_equal(y, want[algorithm])
 
@@ -101,7 +101,7 @@ def test_results_do_not_depend_on_the_thread_count():
     rng = np.random.default_rng(4)
     x = rng.standard_normal((3, 5, 23, 23))
     w = rng.standard_normal((9, 5, 3, 3))
-    for algorithm in ("direct", "winograd"):
+    for algorithm in ("direct", "winograd", "im2col"):
         runs = []
         for n in (1, 2, 3, 8):
             with fastconv.threads(n):
