@@ -32,13 +32,17 @@ class Case:
 
 
 def interleaved_medians(impls, repeats=7):
-    """Median seconds per callable, timed round-robin after one warm-up call each."""
+    """Median seconds per callable, timed in rounds after one warm-up call each. Each
+    round runs every callable once, in a new (seeded) order: a rotation would keep the
+    cyclic order, so one callable would always run right after the same other one,
+    e.g. after torch, whose OpenMP threads spin for milliseconds after each call."""
     for fn in impls.values():
         fn()
     names = list(impls)
     samples = {name: [] for name in names}
-    for r in range(repeats):
-        for name in names[r % len(names):] + names[: r % len(names)]:
+    order = np.random.default_rng(0)
+    for _ in range(repeats):
+        for name in order.permutation(names):
             t0 = time.perf_counter()
             impls[name]()
             samples[name].append(time.perf_counter() - t0)
