@@ -269,15 +269,20 @@ def rule(pass_, x_shape, weight_shape, g, groups, dtype):
     BLAS where they run (AVX-512 builds) and cover at least three quarters of the
     channels; and im2col where one output row's input planes would not fit direct's
     bound. Backward and grad_weight: direct for one-channel groups (depthwise), where
-    the GEMMs are degenerate; im2col otherwise, since direct's grad_weight runs on row
-    kernels, not tiles. Never winograd: where it pays depends most on the CPU.
+    the GEMMs are degenerate, and elsewhere too: its grad_weight runs on register tiles
+    over the forward's planes and grad_x on the forward's tiles (one stride phase at a
+    time at stride > 1), so that no BLAS and no BLAS configuration sets its speed;
+    except a pointwise convolution, two plain GEMMs, and geometries whose planes would
+    not fit, both im2col. Never winograd: where it pays depends most on the CPU.
     Re-measure with ``python -m fastconv bench --sections direct``.
     """
     dtype = np.dtype(dtype)
-    if pass_ != "forward":
-        return "direct" if weight_shape[1] == 1 else "im2col"
+    if pass_ != "forward" and weight_shape[1] == 1:
+        return "direct"
     if not _direct.planes_fit(x_shape[1], g, dtype.itemsize):
         return "im2col"
+    if pass_ != "forward":
+        return "im2col" if _im2col.pointwise(g) else "direct"
     if _im2col.pointwise(g):
         covered = _direct.channel_tiles_cover(g, weight_shape[0] // groups, math.prod(weight_shape[1:]), dtype)
         return "direct" if dtype == np.float64 and covered else "im2col"

@@ -160,6 +160,26 @@ def _grad_weight_planes(grad_output, x, weight, g, groups, num_threads):
     return grad_w
 
 
+def _grad_weight_tiles(grad_output, x, weight, g, groups, num_threads):
+    """grad_weight on register tiles over the forward's phase planes: each thread sums its
+    bands' pixels into its own copy of the weight gradient (channels padded to whole
+    tiles), and the copies are added up here."""
+    N, C = x.shape[:2]
+    K = weight.shape[0]
+    Kg, taps = K // groups, math.prod(weight.shape[1:])
+    block = kernel.grad_weight_block(x.dtype == np.float64)
+    ldg = -(-Kg // block) * block
+    # bands as tall as BAND_BYTES allows, but enough tasks (two per thread) to keep every thread busy
+    rows = max(1, min(_band_rows(C, g, x.dtype.itemsize), -(-N * g.out_h // (2 * num_threads))))
+    plan = _plan(C, g, x.dtype, rows)
+    workspace = np.empty((num_threads, kernel.grad_weight_tiles_workspace(plan, g.out_w, x.dtype == np.float64)),
+                         dtype=x.dtype)
+    parts = np.zeros((num_threads, groups * taps * ldg), dtype=x.dtype)
+    kernel.conv2d_grad_weight_tiles(grad_output, x, parts, g.struct(), groups, K, plan, workspace, num_threads)
+    total = parts[0] if num_threads == 1 else parts.sum(axis=0)
+    return np.ascontiguousarray(total.reshape(groups, taps, ldg)[:, :, :Kg].transpose(0, 2, 1)).reshape(weight.shape)
+
+
 def _grad_x_as_forward(grad_output, weight, grad_x, transposed, groups, num_threads):
     """Stride 1: grad_x is the forward convolution of grad_output with each group's
     weights flipped and transposed (K/groups in, C/groups out), over the
@@ -179,6 +199,61 @@ def _transposed(g, x_shape):
                           g.dilation_h, g.dilation_w, x_shape[2], x_shape[3])
 
 
+def _phase(size, stride, dilation, kernel, pad, r):
+    """One dimension of stride phase r of grad_x: (taps, first, count, kernel, dilation,
+    padding). Input positions first, first + stride, ... (count of them) are those whose
+    padded index is r mod stride; the window taps that land on them are `taps` (every
+    (dilation // gcd)-th... as a list), and they see grad_output as a stride-1 correlation
+    with the flipped taps: `kernel` of them, `dilation` apart, padded by `padding`."""
+    taps = [i for i in range(kernel) if i * dilation % stride == r]
+    first = (r - pad) % stride
+    count = max(0, -(-(size - first) // stride))
+    if not taps:
+        return taps, first, count, 0, 1, 0
+    a = [(i * dilation - r) // stride for i in taps]        # grad_output row offsets
+    step = a[1] - a[0] if len(a) > 1 else 1
+    q_lo = (first + pad - r) // stride
+    return taps, first, count, len(taps), step, a[-1] - q_lo
+
+
+def _grad_x_phases(grad_output, weight, grad_x, g, groups, num_threads):
+    """Any stride: grad_x's stride_h * stride_w phases (the input pixels whose padded
+    index is (ry, rx) mod the stride) are each a stride-1 forward convolution of
+    grad_output with the flipped, transposed taps that land on them, run on the
+    forward's tiles and stored through a strided view of grad_x; a phase no tap lands
+    on is zero."""
+    K, Cg, kh, kw = weight.shape
+    Kg = K // groups
+    H, W = grad_x.shape[2:]
+    flipped = weight.reshape(groups, Kg, Cg, kh, kw).transpose(0, 2, 1, 3, 4).reshape(groups * Cg, Kg, kh, kw)
+    for ry in range(g.stride_h):
+        taps_h, y0, Hq, nh, dh, ph = _phase(H, g.stride_h, g.dilation_h, kh, g.pad_top, ry)
+        for rx in range(g.stride_w):
+            taps_w, x0, Wq, nw, dw, pw = _phase(W, g.stride_w, g.dilation_w, kw, g.pad_left, rx)
+            view = grad_x[:, :, y0::g.stride_h, x0::g.stride_w]
+            if Hq == 0 or Wq == 0:
+                continue
+            if nh == 0 or nw == 0:
+                view[...] = 0
+                continue
+            sub = np.ascontiguousarray(flipped[:, :, taps_h[::-1]][:, :, :, taps_w[::-1]])
+            pg = v.ConvGeometry(nh, nw, 1, 1, ph, pw, dh, dw, Hq, Wq)
+            _forward_view(view, grad_output, sub, pg, groups, num_threads)
+
+
+def _forward_view(out, x, weight, g, groups, num_threads):
+    """conv2d(x, weight) into `out`, a strided view, on the forward's tiles."""
+    N, C = x.shape[:2]
+    K = weight.shape[0]
+    rows = max(1, min(_band_rows(C, g, x.dtype.itemsize), -(-N * g.out_h // (2 * num_threads))))
+    plan = _plan(C, g, x.dtype, rows)
+    workspace = np.empty((num_threads, kernel.forward_view_workspace(plan, K, g.out_w)), dtype=x.dtype)
+    taps = math.prod(weight.shape[1:])
+    packed = _pack_channels(weight, groups) if _channel_tiles_pay(g, K // groups, taps, x.dtype) else None
+    kernel.conv2d_forward_view(x, weight.reshape(K, taps), np.zeros(K, dtype=x.dtype), out, g.struct(), groups,
+                               plan, workspace, num_threads, packed)
+
+
 def _grad_x_strided(grad_output, weight, grad_x, g, groups, num_threads):
     """Any stride: each task scatters one input row's taps (conv2d_grad_x)."""
     kw, Cg = weight.shape[3], weight.shape[1]
@@ -195,6 +270,8 @@ def backward(grad_output, x, weight, g, groups, num_threads):
     transposed = _transposed(g, x.shape)
     if g.stride_h == g.stride_w == 1 and planes_fit(weight.shape[0], transposed, x.dtype.itemsize):
         _grad_x_as_forward(grad_output, weight, grad_x, transposed, groups, num_threads)
+    elif planes_fit(weight.shape[0], transposed, x.dtype.itemsize):
+        _grad_x_phases(grad_output, weight, grad_x, g, groups, num_threads)
     else:
         _grad_x_strided(grad_output, weight, grad_x, g, groups, num_threads)
     grad_w = grad_weight(grad_output, x, weight, g, groups, num_threads)
@@ -207,6 +284,8 @@ def grad_weight(grad_output, x, weight, g, groups, num_threads):
     kh, kw = weight.shape[2:]
     if weight.shape[1] == 1 and planes_fit(1, g, x.dtype.itemsize):
         return _grad_weight_planes(grad_output, x, weight, g, groups, num_threads)
+    if planes_fit(x.shape[1], g, x.dtype.itemsize):
+        return _grad_weight_tiles(grad_output, x, weight, g, groups, num_threads)
     grad_w = np.empty_like(weight)
     row_len = kernel.packed_row_len(g.stride_w, g.out_w, kw, g.dilation_w)
     size = kernel.grad_weight_workspace(kh, kw, row_len, x.dtype == np.float64)
