@@ -200,58 +200,81 @@ def _transposed(g, x_shape):
 
 
 def _phase(size, stride, dilation, kernel, pad, r):
-    """One dimension of stride phase r of grad_x: (taps, first, count, kernel, dilation,
-    padding). Input positions first, first + stride, ... (count of them) are those whose
-    padded index is r mod stride; the window taps that land on them are `taps` (every
-    (dilation // gcd)-th... as a list), and they see grad_output as a stride-1 correlation
-    with the flipped taps: `kernel` of them, `dilation` apart, padded by `padding`."""
+    """One dimension of grad_x's stride phase r: (taps, first, count, step, offset).
+    The input positions first, first + stride, ... (`count` of them) are those whose
+    padded index is r mod stride; the window taps that land on them are `taps`, and
+    position first + q*stride gets grad_output[q + offset - m*step] * weight[taps[m]]
+    summed over m: a stride-1 correlation with the taps reversed, `step` apart."""
     taps = [i for i in range(kernel) if i * dilation % stride == r]
     first = (r - pad) % stride
     count = max(0, -(-(size - first) // stride))
-    if not taps:
-        return taps, first, count, 0, 1, 0
-    a = [(i * dilation - r) // stride for i in taps]        # grad_output row offsets
-    step = a[1] - a[0] if len(a) > 1 else 1
-    q_lo = (first + pad - r) // stride
-    return taps, first, count, len(taps), step, a[-1] - q_lo
+    step = dilation // math.gcd(stride, dilation)
+    offset = ((first + pad - r) - (taps[-1] * dilation - r)) // stride if taps else 0
+    return taps, first, count, step, offset
 
 
 def _grad_x_phases(grad_output, weight, grad_x, g, groups, num_threads):
     """Any stride: grad_x's stride_h * stride_w phases (the input pixels whose padded
-    index is (ry, rx) mod the stride) are each a stride-1 forward convolution of
-    grad_output with the flipped, transposed taps that land on them, run on the
-    forward's tiles and stored through a strided view of grad_x; a phase no tap lands
-    on is zero."""
+    index is (ry, rx) mod the stride) are each a stride-1 correlation of grad_output
+    with the reversed taps that land on them (a sub-kernel of the flipped weights).
+    Placed in one common window (zeros where a phase has no tap), the phases become the
+    output channels of one stride-1 forward convolution on the forward's tiles, each
+    stored straight into its phase of grad_x (conv2d_forward_shuffle). Phases no tap
+    lands on are zero; phases whose windows are out of step with each other (some
+    dilations) run as separate convolutions."""
+    K, Cg, kh, kw = weight.shape
+    N, H, W = grad_x.shape[0], grad_x.shape[2], grad_x.shape[3]
+    dims = ([_phase(H, g.stride_h, g.dilation_h, kh, g.pad_top, r) for r in range(g.stride_h)],
+            [_phase(W, g.stride_w, g.dilation_w, kw, g.pad_left, r) for r in range(g.stride_w)])
+    runs = {}
+    for ry, ph in enumerate(dims[0]):
+        for rx, pw in enumerate(dims[1]):
+            if not (ph[0] and pw[0]):
+                grad_x[:, :, ph[1]::g.stride_h, pw[1]::g.stride_w] = 0
+            elif ph[2] and pw[2]:
+                runs.setdefault((ph[4] % ph[3], pw[4] % pw[3]), []).append((ph, pw))
+    if N == 0:
+        return
+    for phases in runs.values():
+        _grad_x_phase_run(grad_output, weight, grad_x, phases, g, groups, num_threads)
+
+
+def _grad_x_phase_run(grad_output, weight, grad_x, phases, g, groups, num_threads):
+    """One stride-1 forward convolution for `phases` [(row phase, column phase)] of
+    _phase's tuples, whose offsets agree modulo their step."""
     K, Cg, kh, kw = weight.shape
     Kg = K // groups
-    H, W = grad_x.shape[2:]
-    flipped = weight.reshape(groups, Kg, Cg, kh, kw).transpose(0, 2, 1, 3, 4).reshape(groups * Cg, Kg, kh, kw)
-    for ry in range(g.stride_h):
-        taps_h, y0, Hq, nh, dh, ph = _phase(H, g.stride_h, g.dilation_h, kh, g.pad_top, ry)
-        for rx in range(g.stride_w):
-            taps_w, x0, Wq, nw, dw, pw = _phase(W, g.stride_w, g.dilation_w, kw, g.pad_left, rx)
-            view = grad_x[:, :, y0::g.stride_h, x0::g.stride_w]
-            if Hq == 0 or Wq == 0:
-                continue
-            if nh == 0 or nw == 0:
-                view[...] = 0
-                continue
-            sub = np.ascontiguousarray(flipped[:, :, taps_h[::-1]][:, :, :, taps_w[::-1]])
-            pg = v.ConvGeometry(nh, nw, 1, 1, ph, pw, dh, dw, Hq, Wq)
-            _forward_view(view, grad_output, sub, pg, groups, num_threads)
-
-
-def _forward_view(out, x, weight, g, groups, num_threads):
-    """conv2d(x, weight) into `out`, a strided view, on the forward's tiles."""
-    N, C = x.shape[:2]
-    K = weight.shape[0]
-    rows = max(1, min(_band_rows(C, g, x.dtype.itemsize), -(-N * g.out_h // (2 * num_threads))))
-    plan = _plan(C, g, x.dtype, rows)
-    workspace = np.empty((num_threads, kernel.forward_view_workspace(plan, K, g.out_w)), dtype=x.dtype)
-    taps = math.prod(weight.shape[1:])
-    packed = _pack_channels(weight, groups) if _channel_tiles_pay(g, K // groups, taps, x.dtype) else None
-    kernel.conv2d_forward_view(x, weight.reshape(K, taps), np.zeros(K, dtype=x.dtype), out, g.struct(), groups,
-                               plan, workspace, num_threads, packed)
+    N = grad_x.shape[0]
+    windows = []
+    for d in range(2):
+        step = phases[0][d][3]
+        lo = min(p[d][4] for p in phases)
+        size = max((p[d][4] - lo) // step + len(p[d][0]) for p in phases)
+        windows.append((step, lo, size, max(p[d][2] for p in phases)))
+    (step_h, lo_h, size_h, rows), (step_w, lo_w, size_w, cols) = windows
+    P = len(phases)
+    sub = np.zeros((groups, P, Cg, Kg, size_h, size_w), dtype=grad_x.dtype)
+    w = weight.reshape(groups, Kg, Cg, kh, kw).transpose(0, 2, 1, 3, 4)     # (groups, Cg, Kg, kh, kw)
+    place = np.empty((groups, P, Cg, 5), dtype=np.intp)
+    for i, (ph, pw) in enumerate(phases):
+        # the phase's reversed taps, m steps from its offset, (offset - lo) / step into the window
+        y0, x0 = (ph[4] - lo_h) // step_h, (pw[4] - lo_w) // step_w
+        sub[:, i, :, :, y0:y0 + len(ph[0]), x0:x0 + len(pw[0])] = w[:, :, :, ph[0][::-1]][..., pw[0][::-1]]
+        place[:, i, :, 0] = np.arange(groups)[:, None] * Cg + np.arange(Cg)
+        place[:, i, :, 1:] = (ph[1], ph[2], pw[1], pw[2])
+    Kout = groups * P * Cg
+    pg = v.ConvGeometry(size_h, size_w, 1, 1, -lo_h, -lo_w, step_h, step_w, rows, cols)
+    C = grad_output.shape[1]
+    dtype = grad_output.dtype
+    band = max(1, min(_band_rows(C, pg, dtype.itemsize), -(-N * rows // (2 * num_threads))))
+    plan = _plan(C, pg, dtype, band)
+    workspace = np.empty((num_threads, kernel.forward_shuffle_workspace(plan, Kout, cols)), dtype=dtype)
+    weights = sub.reshape(Kout, Kg, size_h, size_w)
+    taps = Kg * size_h * size_w
+    packed = _pack_channels(weights, groups) if _channel_tiles_pay(pg, P * Cg, taps, dtype) else None
+    kernel.conv2d_forward_shuffle(grad_output, weights.reshape(Kout, taps), np.zeros(Kout, dtype=dtype), grad_x,
+                                  place.reshape(Kout, 5), g.stride_h, g.stride_w, pg.struct(), groups, plan,
+                                  workspace, num_threads, packed)
 
 
 def _grad_x_strided(grad_output, weight, grad_x, g, groups, num_threads):

@@ -104,7 +104,7 @@ def test_phases_cover_the_input_once():
             for pad in range(0, 4):
                 seen = []
                 for r in range(stride):
-                    _, first, count, _, _, _ = _direct._phase(size, stride, 1, 3, pad, r)
+                    _, first, count, _, _ = _direct._phase(size, stride, 1, 3, pad, r)
                     seen += list(range(first, size, stride))[:count]
                     assert count == len(range(first, size, stride))
                 assert sorted(seen) == list(range(size))

@@ -188,23 +188,36 @@ def test_direct_grad_weight_tiles_checks(direct):
         direct.conv2d_grad_weight_tiles(go, x, parts, g.struct(), 1, 6, other, work, 2)
 
 
-def test_direct_forward_view_checks(direct):
+def test_direct_forward_shuffle_checks(direct):
     g = geometry()
     args = _direct_forward_args(direct, g)
-    size = direct.forward_view_workspace(args["plan"], 6, g.out_w)
-    big = np.empty((2, 6, 2 * g.out_h, 2 * g.out_w), F32)
-    view = big[:, :, ::2, 1::2]
+    size = direct.forward_shuffle_workspace(args["plan"], 6, g.out_w)
+    out = np.empty((2, 3, 2 * g.out_h, 2 * g.out_w), F32)
+    place = np.array([(k % 3, k // 3, g.out_h, 1, g.out_w) for k in range(6)], dtype=np.intp)
     work = np.empty((2, size), F32)
-    direct.conv2d_forward_view(args["x"], args["weight"], args["bias"], view, g.struct(), 1, args["plan"], work, 2)
-    with pytest.raises(ValueError, match="out must have shape"):
-        direct.conv2d_forward_view(args["x"], args["weight"], args["bias"], big[:, :, ::2, ::3], g.struct(), 1,
-                                   args["plan"], work, 2)
+
+    def call(weight=args["weight"], bias=args["bias"], out=out, place=place, sh=2, work=work, packed=None):
+        direct.conv2d_forward_shuffle(args["x"], weight, bias, out, place, sh, 2, g.struct(), 1, args["plan"],
+                                      work, 2, packed)
+
+    call()                              # as the caller does
+    for bad in [(3, 0, 1, 0, 1), (0, 0, g.out_h + 1, 0, 1), (0, 16, 1, 0, 1), (0, 0, 1, 2, g.out_w),
+                (-1, 0, 1, 0, 1), (0, -1, 1, 0, 1)]:
+        wrong = place.copy()
+        wrong[4] = bad
+        with pytest.raises(ValueError, match="place\\[4\\]"):
+            call(place=wrong)
+    with pytest.raises(ValueError, match="place must have shape"):
+        call(place=place[:5])
+    with pytest.raises(ValueError, match="place\\[0\\]"):
+        call(sh=3)                      # row 0 + 7 * 3 is past out's 16 rows
+    with pytest.raises(ValueError, match="out must have 2 images"):
+        call(out=out[:1])
     with pytest.raises(ValueError, match="workspace must be at least"):
-        direct.conv2d_forward_view(args["x"], args["weight"], args["bias"], view, g.struct(), 1, args["plan"],
-                                   np.empty((2, size - 1), F32), 2)
+        call(work=np.empty((2, size - 1), F32))
     with pytest.raises(ValueError, match="weight must have shape"):
-        direct.conv2d_forward_view(args["x"], np.zeros((6, 35), F32), args["bias"], view, g.struct(), 1,
-                                   args["plan"], work, 2)
+        call(weight=np.zeros((6, 35), F32))
+    with pytest.raises(ValueError, match="bias must have shape"):
+        call(bias=np.zeros(5, F32))
     with pytest.raises(ValueError, match="packed must be"):
-        direct.conv2d_forward_view(args["x"], args["weight"], args["bias"], view, g.struct(), 1, args["plan"],
-                                   work, 2, np.zeros((3, 3), F32))
+        call(packed=np.zeros((3, 3), F32))

@@ -334,48 +334,65 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight
 
 
 # ---------------------------------------------------------------------------
-# A forward convolution into a strided view (grad_x at stride > 1, one stride phase at a
-# time: fastconv._direct._grad_x_phases): the forward's tasks and tiles, each band's sums
-# stored into the task's scratch rows, then copied into the view.
+# grad_x at stride > 1 (fastconv._direct._grad_x_phases): grad_x's stride phases as the
+# output channels of one stride-1 forward convolution of grad_output, on the forward's
+# tasks and tiles; each band's sums go to the task's scratch rows, then out to the
+# phase's pixels of grad_x (a pixel shuffle).
 
-def forward_view_workspace(ForwardPlan plan, Py_ssize_t K, Py_ssize_t out_w):
-    """Values per thread for conv2d_forward_view: the planes, then one band of K output channels."""
+def forward_shuffle_workspace(ForwardPlan plan, Py_ssize_t K, Py_ssize_t out_w):
+    """Values per thread for conv2d_forward_shuffle: the planes, then one band of K output channels."""
     return plan.size + K * plan.band_rows * out_w
 
 
-def conv2d_forward_view(const floating[:, :, :, ::1] x, const floating[:, ::1] weight,
-                        const floating[::1] bias, floating[:, :, :, :] out, Geometry g, int groups,
-                        ForwardPlan plan, floating[:, ::1] workspace, int num_threads,
-                        const floating[:, ::1] packed=None):
-    """out = conv2d(x, weight) + bias as conv2d_forward, into `out` of any strides (a view
-    of a larger array), every element written. workspace (num_threads,
-    forward_view_workspace(plan, K, out_w))."""
+def conv2d_forward_shuffle(const floating[:, :, :, ::1] x, const floating[:, ::1] weight,
+                           const floating[::1] bias, floating[:, :, :, ::1] out, const Py_ssize_t[:, ::1] place, Py_ssize_t sh_out,
+                           Py_ssize_t sw_out, Geometry g, int groups, ForwardPlan plan,
+                           floating[:, ::1] workspace, int num_threads, const floating[:, ::1] packed=None):
+    """y = conv2d(x, weight) + bias as conv2d_forward, stored into `out`: output channel
+    k's pixel (oy, ox) goes to out[n, c, fy + oy*sh_out, fx + ox*sw_out] for oy < hy and
+    ox < wx, where place[k] = (c, fy, hy, fx, wx); the rest of y is dropped.
+    workspace (num_threads, forward_shuffle_workspace(plan, K, out_w))."""
     cdef Py_ssize_t kh = g.kh, kw = g.kw, sh = g.sh, sw = g.sw, pt = g.pt, pl = g.pl
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t K = weight.shape[0], Ho = g.out_h, Wo = g.out_w
+    cdef Py_ssize_t Hx = out.shape[2], Wx = out.shape[3]
+    cdef Py_ssize_t k
     check_groups(groups, C, K)
     check_shape("weight", shape(weight.shape, 2), (K, C // groups * kh * kw))
     check_shape("bias", (bias.shape[0],), (K,))
-    check_shape("out", shape(out.shape, 4), (N, K, Ho, Wo))
+    check_shape("place", shape(place.shape, 2), (K, 5))
+    if out.shape[0] != N:
+        raise ValueError(f"out must have {N} images, got {out.shape[0]}")
+    if sh_out < 1 or sw_out < 1:
+        raise ValueError(f"sh_out and sw_out must be at least 1, got {sh_out} and {sw_out}")
+    for k in range(K):
+        if not (0 <= place[k, 0] < out.shape[1] and 0 <= place[k, 2] <= Ho and 0 <= place[k, 4] <= Wo
+                and place[k, 1] >= 0 and place[k, 3] >= 0
+                and (place[k, 2] == 0 or place[k, 1] + (place[k, 2] - 1) * sh_out < Hx)
+                and (place[k, 4] == 0 or place[k, 3] + (place[k, 4] - 1) * sw_out < Wx)):
+            raise ValueError(f"place[{k}] = {tuple(place[k])} is outside out {tuple(out.shape)[:4]} "
+                             f"or the {Ho}x{Wo} output")
     plan.check(C, g)
     check_workspace("workspace", workspace.shape[0], workspace.shape[1], num_threads,
-                    forward_view_workspace(plan, K, Wo))
+                    forward_shuffle_workspace(plan, K, Wo))
     cdef Py_ssize_t Kg = K // groups, Cg = C // groups, taps = Cg * kh * kw
     cdef Py_ssize_t R = plan.band_rows, Wq = plan.Wq, Hb = plan.Hb
     cdef Py_ssize_t n_bands = (Ho + R - 1) // R, group_planes = Cg * sh * sw * plan.plane
     cdef Py_ssize_t B = fc_channel_block_d() if floating is double else fc_channel_block_f()
     cdef Py_ssize_t full = 0 if packed is None else Kg // B
     cdef Py_ssize_t blocks = full + (Kg - full * B + FC_MR - 1) // FC_MR
-    cdef Py_ssize_t task, n, oy0, rows, grp, mb, mr, k, y, ox
+    cdef Py_ssize_t task, n, oy0, rows, grp, mb, mr, y, ox, ye, xe
     cdef fc_prefetch pf
     cdef Py_ssize_t[::1] off = _tap_offsets(plan, Cg, g)
     cdef floating* planes = NULL
     cdef floating* band = NULL
+    cdef floating* src = NULL
+    cdef floating* dst = NULL
     if packed is not None and (packed.shape[0] != groups * full * taps or packed.shape[1] != B):
         raise ValueError(f"packed must be ({groups * full * taps}, {B}), got ({packed.shape[0]}, {packed.shape[1]})")
     if N == 0 or K == 0 or Ho == 0 or Wo == 0:
         return
-    pf.count = 0
+    pf.count = 0            # nothing to prefetch (fc_tiles reads the run only while count > 0)
     pf.per_block = 0
     with nogil, parallel(num_threads=num_threads):
         planes = &workspace[threadid(), 0]
@@ -398,9 +415,13 @@ def conv2d_forward_view(const floating[:, :, :, ::1] x, const floating[:, ::1] w
                         _tiles(planes + grp * group_planes, &off[0], taps, &weight[k, 0], taps,
                                &bias[k], band + k * rows * Wo, rows * Wo, mr, rows, Wq, Wo, &pf)
             for k in range(K):
-                for y in range(rows):
-                    for ox in range(Wo):
-                        out[n, k, oy0 + y, ox] = band[(k * rows + y) * Wo + ox]
+                ye = min(rows, place[k, 2] - oy0)
+                xe = place[k, 4]
+                for y in range(ye):
+                    src = band + (k * rows + y) * Wo
+                    dst = &out[n, place[k, 0], place[k, 1] + (oy0 + y) * sh_out, place[k, 3]]
+                    for ox in range(xe):
+                        dst[ox * sw_out] = src[ox]
 
 
 # ---------------------------------------------------------------------------
