@@ -3,11 +3,14 @@
 Called by `fastconv.convolution` with checked, C-contiguous arrays and a
 normalised geometry. Scratch memory is one buffer per thread: the forward
 pass's band of input planes (about BAND_BYTES; its tiles store straight into the
-output), the same for a depthwise grad_weight (one channel's planes and its band
-of grad_output rows), or the backward passes' few zero-padded input rows (capped
-near ROW_BUDGET values); never anything that grows with the batch or with
-C*kh*kw times the output. A forward on channel tiles (and grad_x at stride 1,
-which runs as one) also packs a copy of the weights, at most their size.
+output), the same for grad_x (which runs as a forward convolution of grad_output;
+at stride > 1 plus the band's rows of its phases, stored from there into grad_x)
+and for grad_weight (plus one block of the band's grad_output, transposed, and
+the thread's partial sums, one weight gradient), or, where planes would not fit,
+the row kernels' few zero-padded input rows (capped near ROW_BUDGET values);
+never anything that grows with the batch or with C*kh*kw times the output. A
+forward on channel tiles (and grad_x, which runs as one) also packs a copy of the
+weights, at most their size (at stride > 1, of the phases' common windows).
 """
 import math
 
@@ -227,8 +230,8 @@ def _grad_x_phases(grad_output, weight, grad_x, g, groups, num_threads):
     dims = ([_phase(H, g.stride_h, g.dilation_h, kh, g.pad_top, r) for r in range(g.stride_h)],
             [_phase(W, g.stride_w, g.dilation_w, kw, g.pad_left, r) for r in range(g.stride_w)])
     runs = {}
-    for ry, ph in enumerate(dims[0]):
-        for rx, pw in enumerate(dims[1]):
+    for ph in dims[0]:
+        for pw in dims[1]:
             if not (ph[0] and pw[0]):
                 grad_x[:, :, ph[1]::g.stride_h, pw[1]::g.stride_w] = 0
             elif ph[2] and pw[2]:

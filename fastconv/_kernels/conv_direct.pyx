@@ -11,9 +11,12 @@ tiles of conv_direct_rows.h then keep their sums in registers over all C*kh*kw
 taps: pixel tiles FC_MR channels x FC_TV vectors of pixels, channel tiles FC_CP
 pixels x FC_CV vectors of channels (see "forward" below).
 
-grad_weight with one input channel per group (depthwise) dots each output
-channel's grad_output with the forward's planes of its input channel, tap by tap.
-grad_x at other strides and the other grad_weights work row by row on a few input rows,
+grad_x at other strides runs its stride phases as the output channels of one
+forward convolution (conv2d_forward_shuffle). grad_weight runs on the register
+tiles of conv_direct_grad.h over the forward's planes (conv2d_grad_weight_tiles);
+with one input channel per group (depthwise) it dots each output channel's
+grad_output with the forward's planes of its input channel, tap by tap.
+Where the planes would be too large, grad_x and grad_weight work row by row on a few input rows,
 zero-padded and split by stride phase, so that
 
     padded row u = iw + pad_left  is stored at  row[(u % sw) * M + u // sw]
