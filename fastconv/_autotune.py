@@ -5,8 +5,9 @@ FMA units, caches, the BLAS and its configuration) as much as on the shapes: the
 same winograd kernel runs the 3x3 cases C2/C3 at a third of direct's time on a
 Zen 1 (AVX2, 128-bit FMA units) and at about 0.6x on an AVX-512 Xeon. So
 ``"auto"`` measures. The first time a call falls into a *shape class*, it times
-every algorithm that runs the call's geometry on a bounded slice of the call's
-problem and keeps the fastest for the class, for the rest of the process and,
+every algorithm that runs the call's geometry (the backward's im2col only where it
+is pointwise or direct's planes would not fit: `candidates`) on a bounded slice of
+the call's problem and keeps the fastest for the class, for the rest of the process and,
 when a cache file is named, for later processes on the same machine.
 
 Shape classes. A class is what decides the speed and what real networks repeat:
@@ -282,15 +283,20 @@ def rule(pass_, x_shape, weight_shape, g, groups, dtype):
     BLAS where they run (AVX-512 builds) and cover at least three quarters of the
     channels; and im2col where one output row's input planes would not fit direct's
     bound. Backward and grad_weight: direct for one-channel groups (depthwise), where
-    the GEMMs are degenerate; im2col otherwise, since direct's grad_weight runs on row
-    kernels, not tiles. Never winograd: where it pays depends most on the CPU.
+    the GEMMs are degenerate, and elsewhere too: its grad_weight runs on register tiles
+    over the forward's planes and grad_x on the forward's tiles (one stride phase at a
+    time at stride > 1), so that no BLAS and no BLAS configuration sets its speed;
+    except a pointwise convolution, two plain GEMMs, and geometries whose planes would
+    not fit, both im2col. Never winograd: where it pays depends most on the CPU.
     Re-measure with ``python -m fastconv bench --sections direct``.
     """
     dtype = np.dtype(dtype)
-    if pass_ != "forward":
-        return "direct" if weight_shape[1] == 1 else "im2col"
+    if pass_ != "forward" and weight_shape[1] == 1:
+        return "direct"
     if not _direct.planes_fit(x_shape[1], g, dtype.itemsize):
         return "im2col"
+    if pass_ != "forward":
+        return "im2col" if _im2col.pointwise(g) else "direct"
     if _im2col.pointwise(g):
         covered = _direct.channel_tiles_cover(g, weight_shape[0] // groups, math.prod(weight_shape[1:]), dtype)
         return "direct" if dtype == np.float64 and covered else "im2col"
@@ -303,10 +309,17 @@ def _winograd_runs(g):
 
 def candidates(pass_, x_shape, weight_shape, g, groups, dtype):
     """The algorithms that run this call: im2col and direct (direct's forward only where its
-    planes fit), and winograd for 3x3, stride 1, dilation 1 (grad_weight: im2col, direct)."""
+    planes fit), and winograd for 3x3, stride 1, dilation 1 (grad_weight: im2col, direct).
+    The backward and grad_weight leave im2col out unless the convolution is pointwise or
+    direct's planes would not fit: direct's tiles do the same products without a column
+    copy and without BLAS, whose speed hangs on its build and settings (OPENBLAS_CORETYPE);
+    near-equal timings on a loaded machine must not flip the choice onto it."""
     names = ["im2col", "direct"]
-    if pass_ == "forward" and not _direct.planes_fit(x_shape[1], g, np.dtype(dtype).itemsize):
+    fits = _direct.planes_fit(x_shape[1], g, np.dtype(dtype).itemsize)
+    if pass_ == "forward" and not fits:
         names.remove("direct")
+    if pass_ != "forward" and fits and not _im2col.pointwise(g):
+        names.remove("im2col")
     if pass_ != "grad_weight" and _winograd_runs(g):
         names.append("winograd")
     return names
@@ -462,6 +475,7 @@ def _parts(pass_, names, x, weight, grad_output, gs, kw, groups, num_threads):
         "im2col": lambda: _im2col.grad_weight(grad_output, x, weight, gs, groups, num_threads),
         "direct": lambda: _direct.grad_weight(grad_output, x, weight, gs, groups, num_threads),
     }
+    grad_weight = {a: grad_weight[a] for a in candidates("grad_weight", x.shape, weight.shape, gs, groups, x.dtype)}
     if pass_ == "forward":
         return {a: (lambda a=a: fastconv.conv2d(x, weight, None, groups=groups, algorithm=a, **kw)) for a in names}
     if pass_ == "grad_weight":

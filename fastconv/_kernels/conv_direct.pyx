@@ -11,9 +11,12 @@ tiles of conv_direct_rows.h then keep their sums in registers over all C*kh*kw
 taps: pixel tiles FC_MR channels x FC_TV vectors of pixels, channel tiles FC_CP
 pixels x FC_CV vectors of channels (see "forward" below).
 
-grad_weight with one input channel per group (depthwise) dots each output
-channel's grad_output with the forward's planes of its input channel, tap by tap.
-grad_x at other strides and the other grad_weights work row by row on a few input rows,
+grad_x at other strides runs its stride phases as the output channels of one
+forward convolution (conv2d_forward_shuffle). grad_weight runs on the register
+tiles of conv_direct_grad.h over the forward's planes (conv2d_grad_weight_tiles);
+with one input channel per group (depthwise) it dots each output channel's
+grad_output with the forward's planes of its input channel, tap by tap.
+Where the planes would be too large, grad_x and grad_weight work row by row on a few input rows,
 zero-padded and split by stride phase, so that
 
     padded row u = iw + pad_left  is stored at  row[(u % sw) * M + u // sw]
@@ -86,6 +89,16 @@ cdef extern from "conv_direct_rows.h" nogil:
     Py_ssize_t fc_lane_block_d()
     Py_ssize_t fc_lanes_f()
     Py_ssize_t fc_lanes_d()
+
+cdef extern from "conv_direct_grad.h" nogil:
+    Py_ssize_t fc_grad_w_block_f()
+    Py_ssize_t fc_grad_w_block_d()
+    void fc_grad_w_tiles_f(const float* go, const float* src, const Py_ssize_t* off, Py_ssize_t taps, float* gw,
+                           Py_ssize_t ldg, Py_ssize_t rows, Py_ssize_t Wq, Py_ssize_t Wo)
+    void fc_grad_w_tiles_d(const double* go, const double* src, const Py_ssize_t* off, Py_ssize_t taps,
+                           double* gw, Py_ssize_t ldg, Py_ssize_t rows, Py_ssize_t Wq, Py_ssize_t Wo)
+    void fc_grad_w_transpose_f(const float* go, Py_ssize_t go_k, Py_ssize_t nk, float* dst, Py_ssize_t n)
+    void fc_grad_w_transpose_d(const double* go, Py_ssize_t go_k, Py_ssize_t nk, double* dst, Py_ssize_t n)
 
 cdef inline void _tiles(const floating* src, const Py_ssize_t* off, Py_ssize_t taps, const floating* a,
                         Py_ssize_t lda, const floating* bias, floating* out, Py_ssize_t out_k, int mr,
@@ -363,6 +376,97 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight
 
 
 # ---------------------------------------------------------------------------
+# grad_x at stride > 1 (fastconv._direct._grad_x_phases): grad_x's stride phases as the
+# output channels of one stride-1 forward convolution of grad_output, on the forward's
+# tasks and tiles; each band's sums go to the task's scratch rows, then out to the
+# phase's pixels of grad_x (a pixel shuffle).
+
+def forward_shuffle_workspace(ForwardPlan plan, Py_ssize_t K, Py_ssize_t out_w):
+    """Values per thread for conv2d_forward_shuffle: the planes, then one band of K output channels."""
+    return plan.size + K * plan.band_rows * out_w
+
+
+def conv2d_forward_shuffle(const floating[:, :, :, ::1] x, const floating[:, ::1] weight,
+                           const floating[::1] bias, floating[:, :, :, ::1] out, const Py_ssize_t[:, ::1] place, Py_ssize_t sh_out,
+                           Py_ssize_t sw_out, Geometry g, int groups, ForwardPlan plan,
+                           floating[:, ::1] workspace, int num_threads, const floating[:, ::1] packed=None):
+    """y = conv2d(x, weight) + bias as conv2d_forward, stored into `out`: output channel
+    k's pixel (oy, ox) goes to out[n, c, fy + oy*sh_out, fx + ox*sw_out] for oy < hy and
+    ox < wx, where place[k] = (c, fy, hy, fx, wx); the rest of y is dropped.
+    workspace (num_threads, forward_shuffle_workspace(plan, K, out_w))."""
+    cdef Py_ssize_t kh = g.kh, kw = g.kw, sh = g.sh, sw = g.sw, pt = g.pt, pl = g.pl
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t K = weight.shape[0], Ho = g.out_h, Wo = g.out_w
+    cdef Py_ssize_t Hx = out.shape[2], Wx = out.shape[3]
+    cdef Py_ssize_t k
+    check_groups(groups, C, K)
+    check_shape("weight", shape(weight.shape, 2), (K, C // groups * kh * kw))
+    check_shape("bias", (bias.shape[0],), (K,))
+    check_shape("place", shape(place.shape, 2), (K, 5))
+    if out.shape[0] != N:
+        raise ValueError(f"out must have {N} images, got {out.shape[0]}")
+    if sh_out < 1 or sw_out < 1:
+        raise ValueError(f"sh_out and sw_out must be at least 1, got {sh_out} and {sw_out}")
+    for k in range(K):
+        if not (0 <= place[k, 0] < out.shape[1] and 0 <= place[k, 2] <= Ho and 0 <= place[k, 4] <= Wo
+                and place[k, 1] >= 0 and place[k, 3] >= 0
+                and (place[k, 2] == 0 or place[k, 1] + (place[k, 2] - 1) * sh_out < Hx)
+                and (place[k, 4] == 0 or place[k, 3] + (place[k, 4] - 1) * sw_out < Wx)):
+            raise ValueError(f"place[{k}] = {tuple(place[k])} is outside out {tuple(out.shape)[:4]} "
+                             f"or the {Ho}x{Wo} output")
+    plan.check(C, g)
+    check_workspace("workspace", workspace.shape[0], workspace.shape[1], num_threads,
+                    forward_shuffle_workspace(plan, K, Wo))
+    cdef Py_ssize_t Kg = K // groups, Cg = C // groups, taps = Cg * kh * kw
+    cdef Py_ssize_t R = plan.band_rows, Wq = plan.Wq, Hb = plan.Hb
+    cdef Py_ssize_t n_bands = (Ho + R - 1) // R, group_planes = Cg * sh * sw * plan.plane
+    cdef Py_ssize_t B = fc_channel_block_d() if floating is double else fc_channel_block_f()
+    cdef Py_ssize_t full = 0 if packed is None else Kg // B
+    cdef Py_ssize_t blocks = full + (Kg - full * B + FC_MR - 1) // FC_MR
+    cdef Py_ssize_t task, n, oy0, rows, grp, mb, mr, y, ox, ye, xe
+    cdef fc_prefetch pf
+    cdef Py_ssize_t[::1] off = _tap_offsets(plan, Cg, g)
+    cdef floating* planes = NULL
+    cdef floating* band = NULL
+    cdef floating* src = NULL
+    cdef floating* dst = NULL
+    if packed is not None and (packed.shape[0] != groups * full * taps or packed.shape[1] != B):
+        raise ValueError(f"packed must be ({groups * full * taps}, {B}), got ({packed.shape[0]}, {packed.shape[1]})")
+    if N == 0 or K == 0 or Ho == 0 or Wo == 0:
+        return
+    pf.count = 0            # nothing to prefetch (fc_tiles reads the run only while count > 0)
+    pf.per_block = 0
+    with nogil, parallel(num_threads=num_threads):
+        planes = &workspace[threadid(), 0]
+        band = planes + plan.size
+        memset(planes + plan.filled, 0, (plan.size - plan.filled) * sizeof(floating))
+        for task in prange(N * n_bands, schedule="static"):
+            n = task // n_bands
+            oy0 = (task % n_bands) * R
+            rows = min(R, Ho - oy0)
+            _fill_planes(&x[n, 0, 0, 0], C, H, W, oy0, sh, sw, pt, pl, Hb, Wq, planes)
+            for grp in range(groups):
+                for mb in range(blocks):
+                    if mb < full:
+                        k = grp * Kg + mb * B
+                        _channel_tiles(planes + grp * group_planes, &off[0], taps, &packed[(grp * full + mb) * taps, 0],
+                                       &bias[k], band + k * rows * Wo, rows * Wo, rows, Wq, Wo, &pf)
+                    else:
+                        k = grp * Kg + full * B + (mb - full) * FC_MR
+                        mr = min(FC_MR, (grp + 1) * Kg - k)
+                        _tiles(planes + grp * group_planes, &off[0], taps, &weight[k, 0], taps,
+                               &bias[k], band + k * rows * Wo, rows * Wo, mr, rows, Wq, Wo, &pf)
+            for k in range(K):
+                ye = min(rows, place[k, 2] - oy0)
+                xe = place[k, 4]
+                for y in range(ye):
+                    src = band + (k * rows + y) * Wo
+                    dst = &out[n, place[k, 0], place[k, 1] + (oy0 + y) * sh_out, place[k, 3]]
+                    for ox in range(xe):
+                        dst[ox * sw_out] = src[ox]
+
+
+# ---------------------------------------------------------------------------
 # grad_x: each task owns one input row (n, ih) of every channel.
 
 def conv2d_grad_x(const floating[:, :, :, ::1] grad_output, const floating[:, :, :, ::1] weight,
@@ -524,6 +628,75 @@ def conv2d_grad_weight_planes(const floating[:, :, :, ::1] grad_output, const fl
                     if m > rows * Wq:
                         memset(go + rows * Wq, 0, (m - rows * Wq) * sizeof(floating))
                     _grad_w_taps(go, m, planes, &off[0], taps, &grad_weight[k, 0, 0, 0])
+
+
+# ---------------------------------------------------------------------------
+# grad_weight on register tiles (conv_direct_grad.h): each task owns one band of output
+# rows (n, oy0 .. oy0 + rows), fills the forward's phase planes of every input channel
+# under it, and for each block of B output channels transposes the band's grad_output
+# channel-fastest and adds every tap's sums over the band's pixels into its thread's
+# partial sums. The caller adds the threads' partial sums up: no atomics, no locks.
+
+def grad_weight_block(bint double_precision):
+    """Output channels per grad_weight tile (the partial sums' channels come in multiples of it)."""
+    return fc_grad_w_block_d() if double_precision else fc_grad_w_block_f()
+
+
+def grad_weight_tiles_workspace(ForwardPlan plan, Py_ssize_t out_w, bint double_precision):
+    """Values per thread for conv2d_grad_weight_tiles: the planes, then one block of a band's
+    grad_output, transposed."""
+    return plan.size + grad_weight_block(double_precision) * plan.band_rows * out_w
+
+
+def conv2d_grad_weight_tiles(const floating[:, :, :, ::1] grad_output, const floating[:, :, :, ::1] x,
+                             floating[:, ::1] parts, Geometry g, int groups, Py_ssize_t K, ForwardPlan plan,
+                             floating[:, ::1] workspace, int num_threads):
+    """conv2d's weight gradient as per-thread partial sums, added to `parts` (pass zeros):
+    parts (num_threads, groups * taps * ldg), taps = C/groups * kh * kw, ldg = K/groups
+    rounded up to a multiple of grad_weight_block(...); thread r's sums for output channel
+    grp * K/groups + k, tap t are at parts[r, (grp * taps + t) * ldg + k].
+    workspace (num_threads, grad_weight_tiles_workspace(plan, out_w, ...))."""
+    cdef Py_ssize_t kh = g.kh, kw = g.kw, sh = g.sh, sw = g.sw, pt = g.pt, pl = g.pl
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t Ho = g.out_h, Wo = g.out_w
+    check_groups(groups, C, K)
+    check_shape("grad_output", shape(grad_output.shape, 4), (N, K, Ho, Wo))
+    plan.check(C, g)
+    check_workspace("workspace", workspace.shape[0], workspace.shape[1], num_threads,
+                    grad_weight_tiles_workspace(plan, Wo, floating is double))
+    cdef Py_ssize_t B = grad_weight_block(floating is double)
+    cdef Py_ssize_t Kg = K // groups, Cg = C // groups, taps = Cg * kh * kw
+    cdef Py_ssize_t nkb = (Kg + B - 1) // B, ldg = nkb * B
+    check_workspace("parts", parts.shape[0], parts.shape[1], num_threads, groups * taps * ldg)
+    cdef Py_ssize_t R = plan.band_rows, Wq = plan.Wq, Hb = plan.Hb
+    cdef Py_ssize_t n_bands = (Ho + R - 1) // R, group_planes = Cg * sh * sw * plan.plane
+    cdef Py_ssize_t task, n, oy0, rows, grp, kb, k
+    cdef Py_ssize_t[::1] off = _tap_offsets(plan, Cg, g)
+    cdef floating* planes = NULL
+    cdef floating* go = NULL
+    cdef floating* part = NULL
+    if N == 0 or K == 0 or Ho == 0 or Wo == 0:
+        return
+    with nogil, parallel(num_threads=num_threads):
+        planes = &workspace[threadid(), 0]
+        go = planes + plan.size
+        part = &parts[threadid(), 0]
+        for task in prange(N * n_bands, schedule="static"):
+            n = task // n_bands
+            oy0 = (task % n_bands) * R
+            rows = min(R, Ho - oy0)
+            _fill_planes(&x[n, 0, 0, 0], C, H, W, oy0, sh, sw, pt, pl, Hb, Wq, planes)
+            for grp in range(groups):
+                for kb in range(nkb):
+                    k = grp * Kg + kb * B
+                    if floating is float:
+                        fc_grad_w_transpose_f(&grad_output[n, k, oy0, 0], Ho * Wo, min(B, Kg - kb * B), go, rows * Wo)
+                        fc_grad_w_tiles_f(go, planes + grp * group_planes, &off[0], taps,
+                                          part + grp * taps * ldg + kb * B, ldg, rows, Wq, Wo)
+                    else:
+                        fc_grad_w_transpose_d(&grad_output[n, k, oy0, 0], Ho * Wo, min(B, Kg - kb * B), go, rows * Wo)
+                        fc_grad_w_tiles_d(go, planes + grp * group_planes, &off[0], taps,
+                                          part + grp * taps * ldg + kb * B, ldg, rows, Wq, Wo)
 
 
 cdef Py_ssize_t _dot_step(bint double_precision) noexcept nogil:
