@@ -75,6 +75,7 @@ if [ "$#" -eq 0 ]; then
     set -- "$python" -m pytest -q -p no:cacheprovider -x \
         tests/test_columns.py tests/test_conv2d.py tests/test_limits.py tests/test_properties.py \
         tests/test_signal.py tests/test_direct.py tests/test_kernel_checks.py tests/test_task_pool.py \
+        tests/test_backward_tiles.py \
         -k "not Torch and not finite_differences"
 fi
 echo "== $*"
