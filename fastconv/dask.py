@@ -41,6 +41,7 @@ import functools
 import itertools
 import math
 import operator
+import threading
 
 import numpy as np
 
@@ -54,7 +55,7 @@ try:
     import dask.array as da
     from dask.array.overlap import overlap as _overlap
     from dask.base import tokenize
-    from dask.highlevelgraph import HighLevelGraph
+    from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 except ImportError as error:  # pragma: no cover - exercised only without dask
     raise ImportError("fastconv.dask needs dask: pip install fastconv[dask]  "
                       "(or: pip install 'dask[array]' distributed)") from error
@@ -65,25 +66,47 @@ __all__ = ["conv2d", "conv_transpose2d", "max_pool2d", "avg_pool2d", "sum_pool2d
 # ---------------------------------------------------------------------------
 # Threads
 
-def _task_threads():
-    """fastconv threads for the task running now: on a dask.distributed worker, its
-    thread count (``threads_per_worker``) shared among the tasks it is executing at
-    the moment, so that the worker's tasks together never run more OpenMP threads than
-    it has threads (one task alone gets them all; as many tasks as threads, one each).
-    Outside a worker: None (fastconv's own default applies). The results do not depend
-    on the count (the kernels split work by output rows, each summed the same way)."""
+#: The fastconv.dask tasks running in this process now (counted by `_threads_context`).
+_running = 0
+_running_lock = threading.Lock()
+
+
+def _task_threads(running=1):
+    """fastconv threads for the task running now, so that the tasks running at once never
+    run more OpenMP threads together than there are threads to run them (one task alone
+    gets them all; as many tasks as threads, one each):
+
+    * on a dask.distributed worker, its thread count (``threads_per_worker``) shared among
+      the tasks it is executing at the moment;
+    * elsewhere (dask's threaded scheduler, the default for dask arrays, or any pool in
+      one process), fastconv's thread count shared among the `running` fastconv.dask
+      tasks of this process; None for a task running alone (fastconv's default applies).
+
+    The results do not depend on the count (the kernels split work by output rows, each
+    summed the same way)."""
     try:
         from distributed import get_worker
         worker = get_worker()
     except (ImportError, ValueError):
-        return None
+        return None if running <= 1 else max(1, _fc.get_num_threads() // running)
     state = getattr(worker, "state", worker)
     return max(1, state.nthreads // max(1, len(getattr(state, "executing", ()))))
 
 
+@contextlib.contextmanager
 def _threads_context():
-    n = _task_threads()
-    return _fc.threads(n) if n else contextlib.nullcontext()
+    """Run the block under ``fastconv.threads(n)`` with the task's share (`_task_threads`)."""
+    global _running
+    with _running_lock:
+        _running += 1
+        running = _running
+    try:
+        n = _task_threads(running)
+        with _fc.threads(n) if n else contextlib.nullcontext():
+            yield
+    finally:
+        with _running_lock:
+            _running -= 1
 
 
 def _on_worker_threads(op):
@@ -211,16 +234,16 @@ def _halo_map(run, x, axes, refs=(), merge=(), out_sizes=None, name="fastconv", 
     plans = [_axis_plan(c, axes.get(a), a in merge) for a, c in enumerate(x.chunks)]
     token = tokenize(x.name, run, interior, plans, [r.key for r in refs])
     out_name, part_name, interior_name = f"{name}-{token}", f"{name}-halo-{token}", f"{name}-interior-{token}"
-    graph, parts = {}, {}
+    graph, cuts = {}, {}
 
     def part(index, slices):
         if all(a == 0 and b == x.chunks[axis][k] for axis, (k, (a, b)) in enumerate(zip(index, slices))):
             return (x.name,) + index
-        key = parts.get((index, slices))
-        if key is None:
-            key = parts[index, slices] = (part_name, len(parts))
-            graph[key] = (operator.getitem, (x.name,) + index, tuple(slice(a, b) for a, b in slices))
-        return key
+        # One task per chunk cuts every part its neighbours read (a bundle of small arrays);
+        # a block takes its part out of the bundle inside its own task.
+        chunk_cuts = cuts.setdefault(index, {})
+        j = chunk_cuts.setdefault(slices, len(chunk_cuts))
+        return (operator.getitem, (part_name,) + index, j)
 
     def nested(blocks, axis=0, index=(), slices=()):
         if axis == len(blocks):
@@ -248,7 +271,24 @@ def _halo_map(run, x, axes, refs=(), merge=(), out_sizes=None, name="fastconv", 
     for axis, size in (out_sizes or {}).items():
         chunks[axis] = (size,)
     hlg = HighLevelGraph.from_collections(out_name, graph, dependencies=[x, *refs])
+    if cuts:
+        # The cuts run first on each worker (a user priority, which distributed honours): the
+        # blocks beside them wait for nothing but the transfer.
+        halo = {(part_name,) + index: (_cut, (x.name,) + index, tuple(
+                    tuple(slice(a, b) for a, b in slices) for slices in chunk_cuts))
+                for index, chunk_cuts in cuts.items()}
+        layers, dependencies = dict(hlg.layers), dict(hlg.dependencies)
+        layers[part_name] = MaterializedLayer(halo, annotations={"priority": 1})
+        dependencies[part_name] = set(x.__dask_layers__())
+        dependencies[out_name] = dependencies[out_name] | {part_name}
+        hlg = HighLevelGraph(layers, dependencies)
     return da.Array(hlg, out_name, tuple(chunks), meta=np.empty((0,) * x.ndim, dtype=x.dtype))
+
+
+def _cut(chunk, slices):
+    """The parts ``chunk[s]`` of a chunk that its neighbours read, as copies (small: the
+    halo), so that a part sent to another worker does not carry or keep the chunk."""
+    return tuple(np.array(chunk[s]) for s in slices)
 
 
 def _assemble(pieces, layout, pad_value, dtype):
