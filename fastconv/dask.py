@@ -13,7 +13,8 @@ the halos from the op's geometry (kernel, stride, padding, dilation, ceil_mode):
   chunk but for the halo, and chunks of any size (smaller than the kernel, not aligned to
   the stride) need no rechunking;
 * the halo, the rows and columns a block's windows reach into its neighbours, is cut by
-  small tasks where each neighbour lives: only the halo moves between workers;
+  one small task per chunk where the chunk lives (every part its neighbours read): only
+  the halo moves between workers;
 * a block's task assembles its input once, with the op's padding (zeros; -inf for max
   pooling) where it meets the array's borders, and runs the in-memory op with no padding;
   `convolve2d` copies no chunk at all: its interior rows are computed from the chunk in
@@ -55,7 +56,7 @@ try:
     import dask.array as da
     from dask.array.overlap import overlap as _overlap
     from dask.base import tokenize
-    from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
+    from dask.highlevelgraph import HighLevelGraph
 except ImportError as error:  # pragma: no cover - exercised only without dask
     raise ImportError("fastconv.dask needs dask: pip install fastconv[dask]  "
                       "(or: pip install 'dask[array]' distributed)") from error
@@ -208,9 +209,10 @@ def _halo_map(run, x, axes, refs=(), merge=(), out_sizes=None, name="fastconv", 
     Each task receives the input it reads as `pieces`, a nested list (one level per axis)
     of the input chunks' parts, and `layout`, per axis ``(padding before, piece sizes,
     padding after)``: the op's padding, where the block meets the array's border. The
-    parts of neighbouring chunks (the halo) are cut by small tasks that run where those
-    chunks live, so only the halo moves between workers; nothing is rechunked or copied
-    before the task, which assembles its input once (`_assemble`) or not at all.
+    parts of neighbouring chunks (the halo) are cut by one small task per chunk (`_cut`,
+    every part its neighbours read) that runs where the chunk lives, so only the halo
+    moves between workers; nothing is rechunked or copied before the task, which
+    assembles its input once (`_assemble`) or not at all.
 
     Parameters
     ----------
@@ -270,18 +272,10 @@ def _halo_map(run, x, axes, refs=(), merge=(), out_sizes=None, name="fastconv", 
     chunks = [tuple(size for size, _, _ in plan) for plan in plans]
     for axis, size in (out_sizes or {}).items():
         chunks[axis] = (size,)
+    for index, chunk_cuts in cuts.items():
+        graph[(part_name,) + index] = (_cut, (x.name,) + index,
+                                       tuple(tuple(slice(a, b) for a, b in slices) for slices in chunk_cuts))
     hlg = HighLevelGraph.from_collections(out_name, graph, dependencies=[x, *refs])
-    if cuts:
-        # The cuts run first on each worker (a user priority, which distributed honours): the
-        # blocks beside them wait for nothing but the transfer.
-        halo = {(part_name,) + index: (_cut, (x.name,) + index, tuple(
-                    tuple(slice(a, b) for a, b in slices) for slices in chunk_cuts))
-                for index, chunk_cuts in cuts.items()}
-        layers, dependencies = dict(hlg.layers), dict(hlg.dependencies)
-        layers[part_name] = MaterializedLayer(halo, annotations={"priority": 1})
-        dependencies[part_name] = set(x.__dask_layers__())
-        dependencies[out_name] = dependencies[out_name] | {part_name}
-        hlg = HighLevelGraph(layers, dependencies)
     return da.Array(hlg, out_name, tuple(chunks), meta=np.empty((0,) * x.ndim, dtype=x.dtype))
 
 
