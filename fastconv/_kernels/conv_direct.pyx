@@ -45,18 +45,18 @@ cdef extern from "conv_direct_rows.h" nogil:
     Py_ssize_t fc_tile_width_d()
     void fc_tiles_f(const float* src, const Py_ssize_t* off, Py_ssize_t taps, const float* a, Py_ssize_t lda,
                     const float* bias, float* out, Py_ssize_t out_k, int mr, Py_ssize_t rows, Py_ssize_t Wq,
-                    Py_ssize_t Wo, fc_prefetch* pf)
+                    Py_ssize_t Wo, int relu, fc_prefetch* pf)
     void fc_tiles_d(const double* src, const Py_ssize_t* off, Py_ssize_t taps, const double* a, Py_ssize_t lda,
                     const double* bias, double* out, Py_ssize_t out_k, int mr, Py_ssize_t rows, Py_ssize_t Wq,
-                    Py_ssize_t Wo, fc_prefetch* pf)
+                    Py_ssize_t Wo, int relu, fc_prefetch* pf)
     Py_ssize_t fc_channel_block_f()
     Py_ssize_t fc_channel_block_d()
     void fc_channel_tiles_f(const float* src, const Py_ssize_t* off, Py_ssize_t taps, const float* w,
                             const float* bias, float* out, Py_ssize_t out_k, Py_ssize_t rows, Py_ssize_t Wq,
-                            Py_ssize_t Wo, fc_prefetch* pf)
+                            Py_ssize_t Wo, int relu, fc_prefetch* pf)
     void fc_channel_tiles_d(const double* src, const Py_ssize_t* off, Py_ssize_t taps, const double* w,
                             const double* bias, double* out, Py_ssize_t out_k, Py_ssize_t rows, Py_ssize_t Wq,
-                            Py_ssize_t Wo, fc_prefetch* pf)
+                            Py_ssize_t Wo, int relu, fc_prefetch* pf)
     void fc_grad_x_row_f(const float* go, Py_ssize_t go_k, const float* w, Py_ssize_t w_k, Py_ssize_t w_c,
                          Py_ssize_t Kg, float* dst, Py_ssize_t dst_c, Py_ssize_t Wo, int nc)
     void fc_grad_x_row_d(const double* go, Py_ssize_t go_k, const double* w, Py_ssize_t w_k, Py_ssize_t w_c,
@@ -88,20 +88,25 @@ cdef extern from "conv_direct_rows.h" nogil:
 
 cdef inline void _tiles(const floating* src, const Py_ssize_t* off, Py_ssize_t taps, const floating* a,
                         Py_ssize_t lda, const floating* bias, floating* out, Py_ssize_t out_k, int mr,
-                        Py_ssize_t rows, Py_ssize_t Wq, Py_ssize_t Wo, fc_prefetch* pf) noexcept nogil:
+                        Py_ssize_t rows, Py_ssize_t Wq, Py_ssize_t Wo, int relu, fc_prefetch* pf) noexcept nogil:
     if floating is float:
-        fc_tiles_f(src, off, taps, a, lda, bias, out, out_k, mr, rows, Wq, Wo, pf)
+        fc_tiles_f(src, off, taps, a, lda, bias, out, out_k, mr, rows, Wq, Wo, relu, pf)
     else:
-        fc_tiles_d(src, off, taps, a, lda, bias, out, out_k, mr, rows, Wq, Wo, pf)
+        fc_tiles_d(src, off, taps, a, lda, bias, out, out_k, mr, rows, Wq, Wo, relu, pf)
 
 
 cdef inline void _channel_tiles(const floating* src, const Py_ssize_t* off, Py_ssize_t taps, const floating* w,
                                 const floating* bias, floating* out, Py_ssize_t out_k, Py_ssize_t rows,
-                                Py_ssize_t Wq, Py_ssize_t Wo, fc_prefetch* pf) noexcept nogil:
+                                Py_ssize_t Wq, Py_ssize_t Wo, int relu, fc_prefetch* pf) noexcept nogil:
     if floating is float:
-        fc_channel_tiles_f(src, off, taps, w, bias, out, out_k, rows, Wq, Wo, pf)
+        fc_channel_tiles_f(src, off, taps, w, bias, out, out_k, rows, Wq, Wo, relu, pf)
     else:
-        fc_channel_tiles_d(src, off, taps, w, bias, out, out_k, rows, Wq, Wo, pf)
+        fc_channel_tiles_d(src, off, taps, w, bias, out, out_k, rows, Wq, Wo, relu, pf)
+
+
+def tile_rows():
+    """Output channels per pixel tile of conv2d_forward."""
+    return FC_MR
 
 
 def channel_block(bint double_precision):
@@ -261,14 +266,19 @@ cdef inline void _fill_planes(const floating* image, Py_ssize_t C, Py_ssize_t H,
 def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight,
                    const floating[::1] bias, floating[:, :, :, ::1] out, Geometry g, int groups,
                    ForwardPlan plan, floating[:, ::1] workspace, int num_threads,
-                   const floating[:, ::1] packed=None):
-    """out = conv2d(x, weight) + bias, every element written.
+                   const floating[:, ::1] packed=None, Py_ssize_t splits=1, bint relu=False):
+    """out = conv2d(x, weight) + bias (with `relu`: max(that, 0)), every element written.
 
     weight (K, C/groups * kh * kw); workspace (num_threads, plan.size). With
     `packed`, each group's full = (K/groups) // B whole blocks of B = channel_block(...)
     output channels run on channel tiles, from packed (groups * full * taps, B):
     row (g * full + b) * taps + t, column l holds tap t of channel g*K/groups + b*B + l;
-    the group's other channels run on pixel tiles."""
+    the group's other channels run on pixel tiles.
+
+    `splits`: each band's output channels are shared out over that many tasks (each
+    group's channel tiles and pixel tiles in near-equal runs), for a small map with
+    fewer bands than the threads need: every task reads only its channels' weights,
+    and a thread that runs the next split of the band it has copied skips the copy."""
     cdef int kh = g.kh, kw = g.kw, sh = g.sh, sw = g.sw, pt = g.pt, pl = g.pl, dh = g.dh, dw = g.dw
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t K = weight.shape[0], Ho = g.out_h, Wo = g.out_w
@@ -284,43 +294,57 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight
     cdef Py_ssize_t B = fc_channel_block_d() if floating is double else fc_channel_block_f()
     cdef Py_ssize_t full = 0 if packed is None else Kg // B     # channel tiles per group
     cdef Py_ssize_t blocks = full + (Kg - full * B + FC_MR - 1) // FC_MR
-    cdef Py_ssize_t task, n, oy0, rows, grp, mb, mr, k, nxt
+    cdef Py_ssize_t task, n, oy0, rows, grp, mb, mr, k, nxt, band, part, tid
+    cdef Py_ssize_t rest = blocks - full, c0, c1, p0, p1
     cdef fc_prefetch pf
     cdef Py_ssize_t[::1] off = _tap_offsets(plan, Cg, g)
+    cdef Py_ssize_t[::1] copied = np.full(max(num_threads, 1), -1, dtype=np.intp)  # band in each thread's planes
     cdef floating* planes = NULL
     if packed is not None and (packed.shape[0] != groups * full * taps or packed.shape[1] != B):
         raise ValueError(f"packed must be ({groups * full * taps}, {B}), got ({packed.shape[0]}, {packed.shape[1]})")
+    if splits < 1 or splits > max(blocks, 1):
+        raise ValueError(f"splits must be between 1 and {max(blocks, 1)}, got {splits}")
     if N == 0 or K == 0 or Ho == 0 or Wo == 0:
         return
     # Dynamic chunks of about a quarter of a thread's share: a thread that another
     # runtime's spinning thread or another process keeps off its core holds back only
     # the chunk it has, while the others take the rest (a static split waits for its
     # whole share); within a chunk the next task is still this thread's.
-    cdef Py_ssize_t chunk = max(1, N * n_bands // (4 * num_threads))
+    cdef Py_ssize_t tasks = N * n_bands * splits
+    cdef Py_ssize_t chunk = max(1, tasks // (4 * num_threads))
     with nogil, parallel(num_threads=num_threads):
-        planes = &workspace[threadid(), 0]
+        tid = threadid()
+        planes = &workspace[tid, 0]
         memset(planes + plan.filled, 0, (plan.size - plan.filled) * sizeof(floating))
-        for task in prange(N * n_bands, schedule="dynamic", chunksize=chunk):
-            n = task // n_bands
-            oy0 = (task % n_bands) * R
+        for task in prange(tasks, schedule="dynamic", chunksize=chunk):
+            band = task // splits
+            part = task % splits
+            n = band // n_bands
+            oy0 = (band % n_bands) * R
             rows = min(R, Ho - oy0)
-            _fill_planes(&x[n, 0, 0, 0], C, H, W, oy0, sh, sw, pt, pl, Hb, Wq, planes)
-            # the input rows the next task will copy (this thread's, except after the last
-            # task of its chunk), prefetched while these tiles run
-            nxt = task + 1 if task + 1 < N * n_bands else task     # the last task prefetches nothing
+            if copied[tid] != band:
+                _fill_planes(&x[n, 0, 0, 0], C, H, W, oy0, sh, sw, pt, pl, Hb, Wq, planes)
+                copied[tid] = band
+            # this part's channel tiles [c0, c1) and pixel tiles [p0, p1) of each group
+            c0 = part * full // splits
+            c1 = (part + 1) * full // splits
+            p0 = full + part * rest // splits
+            p1 = full + (part + 1) * rest // splits
+            # the input rows of the next band (this thread's next task, except after the last
+            # task of its chunk), prefetched while this band's last part runs
+            nxt = band + 1 if part == splits - 1 and band + 1 < N * n_bands else band
             pf = _input_run(&x[nxt // n_bands, 0, 0, 0], C, H, W, sh * (nxt % n_bands) * R - pt,
-                            sh * Hb if nxt > task else 0, groups * blocks)
+                            sh * Hb if nxt > band else 0, groups * max(1, c1 - c0 + p1 - p0))
             for grp in range(groups):
-                for mb in range(blocks):
-                    if mb < full:
-                        k = grp * Kg + mb * B
-                        _channel_tiles(planes + grp * group_planes, &off[0], taps, &packed[(grp * full + mb) * taps, 0],
-                                       &bias[k], &out[n, k, oy0, 0], Ho * Wo, rows, Wq, Wo, &pf)
-                    else:
-                        k = grp * Kg + full * B + (mb - full) * FC_MR
-                        mr = min(FC_MR, (grp + 1) * Kg - k)
-                        _tiles(planes + grp * group_planes, &off[0], taps, &weight[k, 0], taps,
-                               &bias[k], &out[n, k, oy0, 0], Ho * Wo, mr, rows, Wq, Wo, &pf)
+                for mb in range(c0, c1):
+                    k = grp * Kg + mb * B
+                    _channel_tiles(planes + grp * group_planes, &off[0], taps, &packed[(grp * full + mb) * taps, 0],
+                                   &bias[k], &out[n, k, oy0, 0], Ho * Wo, rows, Wq, Wo, relu, &pf)
+                for mb in range(p0, p1):
+                    k = grp * Kg + full * B + (mb - full) * FC_MR
+                    mr = min(FC_MR, (grp + 1) * Kg - k)
+                    _tiles(planes + grp * group_planes, &off[0], taps, &weight[k, 0], taps,
+                           &bias[k], &out[n, k, oy0, 0], Ho * Wo, mr, rows, Wq, Wo, relu, &pf)
 
 
 # ---------------------------------------------------------------------------

@@ -10,6 +10,8 @@ each runs in its thread's row of `workspace`.
 from cython cimport floating
 from cython.parallel cimport parallel, prange, threadid
 
+import numpy as np
+
 cdef extern from "winograd.h" nogil:
     int fc_compiled_isa()
     int fc_cpu_isa()
@@ -26,11 +28,13 @@ cdef extern from "winograd.h" nogil:
     void wg_forward_chunk_f(const float* x, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W, const float* U,
                             Py_ssize_t Kp, const float* bias, float* out, Py_ssize_t K, Py_ssize_t Ho,
                             Py_ssize_t Wo, Py_ssize_t groups, Py_ssize_t pt, Py_ssize_t pl,
-                            Py_ssize_t first, Py_ssize_t count, float* work)
+                            Py_ssize_t first, Py_ssize_t count, Py_ssize_t kb0, Py_ssize_t kb1,
+                            int transform_input, int relu, float* work)
     void wg_forward_chunk_d(const double* x, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W, const double* U,
                             Py_ssize_t Kp, const double* bias, double* out, Py_ssize_t K, Py_ssize_t Ho,
                             Py_ssize_t Wo, Py_ssize_t groups, Py_ssize_t pt, Py_ssize_t pl,
-                            Py_ssize_t first, Py_ssize_t count, double* work)
+                            Py_ssize_t first, Py_ssize_t count, Py_ssize_t kb0, Py_ssize_t kb1,
+                            int transform_input, int relu, double* work)
     float wg_fma_chains_f(Py_ssize_t iterations, float half)
     double wg_fma_chains_d(Py_ssize_t iterations, double half)
 
@@ -95,27 +99,35 @@ def transform_weights(const floating[:, :, :, ::1] weight, const double[:, ::1] 
 cdef inline void _chunk(const floating* x, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W, const floating* U,
                         Py_ssize_t Kp, const floating* bias, floating* out, Py_ssize_t K, Py_ssize_t Ho,
                         Py_ssize_t Wo, Py_ssize_t groups, Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t first,
-                        Py_ssize_t count, floating* work) noexcept nogil:
+                        Py_ssize_t count, Py_ssize_t kb0, Py_ssize_t kb1, int transform_input, int relu,
+                        floating* work) noexcept nogil:
     if floating is float:
-        wg_forward_chunk_f(x, C, H, W, U, Kp, bias, out, K, Ho, Wo, groups, pt, pl, first, count, work)
+        wg_forward_chunk_f(x, C, H, W, U, Kp, bias, out, K, Ho, Wo, groups, pt, pl, first, count, kb0, kb1,
+                           transform_input, relu, work)
     else:
-        wg_forward_chunk_d(x, C, H, W, U, Kp, bias, out, K, Ho, Wo, groups, pt, pl, first, count, work)
+        wg_forward_chunk_d(x, C, H, W, U, Kp, bias, out, K, Ho, Wo, groups, pt, pl, first, count, kb0, kb1,
+                           transform_input, relu, work)
 
 
 def conv2d_forward(const floating[:, :, :, ::1] x, const floating[::1] U, Py_ssize_t Kp,
                    const floating[::1] bias, floating[:, :, :, ::1] out, int groups, Py_ssize_t pt,
-                   Py_ssize_t pl, floating[:, ::1] workspace, int num_threads):
+                   Py_ssize_t pl, floating[:, ::1] workspace, int num_threads, Py_ssize_t splits=1,
+                   bint relu=False):
     """out (N, K, Ho, Wo) = the 3x3 stride-1 correlation of x (N, C, H, W) read from
-    offset (-pt, -pl) (zero outside; negative: cropped) + bias, every element written.
+    offset (-pt, -pl) (zero outside; negative: cropped) + bias (with `relu`: max(that,
+    0), fused into the output transform), every element written.
     U: fastconv._winograd.transform_weights(...) (groups * n*n * Kp * C/groups values);
-    workspace (num_threads, workspace_values(C/groups, Kp, ...))."""
+    workspace (num_threads, workspace_values(C/groups, Kp, ...)). `splits`: each chunk's
+    output channel blocks are shared out over that many tasks (small maps have fewer
+    chunks than threads); a thread that runs the next part of the chunk it has
+    transformed (one group) skips the input transform."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t K = out.shape[1], Ho = out.shape[2], Wo = out.shape[3]
     cdef bint dp = floating is double
     cdef Py_ssize_t m = 6 if dp else 4, n = m + 2
     cdef Py_ssize_t T = wg_chunk_tiles_d() if dp else wg_chunk_tiles_f()
     cdef Py_ssize_t tiles = N * ((Ho + m - 1) // m) * ((Wo + m - 1) // m)
-    cdef Py_ssize_t chunks = (tiles + T - 1) // T, q, first
+    cdef Py_ssize_t chunks = (tiles + T - 1) // T, q, first, task, part, tid, blocks = Kp // WG_MR
     cdef floating* work = NULL
     if out.shape[0] != N or K % groups or C % groups or Kp % WG_MR or Kp < K // groups:
         raise ValueError("inconsistent shapes")
@@ -123,17 +135,25 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[::1] U, Py_ssi
         raise ValueError(f"U must have {groups * n * n * Kp * (C // groups)} values and bias {K}")
     if workspace.shape[1] < workspace_values(C // groups, Kp, dp) or workspace.shape[0] < num_threads:
         raise ValueError("workspace too small")
+    if splits < 1 or splits > max(blocks, 1):
+        raise ValueError(f"splits must be between 1 and {max(blocks, 1)}, got {splits}")
     if tiles == 0:
         return
+    cdef Py_ssize_t[::1] done = np.full(max(num_threads, 1), -1, dtype=np.intp)  # chunk in each thread's V
     with nogil, parallel(num_threads=num_threads):
-        work = &workspace[threadid(), 0]
+        tid = threadid()
+        work = &workspace[tid, 0]
         # dynamic: a chunk is a fraction of a millisecond, and on shared cores a thread
         # that was descheduled would otherwise hold up its static share (the result
         # does not depend on which thread runs a chunk)
-        for q in prange(chunks, schedule="dynamic"):
+        for task in prange(chunks * splits, schedule="dynamic"):
+            q = task // splits
+            part = task % splits
             first = q * T
             _chunk(&x[0, 0, 0, 0], C, H, W, &U[0], Kp, &bias[0], &out[0, 0, 0, 0], K, Ho, Wo, groups, pt, pl,
-                   first, min(T, tiles - first), work)
+                   first, min(T, tiles - first), part * blocks // splits, (part + 1) * blocks // splits,
+                   groups > 1 or done[tid] != q, relu, work)
+            done[tid] = q
 
 
 def fma_step_flops(bint double_precision):
