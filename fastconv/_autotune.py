@@ -10,7 +10,9 @@ problem and keeps the fastest for the class, for the rest of the process and,
 when a cache file is named, for later processes on the same machine.
 
 Shape classes. A class is what decides the speed and what real networks repeat:
-the pass (forward, backward, or grad_weight alone for winograd's backward), the
+the pass (forward; eval, the layers' eval forwards, whose weights are prepared once
+and kept, so that a candidate's per-call weight transform or packing is not timed;
+backward; or grad_weight alone for winograd's backward), the
 dtype, dense / depthwise / grouped, channels per group in and out (power-of-two
 buckets), the kernel, stride, dilation and padding kind (none, "same"-style,
 other), the output plane's pixels and the batch (power-of-two buckets) and the
@@ -89,7 +91,7 @@ MARGIN = 1.05
 #: sweeps shapes does not grow the cache without bound).
 MAX_CLASSES = 4096
 
-PASSES = ("forward", "backward", "grad_weight")
+PASSES = ("forward", "eval", "backward", "grad_weight")
 
 _lock = threading.RLock()
 _choices = {}            # class key -> {"choice": name, "seconds": {name: predicted time}}
@@ -274,7 +276,7 @@ def rule(pass_, x_shape, weight_shape, g, groups, dtype):
     Re-measure with ``python -m fastconv bench --sections direct``.
     """
     dtype = np.dtype(dtype)
-    if pass_ != "forward":
+    if pass_ not in ("forward", "eval"):
         return "direct" if weight_shape[1] == 1 else "im2col"
     if not _direct.planes_fit(x_shape[1], g, dtype.itemsize):
         return "im2col"
@@ -292,7 +294,7 @@ def candidates(pass_, x_shape, weight_shape, g, groups, dtype):
     """The algorithms that run this call: im2col and direct (direct's forward only where its
     planes fit), and winograd for 3x3, stride 1, dilation 1 (grad_weight: im2col, direct)."""
     names = ["im2col", "direct"]
-    if pass_ == "forward" and not _direct.planes_fit(x_shape[1], g, np.dtype(dtype).itemsize):
+    if pass_ in ("forward", "eval") and not _direct.planes_fit(x_shape[1], g, np.dtype(dtype).itemsize):
         names.remove("direct")
     if pass_ != "grad_weight" and _winograd_runs(g):
         names.append("winograd")
@@ -392,8 +394,15 @@ def _slices(x_shape, weight_shape, g, dtype, pass_, num_threads, winograd):
         return [(max(1, images // 4), g.out_h), (images, g.out_h)]
     step = _winograd.tile_size(dtype)[0] if winograd else 1
     per_row = max(1, per_image // g.out_h)
-    rows = min(g.out_h, max(step, budget // per_row // step * step))
-    quarter = max(step, rows // 4 // step * step)
+    # winograd: at least two chunks of tiles per thread, or a band of a few tile rows
+    # fills a fraction of its chunks' lanes and times as if the whole call did
+    fewest = step
+    if winograd:
+        chunk = _winograd.kernel.chunk_tiles(np.dtype(dtype) == np.float64)
+        fewest = step * -(-2 * num_threads * chunk // -(-g.out_w // step))
+        fewest = max(step, min(fewest, 2 * SLICE_MACS_MAX // per_row // step * step))
+    rows = min(g.out_h, max(fewest, budget // per_row // step * step))
+    quarter = max(fewest, rows // 4 // step * step)
     return [(1, quarter), (1, rows)] if quarter < rows else [(1, rows)]
 
 
@@ -428,6 +437,16 @@ def _parts(pass_, names, x, weight, grad_output, gs, kw, groups, num_threads):
     }
     if pass_ == "forward":
         return {a: (lambda a=a: fastconv.conv2d(x, weight, None, groups=groups, algorithm=a, **kw)) for a in names}
+    if pass_ == "eval":      # the layers' eval forwards: weights prepared once, outside the timing
+        calls = {"im2col": lambda: _im2col.forward(x, weight, None, gs, groups, num_threads)}
+        if "direct" in names:
+            packed = _direct.prepare(weight, gs, groups)
+            calls["direct"] = lambda: _direct.forward(x, weight, None, gs, groups, num_threads, packed=packed)
+        if "winograd" in names:
+            prepared = _winograd.prepare(weight, groups, num_threads)
+            calls["winograd"] = lambda: _winograd.forward(x, weight, None, gs, groups, num_threads,
+                                                          prepared=prepared)
+        return calls
     if pass_ == "grad_weight":
         return grad_weight
     calls = {a: (lambda a=a: fastconv.conv2d_backward(grad_output, x, weight, groups=groups, algorithm=a, **kw))

@@ -17,10 +17,12 @@ ALGORITHMS = ("auto", "im2col", "direct")
 ALL_ALGORITHMS = ALGORITHMS + ("winograd",)
 
 
-def _choose_algorithm(x_shape, weight_shape, geometry, groups, dtype, backward=False):
+def _choose_algorithm(x_shape, weight_shape, geometry, groups, dtype, backward=False, pass_=None):
     """The algorithm `"auto"` runs: the one measured fastest on this CPU for the call's
-    shape class, or without calibration a fixed rule (fastconv._autotune)."""
-    return _autotune.choose("backward" if backward else "forward", x_shape, weight_shape, geometry, groups, dtype)
+    shape class, or without calibration a fixed rule (fastconv._autotune). `pass_`
+    "eval": for the layers' eval forwards, which keep their prepared weights."""
+    pass_ = pass_ or ("backward" if backward else "forward")
+    return _autotune.choose(pass_, x_shape, weight_shape, geometry, groups, dtype)
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, algorithm="auto"):
@@ -65,7 +67,7 @@ def _conv2d_eval(x, weight, bias, stride, padding, dilation, groups, relu, cache
     same array with the same values (a strided sample is compared: callers that write
     weights in place clear the cache, as `Layer.clear_eval_cache` does)."""
     x, weight, bias, g, groups = v.conv2d_args(x, weight, bias, stride, padding, dilation, groups)
-    algorithm = _choose_algorithm(x.shape, weight.shape, g, groups, x.dtype)
+    algorithm = _choose_algorithm(x.shape, weight.shape, g, groups, x.dtype, pass_="eval")
     work = x.shape[0] * weight.shape[0] * g.out_h * g.out_w * weight[0].size
     num_threads = num_threads_for_macs(work)
     if algorithm == "im2col":
