@@ -60,9 +60,11 @@ static void WG_FN(wg_transform_filters)(const WG_T *w, ptrdiff_t wk, ptrdiff_t n
                     (WG_T)(t[i][0][r] * G[j * 3] + t[i][1][r] * G[j * 3 + 1] + t[i][2][r] * G[j * 3 + 2]);
 }
 
-/* M[r*ms + t] = sum_{c < Cg} U[c*WG_MR + r] * V[c*vs + t], r < WG_MR, t < T: the
+/* M[r*ms + t] = sum_{c < Cg} U[c*WG_MR + r] * V[c*vs + t], r < WG_MR, t < nv * WG_L (nv <=
+ * WG_NV, a literal at each call: a chunk's last vectors of tiles may be empty): the
  * accumulators stay in registers over the whole channel sum. */
-WG_INLINE void WG_FN(wg_gemm)(const WG_T *U, const WG_T *V, ptrdiff_t Cg, ptrdiff_t vs, WG_T *M, ptrdiff_t ms)
+WG_INLINE void WG_FN(wg_gemm)(const WG_T *U, const WG_T *V, ptrdiff_t Cg, ptrdiff_t vs, WG_T *M, ptrdiff_t ms,
+                              const int nv)
 {
     WG_V acc[WG_MR][WG_NV];
     int r, v;
@@ -70,26 +72,26 @@ WG_INLINE void WG_FN(wg_gemm)(const WG_T *U, const WG_T *V, ptrdiff_t Cg, ptrdif
     WG_UNROLL
     for (r = 0; r < WG_MR; r++) {
         WG_UNROLL
-        for (v = 0; v < WG_NV; v++)
+        for (v = 0; v < nv; v++)
             acc[r][v] = WG_FN(wg_bcast)(0);
     }
     for (c = 0; c < Cg; c++) {
         WG_V x[WG_NV];
         WG_UNROLL
-        for (v = 0; v < WG_NV; v++)
+        for (v = 0; v < nv; v++)
             x[v] = WG_FN(wg_load)(V + c * vs + v * WG_L);
         WG_UNROLL
         for (r = 0; r < WG_MR; r++) {
             const WG_V w = WG_FN(wg_bcast)(U[c * WG_MR + r]);
             WG_UNROLL
-            for (v = 0; v < WG_NV; v++)
+            for (v = 0; v < nv; v++)
                 acc[r][v] += w * x[v];
         }
     }
     WG_UNROLL
     for (r = 0; r < WG_MR; r++) {
         WG_UNROLL
-        for (v = 0; v < WG_NV; v++)
+        for (v = 0; v < nv; v++)
             WG_FN(wg_store)(M + r * ms + v * WG_L, acc[r][v]);
     }
 }
@@ -330,6 +332,7 @@ static void WG_FN(wg_forward_chunk)(const WG_T *x, ptrdiff_t C, ptrdiff_t H, ptr
     const ptrdiff_t Cg = C / groups, Kg = K / groups;
     const ptrdiff_t tw = (Wo + WG_M - 1) / WG_M, per_image = (Ho + WG_M - 1) / WG_M * tw;
     const int narrow = tw < WG_L;
+    const int nv = (int)((count + WG_L - 1) / WG_L); /* vectors of tiles this chunk fills */
     WG_T *V = work, *Mb = V + WG_P * Cg * TS, *P = Mb + WG_P * WG_MR * T, *Z = P + WG_P * TS;
     WG_T *Y = Z + WG_P * TS;
     ptrdiff_t g, s, c, k, pt_i, kb;
@@ -353,9 +356,15 @@ static void WG_FN(wg_forward_chunk)(const WG_T *x, ptrdiff_t C, ptrdiff_t H, ptr
         /* one block of WG_MR output channels at a time: its products at all points, then
          * their output transforms, while they are still in cache */
         for (kb = kb0; kb < kb1; kb++) {
-            for (pt_i = 0; pt_i < WG_P; pt_i++)
-                WG_FN(wg_gemm)(U + ((g * WG_P + pt_i) * Kp + kb * WG_MR) * Cg, V + pt_i * Cg * TS, Cg, TS,
-                               Mb + pt_i * WG_MR * T, T);
+            for (pt_i = 0; pt_i < WG_P; pt_i++) {
+                const WG_T *Ub = U + ((g * WG_P + pt_i) * Kp + kb * WG_MR) * Cg, *Vp = V + pt_i * Cg * TS;
+                WG_T *Mp = Mb + pt_i * WG_MR * T;
+                switch (nv) { /* literal widths: fully unrolled register tiles */
+                case 1: WG_FN(wg_gemm)(Ub, Vp, Cg, TS, Mp, T, 1); break;
+                case 2: WG_FN(wg_gemm)(Ub, Vp, Cg, TS, Mp, T, WG_NV < 2 ? WG_NV : 2); break;
+                default: WG_FN(wg_gemm)(Ub, Vp, Cg, TS, Mp, T, WG_NV);
+                }
+            }
             if (narrow)
                 for (k = kb * WG_MR; k < (kb + 1) * WG_MR && k < Kg; k++)
                     WG_FN(wg_output_tiles)(Mb + (k - kb * WG_MR) * T, WG_MR * T, bias[g * Kg + k], relu, out, K,
