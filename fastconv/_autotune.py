@@ -11,7 +11,9 @@ the call's problem and keeps the fastest for the class, for the rest of the proc
 when a cache file is named, for later processes on the same machine.
 
 Shape classes. A class is what decides the speed and what real networks repeat:
-the pass (forward, backward, or grad_weight alone for winograd's backward), the
+the pass (forward; eval, the layers' eval forwards, whose weights are prepared once
+and kept, so that a candidate's per-call weight transform or packing is not timed;
+backward; or grad_weight alone for winograd's backward), the
 dtype, dense / depthwise / grouped, channels per group in and out (power-of-two
 buckets), the kernel, stride, dilation and padding kind (none, "same"-style,
 other), the output plane's pixels and the batch (power-of-two buckets) and the
@@ -103,7 +105,7 @@ RECHECK_CALLS = 3
 #: sweeps shapes does not grow the cache without bound).
 MAX_CLASSES = 4096
 
-PASSES = ("forward", "backward", "grad_weight")
+PASSES = ("forward", "eval", "backward", "grad_weight")
 
 _lock = threading.RLock()
 _choices = {}            # class key -> {"choice": name, "seconds": {name: predicted time}}
@@ -291,11 +293,11 @@ def rule(pass_, x_shape, weight_shape, g, groups, dtype):
     Re-measure with ``python -m fastconv bench --sections direct``.
     """
     dtype = np.dtype(dtype)
-    if pass_ != "forward" and weight_shape[1] == 1:
+    if pass_ not in ("forward", "eval") and weight_shape[1] == 1:
         return "direct"
     if not _direct.planes_fit(x_shape[1], g, dtype.itemsize):
         return "im2col"
-    if pass_ != "forward":
+    if pass_ not in ("forward", "eval"):
         return "im2col" if _im2col.pointwise(g) else "direct"
     if _im2col.pointwise(g):
         covered = _direct.channel_tiles_cover(g, weight_shape[0] // groups, math.prod(weight_shape[1:]), dtype)
@@ -316,9 +318,9 @@ def candidates(pass_, x_shape, weight_shape, g, groups, dtype):
     near-equal timings on a loaded machine must not flip the choice onto it."""
     names = ["im2col", "direct"]
     fits = _direct.planes_fit(x_shape[1], g, np.dtype(dtype).itemsize)
-    if pass_ == "forward" and not fits:
+    if pass_ in ("forward", "eval") and not fits:
         names.remove("direct")
-    if pass_ != "forward" and fits and not _im2col.pointwise(g):
+    if pass_ not in ("forward", "eval") and fits and not _im2col.pointwise(g):
         names.remove("im2col")
     if pass_ != "grad_weight" and _winograd_runs(g):
         names.append("winograd")
@@ -441,8 +443,15 @@ def _slices(x_shape, weight_shape, g, dtype, pass_, num_threads, winograd):
         return [(max(1, images // 4), g.out_h), (images, g.out_h)]
     step = _winograd.tile_size(dtype)[0] if winograd else 1
     per_row = max(1, per_image // g.out_h)
-    rows = min(g.out_h, max(step, budget // per_row // step * step))
-    quarter = max(step, rows // 4 // step * step)
+    # winograd: at least two chunks of tiles per thread, or a band of a few tile rows
+    # fills a fraction of its chunks' lanes and times as if the whole call did
+    fewest = step
+    if winograd:
+        chunk = _winograd.kernel.chunk_tiles(np.dtype(dtype) == np.float64)
+        fewest = step * -(-2 * num_threads * chunk // -(-g.out_w // step))
+        fewest = max(step, min(fewest, 2 * SLICE_MACS_MAX // per_row // step * step))
+    rows = min(g.out_h, max(fewest, budget // per_row // step * step))
+    quarter = max(fewest, rows // 4 // step * step)
     return [(1, quarter), (1, rows)] if quarter < rows else [(1, rows)]
 
 
@@ -478,6 +487,16 @@ def _parts(pass_, names, x, weight, grad_output, gs, kw, groups, num_threads):
     grad_weight = {a: grad_weight[a] for a in candidates("grad_weight", x.shape, weight.shape, gs, groups, x.dtype)}
     if pass_ == "forward":
         return {a: (lambda a=a: fastconv.conv2d(x, weight, None, groups=groups, algorithm=a, **kw)) for a in names}
+    if pass_ == "eval":      # the layers' eval forwards: weights prepared once, outside the timing
+        calls = {"im2col": lambda: _im2col.forward(x, weight, None, gs, groups, num_threads)}
+        if "direct" in names:
+            packed = _direct.prepare(weight, gs, groups)
+            calls["direct"] = lambda: _direct.forward(x, weight, None, gs, groups, num_threads, packed=packed)
+        if "winograd" in names:
+            prepared = _winograd.prepare(weight, groups, num_threads)
+            calls["winograd"] = lambda: _winograd.forward(x, weight, None, gs, groups, num_threads,
+                                                          prepared=prepared)
+        return calls
     if pass_ == "grad_weight":
         return grad_weight
     calls = {a: (lambda a=a: fastconv.conv2d_backward(grad_output, x, weight, groups=groups, algorithm=a, **kw))

@@ -77,16 +77,49 @@ def _plan(C, g, dtype, band_rows):
                               dtype == np.float64)
 
 
-def forward(x, weight, bias, g, groups, num_threads):
-    """(N, K, Ho, Wo) = conv2d(x, weight) + bias."""
+def forward(x, weight, bias, g, groups, num_threads, relu=False, packed=None):
+    """(N, K, Ho, Wo) = conv2d(x, weight) + bias (with `relu`: max(that, 0), fused into
+    the tiles' store). `packed`: `prepare(weight, g, groups)`'s result, computed earlier
+    for the same weights (the layers' eval cache), else packed here if channel tiles pay."""
     N, K = x.shape[0], weight.shape[0]
     v.allocatable((N, K, g.out_h, g.out_w), x.dtype, "output")
     out = np.empty((N, K, g.out_h, g.out_w), dtype=x.dtype)
-    _forward_into(out, x, weight, bias, g, groups, num_threads)
+    _forward_into(out, x, weight, bias, g, groups, num_threads, relu, packed)
     return out
 
 
-def _forward_into(out, x, weight, bias, g, groups, num_threads):
+#: Output pixels a task's band should hold so that each block of weights it loads
+#: serves enough tiles: below this (a small map at a small batch), a band's channels
+#: are split over tasks instead of its rows.
+MIN_BAND_PIXELS = 96
+
+
+def _tasks(N, K, C, g, itemsize, num_threads, blocks):
+    """(band rows, channel splits) of the forward: bands as tall as BAND_BYTES allows
+    but enough tasks (two per thread) to keep every thread busy; where that would cut
+    bands below MIN_BAND_PIXELS, bands of at least that many pixels whose blocks of
+    output channels are split over tasks (every task then reads 1/splits of the
+    weights, which a small map, read from cache, would otherwise reread per band).
+    Re-measure with ``python -m fastconv bench --sections nets`` (ResNet-18 at batch 1)."""
+    fit = _band_rows(C, g, itemsize)
+    rows = max(1, min(fit, -(-N * g.out_h // (2 * num_threads))))
+    if num_threads == 1 or N == 0 or rows * g.out_w >= MIN_BAND_PIXELS:
+        return rows, 1
+    rows = min(fit, g.out_h, max(rows, -(-MIN_BAND_PIXELS // g.out_w)))
+    bands = N * -(-g.out_h // rows)
+    return rows, max(1, min(blocks, -(-4 * num_threads // bands)))
+
+
+def prepare(weight, g, groups):
+    """What the forward derives from the weights alone: their channel-tile packing
+    (`_pack_channels`), or None where pixel tiles run. The layers keep it between eval
+    forwards while their weights do not change."""
+    taps = math.prod(weight.shape[1:])
+    K = weight.shape[0]
+    return _pack_channels(weight, groups) if _channel_tiles_pay(g, K // groups, taps, weight.dtype) else None
+
+
+def _forward_into(out, x, weight, bias, g, groups, num_threads, relu=False, packed=None):
     N, C = x.shape[:2]
     K = weight.shape[0]
     if not planes_fit(C, g, x.dtype.itemsize):
@@ -95,14 +128,17 @@ def _forward_into(out, x, weight, bias, g, groups, num_threads):
                           f"taps over a wide window); use algorithm='im2col'")
     if bias is None:
         bias = np.zeros(K, dtype=x.dtype)
-    # bands as tall as BAND_BYTES allows, but enough tasks (two per thread) to keep every thread busy
-    rows = max(1, min(_band_rows(C, g, x.dtype.itemsize), -(-N * g.out_h // (2 * num_threads))))
+    taps = math.prod(weight.shape[1:])
+    if packed is None:
+        packed = prepare(weight, g, groups)
+    Kg, block = K // groups, kernel.channel_block(x.dtype == np.float64)
+    full = 0 if packed is None else Kg // block
+    blocks = full + -(-(Kg - full * block) // kernel.tile_rows())
+    rows, splits = _tasks(N, K, C, g, x.dtype.itemsize, num_threads, blocks)
     plan = _plan(C, g, x.dtype, rows)
     workspace = np.empty((num_threads, plan.size), dtype=x.dtype)
-    taps = math.prod(weight.shape[1:])
-    packed = _pack_channels(weight, groups) if _channel_tiles_pay(g, K // groups, taps, x.dtype) else None
     kernel.conv2d_forward(x, weight.reshape(K, taps), bias, out, g.struct(), groups, plan, workspace, num_threads,
-                          packed)
+                          packed, splits, relu)
 
 
 #: Taps from which the forward's channel tiles beat its pixel tiles whatever the rows' width.

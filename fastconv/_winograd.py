@@ -93,24 +93,45 @@ def workspace_values(Cg, Kp, dtype):
     return kernel.workspace_values(Cg, Kp, np.dtype(dtype) == np.float64)
 
 
-def _forward_into(out, x, weight, bias, pad_top, pad_left, groups, num_threads):
-    """out (N, K, Ho, Wo) = conv2d(x, weight) + bias, 3x3 stride 1, the input
-    offset by (pad_top, pad_left) (negative: cropped); every element written."""
+def _splits(tiles, Kp, dtype, num_threads):
+    """Tasks per chunk of tiles: 1 where the chunks keep every thread busy (four per
+    thread), else the chunks' output channel blocks shared out over up to that many."""
+    chunks = -(-tiles // kernel.chunk_tiles(np.dtype(dtype) == np.float64))
+    if num_threads == 1 or chunks == 0 or chunks >= 4 * num_threads:
+        return 1
+    return max(1, min(Kp // kernel.register_rows(np.dtype(dtype) == np.float64), -(-4 * num_threads // chunks)))
+
+
+def _forward_into(out, x, weight, bias, pad_top, pad_left, groups, num_threads, relu=False, prepared=None):
+    """out (N, K, Ho, Wo) = conv2d(x, weight) + bias (with `relu`: max(that, 0)), 3x3
+    stride 1, the input offset by (pad_top, pad_left) (negative: cropped); every element
+    written. `prepared`: `prepare(weight, groups)` for these weights, else computed here."""
     K = weight.shape[0]
     if bias is None:
         bias = np.zeros(K, dtype=x.dtype)
-    U, Kp = transform_weights(weight, groups, num_threads)
+    U, Kp = transform_weights(weight, groups, num_threads) if prepared is None else prepared
     workspace = np.empty((num_threads, workspace_values(x.shape[1] // groups, Kp, x.dtype)), dtype=x.dtype)
-    kernel.conv2d_forward(x, U, Kp, bias, out, groups, pad_top, pad_left, workspace, num_threads)
+    m = tile_size(x.dtype)[0]
+    tiles = x.shape[0] * -(-out.shape[2] // m) * -(-out.shape[3] // m)
+    kernel.conv2d_forward(x, U, Kp, bias, out, groups, pad_top, pad_left, workspace, num_threads,
+                          _splits(tiles, Kp, x.dtype, num_threads), relu)
 
 
-def forward(x, weight, bias, g, groups, num_threads):
-    """(N, K, Ho, Wo) = conv2d(x, weight) + bias for a checked 3x3 stride-1 geometry."""
+def prepare(weight, groups, num_threads=1):
+    """The transformed weights `transform_weights(weight, groups)`: (U, Kp). The layers
+    keep them between eval forwards while their weights do not change (the transform
+    is n^2/9 times the weights' size: at 7x7x512 it costs more than the products)."""
+    return transform_weights(weight, groups, num_threads)
+
+
+def forward(x, weight, bias, g, groups, num_threads, relu=False, prepared=None):
+    """(N, K, Ho, Wo) = conv2d(x, weight) + bias (with `relu`: max(that, 0)) for a
+    checked 3x3 stride-1 geometry."""
     check_geometry(g)
     N, K = x.shape[0], weight.shape[0]
     v.allocatable((N, K, g.out_h, g.out_w), x.dtype, "output")
     out = np.empty((N, K, g.out_h, g.out_w), dtype=x.dtype)
-    _forward_into(out, x, weight, bias, g.pad_top, g.pad_left, groups, num_threads)
+    _forward_into(out, x, weight, bias, g.pad_top, g.pad_left, groups, num_threads, relu, prepared)
     return out
 
 

@@ -29,6 +29,7 @@ class Case:
     bytes: float = 0.0           # bytes that must move (read + write), for GB/s
     note: str = ""               # a footnote on how the competitors are timed
     times: dict = field(default_factory=dict)
+    timer: object = None         # (impls, repeats) -> medians; None: interleaved_medians
 
 
 def interleaved_medians(impls, repeats=7):
@@ -655,7 +656,7 @@ def run(sections=None, repeats=7, num_threads=None, with_reference=True, dtypes=
         ceilings = {"gemm": gemm_rate(), "copy": copy_bandwidth(), "fma": {d: fma_peak(d) for d in dtypes}}
         for name in sections or DEFAULT_SECTIONS:
             for case in SECTIONS[name](torch, dtypes=dtypes, with_reference=with_reference):
-                case.times = case.times or interleaved_medians(case.impls, repeats)
+                case.times = case.times or (case.timer or interleaved_medians)(case.impls, repeats)
                 cases.append(case)
     out(format_table(cases, ceilings))
     return cases

@@ -6,6 +6,8 @@ fastconv._direct, `winograd` in fastconv._winograd. `_choose_algorithm` is
 `"auto"`: the algorithm measured fastest on this CPU (fastconv._autotune).
 """
 
+import numpy as np
+
 from fastconv import _autotune, _direct, _im2col, _winograd
 from fastconv import _validation as v
 from fastconv._threads import num_threads_for_macs
@@ -15,10 +17,12 @@ ALGORITHMS = ("auto", "im2col", "direct")
 ALL_ALGORITHMS = ALGORITHMS + ("winograd",)
 
 
-def _choose_algorithm(x_shape, weight_shape, geometry, groups, dtype, backward=False):
+def _choose_algorithm(x_shape, weight_shape, geometry, groups, dtype, backward=False, pass_=None):
     """The algorithm `"auto"` runs: the one measured fastest on this CPU for the call's
-    shape class, or without calibration a fixed rule (fastconv._autotune)."""
-    return _autotune.choose("backward" if backward else "forward", x_shape, weight_shape, geometry, groups, dtype)
+    shape class, or without calibration a fixed rule (fastconv._autotune). `pass_`
+    "eval": for the layers' eval forwards, which keep their prepared weights."""
+    pass_ = pass_ or ("backward" if backward else "forward")
+    return _autotune.choose(pass_, x_shape, weight_shape, geometry, groups, dtype)
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, algorithm="auto"):
@@ -53,6 +57,33 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, a
         algorithm = _choose_algorithm(x.shape, weight.shape, g, groups, x.dtype)
     work = x.shape[0] * weight.shape[0] * g.out_h * g.out_w * weight[0].size
     return _MODULES[algorithm].forward(x, weight, bias, g, groups, num_threads_for_macs(work))
+
+
+def _conv2d_eval(x, weight, bias, stride, padding, dilation, groups, relu, cache):
+    """`conv2d` (auto) for the layers' eval forwards: with `relu`, max(out, 0) fused into
+    the kernels' store (direct, winograd; im2col applies it after its GEMMs), and what the
+    chosen algorithm derives from the weights alone (winograd's transformed weights,
+    direct's channel-tile packing) kept in the layer's dict `cache` while `weight` is the
+    same array with the same values (a strided sample is compared: callers that write
+    weights in place clear the cache, as `Layer.clear_eval_cache` does)."""
+    x, weight, bias, g, groups = v.conv2d_args(x, weight, bias, stride, padding, dilation, groups)
+    algorithm = _choose_algorithm(x.shape, weight.shape, g, groups, x.dtype, pass_="eval")
+    work = x.shape[0] * weight.shape[0] * g.out_h * g.out_w * weight[0].size
+    num_threads = num_threads_for_macs(work)
+    if algorithm == "im2col":
+        out = _im2col.forward(x, weight, bias, g, groups, num_threads)
+        return np.maximum(out, 0, out=out) if relu else out
+    sample = weight.reshape(-1)[:: max(1, weight.size // 64)]
+    key = (algorithm, g)
+    entry = cache.get(key)
+    if entry is None or entry[0] is not weight or not np.array_equal(entry[1], sample):
+        cache.clear()          # one entry: the weights of one geometry (no growth across input sizes)
+        prepared = (_direct.prepare(weight, g, groups) if algorithm == "direct"
+                    else _winograd.prepare(weight, groups, num_threads))
+        entry = cache[key] = (weight, sample.copy(), prepared)
+    if algorithm == "direct":
+        return _direct.forward(x, weight, bias, g, groups, num_threads, relu=relu, packed=entry[2])
+    return _winograd.forward(x, weight, bias, g, groups, num_threads, relu=relu, prepared=entry[2])
 
 
 def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, groups=1, *, algorithm="auto"):

@@ -1,6 +1,7 @@
 """Optimisers for any object with ``params`` and ``grads`` dicts (a layer, a
 `Sequential`): each ``step()`` reads the current gradients and updates the
-parameter arrays in place, with the update rules of ``torch.optim``."""
+parameter arrays in place, with the update rules of ``torch.optim``, then clears
+the model's eval caches (``clear_eval_cache``)."""
 import numpy as np
 
 __all__ = ["SGD", "Adam"]
@@ -32,6 +33,13 @@ class _Optimizer:
                 g = g + self.weight_decay * p
             yield key, p, g
 
+    def _updated(self):
+        # the parameters changed in place: eval caches derived from them (batch norm
+        # folded into convolutions, transformed weights) must not outlive them
+        clear = getattr(self.model, "clear_eval_cache", None)
+        if clear is not None:
+            clear()
+
 
 class SGD(_Optimizer):
     """Stochastic gradient descent with momentum (``torch.optim.SGD``).
@@ -60,6 +68,7 @@ class SGD(_Optimizer):
                     velocity += g
                 g = velocity
             p -= (self.lr * g).astype(p.dtype, copy=False)
+        self._updated()
 
 
 class Adam(_Optimizer):
@@ -94,3 +103,4 @@ class Adam(_Optimizer):
             s *= b2
             s += (1 - b2) * np.square(g)
             p -= (self.lr * (m / correction1) / (np.sqrt(s / correction2) + self.eps)).astype(p.dtype, copy=False)
+        self._updated()

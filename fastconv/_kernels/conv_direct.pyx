@@ -49,18 +49,18 @@ cdef extern from "conv_direct_rows.h" nogil:
     Py_ssize_t fc_tile_width_d()
     void fc_tiles_f(const float* src, const Py_ssize_t* off, Py_ssize_t taps, const float* a, Py_ssize_t lda,
                     const float* bias, float* out, Py_ssize_t out_k, int mr, Py_ssize_t rows, Py_ssize_t Wq,
-                    Py_ssize_t Wo, fc_prefetch* pf)
+                    Py_ssize_t Wo, int relu, fc_prefetch* pf)
     void fc_tiles_d(const double* src, const Py_ssize_t* off, Py_ssize_t taps, const double* a, Py_ssize_t lda,
                     const double* bias, double* out, Py_ssize_t out_k, int mr, Py_ssize_t rows, Py_ssize_t Wq,
-                    Py_ssize_t Wo, fc_prefetch* pf)
+                    Py_ssize_t Wo, int relu, fc_prefetch* pf)
     Py_ssize_t fc_channel_block_f()
     Py_ssize_t fc_channel_block_d()
     void fc_channel_tiles_f(const float* src, const Py_ssize_t* off, Py_ssize_t taps, const float* w,
                             const float* bias, float* out, Py_ssize_t out_k, Py_ssize_t rows, Py_ssize_t Wq,
-                            Py_ssize_t Wo, fc_prefetch* pf)
+                            Py_ssize_t Wo, int relu, fc_prefetch* pf)
     void fc_channel_tiles_d(const double* src, const Py_ssize_t* off, Py_ssize_t taps, const double* w,
                             const double* bias, double* out, Py_ssize_t out_k, Py_ssize_t rows, Py_ssize_t Wq,
-                            Py_ssize_t Wo, fc_prefetch* pf)
+                            Py_ssize_t Wo, int relu, fc_prefetch* pf)
     void fc_grad_x_row_f(const float* go, Py_ssize_t go_k, const float* w, Py_ssize_t w_k, Py_ssize_t w_c,
                          Py_ssize_t Kg, float* dst, Py_ssize_t dst_c, Py_ssize_t Wo, int nc)
     void fc_grad_x_row_d(const double* go, Py_ssize_t go_k, const double* w, Py_ssize_t w_k, Py_ssize_t w_c,
@@ -102,20 +102,25 @@ cdef extern from "conv_direct_grad.h" nogil:
 
 cdef inline void _tiles(const floating* src, const Py_ssize_t* off, Py_ssize_t taps, const floating* a,
                         Py_ssize_t lda, const floating* bias, floating* out, Py_ssize_t out_k, int mr,
-                        Py_ssize_t rows, Py_ssize_t Wq, Py_ssize_t Wo, fc_prefetch* pf) noexcept nogil:
+                        Py_ssize_t rows, Py_ssize_t Wq, Py_ssize_t Wo, int relu, fc_prefetch* pf) noexcept nogil:
     if floating is float:
-        fc_tiles_f(src, off, taps, a, lda, bias, out, out_k, mr, rows, Wq, Wo, pf)
+        fc_tiles_f(src, off, taps, a, lda, bias, out, out_k, mr, rows, Wq, Wo, relu, pf)
     else:
-        fc_tiles_d(src, off, taps, a, lda, bias, out, out_k, mr, rows, Wq, Wo, pf)
+        fc_tiles_d(src, off, taps, a, lda, bias, out, out_k, mr, rows, Wq, Wo, relu, pf)
 
 
 cdef inline void _channel_tiles(const floating* src, const Py_ssize_t* off, Py_ssize_t taps, const floating* w,
                                 const floating* bias, floating* out, Py_ssize_t out_k, Py_ssize_t rows,
-                                Py_ssize_t Wq, Py_ssize_t Wo, fc_prefetch* pf) noexcept nogil:
+                                Py_ssize_t Wq, Py_ssize_t Wo, int relu, fc_prefetch* pf) noexcept nogil:
     if floating is float:
-        fc_channel_tiles_f(src, off, taps, w, bias, out, out_k, rows, Wq, Wo, pf)
+        fc_channel_tiles_f(src, off, taps, w, bias, out, out_k, rows, Wq, Wo, relu, pf)
     else:
-        fc_channel_tiles_d(src, off, taps, w, bias, out, out_k, rows, Wq, Wo, pf)
+        fc_channel_tiles_d(src, off, taps, w, bias, out, out_k, rows, Wq, Wo, relu, pf)
+
+
+def tile_rows():
+    """Output channels per pixel tile of conv2d_forward."""
+    return FC_MR
 
 
 def channel_block(bint double_precision):
@@ -281,8 +286,10 @@ cdef struct ForwardJob:
     void* out
     void* workspace
     const Py_ssize_t* off
-    bint double_precision
+    Py_ssize_t* copied           # per slot: the band whose planes its workspace holds
+    bint double_precision, relu
     Py_ssize_t C, H, W, K, Kg, taps, Ho, Wo, R, Wq, Hb, n_bands, n_tasks, group_planes, B, full, blocks, size
+    Py_ssize_t splits
     int sh, sw, pt, pl, groups
 
 
@@ -295,48 +302,59 @@ cdef void _forward_task(void* job, Py_ssize_t task, int slot) noexcept nogil:
 
 
 cdef inline void _forward_band(ForwardJob* j, floating* workspace, Py_ssize_t task, int slot) noexcept nogil:
-    """Task `task` of conv2d_forward: one band of output rows of one image, every channel."""
+    """Task `task` of conv2d_forward: part task % splits of the output channels of one
+    band of output rows of one image (its channel tiles and pixel tiles in near-equal runs)."""
     cdef const floating* x = <const floating*>j.x
     cdef const floating* weight = <const floating*>j.weight
     cdef const floating* packed = <const floating*>j.packed
     cdef const floating* bias = <const floating*>j.bias
     cdef floating* out = <floating*>j.out
     cdef floating* planes = workspace + slot * j.size
-    cdef Py_ssize_t image = j.C * j.H * j.W, n = task // j.n_bands, oy0 = (task % j.n_bands) * j.R
+    cdef Py_ssize_t band = task // j.splits, part = task % j.splits, bands = j.n_tasks // j.splits
+    cdef Py_ssize_t image = j.C * j.H * j.W, n = band // j.n_bands, oy0 = (band % j.n_bands) * j.R
     cdef Py_ssize_t rows = min(j.R, j.Ho - oy0), grp, mb, k, nxt
+    cdef Py_ssize_t c0 = part * j.full // j.splits, c1 = (part + 1) * j.full // j.splits
+    cdef Py_ssize_t p0 = j.full + part * (j.blocks - j.full) // j.splits
+    cdef Py_ssize_t p1 = j.full + (part + 1) * (j.blocks - j.full) // j.splits
     cdef int mr
     cdef fc_prefetch pf
-    _fill_planes(x + n * image, j.C, j.H, j.W, oy0, j.sh, j.sw, j.pt, j.pl, j.Hb, j.Wq, planes)
-    # the input rows the next task will copy (most often this thread's: tasks are
-    # claimed in chunks), prefetched while these tiles run
-    nxt = task + 1 if task + 1 < j.n_tasks else task     # the last task prefetches nothing
+    if j.copied[slot] != band:      # a slot that runs the next part of its band skips the copy
+        _fill_planes(x + n * image, j.C, j.H, j.W, oy0, j.sh, j.sw, j.pt, j.pl, j.Hb, j.Wq, planes)
+        j.copied[slot] = band
+    # the input rows of the next band (most often this slot's next task: tasks are claimed
+    # in chunks), prefetched while this band's last part runs
+    nxt = band + 1 if part == j.splits - 1 and band + 1 < bands else band
     pf = _input_run(x + (nxt // j.n_bands) * image, j.C, j.H, j.W, j.sh * (nxt % j.n_bands) * j.R - j.pt,
-                    j.sh * j.Hb if nxt > task else 0, j.groups * j.blocks)
+                    j.sh * j.Hb if nxt > band else 0, j.groups * max(1, c1 - c0 + p1 - p0))
     for grp in range(j.groups):
-        for mb in range(j.blocks):
-            if mb < j.full:
-                k = grp * j.Kg + mb * j.B
-                _channel_tiles(planes + grp * j.group_planes, j.off, j.taps,
-                               packed + (grp * j.full + mb) * j.taps * j.B, bias + k,
-                               out + ((n * j.K + k) * j.Ho + oy0) * j.Wo, j.Ho * j.Wo, rows, j.Wq, j.Wo, &pf)
-            else:
-                k = grp * j.Kg + j.full * j.B + (mb - j.full) * FC_MR
-                mr = <int>min(FC_MR, (grp + 1) * j.Kg - k)
-                _tiles(planes + grp * j.group_planes, j.off, j.taps, weight + k * j.taps, j.taps, bias + k,
-                       out + ((n * j.K + k) * j.Ho + oy0) * j.Wo, j.Ho * j.Wo, mr, rows, j.Wq, j.Wo, &pf)
+        for mb in range(c0, c1):
+            k = grp * j.Kg + mb * j.B
+            _channel_tiles(planes + grp * j.group_planes, j.off, j.taps,
+                           packed + (grp * j.full + mb) * j.taps * j.B, bias + k,
+                           out + ((n * j.K + k) * j.Ho + oy0) * j.Wo, j.Ho * j.Wo, rows, j.Wq, j.Wo, j.relu, &pf)
+        for mb in range(p0, p1):
+            k = grp * j.Kg + j.full * j.B + (mb - j.full) * FC_MR
+            mr = <int>min(FC_MR, (grp + 1) * j.Kg - k)
+            _tiles(planes + grp * j.group_planes, j.off, j.taps, weight + k * j.taps, j.taps, bias + k,
+                   out + ((n * j.K + k) * j.Ho + oy0) * j.Wo, j.Ho * j.Wo, mr, rows, j.Wq, j.Wo, j.relu, &pf)
 
 
 def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight,
                    const floating[::1] bias, floating[:, :, :, ::1] out, Geometry g, int groups,
                    ForwardPlan plan, floating[:, ::1] workspace, int num_threads,
-                   const floating[:, ::1] packed=None):
-    """out = conv2d(x, weight) + bias, every element written.
+                   const floating[:, ::1] packed=None, Py_ssize_t splits=1, bint relu=False):
+    """out = conv2d(x, weight) + bias (with `relu`: max(that, 0)), every element written.
 
     weight (K, C/groups * kh * kw); workspace (num_threads, plan.size). With
     `packed`, each group's full = (K/groups) // B whole blocks of B = channel_block(...)
     output channels run on channel tiles, from packed (groups * full * taps, B):
     row (g * full + b) * taps + t, column l holds tap t of channel g*K/groups + b*B + l;
-    the group's other channels run on pixel tiles."""
+    the group's other channels run on pixel tiles.
+
+    `splits`: each band's output channels are shared out over that many tasks (each
+    group's channel tiles and pixel tiles in near-equal runs), for a small map with
+    fewer bands than the threads need: every task reads only its channels' weights,
+    and a slot that runs the next split of the band it has copied skips the copy."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t K = weight.shape[0], Ho = g.out_h, Wo = g.out_w
     check_groups(groups, C, K)
@@ -353,19 +371,23 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight
     if packed is not None and (packed.shape[0] != groups * job.full * job.taps or packed.shape[1] != job.B):
         raise ValueError(f"packed must be ({groups * job.full * job.taps}, {job.B}), "
                          f"got ({packed.shape[0]}, {packed.shape[1]})")
+    job.blocks = job.full + (job.Kg - job.full * job.B + FC_MR - 1) // FC_MR
+    if splits < 1 or splits > max(job.blocks, 1):
+        raise ValueError(f"splits must be between 1 and {max(job.blocks, 1)}, got {splits}")
     if N == 0 or K == 0 or Ho == 0 or Wo == 0:
         return
     cdef Py_ssize_t[::1] off = _tap_offsets(plan, C // groups, g)
+    cdef Py_ssize_t[::1] copied = np.full(max(num_threads, 1), -1, dtype=np.intp)
     cdef Py_ssize_t t
     job.x, job.weight, job.bias, job.out = &x[0, 0, 0, 0], &weight[0, 0], &bias[0], &out[0, 0, 0, 0]
     job.packed = &packed[0, 0] if job.full else NULL
-    job.workspace, job.off, job.double_precision = &workspace[0, 0], &off[0], floating is double
+    job.workspace, job.off, job.copied = &workspace[0, 0], &off[0], &copied[0]
+    job.double_precision, job.relu, job.splits = floating is double, relu, splits
     job.C, job.H, job.W, job.K, job.Ho, job.Wo = C, H, W, K, Ho, Wo
     job.R, job.Wq, job.Hb, job.size = plan.band_rows, plan.Wq, plan.Hb, plan.size
     job.n_bands = (Ho + job.R - 1) // job.R
-    job.n_tasks = N * job.n_bands
+    job.n_tasks = N * job.n_bands * splits
     job.group_planes = C // groups * g.sh * g.sw * plan.plane
-    job.blocks = job.full + (job.Kg - job.full * job.B + FC_MR - 1) // FC_MR
     job.sh, job.sw, job.pt, job.pl, job.groups = g.sh, g.sw, g.pt, g.pl, groups
     with nogil:
         for t in range(num_threads):    # the zeros the last tile reads past the planes
@@ -450,12 +472,12 @@ def conv2d_forward_shuffle(const floating[:, :, :, ::1] x, const floating[:, ::1
                     if mb < full:
                         k = grp * Kg + mb * B
                         _channel_tiles(planes + grp * group_planes, &off[0], taps, &packed[(grp * full + mb) * taps, 0],
-                                       &bias[k], band + k * rows * Wo, rows * Wo, rows, Wq, Wo, &pf)
+                                       &bias[k], band + k * rows * Wo, rows * Wo, rows, Wq, Wo, 0, &pf)
                     else:
                         k = grp * Kg + full * B + (mb - full) * FC_MR
                         mr = min(FC_MR, (grp + 1) * Kg - k)
                         _tiles(planes + grp * group_planes, &off[0], taps, &weight[k, 0], taps,
-                               &bias[k], band + k * rows * Wo, rows * Wo, mr, rows, Wq, Wo, &pf)
+                               &bias[k], band + k * rows * Wo, rows * Wo, mr, rows, Wq, Wo, 0, &pf)
             for k in range(K):
                 ye = min(rows, place[k, 2] - oy0)
                 xe = place[k, 4]

@@ -38,6 +38,22 @@ FC_INLINE void FC_FN(fc_tstore_lanes)(T *dst, FC_TVEC v, ptrdiff_t first, ptrdif
     FC_FN(fc_copy_runs)(dst, lane + first, count);
 }
 FC_INLINE FC_TVEC FC_FN(fc_tbcast)(T s) { FC_TVEC zero = {0}; return s - zero; }
+/* max(v, 0) lane by lane, as `v < 0 ? 0 : v`: NaN stays NaN (as torch's relu). The fused
+ * activation of the forward's store (the comparison's all-ones lanes clear the negative ones). */
+#if FC_VECTORS
+#  if FC_DOUBLE
+typedef long long FC_FN(fc_tmask) __attribute__((vector_size(FC_TILE_VBYTES)));
+#  else
+typedef int FC_FN(fc_tmask) __attribute__((vector_size(FC_TILE_VBYTES)));
+#  endif
+FC_INLINE FC_TVEC FC_FN(fc_relu)(FC_TVEC v)
+{
+    const FC_TVEC zero = {0};
+    return (FC_TVEC)((FC_FN(fc_tmask))v & ~(FC_FN(fc_tmask))(v < zero));
+}
+#else
+FC_INLINE FC_TVEC FC_FN(fc_relu)(FC_TVEC v) { return v < 0 ? (T)0 : v; }
+#endif
 
 /* dst[i] = lane first + i of a forward tile's vector v, i < count: under AVX-512 one permute and
  * one masked store, elsewhere fc_tstore_lanes. */
@@ -66,12 +82,13 @@ static ptrdiff_t FC_FN(fc_tile_width)(void) { return FC_TV * FC_TILE_LANES(T); }
 /* One forward tile: mr (<= FC_MR) channels x FC_TV vectors of the band's pixels p = y*Wq + ox..
  * (pixel y*Wq + ox is output pixel (y, ox) when ox < Wo), summed in registers
  *     bias[m] + sum_{t < taps} a[m*lda + t] * src[off[t] + pixel]
- * and stored into out[m*out_k + y*Wo + ox] for ox < Wo, y < rows: a vector inside one row as a
+ * (with `relu`: max(that, 0)) and stored into out[m*out_k + y*Wo + ox] for ox < Wo, y < rows
+ * (written once: bias and activation fused into the store): a vector inside one row as a
  * whole, one that meets a row's end as its runs of output pixels. Each tap loads FC_TV input
  * vectors once and feeds mr * FC_TV multiply-adds. */
 FC_INLINE void FC_FN(fc_tile)(const T *src, const ptrdiff_t *off, ptrdiff_t taps, const T *a,
         ptrdiff_t lda, const T *bias, T *out, ptrdiff_t out_k, ptrdiff_t p, ptrdiff_t y, ptrdiff_t ox,
-        ptrdiff_t rows, ptrdiff_t Wq, ptrdiff_t Wo, const int mr)
+        ptrdiff_t rows, ptrdiff_t Wq, ptrdiff_t Wo, int relu, const int mr)
 {
     const ptrdiff_t L = FC_TILE_LANES(T);
     FC_TVEC acc[FC_MR][FC_TV];
@@ -89,6 +106,13 @@ FC_INLINE void FC_FN(fc_tile)(const T *src, const ptrdiff_t *off, ptrdiff_t taps
             FC_TVEC w = FC_FN(fc_tbcast)(a[m * lda + t]);
             for (v = 0; v < FC_TV; v++)
                 acc[m][v] += w * x[v];
+        }
+    }
+    if (relu) {
+        for (m = 0; m < mr; m++) {
+            FC_UNROLL
+            for (v = 0; v < FC_TV; v++)
+                acc[m][v] = FC_FN(fc_relu)(acc[m][v]);
         }
     }
     FC_UNROLL /* acc stays in registers only if every index is a constant */
@@ -112,10 +136,10 @@ FC_INLINE void FC_FN(fc_tile)(const T *src, const ptrdiff_t *off, ptrdiff_t taps
 
 /* One block of mr channels over a band of `rows` output rows, tile by tile (skipping tiles with
  * no output pixel, between rows of planes much wider than the output), while `pf`'s lines are
- * prefetched, spread over the tiles. */
+ * prefetched, spread over the tiles; with `relu`, max(sum, 0) is stored. */
 FC_INLINE void FC_FN(fc_block)(const T *src, const ptrdiff_t *off, ptrdiff_t taps, const T *a,
         ptrdiff_t lda, const T *bias, T *out, ptrdiff_t out_k, ptrdiff_t rows, ptrdiff_t Wq,
-        ptrdiff_t Wo, fc_prefetch *pf, const int mr)
+        ptrdiff_t Wo, int relu, fc_prefetch *pf, const int mr)
 {
     const ptrdiff_t S = FC_TV * FC_TILE_LANES(T), n = (rows - 1) * Wq + Wo, tiles = (n + S - 1) / S;
     const ptrdiff_t per_tile = (pf->per_block + tiles - 1) / tiles;
@@ -124,7 +148,7 @@ FC_INLINE void FC_FN(fc_block)(const T *src, const ptrdiff_t *off, ptrdiff_t tap
         if (pf->count > 0)
             fc_prefetch_next(pf, per_tile);
         if (ox < Wo || ox + S > Wq) /* else every pixel of the tile is past its row's outputs */
-            FC_FN(fc_tile)(src, off, taps, a, lda, bias, out, out_k, p, y, ox, rows, Wq, Wo, mr);
+            FC_FN(fc_tile)(src, off, taps, a, lda, bias, out, out_k, p, y, ox, rows, Wq, Wo, relu, mr);
         for (ox += S; ox >= Wq; ox -= Wq)
             y++;
     }
@@ -132,13 +156,13 @@ FC_INLINE void FC_FN(fc_block)(const T *src, const ptrdiff_t *off, ptrdiff_t tap
 
 static void FC_FN(fc_tiles)(const T *src, const ptrdiff_t *off, ptrdiff_t taps, const T *a,
         ptrdiff_t lda, const T *bias, T *out, ptrdiff_t out_k, int mr, ptrdiff_t rows, ptrdiff_t Wq,
-        ptrdiff_t Wo, fc_prefetch *pf)
+        ptrdiff_t Wo, int relu, fc_prefetch *pf)
 {
     switch (mr) { /* literal block sizes: fully unrolled bodies */
-    case 4: FC_FN(fc_block)(src, off, taps, a, lda, bias, out, out_k, rows, Wq, Wo, pf, 4); break;
-    case 3: FC_FN(fc_block)(src, off, taps, a, lda, bias, out, out_k, rows, Wq, Wo, pf, 3); break;
-    case 2: FC_FN(fc_block)(src, off, taps, a, lda, bias, out, out_k, rows, Wq, Wo, pf, 2); break;
-    default: FC_FN(fc_block)(src, off, taps, a, lda, bias, out, out_k, rows, Wq, Wo, pf, 1);
+    case 4: FC_FN(fc_block)(src, off, taps, a, lda, bias, out, out_k, rows, Wq, Wo, relu, pf, 4); break;
+    case 3: FC_FN(fc_block)(src, off, taps, a, lda, bias, out, out_k, rows, Wq, Wo, relu, pf, 3); break;
+    case 2: FC_FN(fc_block)(src, off, taps, a, lda, bias, out, out_k, rows, Wq, Wo, relu, pf, 2); break;
+    default: FC_FN(fc_block)(src, off, taps, a, lda, bias, out, out_k, rows, Wq, Wo, relu, pf, 1);
     }
 }
 
@@ -393,10 +417,11 @@ static ptrdiff_t FC_FN(fc_channel_block)(void) { return FC_CV * FC_TILE_LANES(T)
 
 /* One channel tile: B = fc_channel_block channels k x P output pixels i of one row,
  *     bias[k] + sum_{t < taps} w[t*B + k] * src[off[t] + i]
- * stored into out[k*out_k + i]. Its vectors run over channels: each tap loads FC_CV weight
- * vectors and broadcasts P inputs, and no lane is spent past the row's end. */
+ * (with `relu`: max(that, 0)) stored into out[k*out_k + i]. Its vectors run over channels:
+ * each tap loads FC_CV weight vectors and broadcasts P inputs, and no lane is spent past the
+ * row's end. */
 FC_INLINE void FC_FN(fc_ctile)(const T *src, const ptrdiff_t *off, ptrdiff_t taps, const T *w,
-        const T *bias, T *out, ptrdiff_t out_k, const int P)
+        const T *bias, T *out, ptrdiff_t out_k, int relu, const int P)
 {
     const ptrdiff_t L = FC_TILE_LANES(T), B = FC_CV * FC_TILE_LANES(T);
     FC_TVEC acc[FC_CV][FC_CP];
@@ -418,6 +443,12 @@ FC_INLINE void FC_FN(fc_ctile)(const T *src, const ptrdiff_t *off, ptrdiff_t tap
                 acc[v][i] += x * wv[v];
         }
     }
+    if (relu) {
+        FC_UNROLL_ALL
+        for (i = 0; i < P; i++)
+            for (v = 0; v < FC_CV; v++)
+                acc[v][i] = FC_FN(fc_relu)(acc[v][i]);
+    }
     FC_UNROLL_ALL /* acc stays in registers only if every index is a constant */
     for (v = 0; v < FC_CV; v++)
         FC_FN(fc_store_transposed)(out + v * L * out_k, out_k, acc[v], P);
@@ -428,7 +459,7 @@ FC_INLINE void FC_FN(fc_ctile)(const T *src, const ptrdiff_t *off, ptrdiff_t tap
  * w, bias and out as fc_ctile's, at the band's first pixel. */
 static void FC_FN(fc_channel_tiles)(const T *src, const ptrdiff_t *off, ptrdiff_t taps, const T *w,
         const T *bias, T *out, ptrdiff_t out_k, ptrdiff_t rows, ptrdiff_t Wq, ptrdiff_t Wo,
-        fc_prefetch *pf)
+        int relu, fc_prefetch *pf)
 {
     const ptrdiff_t n = (Wo + FC_CP - 1) / FC_CP, P = Wo / n, wide = Wo % n; /* tiles j < wide: P+1 */
     const ptrdiff_t per_tile = (pf->per_block + rows * n - 1) / (rows * n);
@@ -440,18 +471,18 @@ static void FC_FN(fc_channel_tiles)(const T *src, const ptrdiff_t *off, ptrdiff_
             if (pf->count > 0)
                 fc_prefetch_next(pf, per_tile);
             switch (P + (j < wide)) { /* literal pixel counts: fully unrolled bodies */
-            case 12: FC_FN(fc_ctile)(s, off, taps, w, bias, o, out_k, 12); break;
-            case 11: FC_FN(fc_ctile)(s, off, taps, w, bias, o, out_k, 11); break;
-            case 10: FC_FN(fc_ctile)(s, off, taps, w, bias, o, out_k, 10); break;
-            case 9: FC_FN(fc_ctile)(s, off, taps, w, bias, o, out_k, 9); break;
-            case 8: FC_FN(fc_ctile)(s, off, taps, w, bias, o, out_k, 8); break;
-            case 7: FC_FN(fc_ctile)(s, off, taps, w, bias, o, out_k, 7); break;
-            case 6: FC_FN(fc_ctile)(s, off, taps, w, bias, o, out_k, 6); break;
-            case 5: FC_FN(fc_ctile)(s, off, taps, w, bias, o, out_k, 5); break;
-            case 4: FC_FN(fc_ctile)(s, off, taps, w, bias, o, out_k, 4); break;
-            case 3: FC_FN(fc_ctile)(s, off, taps, w, bias, o, out_k, 3); break;
-            case 2: FC_FN(fc_ctile)(s, off, taps, w, bias, o, out_k, 2); break;
-            default: FC_FN(fc_ctile)(s, off, taps, w, bias, o, out_k, 1);
+            case 12: FC_FN(fc_ctile)(s, off, taps, w, bias, o, out_k, relu, 12); break;
+            case 11: FC_FN(fc_ctile)(s, off, taps, w, bias, o, out_k, relu, 11); break;
+            case 10: FC_FN(fc_ctile)(s, off, taps, w, bias, o, out_k, relu, 10); break;
+            case 9: FC_FN(fc_ctile)(s, off, taps, w, bias, o, out_k, relu, 9); break;
+            case 8: FC_FN(fc_ctile)(s, off, taps, w, bias, o, out_k, relu, 8); break;
+            case 7: FC_FN(fc_ctile)(s, off, taps, w, bias, o, out_k, relu, 7); break;
+            case 6: FC_FN(fc_ctile)(s, off, taps, w, bias, o, out_k, relu, 6); break;
+            case 5: FC_FN(fc_ctile)(s, off, taps, w, bias, o, out_k, relu, 5); break;
+            case 4: FC_FN(fc_ctile)(s, off, taps, w, bias, o, out_k, relu, 4); break;
+            case 3: FC_FN(fc_ctile)(s, off, taps, w, bias, o, out_k, relu, 3); break;
+            case 2: FC_FN(fc_ctile)(s, off, taps, w, bias, o, out_k, relu, 2); break;
+            default: FC_FN(fc_ctile)(s, off, taps, w, bias, o, out_k, relu, 1);
             }
         }
 }

@@ -12,6 +12,8 @@ from cython.parallel cimport prange
 
 from fastconv._kernels._tasks cimport run_tasks
 
+import numpy as np
+
 cdef extern from "winograd.h" nogil:
     int fc_compiled_isa()
     int fc_cpu_isa()
@@ -28,11 +30,13 @@ cdef extern from "winograd.h" nogil:
     void wg_forward_chunk_f(const float* x, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W, const float* U,
                             Py_ssize_t Kp, const float* bias, float* out, Py_ssize_t K, Py_ssize_t Ho,
                             Py_ssize_t Wo, Py_ssize_t groups, Py_ssize_t pt, Py_ssize_t pl,
-                            Py_ssize_t first, Py_ssize_t count, float* work)
+                            Py_ssize_t first, Py_ssize_t count, Py_ssize_t kb0, Py_ssize_t kb1,
+                            int transform_input, int relu, float* work)
     void wg_forward_chunk_d(const double* x, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W, const double* U,
                             Py_ssize_t Kp, const double* bias, double* out, Py_ssize_t K, Py_ssize_t Ho,
                             Py_ssize_t Wo, Py_ssize_t groups, Py_ssize_t pt, Py_ssize_t pl,
-                            Py_ssize_t first, Py_ssize_t count, double* work)
+                            Py_ssize_t first, Py_ssize_t count, Py_ssize_t kb0, Py_ssize_t kb1,
+                            int transform_input, int relu, double* work)
     float wg_fma_chains_f(Py_ssize_t iterations, float half)
     double wg_fma_chains_d(Py_ssize_t iterations, double half)
 
@@ -97,11 +101,14 @@ def transform_weights(const floating[:, :, :, ::1] weight, const double[:, ::1] 
 cdef inline void _chunk(const floating* x, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W, const floating* U,
                         Py_ssize_t Kp, const floating* bias, floating* out, Py_ssize_t K, Py_ssize_t Ho,
                         Py_ssize_t Wo, Py_ssize_t groups, Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t first,
-                        Py_ssize_t count, floating* work) noexcept nogil:
+                        Py_ssize_t count, Py_ssize_t kb0, Py_ssize_t kb1, int transform_input, int relu,
+                        floating* work) noexcept nogil:
     if floating is float:
-        wg_forward_chunk_f(x, C, H, W, U, Kp, bias, out, K, Ho, Wo, groups, pt, pl, first, count, work)
+        wg_forward_chunk_f(x, C, H, W, U, Kp, bias, out, K, Ho, Wo, groups, pt, pl, first, count, kb0, kb1,
+                           transform_input, relu, work)
     else:
-        wg_forward_chunk_d(x, C, H, W, U, Kp, bias, out, K, Ho, Wo, groups, pt, pl, first, count, work)
+        wg_forward_chunk_d(x, C, H, W, U, Kp, bias, out, K, Ho, Wo, groups, pt, pl, first, count, kb0, kb1,
+                           transform_input, relu, work)
 
 
 cdef struct ForwardJob:
@@ -111,55 +118,70 @@ cdef struct ForwardJob:
     const void* bias
     void* out
     void* workspace
-    bint double_precision
-    Py_ssize_t work_stride, C, H, W, Kp, K, Ho, Wo, groups, pt, pl, T, tiles
+    Py_ssize_t* done             # per slot: the chunk whose transformed input its workspace holds
+    bint double_precision, relu
+    Py_ssize_t work_stride, C, H, W, Kp, K, Ho, Wo, groups, pt, pl, T, tiles, splits, blocks
 
 
-cdef void _forward_task(void* job, Py_ssize_t q, int slot) noexcept nogil:
+cdef void _forward_task(void* job, Py_ssize_t task, int slot) noexcept nogil:
     cdef ForwardJob* j = <ForwardJob*>job
     if j.double_precision:
-        _forward_chunk(j, <double*>j.workspace + slot * j.work_stride, q)
+        _forward_chunk(j, <double*>j.workspace + slot * j.work_stride, task, slot)
     else:
-        _forward_chunk(j, <float*>j.workspace + slot * j.work_stride, q)
+        _forward_chunk(j, <float*>j.workspace + slot * j.work_stride, task, slot)
 
 
-cdef inline void _forward_chunk(ForwardJob* j, floating* work, Py_ssize_t q) noexcept nogil:
-    cdef Py_ssize_t first = q * j.T
+cdef inline void _forward_chunk(ForwardJob* j, floating* work, Py_ssize_t task, int slot) noexcept nogil:
+    """Part task % splits of the output channel blocks of chunk task // splits; a slot that
+    runs the next part of the chunk it has transformed (one group) skips the input transform."""
+    cdef Py_ssize_t q = task // j.splits, part = task % j.splits, first = q * j.T
     _chunk(<const floating*>j.x, j.C, j.H, j.W, <const floating*>j.U, j.Kp, <const floating*>j.bias,
-           <floating*>j.out, j.K, j.Ho, j.Wo, j.groups, j.pt, j.pl, first, min(j.T, j.tiles - first), work)
+           <floating*>j.out, j.K, j.Ho, j.Wo, j.groups, j.pt, j.pl, first, min(j.T, j.tiles - first),
+           part * j.blocks // j.splits, (part + 1) * j.blocks // j.splits, j.groups > 1 or j.done[slot] != q,
+           j.relu, work)
+    j.done[slot] = q
 
 
 def conv2d_forward(const floating[:, :, :, ::1] x, const floating[::1] U, Py_ssize_t Kp,
                    const floating[::1] bias, floating[:, :, :, ::1] out, int groups, Py_ssize_t pt,
-                   Py_ssize_t pl, floating[:, ::1] workspace, int num_threads):
+                   Py_ssize_t pl, floating[:, ::1] workspace, int num_threads, Py_ssize_t splits=1,
+                   bint relu=False):
     """out (N, K, Ho, Wo) = the 3x3 stride-1 correlation of x (N, C, H, W) read from
-    offset (-pt, -pl) (zero outside; negative: cropped) + bias, every element written.
+    offset (-pt, -pl) (zero outside; negative: cropped) + bias (with `relu`: max(that,
+    0), fused into the output transform), every element written.
     U: fastconv._winograd.transform_weights(...) (groups * n*n * Kp * C/groups values);
-    workspace (num_threads, workspace_values(C/groups, Kp, ...))."""
+    workspace (num_threads, workspace_values(C/groups, Kp, ...)). `splits`: each chunk's
+    output channel blocks are shared out over that many tasks (small maps have fewer
+    chunks than threads); a thread that runs the next part of the chunk it has
+    transformed (one group) skips the input transform."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t K = out.shape[1], Ho = out.shape[2], Wo = out.shape[3]
     cdef bint dp = floating is double
     cdef Py_ssize_t m = 6 if dp else 4, n = m + 2
     cdef Py_ssize_t T = wg_chunk_tiles_d() if dp else wg_chunk_tiles_f()
     cdef Py_ssize_t tiles = N * ((Ho + m - 1) // m) * ((Wo + m - 1) // m)
-    cdef Py_ssize_t chunks = (tiles + T - 1) // T
+    cdef Py_ssize_t chunks = (tiles + T - 1) // T, blocks = Kp // WG_MR
     if out.shape[0] != N or K % groups or C % groups or Kp % WG_MR or Kp < K // groups:
         raise ValueError("inconsistent shapes")
     if U.shape[0] != groups * n * n * Kp * (C // groups) or bias.shape[0] != K:
         raise ValueError(f"U must have {groups * n * n * Kp * (C // groups)} values and bias {K}")
     if workspace.shape[1] < workspace_values(C // groups, Kp, dp) or workspace.shape[0] < num_threads:
         raise ValueError("workspace too small")
+    if splits < 1 or splits > max(blocks, 1):
+        raise ValueError(f"splits must be between 1 and {max(blocks, 1)}, got {splits}")
     if tiles == 0:
         return
+    cdef Py_ssize_t[::1] done = np.full(max(num_threads, 1), -1, dtype=np.intp)  # chunk in each slot's V
     cdef ForwardJob job
     job.x, job.U, job.bias, job.out = &x[0, 0, 0, 0], &U[0], &bias[0], &out[0, 0, 0, 0]
     job.workspace, job.work_stride, job.double_precision = &workspace[0, 0], workspace.shape[1], dp
     job.C, job.H, job.W, job.Kp, job.K, job.Ho, job.Wo = C, H, W, Kp, K, Ho, Wo
     job.groups, job.pt, job.pl, job.T, job.tiles = groups, pt, pl, T, tiles
-    # one chunk of tiles per claim: a fraction of a millisecond, so a thread kept off its
-    # core holds back little (the result does not depend on which thread runs a chunk)
+    job.splits, job.blocks, job.relu, job.done = splits, blocks, relu, &done[0]
+    # one part of a chunk of tiles per claim: a fraction of a millisecond, so a thread kept
+    # off its core holds back little (the result does not depend on which thread runs it)
     with nogil:
-        run_tasks(_forward_task, &job, chunks, 1, num_threads)
+        run_tasks(_forward_task, &job, chunks * splits, 1, num_threads)
 
 
 def fma_step_flops(bint double_precision):

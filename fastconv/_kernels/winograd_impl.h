@@ -60,9 +60,11 @@ static void WG_FN(wg_transform_filters)(const WG_T *w, ptrdiff_t wk, ptrdiff_t n
                     (WG_T)(t[i][0][r] * G[j * 3] + t[i][1][r] * G[j * 3 + 1] + t[i][2][r] * G[j * 3 + 2]);
 }
 
-/* M[r*ms + t] = sum_{c < Cg} U[c*WG_MR + r] * V[c*vs + t], r < WG_MR, t < T: the
+/* M[r*ms + t] = sum_{c < Cg} U[c*WG_MR + r] * V[c*vs + t], r < WG_MR, t < nv * WG_L (nv <=
+ * WG_NV, a literal at each call: a chunk's last vectors of tiles may be empty): the
  * accumulators stay in registers over the whole channel sum. */
-WG_INLINE void WG_FN(wg_gemm)(const WG_T *U, const WG_T *V, ptrdiff_t Cg, ptrdiff_t vs, WG_T *M, ptrdiff_t ms)
+WG_INLINE void WG_FN(wg_gemm)(const WG_T *U, const WG_T *V, ptrdiff_t Cg, ptrdiff_t vs, WG_T *M, ptrdiff_t ms,
+                              const int nv)
 {
     WG_V acc[WG_MR][WG_NV];
     int r, v;
@@ -70,26 +72,26 @@ WG_INLINE void WG_FN(wg_gemm)(const WG_T *U, const WG_T *V, ptrdiff_t Cg, ptrdif
     WG_UNROLL
     for (r = 0; r < WG_MR; r++) {
         WG_UNROLL
-        for (v = 0; v < WG_NV; v++)
+        for (v = 0; v < nv; v++)
             acc[r][v] = WG_FN(wg_bcast)(0);
     }
     for (c = 0; c < Cg; c++) {
         WG_V x[WG_NV];
         WG_UNROLL
-        for (v = 0; v < WG_NV; v++)
+        for (v = 0; v < nv; v++)
             x[v] = WG_FN(wg_load)(V + c * vs + v * WG_L);
         WG_UNROLL
         for (r = 0; r < WG_MR; r++) {
             const WG_V w = WG_FN(wg_bcast)(U[c * WG_MR + r]);
             WG_UNROLL
-            for (v = 0; v < WG_NV; v++)
+            for (v = 0; v < nv; v++)
                 acc[r][v] += w * x[v];
         }
     }
     WG_UNROLL
     for (r = 0; r < WG_MR; r++) {
         WG_UNROLL
-        for (v = 0; v < WG_NV; v++)
+        for (v = 0; v < nv; v++)
             WG_FN(wg_store)(M + r * ms + v * WG_L, acc[r][v]);
     }
 }
@@ -169,9 +171,29 @@ static void WG_FN(wg_input_segment)(const WG_T *plane, ptrdiff_t H, ptrdiff_t W,
         }
 }
 
-/* Y[(r*WG_M + s)*WG_L + l] = output (r, s) of tile l plus bias, for the vector of
- * tiles whose products are at Mk[point*ms + l]. */
-WG_INLINE void WG_FN(wg_output_vector)(const WG_T *Mk, ptrdiff_t ms, WG_V b, WG_T *Y)
+#if WG_VECTORS
+#  define WG_MASK WG_FN(wg_mask)
+#  if WG_M == 6
+typedef long long WG_MASK __attribute__((vector_size(WG_VBYTES)));
+#  else
+typedef int WG_MASK __attribute__((vector_size(WG_VBYTES)));
+#  endif
+#endif
+
+/* max(v, 0) lane by lane, as `v < 0 ? 0 : v` (NaN stays NaN, as torch's relu). */
+WG_INLINE WG_V WG_FN(wg_relu)(WG_V v)
+{
+#if WG_VECTORS
+    const WG_V zero = {0};
+    return (WG_V)((WG_MASK)v & ~(WG_MASK)(v < zero));
+#else
+    return v < 0 ? (WG_T)0 : v;
+#endif
+}
+
+/* Y[(r*WG_M + s)*WG_L + l] = output (r, s) of tile l plus bias (with `relu`: max(that,
+ * 0)), for the vector of tiles whose products are at Mk[point*ms + l]. */
+WG_INLINE void WG_FN(wg_output_vector)(const WG_T *Mk, ptrdiff_t ms, WG_V b, int relu, WG_T *Y)
 {
     const ptrdiff_t L = WG_L;
     ptrdiff_t a, j, r, s;
@@ -193,21 +215,21 @@ WG_INLINE void WG_FN(wg_output_vector)(const WG_T *Mk, ptrdiff_t ms, WG_V b, WG_
         WG_AT(WG_V, WG_T, col, y);
         WG_UNROLL
         for (r = 0; r < WG_M; r++)
-            WG_FN(wg_store)(Y + (r * WG_M + s) * L, y[r] + b);
+            WG_FN(wg_store)(Y + (r * WG_M + s) * L, relu ? WG_FN(wg_relu)(y[r] + b) : y[r] + b);
     }
 }
 
 /* The output transforms of `len` tiles of one tile row of one output channel:
  * tile l's products at Mk[point*ms + l]; its WG_M x WG_M outputs plus `bias` go to
  * o[(oy0 + r)*Wo + ox0 + l*WG_M + s], clipped to Ho x Wo. Y: one vector of tiles. */
-static void WG_FN(wg_output_segment)(const WG_T *Mk, ptrdiff_t ms, WG_T bias, WG_T *o, ptrdiff_t Ho,
+static void WG_FN(wg_output_segment)(const WG_T *Mk, ptrdiff_t ms, WG_T bias, int relu, WG_T *o, ptrdiff_t Ho,
                                      ptrdiff_t Wo, ptrdiff_t oy0, ptrdiff_t ox0, ptrdiff_t len, WG_T *Y)
 {
     const ptrdiff_t L = WG_L;
     const WG_V b = WG_FN(wg_bcast)(bias);
     ptrdiff_t q, r, s, l;
     for (q = 0; q < len; q += L) {
-        WG_FN(wg_output_vector)(Mk + q, ms, b, Y);
+        WG_FN(wg_output_vector)(Mk + q, ms, b, relu, Y);
         /* lanes [0, full) are tiles wholly inside the row: their WG_M values interleave
          * into one contiguous run (a fixed-size loop nest the compiler vectorises) */
         const ptrdiff_t lanes = len - q < L ? len - q : L, ox = ox0 + q * WG_M;
@@ -272,7 +294,8 @@ static void WG_FN(wg_input_tiles)(const WG_T *x, ptrdiff_t C, ptrdiff_t H, ptrdi
         }
 }
 
-static void WG_FN(wg_output_tiles)(const WG_T *Mk, ptrdiff_t ms, WG_T bias, WG_T *out, ptrdiff_t K, ptrdiff_t k,
+static void WG_FN(wg_output_tiles)(const WG_T *Mk, ptrdiff_t ms, WG_T bias, int relu, WG_T *out, ptrdiff_t K,
+                                   ptrdiff_t k,
                                    ptrdiff_t Ho, ptrdiff_t Wo, ptrdiff_t first, ptrdiff_t count, ptrdiff_t tw,
                                    ptrdiff_t per_image, WG_T *Y)
 {
@@ -280,7 +303,7 @@ static void WG_FN(wg_output_tiles)(const WG_T *Mk, ptrdiff_t ms, WG_T bias, WG_T
     const WG_V b = WG_FN(wg_bcast)(bias);
     ptrdiff_t q, l, r, s;
     for (q = 0; q < count; q += L) {
-        WG_FN(wg_output_vector)(Mk + q, ms, b, Y);
+        WG_FN(wg_output_vector)(Mk + q, ms, b, relu, Y);
         for (l = 0; l < L && q + l < count; l++) {
             const ptrdiff_t u = first + q + l, img = u / per_image, ty = u % per_image / tw, tx = u % tw;
             WG_T *o = out + (img * K + k) * Ho * Wo;
@@ -292,51 +315,65 @@ static void WG_FN(wg_output_tiles)(const WG_T *Mk, ptrdiff_t ms, WG_T bias, WG_T
 }
 
 /* One chunk: tiles first .. first + count (count <= WG_NV * WG_L) of the flattened
- * (image, tile row, tile column) grid of out (N, K, Ho, Wo) = conv2d(x, w) + bias,
- * x (N, C, H, W) read from offset (-pt, -pl), for every group. U: the transformed
- * weights, (groups, WG_P, Kp / WG_MR, C / groups, WG_MR); work: wg_workspace(...) values. */
+ * (image, tile row, tile column) grid of out (N, K, Ho, Wo) = conv2d(x, w) + bias (with
+ * `relu`: max(that, 0), fused into the output transform's store),
+ * x (N, C, H, W) read from offset (-pt, -pl), for every group, output channel blocks kb0 ..
+ * kb1 of WG_MR channels of each (a part of the chunk's channels: small maps have too few
+ * chunks for the threads). U: the transformed weights, (groups, WG_P, Kp / WG_MR, C / groups,
+ * WG_MR); work: wg_workspace(...) values. Without `transform_input` (one group only), V in
+ * `work` already holds these tiles' input transforms (the thread's previous part of the chunk). */
 static void WG_FN(wg_forward_chunk)(const WG_T *x, ptrdiff_t C, ptrdiff_t H, ptrdiff_t W, const WG_T *U,
                                     ptrdiff_t Kp, const WG_T *bias, WG_T *out, ptrdiff_t K, ptrdiff_t Ho,
                                     ptrdiff_t Wo, ptrdiff_t groups, ptrdiff_t pt, ptrdiff_t pl,
-                                    ptrdiff_t first, ptrdiff_t count, WG_T *work)
+                                    ptrdiff_t first, ptrdiff_t count, ptrdiff_t kb0, ptrdiff_t kb1,
+                                    int transform_input, int relu, WG_T *work)
 {
     const ptrdiff_t T = WG_NV * WG_L, TS = T + WG_L;
     const ptrdiff_t Cg = C / groups, Kg = K / groups;
     const ptrdiff_t tw = (Wo + WG_M - 1) / WG_M, per_image = (Ho + WG_M - 1) / WG_M * tw;
     const int narrow = tw < WG_L;
+    const int nv = (int)((count + WG_L - 1) / WG_L); /* vectors of tiles this chunk fills */
     WG_T *V = work, *Mb = V + WG_P * Cg * TS, *P = Mb + WG_P * WG_MR * T, *Z = P + WG_P * TS;
     WG_T *Y = Z + WG_P * TS;
     ptrdiff_t g, s, c, k, pt_i, kb;
     for (g = 0; g < groups; g++) {
-        if (narrow)
-            for (c = 0; c < Cg; c++)
-                WG_FN(wg_input_tiles)(x, C, H, W, g * Cg + c, first, count, tw, per_image, pt, pl, P, Z,
-                                      V + c * TS, Cg * TS);
-        for (s = 0; s < count && !narrow;) {
-            const ptrdiff_t u = first + s, img = u / per_image, ty = u % per_image / tw, tx = u % tw;
-            const ptrdiff_t len = tw - tx < count - s ? tw - tx : count - s;
-            for (c = 0; c < Cg; c++) {
-                const WG_T *plane = x + (img * C + g * Cg + c) * H * W;
-                WG_FN(wg_input_segment)(plane, H, W, ty * WG_M - pt, tx * WG_M - pl, len, P, Z, V + c * TS + s,
-                                        Cg * TS, c + WG_AHEAD < Cg ? plane + WG_AHEAD * H * W : NULL);
+        if (transform_input) {
+            if (narrow)
+                for (c = 0; c < Cg; c++)
+                    WG_FN(wg_input_tiles)(x, C, H, W, g * Cg + c, first, count, tw, per_image, pt, pl, P, Z,
+                                          V + c * TS, Cg * TS);
+            for (s = 0; s < count && !narrow;) {
+                const ptrdiff_t u = first + s, img = u / per_image, ty = u % per_image / tw, tx = u % tw;
+                const ptrdiff_t len = tw - tx < count - s ? tw - tx : count - s;
+                for (c = 0; c < Cg; c++) {
+                    const WG_T *plane = x + (img * C + g * Cg + c) * H * W;
+                    WG_FN(wg_input_segment)(plane, H, W, ty * WG_M - pt, tx * WG_M - pl, len, P, Z, V + c * TS + s,
+                                            Cg * TS, c + WG_AHEAD < Cg ? plane + WG_AHEAD * H * W : NULL);
+                }
+                s += len;
             }
-            s += len;
         }
         /* one block of WG_MR output channels at a time: its products at all points, then
          * their output transforms, while they are still in cache */
-        for (kb = 0; kb < Kp / WG_MR; kb++) {
-            for (pt_i = 0; pt_i < WG_P; pt_i++)
-                WG_FN(wg_gemm)(U + ((g * WG_P + pt_i) * Kp + kb * WG_MR) * Cg, V + pt_i * Cg * TS, Cg, TS,
-                               Mb + pt_i * WG_MR * T, T);
+        for (kb = kb0; kb < kb1; kb++) {
+            for (pt_i = 0; pt_i < WG_P; pt_i++) {
+                const WG_T *Ub = U + ((g * WG_P + pt_i) * Kp + kb * WG_MR) * Cg, *Vp = V + pt_i * Cg * TS;
+                WG_T *Mp = Mb + pt_i * WG_MR * T;
+                switch (nv) { /* literal widths: fully unrolled register tiles */
+                case 1: WG_FN(wg_gemm)(Ub, Vp, Cg, TS, Mp, T, 1); break;
+                case 2: WG_FN(wg_gemm)(Ub, Vp, Cg, TS, Mp, T, WG_NV < 2 ? WG_NV : 2); break;
+                default: WG_FN(wg_gemm)(Ub, Vp, Cg, TS, Mp, T, WG_NV);
+                }
+            }
             if (narrow)
                 for (k = kb * WG_MR; k < (kb + 1) * WG_MR && k < Kg; k++)
-                    WG_FN(wg_output_tiles)(Mb + (k - kb * WG_MR) * T, WG_MR * T, bias[g * Kg + k], out, K,
+                    WG_FN(wg_output_tiles)(Mb + (k - kb * WG_MR) * T, WG_MR * T, bias[g * Kg + k], relu, out, K,
                                            g * Kg + k, Ho, Wo, first, count, tw, per_image, Y);
             for (s = 0; s < count && !narrow;) {
                 const ptrdiff_t u = first + s, img = u / per_image, ty = u % per_image / tw, tx = u % tw;
                 const ptrdiff_t len = tw - tx < count - s ? tw - tx : count - s;
                 for (k = kb * WG_MR; k < (kb + 1) * WG_MR && k < Kg; k++)
-                    WG_FN(wg_output_segment)(Mb + (k - kb * WG_MR) * T + s, WG_MR * T, bias[g * Kg + k],
+                    WG_FN(wg_output_segment)(Mb + (k - kb * WG_MR) * T + s, WG_MR * T, bias[g * Kg + k], relu,
                                              out + (img * K + g * Kg + k) * Ho * Wo, Ho, Wo, ty * WG_M,
                                              tx * WG_M, len, Y);
                 s += len;

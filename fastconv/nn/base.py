@@ -260,9 +260,12 @@ class Layer:
         return self
 
     def clear_eval_cache(self):
-        """Forget what eval-mode forwards keep between calls (batch norm folded into
-        convolutions). Done automatically by training forwards and `load_state_dict`;
-        call it after writing parameters in place by hand."""
+        """Forget what eval-mode forwards keep between calls: batch norm folded into
+        convolutions, and each convolution's weights in the layout its algorithm runs
+        (Winograd's transformed weights, the direct tiles' packing). Done
+        automatically by training forwards, `load_state_dict` and the optimisers'
+        ``step``; a wholesale in-place rewrite of the weights is also caught (a sample
+        of them is compared on each call); call it after editing a few weights by hand."""
         for _, layer in self.named_modules():
             clear = getattr(type(layer), "_clear_folded", None)
             if clear is not None:

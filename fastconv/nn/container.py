@@ -3,13 +3,16 @@
 In an eval forward (``training=False``) containers run their children without
 keeping anything for backward, fold each `BatchNorm2D` that follows a `Conv2D`
 into that convolution's weights and bias (cached until the parameters change),
-and let ReLU and batch norm work in place on the temporaries of the forward, so
-that only the live activations are allocated.
+fuse a `ReLU` that follows the convolution (or its batch norm) into the
+convolution's store, so that its output is written once, and let ReLU and batch
+norm work in place on the temporaries of the forward, so that only the live
+activations are allocated.
 """
 from collections import OrderedDict
 
 import numpy as np
 
+from fastconv.nn.activation import ReLU
 from fastconv.nn.base import Layer
 from fastconv.nn.conv import Conv2D
 from fastconv.nn.norm import BatchNorm2D
@@ -123,19 +126,29 @@ class Sequential(_Container):
         i = 0
         while i < len(layers):
             layer = layers[i]
-            if i + 1 < len(layers) and _foldable(layer, layers[i + 1]):
-                bn = layers[i + 1]
+            if type(layer) is not Conv2D:
+                x, owned = layer._infer(x, owned)
+                i += 1
+                continue
+            # a convolution, the batch norm after it folded in, the ReLU after that fused
+            weight, bias = layer.params["weight"], layer.params.get("bias")
+            j = i + 1
+            if j < len(layers) and _foldable(layer, layers[j]):
+                bn = layers[j]
                 key = _fingerprint(layer, bn)
                 cached = self._folded.get(i)
                 if cached is None or not _same(cached[0], key):
                     cached = self._folded[i] = (key, *_fold(layer, bn))
-                x = layer._forward_with(x, cached[1], cached[2])
+                weight, bias = cached[1], cached[2]
                 bn._cache = None
-                owned = True
-                i += 2
-                continue
-            x, owned = layer._infer(x, owned)
-            i += 1
+                j += 1
+            relu = j < len(layers) and type(layers[j]) is ReLU
+            if relu:
+                layers[j]._cache = None
+                j += 1
+            x = layer._eval_forward(x, weight, bias, relu)
+            owned = True
+            i = j
         return x, owned
 
     def backward(self, grad_output):

@@ -1,7 +1,9 @@
 """Convolution layers: `Conv2D` and `ConvTranspose2D`."""
 import numpy as np
 
+import fastconv
 from fastconv import _validation as v
+from fastconv.convolution import _conv2d_eval
 from fastconv.nn.base import Layer, _dtype, _initial_weight
 
 __all__ = ["Conv2D", "ConvTranspose2D"]
@@ -51,20 +53,34 @@ class Conv2D(Layer):
         if bias:
             self.params["bias"] = np.zeros(self.out_channels, dtype=self.dtype)
         self.grads = {k: np.zeros(p.shape, p.dtype) for k, p in self.params.items()}  # calloc: no pages touched
+        self._prepared = {}
 
     def _args(self):
         return dict(stride=self.stride, padding=self.padding, dilation=self.dilation, groups=self.groups)
 
     def forward(self, x, training=True):
+        if not training:
+            return self._eval_forward(x, self.params["weight"], self.params.get("bias"))
+        self._prepared = {}          # the parameters are about to change
         x = self._weighted_input(x, 4)
         self._remember(training, x)
         return self.backend.conv2d(x, self.params["weight"], self.params.get("bias"), **self._args())
 
-    def _forward_with(self, x, weight, bias):
-        """Eval forward with other weights of the same shape (batch norm folded in)."""
+    def _eval_forward(self, x, weight, bias, relu=False):
+        """Eval forward with `weight` and `bias` (the layer's own, or batch norm folded
+        in), and with `relu` a ReLU fused into the convolution's store. The weights in
+        the layout the chosen algorithm runs are kept in ``_prepared`` while they stay
+        the same (see `Layer.clear_eval_cache`)."""
         x = self._weighted_input(x, 4)
         self._cache = None
-        return self.backend.conv2d(x, weight, bias, **self._args())
+        if self.backend is not fastconv:      # another module's ops (fastconv.reference): unfused
+            y = self.backend.conv2d(x, weight, bias, **self._args())
+            return np.maximum(y, 0, out=y) if relu else y
+        return _conv2d_eval(x, weight, bias, self.stride, self.padding, self.dilation, self.groups, relu,
+                            self._prepared)
+
+    def _clear_folded(self):
+        self._prepared = {}
 
     def backward(self, grad_output):
         (x,) = self._recall()
