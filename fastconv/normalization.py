@@ -14,7 +14,11 @@ from fastconv import _validation as v
 from fastconv._threads import num_threads_for
 
 try:
-    from fastconv._kernels import batch_norm as _kernel
+    from fastconv._kernels import widest_build
+    # The widest build the CPU runs: the statistics convert every value to double and
+    # accumulate it, which the portable (SSE2) build does at under half the memory's
+    # speed (`python -m fastconv bench --sections ops`, "bn").
+    _kernel = widest_build("batch_norm")
 except ImportError:     # not built yet: the NumPy expressions below
     _kernel = None
 
