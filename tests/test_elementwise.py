@@ -143,3 +143,13 @@ def test_every_batch_norm_build_matches_the_reference(rng, dtype, shape):
                     assert_close(got, want)
             finally:
                 normalization.KERNELS[np.dtype(dtype)] = saved
+
+
+def test_residual_calls_the_forward_of_a_relu_subclass(rng):
+    class Doubled(ReLU):
+        def forward(self, x, training=True):
+            return 2 * super().forward(x, training)
+
+    x = rng.standard_normal((1, 2, 3, 3))
+    y = Residual(Identity(), activation=Doubled()).forward(x)
+    np.testing.assert_array_equal(y, 2 * np.maximum(2 * x, 0))

@@ -76,6 +76,8 @@ class ReLU(Layer):
 
     def _forward_sum(self, a, b, training=True):
         """``forward(a + b)`` in one pass over a and b (a residual block's sum)."""
+        if type(self).forward is not ReLU.forward:      # a subclass with its own forward
+            return self.forward(np.add(a, b), training)
         a, b = v.float_array(a, "x"), v.float_array(b, "x")
         y = add_relu(a, b)
         self._remember(training, y)
