@@ -14,7 +14,17 @@ from fastconv import _validation as v
 from fastconv._threads import num_threads_for
 
 try:
-    from fastconv._kernels import batch_norm as _kernel
+    from fastconv._kernels import runnable_builds
+    _builds = runnable_builds("batch_norm")
+    #: The build of the kernels per dtype. float32: the widest the CPU runs, since the
+    #: statistics convert every value to double and accumulate it, which the portable
+    #: (SSE2) build does below memory speed (channel_stats on (32, 64, 56, 56) at 2
+    #: threads: 2.8 ms portable, 1.75 ms AVX-512). float64: the portable build, whose
+    #: statistics ran 1.3x faster than the AVX-512 build's on one thread (3.2 ms against
+    #: 4.3 ms); the whole float64 ops took the same time with every build.
+    #: Re-measured by `python -m fastconv bench --sections ops` ("bn" rows).
+    KERNELS = {np.dtype(np.float32): _builds[-1], np.dtype(np.float64): _builds[0]}
+    _kernel = _builds[0]
 except ImportError:     # not built yet: the NumPy expressions below
     _kernel = None
 
@@ -62,7 +72,7 @@ def _batch_stats(x):
     if _kernel is not None:
         C = x.shape[1]
         mean, var = np.empty(C), np.empty(C)
-        _kernel.channel_stats(_planes(x), mean, var, num_threads_for(x.size))
+        KERNELS[x.dtype].channel_stats(_planes(x), mean, var, num_threads_for(x.size))
         return mean, var
     xd = x.astype(np.float64, copy=False)
     mean = xd.mean(axis=(0, 2, 3))
@@ -98,7 +108,7 @@ def _normalize(x, mean, scale, bias):
         coefficients[:, 1] = mean - coefficients[:, 0]
         coefficients[:, 2] = scale
         coefficients[:, 3] = 0.0 if bias is None else bias
-        _kernel.normalize(_planes(x), coefficients, _planes(out), num_threads_for(2 * x.size))
+        KERNELS[x.dtype].normalize(_planes(x), coefficients, _planes(out), num_threads_for(2 * x.size))
     else:
         shift = -mean * scale + (0.0 if bias is None else bias)
         np.multiply(x, scale.astype(x.dtype)[:, None, None], out=out)
@@ -204,6 +214,7 @@ def _backward_kernel(grad_output, x, weight, eps, training, running_mean, runnin
     """`batch_norm2d_backward` by the compiled kernels: one pass over (grad_output, x)
     for the statistics and the two reductions, one for grad_x (one pass in all at eval)."""
     C = x.shape[1]
+    kernel = KERNELS[x.dtype]
     g3, x3 = _planes(grad_output), _planes(x)
     nt = num_threads_for(2 * x.size)
     grad_b, dot = np.empty(C), np.empty(C)
@@ -214,15 +225,15 @@ def _backward_kernel(grad_output, x, weight, eps, training, running_mean, runnin
         if M <= 1:
             raise ValueError(f"training needs more than 1 value per channel, got x of shape {x.shape}")
         mean, var = np.empty(C), np.empty(C)
-        _kernel.backward_stats(g3, x3, mean, var, grad_b, dot, nt)
+        kernel.backward_stats(g3, x3, mean, var, grad_b, dot, nt)
         invstd = 1.0 / np.sqrt(var + eps)
         k = w * invstd
         # grad_x = w * invstd * (gy - mean(gy) - xhat * mean(gy * xhat))
         c1 = k * dot * invstd * invstd / M
-        _kernel.backward_input(g3, x3, k, c1, mean, k * grad_b / M, _planes(grad_x), nt)
+        kernel.backward_input(g3, x3, k, c1, mean, k * grad_b / M, _planes(grad_x), nt)
     else:
         mean, invstd, _ = _stats_for(x, running_mean, running_var, training, eps)
         k = w * invstd
-        _kernel.backward_eval(g3, x3, mean, k, _planes(grad_x), grad_b, dot, nt)
+        kernel.backward_eval(g3, x3, mean, k, _planes(grad_x), grad_b, dot, nt)
     grad_w = dot * invstd
     return grad_x, grad_w.astype(x.dtype), grad_b.astype(x.dtype)

@@ -83,6 +83,7 @@ ISA_NAMES = ("baseline", "AVX+FMA", "AVX-512")
 ISA_BUILDS = {
     "conv_direct": ("conv_direct", "conv_direct_avx", "conv_direct_avx512"),
     "conv_winograd": ("conv_winograd", "conv_winograd_avx", "conv_winograd_avx512"),
+    "batch_norm": ("batch_norm", "batch_norm_avx", "batch_norm_avx512"),
 }
 
 

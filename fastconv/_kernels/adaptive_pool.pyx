@@ -17,6 +17,8 @@ from libc.stdint cimport int32_t, int64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memset
 
+import functools
+
 import numpy as np
 
 
@@ -54,10 +56,14 @@ cdef inline Py_ssize_t _chunk(Py_ssize_t tasks, int num_threads) noexcept:
     return max(1, tasks // (4 * num_threads))
 
 
+@functools.lru_cache(maxsize=64)
 def _bounds(Py_ssize_t n, Py_ssize_t out):
-    """(starts, ends) of the windows, as Py_ssize_t arrays."""
+    """(starts, ends) of the windows, as read-only Py_ssize_t arrays, cached: building
+    them took ~5 us a call, a tenth of a 7x7 -> 1 pooling of batch 32 x 512 channels."""
     i = np.arange(out, dtype=np.intp)
-    return np.ascontiguousarray((i * n) // out), np.ascontiguousarray(-((-(i + 1) * n) // out))
+    starts, ends = np.ascontiguousarray((i * n) // out), np.ascontiguousarray(-((-(i + 1) * n) // out))
+    starts.flags.writeable = ends.flags.writeable = False
+    return starts, ends
 
 
 cdef void _avg_row(const floating* plane, floating* dst, Py_ssize_t h0, Py_ssize_t h1, const Py_ssize_t* ws,

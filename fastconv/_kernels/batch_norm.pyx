@@ -23,6 +23,21 @@ cdef inline bint _same_shape(const Py_ssize_t* a, const Py_ssize_t* b) noexcept:
     """Whether two 3-D memoryviews have the same shape."""
     return a[0] == b[0] and a[1] == b[1] and a[2] == b[2]
 
+cdef extern from "isa.h" nogil:
+    int fc_compiled_isa()
+    int fc_cpu_isa()
+
+
+def compiled_isa():
+    """The instruction set this module was compiled for: an index into fastconv._kernels.ISA_NAMES."""
+    return fc_compiled_isa()
+
+
+def cpu_isa():
+    """The highest level of fastconv._kernels.ISA_NAMES the CPU and OS run (0 off x86 or unknown)."""
+    return fc_cpu_isa()
+
+
 cdef extern from "batch_norm.h" nogil:
     enum: FC_BN_SEGMENT
     enum: FC_BN_PART

@@ -218,9 +218,14 @@ class Residual(_Container):
             return self._infer(x, False)[0]
         self._folded = {}
         y = self.main.forward(x, True)
-        y = y + (x if self.shortcut is None else self.shortcut.forward(x, True))
-        if self.activation is not None:
-            y = self.activation.forward(y, True)
+        s = x if self.shortcut is None else self.shortcut.forward(x, True)
+        forward_sum = getattr(self.activation, "_forward_sum", None)
+        if forward_sum is not None and np.shape(y) == np.shape(s):
+            y = forward_sum(y, s, True)      # ReLU of the sum in one pass
+        else:
+            y = y + s
+            if self.activation is not None:
+                y = self.activation.forward(y, True)
         self._remember(True, True)
         return y
 
