@@ -43,7 +43,7 @@ __all__ = ["activations", "dead_filters", "embed", "filter_grid", "occlusion", "
 _OCCLUSION_BATCH = 1024
 _OCCLUSION_BYTES = 64 * 2**20
 # Items per block of the windowed path: its largest array within this many bytes.
-_OCCLUSION_WINDOW_BYTES = 4 * 2**20
+_OCCLUSION_WINDOW_BYTES = 2 * 2**20
 # The distinct crops of one windowed layer of one image are gathered (copied once,
 # contiguous) when they take at most this many bytes; a chunk's, at most the second.
 _OCCLUSION_CROP_BYTES = 2 * 2**20
