@@ -23,7 +23,10 @@ used: ``forward(x, training)``, ``backward(grad)`` and their window attributes
 """
 import concurrent.futures
 import contextlib
+import functools
 import math
+import os
+import queue as _queue
 import threading
 from dataclasses import dataclass
 
@@ -40,7 +43,11 @@ __all__ = ["activations", "dead_filters", "embed", "filter_grid", "occlusion", "
 _OCCLUSION_BATCH = 1024
 _OCCLUSION_BYTES = 64 * 2**20
 # Items per block of the windowed path: its largest array within this many bytes.
-_OCCLUSION_WINDOW_BYTES = 4 * 2**20
+_OCCLUSION_WINDOW_BYTES = 2 * 2**20
+# The distinct crops of one windowed layer of one image are gathered (copied once,
+# contiguous) when they take at most this many bytes; a chunk's, at most the second.
+_OCCLUSION_CROP_BYTES = 2 * 2**20
+_OCCLUSION_DISTINCT_BYTES = 8 * 2**20
 
 
 # -- models ------------------------------------------------------------------
@@ -390,9 +397,10 @@ def occlusion(model, x, target, patch=4, stride=1, fill=0.0):
     activations, and only the layers after them (e.g. Flatten, Linear) run on
     whole activations. Any other model runs every occluded image through
     ``model.forward``. Both give the same probabilities to float rounding. The
-    positions are split into blocks sized to stay in cache, run by
-    `fastconv.get_num_threads()` worker threads with one-thread ops, so that no
-    thread waits at a barrier for another.
+    positions are split into blocks, run by `fastconv.get_num_threads()` helper
+    threads with one-thread ops, so that no thread waits at a barrier for
+    another. The helper threads and their block buffers (a few MiB each) are
+    kept from call to call.
 
     Parameters
     ----------
@@ -426,15 +434,19 @@ def occlusion(model, x, target, patch=4, stride=1, fill=0.0):
     Ho, Wo = (H - patch[0]) // stride[0] + 1, (W - patch[1]) // stride[1] + 1
     if N == 0:
         return np.empty((0, Ho, Wo), dtype=x.dtype)
-    # A first forward gives the number of classes to check target against.
-    scores = model.forward(x[:1], training=False)
-    if np.ndim(scores) != 2:
-        raise ValueError(f"the model must output (N, num_classes) scores, got shape {np.shape(scores)}")
-    targets = _targets(target, N, scores.shape[1])
     local, rest = _split_local(model)
     if local and any(step.window is not None for step in local):
-        return _occlusion_windowed(local, rest, x, targets, patch, stride, fill, _OCCLUSION_WINDOW_BYTES)
+        return _occlusion_windowed(local, rest, x, target, patch, stride, fill, _OCCLUSION_WINDOW_BYTES)
+    # A first forward gives the number of classes to check target against.
+    targets = _scored_targets(model.forward(x[:1], training=False), target, N)
     return _occlusion_by_forward(model, x, targets, patch, stride, fill)
+
+
+def _scored_targets(scores, target, n):
+    """`target` checked against the classes of a model whose output for one image is `scores`."""
+    if np.ndim(scores) != 2:
+        raise ValueError(f"the model must output (N, num_classes) scores, got shape {np.shape(scores)}")
+    return _targets(target, n, scores.shape[1])
 
 
 def _occlusion_by_forward(model, x, targets, patch, stride, fill):
@@ -478,8 +490,11 @@ def _positive_pair(value, name):
 # the unoccluded image's activation (the base) with the previous window written
 # over it, with the layer's padding made explicit so that the crop is convolved
 # or pooled with padding 0. After the run the window goes back into a copy of
-# the base and the remaining layers run on whole activations.
-# (`python -m fastconv bench --sections viz` re-measures the gain.)
+# the base and the remaining layers run on whole activations. Positions share
+# crops (at stride 1, 625 positions of a 28x28 digit read 4 to 23 distinct crop
+# offsets per axis), so each layer's distinct crops are copied out once, and an
+# item's crop is then one memcpy. Where the work goes and why it is laid out so:
+# docs/visualisation.rst; `python -m fastconv bench --sections viz` re-measures it.
 
 
 @dataclass
@@ -564,95 +579,203 @@ def _axis_steps(windows, sizes, start, length):
     return steps
 
 
-def _occlusion_windowed(local, rest, x, targets, patch, stride, fill, batch_bytes):
+def _occlusion_windowed(local, rest, x, target, patch, stride, fill, batch_bytes):
     """`occlusion` through the window of each local layer (see above); `local` has a windowed layer."""
-    from fastconv._kernels import windows
     from fastconv.nn.linear import _one_blas_thread
 
-    N, C, H, W = x.shape
-    (ph, pw), (sh, sw) = patch, stride
-    Ho, Wo = (H - ph) // sh + 1, (W - pw) // sw + 1
-    P = Ho * Wo
-    # The sizes and channels along the local layers, from one image.
-    h, sizes, channels = x[:1], [], []
-    for step in local:
-        out = step.layer.forward(h, training=False)
-        if step.window is not None:
-            sizes.append((h.shape[2:], out.shape[2:]))
-            channels.append((h.shape[1], out.shape[1]))
-        h = out
-    geometry = [step.window for step in local if step.window is not None]
-    rows, cols = (_axis_steps([(g[0][a], g[1][a], g[2][a][0], g[3][a]) for g in geometry],
-                              [(n_in[a], n_out[a]) for n_in, n_out in sizes], start, length)
-                  for a, start, length in ((0, np.arange(Ho) * sh, ph), (1, np.arange(Wo) * sw, pw)))
-    # The shapes of a block item's crops (the last: the whole output of the local layers).
-    crops = [(c_in, r.crop_length, q.crop_length) for (c_in, _), r, q in zip(channels, rows, cols)] + [h.shape[1:]]
-    for g, (n_in, _), r, q in zip(geometry, sizes, rows, cols):
-        for steps, n, (p0, p1), length in ((r, n_in[0], g[2][0], r.crop_length), (q, n_in[1], g[2][1], q.crop_length)):
-            if steps.crop_start.min() < 0 or steps.crop_start.max() + length > n + p0 + p1:
-                raise AssertionError("occlusion: a crop outside its padded input")  # the kernel relies on this
+    N, C = x.shape[:2]
+    # The first image alone: its activations give the shapes (and raise the model's own
+    # errors), its scores the classes that target is checked against.
+    maps = _base_maps(local, x[:1])
+    scores = maps[-1]
+    for layer in rest:
+        scores = layer.forward(scores, training=False)
+    targets = _scored_targets(scores, target, N)
+    plan = _window_plan(tuple(step.window for step in local if step.window is not None),
+                        tuple(m.shape[1:] for m in maps), patch, stride, x.itemsize, _OCCLUSION_CROP_BYTES)
     # Items (image, position) per block: a block's largest array within batch_bytes.
-    item_bytes = x.itemsize * max([int(np.prod(s)) for s in crops] + [c_out * r.out_length * q.out_length
-                                                                       for (_, c_out), r, q in zip(channels, rows, cols)])
-    block = max(1, batch_bytes // item_bytes)
+    block = max(1, batch_bytes // plan.item_bytes)
     workers = fastconv.get_num_threads()
-    per_chunk = max(1, 4 * workers * block // P)  # images whose bases are computed together
-    probs = np.empty((N, P), dtype=x.dtype)
-    patch_fill = np.full((block, C, ph, pw), fill, dtype=x.dtype)
-    buffers = threading.local()  # each worker's crops, reused from block to block
+    per_chunk = max(1, 4 * workers * block // plan.positions)  # images whose bases are computed together
+    if plan.distinct_bytes:
+        per_chunk = max(1, min(per_chunk, _OCCLUSION_DISTINCT_BYTES // plan.distinct_bytes))
+    probs = np.empty((N, plan.positions), dtype=x.dtype)
+    patch_fill = np.full((block, C) + patch, fill, dtype=x.dtype)
+    buffers = _BUFFERS
+    key = (x.dtype, block, tuple(source.shape for source in plan.sources))
 
-    def paste(k, base, image, top, left, window, window_top, window_left):
-        if not hasattr(buffers, "crops"):
-            buffers.crops = [np.empty((block,) + tuple(s), dtype=x.dtype) for s in crops]
-        out = buffers.crops[k][:len(image)]
-        windows.paste_crops(base, image, top, left, np.ascontiguousarray(window), window_top, window_left, out, 1)
-        return out
-
-    def run_block(first, bases, base_out, items):
-        image, position = np.divmod(items, P)
-        i, j = np.divmod(position, Wo)
+    def run_block(first, bases, items):
+        if getattr(buffers, "key", None) != key:
+            buffers.key = key
+            buffers.crops = [np.empty((block,) + source.shape, dtype=x.dtype) for source in plan.sources]
+        image, position = np.divmod(items, plan.positions)
         window, k, owned = patch_fill[:len(items)], 0, False
         for step in local:
             if step.window is None:
                 window, owned = step.layer._infer(window, owned)
                 continue
-            r, q = rows[k], cols[k]
-            crop = paste(k, bases[k], image, r.crop_start[i], q.crop_start[j], window, r.changed_start[i],
-                         q.changed_start[j])
+            crop = plan.sources[k].paste(bases[k], image, position, window, buffers.crops[k])
             window, k, owned = step.apply(crop), k + 1, True
-        zeros = np.zeros_like(image)
-        h = paste(k, base_out, image, zeros, zeros, window, rows[-1].out_start[i], cols[-1].out_start[j])
+        h = plan.sources[k].paste(bases[k], image, position, window, buffers.crops[k])
         owned = False  # h is this worker's buffer
         for layer in rest:
             h, owned = layer._infer(h, owned)
         p = _softmax(np.asarray(h, dtype=np.float64))
         probs[first + image, position] = p[np.arange(len(items)), targets[first + image]]
 
-    def run_alone(block_args):
-        # Each block on one worker thread, its ops on that thread alone: no thread
-        # team waits at a barrier for a member that another process holds off its
-        # core, and each block's arrays stay in its core's cache.
+    def run_blocks(queue):
+        # Blocks taken in turn by the helper threads, each block on one thread with
+        # its ops on that thread alone: no thread team waits at a barrier
+        # for a member that another process holds off its core, a thread held off runs
+        # fewer blocks, and each block's arrays stay in its core's cache.
         with fastconv.threads(1):
-            run_block(*block_args)
+            while True:
+                try:
+                    block_args = queue.get_nowait()
+                except _queue.Empty:
+                    return
+                run_block(*block_args)
 
-    # BLAS (the classifier's matmuls) at one thread throughout: the workers are the
-    # threads, and holding the setting once spares a switch per call.
-    with _one_blas_thread, (concurrent.futures.ThreadPoolExecutor(workers) if workers > 1
-                            else contextlib.nullcontext()) as pool:
-        for first in range(0, N, per_chunk):
-            # The base: the unoccluded images' activations, padded as each layer pads.
-            bases, h = [], x[first:first + per_chunk]
-            for step in local:
-                if step.window is not None:
-                    (pt, pb), (pl, pr) = step.window[2]
-                    bases.append(np.pad(h, ((0, 0), (0, 0), (pt, pb), (pl, pr)), constant_values=step.pad_value))
-                h = step.layer.forward(h, training=False)
-            base_out = np.ascontiguousarray(h)
-            items = np.arange(len(base_out) * P)
+    # BLAS (the classifier's matmuls) at one thread throughout: the threads here are
+    # the workers, and holding the setting once spares a switch per call.
+    with _one_blas_thread:
+        for first in [0] + list(range(1, N, per_chunk)):
+            if first:
+                maps = _base_maps(local, x[first:first + per_chunk])
+            bases = [source.gather(m) for source, m in zip(plan.sources, maps)]
+            items = np.arange(len(maps[-1]) * plan.positions)
             count = workers * -(-len(items) // (workers * block))  # equal blocks, a multiple of the workers
-            blocks = [(first, bases, base_out, part) for part in np.array_split(items, count) if len(part)]
-            list(pool.map(run_alone, blocks) if pool else map(run_alone, blocks))
-    return probs.reshape(N, Ho, Wo)
+            queue = _queue.SimpleQueue()
+            for part in np.array_split(items, count):
+                queue.put((first, bases, part))
+            for helper in [_helpers(workers).submit(run_blocks, queue) for _ in range(min(workers, count))]:
+                helper.result()
+    return probs.reshape(N, plan.rows, plan.cols)
+
+
+# Kept from call to call: the helper threads, and each one's block buffers (a block's
+# crops, each within _OCCLUSION_WINDOW_BYTES). Fresh threads and fresh buffers cost
+# more to start and to touch than a small occlusion takes to run, and the helpers'
+# memory is not handed back to the system and faulted in again as the calling
+# thread's is.
+_BUFFERS = threading.local()
+_HELPERS = {}
+_HELPERS_LOCK = threading.Lock()
+if hasattr(os, "register_at_fork"):  # a forked child has none of its parent's threads
+    os.register_at_fork(after_in_child=_HELPERS.clear)
+
+
+def _helpers(n):
+    """A pool of `n` threads, made once."""
+    with _HELPERS_LOCK:
+        if n not in _HELPERS:
+            _HELPERS[n] = concurrent.futures.ThreadPoolExecutor(n, thread_name_prefix="fastconv-occlusion")
+        return _HELPERS[n]
+
+
+def _base_maps(local, images):
+    """The unoccluded images' activations that the windowed path reads: the input of
+    each windowed layer, padded as the layer pads, and the local layers' output."""
+    maps, h = [], images
+    for step in local:
+        if step.window is not None:
+            (pt, pb), (pl, pr) = step.window[2]
+            maps.append(np.pad(h, ((0, 0), (0, 0), (pt, pb), (pl, pr)), constant_values=step.pad_value))
+        h = step.layer.forward(h, training=False)
+    maps.append(np.ascontiguousarray(h))
+    return maps
+
+
+@dataclass(frozen=True)
+class _WindowPlan:
+    rows: int                # patch positions down and across
+    cols: int
+    positions: int
+    sources: tuple           # a `_CropSource` per windowed layer, then one for the local layers' output
+    item_bytes: int          # the largest array of one item (a crop or an output window)
+    distinct_bytes: int      # the distinct crops gathered for one image
+
+
+@functools.lru_cache(maxsize=16)
+def _window_plan(geometry, shapes, patch, stride, itemsize, crop_bytes):
+    """Where every patch position's crops and windows lie: a pure function of the windowed
+    layers' `geometry` (their `_LocalLayer.window`s), the `shapes` (C, H, W) of their padded
+    inputs and of the local layers' output, the patch, the stride, the itemsize and the
+    bytes of distinct crops a layer may gather per image; cached, as a model is occluded
+    image after image. Its arrays are read-only."""
+    (ph, pw), (sh, sw) = patch, stride
+    # each windowed layer's input without its padding, then the local layers' output
+    unpadded = [(h - sum(g[2][0]), w - sum(g[2][1])) for g, (_, h, w) in zip(geometry, shapes)] + [shapes[-1][1:]]
+    sizes = list(zip(unpadded[:-1], unpadded[1:]))
+    (H, W) = unpadded[0]
+    Ho, Wo = (H - ph) // sh + 1, (W - pw) // sw + 1
+    rows, cols = (_axis_steps([(g[0][a], g[1][a], g[2][a][0], g[3][a]) for g in geometry],
+                              [(n_in[a], n_out[a]) for n_in, n_out in sizes], start, length)
+                  for a, start, length in ((0, np.arange(Ho) * sh, ph), (1, np.arange(Wo) * sw, pw)))
+    for shape, r, q in zip(shapes, rows, cols):
+        for steps, n, length in ((r, shape[1], r.crop_length), (q, shape[2], q.crop_length)):
+            if steps.crop_start.min() < 0 or steps.crop_start.max() + length > n:
+                raise AssertionError("occlusion: a crop outside its padded input")  # the kernel relies on this
+    i, j = np.divmod(np.arange(Ho * Wo), Wo)
+    sources = [_CropSource((shape[0], r.crop_length, q.crop_length), r.crop_start[i], q.crop_start[j],
+                           r.changed_start[i], q.changed_start[j], itemsize, crop_bytes)
+               for shape, r, q in zip(shapes, rows, cols)]
+    sources.append(_CropSource(shapes[-1], None, None, rows[-1].out_start[i], cols[-1].out_start[j], itemsize, 0))
+    outputs = [shape[0] * r.out_length * q.out_length for shape, r, q in zip(shapes[1:], rows, cols)]
+    item = max([math.prod(source.shape) for source in sources] + outputs)
+    return _WindowPlan(Ho, Wo, Ho * Wo, tuple(sources), item * itemsize,
+                       sum(source.distinct_bytes for source in sources))
+
+
+class _CropSource:
+    """The crops that the items of one windowed layer (or of the local layers' output)
+    read, and where each position's window goes in its crop. A layer's distinct crops
+    are gathered once per image, contiguous, when they fit in _OCCLUSION_CROP_BYTES
+    (an item's crop is then one memcpy); else items crop the padded base map (a memcpy
+    per crop row)."""
+
+    def __init__(self, shape, top, left, window_top, window_left, itemsize, crop_bytes):
+        P = len(window_top)
+        self.shape = tuple(int(n) for n in shape)
+        self.starts, self.size, self.distinct_bytes = None, 1, 0
+        self.index = self.top = self.left = np.zeros(P, np.intp)
+        if top is not None:  # else: the local layers' output, a whole map per image
+            (row_starts, row_of), (col_starts, col_of) = (np.unique(a, return_inverse=True) for a in (top, left))
+            distinct = len(row_starts) * len(col_starts)
+            if distinct * math.prod(self.shape) * itemsize <= crop_bytes:
+                self.starts = (row_starts[:, None].astype(np.intp), col_starts[None, :].astype(np.intp))
+                self.size = distinct
+                self.distinct_bytes = distinct * math.prod(self.shape) * itemsize
+                self.index = (row_of * len(col_starts) + col_of).astype(np.intp)
+            else:
+                self.top, self.left = top.astype(np.intp), left.astype(np.intp)
+        self.window_top, self.window_left = window_top.astype(np.intp), window_left.astype(np.intp)
+        for a in (self.index, self.top, self.left, self.window_top, self.window_left):
+            a.setflags(write=False)
+
+    def gather(self, padded):
+        """What `paste` reads for a chunk of images, from their (padded) base maps."""
+        from fastconv._kernels import windows
+        from fastconv._threads import num_threads_for
+
+        if self.starts is None:
+            return padded
+        n, (rows, cols) = len(padded), self.starts
+        image = np.repeat(np.arange(n, dtype=np.intp), rows.size * cols.size)
+        top, left = (np.tile(np.broadcast_to(a, (rows.size, cols.size)).ravel(), n) for a in (rows, cols))
+        out = np.empty((len(image),) + self.shape, dtype=padded.dtype)
+        windows.gather_crops(padded, image, top, left, out, num_threads_for(out.size))
+        return out
+
+    def paste(self, base, image, position, window, buffer):
+        """The crops of items (image, position) with their windows over them, in `buffer`."""
+        from fastconv._kernels import windows
+
+        out = buffer[:len(image)]
+        windows.paste_crops(base, self.index[position] + image * self.size, self.top[position],
+                            self.left[position], np.ascontiguousarray(window), self.window_top[position],
+                            self.window_left[position], out, 1)
+        return out
 
 
 @contextlib.contextmanager

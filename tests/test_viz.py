@@ -164,13 +164,49 @@ def test_occlusion_windowed_path_equals_the_plain_loop_on_reference_layers(dtype
         np.testing.assert_allclose(viz.occlusion(slow, x, targets, patch=3), viz._occlusion_by_forward(
             slow, x, targets, (3, 3), (1, 1), 0.0), **tol, err_msg=name)
         np.testing.assert_array_equal(x, x_before)
-        # blocks of a few items that straddle images, on two worker threads
-        monkeypatch.setattr(viz, "_OCCLUSION_WINDOW_BYTES", 1)
-        with fastconv.threads(2):
-            got = viz.occlusion(model, x, targets, patch=3, stride=2)
-        monkeypatch.undo()
+        # blocks of a few items that straddle images, on two worker threads; crops cut
+        # from the base maps row by row (no distinct crops gathered), then gathered for
+        # one image at a time
         want = viz._occlusion_by_forward(slow, x, targets, (3, 3), (2, 2), 0.0)
-        np.testing.assert_allclose(got, want, **tol, err_msg=name)
+        for crop_bytes, distinct_bytes in ((0, 1), (1 << 30, 1)):
+            monkeypatch.setattr(viz, "_OCCLUSION_WINDOW_BYTES", 1)
+            monkeypatch.setattr(viz, "_OCCLUSION_CROP_BYTES", crop_bytes)
+            monkeypatch.setattr(viz, "_OCCLUSION_DISTINCT_BYTES", distinct_bytes)
+            with fastconv.threads(2):
+                got = viz.occlusion(model, x, targets, patch=3, stride=2)
+            monkeypatch.undo()
+            np.testing.assert_allclose(got, want, **tol, err_msg=f"{name} crop_bytes={crop_bytes}")
+
+
+def test_occlusion_windowed_path_from_several_threads_and_shapes():
+    """Calls at once from two threads, and calls one after another with other dtypes,
+    shapes and thread counts (the helper threads keep their buffers between calls)."""
+    import concurrent.futures
+    import copy
+
+    from fastconv import reference
+
+    rng = np.random.default_rng(14)
+    cases = []
+    for dtype in DTYPES:
+        for _, model, shape in windowed_models(dtype):
+            x = rng.standard_normal(shape).astype(dtype)
+            slow = copy.deepcopy(model).set_backend(reference)
+            cases.append((model, x, viz._occlusion_by_forward(slow, x, np.ones(len(x), np.int64), (2, 3), (1, 2), 0.5)))
+    tol = {np.float32: dict(rtol=1e-4, atol=1e-6), np.float64: dict(rtol=1e-10, atol=1e-13)}
+
+    def run(case, threads):
+        model, x, _ = case
+        with fastconv.threads(threads):
+            return viz.occlusion(model, x, 1, patch=(2, 3), stride=(1, 2), fill=0.5)
+
+    for threads in (1, 2, 3):
+        for case in cases:
+            np.testing.assert_allclose(run(case, threads), case[2], **tol[case[1].dtype.type])
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(run, cases * 2, [2] * (2 * len(cases))))
+    for case, got in zip(cases * 2, results):
+        np.testing.assert_allclose(got, case[2], **tol[case[1].dtype.type])
 
 
 def test_occlusion_general_path_where_the_windowed_one_does_not_apply():
@@ -208,6 +244,19 @@ def test_paste_crops_kernel_against_numpy():
                     if 0 <= wtop[b] + u < 4 and 0 <= wleft[b] + v < 5:
                         want[:, wtop[b] + u, wleft[b] + v] = window[b, :, u, v]
             np.testing.assert_array_equal(out[b], want)
+        # crops that are whole base maps (one copy each), and the gather alone
+        whole = np.empty((6, 2, 9, 10), dtype)
+        windows.paste_crops(base, image, np.zeros(6, np.intp), np.zeros(6, np.intp), window, wtop, wleft, whole, 1)
+        gathered = np.empty((6, 2, 4, 5), dtype)
+        windows.gather_crops(base, image, top, left, gathered, 2)
+        for b in range(6):
+            want = base[image[b]].copy()
+            for u in range(3):
+                for v in range(4):
+                    if 0 <= wtop[b] + u < 9 and 0 <= wleft[b] + v < 10:
+                        want[:, wtop[b] + u, wleft[b] + v] = window[b, :, u, v]
+            np.testing.assert_array_equal(whole[b], want)
+            np.testing.assert_array_equal(gathered[b], base[image[b], :, top[b]:top[b] + 4, left[b]:left[b] + 5])
 
 
 def test_occlusion_bad_arguments():
