@@ -137,6 +137,9 @@ def test_winograd_checks_its_workspace():
     with pytest.raises(ValueError, match="workspace"):
         _winograd.kernel.conv2d_forward(x, U, Kp, np.zeros(4, F32), np.empty((1, 4, 8, 8), F32), 1, 1, 1,
                                         np.empty((1, size - 1), F32), 1)
+    with pytest.raises(ValueError, match="num_threads must be at least 1"):
+        _winograd.kernel.conv2d_forward(x, U, Kp, np.zeros(4, F32), np.empty((1, 4, 8, 8), F32), 1, 1, 1,
+                                        np.empty((0, size), F32), 0)
 
 
 def test_pooling_kernels_check_their_arrays():

@@ -3,7 +3,7 @@
 tasks from the start, workers join when they get a core, and nobody waits for a
 thread that has not started. One pool per process; kernel modules cimport
 `run_tasks` from here."""
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uint64_t
 
 import numpy as np
 
@@ -11,6 +11,16 @@ cdef extern from "task_pool.h" nogil:
     ctypedef void (*fc_task_fn)(void* ctx, Py_ssize_t task, int slot) noexcept nogil
     void fc_run_tasks(fc_task_fn fn, void* ctx, Py_ssize_t n_tasks, Py_ssize_t chunk, int num_threads)
     int FC_POOL_THREADS
+
+cdef extern from *:
+    """
+    #if FC_POOL_THREADS
+    static void fc_pool_set_generation(uint64_t g) { fc_pool.generation = g; }
+    #else
+    static void fc_pool_set_generation(uint64_t g) { (void)g; }
+    #endif
+    """
+    void fc_pool_set_generation(uint64_t g) nogil
 
 cdef extern from *:
     """
@@ -32,6 +42,12 @@ cdef extern from *:
 
 cdef void run_tasks(task_fn fn, void* ctx, Py_ssize_t n_tasks, Py_ssize_t chunk, int num_threads) noexcept nogil:
     fc_run_tasks(<fc_task_fn>fn, ctx, n_tasks, chunk, num_threads)
+
+
+def set_generation(uint64_t generation):
+    """Tests only: number the pool's next job generation + 1 (to run it across the
+    wrap of the claim and join words' generation fields). Call it with no job running."""
+    fc_pool_set_generation(generation)
 
 
 def pool_threads():

@@ -288,8 +288,8 @@ cdef struct ForwardJob:
     const Py_ssize_t* off
     Py_ssize_t* copied           # per slot: the band whose planes its workspace holds
     bint double_precision, relu
-    Py_ssize_t C, H, W, K, Kg, taps, Ho, Wo, R, Wq, Hb, n_bands, n_tasks, group_planes, B, full, blocks, size
-    Py_ssize_t splits
+    Py_ssize_t C, H, W, K, Kg, taps, Ho, Wo, R, Wq, Hb, n_bands, n_tasks, group_planes, B, full, blocks
+    Py_ssize_t splits, work_stride
     int sh, sw, pt, pl, groups
 
 
@@ -309,7 +309,7 @@ cdef inline void _forward_band(ForwardJob* j, floating* workspace, Py_ssize_t ta
     cdef const floating* packed = <const floating*>j.packed
     cdef const floating* bias = <const floating*>j.bias
     cdef floating* out = <floating*>j.out
-    cdef floating* planes = workspace + slot * j.size
+    cdef floating* planes = workspace + slot * j.work_stride
     cdef Py_ssize_t band = task // j.splits, part = task % j.splits, bands = j.n_tasks // j.splits
     cdef Py_ssize_t image = j.C * j.H * j.W, n = band // j.n_bands, oy0 = (band % j.n_bands) * j.R
     cdef Py_ssize_t rows = min(j.R, j.Ho - oy0), grp, mb, k, nxt
@@ -384,7 +384,7 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight
     job.workspace, job.off, job.copied = &workspace[0, 0], &off[0], &copied[0]
     job.double_precision, job.relu, job.splits = floating is double, relu, splits
     job.C, job.H, job.W, job.K, job.Ho, job.Wo = C, H, W, K, Ho, Wo
-    job.R, job.Wq, job.Hb, job.size = plan.band_rows, plan.Wq, plan.Hb, plan.size
+    job.R, job.Wq, job.Hb, job.work_stride = plan.band_rows, plan.Wq, plan.Hb, workspace.shape[1]
     job.n_bands = (Ho + job.R - 1) // job.R
     job.n_tasks = N * job.n_bands * splits
     job.group_planes = C // groups * g.sh * g.sw * plan.plane

@@ -10,6 +10,7 @@ each runs in its slot's row of `workspace`.
 from cython cimport floating
 from cython.parallel cimport prange
 
+from fastconv._kernels._geometry cimport check_workspace
 from fastconv._kernels._tasks cimport run_tasks
 
 import numpy as np
@@ -165,8 +166,8 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[::1] U, Py_ssi
         raise ValueError("inconsistent shapes")
     if U.shape[0] != groups * n * n * Kp * (C // groups) or bias.shape[0] != K:
         raise ValueError(f"U must have {groups * n * n * Kp * (C // groups)} values and bias {K}")
-    if workspace.shape[1] < workspace_values(C // groups, Kp, dp) or workspace.shape[0] < num_threads:
-        raise ValueError("workspace too small")
+    check_workspace("workspace", workspace.shape[0], workspace.shape[1], num_threads,
+                    workspace_values(C // groups, Kp, dp))
     if splits < 1 or splits > max(blocks, 1):
         raise ValueError(f"splits must be between 1 and {max(blocks, 1)}, got {splits}")
     if tiles == 0:

@@ -8,7 +8,8 @@
  * on one. Here the caller runs tasks itself from the first moment, workers join when
  * they get a core, and the caller waits only for tasks that a worker has claimed and
  * is running: a worker that arrives late finds nothing left and goes back to sleep.
- * The worst case is the caller's own one-thread speed, plus one task.
+ * The worst case is the caller's own one-thread speed, plus one chunk that a worker
+ * claimed and was then held off its core with.
  *
  * fc_run_tasks(fn, ctx, n_tasks, chunk, num_threads) calls fn(ctx, task, slot) once
  * for every task in [0, n_tasks), `chunk` consecutive tasks per claim; `slot` in
@@ -49,6 +50,9 @@ typedef void (*fc_task_fn)(void *ctx, Py_ssize_t task, int slot);
 /* The claim and join words hold the job's generation above these bits. */
 #define FC_TASK_BITS 40
 #define FC_SLOT_BITS 32
+/* ... and so only the generation's low bits: compare generations through these masks */
+#define FC_CLAIM_GEN(gen) ((gen) & (((uint64_t)1 << (64 - FC_TASK_BITS)) - 1))
+#define FC_JOIN_GEN(gen) ((gen) & (((uint64_t)1 << (64 - FC_SLOT_BITS)) - 1))
 
 static struct {
     pthread_mutex_t owner;            /* held by the caller whose job the pool runs */
@@ -76,10 +80,12 @@ typedef struct {
     int max_slots;
 } fc_job;
 
-/* Job `gen`'s fields, or 0 if the pool has moved on from it. */
-static int fc_read_job(uint64_t gen, fc_job *job) {
+/* The fields of the job whose claim word holds generation `cgen`, and its full generation,
+ * or 0 if the pool has moved on from it. */
+static int fc_read_job(uint64_t cgen, fc_job *job, uint64_t *gen) {
     uint64_t s = atomic_load_explicit(&fc_pool.seq, memory_order_acquire);
-    if (s != 2 * gen) return 0;
+    if (s % 2 || FC_CLAIM_GEN(s / 2) != cgen) return 0;
+    *gen = s / 2;
     job->fn = atomic_load_explicit(&fc_pool.fn, memory_order_relaxed);
     job->ctx = atomic_load_explicit(&fc_pool.ctx, memory_order_relaxed);
     job->n_tasks = atomic_load_explicit(&fc_pool.n_tasks, memory_order_relaxed);
@@ -103,7 +109,7 @@ static void fc_work(uint64_t gen, const fc_job *job, int slot) {
     int64_t n = job->n_tasks;
     uint64_t c = atomic_load_explicit(&fc_pool.claim, memory_order_acquire);
     for (;;) {
-        if (c >> FC_TASK_BITS != gen || (int64_t)(c & mask) >= n) return;
+        if (c >> FC_TASK_BITS != FC_CLAIM_GEN(gen) || (int64_t)(c & mask) >= n) return;
         int64_t first = (int64_t)(c & mask), last = first + job->chunk < n ? first + job->chunk : n;
         if (!atomic_compare_exchange_weak_explicit(&fc_pool.claim, &c, c + (uint64_t)(last - first),
                                                    memory_order_acq_rel, memory_order_acquire))
@@ -138,9 +144,9 @@ static void *fc_worker(void *unused) {
         seen = gen;
         /* take a slot of this job, if it still has one free */
         fc_job job;
-        if (!fc_read_job(gen, &job)) continue;
+        if (!fc_read_job(seen, &job, &gen)) continue;
         uint64_t j = atomic_load_explicit(&fc_pool.joined, memory_order_acquire);
-        while (j >> FC_SLOT_BITS == gen && (int)(j & 0xffffffffu) < job.max_slots) {
+        while (j >> FC_SLOT_BITS == FC_JOIN_GEN(gen) && (int)(j & 0xffffffffu) < job.max_slots) {
             if (atomic_compare_exchange_weak_explicit(&fc_pool.joined, &j, j + 1, memory_order_acq_rel,
                                                       memory_order_acquire)) {
                 fc_work(gen, &job, (int)(j & 0xffffffffu));
@@ -158,6 +164,13 @@ static void fc_pool_after_fork(void) {
     pthread_cond_init(&fc_pool.wake, NULL);
     fc_pool.workers = 0;
     atomic_store(&fc_pool.sleeping, 0);
+    /* the job another thread of the parent was running has no caller here: retire it, so
+     * that the child's new workers cannot claim its tasks (nor add them to `done`) */
+    uint64_t gen = ++fc_pool.generation;
+    if (FC_CLAIM_GEN(gen) == 0) gen = ++fc_pool.generation;
+    atomic_store(&fc_pool.seq, 2 * gen - 1);              /* odd: no job to read */
+    atomic_store(&fc_pool.joined, gen << FC_SLOT_BITS);
+    atomic_store(&fc_pool.claim, gen << FC_TASK_BITS);
 }
 
 /* Start workers until there are `wanted` (under `owner`); fewer if the system refuses. */
@@ -184,12 +197,14 @@ static void fc_pool_grow(int wanted) {
 static void fc_run_tasks(fc_task_fn fn, void *ctx, Py_ssize_t n_tasks, Py_ssize_t chunk, int num_threads) {
     if (n_tasks <= 0) return;
     if (chunk < 1) chunk = 1;
-    if (num_threads <= 1 || n_tasks <= chunk || pthread_mutex_trylock(&fc_pool.owner) != 0) {
+    if (num_threads <= 1 || n_tasks <= chunk || (uint64_t)n_tasks >> FC_TASK_BITS
+        || pthread_mutex_trylock(&fc_pool.owner) != 0) {
         for (Py_ssize_t t = 0; t < n_tasks; t++) fn(ctx, t, 0);
         return;
     }
     fc_pool_grow(num_threads - 1);
     uint64_t gen = ++fc_pool.generation;
+    if (FC_CLAIM_GEN(gen) == 0) gen = ++fc_pool.generation;  /* a new worker's `seen` is 0 */
     fc_job job = {fn, ctx, (int64_t)n_tasks, (int64_t)chunk, num_threads};
     atomic_store_explicit(&fc_pool.seq, 2 * gen - 1, memory_order_relaxed);
     atomic_thread_fence(memory_order_release);
@@ -202,9 +217,10 @@ static void fc_run_tasks(fc_task_fn fn, void *ctx, Py_ssize_t n_tasks, Py_ssize_
     atomic_store_explicit(&fc_pool.done, 0, memory_order_relaxed);
     atomic_store_explicit(&fc_pool.joined, gen << FC_SLOT_BITS | 1, memory_order_release);
     atomic_store(&fc_pool.claim, gen << FC_TASK_BITS);        /* publishes the job */
-    if (atomic_load(&fc_pool.sleeping) > 0) {
+    if (atomic_load(&fc_pool.sleeping) > 0) {     /* wake no more than can take a slot */
         pthread_mutex_lock(&fc_pool.lock);
-        pthread_cond_broadcast(&fc_pool.wake);
+        for (int i = 0, k = atomic_load(&fc_pool.sleeping); i < k && i < num_threads - 1; i++)
+            pthread_cond_signal(&fc_pool.wake);
         pthread_mutex_unlock(&fc_pool.lock);
     }
     fc_work(gen, &job, 0);
