@@ -2,8 +2,9 @@
 cluster: the input is persisted on the workers in `setup`, each call persists its
 result there and waits (nothing comes back). `convolve2d` against
 `dask_image.ndfilters.convolve` on the same cluster, input and chunks and against
-in-memory `fastconv.convolve2d` at 2 threads; `predict` of the digits model against
-its in-memory forward in the same batches.
+in-memory `fastconv.convolve2d` at 2 threads; the same on dask's threaded scheduler
+(`DaskConvolve2dThreads`, one machine as dask runs there by default); `predict` of the
+digits model against its in-memory forward in the same batches.
 
 The sizes are a quarter of `python -m fastconv bench --sections dask` (an 8192x8192
 image): small enough for a smoke run, large enough that a chunk's work (about 5 ms on
@@ -116,6 +117,54 @@ class DaskConvolve2d(_OnCluster):
         return 1 / self._ratio("in-memory")
 
     track_ratio_in_memory.unit = "x (fastconv.dask time / in-memory time; target <= 1.3)"
+
+
+class DaskConvolve2dThreads:
+    """`convolve2d` as in `DaskConvolve2d`, on one machine as dask runs there by default:
+    the image's chunks in this process (made by dask), dask's threaded scheduler with
+    WORKERS * THREADS_PER_WORKER threads, each call keeping its result's chunks
+    (``persist``); dask-image the same; in-memory `fastconv.convolve2d` at as many threads."""
+
+    timeout = 300
+    rounds = 1
+    repeat = (1, 5, 20.0)
+    number = 1
+    speedup_repeats = 5
+
+    def setup(self):
+        try:
+            import dask.array as da
+
+            import fastconv.dask as fd
+        except ImportError:
+            skip("needs fastconv.dask and dask installed")
+        threads = WORKERS * THREADS_PER_WORKER
+        self._saved_threads = fastconv.get_num_threads()
+        fastconv.set_num_threads(threads)      # the in-memory op, and the tasks' share of it
+        run = dict(scheduler="threads", num_workers=threads)
+        image = da.random.default_rng(0).standard_normal((IMAGE, IMAGE), dtype=np.float32,
+                                                         chunks=CHUNK).persist(**run)
+        kernel = np.random.default_rng(1).standard_normal((KERNEL, KERNEL)).astype(np.float32)
+        local = image.compute(**run)
+        self.impls = {"fastconv": lambda: fd.convolve2d(image, kernel, "same").persist(**run),
+                      "in-memory": lambda: fastconv.convolve2d(local, kernel, "same")}
+        try:
+            from dask_image import ndfilters
+        except ImportError:
+            return
+        self.impls["dask-image"] = lambda: ndfilters.convolve(image, kernel, mode="constant",
+                                                              cval=0.0).persist(**run)
+
+    def teardown(self):
+        fastconv.set_num_threads(self._saved_threads)
+
+    _impl = _OnCluster._impl
+    _ratio = _OnCluster._ratio
+    time_fastconv = DaskConvolve2d.time_fastconv
+    time_dask_image = DaskConvolve2d.time_dask_image
+    time_in_memory = DaskConvolve2d.time_in_memory
+    track_speedup_dask_image = DaskConvolve2d.track_speedup_dask_image
+    track_ratio_in_memory = DaskConvolve2d.track_ratio_in_memory
 
 
 class DaskPredict(_OnCluster):

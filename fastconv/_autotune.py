@@ -5,8 +5,9 @@ FMA units, caches, the BLAS and its configuration) as much as on the shapes: the
 same winograd kernel runs the 3x3 cases C2/C3 at a third of direct's time on a
 Zen 1 (AVX2, 128-bit FMA units) and at about 0.6x on an AVX-512 Xeon. So
 ``"auto"`` measures. The first time a call falls into a *shape class*, it times
-every algorithm that runs the call's geometry on a bounded slice of the call's
-problem and keeps the fastest for the class, for the rest of the process and,
+every algorithm that runs the call's geometry (the backward's im2col only where it
+is pointwise or direct's planes would not fit: `candidates`) on a bounded slice of
+the call's problem and keeps the fastest for the class, for the rest of the process and,
 when a cache file is named, for later processes on the same machine.
 
 Shape classes. A class is what decides the speed and what real networks repeat:
@@ -30,10 +31,17 @@ whole slice, and its time at the full size extrapolated from the line through th
 (fixed cost + cost per output row). A problem within twice the budget is timed as
 it is. All candidates are called round-robin: a warm-up (which drops candidates
 `PRUNE` times slower than the fastest), then up to `REPEATS` rounds, fewer when a
-round is long (about `CLASS_SECONDS` a class); each keeps its fastest time.
+round is long (about `CLASS_SECONDS` a class); each keeps its fastest time. The
+warm-up runs twice (in turn and in reverse) and prunes on the faster of the two, so a
+call that something else slowed (another runtime's threads spin for milliseconds after
+each of their calls, holding a core) does not rule a candidate out. The
+`RECHECK_CALLS`-th call of the class then times its two fastest candidates once more
+and keeps each one's faster time of the two calibrations, which corrects a choice made
+in such a moment.
 
-Cost: for a large call about (1 + rounds) x 1.25 / 8 of one call of each candidate,
-for a small one four calls of each; measured figures in docs/algorithms.rst.
+Cost: for a large call about (2 + rounds) x 1.25 / 8 of one call of each candidate,
+for a small one five calls of each, and the recheck about as much again for two of
+them; measured figures in docs/algorithms.rst.
 
 The rule (`rule`) is the fallback and the prior: the measured reasoning of which of
 direct and im2col wins on shape grounds alone (it never picks winograd, whose speed
@@ -86,6 +94,12 @@ CLASS_SECONDS = 0.15
 
 #: How much faster a measured candidate must be to replace the rule's choice.
 MARGIN = 1.05
+
+#: Calls of a class after its calibration at which its two fastest candidates are
+#: timed once more (each keeping its faster time): a calibration that ran while
+#: something else held a core (another runtime's threads spin for milliseconds after
+#: each of their calls) is corrected before it can cost much.
+RECHECK_CALLS = 3
 
 #: Classes kept per process; past it new classes take the rule (a program that
 #: sweeps shapes does not grow the cache without bound).
@@ -229,7 +243,7 @@ def _load_cache():
     for key, rec in entries.items():
         if (isinstance(rec, dict) and isinstance(rec.get("choice"), str) and isinstance(rec.get("seconds"), dict)
                 and key not in _choices):
-            _choices[key] = {"choice": rec["choice"], "seconds": rec["seconds"]}
+            _choices[key] = {"choice": rec["choice"], "seconds": rec["seconds"]}    # not rechecked: kept as saved
 
 
 def _save_cache(key):
@@ -239,7 +253,7 @@ def _save_cache(key):
     machines = _read_cache(path)
     if machines is None:
         return                      # not ours: warned about when loaded, never overwritten
-    machines.setdefault(machine(), {})[key] = _choices[key]
+    machines.setdefault(machine(), {})[key] = {name: _choices[key][name] for name in ("choice", "seconds")}
     tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
     try:
         with open(tmp, "w") as f:
@@ -271,15 +285,20 @@ def rule(pass_, x_shape, weight_shape, g, groups, dtype):
     BLAS where they run (AVX-512 builds) and cover at least three quarters of the
     channels; and im2col where one output row's input planes would not fit direct's
     bound. Backward and grad_weight: direct for one-channel groups (depthwise), where
-    the GEMMs are degenerate; im2col otherwise, since direct's grad_weight runs on row
-    kernels, not tiles. Never winograd: where it pays depends most on the CPU.
+    the GEMMs are degenerate, and elsewhere too: its grad_weight runs on register tiles
+    over the forward's planes and grad_x on the forward's tiles (one stride phase at a
+    time at stride > 1), so that no BLAS and no BLAS configuration sets its speed;
+    except a pointwise convolution, two plain GEMMs, and geometries whose planes would
+    not fit, both im2col. Never winograd: where it pays depends most on the CPU.
     Re-measure with ``python -m fastconv bench --sections direct``.
     """
     dtype = np.dtype(dtype)
-    if pass_ not in ("forward", "eval"):
-        return "direct" if weight_shape[1] == 1 else "im2col"
+    if pass_ not in ("forward", "eval") and weight_shape[1] == 1:
+        return "direct"
     if not _direct.planes_fit(x_shape[1], g, dtype.itemsize):
         return "im2col"
+    if pass_ not in ("forward", "eval"):
+        return "im2col" if _im2col.pointwise(g) else "direct"
     if _im2col.pointwise(g):
         covered = _direct.channel_tiles_cover(g, weight_shape[0] // groups, math.prod(weight_shape[1:]), dtype)
         return "direct" if dtype == np.float64 and covered else "im2col"
@@ -292,10 +311,17 @@ def _winograd_runs(g):
 
 def candidates(pass_, x_shape, weight_shape, g, groups, dtype):
     """The algorithms that run this call: im2col and direct (direct's forward only where its
-    planes fit), and winograd for 3x3, stride 1, dilation 1 (grad_weight: im2col, direct)."""
+    planes fit), and winograd for 3x3, stride 1, dilation 1 (grad_weight: im2col, direct).
+    The backward and grad_weight leave im2col out unless the convolution is pointwise or
+    direct's planes would not fit: direct's tiles do the same products without a column
+    copy and without BLAS, whose speed hangs on its build and settings (OPENBLAS_CORETYPE);
+    near-equal timings on a loaded machine must not flip the choice onto it."""
     names = ["im2col", "direct"]
-    if pass_ in ("forward", "eval") and not _direct.planes_fit(x_shape[1], g, np.dtype(dtype).itemsize):
+    fits = _direct.planes_fit(x_shape[1], g, np.dtype(dtype).itemsize)
+    if pass_ in ("forward", "eval") and not fits:
         names.remove("direct")
+    if pass_ not in ("forward", "eval") and fits and not _im2col.pointwise(g):
+        names.remove("im2col")
     if pass_ != "grad_weight" and _winograd_runs(g):
         names.append("winograd")
     return names
@@ -347,6 +373,10 @@ def choose(pass_, x_shape, weight_shape, g, groups, dtype):
     found = _choices.get(key)
     names = candidates(pass_, x_shape, weight_shape, g, groups, dtype)
     if found is not None and found["choice"] in names:
+        if not found.get("rechecked", True):
+            found["calls"] += 1            # a lost count under a race only delays the recheck
+            if found["calls"] >= RECHECK_CALLS:
+                _recheck(key, found, pass_, x_shape, weight_shape, g, groups, dtype)
         return found["choice"]
     prior = rule(pass_, x_shape, weight_shape, g, groups, dtype)
     if len(names) == 1:
@@ -364,9 +394,28 @@ def choose(pass_, x_shape, weight_shape, g, groups, dtype):
             seconds = None       # slices too large to allocate: the call itself will say so
         if not seconds:
             return prior
-        _choices[key] = {"choice": _pick(prior, seconds), "seconds": seconds}
+        _choices[key] = {"choice": _pick(prior, seconds), "seconds": seconds, "calls": 0, "rechecked": False}
         _save_cache(key)
         return _choices[key]["choice"]
+
+
+def _recheck(key, found, pass_, x_shape, weight_shape, g, groups, dtype):
+    """Time the class's two fastest candidates again and keep each one's faster time
+    of the two calibrations; then save the choice to the cache file."""
+    with _lock:
+        if found["rechecked"]:
+            return
+        found["rechecked"] = True
+        two = sorted(found["seconds"], key=found["seconds"].get)[:2]
+        try:
+            again = calibrate(pass_, x_shape, weight_shape, g, groups, dtype, two) if len(two) == 2 else {}
+        except (MemoryError, ValueError):
+            again = {}
+        for name, t in again.items():
+            found["seconds"][name] = min(found["seconds"][name], t)
+        found["choice"] = _pick(rule(pass_, x_shape, weight_shape, g, groups, dtype), found["seconds"])
+        if again:
+            _save_cache(key)
 
 
 def _pick(prior, seconds):
@@ -435,6 +484,7 @@ def _parts(pass_, names, x, weight, grad_output, gs, kw, groups, num_threads):
         "im2col": lambda: _im2col.grad_weight(grad_output, x, weight, gs, groups, num_threads),
         "direct": lambda: _direct.grad_weight(grad_output, x, weight, gs, groups, num_threads),
     }
+    grad_weight = {a: grad_weight[a] for a in candidates("grad_weight", x.shape, weight.shape, gs, groups, x.dtype)}
     if pass_ == "forward":
         return {a: (lambda a=a: fastconv.conv2d(x, weight, None, groups=groups, algorithm=a, **kw)) for a in names}
     if pass_ == "eval":      # the layers' eval forwards: weights prepared once, outside the timing
@@ -514,14 +564,16 @@ def calibrate(pass_, x_shape, weight_shape, g, groups, dtype, names):
                  for part, fn in _parts(pass_, names, *problem, groups, num_threads).items()}
         warm = {}
         t0 = time.perf_counter()
-        for part_i in list(calls):
+        for part_i in list(calls) + list(calls)[::-1]:     # twice: a disturbed call prunes nothing
+            if part_i not in calls:
+                continue
             t1 = time.perf_counter()
             try:
                 calls[part_i]()
             except (MemoryError, ValueError):
                 del calls[part_i]
                 continue
-            warm[part_i] = time.perf_counter() - t1
+            warm[part_i] = min(warm.get(part_i, math.inf), time.perf_counter() - t1)
         # the warm-up sizes the rounds, and rules out candidates far behind the fastest
         rough = _combine({part: t for (part, i), t in warm.items() if i == last})
         keep = {name for name, t in rough.items() if t <= PRUNE * min(rough.values())}

@@ -3,11 +3,14 @@
 Called by `fastconv.convolution` with checked, C-contiguous arrays and a
 normalised geometry. Scratch memory is one buffer per thread: the forward
 pass's band of input planes (about BAND_BYTES; its tiles store straight into the
-output), the same for a depthwise grad_weight (one channel's planes and its band
-of grad_output rows), or the backward passes' few zero-padded input rows (capped
-near ROW_BUDGET values); never anything that grows with the batch or with
-C*kh*kw times the output. A forward on channel tiles (and grad_x at stride 1,
-which runs as one) also packs a copy of the weights, at most their size.
+output), the same for grad_x (which runs as a forward convolution of grad_output;
+at stride > 1 plus the band's rows of its phases, stored from there into grad_x)
+and for grad_weight (plus one block of the band's grad_output, transposed, and
+the thread's partial sums, one weight gradient), or, where planes would not fit,
+the row kernels' few zero-padded input rows (capped near ROW_BUDGET values);
+never anything that grows with the batch or with C*kh*kw times the output. A
+forward on channel tiles (and grad_x, which runs as one) also packs a copy of the
+weights, at most their size (at stride > 1, of the phases' common windows).
 """
 import math
 
@@ -196,6 +199,26 @@ def _grad_weight_planes(grad_output, x, weight, g, groups, num_threads):
     return grad_w
 
 
+def _grad_weight_tiles(grad_output, x, weight, g, groups, num_threads):
+    """grad_weight on register tiles over the forward's phase planes: each thread sums its
+    bands' pixels into its own copy of the weight gradient (channels padded to whole
+    tiles), and the copies are added up here."""
+    N, C = x.shape[:2]
+    K = weight.shape[0]
+    Kg, taps = K // groups, math.prod(weight.shape[1:])
+    block = kernel.grad_weight_block(x.dtype == np.float64)
+    ldg = -(-Kg // block) * block
+    # bands as tall as BAND_BYTES allows, but enough tasks (two per thread) to keep every thread busy
+    rows = max(1, min(_band_rows(C, g, x.dtype.itemsize), -(-N * g.out_h // (2 * num_threads))))
+    plan = _plan(C, g, x.dtype, rows)
+    workspace = np.empty((num_threads, kernel.grad_weight_tiles_workspace(plan, g.out_w, x.dtype == np.float64)),
+                         dtype=x.dtype)
+    parts = np.zeros((num_threads, groups * taps * ldg), dtype=x.dtype)
+    kernel.conv2d_grad_weight_tiles(grad_output, x, parts, g.struct(), groups, K, plan, workspace, num_threads)
+    total = parts[0] if num_threads == 1 else parts.sum(axis=0)
+    return np.ascontiguousarray(total.reshape(groups, taps, ldg)[:, :, :Kg].transpose(0, 2, 1)).reshape(weight.shape)
+
+
 def _grad_x_as_forward(grad_output, weight, grad_x, transposed, groups, num_threads):
     """Stride 1: grad_x is the forward convolution of grad_output with each group's
     weights flipped and transposed (K/groups in, C/groups out), over the
@@ -215,6 +238,84 @@ def _transposed(g, x_shape):
                           g.dilation_h, g.dilation_w, x_shape[2], x_shape[3])
 
 
+def _phase(size, stride, dilation, kernel, pad, r):
+    """One dimension of grad_x's stride phase r: (taps, first, count, step, offset).
+    The input positions first, first + stride, ... (`count` of them) are those whose
+    padded index is r mod stride; the window taps that land on them are `taps`, and
+    position first + q*stride gets grad_output[q + offset - m*step] * weight[taps[m]]
+    summed over m: a stride-1 correlation with the taps reversed, `step` apart."""
+    taps = [i for i in range(kernel) if i * dilation % stride == r]
+    first = (r - pad) % stride
+    count = max(0, -(-(size - first) // stride))
+    step = dilation // math.gcd(stride, dilation)
+    offset = ((first + pad - r) - (taps[-1] * dilation - r)) // stride if taps else 0
+    return taps, first, count, step, offset
+
+
+def _grad_x_phases(grad_output, weight, grad_x, g, groups, num_threads):
+    """Any stride: grad_x's stride_h * stride_w phases (the input pixels whose padded
+    index is (ry, rx) mod the stride) are each a stride-1 correlation of grad_output
+    with the reversed taps that land on them (a sub-kernel of the flipped weights).
+    Placed in one common window (zeros where a phase has no tap), the phases become the
+    output channels of one stride-1 forward convolution on the forward's tiles, each
+    stored straight into its phase of grad_x (conv2d_forward_shuffle). Phases no tap
+    lands on are zero; phases whose windows are out of step with each other (some
+    dilations) run as separate convolutions."""
+    K, Cg, kh, kw = weight.shape
+    N, H, W = grad_x.shape[0], grad_x.shape[2], grad_x.shape[3]
+    dims = ([_phase(H, g.stride_h, g.dilation_h, kh, g.pad_top, r) for r in range(g.stride_h)],
+            [_phase(W, g.stride_w, g.dilation_w, kw, g.pad_left, r) for r in range(g.stride_w)])
+    runs = {}
+    for ph in dims[0]:
+        for pw in dims[1]:
+            if not (ph[0] and pw[0]):
+                grad_x[:, :, ph[1]::g.stride_h, pw[1]::g.stride_w] = 0
+            elif ph[2] and pw[2]:
+                runs.setdefault((ph[4] % ph[3], pw[4] % pw[3]), []).append((ph, pw))
+    if N == 0:
+        return
+    for phases in runs.values():
+        _grad_x_phase_run(grad_output, weight, grad_x, phases, g, groups, num_threads)
+
+
+def _grad_x_phase_run(grad_output, weight, grad_x, phases, g, groups, num_threads):
+    """One stride-1 forward convolution for `phases` [(row phase, column phase)] of
+    _phase's tuples, whose offsets agree modulo their step."""
+    K, Cg, kh, kw = weight.shape
+    Kg = K // groups
+    N = grad_x.shape[0]
+    windows = []
+    for d in range(2):
+        step = phases[0][d][3]
+        lo = min(p[d][4] for p in phases)
+        size = max((p[d][4] - lo) // step + len(p[d][0]) for p in phases)
+        windows.append((step, lo, size, max(p[d][2] for p in phases)))
+    (step_h, lo_h, size_h, rows), (step_w, lo_w, size_w, cols) = windows
+    P = len(phases)
+    sub = np.zeros((groups, P, Cg, Kg, size_h, size_w), dtype=grad_x.dtype)
+    w = weight.reshape(groups, Kg, Cg, kh, kw).transpose(0, 2, 1, 3, 4)     # (groups, Cg, Kg, kh, kw)
+    place = np.empty((groups, P, Cg, 5), dtype=np.intp)
+    for i, (ph, pw) in enumerate(phases):
+        # the phase's reversed taps, m steps from its offset, (offset - lo) / step into the window
+        y0, x0 = (ph[4] - lo_h) // step_h, (pw[4] - lo_w) // step_w
+        sub[:, i, :, :, y0:y0 + len(ph[0]), x0:x0 + len(pw[0])] = w[:, :, :, ph[0][::-1]][..., pw[0][::-1]]
+        place[:, i, :, 0] = np.arange(groups)[:, None] * Cg + np.arange(Cg)
+        place[:, i, :, 1:] = (ph[1], ph[2], pw[1], pw[2])
+    Kout = groups * P * Cg
+    pg = v.ConvGeometry(size_h, size_w, 1, 1, -lo_h, -lo_w, step_h, step_w, rows, cols)
+    C = grad_output.shape[1]
+    dtype = grad_output.dtype
+    band = max(1, min(_band_rows(C, pg, dtype.itemsize), -(-N * rows // (2 * num_threads))))
+    plan = _plan(C, pg, dtype, band)
+    workspace = np.empty((num_threads, kernel.forward_shuffle_workspace(plan, Kout, cols)), dtype=dtype)
+    weights = sub.reshape(Kout, Kg, size_h, size_w)
+    taps = Kg * size_h * size_w
+    packed = _pack_channels(weights, groups) if _channel_tiles_pay(pg, P * Cg, taps, dtype) else None
+    kernel.conv2d_forward_shuffle(grad_output, weights.reshape(Kout, taps), np.zeros(Kout, dtype=dtype), grad_x,
+                                  place.reshape(Kout, 5), g.stride_h, g.stride_w, pg.struct(), groups, plan,
+                                  workspace, num_threads, packed)
+
+
 def _grad_x_strided(grad_output, weight, grad_x, g, groups, num_threads):
     """Any stride: each task scatters one input row's taps (conv2d_grad_x)."""
     kw, Cg = weight.shape[3], weight.shape[1]
@@ -231,6 +332,8 @@ def backward(grad_output, x, weight, g, groups, num_threads):
     transposed = _transposed(g, x.shape)
     if g.stride_h == g.stride_w == 1 and planes_fit(weight.shape[0], transposed, x.dtype.itemsize):
         _grad_x_as_forward(grad_output, weight, grad_x, transposed, groups, num_threads)
+    elif planes_fit(weight.shape[0], transposed, x.dtype.itemsize):
+        _grad_x_phases(grad_output, weight, grad_x, g, groups, num_threads)
     else:
         _grad_x_strided(grad_output, weight, grad_x, g, groups, num_threads)
     grad_w = grad_weight(grad_output, x, weight, g, groups, num_threads)
@@ -243,6 +346,8 @@ def grad_weight(grad_output, x, weight, g, groups, num_threads):
     kh, kw = weight.shape[2:]
     if weight.shape[1] == 1 and planes_fit(1, g, x.dtype.itemsize):
         return _grad_weight_planes(grad_output, x, weight, g, groups, num_threads)
+    if planes_fit(x.shape[1], g, x.dtype.itemsize):
+        return _grad_weight_tiles(grad_output, x, weight, g, groups, num_threads)
     grad_w = np.empty_like(weight)
     row_len = kernel.packed_row_len(g.stride_w, g.out_w, kw, g.dilation_w)
     size = kernel.grad_weight_workspace(kh, kw, row_len, x.dtype == np.float64)

@@ -34,8 +34,12 @@ processes):
 - Each kernel module is loaded with RTLD_DEEPBIND (fastconv/_kernels/__init__.py),
   so its OpenMP calls bind to that private runtime even when torch, imported
   first, has put its own libgomp in the global symbol scope.
-- The direct forward hands out its tasks in dynamic chunks, so a thread held off
-  its core holds back only its current chunk, not a static share.
+- The direct, Winograd and im2col forward loops run on fastconv's task pool
+  (fastconv/_kernels/task_pool.h) instead of an OpenMP region, whose closing
+  barrier waits for every team member to be woken and scheduled: the caller starts
+  at once, other threads join when they get a core, and the caller waits only for
+  chunks another thread is running, so a thread held off its core costs at most its
+  current chunk.
 - What fastconv cannot change: another runtime's idle threads still spin (torch's
   and scikit-learn's libgomp: about 6 ms after each of their calls) and hold a core
   while fastconv's next op runs, so a 5 ms op run right after one of theirs can take

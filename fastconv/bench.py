@@ -33,13 +33,17 @@ class Case:
 
 
 def interleaved_medians(impls, repeats=7):
-    """Median seconds per callable, timed round-robin after one warm-up call each."""
+    """Median seconds per callable, timed in rounds after one warm-up call each. Each
+    round runs every callable once, in a new (seeded) order: a rotation would keep the
+    cyclic order, so one callable would always run right after the same other one,
+    e.g. after torch, whose OpenMP threads spin for milliseconds after each call."""
     for fn in impls.values():
         fn()
     names = list(impls)
     samples = {name: [] for name in names}
-    for r in range(repeats):
-        for name in names[r % len(names):] + names[: r % len(names)]:
+    order = np.random.default_rng(0)
+    for _ in range(repeats):
+        for name in order.permutation(names):
             t0 = time.perf_counter()
             impls[name]()
             samples[name].append(time.perf_counter() - t0)
@@ -149,6 +153,7 @@ def direct_cases(torch, dtypes=("float32", "float64"), with_reference=True):
     """conv2d with algorithm="auto" (the fastconv column) against "direct", "im2col",
     "winograd" (3x3 stride-1 cases) and torch on C1-C5 and depthwise; then
     convolve/convolve2d against NumPy/SciPy."""
+    from fastconv import _autotune
     from fastconv._validation import conv_geometry
     from fastconv.convolution import _choose_algorithm
 
@@ -162,8 +167,9 @@ def direct_cases(torch, dtypes=("float32", "float64"), with_reference=True):
             y = fastconv.conv2d(x, w, **kw)
             go = rng.standard_normal(y.shape).astype(dtype)
             geometry = conv_geometry((H, H), k, s, p, 1)
-            auto = _choose_algorithm(x.shape, w.shape, geometry, groups, x.dtype)
-            auto_bwd = _choose_algorithm(x.shape, w.shape, geometry, groups, x.dtype, backward=True)
+            for _ in range(1 + _autotune.RECHECK_CALLS):    # calibrated and rechecked: the final choice
+                auto = _choose_algorithm(x.shape, w.shape, geometry, groups, x.dtype)
+                auto_bwd = _choose_algorithm(x.shape, w.shape, geometry, groups, x.dtype, backward=True)
             label = f"{name} {(N, C, H, K, k, s, p)}".replace(" ", "") + (f"g{groups}" if groups > 1 else "")
             flops = 2.0 * y.size * (C // groups) * k * k
             fwd = {"fastconv": lambda: fastconv.conv2d(x, w, **kw)}
@@ -735,8 +741,10 @@ def dask_cases(torch, dtypes=("float32", "float64"), with_reference=True):
     and wait; nothing comes back to this process). ``convolve2d`` against
     ``dask_image.ndfilters.convolve`` (scipy.ndimage's true convolution, zero boundary) on
     the same cluster, input and chunks, and against in-memory ``fastconv.convolve2d`` in
-    this process with as many threads as the cluster has; ``predict`` of the digits model
-    against its in-memory forward in the same batches.
+    this process with as many threads as the cluster has; then the same three on one
+    machine as dask runs there by default (``dask threads``: the image's chunks in this
+    process, dask's threaded scheduler with that many threads, the result's chunks kept);
+    ``predict`` of the digits model against its in-memory forward in the same batches.
     Needs ``pip install fastconv[dask]`` (the section is empty without it); the dask-image
     column needs ``pip install dask-image`` (in the ``[bench]`` extra)."""
     if "float32" not in dtypes:
@@ -786,6 +794,17 @@ def dask_cases(torch, dtypes=("float32", "float64"), with_reference=True):
             impls["dask-image"] = on_cluster(lambda: ndfilters.convolve(image, kernel, mode="constant", cval=0.0))
         yield Case("dask convolve2d", f"{n}x{n}*{DASK_KERNEL}x{DASK_KERNEL} chunks {c}", "float32", impls,
                    flops=2.0 * n * n * DASK_KERNEL ** 2, note=DASK_NOTE)
+        # One machine as dask runs on it by default: the threaded scheduler in this process, the
+        # same image (the same chunks, made here), the result's chunks kept in memory (persist).
+        threaded = dict(scheduler="threads", num_workers=DASK_WORKERS * DASK_THREADS)
+        here = da.random.default_rng(0).standard_normal((n, n), dtype=np.float32, chunks=c).persist(**threaded)
+        impls = {"fastconv": lambda: fd.convolve2d(here, kernel, "same").persist(**threaded),
+                 "in-memory": impls["in-memory"]}
+        if ndfilters is not None:
+            impls["dask-image"] = lambda: ndfilters.convolve(here, kernel, mode="constant",
+                                                             cval=0.0).persist(**threaded)
+        yield Case("dask threads", f"{n}x{n}*{DASK_KERNEL}x{DASK_KERNEL} chunks {c}", "float32", impls,
+                   flops=2.0 * n * n * DASK_KERNEL ** 2, note=DASK_NOTE)
         # One chunk's work as a worker thread does it (the t_chunk of docs/dask.rst's scaling).
         block = np.ascontiguousarray(local[:c + DASK_KERNEL - 1, :c + DASK_KERNEL - 1])
 
@@ -814,8 +833,11 @@ def dask_cases(torch, dtypes=("float32", "float64"), with_reference=True):
 
 DASK_NOTE = (f"dask: fastconv = fastconv.dask on a LocalCluster of {DASK_WORKERS} worker processes x "
              f"{DASK_THREADS} thread, input persisted on the workers, result persisted there; dask-image the "
-             f"same; in-memory = the op in this process at {DASK_WORKERS * DASK_THREADS} threads; "
-             f"dask chunk = the in-memory op on one chunk and its halo, as a worker's thread runs it")
+             f"same; in-memory = the op on the whole image in this process at {DASK_WORKERS * DASK_THREADS} "
+             f"threads, into a new array; dask threads = the same image's chunks in this process, on dask's "
+             f"threaded scheduler with {DASK_WORKERS * DASK_THREADS} threads, result chunks kept (persist), "
+             f"dask-image the same; dask chunk = the in-memory op on one chunk and its halo, as a worker's "
+             f"thread runs it")
 SECTIONS["dask"] = dask_cases
 #: What runs without --sections: all but dask, which starts a cluster and needs dask installed.
 DEFAULT_SECTIONS = [name for name in SECTIONS if name != "dask"]

@@ -13,7 +13,8 @@ the halos from the op's geometry (kernel, stride, padding, dilation, ceil_mode):
   chunk but for the halo, and chunks of any size (smaller than the kernel, not aligned to
   the stride) need no rechunking;
 * the halo, the rows and columns a block's windows reach into its neighbours, is cut by
-  small tasks where each neighbour lives: only the halo moves between workers;
+  one small task per chunk where the chunk lives (every part its neighbours read): only
+  the halo moves between workers;
 * a block's task assembles its input once, with the op's padding (zeros; -inf for max
   pooling) where it meets the array's borders, and runs the in-memory op with no padding;
   `convolve2d` copies no chunk at all: its interior rows are computed from the chunk in
@@ -41,6 +42,7 @@ import functools
 import itertools
 import math
 import operator
+import threading
 
 import numpy as np
 
@@ -65,25 +67,47 @@ __all__ = ["conv2d", "conv_transpose2d", "max_pool2d", "avg_pool2d", "sum_pool2d
 # ---------------------------------------------------------------------------
 # Threads
 
-def _task_threads():
-    """fastconv threads for the task running now: on a dask.distributed worker, its
-    thread count (``threads_per_worker``) shared among the tasks it is executing at
-    the moment, so that the worker's tasks together never run more OpenMP threads than
-    it has threads (one task alone gets them all; as many tasks as threads, one each).
-    Outside a worker: None (fastconv's own default applies). The results do not depend
-    on the count (the kernels split work by output rows, each summed the same way)."""
+#: The fastconv.dask tasks running in this process now (counted by `_threads_context`).
+_running = 0
+_running_lock = threading.Lock()
+
+
+def _task_threads(running=1):
+    """fastconv threads for the task running now, so that the tasks running at once never
+    run more OpenMP threads together than there are threads to run them (one task alone
+    gets them all; as many tasks as threads, one each):
+
+    * on a dask.distributed worker, its thread count (``threads_per_worker``) shared among
+      the tasks it is executing at the moment;
+    * elsewhere (dask's threaded scheduler, the default for dask arrays, or any pool in
+      one process), fastconv's thread count shared among the `running` fastconv.dask
+      tasks of this process; None for a task running alone (fastconv's default applies).
+
+    The results do not depend on the count (the kernels split work by output rows, each
+    summed the same way)."""
     try:
         from distributed import get_worker
         worker = get_worker()
     except (ImportError, ValueError):
-        return None
+        return None if running <= 1 else max(1, _fc.get_num_threads() // running)
     state = getattr(worker, "state", worker)
     return max(1, state.nthreads // max(1, len(getattr(state, "executing", ()))))
 
 
+@contextlib.contextmanager
 def _threads_context():
-    n = _task_threads()
-    return _fc.threads(n) if n else contextlib.nullcontext()
+    """Run the block under ``fastconv.threads(n)`` with the task's share (`_task_threads`)."""
+    global _running
+    with _running_lock:
+        _running += 1
+        running = _running
+    try:
+        n = _task_threads(running)
+        with _fc.threads(n) if n else contextlib.nullcontext():
+            yield
+    finally:
+        with _running_lock:
+            _running -= 1
 
 
 def _on_worker_threads(op):
@@ -185,9 +209,10 @@ def _halo_map(run, x, axes, refs=(), merge=(), out_sizes=None, name="fastconv", 
     Each task receives the input it reads as `pieces`, a nested list (one level per axis)
     of the input chunks' parts, and `layout`, per axis ``(padding before, piece sizes,
     padding after)``: the op's padding, where the block meets the array's border. The
-    parts of neighbouring chunks (the halo) are cut by small tasks that run where those
-    chunks live, so only the halo moves between workers; nothing is rechunked or copied
-    before the task, which assembles its input once (`_assemble`) or not at all.
+    parts of neighbouring chunks (the halo) are cut by one small task per chunk (`_cut`,
+    every part its neighbours read) that runs where the chunk lives, so only the halo
+    moves between workers; nothing is rechunked or copied before the task, which
+    assembles its input once (`_assemble`) or not at all.
 
     Parameters
     ----------
@@ -211,16 +236,16 @@ def _halo_map(run, x, axes, refs=(), merge=(), out_sizes=None, name="fastconv", 
     plans = [_axis_plan(c, axes.get(a), a in merge) for a, c in enumerate(x.chunks)]
     token = tokenize(x.name, run, interior, plans, [r.key for r in refs])
     out_name, part_name, interior_name = f"{name}-{token}", f"{name}-halo-{token}", f"{name}-interior-{token}"
-    graph, parts = {}, {}
+    graph, cuts = {}, {}
 
     def part(index, slices):
         if all(a == 0 and b == x.chunks[axis][k] for axis, (k, (a, b)) in enumerate(zip(index, slices))):
             return (x.name,) + index
-        key = parts.get((index, slices))
-        if key is None:
-            key = parts[index, slices] = (part_name, len(parts))
-            graph[key] = (operator.getitem, (x.name,) + index, tuple(slice(a, b) for a, b in slices))
-        return key
+        # One task per chunk cuts every part its neighbours read (a bundle of small arrays);
+        # a block takes its part out of the bundle inside its own task.
+        chunk_cuts = cuts.setdefault(index, {})
+        j = chunk_cuts.setdefault(slices, len(chunk_cuts))
+        return (operator.getitem, (part_name,) + index, j)
 
     def nested(blocks, axis=0, index=(), slices=()):
         if axis == len(blocks):
@@ -247,8 +272,17 @@ def _halo_map(run, x, axes, refs=(), merge=(), out_sizes=None, name="fastconv", 
     chunks = [tuple(size for size, _, _ in plan) for plan in plans]
     for axis, size in (out_sizes or {}).items():
         chunks[axis] = (size,)
+    for index, chunk_cuts in cuts.items():
+        graph[(part_name,) + index] = (_cut, (x.name,) + index,
+                                       tuple(tuple(slice(a, b) for a, b in slices) for slices in chunk_cuts))
     hlg = HighLevelGraph.from_collections(out_name, graph, dependencies=[x, *refs])
     return da.Array(hlg, out_name, tuple(chunks), meta=np.empty((0,) * x.ndim, dtype=x.dtype))
+
+
+def _cut(chunk, slices):
+    """The parts ``chunk[s]`` of a chunk that its neighbours read, as copies (small: the
+    halo), so that a part sent to another worker does not carry or keep the chunk."""
+    return tuple(np.array(chunk[s]) for s in slices)
 
 
 def _assemble(pieces, layout, pad_value, dtype):

@@ -244,10 +244,14 @@ def test_only_the_halo_is_cut_from_the_neighbours():
 
     x = da.random.default_rng(0).standard_normal((64, 48), chunks=16)
     graph = dict(fd.convolve2d(x, np.ones((5, 3)), "same").__dask_graph__())
-    parts = [key for key in graph if key[0].startswith("fastconv-convolve2d-halo")]
-    shapes = {np.shape(part) for part in get_sync(graph, parts)}
-    # Rows above and below (2 of 16 columns, 2 of 16 rows at the corners), columns beside.
-    assert parts and shapes <= {(2, 16), (16, 1), (2, 1)}, shapes
+    bundles = [key for key in graph if key[0].startswith("fastconv-convolve2d-halo")]
+    # One task per chunk cuts all that its neighbours read, and nothing more: rows above and
+    # below (2 of 16 columns, 2 of 16 rows at the corners), columns beside.
+    assert sorted(key[1:] for key in bundles) == [(i, j) for i in range(4) for j in range(3)]
+    shapes = {np.shape(part) for bundle in get_sync(graph, bundles) for part in bundle}
+    assert shapes <= {(2, 16), (16, 1), (2, 1)}, shapes
+    # Copies: a part sent to another worker does not carry the chunk with it.
+    assert all(part.base is None for part in get_sync(graph, bundles[0]))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -388,6 +392,43 @@ def test_a_workers_threads_are_shared_by_its_executing_tasks(monkeypatch):
         state = SimpleNamespace(nthreads=4, executing=set(range(executing)))
         monkeypatch.setattr(distributed, "get_worker", lambda state=state: SimpleNamespace(state=state))
         assert fd._task_threads() == expected
+
+
+def test_tasks_in_one_process_share_its_threads(monkeypatch):
+    # dask's threaded scheduler: fastconv's thread count shared among the tasks running at once.
+    import threading
+
+    monkeypatch.setattr(fastconv._threads, "_default", 4)      # the scheduler's threads' default
+    seen = []
+
+    def second_task():
+        with fd._threads_context():
+            seen.append(fastconv.get_num_threads())
+
+    with fastconv.threads(4):                                   # this one's (one_thread set 1)
+        assert [fd._task_threads(running) for running in (1, 2, 3, 4, 8)] == [None, 2, 1, 1, 1]
+        with fd._threads_context():                             # a first task, alone: all 4
+            seen.append(fastconv.get_num_threads())
+            thread = threading.Thread(target=second_task)
+            thread.start()
+            thread.join()
+    assert seen == [4, 2] and fd._running == 0
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_ops_on_the_threaded_scheduler(dtype):
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((2, 3, 23, 19)).astype(dtype)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(dtype)
+    dx = da.from_array(x, chunks=(1, 2, 6, 5))
+    threads = dict(scheduler="threads", num_workers=3)
+    assert_same(fd.conv2d(dx, w, padding=1, algorithm="direct").compute(**threads),
+                fastconv.conv2d(x, w, padding=1, algorithm="direct"))
+    assert_same(fd.max_pool2d(dx, 3, 2, 1).compute(**threads), fastconv.max_pool2d(x, 3, 2, 1))
+    image, kernel = x[0, 0], w[0, 0]
+    for mode in ("full", "same", "valid"):
+        assert_close(fd.convolve2d(dx[0, 0], kernel, mode).compute(**threads),
+                     fastconv.convolve2d(image, kernel, mode))
 
 
 def _data_keys(graph, value):

@@ -273,7 +273,7 @@ def test_unknown_algorithm_lists_the_valid_ones(rng):
 def test_auto_rule_on_the_benchmark_cases(build, dtype):
     # The rule auto follows without calibration (and takes as its prior): direct forward
     # except the pointwise C5 (there too in float64 on channel tiles); direct backward
-    # only for depthwise.
+    # except the dense pointwise C5 (BLAS needed for nothing else).
     from fastconv import _autotune
     from fastconv._validation import conv_geometry
     from fastconv.bench import CONV_CASES
@@ -286,7 +286,7 @@ def test_auto_rule_on_the_benchmark_cases(build, dtype):
             backward = _autotune.rule("backward", *shapes, g, groups, dtype)
             direct_c5 = dtype == np.float64 and groups == 1 and build.compiled_isa() == 2
             assert forward == ("im2col" if name == "C5" and not direct_c5 else "direct"), name
-            assert backward == ("direct" if groups == C else "im2col"), name
+            assert backward == ("im2col" if name == "C5" and groups == 1 else "direct"), name
 
 
 def _winograd_runs(w, kw):

@@ -161,3 +161,63 @@ def test_pooling_kernels_check_their_arrays():
         pooling.global_avg_pool2d(x.reshape(5, 64), np.empty(4, F32), 2)
     with pytest.raises(ValueError, match="indices must have shape"):
         pooling.global_max_pool2d(x.reshape(5, 64), np.empty(5, F32), np.empty(4, np.int64), True, 2)
+
+
+def test_direct_grad_weight_tiles_checks(direct):
+    g = geometry(stride=2)
+    x = np.zeros((2, 4, 8, 8), F32)
+    go = np.zeros((2, 6, g.out_h, g.out_w), F32)
+    plan = direct.ForwardPlan(4 * 4, *_direct._plane_shape(g, 2), 2, False)
+    size = direct.grad_weight_tiles_workspace(plan, g.out_w, False)
+    ldg = direct.grad_weight_block(False)
+    parts = np.zeros((2, 4 * 9 * ldg), F32)
+    work = np.empty((2, size), F32)
+    direct.conv2d_grad_weight_tiles(go, x, parts, g.struct(), 1, 6, plan, work, 2)    # as the caller does
+    with pytest.raises(ValueError, match="workspace must be at least"):
+        direct.conv2d_grad_weight_tiles(go, x, parts, g.struct(), 1, 6, plan, np.empty((2, size - 1), F32), 2)
+    with pytest.raises(ValueError, match="parts must be at least"):
+        direct.conv2d_grad_weight_tiles(go, x, np.zeros((2, 4 * 9 * ldg - 1), F32), g.struct(), 1, 6, plan, work, 2)
+    with pytest.raises(ValueError, match="parts must be at least"):
+        direct.conv2d_grad_weight_tiles(go, x, parts[:1], g.struct(), 1, 6, plan, work, 2)
+    with pytest.raises(ValueError, match="grad_output must have shape"):
+        direct.conv2d_grad_weight_tiles(go, x, parts, g.struct(), 1, 5, plan, work, 2)
+    with pytest.raises(ValueError, match="groups=4"):
+        direct.conv2d_grad_weight_tiles(go, x, parts, g.struct(), 4, 6, plan, work, 2)
+    other = direct.ForwardPlan(4, *_direct._plane_shape(geometry(k=5, padding=2), 2), 2, False)
+    with pytest.raises(ValueError, match="plan"):
+        direct.conv2d_grad_weight_tiles(go, x, parts, g.struct(), 1, 6, other, work, 2)
+
+
+def test_direct_forward_shuffle_checks(direct):
+    g = geometry()
+    args = _direct_forward_args(direct, g)
+    size = direct.forward_shuffle_workspace(args["plan"], 6, g.out_w)
+    out = np.empty((2, 3, 2 * g.out_h, 2 * g.out_w), F32)
+    place = np.array([(k % 3, k // 3, g.out_h, 1, g.out_w) for k in range(6)], dtype=np.intp)
+    work = np.empty((2, size), F32)
+
+    def call(weight=args["weight"], bias=args["bias"], out=out, place=place, sh=2, work=work, packed=None):
+        direct.conv2d_forward_shuffle(args["x"], weight, bias, out, place, sh, 2, g.struct(), 1, args["plan"],
+                                      work, 2, packed)
+
+    call()                              # as the caller does
+    for bad in [(3, 0, 1, 0, 1), (0, 0, g.out_h + 1, 0, 1), (0, 16, 1, 0, 1), (0, 0, 1, 2, g.out_w),
+                (-1, 0, 1, 0, 1), (0, -1, 1, 0, 1)]:
+        wrong = place.copy()
+        wrong[4] = bad
+        with pytest.raises(ValueError, match="place\\[4\\]"):
+            call(place=wrong)
+    with pytest.raises(ValueError, match="place must have shape"):
+        call(place=place[:5])
+    with pytest.raises(ValueError, match="place\\[0\\]"):
+        call(sh=3)                      # row 0 + 7 * 3 is past out's 16 rows
+    with pytest.raises(ValueError, match="out must have 2 images"):
+        call(out=out[:1])
+    with pytest.raises(ValueError, match="workspace must be at least"):
+        call(work=np.empty((2, size - 1), F32))
+    with pytest.raises(ValueError, match="weight must have shape"):
+        call(weight=np.zeros((6, 35), F32))
+    with pytest.raises(ValueError, match="bias must have shape"):
+        call(bias=np.zeros(5, F32))
+    with pytest.raises(ValueError, match="packed must be"):
+        call(packed=np.zeros((3, 3), F32))

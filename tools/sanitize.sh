@@ -35,7 +35,7 @@ cd "$work"
 rm -f fastconv/_kernels/*.so fastconv/_kernels/*.c
 
 echo "== sanitizer build (ASan + UBSan) in $work"
-CC="$cc" FASTCONV_SANITIZE=1 "$python" setup.py build_ext --inplace -q --force >build.log 2>&1 ||
+CC="$cc" FASTCONV_SANITIZE=1 "$python" setup.py build_ext --inplace -q --force -j 2 >build.log 2>&1 ||
     { cat build.log; exit 1; }
 grep -q "fsanitize=address" build.log || { echo "sanitizer flags missing from the build"; cat build.log; exit 1; }
 
@@ -71,10 +71,11 @@ canary "runtime error: signed integer overflow" \
 if [ "$#" -eq 0 ]; then
     # The CI subset: kernels against the reference, the limits, the property tests
     # at the small "sanitize" profile, concurrency and untouched inputs, the signal kernels, and
-    # the direct kernels on every build (pixel and channel tiles).
+    # the direct kernels on every build (pixel and channel tiles), the task pool.
     set -- "$python" -m pytest -q -p no:cacheprovider -x \
         tests/test_columns.py tests/test_conv2d.py tests/test_limits.py tests/test_properties.py \
-        tests/test_signal.py tests/test_direct.py tests/test_kernel_checks.py \
+        tests/test_signal.py tests/test_direct.py tests/test_kernel_checks.py tests/test_task_pool.py \
+        tests/test_backward_tiles.py \
         -k "not Torch and not finite_differences"
 fi
 echo "== $*"

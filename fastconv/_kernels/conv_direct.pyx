@@ -11,9 +11,12 @@ tiles of conv_direct_rows.h then keep their sums in registers over all C*kh*kw
 taps: pixel tiles FC_MR channels x FC_TV vectors of pixels, channel tiles FC_CP
 pixels x FC_CV vectors of channels (see "forward" below).
 
-grad_weight with one input channel per group (depthwise) dots each output
-channel's grad_output with the forward's planes of its input channel, tap by tap.
-grad_x at other strides and the other grad_weights work row by row on a few input rows,
+grad_x at other strides runs its stride phases as the output channels of one
+forward convolution (conv2d_forward_shuffle). grad_weight runs on the register
+tiles of conv_direct_grad.h over the forward's planes (conv2d_grad_weight_tiles);
+with one input channel per group (depthwise) it dots each output channel's
+grad_output with the forward's planes of its input channel, tap by tap.
+Where the planes would be too large, grad_x and grad_weight work row by row on a few input rows,
 zero-padded and split by stride phase, so that
 
     padded row u = iw + pad_left  is stored at  row[(u % sw) * M + u // sw]
@@ -29,6 +32,7 @@ from libc.string cimport memcpy, memset
 import numpy as np
 
 from fastconv._kernels._geometry cimport Geometry, check_groups, check_shape, check_workspace, shape
+from fastconv._kernels._tasks cimport run_tasks
 
 cdef extern from "conv_direct_rows.h" nogil:
     ctypedef struct fc_prefetch:
@@ -85,6 +89,16 @@ cdef extern from "conv_direct_rows.h" nogil:
     Py_ssize_t fc_lane_block_d()
     Py_ssize_t fc_lanes_f()
     Py_ssize_t fc_lanes_d()
+
+cdef extern from "conv_direct_grad.h" nogil:
+    Py_ssize_t fc_grad_w_block_f()
+    Py_ssize_t fc_grad_w_block_d()
+    void fc_grad_w_tiles_f(const float* go, const float* src, const Py_ssize_t* off, Py_ssize_t taps, float* gw,
+                           Py_ssize_t ldg, Py_ssize_t rows, Py_ssize_t Wq, Py_ssize_t Wo)
+    void fc_grad_w_tiles_d(const double* go, const double* src, const Py_ssize_t* off, Py_ssize_t taps,
+                           double* gw, Py_ssize_t ldg, Py_ssize_t rows, Py_ssize_t Wq, Py_ssize_t Wo)
+    void fc_grad_w_transpose_f(const float* go, Py_ssize_t go_k, Py_ssize_t nk, float* dst, Py_ssize_t n)
+    void fc_grad_w_transpose_d(const double* go, Py_ssize_t go_k, Py_ssize_t nk, double* dst, Py_ssize_t n)
 
 cdef inline void _tiles(const floating* src, const Py_ssize_t* off, Py_ssize_t taps, const floating* a,
                         Py_ssize_t lda, const floating* bias, floating* out, Py_ssize_t out_k, int mr,
@@ -263,6 +277,69 @@ cdef inline void _fill_planes(const floating* image, Py_ssize_t C, Py_ssize_t H,
                         memset(row + r * Hb * Wq, 0, Wq * sizeof(floating))
 
 
+cdef struct ForwardJob:
+    # conv2d_forward's arrays (as floating*, by `double_precision`) and shapes, for its tasks
+    const void* x
+    const void* weight
+    const void* packed
+    const void* bias
+    void* out
+    void* workspace
+    const Py_ssize_t* off
+    bint double_precision
+    Py_ssize_t* copied      # the band in each slot's planes (-1: none yet)
+    Py_ssize_t C, H, W, K, Kg, taps, Ho, Wo, R, Wq, Hb, n_bands, n_tasks, group_planes, B, full, blocks, size
+    Py_ssize_t splits
+    int sh, sw, pt, pl, groups, relu
+
+
+cdef void _forward_task(void* job, Py_ssize_t task, int slot) noexcept nogil:
+    cdef ForwardJob* j = <ForwardJob*>job
+    if j.double_precision:
+        _forward_band(j, <double*>j.workspace, task, slot)
+    else:
+        _forward_band(j, <float*>j.workspace, task, slot)
+
+
+cdef inline void _forward_band(ForwardJob* j, floating* workspace, Py_ssize_t task, int slot) noexcept nogil:
+    """Task `task` of conv2d_forward: part task % splits of the output channels of one band
+    of output rows of one image (band task // splits)."""
+    cdef const floating* x = <const floating*>j.x
+    cdef const floating* weight = <const floating*>j.weight
+    cdef const floating* packed = <const floating*>j.packed
+    cdef const floating* bias = <const floating*>j.bias
+    cdef floating* out = <floating*>j.out
+    cdef floating* planes = workspace + slot * j.size
+    cdef Py_ssize_t band = task // j.splits, part = task % j.splits, n_bands_all = j.n_tasks // j.splits
+    cdef Py_ssize_t image = j.C * j.H * j.W, n = band // j.n_bands, oy0 = (band % j.n_bands) * j.R
+    cdef Py_ssize_t rows = min(j.R, j.Ho - oy0), grp, mb, k, nxt
+    # this part's channel tiles [c0, c1) and pixel tiles [p0, p1) of each group
+    cdef Py_ssize_t rest = j.blocks - j.full
+    cdef Py_ssize_t c0 = part * j.full // j.splits, c1 = (part + 1) * j.full // j.splits
+    cdef Py_ssize_t p0 = j.full + part * rest // j.splits, p1 = j.full + (part + 1) * rest // j.splits
+    cdef int mr
+    cdef fc_prefetch pf
+    if j.copied[slot] != band:      # the slot's previous task may have copied this band
+        _fill_planes(x + n * image, j.C, j.H, j.W, oy0, j.sh, j.sw, j.pt, j.pl, j.Hb, j.Wq, planes)
+        j.copied[slot] = band
+    # the input rows the next band will copy (most often this thread's: tasks are
+    # claimed in chunks), prefetched while this band's last part runs
+    nxt = band + 1 if part == j.splits - 1 and band + 1 < n_bands_all else band
+    pf = _input_run(x + (nxt // j.n_bands) * image, j.C, j.H, j.W, j.sh * (nxt % j.n_bands) * j.R - j.pt,
+                    j.sh * j.Hb if nxt > band else 0, j.groups * max(1, c1 - c0 + p1 - p0))
+    for grp in range(j.groups):
+        for mb in range(c0, c1):
+            k = grp * j.Kg + mb * j.B
+            _channel_tiles(planes + grp * j.group_planes, j.off, j.taps,
+                           packed + (grp * j.full + mb) * j.taps * j.B, bias + k,
+                           out + ((n * j.K + k) * j.Ho + oy0) * j.Wo, j.Ho * j.Wo, rows, j.Wq, j.Wo, j.relu, &pf)
+        for mb in range(p0, p1):
+            k = grp * j.Kg + j.full * j.B + (mb - j.full) * FC_MR
+            mr = <int>min(FC_MR, (grp + 1) * j.Kg - k)
+            _tiles(planes + grp * j.group_planes, j.off, j.taps, weight + k * j.taps, j.taps, bias + k,
+                   out + ((n * j.K + k) * j.Ho + oy0) * j.Wo, j.Ho * j.Wo, mr, rows, j.Wq, j.Wo, j.relu, &pf)
+
+
 def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight,
                    const floating[::1] bias, floating[:, :, :, ::1] out, Geometry g, int groups,
                    ForwardPlan plan, floating[:, ::1] workspace, int num_threads,
@@ -278,73 +355,139 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight
     `splits`: each band's output channels are shared out over that many tasks (each
     group's channel tiles and pixel tiles in near-equal runs), for a small map with
     fewer bands than the threads need: every task reads only its channels' weights,
-    and a thread that runs the next split of the band it has copied skips the copy."""
-    cdef int kh = g.kh, kw = g.kw, sh = g.sh, sw = g.sw, pt = g.pt, pl = g.pl, dh = g.dh, dw = g.dw
+    and a thread that runs the next part of the band it has copied skips the copy."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t K = weight.shape[0], Ho = g.out_h, Wo = g.out_w
     check_groups(groups, C, K)
-    check_shape("weight", shape(weight.shape, 2), (K, C // groups * kh * kw))
+    check_shape("weight", shape(weight.shape, 2), (K, C // groups * g.kh * g.kw))
     check_shape("bias", (bias.shape[0],), (K,))
     check_shape("out", shape(out.shape, 4), (N, K, Ho, Wo))
     plan.check(C, g)
     check_workspace("workspace", workspace.shape[0], workspace.shape[1], num_threads, plan.size)
+    cdef ForwardJob job
+    job.Kg = K // groups
+    job.taps = C // groups * g.kh * g.kw
+    job.B = fc_channel_block_d() if floating is double else fc_channel_block_f()
+    job.full = 0 if packed is None else job.Kg // job.B     # channel tiles per group
+    if packed is not None and (packed.shape[0] != groups * job.full * job.taps or packed.shape[1] != job.B):
+        raise ValueError(f"packed must be ({groups * job.full * job.taps}, {job.B}), "
+                         f"got ({packed.shape[0]}, {packed.shape[1]})")
+    job.blocks = job.full + (job.Kg - job.full * job.B + FC_MR - 1) // FC_MR
+    if splits < 1 or splits > max(job.blocks, 1):
+        raise ValueError(f"splits must be between 1 and {max(job.blocks, 1)}, got {splits}")
+    if N == 0 or K == 0 or Ho == 0 or Wo == 0:
+        return
+    cdef Py_ssize_t[::1] off = _tap_offsets(plan, C // groups, g)
+    cdef Py_ssize_t[::1] copied = np.full(max(num_threads, 1), -1, dtype=np.intp)
+    cdef Py_ssize_t t
+    job.x, job.weight, job.bias, job.out = &x[0, 0, 0, 0], &weight[0, 0], &bias[0], &out[0, 0, 0, 0]
+    job.packed = &packed[0, 0] if job.full else NULL
+    job.workspace, job.off, job.double_precision = &workspace[0, 0], &off[0], floating is double
+    job.C, job.H, job.W, job.K, job.Ho, job.Wo = C, H, W, K, Ho, Wo
+    job.R, job.Wq, job.Hb, job.size = plan.band_rows, plan.Wq, plan.Hb, plan.size
+    job.n_bands = (Ho + job.R - 1) // job.R
+    job.splits = splits
+    job.n_tasks = N * job.n_bands * splits
+    job.group_planes = C // groups * g.sh * g.sw * plan.plane
+    job.sh, job.sw, job.pt, job.pl, job.groups, job.relu = g.sh, g.sw, g.pt, g.pl, groups, relu
+    job.copied = &copied[0]
+    with nogil:
+        for t in range(num_threads):    # the zeros the last tile reads past the planes
+            memset(&workspace[t, plan.filled], 0, (plan.size - plan.filled) * sizeof(floating))
+        # chunks of about a quarter of a thread's share: a thread kept off its core holds
+        # back only the chunk it has claimed; within a chunk the next task is its own
+        run_tasks(_forward_task, &job, job.n_tasks, max(1, job.n_tasks // (4 * num_threads)), num_threads)
+
+
+# ---------------------------------------------------------------------------
+# grad_x at stride > 1 (fastconv._direct._grad_x_phases): grad_x's stride phases as the
+# output channels of one stride-1 forward convolution of grad_output, on the forward's
+# tasks and tiles; each band's sums go to the task's scratch rows, then out to the
+# phase's pixels of grad_x (a pixel shuffle).
+
+def forward_shuffle_workspace(ForwardPlan plan, Py_ssize_t K, Py_ssize_t out_w):
+    """Values per thread for conv2d_forward_shuffle: the planes, then one band of K output channels."""
+    return plan.size + K * plan.band_rows * out_w
+
+
+def conv2d_forward_shuffle(const floating[:, :, :, ::1] x, const floating[:, ::1] weight,
+                           const floating[::1] bias, floating[:, :, :, ::1] out, const Py_ssize_t[:, ::1] place, Py_ssize_t sh_out,
+                           Py_ssize_t sw_out, Geometry g, int groups, ForwardPlan plan,
+                           floating[:, ::1] workspace, int num_threads, const floating[:, ::1] packed=None):
+    """y = conv2d(x, weight) + bias as conv2d_forward, stored into `out`: output channel
+    k's pixel (oy, ox) goes to out[n, c, fy + oy*sh_out, fx + ox*sw_out] for oy < hy and
+    ox < wx, where place[k] = (c, fy, hy, fx, wx); the rest of y is dropped.
+    workspace (num_threads, forward_shuffle_workspace(plan, K, out_w))."""
+    cdef Py_ssize_t kh = g.kh, kw = g.kw, sh = g.sh, sw = g.sw, pt = g.pt, pl = g.pl
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t K = weight.shape[0], Ho = g.out_h, Wo = g.out_w
+    cdef Py_ssize_t Hx = out.shape[2], Wx = out.shape[3]
+    cdef Py_ssize_t k
+    check_groups(groups, C, K)
+    check_shape("weight", shape(weight.shape, 2), (K, C // groups * kh * kw))
+    check_shape("bias", (bias.shape[0],), (K,))
+    check_shape("place", shape(place.shape, 2), (K, 5))
+    if out.shape[0] != N:
+        raise ValueError(f"out must have {N} images, got {out.shape[0]}")
+    if sh_out < 1 or sw_out < 1:
+        raise ValueError(f"sh_out and sw_out must be at least 1, got {sh_out} and {sw_out}")
+    for k in range(K):
+        if not (0 <= place[k, 0] < out.shape[1] and 0 <= place[k, 2] <= Ho and 0 <= place[k, 4] <= Wo
+                and place[k, 1] >= 0 and place[k, 3] >= 0
+                and (place[k, 2] == 0 or place[k, 1] + (place[k, 2] - 1) * sh_out < Hx)
+                and (place[k, 4] == 0 or place[k, 3] + (place[k, 4] - 1) * sw_out < Wx)):
+            raise ValueError(f"place[{k}] = {tuple(place[k])} is outside out {tuple(out.shape)[:4]} "
+                             f"or the {Ho}x{Wo} output")
+    plan.check(C, g)
+    check_workspace("workspace", workspace.shape[0], workspace.shape[1], num_threads,
+                    forward_shuffle_workspace(plan, K, Wo))
     cdef Py_ssize_t Kg = K // groups, Cg = C // groups, taps = Cg * kh * kw
     cdef Py_ssize_t R = plan.band_rows, Wq = plan.Wq, Hb = plan.Hb
     cdef Py_ssize_t n_bands = (Ho + R - 1) // R, group_planes = Cg * sh * sw * plan.plane
     cdef Py_ssize_t B = fc_channel_block_d() if floating is double else fc_channel_block_f()
-    cdef Py_ssize_t full = 0 if packed is None else Kg // B     # channel tiles per group
+    cdef Py_ssize_t full = 0 if packed is None else Kg // B
     cdef Py_ssize_t blocks = full + (Kg - full * B + FC_MR - 1) // FC_MR
-    cdef Py_ssize_t task, n, oy0, rows, grp, mb, mr, k, nxt, band, part, tid
-    cdef Py_ssize_t rest = blocks - full, c0, c1, p0, p1
+    cdef Py_ssize_t task, n, oy0, rows, grp, mb, mr, y, ox, ye, xe
     cdef fc_prefetch pf
     cdef Py_ssize_t[::1] off = _tap_offsets(plan, Cg, g)
-    cdef Py_ssize_t[::1] copied = np.full(max(num_threads, 1), -1, dtype=np.intp)  # band in each thread's planes
     cdef floating* planes = NULL
+    cdef floating* band = NULL
+    cdef floating* src = NULL
+    cdef floating* dst = NULL
     if packed is not None and (packed.shape[0] != groups * full * taps or packed.shape[1] != B):
         raise ValueError(f"packed must be ({groups * full * taps}, {B}), got ({packed.shape[0]}, {packed.shape[1]})")
-    if splits < 1 or splits > max(blocks, 1):
-        raise ValueError(f"splits must be between 1 and {max(blocks, 1)}, got {splits}")
     if N == 0 or K == 0 or Ho == 0 or Wo == 0:
         return
-    # Dynamic chunks of about a quarter of a thread's share: a thread that another
-    # runtime's spinning thread or another process keeps off its core holds back only
-    # the chunk it has, while the others take the rest (a static split waits for its
-    # whole share); within a chunk the next task is still this thread's.
-    cdef Py_ssize_t tasks = N * n_bands * splits
-    cdef Py_ssize_t chunk = max(1, tasks // (4 * num_threads))
+    pf.count = 0            # nothing to prefetch (fc_tiles reads the run only while count > 0)
+    pf.per_block = 0
     with nogil, parallel(num_threads=num_threads):
-        tid = threadid()
-        planes = &workspace[tid, 0]
+        planes = &workspace[threadid(), 0]
+        band = planes + plan.size
         memset(planes + plan.filled, 0, (plan.size - plan.filled) * sizeof(floating))
-        for task in prange(tasks, schedule="dynamic", chunksize=chunk):
-            band = task // splits
-            part = task % splits
-            n = band // n_bands
-            oy0 = (band % n_bands) * R
+        for task in prange(N * n_bands, schedule="static"):
+            n = task // n_bands
+            oy0 = (task % n_bands) * R
             rows = min(R, Ho - oy0)
-            if copied[tid] != band:
-                _fill_planes(&x[n, 0, 0, 0], C, H, W, oy0, sh, sw, pt, pl, Hb, Wq, planes)
-                copied[tid] = band
-            # this part's channel tiles [c0, c1) and pixel tiles [p0, p1) of each group
-            c0 = part * full // splits
-            c1 = (part + 1) * full // splits
-            p0 = full + part * rest // splits
-            p1 = full + (part + 1) * rest // splits
-            # the input rows of the next band (this thread's next task, except after the last
-            # task of its chunk), prefetched while this band's last part runs
-            nxt = band + 1 if part == splits - 1 and band + 1 < N * n_bands else band
-            pf = _input_run(&x[nxt // n_bands, 0, 0, 0], C, H, W, sh * (nxt % n_bands) * R - pt,
-                            sh * Hb if nxt > band else 0, groups * max(1, c1 - c0 + p1 - p0))
+            _fill_planes(&x[n, 0, 0, 0], C, H, W, oy0, sh, sw, pt, pl, Hb, Wq, planes)
             for grp in range(groups):
-                for mb in range(c0, c1):
-                    k = grp * Kg + mb * B
-                    _channel_tiles(planes + grp * group_planes, &off[0], taps, &packed[(grp * full + mb) * taps, 0],
-                                   &bias[k], &out[n, k, oy0, 0], Ho * Wo, rows, Wq, Wo, relu, &pf)
-                for mb in range(p0, p1):
-                    k = grp * Kg + full * B + (mb - full) * FC_MR
-                    mr = min(FC_MR, (grp + 1) * Kg - k)
-                    _tiles(planes + grp * group_planes, &off[0], taps, &weight[k, 0], taps,
-                           &bias[k], &out[n, k, oy0, 0], Ho * Wo, mr, rows, Wq, Wo, relu, &pf)
+                for mb in range(blocks):
+                    if mb < full:
+                        k = grp * Kg + mb * B
+                        _channel_tiles(planes + grp * group_planes, &off[0], taps, &packed[(grp * full + mb) * taps, 0],
+                                       &bias[k], band + k * rows * Wo, rows * Wo, rows, Wq, Wo, 0, &pf)
+                    else:
+                        k = grp * Kg + full * B + (mb - full) * FC_MR
+                        mr = min(FC_MR, (grp + 1) * Kg - k)
+                        _tiles(planes + grp * group_planes, &off[0], taps, &weight[k, 0], taps,
+                               &bias[k], band + k * rows * Wo, rows * Wo, mr, rows, Wq, Wo, 0, &pf)
+            for k in range(K):
+                ye = min(rows, place[k, 2] - oy0)
+                xe = place[k, 4]
+                for y in range(ye):
+                    src = band + (k * rows + y) * Wo
+                    dst = &out[n, place[k, 0], place[k, 1] + (oy0 + y) * sh_out, place[k, 3]]
+                    for ox in range(xe):
+                        dst[ox * sw_out] = src[ox]
 
 
 # ---------------------------------------------------------------------------
@@ -509,6 +652,75 @@ def conv2d_grad_weight_planes(const floating[:, :, :, ::1] grad_output, const fl
                     if m > rows * Wq:
                         memset(go + rows * Wq, 0, (m - rows * Wq) * sizeof(floating))
                     _grad_w_taps(go, m, planes, &off[0], taps, &grad_weight[k, 0, 0, 0])
+
+
+# ---------------------------------------------------------------------------
+# grad_weight on register tiles (conv_direct_grad.h): each task owns one band of output
+# rows (n, oy0 .. oy0 + rows), fills the forward's phase planes of every input channel
+# under it, and for each block of B output channels transposes the band's grad_output
+# channel-fastest and adds every tap's sums over the band's pixels into its thread's
+# partial sums. The caller adds the threads' partial sums up: no atomics, no locks.
+
+def grad_weight_block(bint double_precision):
+    """Output channels per grad_weight tile (the partial sums' channels come in multiples of it)."""
+    return fc_grad_w_block_d() if double_precision else fc_grad_w_block_f()
+
+
+def grad_weight_tiles_workspace(ForwardPlan plan, Py_ssize_t out_w, bint double_precision):
+    """Values per thread for conv2d_grad_weight_tiles: the planes, then one block of a band's
+    grad_output, transposed."""
+    return plan.size + grad_weight_block(double_precision) * plan.band_rows * out_w
+
+
+def conv2d_grad_weight_tiles(const floating[:, :, :, ::1] grad_output, const floating[:, :, :, ::1] x,
+                             floating[:, ::1] parts, Geometry g, int groups, Py_ssize_t K, ForwardPlan plan,
+                             floating[:, ::1] workspace, int num_threads):
+    """conv2d's weight gradient as per-thread partial sums, added to `parts` (pass zeros):
+    parts (num_threads, groups * taps * ldg), taps = C/groups * kh * kw, ldg = K/groups
+    rounded up to a multiple of grad_weight_block(...); thread r's sums for output channel
+    grp * K/groups + k, tap t are at parts[r, (grp * taps + t) * ldg + k].
+    workspace (num_threads, grad_weight_tiles_workspace(plan, out_w, ...))."""
+    cdef Py_ssize_t kh = g.kh, kw = g.kw, sh = g.sh, sw = g.sw, pt = g.pt, pl = g.pl
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t Ho = g.out_h, Wo = g.out_w
+    check_groups(groups, C, K)
+    check_shape("grad_output", shape(grad_output.shape, 4), (N, K, Ho, Wo))
+    plan.check(C, g)
+    check_workspace("workspace", workspace.shape[0], workspace.shape[1], num_threads,
+                    grad_weight_tiles_workspace(plan, Wo, floating is double))
+    cdef Py_ssize_t B = grad_weight_block(floating is double)
+    cdef Py_ssize_t Kg = K // groups, Cg = C // groups, taps = Cg * kh * kw
+    cdef Py_ssize_t nkb = (Kg + B - 1) // B, ldg = nkb * B
+    check_workspace("parts", parts.shape[0], parts.shape[1], num_threads, groups * taps * ldg)
+    cdef Py_ssize_t R = plan.band_rows, Wq = plan.Wq, Hb = plan.Hb
+    cdef Py_ssize_t n_bands = (Ho + R - 1) // R, group_planes = Cg * sh * sw * plan.plane
+    cdef Py_ssize_t task, n, oy0, rows, grp, kb, k
+    cdef Py_ssize_t[::1] off = _tap_offsets(plan, Cg, g)
+    cdef floating* planes = NULL
+    cdef floating* go = NULL
+    cdef floating* part = NULL
+    if N == 0 or K == 0 or Ho == 0 or Wo == 0:
+        return
+    with nogil, parallel(num_threads=num_threads):
+        planes = &workspace[threadid(), 0]
+        go = planes + plan.size
+        part = &parts[threadid(), 0]
+        for task in prange(N * n_bands, schedule="static"):
+            n = task // n_bands
+            oy0 = (task % n_bands) * R
+            rows = min(R, Ho - oy0)
+            _fill_planes(&x[n, 0, 0, 0], C, H, W, oy0, sh, sw, pt, pl, Hb, Wq, planes)
+            for grp in range(groups):
+                for kb in range(nkb):
+                    k = grp * Kg + kb * B
+                    if floating is float:
+                        fc_grad_w_transpose_f(&grad_output[n, k, oy0, 0], Ho * Wo, min(B, Kg - kb * B), go, rows * Wo)
+                        fc_grad_w_tiles_f(go, planes + grp * group_planes, &off[0], taps,
+                                          part + grp * taps * ldg + kb * B, ldg, rows, Wq, Wo)
+                    else:
+                        fc_grad_w_transpose_d(&grad_output[n, k, oy0, 0], Ho * Wo, min(B, Kg - kb * B), go, rows * Wo)
+                        fc_grad_w_tiles_d(go, planes + grp * group_planes, &off[0], taps,
+                                          part + grp * taps * ldg + kb * B, ldg, rows, Wq, Wo)
 
 
 cdef Py_ssize_t _dot_step(bint double_precision) noexcept nogil:

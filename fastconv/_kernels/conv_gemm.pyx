@@ -15,6 +15,7 @@ from scipy.linalg.cython_blas cimport dgemm, sgemm
 
 from fastconv._kernels._columns cimport col2im_row, im2col_row
 from fastconv._kernels._geometry cimport Geometry, check_shape, check_workspace, shape
+from fastconv._kernels._tasks cimport run_tasks
 
 
 cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k, floating alpha,
@@ -61,36 +62,61 @@ cdef int check_arrays(const floating[:, :, :, ::1] x, const floating[:, :, ::1] 
     return 0
 
 
+cdef struct ForwardJob:
+    # conv2d_forward's arrays (as floating*, by `double_precision`) and shapes, for its tasks
+    const void* x
+    const void* weight
+    void* out
+    void* workspace
+    bint double_precision
+    Geometry g
+    Py_ssize_t C, H, W, G, Kg, CKg, L, band_rows, n_bands, work_stride
+
+
+cdef void _forward_task(void* job, Py_ssize_t task, int slot) noexcept nogil:
+    cdef ForwardJob* j = <ForwardJob*>job
+    if j.double_precision:
+        _forward_band(j, <double*>j.workspace + slot * j.work_stride, task)
+    else:
+        _forward_band(j, <float*>j.workspace + slot * j.work_stride, task)
+
+
+cdef inline void _forward_band(ForwardJob* j, floating* cols, Py_ssize_t task) noexcept nogil:
+    """Task `task` of conv2d_forward: one band of output rows of one image, every channel."""
+    cdef const floating* image = <const floating*>j.x + (task // j.n_bands) * j.C * j.H * j.W
+    cdef const floating* weight = <const floating*>j.weight
+    cdef floating* out = <floating*>j.out + (task // j.n_bands) * j.G * j.Kg * j.L
+    cdef Py_ssize_t r0 = (task % j.n_bands) * j.band_rows, rows = min(j.band_rows, j.g.out_h - r0)
+    cdef Py_ssize_t ld, grp
+    cdef const floating* b
+    if is_pointwise(j.g):       # the input plane is the column matrix
+        b, ld = image + r0 * j.g.out_w, j.L
+    else:
+        fill_columns(image, j.C, j.H, j.W, j.g, r0, rows, cols)
+        b, ld = cols, rows * j.g.out_w
+    for grp in range(j.G):
+        gemm(False, False, j.Kg, rows * j.g.out_w, j.CKg, 1, weight + grp * j.Kg * j.CKg, j.CKg,
+             b + grp * j.CKg * ld, ld, 0, out + grp * j.Kg * j.L + r0 * j.g.out_w, j.L)
+
+
 def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, ::1] weight,
                    floating[:, :, ::1] out, floating[:, ::1] workspace, Geometry g,
                    Py_ssize_t band_rows, int num_threads):
-    """out (N, K, Ho*Wo) = conv(x, weight). workspace: (num_threads, C*kh*kw*band_rows*out_w)."""
-    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
-    cdef Py_ssize_t G = weight.shape[0], Kg = weight.shape[1], CKg = weight.shape[2]
-    cdef Py_ssize_t L = out.shape[2], out_w = g.out_w, out_h = g.out_h
-    check_arrays(x, weight, out.shape[1], L, workspace, g, band_rows, num_threads)
+    """out (N, K, Ho*Wo) = conv(x, weight). workspace: (num_threads, C*kh*kw*band_rows*out_w).
+    Tasks (image, band of output rows) run on the task pool (task_pool.h)."""
+    cdef Py_ssize_t N = x.shape[0]
+    check_arrays(x, weight, out.shape[1], out.shape[2], workspace, g, band_rows, num_threads)
     check_shape("out", (out.shape[0],), (N,))
-    cdef Py_ssize_t n_bands = (out_h + band_rows - 1) // band_rows
-    cdef bint pointwise = is_pointwise(g)
-    cdef Py_ssize_t task, n, r0, rows, ld, grp
-    cdef floating* cols
-    cdef const floating* b
-    if N == 0 or L == 0:
+    if N == 0 or out.shape[2] == 0:
         return
-    with nogil, parallel(num_threads=num_threads):
-        cols = &workspace[threadid(), 0]
-        for task in prange(N * n_bands, schedule="static"):
-            n = task // n_bands
-            r0 = (task % n_bands) * band_rows
-            rows = min(band_rows, out_h - r0)
-            if pointwise:
-                b, ld = &x[n, 0, 0, 0] + r0 * out_w, L
-            else:
-                fill_columns(&x[n, 0, 0, 0], C, H, W, g, r0, rows, cols)
-                b, ld = cols, rows * out_w
-            for grp in range(G):
-                gemm(False, False, Kg, rows * out_w, CKg, 1, &weight[grp, 0, 0], CKg,
-                     b + grp * CKg * ld, ld, 0, &out[n, grp * Kg, r0 * out_w], L)
+    cdef ForwardJob job
+    job.x, job.weight, job.out, job.workspace = &x[0, 0, 0, 0], &weight[0, 0, 0], &out[0, 0, 0], &workspace[0, 0]
+    job.double_precision, job.g, job.work_stride = floating is double, g, workspace.shape[1]
+    job.C, job.H, job.W = x.shape[1], x.shape[2], x.shape[3]
+    job.G, job.Kg, job.CKg, job.L = weight.shape[0], weight.shape[1], weight.shape[2], out.shape[2]
+    job.band_rows, job.n_bands = band_rows, (g.out_h + band_rows - 1) // band_rows
+    with nogil:
+        run_tasks(_forward_task, &job, N * job.n_bands, max(1, N * job.n_bands // (4 * num_threads)), num_threads)
 
 
 cdef inline void backward_band(const floating* image, const floating* weight, const floating* gout,

@@ -4,11 +4,13 @@
 The C kernels are in winograd.h / winograd_impl.h (float: F(4x4, 3x3), double:
 F(6x6, 3x3)); fastconv._winograd transforms the weights and sizes the workspace.
 Tasks are chunks of chunk_tiles(...) consecutive output tiles of the flattened
-(image, tile row, tile column) grid, handed out dynamically to the threads;
-each runs in its thread's row of `workspace`.
+(image, tile row, tile column) grid, run on the task pool (task_pool.h);
+each runs in its slot's row of `workspace`.
 """
 from cython cimport floating
-from cython.parallel cimport parallel, prange, threadid
+from cython.parallel cimport prange
+
+from fastconv._kernels._tasks cimport run_tasks
 
 import numpy as np
 
@@ -109,6 +111,37 @@ cdef inline void _chunk(const floating* x, Py_ssize_t C, Py_ssize_t H, Py_ssize_
                            transform_input, relu, work)
 
 
+cdef struct ForwardJob:
+    # conv2d_forward's arrays (as floating*, by `double_precision`) and shapes, for its tasks
+    const void* x
+    const void* U
+    const void* bias
+    void* out
+    void* workspace
+    bint double_precision
+    Py_ssize_t* done        # the chunk whose input transform is in each slot's workspace (-1: none)
+    Py_ssize_t work_stride, C, H, W, Kp, K, Ho, Wo, groups, pt, pl, T, tiles, splits, blocks
+    int relu
+
+
+cdef void _forward_task(void* job, Py_ssize_t task, int slot) noexcept nogil:
+    cdef ForwardJob* j = <ForwardJob*>job
+    if j.double_precision:
+        _forward_chunk(j, <double*>j.workspace + slot * j.work_stride, task, slot)
+    else:
+        _forward_chunk(j, <float*>j.workspace + slot * j.work_stride, task, slot)
+
+
+cdef inline void _forward_chunk(ForwardJob* j, floating* work, Py_ssize_t task, int slot) noexcept nogil:
+    """Part task % splits of the output channel blocks of chunk task // splits."""
+    cdef Py_ssize_t q = task // j.splits, part = task % j.splits, first = q * j.T
+    _chunk(<const floating*>j.x, j.C, j.H, j.W, <const floating*>j.U, j.Kp, <const floating*>j.bias,
+           <floating*>j.out, j.K, j.Ho, j.Wo, j.groups, j.pt, j.pl, first, min(j.T, j.tiles - first),
+           part * j.blocks // j.splits, (part + 1) * j.blocks // j.splits, j.groups > 1 or j.done[slot] != q,
+           j.relu, work)
+    j.done[slot] = q
+
+
 def conv2d_forward(const floating[:, :, :, ::1] x, const floating[::1] U, Py_ssize_t Kp,
                    const floating[::1] bias, floating[:, :, :, ::1] out, int groups, Py_ssize_t pt,
                    Py_ssize_t pl, floating[:, ::1] workspace, int num_threads, Py_ssize_t splits=1,
@@ -127,8 +160,7 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[::1] U, Py_ssi
     cdef Py_ssize_t m = 6 if dp else 4, n = m + 2
     cdef Py_ssize_t T = wg_chunk_tiles_d() if dp else wg_chunk_tiles_f()
     cdef Py_ssize_t tiles = N * ((Ho + m - 1) // m) * ((Wo + m - 1) // m)
-    cdef Py_ssize_t chunks = (tiles + T - 1) // T, q, first, task, part, tid, blocks = Kp // WG_MR
-    cdef floating* work = NULL
+    cdef Py_ssize_t chunks = (tiles + T - 1) // T, blocks = Kp // WG_MR
     if out.shape[0] != N or K % groups or C % groups or Kp % WG_MR or Kp < K // groups:
         raise ValueError("inconsistent shapes")
     if U.shape[0] != groups * n * n * Kp * (C // groups) or bias.shape[0] != K:
@@ -139,21 +171,17 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[::1] U, Py_ssi
         raise ValueError(f"splits must be between 1 and {max(blocks, 1)}, got {splits}")
     if tiles == 0:
         return
-    cdef Py_ssize_t[::1] done = np.full(max(num_threads, 1), -1, dtype=np.intp)  # chunk in each thread's V
-    with nogil, parallel(num_threads=num_threads):
-        tid = threadid()
-        work = &workspace[tid, 0]
-        # dynamic: a chunk is a fraction of a millisecond, and on shared cores a thread
-        # that was descheduled would otherwise hold up its static share (the result
-        # does not depend on which thread runs a chunk)
-        for task in prange(chunks * splits, schedule="dynamic"):
-            q = task // splits
-            part = task % splits
-            first = q * T
-            _chunk(&x[0, 0, 0, 0], C, H, W, &U[0], Kp, &bias[0], &out[0, 0, 0, 0], K, Ho, Wo, groups, pt, pl,
-                   first, min(T, tiles - first), part * blocks // splits, (part + 1) * blocks // splits,
-                   groups > 1 or done[tid] != q, relu, work)
-            done[tid] = q
+    cdef Py_ssize_t[::1] done = np.full(max(num_threads, 1), -1, dtype=np.intp)
+    cdef ForwardJob job
+    job.x, job.U, job.bias, job.out = &x[0, 0, 0, 0], &U[0], &bias[0], &out[0, 0, 0, 0]
+    job.workspace, job.work_stride, job.double_precision = &workspace[0, 0], workspace.shape[1], dp
+    job.C, job.H, job.W, job.Kp, job.K, job.Ho, job.Wo = C, H, W, Kp, K, Ho, Wo
+    job.groups, job.pt, job.pl, job.T, job.tiles = groups, pt, pl, T, tiles
+    job.splits, job.blocks, job.relu, job.done = splits, blocks, relu, &done[0]
+    # one chunk of tiles (or part of one) per claim: a fraction of a millisecond, so a thread
+    # kept off its core holds back little (the result does not depend on which thread runs it)
+    with nogil:
+        run_tasks(_forward_task, &job, chunks * splits, 1, num_threads)
 
 
 def fma_step_flops(bint double_precision):

@@ -390,23 +390,32 @@ static void WG_FN(wg_forward_chunk)(const WG_T *x, ptrdiff_t C, ptrdiff_t H, ptr
  * accumulators is returned so that the loop is not optimised away. */
 static WG_T WG_FN(wg_fma_chains)(ptrdiff_t iterations, WG_T half)
 {
-    WG_V acc[WG_MR * WG_NV];
+    /* as wg_gemm's register tile, [WG_MR][WG_NV] loops that WG_UNROLL unrolls fully, so
+     * the accumulators stay in registers (one flat loop of 24 kept them in memory) */
+    WG_V acc[WG_MR][WG_NV];
     const WG_V m = WG_FN(wg_bcast)(half), a = WG_FN(wg_bcast)(half);
     WG_T total = 0;
     ptrdiff_t i;
-    int c;
+    int r, v;
     WG_UNROLL
-    for (c = 0; c < WG_MR * WG_NV; c++)
-        acc[c] = WG_FN(wg_bcast)((WG_T)c);
+    for (r = 0; r < WG_MR; r++) {
+        WG_UNROLL
+        for (v = 0; v < WG_NV; v++)
+            acc[r][v] = WG_FN(wg_bcast)((WG_T)(r * WG_NV + v));
+    }
     for (i = 0; i < iterations; i++) {
         WG_UNROLL
-        for (c = 0; c < WG_MR * WG_NV; c++)
-            acc[c] = acc[c] * m + a;
+        for (r = 0; r < WG_MR; r++) {
+            WG_UNROLL
+            for (v = 0; v < WG_NV; v++)
+                acc[r][v] = acc[r][v] * m + a;
+        }
     }
-    for (c = 0; c < WG_MR * WG_NV; c++) {
-        WG_T lanes[WG_L];
-        memcpy(lanes, &acc[c], sizeof lanes);
-        total += lanes[0];
-    }
+    for (r = 0; r < WG_MR; r++)
+        for (v = 0; v < WG_NV; v++) {
+            WG_T lanes[WG_L];
+            memcpy(lanes, &acc[r][v], sizeof lanes);
+            total += lanes[0];
+        }
     return total;
 }
