@@ -601,22 +601,18 @@ def _occlusion_windowed(local, rest, x, target, patch, stride, fill, batch_bytes
         per_chunk = max(1, min(per_chunk, _OCCLUSION_DISTINCT_BYTES // plan.distinct_bytes))
     probs = np.empty((N, plan.positions), dtype=x.dtype)
     patch_fill = np.full((block, C) + patch, fill, dtype=x.dtype)
-    buffers = _BUFFERS
-    key = (x.dtype, block, tuple(source.shape for source in plan.sources))
 
     def run_block(first, bases, items):
-        if getattr(buffers, "key", None) != key:
-            buffers.key = key
-            buffers.crops = [np.empty((block,) + source.shape, dtype=x.dtype) for source in plan.sources]
+        crops = [_kept_buffer(("crop", k), (block,) + source.shape, x.dtype) for k, source in enumerate(plan.sources)]
         image, position = np.divmod(items, plan.positions)
         window, k, owned = patch_fill[:len(items)], 0, False
         for step in local:
             if step.window is None:
                 window, owned = step.layer._infer(window, owned)
                 continue
-            crop = plan.sources[k].paste(bases[k], image, position, window, buffers.crops[k])
+            crop = plan.sources[k].paste(bases[k], image, position, window, crops[k])
             window, k, owned = step.apply(crop), k + 1, True
-        h = plan.sources[k].paste(bases[k], image, position, window, buffers.crops[k])
+        h = plan.sources[k].paste(bases[k], image, position, window, crops[k])
         owned = False  # h is this worker's buffer
         for layer in rest:
             h, owned = layer._infer(h, owned)
@@ -642,7 +638,7 @@ def _occlusion_windowed(local, rest, x, target, patch, stride, fill, batch_bytes
         for first in [0] + list(range(1, N, per_chunk)):
             if first:
                 maps = _base_maps(local, x[first:first + per_chunk])
-            bases = [source.gather(m) for source, m in zip(plan.sources, maps)]
+            bases = [source.gather(m, ("distinct", k)) for k, (source, m) in enumerate(zip(plan.sources, maps))]
             items = np.arange(len(maps[-1]) * plan.positions)
             count = workers * -(-len(items) // (workers * block))  # equal blocks, a multiple of the workers
             queue = _queue.SimpleQueue()
@@ -653,12 +649,23 @@ def _occlusion_windowed(local, rest, x, target, patch, stride, fill, batch_bytes
     return probs.reshape(N, plan.rows, plan.cols)
 
 
-# Kept from call to call: the helper threads, and each one's block buffers (a block's
-# crops, each within _OCCLUSION_WINDOW_BYTES). Fresh threads and fresh buffers cost
-# more to start and to touch than a small occlusion takes to run, and the helpers'
-# memory is not handed back to the system and faulted in again as the calling
-# thread's is.
+# Kept from call to call: the helper threads, each one's block buffers (a block's
+# crops, each within _OCCLUSION_WINDOW_BYTES) and the calling thread's distinct
+# crops (within _OCCLUSION_DISTINCT_BYTES). Fresh threads and fresh buffers cost
+# more to start and to touch (the allocator hands large blocks back to the system,
+# and they are faulted in again) than a small occlusion takes to run.
 _BUFFERS = threading.local()
+
+
+def _kept_buffer(name, shape, dtype):
+    """An array of `shape` and `dtype` from this thread's buffer `name`, kept between
+    calls (reallocated only when too small or of another dtype); its values are garbage."""
+    kept = _BUFFERS.__dict__.setdefault("kept", {})
+    size = math.prod(shape)
+    buffer = kept.get(name)
+    if buffer is None or buffer.dtype != dtype or buffer.size < size:
+        buffer = kept[name] = np.empty(size, dtype)
+    return buffer[:size].reshape(shape)
 _HELPERS = {}
 _HELPERS_LOCK = threading.Lock()
 if hasattr(os, "register_at_fork"):  # a forked child has none of its parent's threads
@@ -753,8 +760,9 @@ class _CropSource:
         for a in (self.index, self.top, self.left, self.window_top, self.window_left):
             a.setflags(write=False)
 
-    def gather(self, padded):
-        """What `paste` reads for a chunk of images, from their (padded) base maps."""
+    def gather(self, padded, buffer_name):
+        """What `paste` reads for a chunk of images, from their (padded) base maps (in
+        this thread's kept buffer `buffer_name`)."""
         from fastconv._kernels import windows
         from fastconv._threads import num_threads_for
 
@@ -763,7 +771,7 @@ class _CropSource:
         n, (rows, cols) = len(padded), self.starts
         image = np.repeat(np.arange(n, dtype=np.intp), rows.size * cols.size)
         top, left = (np.tile(np.broadcast_to(a, (rows.size, cols.size)).ravel(), n) for a in (rows, cols))
-        out = np.empty((len(image),) + self.shape, dtype=padded.dtype)
+        out = _kept_buffer(buffer_name, (len(image),) + self.shape, padded.dtype)
         windows.gather_crops(padded, image, top, left, out, num_threads_for(out.size))
         return out
 
