@@ -28,7 +28,11 @@ B^T's rows are scaled to integers and A^T's entries are powers of two, so the
 data's transforms are exact in their constants; the weights are transformed in
 float64 and rounded once. Over 60 random shapes (1-117 channels per group,
 scales 1e-3 to 1e3) the worst max |err| / max |ref| was 5.1e-6 (float32) and
-1.6e-14 (float64); RTOL, the bound the tests hold it to, leaves a margin of 4-6x.
+1.6e-14 (float64). The float32 error grows with the channels summed per transform
+point: on random normal data with 64 output channels it measured 8.0e-6 at 64 input
+channels (56x56), 1.3e-5 at 256 (14x14), 1.9-2.0e-5 at 512 (7x7, 14x14), 2.3e-5 at
+1024 and 2.5e-5 at 2048 (7x7). RTOL, the bound the tests hold it to, leaves a margin
+of 2x at 2048 channels in float32 and 6x in float64.
 
 Speed: it pays for large images with many channels; by how much depends on the CPU
 (the direct tiles it competes with run near the FMA peak, so the gain is the multiplies
@@ -51,7 +55,7 @@ from fastconv._winograd_math import POINTS, matrices, tile_size  # noqa: F401 (r
 #: the float64 reference) on random data of any scale; and whatever cancels in the
 #: sums, max |out - ref| <= RTOL * max conv2d(|x|, |w|) + |bias| (rounding errors grow
 #: with the magnitudes summed, not with the result).
-RTOL = {np.dtype(np.float32): 2e-5, np.dtype(np.float64): 1e-13}
+RTOL = {np.dtype(np.float32): 5e-5, np.dtype(np.float64): 1e-13}
 
 #: The compiled module in use: the build fastconv._kernels picks for this CPU. Tests swap it.
 kernel = widest_build("conv_winograd")
