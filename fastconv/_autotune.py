@@ -452,7 +452,12 @@ def _slices(x_shape, weight_shape, g, dtype, pass_, num_threads, winograd):
         fewest = max(step, min(fewest, 2 * SLICE_MACS_MAX // per_row // step * step))
     rows = min(g.out_h, max(fewest, budget // per_row // step * step))
     quarter = max(fewest, rows // 4 // step * step)
-    return [(1, quarter), (1, rows)] if quarter < rows else [(1, rows)]
+    if quarter < rows:
+        return [(1, quarter), (1, rows)]
+    # one size would scale the per-call costs (winograd's weight transform, waking the
+    # threads) with the call: two, in whole bands (C2's forward, an image a slice, was
+    # predicted at 1.6x its winograd time, and auto kept direct at 1.6x winograd's time)
+    return [(1, rows), (2, rows)] if N >= 2 and rows * per_row <= SLICE_MACS_MAX else [(1, rows)]
 
 
 def _problem(x_shape, weight_shape, g, dtype, images, rows):
