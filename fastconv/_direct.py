@@ -325,20 +325,25 @@ def _grad_x_strided(grad_output, weight, grad_x, g, groups, num_threads):
     kernel.conv2d_grad_x(grad_output, weight, grad_x, g.struct(), groups, workspace, chunk, num_threads)
 
 
+def grad_x(grad_output, weight, x_shape, g, groups, num_threads):
+    """conv2d's input gradient, of shape x_shape (also conv_transpose2d's forward): at
+    stride 1 a forward convolution, at other strides its stride phases as one, on the
+    forward's tiles; the row kernels where the planes would not fit."""
+    out = np.empty(x_shape, dtype=grad_output.dtype)
+    transposed = _transposed(g, x_shape)
+    if not planes_fit(weight.shape[0], transposed, out.dtype.itemsize):
+        _grad_x_strided(grad_output, weight, out, g, groups, num_threads)
+    elif g.stride_h == g.stride_w == 1:
+        _grad_x_as_forward(grad_output, weight, out, transposed, groups, num_threads)
+    else:
+        _grad_x_phases(grad_output, weight, out, g, groups, num_threads)
+    return out
+
+
 def backward(grad_output, x, weight, g, groups, num_threads):
     """(grad_x, grad_weight, grad_bias) of conv2d."""
-    kh, kw = weight.shape[2:]
-    grad_x = np.empty_like(x)
-    transposed = _transposed(g, x.shape)
-    if g.stride_h == g.stride_w == 1 and planes_fit(weight.shape[0], transposed, x.dtype.itemsize):
-        _grad_x_as_forward(grad_output, weight, grad_x, transposed, groups, num_threads)
-    elif planes_fit(weight.shape[0], transposed, x.dtype.itemsize):
-        _grad_x_phases(grad_output, weight, grad_x, g, groups, num_threads)
-    else:
-        _grad_x_strided(grad_output, weight, grad_x, g, groups, num_threads)
-    grad_w = grad_weight(grad_output, x, weight, g, groups, num_threads)
-    grad_b = grad_output.sum(axis=(0, 2, 3))
-    return grad_x, grad_w, grad_b
+    return (grad_x(grad_output, weight, x.shape, g, groups, num_threads),
+            grad_weight(grad_output, x, weight, g, groups, num_threads), grad_output.sum(axis=(0, 2, 3)))
 
 
 def grad_weight(grad_output, x, weight, g, groups, num_threads):

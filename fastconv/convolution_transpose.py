@@ -1,16 +1,17 @@
 """2-D transposed convolution, forward and backward.
 
 ``conv_transpose2d(x, w)`` is the gradient of ``conv2d(y, w)`` with respect to
-its input ``y``, so it runs on conv2d's compiled grad_x kernels (fastconv._direct)
-with no grad_weight computed; its backward runs conv2d's forward (grad_x) and
-conv2d_backward's grad_weight with the roles of input and output swapped.
+its input ``y``, so it runs on conv2d's grad_x (fastconv._direct.grad_x: the
+forward's tiles, at stride > 1 over its stride phases) with no grad_weight
+computed; its backward runs conv2d's forward (grad_x) and conv2d's weight
+gradient with the roles of input and output swapped.
 """
 import numpy as np
 
-from fastconv import _direct, _im2col
+from fastconv import _direct
 from fastconv import _validation as v
 from fastconv._threads import num_threads_for_macs
-from fastconv.convolution import conv2d, conv2d_backward
+from fastconv.convolution import _weight_gradient, conv2d
 
 
 def _args(x, weight, bias, stride, padding, output_padding, groups, dilation):
@@ -87,22 +88,10 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
                                                   groups, dilation)
     v.allocatable(out_shape, x.dtype, "output")
     gy = _extend(x, g)
-    out = np.empty(out_shape, dtype=x.dtype)
-    if out.size:
-        num_threads = num_threads_for_macs(2 * gy.size * weight[0].size)
-        transposed = _direct._transposed(g, out_shape)
-        if g.stride_h == g.stride_w == 1 and _direct.planes_fit(weight.shape[0], transposed, x.dtype.itemsize):
-            _direct._grad_x_as_forward(gy, weight, out, transposed, groups, num_threads)
-        elif weight.shape[1] > 1:
-            # Strided, not depthwise: conv2d_backward's `auto` choice, im2col. direct's strided
-            # grad_x took 10-50x longer from 128 channels up ((8, 256, 7, 7) by 4x4 stride 2:
-            # 2957 ms against 60 ms; 1.4x shorter at 32-64). The band kernel also forms
-            # grad_weight, here against a calloc'd (never touched) zero input: wasted, and cheap
-            # next to that. Re-measured by `python -m fastconv bench --sections ops` ("convT fwd").
-            zeros = np.zeros(out_shape, dtype=x.dtype)
-            out = _im2col.backward(gy, zeros, weight, g, groups, num_threads)[0]
-        else:
-            _direct._grad_x_strided(gy, weight, out, g, groups, num_threads)
+    if gy.size and weight.size:
+        out = _direct.grad_x(gy, weight, out_shape, g, groups, num_threads_for_macs(2 * gy.size * weight[0].size))
+    else:
+        out = np.zeros(out_shape, dtype=x.dtype)
     if bias is not None:
         out += bias[:, None, None]
     return out
@@ -133,5 +122,12 @@ def conv_transpose2d_backward(grad_output, x, weight, stride=1, padding=0, outpu
     strides = (g.stride_h, g.stride_w)
     grad_x = conv2d(grad_output, weight, None, strides, pad, dil, groups)
     grad_x = np.ascontiguousarray(grad_x[:, :, :H, :W])
-    _, grad_w, _ = conv2d_backward(_extend(x, g), grad_output, weight, strides, pad, dil, groups)
+    # conv2d's weight gradient with x's gradient role and grad_output's input role (not
+    # conv2d_backward, which would also form an input gradient that nobody reads)
+    gy = _extend(x, g)
+    if gy.size and grad_output.size:
+        grad_w = _weight_gradient(gy, grad_output, weight, g, groups,
+                                  num_threads_for_macs(2 * gy.size * weight[0].size))
+    else:
+        grad_w = np.zeros_like(weight)
     return grad_x, grad_w, grad_output.sum(axis=(0, 2, 3))
