@@ -23,15 +23,30 @@ IMAGES, BATCH = 50_000, 5_000                 # predict: digits (1x8x8) and imag
 WORKERS, THREADS_PER_WORKER = 2, 1
 
 
-class _OnCluster:
-    """A LocalCluster started in `setup` and closed in `teardown`; `self.impls` holds
-    zero-argument callables, "fastconv" first, as in common._OpBenchmark."""
+class _Timed:
+    """asv's settings for these second-long calls, and `self.impls` (zero-argument
+    callables, "fastconv" first, as in common._OpBenchmark) timed against each other."""
 
     timeout = 300
     rounds = 1
     repeat = (1, 5, 20.0)
     number = 1
     speedup_repeats = 5
+
+    def _impl(self, name):
+        fn = self.impls.get(name)
+        if fn is None:
+            raise SkipNotImplemented(f"{name} is not installed")
+        return fn
+
+    def _ratio(self, other):
+        t = interleaved_medians({"fastconv": self.impls["fastconv"], other: self._impl(other)},
+                                self.speedup_repeats)
+        return t[other] / t["fastconv"]
+
+
+class _OnCluster(_Timed):
+    """A LocalCluster started in `setup` and closed in `teardown`."""
 
     def setup(self):
         try:
@@ -64,17 +79,6 @@ class _OnCluster:
         def call():
             distributed.wait(self.client.persist(make()))
         return call
-
-    def _impl(self, name):
-        fn = self.impls.get(name)
-        if fn is None:
-            raise SkipNotImplemented(f"{name} is not installed")
-        return fn
-
-    def _ratio(self, other):
-        t = interleaved_medians({"fastconv": self.impls["fastconv"], other: self._impl(other)},
-                                self.speedup_repeats)
-        return t[other] / t["fastconv"]
 
 
 class DaskConvolve2d(_OnCluster):
@@ -119,17 +123,11 @@ class DaskConvolve2d(_OnCluster):
     track_ratio_in_memory.unit = "x (fastconv.dask time / in-memory time; target <= 1.3)"
 
 
-class DaskConvolve2dThreads:
+class DaskConvolve2dThreads(_Timed):
     """`convolve2d` as in `DaskConvolve2d`, on one machine as dask runs there by default:
     the image's chunks in this process (made by dask), dask's threaded scheduler with
     WORKERS * THREADS_PER_WORKER threads, each call keeping its result's chunks
     (``persist``); dask-image the same; in-memory `fastconv.convolve2d` at as many threads."""
-
-    timeout = 300
-    rounds = 1
-    repeat = (1, 5, 20.0)
-    number = 1
-    speedup_repeats = 5
 
     def setup(self):
         try:
@@ -158,8 +156,6 @@ class DaskConvolve2dThreads:
     def teardown(self):
         fastconv.set_num_threads(self._saved_threads)
 
-    _impl = _OnCluster._impl
-    _ratio = _OnCluster._ratio
     time_fastconv = DaskConvolve2d.time_fastconv
     time_dask_image = DaskConvolve2d.time_dask_image
     time_in_memory = DaskConvolve2d.time_in_memory
