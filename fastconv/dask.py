@@ -17,8 +17,9 @@ the halos from the op's geometry (kernel, stride, padding, dilation, ceil_mode):
   the halo moves between workers;
 * a block's task assembles its input once, with the op's padding (zeros; -inf for max
   pooling) where it meets the array's borders, and runs the in-memory op with no padding;
-  `convolve2d` copies no chunk at all: its interior rows are computed from the chunk in
-  place, in a task that starts before the halo arrives (`_convolve2d_interior`);
+  `convolve2d` copies no chunk at all: a block's interior rows are computed from its chunk
+  in place, the rest from the few rows and columns of the halo, in the same task
+  (`_convolve2d_block`);
 * channel chunks are merged where a convolution needs every input channel.
 
 Each output pixel is then computed from the same values in the same order as in memory,
@@ -203,7 +204,7 @@ def _axis_plan(chunks, axis=None, merge=False):
     return [(size, [(k, 0, size)], (0, 0)) for k, size in enumerate(chunks)]
 
 
-def _halo_map(run, x, axes, refs=(), merge=(), out_sizes=None, name="fastconv", interior=None):
+def _halo_map(run, x, axes, refs=(), merge=(), out_sizes=None, name="fastconv"):
     """A dask array of ``run(pieces, layout, *refs)``, one task per output block.
 
     Each task receives the input it reads as `pieces`, a nested list (one level per axis)
@@ -227,15 +228,10 @@ def _halo_map(run, x, axes, refs=(), merge=(), out_sizes=None, name="fastconv", 
         ...except these, brought into one block (a convolution's input channels).
     out_sizes : dict {axis: int}, optional
         The output's length along a merged axis, when it differs from the input's.
-    interior : callable, optional
-        ``interior(chunk, layout, *refs)``, a first task per block on its largest piece
-        alone, which starts at once, while the halo is on its way; `run` then takes its
-        result first: ``run(interior, pieces, layout, *refs)`` (``interior`` None where the
-        block reads no input).
     """
     plans = [_axis_plan(c, axes.get(a), a in merge) for a, c in enumerate(x.chunks)]
-    token = tokenize(x.name, run, interior, plans, [r.key for r in refs])
-    out_name, part_name, interior_name = f"{name}-{token}", f"{name}-halo-{token}", f"{name}-interior-{token}"
+    token = tokenize(x.name, run, plans, [r.key for r in refs])
+    out_name, part_name = f"{name}-{token}", f"{name}-halo-{token}"
     graph, cuts = {}, {}
 
     def part(index, slices):
@@ -257,18 +253,7 @@ def _halo_map(run, x, axes, refs=(), merge=(), out_sizes=None, name="fastconv", 
         layout = tuple((before, tuple(b - a for _, a, b in pieces), after)
                        for _, pieces, (before, after) in blocks)
         pieces, ref_keys = nested(blocks), tuple(r.key for r in refs)
-        if interior is None:
-            graph[(out_name,) + block_index] = (run, pieces, layout) + ref_keys
-            continue
-        # The block's largest piece (its own chunk, but for the halo) is ready before the halo is.
-        centre = pieces
-        for _, sizes, _ in layout:
-            centre = centre[int(np.argmax(sizes))] if sizes else None
-        if centre is None:
-            graph[(out_name,) + block_index] = (run, None, pieces, layout) + ref_keys
-            continue
-        graph[(interior_name,) + block_index] = (interior, centre, layout) + ref_keys
-        graph[(out_name,) + block_index] = (run, (interior_name,) + block_index, pieces, layout) + ref_keys
+        graph[(out_name,) + block_index] = (run, pieces, layout) + ref_keys
     chunks = [tuple(size for size, _, _ in plan) for plan in plans]
     for axis, size in (out_sizes or {}).items():
         chunks[axis] = (size,)
@@ -630,34 +615,16 @@ def _correlate_rows(out, rows, image, pad, flipped, rows_per_pass):
         _correlate_into(image, flipped, out[o0:o1], (pad[0] - o0, pad[1]), rows_per_pass)
 
 
-def _convolve2d_interior(chunk, layout, flipped, *, rows_per_pass, dtype):
-    """A `convolve2d` block's rows whose windows lie in its own chunk (`chunk`, the block's
-    largest piece), computed from it in place; the task starts before the halo arrives.
-    The columns at the rows' ends, whose windows reach into the neighbours, come out wrong
-    here and are recomputed by `_convolve2d_frame`."""
-    (top, rows, _), (left, cols, _) = layout
-    shape, (p0, p1), _ = _convolve2d_plan(layout, flipped.shape)
-    out = np.empty(shape, dtype=dtype)
-    if p0 < p1:
-        i, j = int(np.argmax(rows)), int(np.argmax(cols))
-        row0 = sum(rows[:i])
-        r0, r1 = max(0, p0 - top), min(sum(rows), p1 - 1 - top + flipped.shape[0])
-        with _threads_context():
-            _correlate_rows(out, (p0, p1), np.ascontiguousarray(chunk[r0 - row0:r1 - row0]),
-                            (top + r0, left + sum(cols[:j])), flipped, rows_per_pass)
-    return out
-
-
-def _convolve2d_frame(out, pieces, layout, flipped, *, rows_per_pass, dtype):
-    """The rest of a `convolve2d` block begun by `_convolve2d_interior` (`out`, written in
-    place): the rows above and below the interior and the columns at its ends, from a copy
-    of the few rows and columns they read. The op's zero padding is the kernel's, as in
+def _convolve2d_block(pieces, layout, *, flipped, rows_per_pass, dtype):
+    """A `convolve2d` block, in one task: the rows whose windows lie in its own chunk
+    (the block's largest piece) from the chunk in place, then the rows above and below
+    them and the columns at their ends from a copy of the few rows and columns they read
+    (the halo, and the chunk's edges). The op's zero padding is the kernel's, as in
     memory, so windows at the array's borders sum in the in-memory order."""
     (top, rows, _), (left, cols, _) = layout
     kh, kw = flipped.shape
     (height, width), (p0, p1), (q0, q1) = _convolve2d_plan(layout, flipped.shape)
-    if out is None or not out.flags.writeable:
-        out = np.empty((height, width), dtype=dtype) if out is None else out.copy()
+    out = np.empty((height, width), dtype=dtype)
     if not rows or not cols:                # every window in the padding
         out[...] = 0
         return out
@@ -684,6 +651,13 @@ def _convolve2d_frame(out, pieces, layout, flipped, *, rows_per_pass, dtype):
         if p0 == p1:                        # no window inside one chunk: the block is all halo
             compute((0, height), (0, width))
             return out
+        # The interior rows, whole, from the chunk in place (no copy); the columns at their
+        # ends, whose windows reach into the neighbours, come out wrong and are redone below.
+        i, j = int(np.argmax(rows)), int(np.argmax(cols))
+        r0, r1 = max(0, p0 - top), min(edges[0][-1], p1 - 1 - top + kh)
+        chunk = pieces[i][j]
+        _correlate_rows(out, (p0, p1), np.ascontiguousarray(chunk[r0 - edges[0][i]:r1 - edges[0][i]]),
+                        (top + r0, left + edges[1][j]), flipped, rows_per_pass)
         compute((p0, p1), (0, q0))
         compute((p0, p1), (q1, width))
         compute((0, p0), (0, width))
@@ -737,10 +711,12 @@ def convolve2d(in1, in2, mode="full"):
         length, start = _mode_window(n, m, mode)
         # full[r] reads the input zero-padded by m - 1 on each side at [r, r + m).
         axes[axis] = _Axis(n, m, 1, m - 1 - start, length)
-    same = dict(rows_per_pass=_rows_per_pass(axes[1].out, *in2.shape), dtype=in1.dtype)
-    flipped = dask.delayed(np.ascontiguousarray(in2[::-1, ::-1]), pure=True)
-    return _halo_map(functools.partial(_convolve2d_frame, **same), in1, axes, (flipped,), name="fastconv-convolve2d",
-                     interior=functools.partial(_convolve2d_interior, **same))
+    # The kernel goes into each task (a few hundred bytes; one key would be one more task,
+    # fetched by every worker before its first block).
+    flipped = np.ascontiguousarray(in2[::-1, ::-1])
+    run = functools.partial(_convolve2d_block, flipped=flipped, dtype=in1.dtype,
+                            rows_per_pass=_rows_per_pass(axes[1].out, *in2.shape))
+    return _halo_map(run, in1, axes, name="fastconv-convolve2d")
 
 
 # ---------------------------------------------------------------------------

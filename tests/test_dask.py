@@ -265,18 +265,27 @@ def test_convolve2d_of_fortran_ordered_read_only_chunks(dtype):
         assert_close(got, fastconv.convolve2d(image, kernel, mode))
 
 
-def test_convolve2d_frame_of_a_read_only_interior():
-    # On a cluster the interior may arrive from another worker, deserialised read-only.
+def test_convolve2d_block_of_read_only_pieces():
+    # On a cluster the chunk and the halo arrive from other workers, deserialised read-only.
     rng = np.random.default_rng(8)
     image, kernel = rng.standard_normal((20, 20)), rng.standard_normal((3, 3))
-    flipped = np.ascontiguousarray(kernel[::-1, ::-1])
+    image.flags.writeable = False
     pieces = [[image[:10, :10], image[:10, 10:11]], [image[10:11, :10], image[10:11, 10:11]]]
     layout = ((1, (10, 1), 0), (1, (10, 1), 0))
-    same = dict(rows_per_pass=3, dtype=image.dtype)
-    interior = fd._convolve2d_interior(pieces[0][0], layout, flipped, **same)
-    interior.flags.writeable = False
-    got = fd._convolve2d_frame(interior, pieces, layout, flipped, **same)
+    got = fd._convolve2d_block(pieces, layout, flipped=np.ascontiguousarray(kernel[::-1, ::-1]), rows_per_pass=3,
+                               dtype=image.dtype)
     assert_close(got, fastconv.convolve2d(image, kernel, "same")[:10, :10])
+
+
+def test_convolve2d_is_one_task_per_block_and_one_halo_task_per_chunk():
+    # No task computes a part of a block for another to finish, and the kernel rides in the
+    # tasks: on a cluster each task costs scheduler and worker time, each level of tasks a
+    # round trip through the scheduler.
+    x = da.random.default_rng(0).standard_normal((64, 48), chunks=16)
+    graph = dict(fd.convolve2d(x, np.ones((5, 3)), "same").__dask_graph__())
+    ours = [key for key in graph if key[0].startswith("fastconv-")]
+    assert len(ours) == 2 * x.npartitions
+    assert len(graph) == len(ours) + x.npartitions
 
 
 # ---------------------------------------------------------------------------
