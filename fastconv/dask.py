@@ -628,6 +628,27 @@ def _correlate_rows(out, rows, image, pad, flipped, rows_per_pass):
         _correlate_into(image, flipped, out[o0:o1], (pad[0] - o0, pad[1]), rows_per_pass)
 
 
+#: Transparent huge pages' size on x86-64 and most arm64 kernels.
+_HUGE_PAGE = 2 << 20
+
+
+def _empty_block(shape, dtype):
+    """``np.empty(shape, dtype)``, starting on a huge-page boundary when it spans several.
+
+    A block's result is fresh memory, which the kernel zeroes page by page on first
+    touch. NumPy asks for huge pages, but malloc's large blocks start just past a page
+    boundary, so the first and last 2 MiB of each go in 4 KiB pages: 512 faults more per
+    block (an eighth of a 16 MiB block; 0.45 ms of its 2.2 ms first touch here). The
+    over-allocation is never touched, so it is never backed by memory."""
+    dtype = np.dtype(dtype)
+    nbytes = math.prod(shape) * dtype.itemsize
+    if nbytes < 4 * _HUGE_PAGE:
+        return np.empty(shape, dtype=dtype)
+    buffer = np.empty(nbytes + _HUGE_PAGE, dtype=np.uint8)
+    start = -buffer.ctypes.data % _HUGE_PAGE
+    return buffer[start:start + nbytes].view(dtype).reshape(shape)
+
+
 def _convolve2d_block(pieces, layout, *, flipped, rows_per_pass, dtype):
     """A `convolve2d` block, in one task: the rows whose windows lie in its own chunk
     (the block's largest piece) from the chunk in place, then the rows above and below
@@ -637,7 +658,7 @@ def _convolve2d_block(pieces, layout, *, flipped, rows_per_pass, dtype):
     (top, rows, _), (left, cols, _) = layout
     kh, kw = flipped.shape
     (height, width), (p0, p1), (q0, q1) = _convolve2d_plan(layout, flipped.shape)
-    out = np.empty((height, width), dtype=dtype)
+    out = _empty_block((height, width), dtype)
     if not rows or not cols:                # every window in the padding
         out[...] = 0
         return out
