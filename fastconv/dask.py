@@ -32,7 +32,8 @@ differently, and a block's columns fall in them as its width decides) agree to r
 (`_TransposedAxis`, with dask's overlap).
 
 Weights (and a model, in `predict`) enter the graph as one key that every task refers to,
-so a distributed cluster ships them to each worker once. Each task runs fastconv with its
+so a distributed cluster ships them to each worker once; a `convolve2d` kernel of up to
+64 KiB rides in each task instead (one key fewer to fetch before a worker's first block). Each task runs fastconv with its
 share of the worker's threads (`_task_threads`), so dask and OpenMP do not oversubscribe.
 
 Needs ``pip install fastconv[dask]`` (``dask[array]`` and ``distributed``).
@@ -628,6 +629,9 @@ def _correlate_rows(out, rows, image, pad, flipped, rows_per_pass):
         _correlate_into(image, flipped, out[o0:o1], (pad[0] - o0, pad[1]), rows_per_pass)
 
 
+#: `convolve2d` kernels up to this size go into each task; larger ones are one key.
+_INLINE_KERNEL_BYTES = 64 << 10
+
 #: Transparent huge pages' size on x86-64 and most arm64 kernels.
 _HUGE_PAGE = 2 << 20
 
@@ -649,7 +653,7 @@ def _empty_block(shape, dtype):
     return buffer[start:start + nbytes].view(dtype).reshape(shape)
 
 
-def _convolve2d_block(pieces, layout, *, flipped, rows_per_pass, dtype):
+def _convolve2d_block(pieces, layout, flipped, *, rows_per_pass, dtype):
     """A `convolve2d` block, in one task: the rows whose windows lie in its own chunk
     (the block's largest piece) from the chunk in place, then the rows above and below
     them and the columns at their ends from a copy of the few rows and columns they read
@@ -745,12 +749,12 @@ def convolve2d(in1, in2, mode="full"):
         length, start = _mode_window(n, m, mode)
         # full[r] reads the input zero-padded by m - 1 on each side at [r, r + m).
         axes[axis] = _Axis(n, m, 1, m - 1 - start, length)
-    # The kernel goes into each task (a few hundred bytes; one key would be one more task,
-    # fetched by every worker before its first block).
     flipped = np.ascontiguousarray(in2[::-1, ::-1])
-    run = functools.partial(_convolve2d_block, flipped=flipped, dtype=in1.dtype,
-                            rows_per_pass=_rows_per_pass(axes[1].out, *in2.shape))
-    return _halo_map(run, in1, axes, name="fastconv-convolve2d")
+    run = functools.partial(_convolve2d_block, dtype=in1.dtype, rows_per_pass=_rows_per_pass(axes[1].out, *in2.shape))
+    if flipped.nbytes <= _INLINE_KERNEL_BYTES:
+        # In each task: one key would be one more task, fetched by every worker before its first block.
+        return _halo_map(functools.partial(run, flipped=flipped), in1, axes, name="fastconv-convolve2d")
+    return _halo_map(run, in1, axes, (dask.delayed(flipped, pure=True),), name="fastconv-convolve2d")
 
 
 # ---------------------------------------------------------------------------

@@ -280,7 +280,7 @@ def test_convolve2d_block_of_read_only_pieces():
     image.flags.writeable = False
     pieces = [[image[:10, :10], image[:10, 10:11]], [image[10:11, :10], image[10:11, 10:11]]]
     layout = ((1, (10, 1), 0), (1, (10, 1), 0))
-    got = fd._convolve2d_block(pieces, layout, flipped=np.ascontiguousarray(kernel[::-1, ::-1]), rows_per_pass=3,
+    got = fd._convolve2d_block(pieces, layout, np.ascontiguousarray(kernel[::-1, ::-1]), rows_per_pass=3,
                                dtype=image.dtype)
     assert_close(got, fastconv.convolve2d(image, kernel, "same")[:10, :10])
 
@@ -297,6 +297,15 @@ def test_convolve2d_blocks_of_several_huge_pages(dtype):
     image, kernel = rng.standard_normal((1100, 1030)).astype(dtype), rng.standard_normal((3, 4)).astype(dtype)
     got = fd.convolve2d(da.from_array(image, chunks=(1100, 1030)), kernel, "same").compute(**SYNC)
     assert_close(got, fastconv.convolve2d(image, kernel, "same"))
+
+
+def test_convolve2d_of_a_kernel_too_large_to_go_in_each_task():
+    rng = np.random.default_rng(10)
+    image, kernel = rng.standard_normal((120, 130)), rng.standard_normal((91, 91))   # 66 KB
+    x = da.from_array(image, chunks=40)
+    got = fd.convolve2d(x, kernel, "same")
+    assert len(dict(got.__dask_graph__())) == 3 * x.npartitions + 1      # and the kernel's key
+    assert_close(got.compute(**SYNC), fastconv.convolve2d(image, kernel, "same"))
 
 
 def test_convolve2d_is_one_task_per_block_and_one_halo_task_per_chunk():
