@@ -248,10 +248,18 @@ def test_only_the_halo_is_cut_from_the_neighbours():
     # One task per chunk cuts all that its neighbours read, and nothing more: rows above and
     # below (2 of 16 columns, 2 of 16 rows at the corners), columns beside.
     assert sorted(key[1:] for key in bundles) == [(i, j) for i in range(4) for j in range(3)]
-    shapes = {np.shape(part) for bundle in get_sync(graph, bundles) for part in bundle}
-    assert shapes <= {(2, 16), (16, 1), (2, 1)}, shapes
-    # Copies: a part sent to another worker does not carry the chunk with it.
-    assert all(part.base is None for part in get_sync(graph, bundles[0]))
+    blocks = {key: graph[key] for key in graph if key[0].startswith("fastconv-convolve2d-") and key not in bundles}
+    parts = [piece for _, pieces, *_ in blocks.values() for row in pieces for piece in row if piece[0] is fd._part]
+    assert {shape for _, _, _, shape in parts} <= {(2, 16), (16, 1), (2, 1)}
+    # Each bundle is one flat copy (one frame to send; a part sent to another worker does not
+    # carry the chunk with it), as long as its parts, and a part is the chunk's values there.
+    image = x.compute()
+    for key, bundle in zip(bundles, get_sync(graph, bundles)):
+        assert bundle.ndim == 1 and bundle.base is None
+        offsets = sorted({(offset, shape) for _, k, offset, shape in parts if k == key})
+        assert bundle.size == sum(np.prod(shape) for _, shape in offsets)
+    below = next(task[1][1][0] for task in blocks.values() if task[1][0][0] == (x.name, 0, 0))
+    assert np.array_equal(fd._part(get_sync(graph, below[1]), *below[2:]), image[16:18, :16])
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -265,18 +273,50 @@ def test_convolve2d_of_fortran_ordered_read_only_chunks(dtype):
         assert_close(got, fastconv.convolve2d(image, kernel, mode))
 
 
-def test_convolve2d_frame_of_a_read_only_interior():
-    # On a cluster the interior may arrive from another worker, deserialised read-only.
+def test_convolve2d_block_of_read_only_pieces():
+    # On a cluster the chunk and the halo arrive from other workers, deserialised read-only.
     rng = np.random.default_rng(8)
     image, kernel = rng.standard_normal((20, 20)), rng.standard_normal((3, 3))
-    flipped = np.ascontiguousarray(kernel[::-1, ::-1])
+    image.flags.writeable = False
     pieces = [[image[:10, :10], image[:10, 10:11]], [image[10:11, :10], image[10:11, 10:11]]]
     layout = ((1, (10, 1), 0), (1, (10, 1), 0))
-    same = dict(rows_per_pass=3, dtype=image.dtype)
-    interior = fd._convolve2d_interior(pieces[0][0], layout, flipped, **same)
-    interior.flags.writeable = False
-    got = fd._convolve2d_frame(interior, pieces, layout, flipped, **same)
+    got = fd._convolve2d_block(pieces, layout, np.ascontiguousarray(kernel[::-1, ::-1]), rows_per_pass=3,
+                               dtype=image.dtype)
     assert_close(got, fastconv.convolve2d(image, kernel, "same")[:10, :10])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_convolve2d_blocks_of_several_huge_pages(dtype):
+    # A block of 8 MiB or more starts on a 2 MiB boundary (whole huge pages): a plain,
+    # writeable, C-ordered array all the same, equal to the in-memory op.
+    block = fd._empty_block((1500, 1501), dtype)
+    assert block.shape == (1500, 1501) and block.dtype == dtype and block.flags.c_contiguous
+    assert block.flags.writeable and block.ctypes.data % fd._HUGE_PAGE == 0
+    assert fd._empty_block((3, 5), dtype).flags.c_contiguous
+    rng = np.random.default_rng(9)
+    image, kernel = rng.standard_normal((1100, 1030)).astype(dtype), rng.standard_normal((3, 4)).astype(dtype)
+    got = fd.convolve2d(da.from_array(image, chunks=(1100, 1030)), kernel, "same").compute(**SYNC)
+    assert_close(got, fastconv.convolve2d(image, kernel, "same"))
+
+
+def test_convolve2d_of_a_kernel_too_large_to_go_in_each_task():
+    rng = np.random.default_rng(10)
+    image, kernel = rng.standard_normal((120, 130)), rng.standard_normal((91, 91))   # 66 KB
+    x = da.from_array(image, chunks=40)
+    got = fd.convolve2d(x, kernel, "same")
+    assert len(dict(got.__dask_graph__())) == 3 * x.npartitions + 1      # and the kernel's key
+    assert_close(got.compute(**SYNC), fastconv.convolve2d(image, kernel, "same"))
+
+
+def test_convolve2d_is_one_task_per_block_and_one_halo_task_per_chunk():
+    # No task computes a part of a block for another to finish, and the kernel rides in the
+    # tasks: on a cluster each task costs scheduler and worker time, each level of tasks a
+    # round trip through the scheduler.
+    x = da.random.default_rng(0).standard_normal((64, 48), chunks=16)
+    graph = dict(fd.convolve2d(x, np.ones((5, 3)), "same").__dask_graph__())
+    ours = [key for key in graph if key[0].startswith("fastconv-")]
+    assert len(ours) == 2 * x.npartitions
+    assert len(graph) == len(ours) + x.npartitions
 
 
 # ---------------------------------------------------------------------------
