@@ -16,7 +16,10 @@
  * [0, num_threads) is unique among the calls running at one time (slot 0 is the
  * caller), so it indexes per-thread scratch. One process-wide pool of workers, grown
  * on demand; a caller that finds it in use (another thread's call, or a task that
- * calls again) runs its tasks alone. Idle workers spin FC_SPIN_NS, then sleep.
+ * calls again) runs its tasks alone. Idle workers spin, then sleep: FC_SPIN_NS while
+ * jobs follow each other closely, FC_SPIN_SHORT_NS when the last gap between jobs was
+ * longer than that (a spin that would not have caught it only takes a core from the
+ * code that runs in between, e.g. another library's ops interleaved with fastconv's).
  *
  * Without pthreads (Windows) it is an OpenMP dynamic loop; without OpenMP, serial.
  */
@@ -46,6 +49,7 @@ typedef void (*fc_task_fn)(void *ctx, Py_ssize_t task, int slot);
  * short enough to leave the core to the rest of the machine (as libgomp's 10,000
  * spins that fastconv sets for its own OpenMP runtime). */
 #define FC_SPIN_NS 200000
+#define FC_SPIN_SHORT_NS 20000
 #define FC_MAX_WORKERS 1023
 /* The claim and join words hold the job's generation above these bits. */
 #define FC_TASK_BITS 40
@@ -70,7 +74,9 @@ static struct {
     _Atomic(void *) ctx;
     atomic_int_fast64_t n_tasks, chunk;
     atomic_int max_slots;
+    atomic_uint_fast64_t spin_ns;     /* how long idle workers spin after this job */
     uint64_t generation;              /* the caller's (under `owner`) */
+    uint64_t last_end;                /* when the last job ended (under `owner`) */
 } fc_pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER};
 
 typedef struct {
@@ -126,10 +132,10 @@ static void *fc_worker(void *unused) {
     for (;;) {
         uint64_t gen = atomic_load_explicit(&fc_pool.claim, memory_order_acquire) >> FC_TASK_BITS;
         if (gen == seen) {
-            uint64_t start = fc_now_ns();
+            uint64_t start = fc_now_ns(), spin = atomic_load_explicit(&fc_pool.spin_ns, memory_order_relaxed);
             for (int i = 1; gen == seen; i++) {
                 fc_relax();
-                if (i % 64 == 0 && fc_now_ns() - start > FC_SPIN_NS) break;
+                if (i % 64 == 0 && fc_now_ns() - start > spin) break;
                 gen = atomic_load_explicit(&fc_pool.claim, memory_order_acquire) >> FC_TASK_BITS;
             }
         }
@@ -203,6 +209,10 @@ static void fc_run_tasks(fc_task_fn fn, void *ctx, Py_ssize_t n_tasks, Py_ssize_
         return;
     }
     fc_pool_grow(num_threads - 1);
+    /* the next gap is likely as long as the last one */
+    uint64_t begin = fc_now_ns();
+    atomic_store_explicit(&fc_pool.spin_ns, begin - fc_pool.last_end <= FC_SPIN_NS ? FC_SPIN_NS
+                          : FC_SPIN_SHORT_NS, memory_order_relaxed);
     uint64_t gen = ++fc_pool.generation;
     if (FC_CLAIM_GEN(gen) == 0) gen = ++fc_pool.generation;  /* a new worker's `seen` is 0 */
     fc_job job = {fn, ctx, (int64_t)n_tasks, (int64_t)chunk, num_threads};
@@ -230,6 +240,7 @@ static void fc_run_tasks(fc_task_fn fn, void *ctx, Py_ssize_t n_tasks, Py_ssize_
         if (i % 64 == 0 && fc_now_ns() - start > FC_SPIN_NS) sched_yield();
         else fc_relax();
     }
+    fc_pool.last_end = fc_now_ns();
     pthread_mutex_unlock(&fc_pool.owner);
 }
 
