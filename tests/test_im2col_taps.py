@@ -117,13 +117,15 @@ def test_auto_considers_im2col_for_small_planes_backward():
 @pytest.mark.parametrize("trans_a", [False, True])
 @pytest.mark.parametrize("trans_b", [False, True])
 def test_matmul_matches_numpy(rng, dtype, trans_a, trans_b):
-    for m, n, k in [(1, 1, 1), (5, 300, 7), (40, 3, 9), (33, 257, 65)]:
+    for m, n, k in [(1, 1, 1), (5, 300, 7), (40, 3, 9), (33, 257, 65), (300, 5, 7), (257, 33, 65)]:
         a = rng.standard_normal((k, m) if trans_a else (m, k)).astype(dtype)
         b = rng.standard_normal((n, k) if trans_b else (k, n)).astype(dtype)
-        c = rng.standard_normal((m, n)).astype(dtype)
-        want = (a.T if trans_a else a) @ (b.T if trans_b else b) + 0.5 * c
-        conv_gemm.matmul(a, b, c, trans_a, trans_b, 0.5, 3)
-        assert_close(c, want)
+        c0 = rng.standard_normal((m, n)).astype(dtype)
+        want = (a.T if trans_a else a) @ (b.T if trans_b else b) + 0.5 * c0
+        for by_rows in (None, False, True):
+            c = c0.copy()
+            conv_gemm.matmul(a, b, c, trans_a, trans_b, 0.5, 3, by_rows)
+            assert_close(c, want)
 
 
 def test_matmul_takes_strided_rows_and_checks_its_arguments(rng):

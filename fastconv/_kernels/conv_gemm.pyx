@@ -197,7 +197,7 @@ cdef struct MatmulJob:
     const void* a
     const void* b
     void* c
-    bint double_precision, trans_a, trans_b
+    bint double_precision, trans_a, trans_b, by_rows
     int m, n, k, lda, ldb, ldc, cols
     double beta
 
@@ -211,21 +211,28 @@ cdef void _matmul_task(void* job, Py_ssize_t task, int slot) noexcept nogil:
 
 
 cdef inline void _matmul_columns(MatmulJob* j, floating* c, Py_ssize_t task) noexcept nogil:
-    """Columns [task * cols, + cols) of C = op(A) op(B) + beta C."""
-    cdef int n0 = <int>task * j.cols
-    cdef int n = min(j.cols, j.n - n0)
-    cdef const floating* b = <const floating*>j.b + (<Py_ssize_t>n0 * j.ldb if j.trans_b else n0)
-    gemm(j.trans_a, j.trans_b, j.m, n, j.k, 1, <const floating*>j.a, j.lda, b, j.ldb, <floating>j.beta,
-         c + n0, j.ldc)
+    """Columns (or, by_rows, rows) [task * cols, + cols) of C = op(A) op(B) + beta C."""
+    cdef int i0 = <int>task * j.cols
+    cdef int size = min(j.cols, (j.m if j.by_rows else j.n) - i0)
+    cdef const floating* a = <const floating*>j.a
+    cdef const floating* b = <const floating*>j.b
+    if j.by_rows:
+        a += i0 if j.trans_a else <Py_ssize_t>i0 * j.lda
+        gemm(j.trans_a, j.trans_b, size, j.n, j.k, 1, a, j.lda, b, j.ldb, <floating>j.beta,
+             c + <Py_ssize_t>i0 * j.ldc, j.ldc)
+    else:
+        b += <Py_ssize_t>i0 * j.ldb if j.trans_b else i0
+        gemm(j.trans_a, j.trans_b, j.m, size, j.k, 1, a, j.lda, b, j.ldb, <floating>j.beta, c + i0, j.ldc)
 
 
 def matmul(const floating[:, :] a, const floating[:, :] b, floating[:, :] c, bint trans_a=False,
-           bint trans_b=False, double beta=0, int num_threads=1):
+           bint trans_b=False, double beta=0, int num_threads=1, by_rows=None):
     """c (m, n) = op(a) @ op(b) + beta * c, row-major (rows may be strided, as a view of
     every tap's weights in (K, kh*kw, C)), op transposing where asked: one
-    single-threaded BLAS GEMM per chunk of c's columns, the chunks run on the task pool
+    single-threaded BLAS GEMM per chunk of c's rows or columns (the longer side), the
+    chunks run on the task pool
     (the kernels' BLAS stays at one thread, fastconv._threads). All dimensions must be
-    at least 1 and below 2**31."""
+    at least 1 and below 2**31. `by_rows` True/False forces the split (tests, timings)."""
     cdef Py_ssize_t m = a.shape[1] if trans_a else a.shape[0]
     cdef Py_ssize_t k = a.shape[0] if trans_a else a.shape[1]
     cdef Py_ssize_t n = b.shape[0] if trans_b else b.shape[1]
@@ -242,11 +249,13 @@ def matmul(const floating[:, :] a, const floating[:, :] b, floating[:, :] c, bin
     job.m, job.n, job.k, job.beta = m, n, k, beta
     job.lda, job.ldb, job.ldc = (max(1, a.strides[0] // sizeof(floating)), max(1, b.strides[0] // sizeof(floating)),
                                  max(1, c.strides[0] // sizeof(floating)))
-    # a few chunks per thread (a thread held off its core costs one chunk), each a whole
-    # number of 64-byte lines and wide enough for BLAS's blocking
-    cdef Py_ssize_t per_chunk = (n + 2 * num_threads - 1) // (2 * num_threads)
-    job.cols = <int>(max(64, (per_chunk + 15) // 16 * 16) if num_threads > 1 else n)
-    cdef Py_ssize_t tasks = (n + job.cols - 1) // job.cols
+    # chunks of the longer side of c, a few per thread (a thread held off its core costs
+    # one chunk), each a whole number of 64-byte lines and wide enough for BLAS's blocking
+    job.by_rows = m > n if by_rows is None else bool(by_rows)
+    cdef Py_ssize_t side = m if job.by_rows else n
+    cdef Py_ssize_t per_chunk = (side + 2 * num_threads - 1) // (2 * num_threads)
+    job.cols = <int>(max(64, (per_chunk + 15) // 16 * 16) if num_threads > 1 else side)
+    cdef Py_ssize_t tasks = (side + job.cols - 1) // job.cols
     with nogil:
         run_tasks(_matmul_task, &job, tasks, 1, num_threads)
 
