@@ -130,6 +130,7 @@ def forward(x, weight, bias, g, groups, num_threads):
     """(N, K, Ho, Wo) = conv2d(x, weight) + bias."""
     N, K = x.shape[0], weight.shape[0]
     if by_taps(g, groups):
+        v.allocatable((N, K, g.out_h, g.out_w), x.dtype, "output")
         out = _forward_by_taps(x, weight, g, num_threads)
         if bias is not None:
             out += bias[:, None, None]
