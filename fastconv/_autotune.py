@@ -288,8 +288,10 @@ def rule(pass_, x_shape, weight_shape, g, groups, dtype):
     the GEMMs are degenerate, and elsewhere too: its grad_weight runs on register tiles
     over the forward's planes and grad_x on the forward's tiles (one stride phase at a
     time at stride > 1), so that no BLAS and no BLAS configuration sets its speed;
-    except a pointwise convolution, two plain GEMMs, and geometries whose planes would
-    not fit, both im2col. Never winograd: where it pays depends most on the CPU.
+    except a pointwise convolution, two plain GEMMs, small output planes, which im2col
+    runs tap by tap over the whole batch (`fastconv._im2col.by_taps`: backward 5.7x faster
+    than direct's tiles on 2x2 planes, 1.35x on 4x4; the tiles span rows of a few pixels), and geometries whose planes
+    would not fit, all im2col. Never winograd: where it pays depends most on the CPU.
     Re-measure with ``python -m fastconv bench --sections direct``.
     """
     dtype = np.dtype(dtype)
@@ -298,7 +300,7 @@ def rule(pass_, x_shape, weight_shape, g, groups, dtype):
     if not _direct.planes_fit(x_shape[1], g, dtype.itemsize):
         return "im2col"
     if pass_ not in ("forward", "eval"):
-        return "im2col" if _im2col.pointwise(g) else "direct"
+        return "im2col" if _im2col.pointwise(g) or _im2col.by_taps(g, groups) else "direct"
     if _im2col.pointwise(g):
         covered = _direct.channel_tiles_cover(g, weight_shape[0] // groups, math.prod(weight_shape[1:]), dtype)
         return "direct" if dtype == np.float64 and covered else "im2col"
@@ -312,15 +314,16 @@ def _winograd_runs(g):
 def candidates(pass_, x_shape, weight_shape, g, groups, dtype):
     """The algorithms that run this call: im2col and direct (direct's forward only where its
     planes fit), and winograd for 3x3, stride 1, dilation 1 (grad_weight: im2col, direct).
-    The backward and grad_weight leave im2col out unless the convolution is pointwise or
-    direct's planes would not fit: direct's tiles do the same products without a column
+    The backward and grad_weight leave im2col out unless the convolution is pointwise, its
+    output plane small enough for im2col's taps (`fastconv._im2col.by_taps`) or direct's
+    planes would not fit: direct's tiles do the same products without a column
     copy and without BLAS, whose speed hangs on its build and settings (OPENBLAS_CORETYPE);
     near-equal timings on a loaded machine must not flip the choice onto it."""
     names = ["im2col", "direct"]
     fits = _direct.planes_fit(x_shape[1], g, np.dtype(dtype).itemsize)
     if pass_ in ("forward", "eval") and not fits:
         names.remove("direct")
-    if pass_ not in ("forward", "eval") and fits and not _im2col.pointwise(g):
+    if pass_ not in ("forward", "eval") and fits and not (_im2col.pointwise(g) or _im2col.by_taps(g, groups)):
         names.remove("im2col")
     if pass_ != "grad_weight" and _winograd_runs(g):
         names.append("winograd")
@@ -438,6 +441,12 @@ def _slices(x_shape, weight_shape, g, dtype, pass_, num_threads, winograd):
     if full <= 2 * budget:
         return [(N, g.out_h)]
     per_image = full // N
+    # im2col's taps run GEMMs as tall as the batch times a small plane and re-lay the
+    # weights once a call: a few images time them far slower per image than the call
+    # runs (ResNet-18's 2x2 backward at batch 32: predicted 3.5x its time from 1 and 4
+    # images), so one slice of as many images as the bound allows
+    if _im2col.by_taps(g, x_shape[1] // max(1, weight_shape[1])) and per_image <= SLICE_MACS_MAX:
+        return [(min(N, 2 * SLICE_MACS_MAX // per_image), g.out_h)]
     if per_image <= budget and budget // per_image >= 4:
         images = min(N - 1, budget // per_image)
         return [(max(1, images // 4), g.out_h), (images, g.out_h)]

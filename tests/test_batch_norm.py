@@ -15,7 +15,27 @@ def make(shape, dtype, seed=0):
             rng.standard_normal(C).astype(dtype), rng.standard_normal(C).astype(dtype))
 
 
-SHAPES = [(3, 4, 5, 6), (1, 3, 7, 1), (2, 1, 1, 2), (4, 2, 3, 3)]
+# planes below normalization.SMALL_PLANE values (gathered by channel) and at or above it
+SHAPES = [(3, 4, 5, 6), (1, 3, 7, 1), (2, 1, 1, 2), (4, 2, 3, 3), (2, 3, 9, 8), (5, 6, 1, 1)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(40, 3, 2, 2), (3, 2, 8, 8), (200, 2, 1, 1)])
+def test_small_planes_keep_the_precision_of_large_means(shape, dtype):
+    # |mean| >> std: the statistics must not lose the spread to cancellation
+    rng = np.random.default_rng(2)
+    x = (1e4 + 1e-2 * rng.standard_normal(shape)).astype(dtype)
+    xd = x.astype(np.float64)
+    want_mean, want_var = xd.mean(axis=(0, 2, 3)), xd.var(axis=(0, 2, 3))
+    rm, rv = np.zeros(shape[1], dtype), np.ones(shape[1], dtype)
+    fastconv.batch_norm2d(x, rm, rv, training=True, momentum=1.0)
+    M = shape[0] * shape[2] * shape[3]
+    np.testing.assert_allclose(rm, want_mean, rtol=1e-6)
+    np.testing.assert_allclose(rv, want_var * M / (M - 1), rtol=1e-3)
+    gy = rng.standard_normal(shape).astype(dtype)
+    got = fastconv.batch_norm2d_backward(gy, x, None, training=True)
+    for a, want in zip(got, reference.batch_norm2d_backward(gy.astype(np.float64), xd, None, training=True)):
+        np.testing.assert_allclose(a, want, rtol=1e-3, atol=1e-3 * np.abs(want).max())
 
 
 @pytest.mark.parametrize("affine", [True, False])

@@ -40,6 +40,7 @@ def cpu_isa():
 
 cdef extern from "batch_norm.h" nogil:
     enum: FC_BN_SEGMENT
+    enum: FC_BN_SMALL_PLANE
     enum: FC_BN_PART
     enum: FC_BN_COUNT
     enum: FC_BN_SHIFT
@@ -53,6 +54,12 @@ cdef extern from "batch_norm.h" nogil:
                            float bias)
     void fc_bn_normalize_d(const double* x, double* out, Py_ssize_t n, double mean_hi, double mean_lo,
                            double scale, double bias)
+    void fc_bn_normalize_image_f(const float* x, float* out, Py_ssize_t C, Py_ssize_t L, const float* coef)
+    void fc_bn_normalize_image_d(const double* x, double* out, Py_ssize_t C, Py_ssize_t L, const double* coef)
+    void fc_bn_backward_input_image_f(const float* g, const float* x, float* gx, Py_ssize_t C, Py_ssize_t L,
+                                      const double* k, const double* c1, const double* mean, const double* b)
+    void fc_bn_backward_input_image_d(const double* g, const double* x, double* gx, Py_ssize_t C, Py_ssize_t L,
+                                      const double* k, const double* c1, const double* mean, const double* b)
     void fc_bn_backward_input_f(const float* g, const float* x, float* gx, Py_ssize_t n, double k, double c1,
                                 double mean, double b)
     void fc_bn_backward_input_d(const double* g, const double* x, double* gx, Py_ssize_t n, double k,
@@ -203,6 +210,14 @@ def normalize(const floating[:, :, ::1] x, const floating[:, ::1] coefficients, 
         raise ValueError("coefficients must have shape (C, 4)")
     if _tasks(geo) == 0:
         return
+    cdef Py_ssize_t n
+    if geo.L < FC_BN_SMALL_PLANE:
+        for n in prange(geo.N, nogil=True, schedule="dynamic", num_threads=num_threads):
+            if floating is float:
+                fc_bn_normalize_image_f(&x[n, 0, 0], &out[n, 0, 0], geo.C, geo.L, &coefficients[0, 0])
+            else:
+                fc_bn_normalize_image_d(&x[n, 0, 0], &out[n, 0, 0], geo.C, geo.L, &coefficients[0, 0])
+        return
     cdef Py_ssize_t chunk = _chunk(geo, num_threads)
     for t in prange(_tasks(geo), nogil=True, schedule="dynamic", chunksize=chunk, num_threads=num_threads):
         o = _offset(geo, t)
@@ -224,6 +239,16 @@ def backward_input(const floating[:, :, ::1] g, const floating[:, :, ::1] x, con
     if k.shape[0] != geo.C or c1.shape[0] != geo.C or mean.shape[0] != geo.C or b.shape[0] != geo.C:
         raise ValueError("k, c1, mean and b must have one value per channel")
     if _tasks(geo) == 0:
+        return
+    cdef Py_ssize_t n
+    if geo.L < FC_BN_SMALL_PLANE:
+        for n in prange(geo.N, nogil=True, schedule="dynamic", num_threads=num_threads):
+            if floating is float:
+                fc_bn_backward_input_image_f(&g[n, 0, 0], &x[n, 0, 0], &grad_x[n, 0, 0], geo.C, geo.L, &k[0],
+                                             &c1[0], &mean[0], &b[0])
+            else:
+                fc_bn_backward_input_image_d(&g[n, 0, 0], &x[n, 0, 0], &grad_x[n, 0, 0], geo.C, geo.L, &k[0],
+                                             &c1[0], &mean[0], &b[0])
         return
     cdef Py_ssize_t chunk = _chunk(geo, num_threads)
     for t in prange(_tasks(geo), nogil=True, schedule="dynamic", chunksize=chunk, num_threads=num_threads):

@@ -72,6 +72,16 @@ static void FC_BN_FN(fc_bn_normalize)(const T *x, T *out, ptrdiff_t n, T mean_hi
         out[i] = ((x[i] - mean_hi) - mean_lo) * scale + bias;
 }
 
+/* fc_bn_normalize over the C planes of L values of one image; coef[4*c:4*c+4] is
+ * channel c's (mean_hi, mean_lo, scale, bias). */
+static void FC_BN_FN(fc_bn_normalize_image)(const T *x, T *out, ptrdiff_t C, ptrdiff_t L, const T *coef)
+{
+    for (ptrdiff_t c = 0; c < C; c++) {
+        const T *k = coef + 4 * c;
+        FC_BN_FN(fc_bn_normalize)(x + c * L, out + c * L, L, k[0], k[1], k[2], k[3]);
+    }
+}
+
 /* Training grad_x = k*g - c1*(x - mean) - b, in double. */
 static void FC_BN_FN(fc_bn_backward_input)(const T *g, const T *x, T *gx, ptrdiff_t n, double k, double c1,
                                            double mean, double b)
@@ -79,6 +89,16 @@ static void FC_BN_FN(fc_bn_backward_input)(const T *g, const T *x, T *gx, ptrdif
     FC_BN_SIMD("omp simd")
     for (ptrdiff_t i = 0; i < n; i++)
         gx[i] = (T)(k * (double)g[i] - c1 * ((double)x[i] - mean) - b);
+}
+
+/* fc_bn_backward_input over the C planes of L values of one image, with channel c's
+ * k[c], c1[c], mean[c], b[c]. */
+static void FC_BN_FN(fc_bn_backward_input_image)(const T *g, const T *x, T *gx, ptrdiff_t C, ptrdiff_t L,
+                                                 const double *k, const double *c1, const double *mean,
+                                                 const double *b)
+{
+    for (ptrdiff_t c = 0; c < C; c++)
+        FC_BN_FN(fc_bn_backward_input)(g + c * L, x + c * L, gx + c * L, L, k[c], c1[c], mean[c], b[c]);
 }
 
 /* Eval: grad_x = k*g, and part[FC_BN_SG], part[FC_BN_SGD] = sum(g), sum(g*(x - mean)). */

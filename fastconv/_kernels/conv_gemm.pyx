@@ -190,3 +190,83 @@ def conv2d_backward(const floating[:, :, :, ::1] x, const floating[:, :, ::1] we
                 backward_band(&x[n, 0, 0, 0], &weight[0, 0, 0], &grad_out[n, 0, 0], &grad_x[n, 0, 0, 0],
                               &grad_w_parts[tid, 0, 0, 0], &workspace[tid, 0], C, H, W, G, Kg, CKg, L, g,
                               r0, min(band_rows, out_h - r0), with_grad_x)
+
+
+cdef struct MatmulJob:
+    # matmul's operands (as floating*, by `double_precision`), shapes and column chunk
+    const void* a
+    const void* b
+    void* c
+    bint double_precision, trans_a, trans_b, by_rows
+    int m, n, k, lda, ldb, ldc, cols
+    double beta
+
+
+cdef void _matmul_task(void* job, Py_ssize_t task, int slot) noexcept nogil:
+    cdef MatmulJob* j = <MatmulJob*>job
+    if j.double_precision:
+        _matmul_columns(j, <double*>j.c, task)
+    else:
+        _matmul_columns(j, <float*>j.c, task)
+
+
+cdef inline void _matmul_columns(MatmulJob* j, floating* c, Py_ssize_t task) noexcept nogil:
+    """Columns (or, by_rows, rows) [task * cols, + cols) of C = op(A) op(B) + beta C."""
+    cdef int i0 = <int>task * j.cols
+    cdef int size = min(j.cols, (j.m if j.by_rows else j.n) - i0)
+    cdef const floating* a = <const floating*>j.a
+    cdef const floating* b = <const floating*>j.b
+    if j.by_rows:
+        a += i0 if j.trans_a else <Py_ssize_t>i0 * j.lda
+        gemm(j.trans_a, j.trans_b, size, j.n, j.k, 1, a, j.lda, b, j.ldb, <floating>j.beta,
+             c + <Py_ssize_t>i0 * j.ldc, j.ldc)
+    else:
+        b += <Py_ssize_t>i0 * j.ldb if j.trans_b else i0
+        gemm(j.trans_a, j.trans_b, j.m, size, j.k, 1, a, j.lda, b, j.ldb, <floating>j.beta, c + i0, j.ldc)
+
+
+def matmul(const floating[:, :] a, const floating[:, :] b, floating[:, :] c, bint trans_a=False,
+           bint trans_b=False, double beta=0, int num_threads=1, by_rows=None):
+    """c (m, n) = op(a) @ op(b) + beta * c, row-major (rows may be strided, as a view of
+    every tap's weights in (K, kh*kw, C)), op transposing where asked: one
+    single-threaded BLAS GEMM per chunk of c's rows or columns (the longer side), the
+    chunks run on the task pool
+    (the kernels' BLAS stays at one thread, fastconv._threads). All dimensions must be
+    at least 1 and below 2**31. `by_rows` True/False forces the split (tests, timings)."""
+    cdef Py_ssize_t m = a.shape[1] if trans_a else a.shape[0]
+    cdef Py_ssize_t k = a.shape[0] if trans_a else a.shape[1]
+    cdef Py_ssize_t n = b.shape[0] if trans_b else b.shape[1]
+    check_shape("b", (b.shape[1] if trans_b else b.shape[0],), (k,))
+    check_shape("c", shape(c.shape, 2), (m, n))
+    if min(m, n, k) < 1 or max(m, n, k, a.strides[0], b.strides[0], c.strides[0]) >= 2**31:
+        raise ValueError(f"matmul needs dimensions from 1 to 2**31 - 1, got m={m}, n={n}, k={k}")
+    for name, view in (("a", a), ("b", b), ("c", c)):
+        if view.strides[1] != view.itemsize or view.strides[0] < view.shape[1] * view.itemsize:
+            raise ValueError(f"{name} must have contiguous rows that do not overlap, got strides {view.strides}")
+    cdef MatmulJob job
+    job.a, job.b, job.c = &a[0, 0], &b[0, 0], &c[0, 0]
+    job.double_precision, job.trans_a, job.trans_b = floating is double, trans_a, trans_b
+    job.m, job.n, job.k, job.beta = m, n, k, beta
+    job.lda, job.ldb, job.ldc = (max(1, a.strides[0] // sizeof(floating)), max(1, b.strides[0] // sizeof(floating)),
+                                 max(1, c.strides[0] // sizeof(floating)))
+    # chunks of the longer side of c, a few per thread (a thread held off its core costs
+    # one chunk), each a whole number of 64-byte lines and wide enough for BLAS's blocking
+    job.by_rows = m > n if by_rows is None else bool(by_rows)
+    cdef Py_ssize_t side = m if job.by_rows else n
+    cdef Py_ssize_t per_chunk = (side + 2 * num_threads - 1) // (2 * num_threads)
+    job.cols = <int>(max(64, (per_chunk + 15) // 16 * 16) if num_threads > 1 else side)
+    cdef Py_ssize_t tasks = (side + job.cols - 1) // job.cols
+    with nogil:
+        run_tasks(_matmul_task, &job, tasks, 1, num_threads)
+
+
+def swap_last_axes(const floating[:, :, ::1] src, floating[:, :, ::1] dst, int num_threads=1):
+    """dst[k, j, i] = src[k, i, j]: each of src's (I, J) matrices transposed (weights
+    between (K, C, kh*kw) and the taps' (K, kh*kw, C)), in parallel over k."""
+    cdef Py_ssize_t K = src.shape[0], I = src.shape[1], J = src.shape[2], k, i, j
+    check_shape("dst", shape(dst.shape, 3), (K, J, I))
+    with nogil:
+        for k in prange(K, num_threads=num_threads, schedule="static"):
+            for i in range(I):
+                for j in range(J):
+                    dst[k, j, i] = src[k, i, j]

@@ -1,0 +1,153 @@
+"""im2col's tap-by-tap path for small output planes (fastconv._im2col.by_taps) and the
+threaded GEMM under it (fastconv._kernels.conv_gemm.matmul)."""
+import numpy as np
+import pytest
+from conftest import DTYPES, TORCH, assert_close, numerical_gradient, requires_torch
+
+import fastconv
+from fastconv import _autotune, _im2col, reference
+from fastconv import _validation as v
+from fastconv._kernels import conv_gemm
+
+# (N, C, H, W, K, kernel, stride, padding, dilation): output planes of at most TAP_PLANE pixels
+CASES = [
+    (3, 5, 2, 2, 7, 3, 1, 1, 1),            # ResNet-18's last stage at 64x64 inputs, shrunk
+    (2, 4, 4, 4, 6, 3, 2, 1, 1),            # stride 2 into a 2x2 plane
+    (2, 6, 4, 4, 3, 3, 1, 1, 1),            # a 4x4 plane: taps cut at every border
+    (1, 3, 1, 1, 2, 3, 1, 1, 1),            # one pixel: only the centre tap reaches it
+    (2, 3, 3, 5, 4, (3, 2), 1, (1, 0), 1),  # odd, non-square
+    (2, 3, 4, 3, 4, 3, 1, 2, 2),            # dilation 2: some taps never reach the input
+    (2, 2, 5, 5, 3, 5, 2, 2, 1),            # 5x5 kernel, stride 2
+    (1, 2, 4, 4, 3, 3, 3, 0, 1),            # stride 3, no padding: one output pixel
+    (0, 3, 2, 2, 4, 3, 1, 1, 1),            # empty batch
+    (1, 4, 2, 2, 5, 3, 1, 1, 1),            # batch of one
+    (2, 3, 1, 2, 2, 3, 1, 2, 1),            # padding wider than the input: some outputs see none of it
+]
+
+
+def make(rng, case, dtype):
+    N, C, H, W, K, k, s, p, d = case
+    kh, kw = (k, k) if isinstance(k, int) else k
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    w = rng.standard_normal((K, C, kh, kw)).astype(dtype)
+    b = rng.standard_normal(K).astype(dtype)
+    return x, w, b, dict(stride=s, padding=p, dilation=d)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CASES)
+def test_taps_match_the_reference(rng, case, dtype):
+    x, w, b, kw = make(rng, case, dtype)
+    g = v.conv_geometry(x.shape[2:], w.shape[2:], kw["stride"], kw["padding"], kw["dilation"])
+    assert _im2col.by_taps(g, 1)
+    y = fastconv.conv2d(x, w, b, algorithm="im2col", **kw)
+    assert y.dtype == dtype and y.flags.c_contiguous
+    assert_close(y, reference.conv2d(x, w, b, **kw))
+    go = rng.standard_normal(y.shape).astype(dtype)
+    got = fastconv.conv2d_backward(go, x, w, algorithm="im2col", **kw)
+    for a, want in zip(got, reference.conv2d_backward(go, x, w, **kw)):
+        assert a.dtype == dtype and a.flags.c_contiguous
+        assert_close(a, want)
+    grad_w = _im2col.grad_weight(go, x, w, g, 1, 2)
+    assert_close(grad_w, got[1])
+
+
+@pytest.mark.parametrize("case", [CASES[1], CASES[4], CASES[5]])
+def test_taps_gradients_match_finite_differences(rng, case):
+    x, w, b, kw = make(rng, case, np.float64)
+    go = rng.standard_normal(fastconv.conv2d(x, w, b, algorithm="im2col", **kw).shape)
+
+    def loss():
+        return float(np.sum(fastconv.conv2d(x, w, b, algorithm="im2col", **kw) * go))
+
+    grad_x, grad_w, _ = fastconv.conv2d_backward(go, x, w, algorithm="im2col", **kw)
+    np.testing.assert_allclose(grad_x, numerical_gradient(loss, x), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(grad_w, numerical_gradient(loss, w), rtol=1e-6, atol=1e-6)
+
+
+@requires_torch
+@pytest.mark.parametrize("case", CASES[:3])
+def test_taps_match_torch(rng, case):
+    torch = TORCH
+    x, w, b, kw = make(rng, case, np.float32)
+    tx, tw, tb = (torch.from_numpy(a.copy()).requires_grad_() for a in (x, w, b))
+    ty = torch.nn.functional.conv2d(tx, tw, tb, **kw)
+    y = fastconv.conv2d(x, w, b, algorithm="im2col", **kw)
+    assert_close(y, ty.detach().numpy())
+    go = rng.standard_normal(y.shape).astype(np.float32)
+    ty.backward(torch.from_numpy(go))
+    for got, want in zip(fastconv.conv2d_backward(go, x, w, algorithm="im2col", **kw), (tx, tw, tb)):
+        assert_close(got, want.grad.numpy())
+
+
+def test_taps_do_not_depend_on_the_thread_count(rng):
+    x, w, b, kw = make(rng, (4, 40, 2, 2, 70, 3, 1, 1, 1), np.float64)
+    go = rng.standard_normal((4, 70, 2, 2))
+    results = []
+    for n in (1, 2, 3):
+        with fastconv.threads(n):
+            results.append((fastconv.conv2d(x, w, b, algorithm="im2col", **kw),)
+                           + fastconv.conv2d_backward(go, x, w, algorithm="im2col", **kw))
+    for other in results[1:]:
+        for a, want in zip(other, results[0]):
+            assert_close(a, want)
+
+
+def test_grouped_and_large_planes_keep_the_bands():
+    g = v.conv_geometry((2, 2), (3, 3), 1, 1, 1)
+    assert _im2col.by_taps(g, 1) and not _im2col.by_taps(g, 2)
+    assert not _im2col.by_taps(v.conv_geometry((8, 8), (3, 3), 1, 1, 1), 1)
+    assert not _im2col.by_taps(v.conv_geometry((2, 2), (1, 1), 1, 0, 1), 1)      # pointwise: a plain GEMM
+
+
+def test_auto_considers_im2col_for_small_planes_backward():
+    small = v.conv_geometry((2, 2), (3, 3), 1, 1, 1)
+    large = v.conv_geometry((16, 16), (3, 3), 1, 1, 1)
+    assert "im2col" in _autotune.candidates("backward", (32, 64, 2, 2), (64, 64, 3, 3), small, 1, np.float32)
+    assert "im2col" not in _autotune.candidates("backward", (32, 64, 16, 16), (64, 64, 3, 3), large, 1, np.float32)
+    assert _autotune.rule("backward", (32, 64, 2, 2), (64, 64, 3, 3), small, 1, np.float32) == "im2col"
+    # the small plane is timed on one slice of many whole images, within the bound
+    x_shape, w_shape = (256, 512, 2, 2), (512, 512, 3, 3)
+    slices = _autotune._slices(x_shape, w_shape, small, np.float32, "backward", 2, True)
+    assert len(slices) == 1 and slices[0][0] >= 16
+    assert _autotune._macs("backward", (slices[0][0],) + x_shape[1:], w_shape, small) <= 2 * _autotune.SLICE_MACS_MAX
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("trans_a", [False, True])
+@pytest.mark.parametrize("trans_b", [False, True])
+def test_matmul_matches_numpy(rng, dtype, trans_a, trans_b):
+    for m, n, k in [(1, 1, 1), (5, 300, 7), (40, 3, 9), (33, 257, 65), (300, 5, 7), (257, 33, 65)]:
+        a = rng.standard_normal((k, m) if trans_a else (m, k)).astype(dtype)
+        b = rng.standard_normal((n, k) if trans_b else (k, n)).astype(dtype)
+        c0 = rng.standard_normal((m, n)).astype(dtype)
+        want = (a.T if trans_a else a) @ (b.T if trans_b else b) + 0.5 * c0
+        for by_rows in (None, False, True):
+            c = c0.copy()
+            conv_gemm.matmul(a, b, c, trans_a, trans_b, 0.5, 3, by_rows)
+            assert_close(c, want)
+
+
+def test_matmul_takes_strided_rows_and_checks_its_arguments(rng):
+    taps = rng.standard_normal((6, 9, 4))          # (K, taps, C): a tap's K x C rows are strided
+    a = rng.standard_normal((5, 4))
+    c = np.zeros((5, 6))
+    conv_gemm.matmul(a, taps[:, 2, :], c, trans_b=True, num_threads=2)
+    assert_close(c, a @ taps[:, 2, :].T)
+    with pytest.raises(ValueError, match="b must have shape"):
+        conv_gemm.matmul(a, np.ones((3, 6)), c)
+    with pytest.raises(ValueError, match="c must have shape"):
+        conv_gemm.matmul(a, np.ones((4, 5)), c)
+    with pytest.raises(ValueError, match="dimensions"):
+        conv_gemm.matmul(np.ones((5, 0)), np.ones((0, 6)), c)
+    with pytest.raises(ValueError, match="contiguous rows"):
+        conv_gemm.matmul(a[:, ::2], np.ones((2, 6)), c)
+
+
+def test_swap_last_axes(rng):
+    src = rng.standard_normal((3, 5, 7)).astype(np.float32)
+    dst = np.empty((3, 7, 5), np.float32)
+    conv_gemm.swap_last_axes(src, dst, 2)
+    assert np.array_equal(dst, src.transpose(0, 2, 1))
+    with pytest.raises(ValueError, match="dst must have shape"):
+        conv_gemm.swap_last_axes(src, np.empty((3, 5, 7), np.float32), 2)
