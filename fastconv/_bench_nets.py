@@ -105,14 +105,19 @@ def settled_medians(impls, repeats):
     idle OpenMP threads spin for a while after its last op (torch's libgomp ~6 ms,
     fastconv's ~0.2 ms, fastconv._threads), and a whole network timed in that window
     runs its first layers beside them on a shared core. Settled, each runs as it would
-    in a process of its own."""
+    in a process of its own, as a training loop's steps or a server's forwards do. The
+    warm-up runs each callable until auto's choices are final (calibrated and
+    rechecked), so that no timed call includes a calibration."""
     import statistics
     import time
+
+    from fastconv._autotune import RECHECK_CALLS
 
     names = list(impls)
     samples = {name: [] for name in names}
     for fn in impls.values():
-        fn()
+        for _ in range(1 + RECHECK_CALLS):
+            fn()
     for r in range(repeats):
         for name in names[r % len(names):] + names[:r % len(names)]:
             impls[name]()
@@ -123,8 +128,8 @@ def settled_medians(impls, repeats):
 
 
 #: The table's note on how whole networks are timed.
-NET_NOTE = ("net eval fwd: each timed call follows an untimed call of the same library (torch's idle threads spin "
-            "~6 ms after its last op and would share a core with fastconv's next forward); fastconv's eval "
+NET_NOTE = ("net eval fwd, net train step: each timed call follows an untimed call of the same library (torch's "
+            "idle threads spin ~6 ms after its last op and would share a core with fastconv's next call); fastconv's eval "
             "forward folds batch norm into the convolutions, fuses ReLU into their store and keeps their "
             "prepared weights (docs/performance.rst)")
 
@@ -179,7 +184,7 @@ def net_cases(torch, dtypes=("float32", "float64"), with_reference=True):
                     torch.nn.functional.cross_entropy(twin(tx), tl).backward()
 
                 impls["torch"] = torch_step
-            yield Case("net train step", label, "float32", impls, flops=flops,
+            yield Case("net train step", label, "float32", impls, flops=flops, timer=settled_medians,
                        note="net train step: forward, softmax cross-entropy, backward (no optimiser step)")
         else:
             impls = {"fastconv": lambda model=model, x=x: model.forward(x, training=False)}
