@@ -11,7 +11,7 @@ import pytest
 from conftest import DTYPES
 
 import fastconv
-from fastconv import _autotune, _winograd, reference
+from fastconv import _autotune, _im2col, _winograd, reference
 from fastconv import _validation as v
 
 #: The calibration itself (conftest's FASTCONV_TEST_AUTO replaces it in the other tests).
@@ -339,12 +339,58 @@ def test_extrapolation_through_two_slices():
 @pytest.mark.parametrize("shape", [(8, 64, 56, 56, 64), (1, 128, 112, 112, 128), (1, 64, 224, 224, 64),
                                    (256, 512, 7, 7, 512), (64, 3, 32, 32, 32), (1, 512, 14, 14, 512),
                                    (2, 512, 9, 9, 512)])
-def test_slices_are_bounded(shape):
+@pytest.mark.parametrize("names", [("direct", "winograd"), ("im2col", "direct", "winograd")])
+def test_slices_are_bounded(shape, names):
     N, C, H, W, K = shape
     g = geometry(H, W, 3, padding=1)
     for pass_ in ("forward", "backward"):
-        slices = _autotune._slices((N, C, H, W), (K, C, 3, 3), g, np.float32, pass_, 2, True)
+        slices = _autotune._slices((N, C, H, W), (K, C, 3, 3), g, np.float32, pass_, 2, names)
         for images, rows in slices:
             macs = _autotune._macs(pass_, (images, C, H, W), (K, C, 3, 3), g) * rows // g.out_h
-            assert macs <= 2 * _autotune.SLICE_MACS_MAX
-        assert len(slices) == len(set(slices)) in (1, 2) and slices == sorted(slices)
+            assert macs <= (_autotune.SLICE_EVEN_MAX if "im2col" in names else 2 * _autotune.SLICE_MACS_MAX)
+        assert len(slices) == len(set(slices)) in (1, 2)
+        assert [i * r for i, r in slices] == sorted(i * r for i, r in slices)
+
+
+def test_busiest_thread_of_im2col_bands():
+    # forward: the pool hands bands to the first free thread
+    assert _autotune._busiest("forward", 28, 2, 1, 28) == 2.0       # one band: one thread works
+    assert _autotune._busiest("forward", 28, 2, 2, 28) == 1.0
+    assert _autotune._busiest("forward", 18, 2, 1, 28) == pytest.approx(18 / 14)
+    assert _autotune._busiest("forward", 18, 2, 2, 28) == 1.0
+    assert _autotune._busiest("forward", 8, 2, 1, 56) == pytest.approx(32 / 28)
+    # backward: even bands, then odd ones, each in contiguous blocks
+    assert _autotune._busiest("backward", 28, 2, 2, 28) == 1.0
+    assert _autotune._busiest("backward", 14, 2, 1, 28) == 2.0      # one band a phase
+    assert _autotune._busiest("backward", 7, 2, 1, 28) == 1.0
+    assert _autotune._busiest("backward", 4, 1, 3, 13) == 1.0
+
+
+# (N, C, H=W, K, kernel, stride, padding): pointwise on small maps (one im2col band an
+# image), C4's 11x11 stride 4 (five bands an image), 3x3 (winograd tiles too)
+EVEN_SHAPES = [(8, 256, 28, 512, 1, 1, 0), (8, 3, 227, 96, 11, 4, 0), (8, 64, 56, 64, 3, 1, 1),
+               (1, 128, 112, 128, 3, 1, 1), (32, 256, 14, 256, 1, 1, 0), (3, 256, 28, 512, 1, 1, 0)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("pass_", ["forward", "backward"])
+@pytest.mark.parametrize("shape", EVEN_SHAPES)
+def test_slices_keep_im2col_threads_as_busy_as_the_call(shape, pass_, dtype):
+    N, C, H, K, k, s, p = shape
+    g = geometry(H, H, k, s, p)
+    x_shape, w_shape = (N, C, H, H), (K, C, k, k)
+    names = _autotune.candidates(pass_, x_shape, w_shape, g, 1, dtype)
+    slices = _autotune._slices(x_shape, w_shape, g, dtype, pass_, 2, names)
+    band = _im2col._band_rows(C * k * k, g, np.dtype(dtype).itemsize)
+    call = _autotune._busiest(pass_, band, 2, N, g.out_h)
+    for images, rows in slices:
+        assert 1 <= images <= N and 1 <= rows <= g.out_h
+        if images < N:
+            assert images == 1 or rows == g.out_h          # whole images, or a band of one
+        if "im2col" in names and call <= _autotune.EVEN_SLACK:    # (3 one-band images leave one idle)
+            assert _autotune._busiest(pass_, band, 2, images, rows) <= _autotune.EVEN_SLACK * call
+        macs = _autotune._macs(pass_, (images, C, H, H), w_shape, g) * rows // g.out_h
+        assert macs <= _autotune.SLICE_EVEN_MAX
+    # one thread: nothing to keep even, the budget's slices
+    assert _autotune._slices(x_shape, w_shape, g, dtype, pass_, 1, names) == \
+        _autotune._slices(x_shape, w_shape, g, dtype, pass_, 1, [n for n in names if n != "im2col"])
