@@ -5,8 +5,7 @@ FMA units, caches, the BLAS and its configuration) as much as on the shapes: the
 same winograd kernel runs the 3x3 cases C2/C3 at a third of direct's time on a
 Zen 1 (AVX2, 128-bit FMA units) and at about 0.6x on an AVX-512 Xeon. So
 ``"auto"`` measures. The first time a call falls into a *shape class*, it times
-every algorithm that runs the call's geometry (the backward's im2col only where it
-is pointwise or direct's planes would not fit: `candidates`) on a bounded slice of
+every algorithm that runs the call's geometry (`candidates`) on a bounded slice of
 the call's problem and keeps the fastest for the class, for the rest of the process and,
 when a cache file is named, for later processes on the same machine.
 
@@ -327,16 +326,12 @@ def _winograd_runs(g):
 def candidates(pass_, x_shape, weight_shape, g, groups, dtype):
     """The algorithms that run this call: im2col and direct (direct's forward only where its
     planes fit), and winograd for 3x3, stride 1, dilation 1 (grad_weight: im2col, direct).
-    The backward and grad_weight leave im2col out unless the convolution is pointwise or
-    direct's planes would not fit: direct's tiles do the same products without a column
-    copy and without BLAS, whose speed hangs on its build and settings (OPENBLAS_CORETYPE);
-    near-equal timings on a loaded machine must not flip the choice onto it."""
+    The backward's im2col is timed too: on small maps it beats direct's tiles (C1's
+    backward at about 0.8x direct's time in float32); where the two are near-equal the
+    rule's direct stays (MARGIN), as BLAS's speed hangs on its build and settings."""
     names = ["im2col", "direct"]
-    fits = _direct.planes_fit(x_shape[1], g, np.dtype(dtype).itemsize)
-    if pass_ in ("forward", "eval") and not fits:
+    if pass_ in ("forward", "eval") and not _direct.planes_fit(x_shape[1], g, np.dtype(dtype).itemsize):
         names.remove("direct")
-    if pass_ not in ("forward", "eval") and fits and not _im2col.pointwise(g):
-        names.remove("im2col")
     if pass_ != "grad_weight" and _winograd_runs(g):
         names.append("winograd")
     return names

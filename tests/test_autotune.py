@@ -102,9 +102,7 @@ def test_calibration_picks_among_the_algorithms_that_run_the_geometry(shape, pas
     g = geometry(H, W, k, s, p, d)
     names = _autotune.candidates(pass_, (N, C, H, W), (K, C // groups, k, k), g, groups, np.float32)
     assert ("winograd" in names) == ((k, s, d) == (3, 1, 1))
-    # the backward needs BLAS (im2col) only for a pointwise convolution
-    pointwise = (k, s, p) == (1, 1, 0)
-    assert "direct" in names and ("im2col" in names) == (pass_ == "forward" or pointwise)
+    assert "direct" in names and "im2col" in names
     choice = _autotune.choose(pass_, (N, C, H, W), (K, C // groups, k, k), g, groups, np.float32)
     assert choice in names
     if len(names) == 1:             # nothing to time
@@ -192,23 +190,25 @@ def test_batches_of_zero_and_one(monkeypatch, rng, dtype):
     assert_bound(y, reference.conv2d(x[:1], w, b, **kw))
 
 
-def test_winograd_backward_takes_its_grad_weight_from_direct(monkeypatch, rng):
-    # with im2col out of the backward's candidates (not pointwise), grad_weight has one
-    # candidate, direct's tiles: nothing to time
+def test_winograd_backward_takes_the_faster_grad_weight(monkeypatch, rng):
+    # auto's backward calibration times winograd's grad_x with either grad_weight, and
+    # keeps the faster grad_weight for the same shapes (the grad_weight class)
     counting = Counting(monkeypatch)
     x, w, b, kw = make(rng, SHAPES[0], np.float32)
     go = rng.standard_normal((2, 8, 12, 12)).astype(np.float32)
     g = geometry(12, 12, 3, padding=1)
-    assert _autotune.candidates("grad_weight", x.shape, w.shape, g, 1, np.float32) == ["direct"]
-    got = fastconv.conv2d_backward(go, x, w, algorithm="winograd", **kw)
-    assert counting.calls == []
-    for a, want in zip(got, reference.conv2d_backward(go, x, w, **kw)):
-        assert_bound(a, want)
-    # auto's backward calibration times winograd against direct, its grad_weight direct's
-    counting.calls.clear()
+    assert _autotune.candidates("grad_weight", x.shape, w.shape, g, 1, np.float32) == ["im2col", "direct"]
     fastconv.conv2d_backward(go, x, w, **kw)
     assert [c[0] for c in counting.calls] == ["backward"]
-    assert counting.calls[0][2] == ("direct", "winograd")
+    assert counting.calls[0][2] == ("im2col", "direct", "winograd")
+    passes = {rec["class"].split()[0]: rec for rec in _autotune.autotune_choices()}
+    assert set(passes) == {"backward", "grad_weight"}
+    assert set(passes["grad_weight"]["seconds"]) == {"im2col", "direct"}
+    counting.calls.clear()
+    got = fastconv.conv2d_backward(go, x, w, algorithm="winograd", **kw)
+    assert counting.calls == []              # its grad_weight class was measured with the backward
+    for a, want in zip(got, reference.conv2d_backward(go, x, w, **kw)):
+        assert_bound(a, want)
 
 
 def test_threads_calibrate_each_class_once(monkeypatch, rng):
