@@ -464,17 +464,20 @@ def _slices(x_shape, weight_shape, g, dtype, pass_, num_threads, names):
 
     step = math.lcm(_winograd.tile_size(dtype)[0] if "winograd" in names else 1, band)
 
-    def grow(images, rows):
-        """The smallest even slice from (images, rows) up: more rows of the band, in
-        whole bands (and winograd tiles), else more whole images; None where only the
-        whole call is."""
+    def grow(images, rows, shrink=False):
+        """The even slice nearest (images, rows): with `shrink`, a band of one image
+        down to half its rows, in whole bands (and winograd tiles); else more rows,
+        else more whole images; None where only the whole call is."""
+        if shrink and images == 1 and not even(1, rows):
+            fewer = (r for r in range(rows // step * step, rows // 2, -step) if r > 0 and even(1, r))
+            rows = next(fewer, rows)
         while images == 1 and rows < g.out_h and not even(1, rows):
             rows = min(g.out_h, (rows // step + 1) * step)
         while images < N and not even(images, rows):
             images, rows = images + 1, g.out_h
         return None if images > N or (images, rows) == (N, g.out_h) else (images, rows)
 
-    small, large = grow(*slices[0]), grow(*slices[-1])
+    small, large = grow(*slices[0], shrink=True), grow(*slices[-1])
     if small is None or large is None:
         return [(N, g.out_h)] if full <= SLICE_EVEN_MAX else slices
     if len(slices) == 1:

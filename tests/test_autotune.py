@@ -394,3 +394,12 @@ def test_slices_keep_im2col_threads_as_busy_as_the_call(shape, pass_, dtype):
     # one thread: nothing to keep even, the budget's slices
     assert _autotune._slices(x_shape, w_shape, g, dtype, pass_, 1, names) == \
         _autotune._slices(x_shape, w_shape, g, dtype, pass_, 1, [n for n in names if n != "im2col"])
+
+
+def test_an_uneven_band_shrinks_before_the_slice_doubles():
+    # C2 float32: im2col's bands are 8 rows, 7 an image (one thread gets 4 of 7): the small
+    # slice takes 6 bands of one image rather than two whole images
+    g = geometry(56, 56, 3, padding=1)
+    slices = _autotune._slices((8, 64, 56, 56), (64, 64, 3, 3), g, np.float32, "forward", 2,
+                               ["im2col", "direct", "winograd"])
+    assert slices[0] == (1, 48) and slices[-1][0] <= 2
