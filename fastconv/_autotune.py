@@ -32,17 +32,18 @@ slice must also keep the threads as busy as the call does: im2col's tasks are ba
 of output rows of one image (as tall as its column buffer allows: a whole image of a
 pointwise convolution on a small map), and a one-image slice of one band runs on one
 thread where the call keeps two busy; so where im2col is timed, each slice holds
-whole bands and grows (in bands, else in whole images, up to `SLICE_EVEN_MAX`) until
-its busiest thread has at most `EVEN_SLACK` times the call's busiest thread's share
-of the work (`_busiest`). All candidates are called round-robin: a warm-up (which
-drops candidates `PRUNE` times slower than the fastest), then up to `REPEATS`
-rounds, fewer when a round is long (about `CLASS_SECONDS` a class); each keeps its
-fastest time. The warm-up runs twice (in turn and in reverse) and prunes on the
-faster of the two, so a call that something else slowed (another runtime's threads
-spin for milliseconds after each of their calls, holding a core) does not rule a
-candidate out. The `RECHECK_CALLS`-th call of the class then times its two fastest
-candidates once more and keeps each one's faster time of the two calibrations, which
-corrects a choice made in such a moment.
+whole bands and grows (in bands, else in whole images, up to `SLICE_EVEN_MAX`; the
+smaller slice first shrinks, to half its rows at most) until its busiest thread has
+at most `EVEN_SLACK` times the call's busiest thread's share of the work
+(`_busiest`). All candidates are called round-robin: a warm-up (which drops
+candidates `PRUNE` times slower than the fastest), then up to `REPEATS` rounds,
+fewer when a round is long (about `CLASS_SECONDS` a class); each keeps its fastest
+time. The warm-up runs twice (in turn and in reverse) and prunes on the faster of
+the two, so a call that something else slowed (another runtime's threads spin for
+milliseconds after each of their calls, holding a core) does not rule a candidate
+out. The `RECHECK_CALLS`-th call of the class then times its two fastest candidates
+once more and keeps each one's faster time of the two calibrations, which corrects a
+choice made in such a moment.
 
 Cost: for a large call about (2 + rounds) x 1.25 / 8 of one call of each candidate
 (up to (2 + rounds) x 0.75 where im2col's tasks grow the slices: C5's two to four of
