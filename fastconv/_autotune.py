@@ -5,8 +5,7 @@ FMA units, caches, the BLAS and its configuration) as much as on the shapes: the
 same winograd kernel runs the 3x3 cases C2/C3 at a third of direct's time on a
 Zen 1 (AVX2, 128-bit FMA units) and at about 0.6x on an AVX-512 Xeon. So
 ``"auto"`` measures. The first time a call falls into a *shape class*, it times
-every algorithm that runs the call's geometry (the backward's im2col only where it
-is pointwise or direct's planes would not fit: `candidates`) on a bounded slice of
+every algorithm that runs the call's geometry (`candidates`) on a bounded slice of
 the call's problem and keeps the fastest for the class, for the rest of the process and,
 when a cache file is named, for later processes on the same machine.
 
@@ -21,27 +20,35 @@ thread count the op runs on. A ResNet-18 or VGG-16 forward falls into about a
 dozen classes; every later call is a dict lookup.
 
 Slices. A candidate is timed on arrays of ones (values do not change the kernels'
-speed; the caller's arrays are never read) of the call's channels, kernel and
-width, with about an eighth of the call's multiply-adds (`SLICE_FRACTION`, within
+speed; the caller's arrays are never read) of the call's channels, kernel and width,
+with about an eighth of the call's multiply-adds (`SLICE_FRACTION`, within
 `SLICE_MACS`..`SLICE_MACS_MAX`): whole images, or a band of one image's output rows
 in whole winograd tiles. Per-call costs that do not shrink with the slice
-(winograd's weight transform, direct's weight packing) would weigh more than in
-the real call, so each candidate is timed at two slice sizes, a quarter and the
-whole slice, and its time at the full size extrapolated from the line through them
-(fixed cost + cost per output row). A problem within twice the budget is timed as
-it is. All candidates are called round-robin: a warm-up (which drops candidates
-`PRUNE` times slower than the fastest), then up to `REPEATS` rounds, fewer when a
-round is long (about `CLASS_SECONDS` a class); each keeps its fastest time. The
-warm-up runs twice (in turn and in reverse) and prunes on the faster of the two, so a
-call that something else slowed (another runtime's threads spin for milliseconds after
-each of their calls, holding a core) does not rule a candidate out. The
-`RECHECK_CALLS`-th call of the class then times its two fastest candidates once more
-and keeps each one's faster time of the two calibrations, which corrects a choice made
-in such a moment.
+(winograd's weight transform, direct's weight packing) would weigh more than in the
+real call, so each candidate is timed at two slice sizes, a quarter and the whole
+slice, and its time at the full size extrapolated from the line through them (fixed
+cost + cost per output row). A problem within twice the budget is timed as it is. A
+slice must also keep the threads as busy as the call does: im2col's tasks are bands
+of output rows of one image (as tall as its column buffer allows: a whole image of a
+pointwise convolution on a small map), and a one-image slice of one band runs on one
+thread where the call keeps two busy; so where im2col is timed, each slice holds
+whole bands and grows (in bands, else in whole images, up to `SLICE_EVEN_MAX`; the
+smaller slice first shrinks, to half its rows at most) until its busiest thread has
+at most `EVEN_SLACK` times the call's busiest thread's share of the work
+(`_busiest`). All candidates are called round-robin: a warm-up (which drops
+candidates `PRUNE` times slower than the fastest), then up to `REPEATS` rounds,
+fewer when a round is long (about `CLASS_SECONDS` a class); each keeps its fastest
+time. The warm-up runs twice (in turn and in reverse) and prunes on the faster of
+the two, so a call that something else slowed (another runtime's threads spin for
+milliseconds after each of their calls, holding a core) does not rule a candidate
+out. The `RECHECK_CALLS`-th call of the class then times its two fastest candidates
+once more and keeps each one's faster time of the two calibrations, which corrects a
+choice made in such a moment.
 
-Cost: for a large call about (2 + rounds) x 1.25 / 8 of one call of each candidate,
-for a small one five calls of each, and the recheck about as much again for two of
-them; measured figures in docs/algorithms.rst.
+Cost: for a large call about (2 + rounds) x 1.25 / 8 of one call of each candidate
+(up to (2 + rounds) x 0.75 where im2col's tasks grow the slices: C5's two to four of
+its eight images), for a small one five calls of each, and the recheck about as much
+again for two of them; measured figures in docs/algorithms.rst.
 
 The rule (`rule`) is the fallback and the prior: the measured reasoning of which of
 direct and im2col wins on shape grounds alone (it never picks winograd, whose speed
@@ -63,6 +70,7 @@ Thread safety: lookups are lock-free; a miss takes one process-wide lock, so eac
 class is calibrated once, by one thread, while other threads that need the same
 class wait for its choice.
 """
+import heapq
 import json
 import math
 import os
@@ -86,6 +94,13 @@ CACHE_VARIABLE = "FASTCONV_AUTOTUNE_CACHE"
 SLICE_MACS = 1 << 26
 SLICE_MACS_MAX = 1 << 28
 SLICE_FRACTION = 8
+
+#: Where im2col is timed, a slice's busiest thread may have at most EVEN_SLACK times
+#: the share of the work that the call's has (`_busiest`); a slice grows to that, up
+#: to SLICE_EVEN_MAX multiply-adds (a batch of pointwise convolutions on small maps,
+#: one im2col task an image, needs two images a slice on two threads).
+EVEN_SLACK = 1.1
+SLICE_EVEN_MAX = 4 * SLICE_MACS_MAX
 
 #: Timing rounds after the warm-up, and the time a class may spend on them: rounds
 #: beyond the first are dropped when the warm-up round says they would exceed it.
@@ -314,17 +329,13 @@ def _winograd_runs(g):
 def candidates(pass_, x_shape, weight_shape, g, groups, dtype):
     """The algorithms that run this call: im2col and direct (direct's forward only where its
     planes fit), and winograd for 3x3, stride 1, dilation 1 (grad_weight: im2col, direct).
-    The backward and grad_weight leave im2col out unless the convolution is pointwise, its
-    output plane small enough for im2col's taps (`fastconv._im2col.by_taps`) or direct's
-    planes would not fit: direct's tiles do the same products without a column
-    copy and without BLAS, whose speed hangs on its build and settings (OPENBLAS_CORETYPE);
-    near-equal timings on a loaded machine must not flip the choice onto it."""
+    The backward's im2col is timed too: on small maps it beats direct's tiles (C1's
+    backward at about 0.8x direct's time in float32; planes small enough for its taps,
+    `fastconv._im2col.by_taps`, by far more); where the two are near-equal the rule's
+    direct stays (MARGIN), as BLAS's speed hangs on its build and settings."""
     names = ["im2col", "direct"]
-    fits = _direct.planes_fit(x_shape[1], g, np.dtype(dtype).itemsize)
-    if pass_ in ("forward", "eval") and not fits:
+    if pass_ in ("forward", "eval") and not _direct.planes_fit(x_shape[1], g, np.dtype(dtype).itemsize):
         names.remove("direct")
-    if pass_ not in ("forward", "eval") and fits and not (_im2col.pointwise(g) or _im2col.by_taps(g, groups)):
-        names.remove("im2col")
     if pass_ != "grad_weight" and _winograd_runs(g):
         names.append("winograd")
     return names
@@ -430,10 +441,16 @@ def _pick(prior, seconds):
 # ---------------------------------------------------------------------------
 # Timing
 
-def _slices(x_shape, weight_shape, g, dtype, pass_, num_threads, winograd):
+def _slices(x_shape, weight_shape, g, dtype, pass_, num_threads, names):
     """[(images, output rows)] to time: the whole problem when it fits the budget, else
     a large slice within it (whole images, or a band of one image's output rows in
-    whole winograd tiles) and a quarter of it."""
+    whole winograd tiles) and a smaller one, about a quarter of it. Where im2col is
+    timed, a slice must keep the threads about as evenly busy as the call does
+    (`_busiest`, within EVEN_SLACK): im2col's tasks are whole bands of whole images,
+    and a slice of fewer (or more uneven) tasks than the call's leaves a thread idle
+    that the call keeps busy (C5's forward, one band an image, was predicted at 1.8x
+    its im2col time on one-image slices). Such a slice grows, in whole bands, else
+    whole images, up to SLICE_EVEN_MAX."""
     N = x_shape[0]
     full = _macs(pass_, x_shape, weight_shape, g)
     budget = min(max(SLICE_MACS, full // SLICE_FRACTION), SLICE_MACS_MAX)
@@ -447,6 +464,70 @@ def _slices(x_shape, weight_shape, g, dtype, pass_, num_threads, winograd):
     # images), so one slice of as many images as the bound allows
     if _im2col.by_taps(g, x_shape[1] // max(1, weight_shape[1])) and per_image <= SLICE_MACS_MAX:
         return [(min(N, 2 * SLICE_MACS_MAX // per_image), g.out_h)]
+    slices = _budget_slices(N, full, budget, g, dtype, num_threads, "winograd" in names)
+    if "im2col" not in names or num_threads < 2:
+        return slices
+    band = _im2col._band_rows(x_shape[1] * g.kernel_h * g.kernel_w, g, np.dtype(dtype).itemsize)
+    call = _busiest(pass_, band, num_threads, N, g.out_h)
+
+    def even(images, rows):
+        return _busiest(pass_, band, num_threads, images, rows) <= EVEN_SLACK * call
+
+    step = math.lcm(_winograd.tile_size(dtype)[0] if "winograd" in names else 1, band)
+
+    def grow(images, rows, shrink=False):
+        """The even slice nearest (images, rows): with `shrink`, a band of one image
+        down to half its rows, in whole bands (and winograd tiles); else more rows,
+        else more whole images; None where only the whole call is."""
+        if shrink and images == 1 and not even(1, rows):
+            fewer = (r for r in range(rows // step * step, rows // 2, -step) if r > 0 and even(1, r))
+            rows = next(fewer, rows)
+        while images == 1 and rows < g.out_h and not even(1, rows):
+            rows = min(g.out_h, (rows // step + 1) * step)
+        while images < N and not even(images, rows):
+            images, rows = images + 1, g.out_h
+        return None if images > N or (images, rows) == (N, g.out_h) else (images, rows)
+
+    small, large = grow(*slices[0], shrink=True), grow(*slices[-1])
+    if small is None or large is None:
+        return [(N, g.out_h)] if full <= SLICE_EVEN_MAX else slices
+    if len(slices) == 1:
+        large = small
+    elif small[0] * small[1] >= large[0] * large[1]:
+        # the smallest even slice is the budget's large one: it and one about twice its size
+        large = grow(small[0], min(g.out_h, 2 * small[1])) if small[1] < g.out_h else grow(2 * small[0], g.out_h)
+    per_row = full // N // g.out_h
+    if large is not None and large[0] * large[1] * per_row <= SLICE_EVEN_MAX:
+        return sorted({small, large})
+    return [small] if small[0] * small[1] * per_row <= SLICE_EVEN_MAX else slices
+
+
+def _busiest(pass_, band, num_threads, images, rows):
+    """The busiest thread's rows over an even split's, for im2col's bands of `band` rows on
+    `images` images of `rows` rows: the forward's task pool hands them out in turn to the
+    first free thread; the backward runs even bands, then odd ones, each split into
+    contiguous blocks of tasks (a static schedule)."""
+    tasks = images * -(-rows // band)
+    if tasks > 32 * num_threads:
+        return 1 + 2 * num_threads / tasks     # a bound, near even: not worth listing
+    sizes = [min(band, rows - r0) for r0 in range(0, rows, band)] * images
+    if pass_ in ("forward", "eval"):
+        loads = [0] * num_threads
+        for size in sizes:
+            heapq.heapreplace(loads, loads[0] + size)
+        return max(loads) * num_threads / sum(sizes)
+    per_image = len(sizes) // images
+    busiest = 0
+    for parity in (0, 1):
+        tasks = [size for i, size in enumerate(sizes) if i % per_image % 2 == parity]
+        block = max(1, -(-len(tasks) // num_threads))
+        busiest += max((sum(tasks[i:i + block]) for i in range(0, len(tasks), block)), default=0)
+    return busiest * num_threads / sum(sizes)
+
+
+def _budget_slices(N, full, budget, g, dtype, num_threads, winograd):
+    """The slices of about `budget` multiply-adds (`_slices` without im2col's tasks)."""
+    per_image = full // N
     if per_image <= budget and budget // per_image >= 4:
         images = min(N - 1, budget // per_image)
         return [(max(1, images // 4), g.out_h), (images, g.out_h)]
@@ -570,7 +651,7 @@ def calibrate(pass_, x_shape, weight_shape, g, groups, dtype, names):
     """{candidate: seconds} for the call's full problem, extrapolated from slices; a
     candidate that fails on the slice (memory, BLAS's 32-bit limits) is left out."""
     num_threads = _threads.num_threads_for_macs(_macs(pass_, x_shape, weight_shape, g))
-    slices = _slices(x_shape, weight_shape, g, dtype, pass_, num_threads, "winograd" in names)
+    slices = _slices(x_shape, weight_shape, g, dtype, pass_, num_threads, names)
     last = len(slices) - 1
     with _threads.threads(num_threads):
         problems = [_problem(x_shape, weight_shape, g, dtype, images, rows) for images, rows in slices]

@@ -11,7 +11,7 @@ import pytest
 from conftest import DTYPES
 
 import fastconv
-from fastconv import _autotune, _winograd, reference
+from fastconv import _autotune, _im2col, _winograd, reference
 from fastconv import _validation as v
 
 #: The calibration itself (conftest's FASTCONV_TEST_AUTO replaces it in the other tests).
@@ -102,9 +102,7 @@ def test_calibration_picks_among_the_algorithms_that_run_the_geometry(shape, pas
     g = geometry(H, W, k, s, p, d)
     names = _autotune.candidates(pass_, (N, C, H, W), (K, C // groups, k, k), g, groups, np.float32)
     assert ("winograd" in names) == ((k, s, d) == (3, 1, 1))
-    # the backward needs BLAS (im2col) only for a pointwise convolution
-    pointwise = (k, s, p) == (1, 1, 0)
-    assert "direct" in names and ("im2col" in names) == (pass_ == "forward" or pointwise)
+    assert "direct" in names and "im2col" in names
     choice = _autotune.choose(pass_, (N, C, H, W), (K, C // groups, k, k), g, groups, np.float32)
     assert choice in names
     if len(names) == 1:             # nothing to time
@@ -192,23 +190,25 @@ def test_batches_of_zero_and_one(monkeypatch, rng, dtype):
     assert_bound(y, reference.conv2d(x[:1], w, b, **kw))
 
 
-def test_winograd_backward_takes_its_grad_weight_from_direct(monkeypatch, rng):
-    # with im2col out of the backward's candidates (not pointwise), grad_weight has one
-    # candidate, direct's tiles: nothing to time
+def test_winograd_backward_takes_the_faster_grad_weight(monkeypatch, rng):
+    # auto's backward calibration times winograd's grad_x with either grad_weight, and
+    # keeps the faster grad_weight for the same shapes (the grad_weight class)
     counting = Counting(monkeypatch)
     x, w, b, kw = make(rng, SHAPES[0], np.float32)
     go = rng.standard_normal((2, 8, 12, 12)).astype(np.float32)
     g = geometry(12, 12, 3, padding=1)
-    assert _autotune.candidates("grad_weight", x.shape, w.shape, g, 1, np.float32) == ["direct"]
-    got = fastconv.conv2d_backward(go, x, w, algorithm="winograd", **kw)
-    assert counting.calls == []
-    for a, want in zip(got, reference.conv2d_backward(go, x, w, **kw)):
-        assert_bound(a, want)
-    # auto's backward calibration times winograd against direct, its grad_weight direct's
-    counting.calls.clear()
+    assert _autotune.candidates("grad_weight", x.shape, w.shape, g, 1, np.float32) == ["im2col", "direct"]
     fastconv.conv2d_backward(go, x, w, **kw)
     assert [c[0] for c in counting.calls] == ["backward"]
-    assert counting.calls[0][2] == ("direct", "winograd")
+    assert counting.calls[0][2] == ("im2col", "direct", "winograd")
+    passes = {rec["class"].split()[0]: rec for rec in _autotune.autotune_choices()}
+    assert set(passes) == {"backward", "grad_weight"}
+    assert set(passes["grad_weight"]["seconds"]) == {"im2col", "direct"}
+    counting.calls.clear()
+    got = fastconv.conv2d_backward(go, x, w, algorithm="winograd", **kw)
+    assert counting.calls == []              # its grad_weight class was measured with the backward
+    for a, want in zip(got, reference.conv2d_backward(go, x, w, **kw)):
+        assert_bound(a, want)
 
 
 def test_threads_calibrate_each_class_once(monkeypatch, rng):
@@ -339,12 +339,67 @@ def test_extrapolation_through_two_slices():
 @pytest.mark.parametrize("shape", [(8, 64, 56, 56, 64), (1, 128, 112, 112, 128), (1, 64, 224, 224, 64),
                                    (256, 512, 7, 7, 512), (64, 3, 32, 32, 32), (1, 512, 14, 14, 512),
                                    (2, 512, 9, 9, 512)])
-def test_slices_are_bounded(shape):
+@pytest.mark.parametrize("names", [("direct", "winograd"), ("im2col", "direct", "winograd")])
+def test_slices_are_bounded(shape, names):
     N, C, H, W, K = shape
     g = geometry(H, W, 3, padding=1)
     for pass_ in ("forward", "backward"):
-        slices = _autotune._slices((N, C, H, W), (K, C, 3, 3), g, np.float32, pass_, 2, True)
+        slices = _autotune._slices((N, C, H, W), (K, C, 3, 3), g, np.float32, pass_, 2, names)
         for images, rows in slices:
             macs = _autotune._macs(pass_, (images, C, H, W), (K, C, 3, 3), g) * rows // g.out_h
-            assert macs <= 2 * _autotune.SLICE_MACS_MAX
-        assert len(slices) == len(set(slices)) in (1, 2) and slices == sorted(slices)
+            assert macs <= (_autotune.SLICE_EVEN_MAX if "im2col" in names else 2 * _autotune.SLICE_MACS_MAX)
+        assert len(slices) == len(set(slices)) in (1, 2)
+        assert [i * r for i, r in slices] == sorted(i * r for i, r in slices)
+
+
+def test_busiest_thread_of_im2col_bands():
+    # forward: the pool hands bands to the first free thread
+    assert _autotune._busiest("forward", 28, 2, 1, 28) == 2.0       # one band: one thread works
+    assert _autotune._busiest("forward", 28, 2, 2, 28) == 1.0
+    assert _autotune._busiest("forward", 18, 2, 1, 28) == pytest.approx(18 / 14)
+    assert _autotune._busiest("forward", 18, 2, 2, 28) == 1.0
+    assert _autotune._busiest("forward", 8, 2, 1, 56) == pytest.approx(32 / 28)
+    # backward: even bands, then odd ones, each in contiguous blocks
+    assert _autotune._busiest("backward", 28, 2, 2, 28) == 1.0
+    assert _autotune._busiest("backward", 14, 2, 1, 28) == 2.0      # one band a phase
+    assert _autotune._busiest("backward", 7, 2, 1, 28) == 1.0
+    assert _autotune._busiest("backward", 4, 1, 3, 13) == 1.0
+
+
+# (N, C, H=W, K, kernel, stride, padding): pointwise on small maps (one im2col band an
+# image), C4's 11x11 stride 4 (five bands an image), 3x3 (winograd tiles too)
+EVEN_SHAPES = [(8, 256, 28, 512, 1, 1, 0), (8, 3, 227, 96, 11, 4, 0), (8, 64, 56, 64, 3, 1, 1),
+               (1, 128, 112, 128, 3, 1, 1), (32, 256, 14, 256, 1, 1, 0), (3, 256, 28, 512, 1, 1, 0)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("pass_", ["forward", "backward"])
+@pytest.mark.parametrize("shape", EVEN_SHAPES)
+def test_slices_keep_im2col_threads_as_busy_as_the_call(shape, pass_, dtype):
+    N, C, H, K, k, s, p = shape
+    g = geometry(H, H, k, s, p)
+    x_shape, w_shape = (N, C, H, H), (K, C, k, k)
+    names = _autotune.candidates(pass_, x_shape, w_shape, g, 1, dtype)
+    slices = _autotune._slices(x_shape, w_shape, g, dtype, pass_, 2, names)
+    band = _im2col._band_rows(C * k * k, g, np.dtype(dtype).itemsize)
+    call = _autotune._busiest(pass_, band, 2, N, g.out_h)
+    for images, rows in slices:
+        assert 1 <= images <= N and 1 <= rows <= g.out_h
+        if images < N:
+            assert images == 1 or rows == g.out_h          # whole images, or a band of one
+        if "im2col" in names and call <= _autotune.EVEN_SLACK:    # (3 one-band images leave one idle)
+            assert _autotune._busiest(pass_, band, 2, images, rows) <= _autotune.EVEN_SLACK * call
+        macs = _autotune._macs(pass_, (images, C, H, H), w_shape, g) * rows // g.out_h
+        assert macs <= _autotune.SLICE_EVEN_MAX
+    # one thread: nothing to keep even, the budget's slices
+    assert _autotune._slices(x_shape, w_shape, g, dtype, pass_, 1, names) == \
+        _autotune._slices(x_shape, w_shape, g, dtype, pass_, 1, [n for n in names if n != "im2col"])
+
+
+def test_an_uneven_band_shrinks_before_the_slice_doubles():
+    # C2 float32: im2col's bands are 8 rows, 7 an image (one thread gets 4 of 7): the small
+    # slice takes 6 bands of one image rather than two whole images
+    g = geometry(56, 56, 3, padding=1)
+    slices = _autotune._slices((8, 64, 56, 56), (64, 64, 3, 3), g, np.float32, "forward", 2,
+                               ["im2col", "direct", "winograd"])
+    assert slices[0] == (1, 48) and slices[-1][0] <= 2
