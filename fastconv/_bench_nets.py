@@ -99,34 +99,6 @@ def _residual_class(torch):
     return Residual
 
 
-def settled_medians(impls, repeats):
-    """Median seconds per callable, round-robin as `fastconv.bench.interleaved_medians`,
-    but each timed call right after an untimed call of the same callable: a library's
-    idle OpenMP threads spin for a while after its last op (torch's libgomp ~6 ms,
-    fastconv's ~0.2 ms, fastconv._threads), and a whole network timed in that window
-    runs its first layers beside them on a shared core. Settled, each runs as it would
-    in a process of its own, as a training loop's steps or a server's forwards do. The
-    warm-up runs each callable until auto's choices are final (calibrated and
-    rechecked), so that no timed call includes a calibration."""
-    import statistics
-    import time
-
-    from fastconv._autotune import RECHECK_CALLS
-
-    names = list(impls)
-    samples = {name: [] for name in names}
-    for fn in impls.values():
-        for _ in range(1 + RECHECK_CALLS):
-            fn()
-    for r in range(repeats):
-        for name in names[r % len(names):] + names[:r % len(names)]:
-            impls[name]()
-            t0 = time.perf_counter()
-            impls[name]()
-            samples[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(s) for name, s in samples.items()}
-
-
 #: The table's note on how whole networks are timed.
 NET_NOTE = ("net eval fwd, net train step: each timed call follows an untimed call of the same library (torch's "
             "idle threads spin ~6 ms after its last op and would share a core with fastconv's next call); fastconv's eval "
@@ -150,7 +122,7 @@ def net_cases(torch, dtypes=("float32", "float64"), with_reference=True):
     """ResNet-18 and VGG-16 eval forwards and a ResNet-18 training step (forward,
     loss, backward), float32, against torch with the same weights; no reference
     column (the pure-NumPy ops would take minutes per network)."""
-    from fastconv.bench import Case
+    from fastconv.bench import Case, settled_medians
 
     if "float32" not in dtypes:
         return

@@ -50,6 +50,31 @@ def interleaved_medians(impls, repeats=7):
     return {name: statistics.median(s) for name, s in samples.items()}
 
 
+def settled_medians(impls, repeats):
+    """Median seconds per callable, round-robin as `interleaved_medians`,
+    but each timed call right after an untimed call of the same callable: a library's
+    idle OpenMP threads spin for a while after its last op (torch's libgomp ~6 ms,
+    fastconv's ~0.2 ms, fastconv._threads), and a whole network timed in that window
+    runs its first layers beside them on a shared core. Settled, each runs as it would
+    in a process of its own, as a training loop's steps or a server's forwards do. The
+    warm-up runs each callable until auto's choices are final (calibrated and
+    rechecked), so that no timed call includes a calibration."""
+    from fastconv._autotune import RECHECK_CALLS
+
+    names = list(impls)
+    samples = {name: [] for name in names}
+    for fn in impls.values():
+        for _ in range(1 + RECHECK_CALLS):
+            fn()
+    for r in range(repeats):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            impls[name]()
+            t0 = time.perf_counter()
+            impls[name]()
+            samples[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(s) for name, s in samples.items()}
+
+
 def gemm_rate(dtype=np.float32, n=2048, repeats=5):
     """GFLOP/s of NumPy's BLAS on an n x n matmul: the compute ceiling."""
     a = np.ones((n, n), dtype)
@@ -149,6 +174,11 @@ def conv_cases(torch, dtypes=("float32", "float64"), with_reference=True):
 DEPTHWISE_CASE = (8, 64, 56, 64, 3, 1, 1)   # groups = C
 
 
+SETTLED_NOTE = ("fwd/bwd auto=: each timed call follows an untimed call of the same callable (torch's idle "
+                "threads spin ~6 ms after its call and would share a core with the next; the neighbours "
+                "section measures that)")
+
+
 def direct_cases(torch, dtypes=("float32", "float64"), with_reference=True):
     """conv2d with algorithm="auto" (the fastconv column) against "direct", "im2col",
     "winograd" (3x3 stride-1 cases) and torch on C1-C5 and depthwise; then
@@ -180,8 +210,10 @@ def direct_cases(torch, dtypes=("float32", "float64"), with_reference=True):
                 bwd[algorithm] = lambda a=algorithm: fastconv.conv2d_backward(go, x, w, algorithm=a, **kw)
             if torch is not None:
                 fwd["torch"], bwd["torch"] = torch_conv2d(torch, x, w, go, **kw)
-            yield Case(f"fwd auto={auto}", label, dtype, fwd, flops=flops)
-            yield Case(f"bwd auto={auto_bwd}", label, dtype, bwd, flops=2 * flops)
+            yield Case(f"fwd auto={auto}", label, dtype, fwd, flops=flops, timer=settled_medians,
+                       note=SETTLED_NOTE)
+            yield Case(f"bwd auto={auto_bwd}", label, dtype, bwd, flops=2 * flops, timer=settled_medians,
+                       note=SETTLED_NOTE)
     import scipy.signal
 
     for dtype in dtypes:
