@@ -177,6 +177,11 @@ cdef void _avg_backward_plane(const floating* go, floating* gi, const Py_ssize_t
                               Py_ssize_t Ho, Py_ssize_t Wo) noexcept nogil:
     cdef Py_ssize_t i, j
     cdef floating g
+    if Ho == 1 and Wo == 1:     # global: every value gets the same share, one pass of writes
+        g = go[0] / <floating> (H * W)
+        for i in range(H * W):
+            gi[i] = g
+        return
     memset(gi, 0, H * W * sizeof(floating))
     for i in range(Ho):
         for j in range(Wo):
