@@ -105,13 +105,15 @@ static void FC_BN_FN(fc_bn_backward_eval)(const T *g, const T *x, T *gx, ptrdiff
 {
     double ag[FC_BN_LANES] = {0}, agd[FC_BN_LANES] = {0}, sg = 0.0, sgd = 0.0;
     ptrdiff_t i = 0, j;
-    for (; i + FC_BN_LANES <= n; i += FC_BN_LANES)
+    for (; i + FC_BN_LANES <= n; i += FC_BN_LANES) {
+        FC_BN_SIMD("omp simd")     /* as in fc_bn_segment: lanes stay lanes, 2.5-4x from L2 */
         for (j = 0; j < FC_BN_LANES; j++) {
             double gj = (double)g[i + j];
             ag[j] += gj;
             agd[j] += gj * ((double)x[i + j] - mean);
             gx[i + j] = (T)(k * gj);
         }
+    }
     for (j = 0; i + j < n; j++) {
         double gj = (double)g[i + j];
         ag[j] += gj;
