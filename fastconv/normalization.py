@@ -19,9 +19,10 @@ try:
     #: The build of the kernels per dtype. float32: the widest the CPU runs, since the
     #: statistics convert every value to double and accumulate it, which the portable
     #: (SSE2) build does below memory speed (channel_stats on (32, 64, 56, 56) at 2
-    #: threads: 2.8 ms portable, 1.75 ms AVX-512). float64: the portable build, whose
-    #: statistics ran 1.3x faster than the AVX-512 build's on one thread (3.2 ms against
-    #: 4.3 ms); the whole float64 ops took the same time with every build.
+    #: threads: 2.8 ms portable, 1.75 ms AVX-512). float64: the portable build. Since the
+    #: statistics' lane loops are `omp simd`, every build's float64 statistics run at the
+    #: same speed (channel_stats 1.01-1.05 ms at 2 threads, interleaved); before, the
+    #: portable build's were the fastest (1.3x the AVX-512 build's on one thread).
     #: Re-measured by `python -m fastconv bench --sections ops` ("bn" rows).
     KERNELS = {np.dtype(np.float32): _builds[-1], np.dtype(np.float64): _builds[0]}
     _kernel = _builds[0]

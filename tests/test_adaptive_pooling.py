@@ -66,3 +66,25 @@ def test_bad_arguments():
         fastconv.adaptive_avg_pool2d(x[0, 0], 2)
     with pytest.raises(ValueError, match="indices"):
         fastconv.adaptive_max_pool2d_backward(np.zeros((1, 2, 2, 2)), np.full((1, 2, 2, 2), 99), x.shape)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape, size", [((2, 3, 14, 14), 5), ((3, 5, 13, 13), 6), ((1, 2, 7, 7), 1),
+                                         ((2, 2, 5, 31), (9, 4)), ((1, 1, 1, 1), 3)])
+def test_every_build_returns_the_same_max(rng, shape, size, dtype):
+    """The AVX build of the max (where the CPU runs it) returns exactly the portable build's
+    values and indices: ties (first maximum), NaN (the last one wins), infinities, -0.0."""
+    from fastconv._kernels import runnable_builds
+
+    x = rng.integers(-3, 4, size=shape).astype(dtype)
+    x.flat[::7] = -np.inf
+    x.flat[::11] = -0.0
+    x[0, 0].flat[::5] = np.nan
+    ref_mx, ref_idx = reference.adaptive_max_pool2d(x, size, return_indices=True)
+    for kernel in runnable_builds("adaptive_pool"):
+        mx, idx = np.empty_like(ref_mx), np.empty(ref_mx.shape, np.int64)
+        P, (H, W) = shape[0] * shape[1], shape[2:]
+        kernel.adaptive_max_pool2d(x.reshape(P, H, W), mx.reshape(P, *mx.shape[2:]), idx.reshape(P, *mx.shape[2:]), 2)
+        np.testing.assert_array_equal(idx, ref_idx)
+        np.testing.assert_array_equal(mx, ref_mx)
+        np.testing.assert_array_equal(np.signbit(mx), np.signbit(ref_mx))

@@ -84,6 +84,7 @@ ISA_BUILDS = {
     "conv_direct": ("conv_direct", "conv_direct_avx", "conv_direct_avx512"),
     "conv_winograd": ("conv_winograd", "conv_winograd_avx", "conv_winograd_avx512"),
     "batch_norm": ("batch_norm", "batch_norm_avx", "batch_norm_avx512"),
+    "adaptive_pool": ("adaptive_pool", "adaptive_pool_avx"),
 }
 
 

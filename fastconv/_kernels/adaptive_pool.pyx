@@ -27,6 +27,21 @@ cdef inline bint _same_shape(const Py_ssize_t* a, const Py_ssize_t* b) noexcept:
     return a[0] == b[0] and a[1] == b[1] and a[2] == b[2]
 
 
+cdef extern from "isa.h" nogil:
+    int fc_compiled_isa()
+    int fc_cpu_isa()
+
+
+def compiled_isa():
+    """The instruction set this module was compiled for: an index into fastconv._kernels.ISA_NAMES."""
+    return fc_compiled_isa()
+
+
+def cpu_isa():
+    """The highest level of fastconv._kernels.ISA_NAMES the CPU and OS run (0 off x86 or unknown)."""
+    return fc_cpu_isa()
+
+
 cdef extern from "adaptive_pool.h" nogil:
     float fc_ap_window_sum_f(const float* plane, Py_ssize_t W, Py_ssize_t h0, Py_ssize_t h1, Py_ssize_t w0,
                              Py_ssize_t w1)
@@ -162,6 +177,11 @@ cdef void _avg_backward_plane(const floating* go, floating* gi, const Py_ssize_t
                               Py_ssize_t Ho, Py_ssize_t Wo) noexcept nogil:
     cdef Py_ssize_t i, j
     cdef floating g
+    if Ho == 1 and Wo == 1:     # global: every value gets the same share, one pass of writes
+        g = go[0] / <floating> (H * W)
+        for i in range(H * W):
+            gi[i] = g
+        return
     memset(gi, 0, H * W * sizeof(floating))
     for i in range(Ho):
         for j in range(Wo):

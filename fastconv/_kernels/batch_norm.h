@@ -8,7 +8,9 @@
  * within sqrt(FC_BN_SEGMENT / FC_BN_HEAD) standard deviations of the mean),
  * while reading the segment from memory once. The elementwise loops are
  * `omp simd` (plain loops when the compiler has no OpenMP); the reductions keep
- * FC_BN_LANES partial sums, so they vectorise without -ffast-math.
+ * FC_BN_LANES partial sums, so they vectorise without -ffast-math, and their
+ * loop over the lanes is `omp simd` too (lane j stays sum j: the same adds in
+ * the same order, but vectorised without the shuffles gcc otherwise chose).
  */
 #ifndef FASTCONV_BATCH_NORM_H
 #define FASTCONV_BATCH_NORM_H

@@ -22,14 +22,32 @@ static void FC_BN_FN(fc_bn_segment)(const T *x, const T *g, ptrdiff_t n, double 
         a1[j] = 0.0;
     }
     k = head > 0 ? k / (double)head : 0.0;
+    /* The lane loops are `omp simd`: each lane is its own sum, so the order of
+     * the adds, hence the result, stays that of the plain loops, but without the
+     * directive gcc vectorised the (float64) lanes with shuffles and stack spills,
+     * 15 GB/s on one core where they now run at 25-28 GB/s from memory. float32's
+     * loop with g stays plain: the directive slowed the AVX-512 build (20 -> 16 GB/s). */
     i = 0;
     if (g == NULL) {
-        for (; i + FC_BN_LANES <= n; i += FC_BN_LANES)
+        for (; i + FC_BN_LANES <= n; i += FC_BN_LANES) {
+            FC_BN_SIMD("omp simd")
             for (j = 0; j < FC_BN_LANES; j++) {
                 double d = (double)x[i + j] - k;
                 a1[j] += d;
                 a2[j] += d * d;
             }
+        }
+    } else if (sizeof(T) == sizeof(double)) {
+        for (; i + FC_BN_GLANES <= n; i += FC_BN_GLANES) {
+            FC_BN_SIMD("omp simd")
+            for (j = 0; j < FC_BN_GLANES; j++) {
+                double d = (double)x[i + j] - k, gj = (double)g[i + j];
+                a1[j] += d;
+                a2[j] += d * d;
+                ag[j] += gj;
+                agd[j] += gj * d;
+            }
+        }
     } else {
         for (; i + FC_BN_GLANES <= n; i += FC_BN_GLANES)
             for (j = 0; j < FC_BN_GLANES; j++) {
@@ -107,13 +125,15 @@ static void FC_BN_FN(fc_bn_backward_eval)(const T *g, const T *x, T *gx, ptrdiff
 {
     double ag[FC_BN_LANES] = {0}, agd[FC_BN_LANES] = {0}, sg = 0.0, sgd = 0.0;
     ptrdiff_t i = 0, j;
-    for (; i + FC_BN_LANES <= n; i += FC_BN_LANES)
+    for (; i + FC_BN_LANES <= n; i += FC_BN_LANES) {
+        FC_BN_SIMD("omp simd")     /* as in fc_bn_segment: lanes stay lanes, 2.5-4x from L2 */
         for (j = 0; j < FC_BN_LANES; j++) {
             double gj = (double)g[i + j];
             ag[j] += gj;
             agd[j] += gj * ((double)x[i + j] - mean);
             gx[i + j] = (T)(k * gj);
         }
+    }
     for (j = 0; i + j < n; j++) {
         double gj = (double)g[i + j];
         ag[j] += gj;
