@@ -205,3 +205,31 @@ def test_writes_only_its_output(build, rng, dtype, width):
     x64, w64, b64 = f64(x, w, b)
     assert_within_bound(guarded[1:-1], want, reference.conv2d(np.abs(x64), np.abs(w64), np.abs(b64), **kw), dtype)
     assert np.isnan(guarded[0]).all() and np.isnan(guarded[-1]).all()
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered")
+@pytest.mark.parametrize("padding", [0, 1, 2, 3, (1, 0), (2, 3)])
+@pytest.mark.parametrize("width", [18, 20, 21, 34, 62, 63, 66, 67, 70, 130])
+def test_row_segments(build, rng, width, padding):
+    """Rows of 5 tiles and more: float32's AVX-512 build reads each row of a vector of
+    16 tiles with masked loads and splits its columns by permutes (wg_input_segment16).
+    Rows and columns on both sides of every load, padding up to past the window; NaN in
+    the first and last columns reaches the outputs of the tiles that read it, and only
+    those (a tile's transforms mix all its inputs)."""
+    dtype = np.float32
+    x, w, b, kw = make(rng, (2, 3, 11, width, 4, padding, 1), dtype)
+    x64, w64, b64 = f64(x, w, b)
+    magnitude = reference.conv2d(np.abs(x64), np.abs(w64), np.abs(b64), **kw)
+    want = reference.conv2d(x64, w64, b64, **kw)
+    assert_within_bound(fastconv.conv2d(x, w, b, algorithm="winograd", **kw), want, magnitude, dtype)
+    pt, pl = (padding, padding) if isinstance(padding, int) else padding
+    bad = [(0, 1, 2, 0), (1, 2, 9, width - 1)]
+    for n, c, iy, ix in bad:
+        x[n, c, iy, ix] = np.nan
+    got = fastconv.conv2d(x, w, b, algorithm="winograd", **kw)
+    oy, ox = np.arange(want.shape[2]) // 4 * 4 - pt, np.arange(want.shape[3]) // 4 * 4 - pl  # tiles' first inputs
+    reached = np.zeros(want.shape, bool)
+    for n, _c, iy, ix in bad:
+        reached[n] |= ((oy <= iy) & (iy < oy + 6))[:, None] & ((ox <= ix) & (ix < ox + 6))[None, :]
+    assert reached.any() and np.isnan(got[reached]).any()
+    assert_within_bound(got[~reached], want[~reached], magnitude[~reached], dtype)
