@@ -335,6 +335,66 @@ static void WG_FN(wg_output_segment)(const WG_T *Mk, ptrdiff_t ms, WG_T bias, in
     }
 }
 
+#if WG_VECTORS && defined(__AVX512F__) && WG_M == 4
+/* wg_output_segment for F(4x4) in the AVX-512 build: each vector of 16 tiles' 4 x 4
+ * outputs stay in registers, and each output row's 4 vectors (column s of the 16
+ * tiles) are interleaved by permutes into the row's 64 contiguous values, stored
+ * with masks that clip them to the tiles of the segment and to Wo. */
+static void WG_FN(wg_output_segment16)(const WG_T *Mk, ptrdiff_t ms, WG_T bias, int relu, WG_T *o, ptrdiff_t Ho,
+                                       ptrdiff_t Wo, ptrdiff_t oy0, ptrdiff_t ox0, ptrdiff_t len)
+{
+    /* lanes 2l, 2l + 1: lane l (l < 8; + 8 for hi) of the first and the second source */
+    const __m512i pair_lo = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    const __m512i pair_hi = _mm512_set_epi32(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8);
+    /* lanes 4t .. 4t + 3: lanes 2t, 2t + 1 of the first source, then of the second
+     * (t < 4; lanes 8 + 2t, ... for hi) */
+    const __m512i quad_lo = _mm512_set_epi32(23, 22, 7, 6, 21, 20, 5, 4, 19, 18, 3, 2, 17, 16, 1, 0);
+    const __m512i quad_hi = _mm512_set_epi32(31, 30, 15, 14, 29, 28, 13, 12, 27, 26, 11, 10, 25, 24, 9, 8);
+    const WG_V b = WG_FN(wg_bcast)(bias);
+    ptrdiff_t q, a, j, r, s, v;
+    for (q = 0; q < len; q += 16) {
+        WG_V rows[WG_N][WG_M], y[WG_M][WG_M];
+        WG_UNROLL
+        for (a = 0; a < WG_N; a++) {
+            WG_V m[WG_N];
+            WG_UNROLL
+            for (j = 0; j < WG_N; j++)
+                m[j] = WG_FN(wg_load)(Mk + q + (a * WG_N + j) * ms);
+            WG_AT(WG_V, WG_T, m, rows[a]);
+        }
+        WG_UNROLL
+        for (s = 0; s < WG_M; s++) {
+            WG_V col[WG_N], t[WG_M];
+            WG_UNROLL
+            for (a = 0; a < WG_N; a++)
+                col[a] = rows[a][s];
+            WG_AT(WG_V, WG_T, col, t);
+            WG_UNROLL
+            for (r = 0; r < WG_M; r++)
+                y[r][s] = relu ? WG_FN(wg_relu)(t[r] + b) : t[r] + b;
+        }
+        const ptrdiff_t ox = ox0 + 4 * q;
+        const ptrdiff_t n = 4 * (len - q) < Wo - ox ? 4 * (len - q) : Wo - ox; /* values in each row */
+        for (r = 0; r < WG_M && oy0 + r < Ho; r++) {
+            WG_T *orow = o + (oy0 + r) * Wo + ox;
+            const __m512 p0 = _mm512_permutex2var_ps((__m512)y[r][0], pair_lo, (__m512)y[r][1]);
+            const __m512 p1 = _mm512_permutex2var_ps((__m512)y[r][0], pair_hi, (__m512)y[r][1]);
+            const __m512 p2 = _mm512_permutex2var_ps((__m512)y[r][2], pair_lo, (__m512)y[r][3]);
+            const __m512 p3 = _mm512_permutex2var_ps((__m512)y[r][2], pair_hi, (__m512)y[r][3]);
+            __m512 w[4];
+            w[0] = _mm512_permutex2var_ps(p0, quad_lo, p2);
+            w[1] = _mm512_permutex2var_ps(p0, quad_hi, p2);
+            w[2] = _mm512_permutex2var_ps(p1, quad_lo, p3);
+            w[3] = _mm512_permutex2var_ps(p1, quad_hi, p3);
+            WG_UNROLL
+            for (v = 0; v < 4; v++)
+                if (n > 16 * v)
+                    _mm512_mask_storeu_ps(orow + 16 * v, WG_FN(wg_lanes)(0, n - 16 * v), w[v]);
+        }
+    }
+}
+#endif
+
 /* Rows of fewer tiles than a vector: the transforms run on the chunk's tiles in order,
  * one per lane whatever its row, from their own WG_N x WG_N inputs (no phase split:
  * P[(i*WG_N + j)*TS + q] is input (i, j) of tile q) and write their outputs tile by tile. */
@@ -465,9 +525,15 @@ static void WG_FN(wg_forward_chunk)(const WG_T *x, ptrdiff_t C, ptrdiff_t H, ptr
                 const ptrdiff_t u = first + s, img = u / per_image, ty = u % per_image / tw, tx = u % tw;
                 const ptrdiff_t len = tw - tx < count - s ? tw - tx : count - s;
                 for (k = kb * WG_MR; k < (kb + 1) * WG_MR && k < Kg; k++)
+#if WG_VECTORS && defined(__AVX512F__) && WG_M == 4
+                    WG_FN(wg_output_segment16)(Mb + (k - kb * WG_MR) * T + s, WG_MR * T, bias[g * Kg + k], relu,
+                                               out + (img * K + g * Kg + k) * Ho * Wo, Ho, Wo, ty * WG_M,
+                                               tx * WG_M, len);
+#else
                     WG_FN(wg_output_segment)(Mb + (k - kb * WG_MR) * T + s, WG_MR * T, bias[g * Kg + k], relu,
                                              out + (img * K + g * Kg + k) * Ho * Wo, Ho, Wo, ty * WG_M,
                                              tx * WG_M, len, Y);
+#endif
                 s += len;
             }
         }
