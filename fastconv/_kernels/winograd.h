@@ -18,6 +18,7 @@
 #if (defined(__GNUC__) || defined(__clang__)) && !defined(FC_NO_VECTOR_EXTENSIONS)
 #  define WG_VECTORS 1
 #  define WG_INLINE static inline __attribute__((always_inline))
+#  define WG_NOINLINE static __attribute__((noinline))
 #  if defined(__AVX512F__)
 #    include <immintrin.h>
 #    define WG_VBYTES 64
@@ -28,6 +29,7 @@
 #  endif
 #else
 #  define WG_VECTORS 0
+#  define WG_NOINLINE static
 #  if defined(_MSC_VER)
 #    define WG_INLINE static __forceinline
 #  else

@@ -105,7 +105,7 @@ WG_INLINE void WG_FN(wg_gemm)(const WG_T *U, const WG_T *V, ptrdiff_t Cg, ptrdif
  * input is plane rows iy0 .. iy0 + WG_N, columns ix0 + l*WG_M .. + WG_N (zero outside
  * the H x W plane); point (a, b) of tile l goes to V[(a*WG_N + b)*vs + l]. Writes up to
  * a vector past l = len - 1 (TS leaves room). */
-static void WG_FN(wg_input_segment)(const WG_T *plane, ptrdiff_t H, ptrdiff_t W, ptrdiff_t iy0, ptrdiff_t ix0,
+WG_NOINLINE void WG_FN(wg_input_segment)(const WG_T *plane, ptrdiff_t H, ptrdiff_t W, ptrdiff_t iy0, ptrdiff_t ix0,
                                     ptrdiff_t len, WG_T *P, WG_T *Z, WG_T *V, ptrdiff_t vs, const WG_T *ahead)
 {
     const ptrdiff_t L = WG_L, TS = WG_NV * WG_L + WG_L;
@@ -193,7 +193,7 @@ WG_INLINE __mmask16 WG_FN(wg_lanes)(ptrdiff_t lo, ptrdiff_t hi)
     return hi > lo ? (__mmask16)((((uint32_t)1 << hi) - 1) & ~(((uint32_t)1 << lo) - 1)) : (__mmask16)0;
 }
 
-static void WG_FN(wg_input_segment16)(const WG_T *plane, ptrdiff_t H, ptrdiff_t W, ptrdiff_t iy0, ptrdiff_t ix0,
+WG_NOINLINE void WG_FN(wg_input_segment16)(const WG_T *plane, ptrdiff_t H, ptrdiff_t W, ptrdiff_t iy0, ptrdiff_t ix0,
                                       ptrdiff_t len, WG_T *P, WG_T *V, ptrdiff_t vs, const WG_T *ahead)
 {
     /* lanes 0-7: column 4l (+2 for odd) of tiles l = 0..7 of a pair of vectors, lanes
@@ -308,7 +308,7 @@ WG_INLINE void WG_FN(wg_output_vector)(const WG_T *Mk, ptrdiff_t ms, WG_V b, int
 /* The output transforms of `len` tiles of one tile row of one output channel:
  * tile l's products at Mk[point*ms + l]; its WG_M x WG_M outputs plus `bias` go to
  * o[(oy0 + r)*Wo + ox0 + l*WG_M + s], clipped to Ho x Wo. Y: one vector of tiles. */
-static void WG_FN(wg_output_segment)(const WG_T *Mk, ptrdiff_t ms, WG_T bias, int relu, WG_T *o, ptrdiff_t Ho,
+WG_NOINLINE void WG_FN(wg_output_segment)(const WG_T *Mk, ptrdiff_t ms, WG_T bias, int relu, WG_T *o, ptrdiff_t Ho,
                                      ptrdiff_t Wo, ptrdiff_t oy0, ptrdiff_t ox0, ptrdiff_t len, WG_T *Y)
 {
     const ptrdiff_t L = WG_L;
@@ -340,7 +340,7 @@ static void WG_FN(wg_output_segment)(const WG_T *Mk, ptrdiff_t ms, WG_T bias, in
  * outputs stay in registers, and each output row's 4 vectors (column s of the 16
  * tiles) are interleaved by permutes into the row's 64 contiguous values, stored
  * with masks that clip them to the tiles of the segment and to Wo. */
-static void WG_FN(wg_output_segment16)(const WG_T *Mk, ptrdiff_t ms, WG_T bias, int relu, WG_T *o, ptrdiff_t Ho,
+WG_NOINLINE void WG_FN(wg_output_segment16)(const WG_T *Mk, ptrdiff_t ms, WG_T bias, int relu, WG_T *o, ptrdiff_t Ho,
                                        ptrdiff_t Wo, ptrdiff_t oy0, ptrdiff_t ox0, ptrdiff_t len)
 {
     /* lanes 2l, 2l + 1: lane l (l < 8; + 8 for hi) of the first and the second source */
@@ -398,7 +398,7 @@ static void WG_FN(wg_output_segment16)(const WG_T *Mk, ptrdiff_t ms, WG_T bias, 
 /* Rows of fewer tiles than a vector: the transforms run on the chunk's tiles in order,
  * one per lane whatever its row, from their own WG_N x WG_N inputs (no phase split:
  * P[(i*WG_N + j)*TS + q] is input (i, j) of tile q) and write their outputs tile by tile. */
-static void WG_FN(wg_input_tiles)(const WG_T *x, ptrdiff_t C, ptrdiff_t H, ptrdiff_t W, ptrdiff_t ch,
+WG_NOINLINE void WG_FN(wg_input_tiles)(const WG_T *x, ptrdiff_t C, ptrdiff_t H, ptrdiff_t W, ptrdiff_t ch,
                                   ptrdiff_t first, ptrdiff_t count, ptrdiff_t tw, ptrdiff_t per_image,
                                   ptrdiff_t pt, ptrdiff_t pl, WG_T *P, WG_T *Z, WG_T *V, ptrdiff_t vs)
 {
@@ -440,7 +440,7 @@ static void WG_FN(wg_input_tiles)(const WG_T *x, ptrdiff_t C, ptrdiff_t H, ptrdi
         }
 }
 
-static void WG_FN(wg_output_tiles)(const WG_T *Mk, ptrdiff_t ms, WG_T bias, int relu, WG_T *out, ptrdiff_t K,
+WG_NOINLINE void WG_FN(wg_output_tiles)(const WG_T *Mk, ptrdiff_t ms, WG_T bias, int relu, WG_T *out, ptrdiff_t K,
                                    ptrdiff_t k,
                                    ptrdiff_t Ho, ptrdiff_t Wo, ptrdiff_t first, ptrdiff_t count, ptrdiff_t tw,
                                    ptrdiff_t per_image, WG_T *Y)
