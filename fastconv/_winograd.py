@@ -14,7 +14,7 @@ transformed weights, and writes the output transform (plus bias) into the
 output, edge tiles clipped. Extra memory: the transformed weights (n^2 * K *
 C/groups values) and one workspace per thread (`workspace_values`), never
 anything that grows with the batch: for C2 (64 -> 64 channels, float32) 576 KiB
-of weights and 0.63 MiB per thread on the AVX-512 build, at any N.
+of weights and 0.64 MiB per thread on the AVX-512 build, at any N.
 
 Tile sizes and interpolation points, chosen from measured error (max |err| /
 max |ref| against a float64 reference, 64 input channels, random normal data,
@@ -31,13 +31,20 @@ scales 1e-3 to 1e3) the worst max |err| / max |ref| was 5.1e-6 (float32) and
 1.6e-14 (float64). The float32 error grows with the channels summed per transform
 point: on random normal data with 64 output channels it measured 8.0e-6 at 64 input
 channels (56x56), 1.3e-5 at 256 (14x14), 1.9-2.0e-5 at 512 (7x7, 14x14), 2.3e-5 at
-1024 and 2.5e-5 at 2048 (7x7). RTOL, the bound the tests hold it to, leaves a margin
-of 2x at 2048 channels in float32 and 6x in float64.
+1024 and 2.5e-5 at 2048 (7x7); again with the AVX-512 build's register transforms
+(another seed): 6.2e-6 at 64 (56x56), 9.7e-6 at 256 and 1.4e-5 at 512 (28x28), 2.0e-5
+at 1024 and 2.5e-5 at 2048 (20x20), 2.9e-5 at 2048 (7x7). RTOL, the bound the tests
+hold it to, leaves a margin of 1.7x at 2048 channels in float32 and 6x in float64.
 
 Speed: it pays for large images with many channels; by how much depends on the CPU
 (the direct tiles it competes with run near the FMA peak, so the gain is the multiplies
-it saves less the transforms). Rows of fewer tiles than a vector take a per-tile path
-(scalar gathers and scatters); small images with many channels are dominated by the
+it saves less the transforms). In the AVX-512 build, float32 reads each input row of
+16 tiles with masked loads and splits its columns by permutes in registers, and writes
+each output row the same way (rows of 5 tiles and more); rows of fewer tiles than that
+(than a vector in the other builds and in float64) take a per-tile path (scalar gathers
+and scatters). Where chunks are fewer than four per thread, their output channel blocks
+are shared out over several tasks (each thread that runs a part transforms the chunk's
+input again) unless whole chunks balance better (`_splits`). Small images with many channels are dominated by the
 weight transform, n^2/9 times the weights' size per call (14x14x256, 7x7x512); with few
 channels the transforms, not the products, dominate (C1, 3 -> 32 channels). `"auto"`
 picks it where it measures it faster (fastconv._autotune). Re-measure with

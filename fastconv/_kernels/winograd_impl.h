@@ -3,11 +3,14 @@
  * tiles of the flattened (image, tile row, tile column) grid; it runs in its
  * thread's workspace, laid out (values)
  *
- *     V  [WG_P points][Cg channels][TS]   transformed input tiles, tile-fastest
+ *     V  [WG_P points][Cg channels][TS]   transformed input tiles, tile-fastest (points
+ *                                         wg_point_stride(Cg) apart: Cg * TS + WG_L)
  *     Mb [WG_P points][WG_MR channels][T] their products with one block of weights
  *     P  [WG_N rows][WG_M phases][TS]     one tile row's input rows, columns split
  *     Z  [WG_N points][WG_M phases][TS]   ... by phase mod WG_M, and their column transform
  *                                         (each WG_N * WG_N * TS: wg_input_tiles's layout)
+ *                                         (float with AVX-512: P holds the WG_P row-transformed
+ *                                         vectors of wg_input_segment16)
  *     Y  [WG_M][TS] + [WG_M][WG_M][WG_L]  one padded input row, or one vector of output tiles
  *
  * with T = WG_NV * WG_L tiles and TS = T + WG_L (room for a vector past a segment).
