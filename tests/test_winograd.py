@@ -239,3 +239,12 @@ def test_row_segments(build, rng, width, padding):
         reached[n] |= ((oy <= iy) & (iy < oy + 6))[:, None] & ((ox <= ix) & (ix < ox + 6))[None, :]
     assert reached.any() and np.isnan(got[reached]).any()
     assert_within_bound(got[~reached], want[~reached], magnitude[~reached], dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("threads, values", [(1, 0), (1, 5), (2, 17), (3, 166976)])
+def test_workspace_rows_start_on_cache_lines(dtype, threads, values):
+    for _ in range(4):      # whatever offset NumPy's allocation has
+        ws = _winograd._aligned_workspace(threads, values, dtype)
+        assert ws.shape[0] == threads and ws.shape[1] >= values and ws.flags.c_contiguous
+        assert values == 0 or (ws.ctypes.data % 64 == 0 and ws.strides[0] % 64 == 0)
