@@ -14,7 +14,7 @@ transformed weights, and writes the output transform (plus bias) into the
 output, edge tiles clipped. Extra memory: the transformed weights (n^2 * K *
 C/groups values) and one workspace per thread (`workspace_values`), never
 anything that grows with the batch: for C2 (64 -> 64 channels, float32) 576 KiB
-of weights and 0.63 MiB per thread on the AVX-512 build, at any N.
+of weights and 0.64 MiB per thread on the AVX-512 build, at any N.
 
 Tile sizes and interpolation points, chosen from measured error (max |err| /
 max |ref| against a float64 reference, 64 input channels, random normal data,
@@ -31,13 +31,20 @@ scales 1e-3 to 1e3) the worst max |err| / max |ref| was 5.1e-6 (float32) and
 1.6e-14 (float64). The float32 error grows with the channels summed per transform
 point: on random normal data with 64 output channels it measured 8.0e-6 at 64 input
 channels (56x56), 1.3e-5 at 256 (14x14), 1.9-2.0e-5 at 512 (7x7, 14x14), 2.3e-5 at
-1024 and 2.5e-5 at 2048 (7x7). RTOL, the bound the tests hold it to, leaves a margin
-of 2x at 2048 channels in float32 and 6x in float64.
+1024 and 2.5e-5 at 2048 (7x7); again with the AVX-512 build's register transforms
+(another seed): 6.2e-6 at 64 (56x56), 9.7e-6 at 256 and 1.4e-5 at 512 (28x28), 2.0e-5
+at 1024 and 2.5e-5 at 2048 (20x20), 2.9e-5 at 2048 (7x7). RTOL, the bound the tests
+hold it to, leaves a margin of 1.7x at 2048 channels in float32 and 6x in float64.
 
 Speed: it pays for large images with many channels; by how much depends on the CPU
 (the direct tiles it competes with run near the FMA peak, so the gain is the multiplies
-it saves less the transforms). Rows of fewer tiles than a vector take a per-tile path
-(scalar gathers and scatters); small images with many channels are dominated by the
+it saves less the transforms). In the AVX-512 build, float32 reads each input row of
+16 tiles with masked loads and splits its columns by permutes in registers, and writes
+each output row the same way (rows of 5 tiles and more); rows of fewer tiles than that
+(than a vector in the other builds and in float64) take a per-tile path (scalar gathers
+and scatters). Where chunks are fewer than four per thread, their output channel blocks
+are shared out over several tasks (each thread that runs a part transforms the chunk's
+input again) unless whole chunks balance better (`_splits`). Small images with many channels are dominated by the
 weight transform, n^2/9 times the weights' size per call (14x14x256, 7x7x512); with few
 channels the transforms, not the products, dominate (C1, 3 -> 32 channels). `"auto"`
 picks it where it measures it faster (fastconv._autotune). Re-measure with
@@ -99,11 +106,36 @@ def workspace_values(Cg, Kp, dtype):
 
 def _splits(tiles, Kp, dtype, num_threads):
     """Tasks per chunk of tiles: 1 where the chunks keep every thread busy (four per
-    thread), else the chunks' output channel blocks shared out over up to that many."""
-    chunks = -(-tiles // kernel.chunk_tiles(np.dtype(dtype) == np.float64))
+    thread), else the chunks' output channel blocks shared out over up to that many,
+    unless the chunks alone finish sooner: every thread that runs a part of a chunk
+    transforms the chunk's input again, about 16 / Kp of its products' time (measured on
+    AVX-512 in float32: 0.13 ms against 0.54 ms for one 56x56 image, 64 -> 64 channels,
+    whose 5 chunks run faster whole, 0.39-0.49 ms against 0.44-0.57 ms split in 2)."""
+    T = kernel.chunk_tiles(np.dtype(dtype) == np.float64)
+    chunks = -(-tiles // T)
     if num_threads == 1 or chunks == 0 or chunks >= 4 * num_threads:
         return 1
-    return max(1, min(Kp // kernel.register_rows(np.dtype(dtype) == np.float64), -(-4 * num_threads // chunks)))
+    splits = max(1, min(Kp // kernel.register_rows(np.dtype(dtype) == np.float64), -(-4 * num_threads // chunks)))
+    redo = 16 / max(Kp, 1)
+    # whole chunks claimed in order by the first free thread, against the parts spread evenly
+    free = [0.0] * num_threads
+    for c in range(chunks):
+        free[free.index(min(free))] += min(T, tiles - c * T) * (1 + redo)
+    spread = tiles * (1 + redo * min(splits, num_threads)) / num_threads
+    return 1 if max(free) <= spread else splits
+
+
+def _aligned_workspace(num_threads, values, dtype):
+    """An empty (num_threads, >= values) workspace whose rows start on 64-byte
+    boundaries, as the kernel's vectors of transformed tiles do then (NumPy aligns to
+    16 bytes: each 64-byte vector the products load would straddle two cache lines;
+    C2, float32: 1-3% of the kernel's time)."""
+    itemsize = np.dtype(dtype).itemsize
+    per_line = 64 // itemsize
+    stride = -(-values // per_line) * per_line
+    buf = np.empty(num_threads * stride + per_line, dtype=dtype)
+    start = (-(buf.ctypes.data // itemsize)) % per_line
+    return buf[start:start + num_threads * stride].reshape(num_threads, stride)
 
 
 def _forward_into(out, x, weight, bias, pad_top, pad_left, groups, num_threads, relu=False, prepared=None):
@@ -114,7 +146,7 @@ def _forward_into(out, x, weight, bias, pad_top, pad_left, groups, num_threads, 
     if bias is None:
         bias = np.zeros(K, dtype=x.dtype)
     U, Kp = transform_weights(weight, groups, num_threads) if prepared is None else prepared
-    workspace = np.empty((num_threads, workspace_values(x.shape[1] // groups, Kp, x.dtype)), dtype=x.dtype)
+    workspace = _aligned_workspace(num_threads, workspace_values(x.shape[1] // groups, Kp, x.dtype), x.dtype)
     m = tile_size(x.dtype)[0]
     tiles = x.shape[0] * -(-out.shape[2] // m) * -(-out.shape[3] // m)
     kernel.conv2d_forward(x, U, Kp, bias, out, groups, pad_top, pad_left, workspace, num_threads,

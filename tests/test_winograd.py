@@ -205,3 +205,46 @@ def test_writes_only_its_output(build, rng, dtype, width):
     x64, w64, b64 = f64(x, w, b)
     assert_within_bound(guarded[1:-1], want, reference.conv2d(np.abs(x64), np.abs(w64), np.abs(b64), **kw), dtype)
     assert np.isnan(guarded[0]).all() and np.isnan(guarded[-1]).all()
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered")
+@pytest.mark.parametrize("padding", [0, 1, 2, 3, (1, 0), (2, 3)])
+@pytest.mark.parametrize("width", [18, 20, 21, 34, 62, 63, 66, 67, 70, 130])
+def test_row_segments(build, rng, width, padding):
+    """Rows of 5 tiles and more: float32's AVX-512 build reads each input row of a
+    vector of 16 tiles with masked loads and splits its columns by permutes
+    (wg_input_segment16), and interleaves each output row by permutes into masked
+    stores (wg_output_segment16). Rows and columns on both sides of every load and
+    store, padding up to past the window, with and without the fused ReLU; NaN in the
+    first and last columns reaches the outputs of the tiles that read it, and only
+    those (a tile's transforms mix all its inputs)."""
+    dtype = np.float32
+    x, w, b, kw = make(rng, (2, 3, 11, width, 4, padding, 1), dtype)
+    x64, w64, b64 = f64(x, w, b)
+    magnitude = reference.conv2d(np.abs(x64), np.abs(w64), np.abs(b64), **kw)
+    want = reference.conv2d(x64, w64, b64, **kw)
+    assert_within_bound(fastconv.conv2d(x, w, b, algorithm="winograd", **kw), want, magnitude, dtype)
+    pt, pl = (padding, padding) if isinstance(padding, int) else padding
+    fused = np.full_like(want, np.nan, dtype=dtype)
+    _winograd._forward_into(fused, x, w, b, pt, pl, 1, 2, relu=True)
+    assert_within_bound(fused, np.maximum(want, 0), magnitude, dtype)
+    pt, pl = (padding, padding) if isinstance(padding, int) else padding
+    bad = [(0, 1, 2, 0), (1, 2, 9, width - 1)]
+    for n, c, iy, ix in bad:
+        x[n, c, iy, ix] = np.nan
+    got = fastconv.conv2d(x, w, b, algorithm="winograd", **kw)
+    oy, ox = np.arange(want.shape[2]) // 4 * 4 - pt, np.arange(want.shape[3]) // 4 * 4 - pl  # tiles' first inputs
+    reached = np.zeros(want.shape, bool)
+    for n, _c, iy, ix in bad:
+        reached[n] |= ((oy <= iy) & (iy < oy + 6))[:, None] & ((ox <= ix) & (ix < ox + 6))[None, :]
+    assert reached.any() and np.isnan(got[reached]).any()
+    assert_within_bound(got[~reached], want[~reached], magnitude[~reached], dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("threads, values", [(1, 0), (1, 5), (2, 17), (3, 166976)])
+def test_workspace_rows_start_on_cache_lines(dtype, threads, values):
+    for _ in range(4):      # whatever offset NumPy's allocation has
+        ws = _winograd._aligned_workspace(threads, values, dtype)
+        assert ws.shape[0] == threads and ws.shape[1] >= values and ws.flags.c_contiguous
+        assert values == 0 or (ws.ctypes.data % 64 == 0 and ws.strides[0] % 64 == 0)

@@ -10,6 +10,7 @@
 #define FASTCONV_WINOGRAD_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "winograd_transforms.h"
@@ -17,7 +18,9 @@
 #if (defined(__GNUC__) || defined(__clang__)) && !defined(FC_NO_VECTOR_EXTENSIONS)
 #  define WG_VECTORS 1
 #  define WG_INLINE static inline __attribute__((always_inline))
+#  define WG_NOINLINE static __attribute__((noinline))
 #  if defined(__AVX512F__)
+#    include <immintrin.h>
 #    define WG_VBYTES 64
 #  elif defined(__AVX__)
 #    define WG_VBYTES 32
@@ -26,6 +29,7 @@
 #  endif
 #else
 #  define WG_VECTORS 0
+#  define WG_NOINLINE static
 #  if defined(_MSC_VER)
 #    define WG_INLINE static __forceinline
 #  else
@@ -54,6 +58,15 @@
 #  define WG_PREFETCH(p) __builtin_prefetch((p), 0, 3)
 #else
 #  define WG_PREFETCH(p) ((void)(p))
+#endif
+/* Rows of fewer tiles than this take the per-tile path (wg_input_tiles / wg_output_tiles). */
+#ifndef WG_NARROW_BELOW
+#  if defined(__AVX512F__) && WG_VECTORS
+/* float's segments (wg_input_segment16) beat the per-tile path from 5 tiles a row on */
+#    define WG_NARROW_BELOW (WG_M == 4 ? 5 : WG_L)
+#  else
+#    define WG_NARROW_BELOW WG_L
+#  endif
 #endif
 /* Channels ahead whose input rows the input transform prefetches. */
 #define WG_AHEAD 2

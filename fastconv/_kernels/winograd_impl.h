@@ -3,11 +3,14 @@
  * tiles of the flattened (image, tile row, tile column) grid; it runs in its
  * thread's workspace, laid out (values)
  *
- *     V  [WG_P points][Cg channels][TS]   transformed input tiles, tile-fastest
+ *     V  [WG_P points][Cg channels][TS]   transformed input tiles, tile-fastest (points
+ *                                         wg_point_stride(Cg) apart: Cg * TS + WG_L)
  *     Mb [WG_P points][WG_MR channels][T] their products with one block of weights
  *     P  [WG_N rows][WG_M phases][TS]     one tile row's input rows, columns split
  *     Z  [WG_N points][WG_M phases][TS]   ... by phase mod WG_M, and their column transform
  *                                         (each WG_N * WG_N * TS: wg_input_tiles's layout)
+ *                                         (float with AVX-512: P holds the WG_P row-transformed
+ *                                         vectors of wg_input_segment16)
  *     Y  [WG_M][TS] + [WG_M][WG_M][WG_L]  one padded input row, or one vector of output tiles
  *
  * with T = WG_NV * WG_L tiles and TS = T + WG_L (room for a vector past a segment).
@@ -29,13 +32,18 @@ WG_INLINE WG_V WG_FN(wg_bcast)(WG_T s) { WG_V zero = {0}; return s - zero; }
 /* Tiles per chunk (one register tile's width). */
 static ptrdiff_t WG_FN(wg_chunk_tiles)(void) { return WG_NV * WG_L; }
 
+/* Values between two transform points of V: Cg * TS and one vector more, so that the
+ * points of one tile (stored together by the input transforms) fall in different sets
+ * of the L1 cache, not all in one when Cg * TS is a multiple of 4 KiB (Cg = 64). */
+WG_INLINE ptrdiff_t WG_FN(wg_point_stride)(ptrdiff_t Cg) { return Cg * (WG_NV * WG_L + WG_L) + WG_L; }
+
 /* Values of one thread's workspace for Cg input and Kp output channels (Kp a
  * multiple of WG_MR). */
 static ptrdiff_t WG_FN(wg_workspace)(ptrdiff_t Cg, ptrdiff_t Kp)
 {
     const ptrdiff_t T = WG_NV * WG_L, TS = T + WG_L;
     (void)Kp;
-    return WG_P * Cg * TS + WG_P * WG_MR * T + 2 * WG_P * TS + WG_M * TS + WG_M * WG_M * WG_L;
+    return WG_P * WG_FN(wg_point_stride)(Cg) + WG_P * WG_MR * T + 2 * WG_P * TS + WG_M * TS + WG_M * WG_M * WG_L;
 }
 
 /* U[point*step + r] = (G w_r G^T)[point], r < WG_MR, for the 3x3 filters w_r = w + r*wk
@@ -100,7 +108,7 @@ WG_INLINE void WG_FN(wg_gemm)(const WG_T *U, const WG_T *V, ptrdiff_t Cg, ptrdif
  * input is plane rows iy0 .. iy0 + WG_N, columns ix0 + l*WG_M .. + WG_N (zero outside
  * the H x W plane); point (a, b) of tile l goes to V[(a*WG_N + b)*vs + l]. Writes up to
  * a vector past l = len - 1 (TS leaves room). */
-static void WG_FN(wg_input_segment)(const WG_T *plane, ptrdiff_t H, ptrdiff_t W, ptrdiff_t iy0, ptrdiff_t ix0,
+WG_NOINLINE void WG_FN(wg_input_segment)(const WG_T *plane, ptrdiff_t H, ptrdiff_t W, ptrdiff_t iy0, ptrdiff_t ix0,
                                     ptrdiff_t len, WG_T *P, WG_T *Z, WG_T *V, ptrdiff_t vs, const WG_T *ahead)
 {
     const ptrdiff_t L = WG_L, TS = WG_NV * WG_L + WG_L;
@@ -171,6 +179,87 @@ static void WG_FN(wg_input_segment)(const WG_T *plane, ptrdiff_t H, ptrdiff_t W,
         }
 }
 
+#if WG_VECTORS && defined(__AVX512F__) && WG_M == 4
+/* wg_input_segment for F(4x4) in the AVX-512 build (16 tiles per vector), the input
+ * tile's columns split by phase in registers: each input row's 4*16 + 2 columns are
+ * read by five masked loads (zero outside [0, W), and nothing outside it is read), and
+ * two-source permutes deal them out into the 6 vectors of column j = 0..5 of the 16
+ * tiles (column j of tile l at 4l + j); the row transform runs on those, the rows go
+ * to P (36 vectors), and the column transform reads them back. Same arguments and
+ * result as wg_input_segment, with P as scratch and Z unused. */
+
+/* lanes [lo, hi) of a 16-lane mask (clamped to [0, 16)) */
+WG_INLINE __mmask16 WG_FN(wg_lanes)(ptrdiff_t lo, ptrdiff_t hi)
+{
+    lo = lo < 0 ? 0 : lo;
+    hi = hi > 16 ? 16 : hi;
+    return hi > lo ? (__mmask16)((((uint32_t)1 << hi) - 1) & ~(((uint32_t)1 << lo) - 1)) : (__mmask16)0;
+}
+
+WG_NOINLINE void WG_FN(wg_input_segment16)(const WG_T *plane, ptrdiff_t H, ptrdiff_t W, ptrdiff_t iy0, ptrdiff_t ix0,
+                                      ptrdiff_t len, WG_T *P, WG_T *V, ptrdiff_t vs, const WG_T *ahead)
+{
+    /* lanes 0-7: column 4l (+2 for odd) of tiles l = 0..7 of a pair of vectors, lanes
+     * 8-15: column 4l + 1 (+2) */
+    const __m512i even = _mm512_set_epi32(29, 25, 21, 17, 13, 9, 5, 1, 28, 24, 20, 16, 12, 8, 4, 0);
+    const __m512i odd = _mm512_set_epi32(31, 27, 23, 19, 15, 11, 7, 3, 30, 26, 22, 18, 14, 10, 6, 2);
+    /* lane l <- lane l + 1, the last from the second source's lane 0 (next0) or 1 (next1) */
+    const __m512i next0 = _mm512_set_epi32(16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1);
+    const __m512i next1 = _mm512_set_epi32(17, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1);
+    ptrdiff_t q, i, k, a, b;
+    for (q = 0; q < len; q += 16) {
+        const ptrdiff_t c0 = ix0 + 4 * q;
+        __mmask16 m[5];
+        for (k = 0; k < 5; k++)
+            m[k] = WG_FN(wg_lanes)(-(c0 + 16 * k), W - (c0 + 16 * k));
+        m[4] &= 3;
+        for (i = 0; i < WG_N; i++) {
+            const ptrdiff_t iy = iy0 + i;
+            const int inside = iy >= 0 && iy < H;
+            /* a row outside the plane: all lanes masked off (zeros), from the plane's start */
+            const WG_T *src = inside ? plane + iy * W + c0 : plane;
+            const __mmask16 on = inside ? (__mmask16)0xFFFF : (__mmask16)0;
+            if (ahead && inside) {
+                const ptrdiff_t lo = c0 > 0 ? c0 : 0, hi = c0 + 66 < W ? c0 + 66 : W;
+                if (hi > lo) {
+                    const char *first = (const char *)(ahead + iy * W + lo), *last = (const char *)(ahead + iy * W + hi) - 1;
+                    for (; first <= last; first += 64)
+                        WG_PREFETCH(first);
+                    WG_PREFETCH(last);
+                }
+            }
+            const __m512 A = _mm512_maskz_loadu_ps(m[0] & on, src), B = _mm512_maskz_loadu_ps(m[1] & on, src + 16);
+            const __m512 C = _mm512_maskz_loadu_ps(m[2] & on, src + 32), D = _mm512_maskz_loadu_ps(m[3] & on, src + 48);
+            const __m512 E = _mm512_maskz_loadu_ps(m[4] & on, src + 64);
+            const __m512 e0 = _mm512_permutex2var_ps(A, even, B), e1 = _mm512_permutex2var_ps(C, even, D);
+            const __m512 o0 = _mm512_permutex2var_ps(A, odd, B), o1 = _mm512_permutex2var_ps(C, odd, D);
+            WG_V d[WG_N], z[WG_N];
+            d[0] = (WG_V)_mm512_shuffle_f32x4(e0, e1, 0x44);
+            d[1] = (WG_V)_mm512_shuffle_f32x4(e0, e1, 0xEE);
+            d[2] = (WG_V)_mm512_shuffle_f32x4(o0, o1, 0x44);
+            d[3] = (WG_V)_mm512_shuffle_f32x4(o0, o1, 0xEE);
+            d[4] = (WG_V)_mm512_permutex2var_ps((__m512)d[0], next0, E);
+            d[5] = (WG_V)_mm512_permutex2var_ps((__m512)d[1], next1, E);
+            WG_BT(WG_V, WG_T, d, z);
+            WG_UNROLL
+            for (b = 0; b < WG_N; b++)
+                WG_FN(wg_store)(P + (i * WG_N + b) * 16, z[b]);
+        }
+        WG_UNROLL
+        for (b = 0; b < WG_N; b++) {
+            WG_V d[WG_N], z[WG_N];
+            WG_UNROLL
+            for (i = 0; i < WG_N; i++)
+                d[i] = WG_FN(wg_load)(P + (i * WG_N + b) * 16);
+            WG_BT(WG_V, WG_T, d, z);
+            WG_UNROLL
+            for (a = 0; a < WG_N; a++)
+                WG_FN(wg_store)(V + (a * WG_N + b) * vs + q, z[a]);
+        }
+    }
+}
+#endif
+
 #if WG_VECTORS
 #  define WG_MASK WG_FN(wg_mask)
 #  if WG_M == 6
@@ -222,7 +311,7 @@ WG_INLINE void WG_FN(wg_output_vector)(const WG_T *Mk, ptrdiff_t ms, WG_V b, int
 /* The output transforms of `len` tiles of one tile row of one output channel:
  * tile l's products at Mk[point*ms + l]; its WG_M x WG_M outputs plus `bias` go to
  * o[(oy0 + r)*Wo + ox0 + l*WG_M + s], clipped to Ho x Wo. Y: one vector of tiles. */
-static void WG_FN(wg_output_segment)(const WG_T *Mk, ptrdiff_t ms, WG_T bias, int relu, WG_T *o, ptrdiff_t Ho,
+WG_NOINLINE void WG_FN(wg_output_segment)(const WG_T *Mk, ptrdiff_t ms, WG_T bias, int relu, WG_T *o, ptrdiff_t Ho,
                                      ptrdiff_t Wo, ptrdiff_t oy0, ptrdiff_t ox0, ptrdiff_t len, WG_T *Y)
 {
     const ptrdiff_t L = WG_L;
@@ -249,10 +338,70 @@ static void WG_FN(wg_output_segment)(const WG_T *Mk, ptrdiff_t ms, WG_T bias, in
     }
 }
 
+#if WG_VECTORS && defined(__AVX512F__) && WG_M == 4
+/* wg_output_segment for F(4x4) in the AVX-512 build: each vector of 16 tiles' 4 x 4
+ * outputs stay in registers, and each output row's 4 vectors (column s of the 16
+ * tiles) are interleaved by permutes into the row's 64 contiguous values, stored
+ * with masks that clip them to the tiles of the segment and to Wo. */
+WG_NOINLINE void WG_FN(wg_output_segment16)(const WG_T *Mk, ptrdiff_t ms, WG_T bias, int relu, WG_T *o, ptrdiff_t Ho,
+                                       ptrdiff_t Wo, ptrdiff_t oy0, ptrdiff_t ox0, ptrdiff_t len)
+{
+    /* lanes 2l, 2l + 1: lane l (l < 8; + 8 for hi) of the first and the second source */
+    const __m512i pair_lo = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    const __m512i pair_hi = _mm512_set_epi32(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8);
+    /* lanes 4t .. 4t + 3: lanes 2t, 2t + 1 of the first source, then of the second
+     * (t < 4; lanes 8 + 2t, ... for hi) */
+    const __m512i quad_lo = _mm512_set_epi32(23, 22, 7, 6, 21, 20, 5, 4, 19, 18, 3, 2, 17, 16, 1, 0);
+    const __m512i quad_hi = _mm512_set_epi32(31, 30, 15, 14, 29, 28, 13, 12, 27, 26, 11, 10, 25, 24, 9, 8);
+    const WG_V b = WG_FN(wg_bcast)(bias);
+    ptrdiff_t q, a, j, r, s, v;
+    for (q = 0; q < len; q += 16) {
+        WG_V rows[WG_N][WG_M], y[WG_M][WG_M];
+        WG_UNROLL
+        for (a = 0; a < WG_N; a++) {
+            WG_V m[WG_N];
+            WG_UNROLL
+            for (j = 0; j < WG_N; j++)
+                m[j] = WG_FN(wg_load)(Mk + q + (a * WG_N + j) * ms);
+            WG_AT(WG_V, WG_T, m, rows[a]);
+        }
+        WG_UNROLL
+        for (s = 0; s < WG_M; s++) {
+            WG_V col[WG_N], t[WG_M];
+            WG_UNROLL
+            for (a = 0; a < WG_N; a++)
+                col[a] = rows[a][s];
+            WG_AT(WG_V, WG_T, col, t);
+            WG_UNROLL
+            for (r = 0; r < WG_M; r++)
+                y[r][s] = relu ? WG_FN(wg_relu)(t[r] + b) : t[r] + b;
+        }
+        const ptrdiff_t ox = ox0 + 4 * q;
+        const ptrdiff_t n = 4 * (len - q) < Wo - ox ? 4 * (len - q) : Wo - ox; /* values in each row */
+        for (r = 0; r < WG_M && oy0 + r < Ho; r++) {
+            WG_T *orow = o + (oy0 + r) * Wo + ox;
+            const __m512 p0 = _mm512_permutex2var_ps((__m512)y[r][0], pair_lo, (__m512)y[r][1]);
+            const __m512 p1 = _mm512_permutex2var_ps((__m512)y[r][0], pair_hi, (__m512)y[r][1]);
+            const __m512 p2 = _mm512_permutex2var_ps((__m512)y[r][2], pair_lo, (__m512)y[r][3]);
+            const __m512 p3 = _mm512_permutex2var_ps((__m512)y[r][2], pair_hi, (__m512)y[r][3]);
+            __m512 w[4];
+            w[0] = _mm512_permutex2var_ps(p0, quad_lo, p2);
+            w[1] = _mm512_permutex2var_ps(p0, quad_hi, p2);
+            w[2] = _mm512_permutex2var_ps(p1, quad_lo, p3);
+            w[3] = _mm512_permutex2var_ps(p1, quad_hi, p3);
+            WG_UNROLL
+            for (v = 0; v < 4; v++)
+                if (n > 16 * v)
+                    _mm512_mask_storeu_ps(orow + 16 * v, WG_FN(wg_lanes)(0, n - 16 * v), w[v]);
+        }
+    }
+}
+#endif
+
 /* Rows of fewer tiles than a vector: the transforms run on the chunk's tiles in order,
  * one per lane whatever its row, from their own WG_N x WG_N inputs (no phase split:
  * P[(i*WG_N + j)*TS + q] is input (i, j) of tile q) and write their outputs tile by tile. */
-static void WG_FN(wg_input_tiles)(const WG_T *x, ptrdiff_t C, ptrdiff_t H, ptrdiff_t W, ptrdiff_t ch,
+WG_NOINLINE void WG_FN(wg_input_tiles)(const WG_T *x, ptrdiff_t C, ptrdiff_t H, ptrdiff_t W, ptrdiff_t ch,
                                   ptrdiff_t first, ptrdiff_t count, ptrdiff_t tw, ptrdiff_t per_image,
                                   ptrdiff_t pt, ptrdiff_t pl, WG_T *P, WG_T *Z, WG_T *V, ptrdiff_t vs)
 {
@@ -294,7 +443,7 @@ static void WG_FN(wg_input_tiles)(const WG_T *x, ptrdiff_t C, ptrdiff_t H, ptrdi
         }
 }
 
-static void WG_FN(wg_output_tiles)(const WG_T *Mk, ptrdiff_t ms, WG_T bias, int relu, WG_T *out, ptrdiff_t K,
+WG_NOINLINE void WG_FN(wg_output_tiles)(const WG_T *Mk, ptrdiff_t ms, WG_T bias, int relu, WG_T *out, ptrdiff_t K,
                                    ptrdiff_t k,
                                    ptrdiff_t Ho, ptrdiff_t Wo, ptrdiff_t first, ptrdiff_t count, ptrdiff_t tw,
                                    ptrdiff_t per_image, WG_T *Y)
@@ -331,9 +480,10 @@ static void WG_FN(wg_forward_chunk)(const WG_T *x, ptrdiff_t C, ptrdiff_t H, ptr
     const ptrdiff_t T = WG_NV * WG_L, TS = T + WG_L;
     const ptrdiff_t Cg = C / groups, Kg = K / groups;
     const ptrdiff_t tw = (Wo + WG_M - 1) / WG_M, per_image = (Ho + WG_M - 1) / WG_M * tw;
-    const int narrow = tw < WG_L;
+    const int narrow = tw < WG_NARROW_BELOW;
     const int nv = (int)((count + WG_L - 1) / WG_L); /* vectors of tiles this chunk fills */
-    WG_T *V = work, *Mb = V + WG_P * Cg * TS, *P = Mb + WG_P * WG_MR * T, *Z = P + WG_P * TS;
+    const ptrdiff_t VS = WG_FN(wg_point_stride)(Cg);
+    WG_T *V = work, *Mb = V + WG_P * VS, *P = Mb + WG_P * WG_MR * T, *Z = P + WG_P * TS;
     WG_T *Y = Z + WG_P * TS;
     ptrdiff_t g, s, c, k, pt_i, kb;
     for (g = 0; g < groups; g++) {
@@ -341,14 +491,19 @@ static void WG_FN(wg_forward_chunk)(const WG_T *x, ptrdiff_t C, ptrdiff_t H, ptr
             if (narrow)
                 for (c = 0; c < Cg; c++)
                     WG_FN(wg_input_tiles)(x, C, H, W, g * Cg + c, first, count, tw, per_image, pt, pl, P, Z,
-                                          V + c * TS, Cg * TS);
+                                          V + c * TS, VS);
             for (s = 0; s < count && !narrow;) {
                 const ptrdiff_t u = first + s, img = u / per_image, ty = u % per_image / tw, tx = u % tw;
                 const ptrdiff_t len = tw - tx < count - s ? tw - tx : count - s;
                 for (c = 0; c < Cg; c++) {
                     const WG_T *plane = x + (img * C + g * Cg + c) * H * W;
+#if WG_VECTORS && defined(__AVX512F__) && WG_M == 4
+                    WG_FN(wg_input_segment16)(plane, H, W, ty * WG_M - pt, tx * WG_M - pl, len, P, V + c * TS + s,
+                                              VS, c + WG_AHEAD < Cg ? plane + WG_AHEAD * H * W : NULL);
+#else
                     WG_FN(wg_input_segment)(plane, H, W, ty * WG_M - pt, tx * WG_M - pl, len, P, Z, V + c * TS + s,
-                                            Cg * TS, c + WG_AHEAD < Cg ? plane + WG_AHEAD * H * W : NULL);
+                                            VS, c + WG_AHEAD < Cg ? plane + WG_AHEAD * H * W : NULL);
+#endif
                 }
                 s += len;
             }
@@ -357,7 +512,7 @@ static void WG_FN(wg_forward_chunk)(const WG_T *x, ptrdiff_t C, ptrdiff_t H, ptr
          * their output transforms, while they are still in cache */
         for (kb = kb0; kb < kb1; kb++) {
             for (pt_i = 0; pt_i < WG_P; pt_i++) {
-                const WG_T *Ub = U + ((g * WG_P + pt_i) * Kp + kb * WG_MR) * Cg, *Vp = V + pt_i * Cg * TS;
+                const WG_T *Ub = U + ((g * WG_P + pt_i) * Kp + kb * WG_MR) * Cg, *Vp = V + pt_i * VS;
                 WG_T *Mp = Mb + pt_i * WG_MR * T;
                 switch (nv) { /* literal widths: fully unrolled register tiles */
                 case 1: WG_FN(wg_gemm)(Ub, Vp, Cg, TS, Mp, T, 1); break;
@@ -373,9 +528,15 @@ static void WG_FN(wg_forward_chunk)(const WG_T *x, ptrdiff_t C, ptrdiff_t H, ptr
                 const ptrdiff_t u = first + s, img = u / per_image, ty = u % per_image / tw, tx = u % tw;
                 const ptrdiff_t len = tw - tx < count - s ? tw - tx : count - s;
                 for (k = kb * WG_MR; k < (kb + 1) * WG_MR && k < Kg; k++)
+#if WG_VECTORS && defined(__AVX512F__) && WG_M == 4
+                    WG_FN(wg_output_segment16)(Mb + (k - kb * WG_MR) * T + s, WG_MR * T, bias[g * Kg + k], relu,
+                                               out + (img * K + g * Kg + k) * Ho * Wo, Ho, Wo, ty * WG_M,
+                                               tx * WG_M, len);
+#else
                     WG_FN(wg_output_segment)(Mb + (k - kb * WG_MR) * T + s, WG_MR * T, bias[g * Kg + k], relu,
                                              out + (img * K + g * Kg + k) * Ho * Wo, Ho, Wo, ty * WG_M,
                                              tx * WG_M, len, Y);
+#endif
                 s += len;
             }
         }
