@@ -14,7 +14,10 @@ whole batch (the input pixels under the tap's window, channels last, times the
 tap's K x C weights), added into the output pixels it reaches: only products of
 real pixels, in GEMMs as tall as the batch times the plane. Extra memory is the
 channels-last copies of the input and output (or their gradients) and the weights
-re-laid tap by tap.
+re-laid tap by tap. The products it leaves out are padding's zeros times weights
+(or output gradients): where one of those is inf or NaN the reference has NaN
+there, so such a call (seen in the output, or in the gradients it reads) runs by
+bands.
 """
 import numpy as np
 
@@ -62,11 +65,16 @@ def _workspace(num_threads, col_rows, band_rows, g, dtype):
 #: planes of 256 (`python -m fastconv bench --sections nets` times ResNet-18 on them).
 TAP_PLANE = 16
 
+#: ... and kernels of at most this many taps (one Python-level GEMM each).
+MAX_TAPS = 49
 
-def by_taps(g, groups):
+
+def by_taps(g, groups, batch=1):
     """Whether `g` runs tap by tap: a dense, not pointwise convolution with an output
-    plane of at most TAP_PLANE pixels."""
-    return groups == 1 and g.out_h * g.out_w <= TAP_PLANE and not pointwise(g)
+    plane of at most TAP_PLANE pixels and at most MAX_TAPS taps, its GEMMs (as tall as
+    `batch` times the plane) within BLAS's 32-bit dimensions."""
+    return (groups == 1 and g.out_h * g.out_w <= TAP_PLANE and g.kernel_h * g.kernel_w <= MAX_TAPS
+            and batch * g.out_h * g.out_w <= _BLAS_INT_MAX and not pointwise(g))
 
 
 def _reach(out, size, stride, dilation, pad, tap):
@@ -110,6 +118,7 @@ def _by_taps_weight(weight, num_threads):
 
 
 def _forward_by_taps(x, weight, g, num_threads):
+    """The output, or None where the products left out may not be zeros."""
     N, C, H, W = x.shape
     K = weight.shape[0]
     out = np.zeros((N, g.out_h, g.out_w, K), dtype=x.dtype)
@@ -118,26 +127,31 @@ def _forward_by_taps(x, weight, g, num_threads):
         taps = _by_taps_weight(weight, num_threads)
         blas.pin_single_threaded()
         part = np.empty(N * g.out_h * g.out_w * K, dtype=x.dtype)
-        for tap, out_window, in_window in _tap_windows(g, H, W):
+        windows = _tap_windows(g, H, W)
+        for tap, out_window, in_window in windows:
             a = _rows(xt, in_window)
             product = part[:a.shape[0] * K].reshape(a.shape[0], K)
             kernel.matmul(a, taps[:, tap, :], product, trans_b=True, num_threads=num_threads)
             target = out[:, out_window[0], out_window[1], :]
             target += product.reshape(target.shape)
+        # A non-finite weight of a tap that reaches the input makes some output
+        # non-finite; one of a tap that never does, only the reference's 0 * w.
+        unreached = sorted(set(range(taps.shape[1])) - {w[0] for w in windows})
+        if not (np.isfinite(out).all() and np.isfinite(taps[:, unreached, :]).all()):
+            return None
     return np.ascontiguousarray(out.transpose(0, 3, 1, 2))
 
 
 def forward(x, weight, bias, g, groups, num_threads):
     """(N, K, Ho, Wo) = conv2d(x, weight) + bias."""
     N, K = x.shape[0], weight.shape[0]
-    if by_taps(g, groups):
-        v.allocatable((N, K, g.out_h, g.out_w), x.dtype, "output")
-        out = _forward_by_taps(x, weight, g, num_threads)
+    v.allocatable((N, K, g.out_h, g.out_w), x.dtype, "output")
+    out = _forward_by_taps(x, weight, g, num_threads) if by_taps(g, groups, N) else None
+    if out is not None:
         if bias is not None:
             out += bias[:, None, None]
         return out
     col_rows = x.shape[1] * g.kernel_h * g.kernel_w
-    v.allocatable((N, K, g.out_h, g.out_w), x.dtype, "output")
     out = np.empty((N, K, g.out_h, g.out_w), dtype=x.dtype)
     _check_blas_limits(g)
     band_rows = _band_rows(col_rows, g, x.dtype.itemsize)
@@ -151,6 +165,10 @@ def forward(x, weight, bias, g, groups, num_threads):
 
 
 def _backward_by_taps(grad_output, x, weight, g, num_threads, with_grad_x):
+    """The gradients, or None where the products left out (padding's zeros times
+    grad_output) may not be zeros."""
+    if not np.isfinite(grad_output).all():
+        return None
     N, C, H, W = x.shape
     K = weight.shape[0]
     windows = _tap_windows(g, H, W) if N and C and K else []
@@ -162,7 +180,7 @@ def _backward_by_taps(grad_output, x, weight, g, num_threads, with_grad_x):
         xt = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
         gt = np.ascontiguousarray(grad_output.transpose(0, 2, 3, 1))
         taps = _by_taps_weight(weight, num_threads) if with_grad_x else None
-        part = np.empty(N * H * W * C, dtype=x.dtype)
+        part = np.empty(N * H * W * C, dtype=x.dtype) if with_grad_x else None
         blas.pin_single_threaded()
         for tap, out_window, in_window in windows:
             a, go = _rows(xt, in_window), _rows(gt, out_window)
@@ -181,8 +199,9 @@ def _backward_by_taps(grad_output, x, weight, g, num_threads, with_grad_x):
 def backward(grad_output, x, weight, g, groups, num_threads, with_grad_x=True):
     """(grad_x, grad_weight, grad_bias) of conv2d; grad_x is None without `with_grad_x`."""
     N, K = x.shape[0], weight.shape[0]
-    if by_taps(g, groups):
-        return _backward_by_taps(grad_output, x, weight, g, num_threads, with_grad_x)
+    grads = _backward_by_taps(grad_output, x, weight, g, num_threads, with_grad_x) if by_taps(g, groups, N) else None
+    if grads is not None:
+        return grads
     _check_blas_limits(g)
     col_rows = x.shape[1] * g.kernel_h * g.kernel_w
     band_rows = _band_rows(col_rows, g, x.dtype.itemsize)

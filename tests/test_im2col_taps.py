@@ -98,6 +98,9 @@ def test_grouped_and_large_planes_keep_the_bands():
     assert _im2col.by_taps(g, 1) and not _im2col.by_taps(g, 2)
     assert not _im2col.by_taps(v.conv_geometry((8, 8), (3, 3), 1, 1, 1), 1)
     assert not _im2col.by_taps(v.conv_geometry((2, 2), (1, 1), 1, 0, 1), 1)      # pointwise: a plain GEMM
+    big = v.conv_geometry((66, 66), (64, 64), 1, 0, 1)                     # 3x3 plane, 4096 taps
+    assert not _im2col.by_taps(big, 1)
+    assert not _im2col.by_taps(g, 1, batch=2**31 // (g.out_h * g.out_w) + 1)   # beyond BLAS's ints
 
 
 def test_auto_considers_im2col_for_small_planes_backward():
@@ -151,3 +154,26 @@ def test_swap_last_axes(rng):
     assert np.array_equal(dst, src.transpose(0, 2, 1))
     with pytest.raises(ValueError, match="dst must have shape"):
         conv_gemm.swap_last_axes(src, np.empty((3, 5, 7), np.float32), 2)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
+def test_taps_non_finite_values_as_the_reference(rng, dtype, bad):
+    """The taps leave out padding's zeros times weights (or output gradients); where one
+    of those is not finite the reference has NaN, and so must the result."""
+    x, w, b, kw = make(rng, CASES[0], dtype)                 # 2x2 plane, 3x3 kernel, padding 1
+    wide = dict(kw, padding=2, dilation=2)                   # taps that never reach the input
+    for args, at in ((kw, (0, 0, 0, 0)), (wide, (1, 2, 0, 0)), (wide, (1, 2, 1, 1))):
+        w_bad = w.copy()
+        w_bad[at] = bad
+        y = fastconv.conv2d(x, w_bad, b, algorithm="im2col", **args)
+        want = reference.conv2d(x, w_bad, b, **args)
+        np.testing.assert_array_equal(np.isnan(y), np.isnan(want))
+        assert_close(np.nan_to_num(y), np.nan_to_num(want))
+    go = rng.standard_normal(fastconv.conv2d(x, w, b, **kw).shape).astype(dtype)
+    go[0, 0, 0, 0] = bad
+    got = fastconv.conv2d_backward(go, x, w, algorithm="im2col", **kw)
+    for a, want in zip(got, reference.conv2d_backward(go, x, w, **kw)):
+        np.testing.assert_array_equal(np.isnan(a), np.isnan(want))
+        assert_close(np.nan_to_num(a), np.nan_to_num(want))

@@ -232,7 +232,8 @@ def matmul(const floating[:, :] a, const floating[:, :] b, floating[:, :] c, bin
     single-threaded BLAS GEMM per chunk of c's rows or columns (the longer side), the
     chunks run on the task pool
     (the kernels' BLAS stays at one thread, fastconv._threads). All dimensions must be
-    at least 1 and below 2**31. `by_rows` True/False forces the split (tests, timings)."""
+    at least 1 and below 2**31; c must not overlap a or b. `by_rows` True/False forces the
+    split (tests, timings)."""
     cdef Py_ssize_t m = a.shape[1] if trans_a else a.shape[0]
     cdef Py_ssize_t k = a.shape[0] if trans_a else a.shape[1]
     cdef Py_ssize_t n = b.shape[0] if trans_b else b.shape[1]
@@ -241,7 +242,8 @@ def matmul(const floating[:, :] a, const floating[:, :] b, floating[:, :] c, bin
     if min(m, n, k) < 1 or max(m, n, k, a.strides[0], b.strides[0], c.strides[0]) >= 2**31:
         raise ValueError(f"matmul needs dimensions from 1 to 2**31 - 1, got m={m}, n={n}, k={k}")
     for name, view in (("a", a), ("b", b), ("c", c)):
-        if view.strides[1] != view.itemsize or view.strides[0] < view.shape[1] * view.itemsize:
+        if (view.strides[1] != view.itemsize or view.strides[0] < view.shape[1] * view.itemsize
+                or view.strides[0] % view.itemsize):
             raise ValueError(f"{name} must have contiguous rows that do not overlap, got strides {view.strides}")
     cdef MatmulJob job
     job.a, job.b, job.c = &a[0, 0], &b[0, 0], &c[0, 0]
@@ -253,6 +255,7 @@ def matmul(const floating[:, :] a, const floating[:, :] b, floating[:, :] c, bin
     # one chunk), each a whole number of 64-byte lines and wide enough for BLAS's blocking
     job.by_rows = m > n if by_rows is None else bool(by_rows)
     cdef Py_ssize_t side = m if job.by_rows else n
+    num_threads = max(1, num_threads)
     cdef Py_ssize_t per_chunk = (side + 2 * num_threads - 1) // (2 * num_threads)
     job.cols = <int>(max(64, (per_chunk + 15) // 16 * 16) if num_threads > 1 else side)
     cdef Py_ssize_t tasks = (side + job.cols - 1) // job.cols
