@@ -102,3 +102,18 @@ def test_bad_arguments():
         fastconv.batch_norm2d(x, rm, rv, training="yes")
     with pytest.raises(ValueError, match="x"):
         fastconv.batch_norm2d(x[0], rm, rv)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(4, 3, 2, 2), (2, 3, 16, 16)])
+def test_nan_reaches_the_running_statistics(shape, dtype):
+    x = np.random.default_rng(0).standard_normal(shape).astype(dtype)
+    x[1, 1, 0, 0] = np.nan
+    stats = {}
+    for lib in (fastconv, reference):
+        rm, rv = np.zeros(3, dtype), np.ones(3, dtype)
+        y = lib.batch_norm2d(x, rm, rv, training=True)
+        stats[lib] = (y, rm, rv)
+    for got, want in zip(stats[fastconv], stats[reference]):
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    assert np.isnan(stats[fastconv][2][1]) and not np.isnan(stats[fastconv][2][[0, 2]]).any()

@@ -152,7 +152,7 @@ cdef void _combine_channel(const double* parts, Geometry geo, Py_ssize_t c, doub
             count = total
     mean[c] = m
     if var != NULL:
-        var[c] = (m2 if m2 > 0 else 0.0) / count if count > 0 else NAN
+        var[c] = (m2 if not m2 < 0 else 0.0) / count if count > 0 else NAN
     if sum_g != NULL:
         sum_g[c] = sg
         dot[c] = d
