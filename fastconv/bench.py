@@ -50,15 +50,22 @@ def interleaved_medians(impls, repeats=7):
     return {name: statistics.median(s) for name, s in samples.items()}
 
 
+#: How long `settled_medians` runs a callable untimed before its timed call: longer
+#: than the idle threads of torch's libgomp spin (~6 ms) before they sleep.
+SETTLE_SECONDS = 0.01
+
+
 def settled_medians(impls, repeats):
-    """Median seconds per callable, round-robin as `interleaved_medians`,
-    but each timed call right after an untimed call of the same callable: a library's
+    """Median seconds per callable, in rounds of a new (seeded) order each as
+    `interleaved_medians`, but each callable settled before its timed call: a library's
     idle OpenMP threads spin for a while after its last op (torch's libgomp ~6 ms,
-    fastconv's ~0.2 ms, fastconv._threads), and a whole network timed in that window
-    runs its first layers beside them on a shared core. Settled, each runs as it would
-    in a process of its own, as a training loop's steps or a server's forwards do. The
-    warm-up runs each callable until auto's choices are final (calibrated and
-    rechecked), so that no timed call includes a calibration."""
+    fastconv's ~0.2 ms, fastconv._threads), and a call timed in that window runs beside
+    them on a shared core. So each timed call follows untimed calls of the same callable
+    for at least SETTLE_SECONDS (idle instead would let the cores' wake-up costs into
+    the small calls): it runs as it would in a process of its own, as a training loop's
+    steps or a server's forwards do. The warm-up runs each
+    callable until auto's choices are final (calibrated and rechecked), so that no timed
+    call includes a calibration."""
     from fastconv._autotune import RECHECK_CALLS
 
     names = list(impls)
@@ -66,9 +73,14 @@ def settled_medians(impls, repeats):
     for fn in impls.values():
         for _ in range(1 + RECHECK_CALLS):
             fn()
-    for r in range(repeats):
-        for name in names[r % len(names):] + names[:r % len(names)]:
-            impls[name]()
+    order = np.random.default_rng(0)
+    for _ in range(repeats):
+        for name in order.permutation(names):
+            start = time.perf_counter()
+            while True:
+                impls[name]()
+                if time.perf_counter() - start >= SETTLE_SECONDS:
+                    break
             t0 = time.perf_counter()
             impls[name]()
             samples[name].append(time.perf_counter() - t0)
@@ -174,9 +186,9 @@ def conv_cases(torch, dtypes=("float32", "float64"), with_reference=True):
 DEPTHWISE_CASE = (8, 64, 56, 64, 3, 1, 1)   # groups = C
 
 
-SETTLED_NOTE = ("fwd/bwd auto=: each timed call follows an untimed call of the same callable (torch's idle "
-                "threads spin ~6 ms after its call and would share a core with the next; the neighbours "
-                "section measures that)")
+SETTLED_NOTE = ("fwd/bwd auto=: each timed call follows untimed calls of the same callable for at least 10 ms "
+                "(torch's idle threads spin ~6 ms after its call and would share a core with the "
+                "next; the neighbours section measures that)")
 
 
 def direct_cases(torch, dtypes=("float32", "float64"), with_reference=True):

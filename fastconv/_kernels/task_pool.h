@@ -17,9 +17,10 @@
  * caller), so it indexes per-thread scratch. One process-wide pool of workers, grown
  * on demand; a caller that finds it in use (another thread's call, or a task that
  * calls again) runs its tasks alone. Idle workers spin, then sleep: FC_SPIN_NS while
- * jobs follow each other closely, FC_SPIN_SHORT_NS when the last gap between jobs was
- * longer than that (a spin that would not have caught it only takes a core from the
- * code that runs in between, e.g. another library's ops interleaved with fastconv's).
+ * jobs follow each other closely, FC_SPIN_SHORT_NS when the last two gaps between jobs
+ * were longer than that (a spin that would not have caught them only takes a core from
+ * the code that runs in between, e.g. another library's ops interleaved with
+ * fastconv's; one long gap is the idle before a burst of calls).
  *
  * Without pthreads (Windows) it is an OpenMP dynamic loop; without OpenMP, serial.
  */
@@ -77,6 +78,7 @@ static struct {
     atomic_uint_fast64_t spin_ns;     /* how long idle workers spin after this job */
     uint64_t generation;              /* the caller's (under `owner`) */
     uint64_t last_end;                /* when the last job ended (under `owner`) */
+    int long_gaps;                    /* how many gaps in a row were over FC_SPIN_NS (same) */
 } fc_pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER};
 
 typedef struct {
@@ -209,10 +211,11 @@ static void fc_run_tasks(fc_task_fn fn, void *ctx, Py_ssize_t n_tasks, Py_ssize_
         return;
     }
     fc_pool_grow(num_threads - 1);
-    /* the next gap is likely as long as the last one */
-    uint64_t begin = fc_now_ns();
-    atomic_store_explicit(&fc_pool.spin_ns, begin - fc_pool.last_end <= FC_SPIN_NS ? FC_SPIN_NS
-                          : FC_SPIN_SHORT_NS, memory_order_relaxed);
+    /* the next gap is likely as long as the last ones */
+    if (fc_now_ns() - fc_pool.last_end <= FC_SPIN_NS) fc_pool.long_gaps = 0;
+    else if (fc_pool.long_gaps < 2) fc_pool.long_gaps++;
+    atomic_store_explicit(&fc_pool.spin_ns, fc_pool.long_gaps >= 2 ? FC_SPIN_SHORT_NS : FC_SPIN_NS,
+                          memory_order_relaxed);
     uint64_t gen = ++fc_pool.generation;
     if (FC_CLAIM_GEN(gen) == 0) gen = ++fc_pool.generation;  /* a new worker's `seen` is 0 */
     fc_job job = {fn, ctx, (int64_t)n_tasks, (int64_t)chunk, num_threads};
