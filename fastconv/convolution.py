@@ -112,6 +112,16 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
     return _MODULES[algorithm].backward(grad_output, x, weight, g, groups, num_threads_for_macs(work))
 
 
+def _conv2d_param_grads(grad_output, x, weight, stride=1, padding=0, dilation=1, groups=1):
+    """(grad_weight, grad_bias) of `conv2d`, as `conv2d_backward` gives them, without
+    grad_x (a network's first layer: nothing reads its input's gradient)."""
+    x, weight, _, g, groups = v.conv2d_args(x, weight, None, stride, padding, dilation, groups)
+    N, K = x.shape[0], weight.shape[0]
+    grad_output = v.grad_output_array(grad_output, (N, K, g.out_h, g.out_w), x.dtype)
+    num_threads = num_threads_for_macs(grad_output.size * weight[0].size)
+    return _weight_gradient(grad_output, x, weight, g, groups, num_threads), grad_output.sum(axis=(0, 2, 3))
+
+
 def _weight_gradient(grad_output, x, weight, g, groups, num_threads):
     """grad_weight by im2col or direct, whichever "auto" measures faster for it (for
     Winograd, which has no weight gradient of its own; fastconv._autotune)."""

@@ -65,7 +65,7 @@ def lenet(num_classes=10, channels=(16, 32), rng=None, dtype=np.float32):
 def train_step(model, optimizer, x, y):
     """One forward, backward and update on a batch; returns the loss."""
     loss, grad = softmax_cross_entropy(model.forward(x, training=True), y)
-    model.backward(grad)
+    model._backward_params(grad)     # the parameters' gradients; none for the batch
     optimizer.step()
     return loss
 

@@ -5,10 +5,10 @@ from collections import OrderedDict
 
 import numpy as np
 import pytest
-from conftest import DTYPES, TORCH, numerical_gradient, requires_torch
+from conftest import DTYPES, TORCH, assert_close, numerical_gradient, requires_torch
 
 import fastconv
-from fastconv import nn
+from fastconv import nn, reference
 from fastconv.nn import (
     AdaptiveAvgPool2D,
     AdaptiveMaxPool2D,
@@ -511,3 +511,33 @@ def test_small_linear_products_leave_the_blas_setting_as_found(rng):
         w.join()
     assert blas_threads() == before
     close(layer.forward(x, training=False), x @ layer.params["weight"].T + layer.params["bias"])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("backend", ["fastconv", "reference"])
+@pytest.mark.parametrize("first", ["conv", "residual", "linear", "norm"])
+def test_backward_without_the_input_gradient(rng, dtype, backend, first):
+    """``backward(g, input_grad=False)`` fills the same grads as ``backward(g)`` and returns
+    None, whatever the first layer (a convolution skips its grad_x)."""
+    if first == "linear":
+        model = Sequential(Flatten(), Linear(3 * 9 * 9, 6, dtype=dtype, rng=4), ReLU(),
+                           Linear(6, 5, dtype=dtype, rng=6))
+    else:
+        head = {"conv": [Conv2D(3, 4, 3, stride=2, padding=1, dtype=dtype, rng=1), BatchNorm2D(4, dtype=dtype),
+                         ReLU()],
+                "residual": [Residual(Sequential(Conv2D(3, 4, 3, padding=1, dtype=dtype, rng=2),
+                                                 BatchNorm2D(4, dtype=dtype)),
+                                      Conv2D(3, 4, 1, dtype=dtype, rng=3)), ReLU()],
+                "norm": [BatchNorm2D(3, dtype=dtype), Conv2D(3, 4, 3, stride=2, padding=1, dtype=dtype, rng=5)]}
+        model = Sequential(*head[first], Conv2D(4, 5, 3, padding=1, dtype=dtype, rng=7), Flatten())
+    if backend == "reference":
+        model.set_backend(reference)
+    x = rng.standard_normal((3, 3, 9, 9)).astype(dtype)
+    g = rng.standard_normal(model.forward(x).shape).astype(dtype)
+    assert model.backward(g) is not None
+    full = {k: v.copy() for k, v in model.grads.items()}
+    model.forward(x)
+    assert model.backward(g, input_grad=False) is None
+    assert full.keys() == model.grads.keys()
+    for k in full:      # to rounding: grad_weight alone may run another algorithm
+        assert_close(model.grads[k], full[k])

@@ -127,6 +127,12 @@ class Layer:
         gradient for its output; fills `grads` with the parameters' gradients."""
         return grad_output
 
+    def _backward_params(self, grad_output):
+        """`backward` where the input's gradient is not needed (the network's input,
+        as torch leaves an input that does not require grad): fills `grads` only.
+        Layers whose input gradient costs work of its own skip it."""
+        self.backward(grad_output)
+
     def __call__(self, x, training=True):
         return self.forward(x, training)
 

@@ -151,10 +151,21 @@ class Sequential(_Container):
             i = j
         return x, owned
 
-    def backward(self, grad_output):
+    def backward(self, grad_output, input_grad=True):
+        """The gradient for the input (None with ``input_grad=False``: only `grads` are
+        filled, and the first layers skip the work the input's gradient alone needs,
+        such as a first convolution's ``grad_x``; a training step needs no more)."""
+        if not input_grad:
+            return self._backward_params(grad_output)
         for layer in reversed(self.layers):
             grad_output = layer.backward(grad_output)
         return grad_output
+
+    def _backward_params(self, grad_output):
+        for layer in reversed(self.layers[1:]):
+            grad_output = layer.backward(grad_output)
+        if self.layers:
+            self.layers[0]._backward_params(grad_output)
 
     def output_shape(self, input_shape):
         for layer in self.layers:
@@ -255,6 +266,14 @@ class Residual(_Container):
         grad_x = self.main.backward(grad_output)
         grad_s = grad_output if self.shortcut is None else self.shortcut.backward(grad_output)
         return grad_x + grad_s
+
+    def _backward_params(self, grad_output):
+        self._recall()
+        if self.activation is not None:
+            grad_output = self.activation.backward(grad_output)
+        self.main._backward_params(grad_output)
+        if self.shortcut is not None:
+            self.shortcut._backward_params(grad_output)
 
     def output_shape(self, input_shape):
         out = self.main.output_shape(input_shape)

@@ -3,7 +3,7 @@ import numpy as np
 
 import fastconv
 from fastconv import _validation as v
-from fastconv.convolution import _conv2d_eval
+from fastconv.convolution import _conv2d_eval, _conv2d_param_grads
 from fastconv.nn.base import Layer, _dtype, _initial_weight
 
 __all__ = ["Conv2D", "ConvTranspose2D"]
@@ -88,6 +88,14 @@ class Conv2D(Layer):
                                                               **self._args())
         self._set_grads(weight=grad_w, bias=grad_b)
         return grad_x
+
+    def _backward_params(self, grad_output):
+        if self.backend is not fastconv:
+            self.backward(grad_output)
+            return
+        (x,) = self._recall()
+        grad_w, grad_b = _conv2d_param_grads(grad_output, x, self.params["weight"], **self._args())
+        self._set_grads(weight=grad_w, bias=grad_b)
 
     def output_shape(self, input_shape):
         N, C, H, W = input_shape

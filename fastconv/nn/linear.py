@@ -94,6 +94,12 @@ class Linear(Layer):
             self._set_grads(weight=grad_output.T @ x, bias=grad_output.sum(axis=0))
             return grad_output @ self.params["weight"]
 
+    def _backward_params(self, grad_output):
+        (x,) = self._recall()
+        grad_output = v.grad_output_array(grad_output, (x.shape[0], self.out_features), self.dtype)
+        with _blas_for(2 * x.shape[0] * self.in_features * self.out_features):
+            self._set_grads(weight=grad_output.T @ x, bias=grad_output.sum(axis=0))
+
     def output_shape(self, input_shape):
         if len(input_shape) != 2 or input_shape[1] != self.in_features:
             raise ValueError(f"{self!r} expects input of shape (N, {self.in_features}), got {tuple(input_shape)}")
