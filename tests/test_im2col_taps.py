@@ -147,11 +147,14 @@ def test_matmul_takes_strided_rows_and_checks_its_arguments(rng):
         conv_gemm.matmul(a[:, ::2], np.ones((2, 6)), c)
 
 
-def test_swap_last_axes(rng):
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_swap_last_axes(rng, dtype):
+    for shape in [(3, 5, 7), (2, 64, 9), (3, 130, 9), (2, 9, 130), (1, 1, 1), (0, 3, 4)]:
+        src = rng.standard_normal(shape).astype(dtype)
+        dst = np.empty((shape[0], shape[2], shape[1]), dtype)
+        conv_gemm.swap_last_axes(src, dst, 2)
+        assert np.array_equal(dst, src.transpose(0, 2, 1))
     src = rng.standard_normal((3, 5, 7)).astype(np.float32)
-    dst = np.empty((3, 7, 5), np.float32)
-    conv_gemm.swap_last_axes(src, dst, 2)
-    assert np.array_equal(dst, src.transpose(0, 2, 1))
     with pytest.raises(ValueError, match="dst must have shape"):
         conv_gemm.swap_last_axes(src, np.empty((3, 5, 7), np.float32), 2)
 

@@ -266,10 +266,13 @@ def matmul(const floating[:, :] a, const floating[:, :] b, floating[:, :] c, bin
 def swap_last_axes(const floating[:, :, ::1] src, floating[:, :, ::1] dst, int num_threads=1):
     """dst[k, j, i] = src[k, i, j]: each of src's (I, J) matrices transposed (weights
     between (K, C, kh*kw) and the taps' (K, kh*kw, C)), in parallel over k."""
-    cdef Py_ssize_t K = src.shape[0], I = src.shape[1], J = src.shape[2], k, i, j
+    cdef Py_ssize_t K = src.shape[0], I = src.shape[1], J = src.shape[2], k, i, j, i0, i1
     check_shape("dst", shape(dst.shape, 3), (K, J, I))
     with nogil:
+        # blocks of 64 i: each j writes a run of 64 values, from src rows still in L1
         for k in prange(K, num_threads=num_threads, schedule="static"):
-            for i in range(I):
+            for i0 in range(0, I, 64):
+                i1 = min(i0 + 64, I)
                 for j in range(J):
-                    dst[k, j, i] = src[k, i, j]
+                    for i in range(i0, i1):
+                        dst[k, j, i] = src[k, i, j]
