@@ -88,17 +88,18 @@ class Linear(Layer):
         return y
 
     def backward(self, grad_output):
-        (x,) = self._recall()
-        grad_output = v.grad_output_array(grad_output, (x.shape[0], self.out_features), self.dtype)
-        with _blas_for(4 * x.shape[0] * self.in_features * self.out_features):
-            self._set_grads(weight=grad_output.T @ x, bias=grad_output.sum(axis=0))
-            return grad_output @ self.params["weight"]
+        return self._gradients(grad_output, input_grad=True)
 
     def _backward_params(self, grad_output):
+        self._gradients(grad_output, input_grad=False)
+
+    def _gradients(self, grad_output, input_grad):
+        """Fill `grads` from the last forward's input; the input's gradient if asked."""
         (x,) = self._recall()
         grad_output = v.grad_output_array(grad_output, (x.shape[0], self.out_features), self.dtype)
-        with _blas_for(2 * x.shape[0] * self.in_features * self.out_features):
+        with _blas_for((4 if input_grad else 2) * x.shape[0] * self.in_features * self.out_features):
             self._set_grads(weight=grad_output.T @ x, bias=grad_output.sum(axis=0))
+            return grad_output @ self.params["weight"] if input_grad else None
 
     def output_shape(self, input_shape):
         if len(input_shape) != 2 or input_shape[1] != self.in_features:
