@@ -16,7 +16,7 @@ from hypothesis import strategies as st  # noqa: E402
 
 import fastconv  # noqa: E402
 import fastconv.dask as fd  # noqa: E402
-from fastconv import _autotune  # noqa: E402
+from fastconv import _autotune, _memory  # noqa: E402
 from fastconv import _validation as v  # noqa: E402
 from fastconv.convolution import _choose_algorithm  # noqa: E402
 
@@ -279,10 +279,11 @@ def test_convolve2d_block_of_read_only_pieces():
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_convolve2d_blocks_of_several_huge_pages(dtype):
-    # A block of 8 MiB or more (fastconv._memory.LARGE) comes from fastconv._memory.empty:
-    # equal to the in-memory op all the same.
+    # A block of 8 MiB or more (fastconv._memory.LARGE) comes from fastconv._memory.empty,
+    # and may reuse a released block's memory: equal to the in-memory op all the same.
     rng = np.random.default_rng(9)
     image, kernel = rng.standard_normal((1500, 1501)).astype(dtype), rng.standard_normal((3, 4)).astype(dtype)
+    _memory.empty(image.shape, dtype).fill(np.nan)        # released at once, full of NaN
     got = fd.convolve2d(da.from_array(image, chunks=(1500, 1501)), kernel, "same").compute(**SYNC)
     assert_close(got, fastconv.convolve2d(image, kernel, "same"))
 
