@@ -16,6 +16,7 @@ import math
 
 import numpy as np
 
+from fastconv import _memory
 from fastconv import _validation as v
 from fastconv._kernels import widest_build
 
@@ -83,7 +84,7 @@ def forward(x, weight, bias, g, groups, num_threads, relu=False, packed=None):
     for the same weights (the layers' eval cache), else packed here if channel tiles pay."""
     N, K = x.shape[0], weight.shape[0]
     v.allocatable((N, K, g.out_h, g.out_w), x.dtype, "output")
-    out = np.empty((N, K, g.out_h, g.out_w), dtype=x.dtype)
+    out = _memory.empty((N, K, g.out_h, g.out_w), x.dtype)
     _forward_into(out, x, weight, bias, g, groups, num_threads, relu, packed)
     return out
 
@@ -329,7 +330,7 @@ def grad_x(grad_output, weight, x_shape, g, groups, num_threads):
     """conv2d's input gradient, of shape x_shape (also conv_transpose2d's forward): at
     stride 1 a forward convolution, at other strides its stride phases as one, on the
     forward's tiles; the row kernels where the planes would not fit."""
-    out = np.empty(x_shape, dtype=grad_output.dtype)
+    out = _memory.empty(x_shape, grad_output.dtype)
     transposed = _transposed(g, x_shape)
     if not planes_fit(weight.shape[0], transposed, out.dtype.itemsize):
         _grad_x_strided(grad_output, weight, out, g, groups, num_threads)

@@ -21,6 +21,7 @@ bands.
 """
 import numpy as np
 
+from fastconv import _memory
 from fastconv import _validation as v
 from fastconv._kernels import conv_gemm as kernel
 from fastconv._threads import blas
@@ -152,7 +153,7 @@ def forward(x, weight, bias, g, groups, num_threads):
             out += bias[:, None, None]
         return out
     col_rows = x.shape[1] * g.kernel_h * g.kernel_w
-    out = np.empty((N, K, g.out_h, g.out_w), dtype=x.dtype)
+    out = _memory.empty((N, K, g.out_h, g.out_w), x.dtype)
     _check_blas_limits(g)
     band_rows = _band_rows(col_rows, g, x.dtype.itemsize)
     workspace = _workspace(num_threads, col_rows, band_rows, g, x.dtype)

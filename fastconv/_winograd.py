@@ -54,6 +54,7 @@ picks it where it measures it faster (fastconv._autotune). Re-measure with
 
 import numpy as np
 
+from fastconv import _memory
 from fastconv import _validation as v
 from fastconv._kernels import widest_build
 from fastconv._winograd_math import POINTS, matrices, tile_size  # noqa: F401 (re-exported)
@@ -166,7 +167,7 @@ def forward(x, weight, bias, g, groups, num_threads, relu=False, prepared=None):
     check_geometry(g)
     N, K = x.shape[0], weight.shape[0]
     v.allocatable((N, K, g.out_h, g.out_w), x.dtype, "output")
-    out = np.empty((N, K, g.out_h, g.out_w), dtype=x.dtype)
+    out = _memory.empty((N, K, g.out_h, g.out_w), x.dtype)
     _forward_into(out, x, weight, bias, g.pad_top, g.pad_left, groups, num_threads, relu, prepared)
     return out
 
@@ -180,7 +181,7 @@ def grad_x(grad_output, weight, x_shape, g, groups, num_threads):
     Kg = K // groups
     flipped = np.ascontiguousarray(weight.reshape(groups, Kg, Cg, kh, kw)[..., ::-1, ::-1]
                                    .transpose(0, 2, 1, 3, 4).reshape(groups * Cg, Kg, kh, kw))
-    out = np.empty(x_shape, dtype=grad_output.dtype)
+    out = _memory.empty(x_shape, grad_output.dtype)
     _forward_into(out, grad_output, flipped, None, kh - 1 - g.pad_top, kw - 1 - g.pad_left, groups, num_threads)
     return out
 

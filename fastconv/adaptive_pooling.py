@@ -8,6 +8,7 @@ plane. Inputs may be (N, C, H, W) or unbatched (C, H, W).
 """
 import numpy as np
 
+from fastconv import _memory
 from fastconv import _validation as v
 from fastconv._threads import num_threads_for
 
@@ -66,7 +67,7 @@ def adaptive_avg_pool2d(x, output_size):
     xb, unbatched = v.pool_input(x)
     N, C, H, W = xb.shape
     Ho, Wo = _output_hw(output_size, (H, W))
-    out = np.empty((N, C, Ho, Wo), dtype=xb.dtype)
+    out = _memory.empty((N, C, Ho, Wo), xb.dtype)
     if _kernel is not None:
         _kernel.adaptive_avg_pool2d(_planes(xb), _planes(out), num_threads_for(xb.size + out.size))
     else:
@@ -96,7 +97,7 @@ def adaptive_avg_pool2d_backward(grad_output, input_shape):
     Ho, Wo = gob.shape[2:]
     v.allocatable(shape, gob.dtype, "grad_input")
     if _kernel is not None:
-        grad = np.empty(shape, dtype=gob.dtype)   # the kernel overwrites every element
+        grad = _memory.empty(shape, gob.dtype)   # the kernel overwrites every element
         _kernel.adaptive_avg_pool2d_backward(_planes(gob), _planes(grad), num_threads_for(grad.size + gob.size))
     else:
         grad = np.zeros(shape, dtype=gob.dtype)
@@ -130,8 +131,8 @@ def adaptive_max_pool2d(x, output_size, return_indices=False):
     return_indices = v._flag(return_indices, "return_indices")
     N, C, H, W = xb.shape
     Ho, Wo = _output_hw(output_size, (H, W))
-    out = np.empty((N, C, Ho, Wo), dtype=xb.dtype)
-    indices = np.empty(out.shape, dtype=np.int64)
+    out = _memory.empty((N, C, Ho, Wo), xb.dtype)
+    indices = _memory.empty(out.shape, np.int64)
     if _kernel is not None:
         _max_kernel.adaptive_max_pool2d(_planes(xb), _planes(out), _planes(indices), num_threads_for(xb.size))
     else:

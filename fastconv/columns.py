@@ -1,6 +1,7 @@
 """im2col / col2im: the public face of the column kernels (== torch unfold / fold)."""
 import numpy as np
 
+from fastconv import _memory
 from fastconv import _validation as v
 from fastconv._kernels import im2col as _kernel
 from fastconv._threads import num_threads_for
@@ -31,7 +32,7 @@ def im2col(x, kernel_size, stride=1, padding=0, dilation=1):
     g = v.conv_geometry((H, W), kernel_size, stride, padding, dilation)
     shape = (N, C * g.kernel_h * g.kernel_w, g.out_h * g.out_w)
     v.allocatable(shape, x.dtype, "column matrix")
-    cols = np.empty(shape, dtype=x.dtype)
+    cols = _memory.empty(shape, x.dtype)
     _kernel.im2col(batched, cols, g.struct(), num_threads_for(cols.size))
     return cols if x.ndim == 4 else cols[0]
 

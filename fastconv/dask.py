@@ -49,6 +49,7 @@ import threading
 import numpy as np
 
 import fastconv as _fc
+from fastconv import _memory
 from fastconv import _validation as v
 from fastconv.convolution import _choose_algorithm
 from fastconv.signal import _correlate_into, _mode_window, _rows_per_pass
@@ -619,26 +620,6 @@ def _correlate_rows(out, rows, image, pad, flipped, rows_per_pass):
 #: `convolve2d` kernels up to this size go into each task; larger ones are one key.
 _INLINE_KERNEL_BYTES = 64 << 10
 
-#: Transparent huge pages' size on x86-64 and most arm64 kernels.
-_HUGE_PAGE = 2 << 20
-
-
-def _empty_block(shape, dtype):
-    """``np.empty(shape, dtype)``, starting on a huge-page boundary when it spans several.
-
-    A block's result is fresh memory, which the kernel zeroes page by page on first
-    touch. NumPy asks for huge pages, but malloc's large blocks start just past a page
-    boundary, so the first and last 2 MiB of each go in 4 KiB pages: 512 faults more per
-    block (an eighth of a 16 MiB block; 0.45 ms of its 2.2 ms first touch here). The
-    over-allocation is never touched, so it is never backed by memory."""
-    dtype = np.dtype(dtype)
-    nbytes = math.prod(shape) * dtype.itemsize
-    if nbytes < 4 * _HUGE_PAGE:
-        return np.empty(shape, dtype=dtype)
-    buffer = np.empty(nbytes + _HUGE_PAGE, dtype=np.uint8)
-    start = -buffer.ctypes.data % _HUGE_PAGE
-    return buffer[start:start + nbytes].view(dtype).reshape(shape)
-
 
 def _convolve2d_block(pieces, layout, flipped, *, rows_per_pass, dtype):
     """A `convolve2d` block, in one task: the rows whose windows lie in its own chunk
@@ -649,7 +630,7 @@ def _convolve2d_block(pieces, layout, flipped, *, rows_per_pass, dtype):
     (top, rows, _), (left, cols, _) = layout
     kh, kw = flipped.shape
     (height, width), (p0, p1), (q0, q1) = _convolve2d_plan(layout, flipped.shape)
-    out = _empty_block((height, width), dtype)
+    out = _memory.empty((height, width), dtype)
     if not rows or not cols:                # every window in the padding
         out[...] = 0
         return out

@@ -10,6 +10,7 @@ import numbers
 
 import numpy as np
 
+from fastconv import _memory
 from fastconv import _validation as v
 from fastconv._threads import num_threads_for
 
@@ -118,7 +119,7 @@ def _normalize(x, mean, scale, bias):
     """``(x - mean) * scale + bias`` per channel of (N, C, H, W) `x`, in its dtype;
     `mean` and `scale` float64 (C,), `bias` (C,) or None."""
     C = x.shape[1]
-    out = np.empty_like(x)
+    out = _memory.empty(x.shape, x.dtype)
     if _kernel is not None:
         # (mean_hi, mean_lo, scale, bias) per channel; mean_hi + mean_lo is the float64 mean
         coefficients = np.empty((C, 4), dtype=x.dtype)
@@ -236,7 +237,7 @@ def _backward_kernel(grad_output, x, weight, eps, training, running_mean, runnin
     g3, x3 = _planes(grad_output), _planes(x)
     nt = num_threads_for(2 * x.size)
     grad_b, dot = np.empty(C), np.empty(C)
-    grad_x = np.empty_like(x)
+    grad_x = _memory.empty(x.shape, x.dtype)
     w = np.ones(C) if weight is None else weight.astype(np.float64)
     if training:
         M = x.shape[0] * x.shape[2] * x.shape[3]

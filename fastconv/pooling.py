@@ -9,6 +9,7 @@ in each (H, W) plane. Inputs may be (N, C, H, W) or unbatched (C, H, W).
 """
 import numpy as np
 
+from fastconv import _memory
 from fastconv import _validation as v
 from fastconv._kernels import pooling as _kernel
 from fastconv._threads import num_threads_for
@@ -53,8 +54,8 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
     return_indices = v._flag(return_indices, "return_indices")
     N, C, H, W = xb.shape
     g = v.pool_geometry((H, W), kernel_size, stride, padding, dilation, ceil_mode)
-    out = np.empty((N, C, g.out_h, g.out_w), dtype=xb.dtype)
-    indices = np.empty(out.shape, dtype=np.int64) if return_indices else _NO_INDICES
+    out = _memory.empty((N, C, g.out_h, g.out_w), xb.dtype)
+    indices = _memory.empty(out.shape, np.int64) if return_indices else _NO_INDICES
     _kernel.max_pool2d(_planes(xb), _planes(out), _planes(indices) if return_indices else indices,
                        return_indices, g.struct(), num_threads_for(xb.size))
     if unbatched:
@@ -93,7 +94,7 @@ def max_pool2d_backward(grad_output, indices, input_shape):
         idx = idx[None]
     N, C, H, W = shape
     v.allocatable(shape, gob.dtype, "grad_input")
-    grad_input = np.empty(shape, dtype=gob.dtype)
+    grad_input = _memory.empty(shape, gob.dtype)
     L = gob.shape[2] * gob.shape[3]
     bad = _kernel.max_pool2d_backward(gob.reshape(N * C, L), idx.reshape(N * C, L),
                                       grad_input.reshape(N * C, H * W), num_threads_for(grad_input.size))
@@ -107,7 +108,7 @@ def _avg_forward(x, kernel_size, stride, padding, ceil_mode, count_include_pad, 
     xb, unbatched = v.pool_input(x)
     g = v.pool_geometry(xb.shape[2:], kernel_size, stride, padding, 1, ceil_mode)
     N, C = xb.shape[:2]
-    out = np.empty((N, C, g.out_h, g.out_w), dtype=xb.dtype)
+    out = _memory.empty((N, C, g.out_h, g.out_w), xb.dtype)
     _kernel.avg_pool2d(_planes(xb), _planes(out), g.struct(), count_include_pad, divisor, num_threads_for(xb.size))
     return out[0] if unbatched else out
 
@@ -121,7 +122,7 @@ def _avg_backward(grad_output, input_shape, kernel_size, stride, padding, ceil_m
                          f"{tuple(input_shape)} gives {g.out_h}x{g.out_w} outputs per plane")
     N, C, H, W = shape
     v.allocatable(shape, gob.dtype, "grad_input")
-    grad_input = np.empty(shape, dtype=gob.dtype)
+    grad_input = _memory.empty(shape, gob.dtype)
     num_threads = num_threads_for(grad_input.size)
     # One row of scaled gradients per thread, rows _SCRATCH_GAP bytes apart: rows side
     # by side share a cache line, which two threads then pass back and forth on every
@@ -274,7 +275,7 @@ def global_avg_pool2d_backward(grad_output, input_shape):
     """
     go, shape = _global_grad(grad_output, input_shape)
     v.allocatable(shape, go.dtype, "grad_input")
-    grad_input = np.empty(shape, dtype=go.dtype)
+    grad_input = _memory.empty(shape, go.dtype)
     _kernel.global_avg_pool2d_backward(go.reshape(-1), grad_input.reshape(go.size, shape[-2] * shape[-1]),
                                        num_threads_for(grad_input.size))
     return grad_input
@@ -328,7 +329,7 @@ def global_max_pool2d_backward(grad_output, indices, input_shape):
     P = go.size
     HW = shape[-1] * shape[-2]
     v.allocatable(shape, go.dtype, "grad_input")
-    grad_input = np.empty(shape, dtype=go.dtype)
+    grad_input = _memory.empty(shape, go.dtype)
     bad = _kernel.max_pool2d_backward(go.reshape(P, 1), idx.reshape(P, 1), grad_input.reshape(P, HW),
                                       num_threads_for(grad_input.size))
     if bad:

@@ -7,7 +7,7 @@ deep-learning framework: there the kernel is not flipped.
 """
 import numpy as np
 
-from fastconv import _validation
+from fastconv import _memory, _validation
 from fastconv._kernels import widest_build
 from fastconv._threads import get_num_threads
 
@@ -38,7 +38,7 @@ LANE_BYTES = 1 << 20
 def _correlate_flipped(image, kernel, out_shape, start):
     """out[r, t] = full_convolution(image, kernel)[r + start[0], t + start[1]]."""
     kh, kw = kernel.shape
-    out = np.empty(out_shape, dtype=image.dtype)
+    out = _memory.empty(out_shape, image.dtype)
     _correlate_into(image, np.ascontiguousarray(kernel[::-1, ::-1]), out, (kh - 1 - start[0], kw - 1 - start[1]),
                     _rows_per_pass(out_shape[1], kh, kw))
     return out
