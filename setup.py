@@ -86,6 +86,10 @@ def sanitizer_flags(compiler):
 #: loader matches libraries by SONAME, so under the stock name fastconv would
 #: share whichever libgomp.so.1 the process loaded first (torch bundles one under
 #: that name) and could not choose its own wait policy (fastconv/_threads.py).
+#: the OpenMP entry points that fastconv/_kernels/openmp_runtime.h forwards (Linux)
+WRAPPED_OPENMP = ("GOMP_parallel", "GOMP_barrier", "GOMP_loop_nonmonotonic_dynamic_start",
+                  "GOMP_loop_nonmonotonic_dynamic_next", "GOMP_loop_end_nowait",
+                  "omp_get_thread_num", "omp_get_num_threads")
 PRIVATE_GOMP = "libgompfc.so"   # "libgomp" first: threadpoolctl lists it as a libgomp
 STOCK_GOMP = "libgomp.so.1"
 
@@ -186,6 +190,11 @@ class BuildExt(build_ext):
                 "(install libomp / use gcc to get parallel kernels)",
                 stacklevel=2,
             )
+        if openmp and sys.platform.startswith("linux"):
+            # the runtime entry points the compiler's OpenMP code calls go through
+            # openmp_runtime.h, which picks the runtime each region runs on
+            compile_args += ["-DFC_WRAP_OPENMP"]
+            link_args += ["-Wl," + ",".join("--wrap=" + name for name in WRAPPED_OPENMP)]
         san_compile, san_link = sanitizer_flags(self.compiler)
         if san_compile:
             compile_args = [f for f in compile_args if not f.startswith("-O")] + san_compile
@@ -235,9 +244,13 @@ class BuildExt(build_ext):
 
 def headers_of(source, seen=None):
     """The kernel headers `source` reaches: its `"x.h"` names and those of the files it
-    `include`s or `#include`s, transitively (Cython tracks .pxd/.pyx itself, not these)."""
+    `include`s, `#include`s or cimports, transitively (Cython tracks .pxd/.pyx itself,
+    not these)."""
     seen = set() if seen is None else seen
-    for name in re.findall(r'(?:include|from)\s+"([\w.]+\.(?:h|pyx))"', source.read_text()):
+    text = source.read_text()
+    names = re.findall(r'(?:include|from)\s+"([\w.]+\.(?:h|pyx))"', text)
+    names += [m + ".pxd" for m in re.findall(r'fastconv\._kernels(?:\.|\s+cimport\s+)(\w+)', text)]
+    for name in names:
         path = KERNELS / name
         if path.exists() and path not in seen:
             seen.add(path)

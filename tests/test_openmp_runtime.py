@@ -10,7 +10,10 @@ import pytest
 
 import fastconv
 from fastconv import _kernels, _threads
+from fastconv._kernels import _tasks
 
+needs_openmp_threads = pytest.mark.skipif(not (sys.platform.startswith("linux") and _tasks.pool_threads()),
+                                          reason="choosing the runtime per region: Linux OpenMP builds")
 needs_private = pytest.mark.skipif(not _kernels.private_runtime(),
                                    reason="built against the shared OpenMP runtime (FASTCONV_SHARED_OPENMP)")
 
@@ -121,3 +124,106 @@ def test_kernels_bind_to_own_runtime_when_torch_is_imported_first():
                         "from fastconv._kernels import _openmp\nprint(_openmp.default_num_threads())",
                         OMP_NUM_THREADS="3")
     assert out.split() == ["3"]
+
+
+# While another runtime's threads are hot (torch's, right after one of its calls),
+# fastconv's regions and pool jobs run on that runtime's team (openmp_runtime.h).
+BESIDE_TORCH = """
+import numpy as np, torch, fastconv
+from fastconv import reference
+from fastconv._kernels import _openmp, _tasks
+torch.set_num_threads(2)
+fastconv.set_num_threads(2)
+rng = np.random.default_rng(0)
+xt, wt = torch.randn(8, 64, 40, 40), torch.randn(64, 64, 3, 3)
+x, w = rng.standard_normal((4, 17, 47, 45)), rng.standard_normal((32, 17, 3, 3))     # work for 2 threads
+g = rng.standard_normal((4, 32, 47, 45))
+src = rng.standard_normal(1 << 16)
+want = reference.conv2d(x, w, padding=1), reference.conv2d_backward(g, x, w, padding=1)
+ok = True
+for i in range(12):
+    torch.nn.functional.conv2d(xt, wt, padding=1)          # torch's team busy, then spinning
+    for algorithm in ("direct", "winograd", "im2col"):         # the pool's jobs
+        y = fastconv.conv2d(x, w, padding=1, algorithm=algorithm)
+        ok &= np.allclose(y, want[0], rtol=1e-10, atol=1e-10)
+jobs = _tasks.foreign_regions()
+for i in range(12):
+    torch.nn.functional.conv2d(xt, wt, padding=1)
+    got = fastconv.conv2d_backward(g, x, w, padding=1, algorithm="direct")   # OpenMP regions
+    ok &= all(np.allclose(a, b, rtol=1e-10, atol=1e-10) for a, b in zip(got, want[1]))
+    torch.nn.functional.conv2d(xt, wt, padding=1)
+    dst = np.empty_like(src)
+    _openmp.parallel_copy(src, dst, 2)
+    ok &= np.array_equal(src, dst)
+    for op in ("batch_norm2d", "adaptive_avg_pool2d", "max_pool2d"):   # dynamic loops
+        args = {"batch_norm2d": (x,), "adaptive_avg_pool2d": (x, 5), "max_pool2d": (x, 3)}[op]
+        kwargs = {"training": True} if op == "batch_norm2d" else {}
+        ok &= np.allclose(getattr(fastconv, op)(*args, **kwargs), getattr(reference, op)(*args, **kwargs))
+print(ok, _tasks.foreign_runtime(), jobs > 0, _tasks.foreign_regions() > jobs)
+"""
+
+
+@needs_openmp_threads
+def test_kernels_on_the_foreign_team_give_the_right_results():
+    pytest.importorskip("torch")
+    out, _ = run_python(BESIDE_TORCH, FASTCONV_OPENMP_TEAM="any")
+    assert out.split() == ["True"] * 4
+
+
+@needs_openmp_threads
+def test_a_hot_foreign_team_is_joined():
+    # whether torch's threads are hot after its call depends on the scheduler: on a
+    # loaded machine they may be held off their cores, so the test tries for a while
+    pytest.importorskip("torch")
+    out, _ = run_python("import time, numpy as np, torch, fastconv\n"
+                        "from fastconv._kernels import _tasks\n"
+                        "torch.set_num_threads(2)\n"
+                        "fastconv.set_num_threads(2)\n"
+                        "xt, wt = torch.randn(8, 64, 40, 40), torch.randn(64, 64, 3, 3)\n"
+                        "x, w = np.ones((4, 17, 47, 45)), np.ones((32, 17, 3, 3))\n"
+                        "end = time.monotonic() + 30\n"
+                        "while _tasks.foreign_regions() == 0 and time.monotonic() < end:\n"
+                        "    torch.nn.functional.conv2d(xt, wt, padding=1)\n"
+                        "    fastconv.conv2d(x, w, padding=1, algorithm='direct')\n"
+                        "print(_tasks.foreign_regions() > 0)")
+    assert out.split() == ["True"]
+
+
+@needs_openmp_threads
+def test_own_runtime_only_when_asked():
+    pytest.importorskip("torch")
+    out, _ = run_python(BESIDE_TORCH, FASTCONV_OPENMP_TEAM="own")
+    assert out.split() == ["True", "False", "False", "False"]
+
+
+@needs_openmp_threads
+def test_idle_foreign_runtime_is_not_used():
+    # torch imported and never run: its team is cold, fastconv keeps its own threads
+    pytest.importorskip("torch")
+    out, _ = run_python("import numpy as np, torch, fastconv\n"
+                        "from fastconv._kernels import _tasks\n"
+                        "fastconv.set_num_threads(2)\n"
+                        "x, w = np.ones((4, 17, 47, 45)), np.ones((32, 17, 3, 3))\n"
+                        "for i in range(20):\n"
+                        "    y = fastconv.conv2d(x, w, padding=1, algorithm='direct')\n"
+                        "print(_tasks.foreign_runtime(), _tasks.foreign_regions())")
+    assert out.split() == ["True", "0"]
+
+
+@needs_openmp_threads
+def test_forked_child_runs_on_its_own_runtime():
+    # libgomp's teams do not survive fork: the child's regions run on its one thread
+    # (before, a child of a parent that had run fastconv's regions hung in its first)
+    pytest.importorskip("torch")
+    out, _ = run_python(FASTCONV_OPENMP_TEAM="any", code=BESIDE_TORCH.replace("print(ok,", "print(ok, end=' ')\nprint(") + """
+import os
+pid = os.fork()
+if pid == 0:
+    before = _tasks.foreign_regions()
+    y = fastconv.conv2d(x, w, padding=1, algorithm="direct")                   # the pool
+    got = fastconv.conv2d_backward(g, x, w, padding=1, algorithm="direct")   # OpenMP regions
+    ok = np.allclose(y, want[0]) and all(np.allclose(a, b) for a, b in zip(got, want[1]))
+    os._exit(0 if ok and not _tasks.foreign_runtime() and _tasks.foreign_regions() == before else 1)
+print(os.waitpid(pid, 0)[1] == 0)
+""")
+    assert out.split() == ["True"] * 5

@@ -4,7 +4,10 @@ parallel copy, the memory-bandwidth ceiling at a given thread count (fastconv.be
 from cython.parallel cimport prange
 
 from fastconv._kernels._openmp cimport (
-    FASTCONV_OPENMP, omp_get_max_threads, omp_get_num_procs)
+    FASTCONV_OPENMP, fc_openmp_adopt, omp_get_max_threads, omp_get_num_procs)
+from fastconv._kernels._tasks cimport openmp_state
+
+fc_openmp_adopt(openmp_state())   # one choice of runtime per process (openmp_runtime.h)
 
 
 def openmp_enabled():
@@ -26,3 +29,4 @@ def parallel_copy(const double[::1] src, double[::1] dst, int num_threads):
     cdef Py_ssize_t i
     for i in prange(dst.shape[0], nogil=True, schedule="static", num_threads=num_threads):
         dst[i] = src[i]
+

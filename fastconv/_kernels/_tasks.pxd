@@ -4,3 +4,7 @@
 ctypedef void (*task_fn)(void* ctx, Py_ssize_t task, int slot) noexcept nogil
 
 cdef void run_tasks(task_fn fn, void* ctx, Py_ssize_t n_tasks, Py_ssize_t chunk, int num_threads) noexcept nogil
+
+# The state of openmp_runtime.h's choice of runtime, one per process: every module
+# with OpenMP regions adopts it at import (`fc_openmp_adopt(openmp_state())`).
+cdef void* openmp_state() noexcept nogil

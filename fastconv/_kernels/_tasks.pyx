@@ -21,6 +21,9 @@ cdef extern from *:
     #endif
     """
     void fc_pool_set_generation(uint64_t g) nogil
+    int fc_openmp_foreign() nogil
+    unsigned long long fc_openmp_foreign_regions() nogil
+    void* fc_openmp_state_of_module() nogil
 
 cdef extern from *:
     """
@@ -48,6 +51,23 @@ def set_generation(uint64_t generation):
     """Tests only: number the pool's next job generation + 1 (to run it across the
     wrap of the claim and join words' generation fields). Call it with no job running."""
     fc_pool_set_generation(generation)
+
+
+def foreign_runtime():
+    """True when the kernels' parallel regions and the pool's jobs run on another OpenMP
+    runtime's team (openmp_runtime.h): the process has loaded one (torch's or
+    scikit-learn's libgomp, an LLVM libomp) and FASTCONV_OPENMP_TEAM is not "own"."""
+    return bool(fc_openmp_foreign())
+
+
+def foreign_regions():
+    """How many of the kernels' OpenMP regions and the pool's jobs ran on another
+    runtime's team (tests)."""
+    return fc_openmp_foreign_regions()
+
+
+cdef void* openmp_state() noexcept nogil:
+    return fc_openmp_state_of_module()
 
 
 def pool_threads():

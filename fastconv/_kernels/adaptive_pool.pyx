@@ -13,6 +13,8 @@ the first, the last NaN wins), indices are flat positions in the plane.
 """
 from cython cimport floating
 from cython.parallel cimport parallel, prange
+from fastconv._kernels._openmp cimport fc_openmp_adopt
+from fastconv._kernels._tasks cimport openmp_state
 from libc.stdint cimport int32_t, int64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memset
@@ -20,6 +22,8 @@ from libc.string cimport memset
 import functools
 
 import numpy as np
+
+fc_openmp_adopt(openmp_state())   # one choice of runtime per process (openmp_runtime.h)
 
 
 cdef inline bint _same_shape(const Py_ssize_t* a, const Py_ssize_t* b) noexcept:

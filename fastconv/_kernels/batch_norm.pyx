@@ -14,9 +14,13 @@ back one chunk, not half the op. Accumulation is in double for both dtypes.
 """
 from cython cimport floating
 from cython.parallel cimport prange
+from fastconv._kernels._openmp cimport fc_openmp_adopt
+from fastconv._kernels._tasks cimport openmp_state
 from libc.math cimport NAN
 
 import numpy as np
+
+fc_openmp_adopt(openmp_state())   # one choice of runtime per process (openmp_runtime.h)
 
 
 cdef inline bint _same_shape(const Py_ssize_t* a, const Py_ssize_t* b) noexcept:

@@ -27,12 +27,15 @@ their row kernels are register-blocked over KB channels x a strip of pixels.
 """
 from cython cimport floating
 from cython.parallel cimport parallel, prange, threadid
+from fastconv._kernels._openmp cimport fc_openmp_adopt
 from libc.string cimport memcpy, memset
 
 import numpy as np
 
 from fastconv._kernels._geometry cimport Geometry, check_groups, check_shape, check_workspace, shape
-from fastconv._kernels._tasks cimport run_tasks
+from fastconv._kernels._tasks cimport openmp_state, run_tasks
+
+fc_openmp_adopt(openmp_state())   # one choice of runtime per process (openmp_runtime.h)
 
 cdef extern from "conv_direct_rows.h" nogil:
     ctypedef struct fc_prefetch:

@@ -11,11 +11,14 @@ Weights are (G, K/G, C/G*kh*kw); outputs and gradients are viewed as (N, K, Ho*W
 """
 from cython cimport floating
 from cython.parallel cimport parallel, prange, threadid
+from fastconv._kernels._openmp cimport fc_openmp_adopt
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
 from fastconv._kernels._columns cimport col2im_row, im2col_row
 from fastconv._kernels._geometry cimport Geometry, check_shape, check_workspace, shape
-from fastconv._kernels._tasks cimport run_tasks
+from fastconv._kernels._tasks cimport openmp_state, run_tasks
+
+fc_openmp_adopt(openmp_state())   # one choice of runtime per process (openmp_runtime.h)
 
 
 cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k, floating alpha,

@@ -9,11 +9,14 @@ each runs in its slot's row of `workspace`.
 """
 from cython cimport floating
 from cython.parallel cimport prange
+from fastconv._kernels._openmp cimport fc_openmp_adopt
 
 from fastconv._kernels._geometry cimport check_workspace
-from fastconv._kernels._tasks cimport run_tasks
+from fastconv._kernels._tasks cimport openmp_state, run_tasks
 
 import numpy as np
+
+fc_openmp_adopt(openmp_state())   # one choice of runtime per process (openmp_runtime.h)
 
 cdef extern from "winograd.h" nogil:
     int fc_compiled_isa()

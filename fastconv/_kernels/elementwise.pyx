@@ -5,6 +5,10 @@ blocks of FC_EW_BLOCK values in memory order, handed out statically (the result
 does not depend on the thread count: every value is computed alone)."""
 from cython cimport floating
 from cython.parallel cimport prange
+from fastconv._kernels._openmp cimport fc_openmp_adopt
+from fastconv._kernels._tasks cimport openmp_state
+
+fc_openmp_adopt(openmp_state())   # one choice of runtime per process (openmp_runtime.h)
 
 cdef extern from "elementwise.h" nogil:
     void fc_relu_f(const float* x, float* out, Py_ssize_t n)

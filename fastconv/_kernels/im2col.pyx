@@ -2,9 +2,13 @@
 """im2col / col2im (torch's unfold / fold), parallel over column-matrix rows or planes."""
 from cython cimport floating
 from cython.parallel cimport prange
+from fastconv._kernels._openmp cimport fc_openmp_adopt
+from fastconv._kernels._tasks cimport openmp_state
 
 from fastconv._kernels._columns cimport col2im_row, im2col_row
 from fastconv._kernels._geometry cimport Geometry, check_shape, shape
+
+fc_openmp_adopt(openmp_state())   # one choice of runtime per process (openmp_runtime.h)
 
 
 def im2col(const floating[:, :, :, ::1] x, floating[:, :, ::1] cols, Geometry g, int num_threads):

@@ -20,7 +20,10 @@ from libc.stdint cimport int64_t
 from libc.string cimport memset
 
 from fastconv._kernels._geometry cimport Geometry, check_shape, check_workspace, shape
-from fastconv._kernels._openmp cimport omp_get_thread_num
+from fastconv._kernels._openmp cimport fc_openmp_adopt, omp_get_thread_num
+from fastconv._kernels._tasks cimport openmp_state
+
+fc_openmp_adopt(openmp_state())   # one choice of runtime per process (openmp_runtime.h)
 
 
 # [_first(...), _end(...)): the steps t (0 <= t < limit) whose position

@@ -22,6 +22,10 @@
  * the code that runs in between, e.g. another library's ops interleaved with
  * fastconv's; one long gap is the idle before a burst of calls).
  *
+ * Where the process has loaded another OpenMP runtime, jobs run on its team instead
+ * (openmp_runtime.h): its idle threads spin after each of its regions and would
+ * otherwise hold a core beside fastconv's workers.
+ *
  * Without pthreads (Windows) it is an OpenMP dynamic loop; without OpenMP, serial.
  */
 #ifndef FASTCONV_TASK_POOL_H
@@ -29,6 +33,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include "openmp_runtime.h"
 
 typedef void (*fc_task_fn)(void *ctx, Py_ssize_t task, int slot);
 
@@ -165,6 +170,31 @@ static void *fc_worker(void *unused) {
     return NULL;
 }
 
+#if FC_FOREIGN_OPENMP
+/* A job on another runtime's team (openmp_runtime.h): its members claim chunks until
+ * none is left; the team's closing barrier is the wait for tasks running elsewhere. */
+typedef struct {
+    fc_task_fn fn;
+    void *ctx;
+    int64_t n_tasks, chunk;
+    int max_slots;
+    atomic_int_fast64_t next;         /* the first task not yet claimed */
+    atomic_int slots;                 /* slots taken */
+} fc_team_job;
+
+static void fc_team_member(void *data) {
+    fc_team_job *job = (fc_team_job *)data;
+    int slot = atomic_fetch_add_explicit(&job->slots, 1, memory_order_relaxed);
+    if (slot >= job->max_slots) return;
+    for (;;) {
+        int64_t first = atomic_fetch_add_explicit(&job->next, job->chunk, memory_order_relaxed);
+        if (first >= job->n_tasks) return;
+        int64_t last = first + job->chunk < job->n_tasks ? first + job->chunk : job->n_tasks;
+        for (int64_t t = first; t < last; t++) job->fn(job->ctx, (Py_ssize_t)t, slot);
+    }
+}
+#endif
+
 static void fc_pool_after_fork(void) {
     /* the child has the caller's thread only: start again with no workers */
     pthread_mutex_init(&fc_pool.owner, NULL);
@@ -210,6 +240,16 @@ static void fc_run_tasks(fc_task_fn fn, void *ctx, Py_ssize_t n_tasks, Py_ssize_
         for (Py_ssize_t t = 0; t < n_tasks; t++) fn(ctx, t, 0);
         return;
     }
+#if FC_FOREIGN_OPENMP
+    const fc_omp_runtime *team = fc_openmp_runtime(num_threads);
+    if (team == &fc_openmp->foreign) {
+        fc_team_job job = {fn, ctx, (int64_t)n_tasks, (int64_t)chunk, num_threads, 0, 0};
+        fc_openmp_parallel(team, fc_team_member, &job, (unsigned)num_threads, 0);
+        pthread_mutex_unlock(&fc_pool.owner);
+        return;
+    }
+    uint64_t job_start = fc_now_ns();
+#endif
     fc_pool_grow(num_threads - 1);
     /* the next gap is likely as long as the last ones */
     if (fc_now_ns() - fc_pool.last_end <= FC_SPIN_NS) fc_pool.long_gaps = 0;
@@ -244,6 +284,9 @@ static void fc_run_tasks(fc_task_fn fn, void *ctx, Py_ssize_t n_tasks, Py_ssize_
         else fc_relax();
     }
     fc_pool.last_end = fc_now_ns();
+#if FC_FOREIGN_OPENMP
+    fc_openmp_ended(&fc_own_openmp, num_threads, fc_pool.last_end - job_start, fc_pool.last_end - job_start);
+#endif
     pthread_mutex_unlock(&fc_pool.owner);
 }
 

@@ -11,6 +11,10 @@ from libc.string cimport memcpy
 
 from cython cimport floating
 from cython.parallel cimport prange
+from fastconv._kernels._openmp cimport fc_openmp_adopt
+from fastconv._kernels._tasks cimport openmp_state
+
+fc_openmp_adopt(openmp_state())   # one choice of runtime per process (openmp_runtime.h)
 
 
 cdef void _copy_crop(floating* dst, const floating* src, Py_ssize_t C, Py_ssize_t h, Py_ssize_t w,

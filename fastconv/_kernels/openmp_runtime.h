@@ -1,0 +1,319 @@
+/* Which OpenMP runtime a kernel module's parallel regions run on.
+ *
+ * fastconv links its own copy of libgomp (setup.py: PRIVATE_GOMP), whose idle threads
+ * spin briefly. Another runtime in the process (torch's or scikit-learn's libgomp, an
+ * LLVM libomp) keeps its idle threads spinning for milliseconds after each of its own
+ * regions (libgomp: 300,000 spins, ~6 ms), and a fastconv op run in that window shares
+ * a core with a spinning thread: a 3.2 ms convolution run right after one of torch's
+ * took 2.1x its time alone. So while that runtime's threads are hot, fastconv's
+ * regions run on its team, and its spinning threads are the ones that take fastconv's
+ * work; so do the task pool's jobs (task_pool.h).
+ *
+ * Hot: since this module's last region ended, threads other than the caller (and
+ * beyond what fastconv's own idle threads spin) used at least half a core, measured
+ * with the process's and the thread's CPU clocks. A team whose member is held off its
+ * core stalls its region at the closing barrier (the task pool never waits for a
+ * thread that has not started): a region on the other team that waited more than
+ * FC_STALL_NS and a quarter of its time for its members sends the module back to its
+ * own runtime for FC_BACKOFF_NS.
+ *
+ * FASTCONV_OPENMP_TEAM in the environment: "own" keeps fastconv on its own runtime,
+ * "any" runs every region of two or more threads on the other team whenever one is
+ * loaded, hot or not (the tests' way to run every kernel there); "hot" (the default)
+ * is the rule above.
+ *
+ * How: setup.py links every kernel module with `-Wl,--wrap=SYMBOL` for the runtime
+ * entry points that the compiler's OpenMP code calls (WRAPPED_OPENMP), so those calls
+ * land here; each forwards to the runtime the enclosing region runs on (a thread-local
+ * set by the region's body), or to fastconv's own (`__real_SYMBOL`) outside any region.
+ * A region's runtime is chosen when it starts and never changes under a running team.
+ * In a forked child, regions run serially (fc_serial_openmp).
+ */
+#ifndef FASTCONV_OPENMP_RUNTIME_H
+#define FASTCONV_OPENMP_RUNTIME_H
+
+#if defined(FC_WRAP_OPENMP) && defined(__linux__) && defined(_OPENMP)
+#define FC_FOREIGN_OPENMP 1
+#include <dlfcn.h>
+#include <link.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+typedef struct {
+    void (*parallel)(void (*fn)(void *), void *data, unsigned num_threads, unsigned flags);
+    void (*barrier)(void);
+    bool (*loop_start)(long start, long end, long incr, long chunk, long *istart, long *iend);
+    bool (*loop_next)(long *istart, long *iend);
+    void (*loop_end_nowait)(void);
+    int (*thread_num)(void);
+    int (*num_threads)(void);
+} fc_omp_runtime;
+
+void __real_GOMP_parallel(void (*fn)(void *), void *data, unsigned num_threads, unsigned flags);
+void __real_GOMP_barrier(void);
+bool __real_GOMP_loop_nonmonotonic_dynamic_start(long, long, long, long, long *, long *);
+bool __real_GOMP_loop_nonmonotonic_dynamic_next(long *, long *);
+void __real_GOMP_loop_end_nowait(void);
+int __real_omp_get_thread_num(void);
+int __real_omp_get_num_threads(void);
+
+static const fc_omp_runtime fc_own_openmp = {
+    __real_GOMP_parallel, __real_GOMP_barrier, __real_GOMP_loop_nonmonotonic_dynamic_start,
+    __real_GOMP_loop_nonmonotonic_dynamic_next, __real_GOMP_loop_end_nowait,
+    __real_omp_get_thread_num, __real_omp_get_num_threads};
+
+#define FC_OWN_SPIN_NS 250000        /* how long fastconv's idle threads spin, at most */
+#define FC_MIN_GAP_NS 100000         /* a shorter gap keeps the last choice */
+#define FC_STALL_NS 150000
+#define FC_BACKOFF_NS 100000000
+
+/* A forked child has only the forking thread, but a runtime that ran a region in the
+ * parent still counts the parent's team as its own and waits for it at the next region:
+ * the child hangs. So there, regions run on the calling thread alone, as a team of one
+ * (the task pool's jobs still run on its workers, restarted in the child). */
+static void fc_serial_parallel(void (*fn)(void *), void *data, unsigned num_threads, unsigned flags) {
+    (void)num_threads; (void)flags;
+    fn(data);
+}
+static void fc_serial_barrier(void) {}
+static bool fc_serial_loop_start(long start, long end, long incr, long chunk, long *istart, long *iend) {
+    (void)chunk;
+    *istart = start;
+    *iend = end;
+    return incr > 0 ? start < end : start > end;
+}
+static bool fc_serial_loop_next(long *istart, long *iend) { (void)istart; (void)iend; return false; }
+static void fc_serial_loop_end_nowait(void) {}
+static int fc_serial_thread_num(void) { return 0; }
+static int fc_serial_num_threads(void) { return 1; }
+
+static const fc_omp_runtime fc_serial_openmp = {
+    fc_serial_parallel, fc_serial_barrier, fc_serial_loop_start, fc_serial_loop_next,
+    fc_serial_loop_end_nowait, fc_serial_thread_num, fc_serial_num_threads};
+
+/* The choice's state, one per process: each module starts on its own copy and adopts
+ * the task pool's (_tasks.pyx) when it is imported (fc_openmp_adopt), so that the
+ * gaps it measures are gaps between any of fastconv's regions. */
+typedef struct {
+    pthread_mutex_t lock;
+    unsigned long long adds;          /* the loader's count of loaded objects when last looked */
+    fc_omp_runtime foreign;
+    int found;                        /* `foreign` is filled in */
+    int any;                          /* FASTCONV_OPENMP_TEAM=any */
+    int forked;                       /* a forked child: libgomp's teams do not survive fork */
+    int hot;                          /* the last choice: the foreign team */
+    int last_threads;                 /* the last region's team size */
+    uint64_t last_end, last_other;    /* when the last region ended; others' CPU time then */
+    uint64_t backoff_until;
+    uint64_t foreign_regions;         /* regions (and pool jobs) run on the other team */
+} fc_openmp_state;
+
+static fc_openmp_state fc_openmp_own_state = {PTHREAD_MUTEX_INITIALIZER};
+static fc_openmp_state *fc_openmp = &fc_openmp_own_state;
+
+static void *fc_openmp_state_of_module(void) { return fc_openmp; }
+static void fc_openmp_adopt(void *state) { if (state) fc_openmp = (fc_openmp_state *)state; }
+
+static inline uint64_t fc_clock_ns(clockid_t clock) {
+    struct timespec t;
+    clock_gettime(clock, &t);
+    return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
+/* CPU time of the process's threads other than the calling one. */
+static inline uint64_t fc_others_cpu_ns(void) {
+    uint64_t self = fc_clock_ns(CLOCK_THREAD_CPUTIME_ID);
+    return fc_clock_ns(CLOCK_PROCESS_CPUTIME_ID) - self;
+}
+
+/* The runtime of the region this thread is running, NULL outside any. */
+static __thread const fc_omp_runtime *fc_region_openmp;
+
+static int fc_loader_adds(struct dl_phdr_info *info, size_t size, void *adds) {
+    (void)size;
+    *(unsigned long long *)adds = info->dlpi_adds;
+    return 1;                         /* the first object carries the count */
+}
+
+typedef struct {
+    const char *own;                  /* the file of fastconv's runtime */
+    char path[4096];
+} fc_runtime_search;
+
+static int fc_find_runtime(struct dl_phdr_info *info, size_t size, void *data) {
+    (void)size;
+    fc_runtime_search *s = (fc_runtime_search *)data;
+    const char *name = strrchr(info->dlpi_name, '/');
+    name = name ? name + 1 : info->dlpi_name;
+    if (strncmp(name, "libgomp", 7) && strncmp(name, "libomp", 6) && strncmp(name, "libiomp", 7)) return 0;
+    if (strcmp(info->dlpi_name, s->own) == 0 || strlen(info->dlpi_name) >= sizeof s->path) return 0;
+    strcpy(s->path, info->dlpi_name);
+    return 1;                         /* the first in load order */
+}
+
+static void fc_openmp_after_fork(void) {
+    pthread_mutex_init(&fc_openmp->lock, NULL);      /* another thread may have held it */
+    fc_openmp->forked = 1;
+}
+
+/* At load: a module whose first region comes after a fork is a child too. */
+__attribute__((constructor)) static void fc_openmp_at_load(void) {
+    pthread_atfork(NULL, NULL, fc_openmp_after_fork);
+}
+
+/* Look for another runtime (under the lock); fill fc_openmp->foreign if one has every
+ * entry point. Keeps it loaded. */
+static void fc_openmp_search(void) {
+    Dl_info own;
+    fc_openmp->found = 0;
+    const char *team = getenv("FASTCONV_OPENMP_TEAM");
+    fc_openmp->any = team && strcmp(team, "any") == 0;
+    if ((team && strcmp(team, "own") == 0) || !dladdr((void *)__real_omp_get_thread_num, &own))
+        return;
+    fc_runtime_search s = {own.dli_fname, {0}};
+    dl_iterate_phdr(fc_find_runtime, &s);
+    void *lib = s.path[0] ? dlopen(s.path, RTLD_LAZY | RTLD_NOLOAD) : NULL;
+    if (!lib) return;
+    fc_omp_runtime *f = &fc_openmp->foreign;
+    *(void **)&f->parallel = dlsym(lib, "GOMP_parallel");
+    *(void **)&f->barrier = dlsym(lib, "GOMP_barrier");
+    *(void **)&f->loop_start = dlsym(lib, "GOMP_loop_nonmonotonic_dynamic_start");
+    *(void **)&f->loop_next = dlsym(lib, "GOMP_loop_nonmonotonic_dynamic_next");
+    *(void **)&f->loop_end_nowait = dlsym(lib, "GOMP_loop_end_nowait");
+    *(void **)&f->thread_num = dlsym(lib, "omp_get_thread_num");
+    *(void **)&f->num_threads = dlsym(lib, "omp_get_num_threads");
+    fc_openmp->found = f->parallel && f->barrier && f->loop_start && f->loop_next && f->loop_end_nowait
+                      && f->thread_num && f->num_threads;
+    if (!fc_openmp->found) dlclose(lib);
+}
+
+/* The runtime a region (or a task pool job) of `num_threads` starting now runs on. */
+static const fc_omp_runtime *fc_openmp_runtime(int num_threads) {
+    if (fc_region_openmp) return fc_region_openmp;      /* nested: the enclosing one's */
+    if (fc_openmp->forked) return &fc_serial_openmp;
+    unsigned long long adds = 0;
+    dl_iterate_phdr(fc_loader_adds, &adds);
+    pthread_mutex_lock(&fc_openmp->lock);
+    if (adds != fc_openmp->adds) {
+        fc_openmp->adds = adds;
+        fc_openmp_search();
+    }
+    if (!fc_openmp->found || num_threads <= 1) {
+        fc_openmp->hot = 0;
+    } else {
+        uint64_t now = fc_clock_ns(CLOCK_MONOTONIC), gap = now - fc_openmp->last_end;
+        if (fc_openmp->any) {
+            fc_openmp->hot = 1;
+        } else if (now < fc_openmp->backoff_until) {
+            fc_openmp->hot = 0;
+        } else if (gap >= FC_MIN_GAP_NS) {
+            uint64_t now_others = fc_others_cpu_ns();    /* the two clocks jitter by microseconds */
+            uint64_t others = now_others > fc_openmp->last_other ? now_others - fc_openmp->last_other : 0;
+            /* after a region of its own, each of fastconv's idle threads (its runtime's
+             * and the task pool's) may spin for a while */
+            uint64_t idle = fc_openmp->last_threads > 1 ? 2 * (uint64_t)(fc_openmp->last_threads - 1) : 0;
+            uint64_t own_spin = fc_openmp->hot ? 0 : idle * (gap < FC_OWN_SPIN_NS ? gap : FC_OWN_SPIN_NS);
+            fc_openmp->hot = others > own_spin && 2 * (others - own_spin) >= gap;
+        }
+    }
+    const fc_omp_runtime *rt = fc_openmp->hot ? &fc_openmp->foreign : &fc_own_openmp;
+    pthread_mutex_unlock(&fc_openmp->lock);
+    return rt;
+}
+
+/* After a region (or pool job) of `num_threads` on `rt` that took `total` ns, of which
+ * the caller spent `own_work` in its body: note when it ended, and back off from a
+ * team that kept the caller waiting. */
+static void fc_openmp_ended(const fc_omp_runtime *rt, int num_threads, uint64_t total, uint64_t own_work) {
+    if (fc_region_openmp) return;
+    uint64_t others = fc_others_cpu_ns(), now = fc_clock_ns(CLOCK_MONOTONIC);
+    pthread_mutex_lock(&fc_openmp->lock);
+    fc_openmp->last_end = now;
+    fc_openmp->last_other = others;
+    fc_openmp->last_threads = num_threads;
+    fc_openmp->foreign_regions += rt == &fc_openmp->foreign;
+    uint64_t wait = total > own_work ? total - own_work : 0;
+    if (rt == &fc_openmp->foreign && wait > FC_STALL_NS && 4 * wait > total) {
+        fc_openmp->backoff_until = now + FC_BACKOFF_NS;
+        fc_openmp->hot = 0;
+    }
+    pthread_mutex_unlock(&fc_openmp->lock);
+}
+
+typedef struct {
+    void (*fn)(void *);
+    void *data;
+    const fc_omp_runtime *runtime;
+    pthread_t caller;
+    uint64_t caller_work;             /* ns the caller spent in the body */
+} fc_openmp_region;
+
+static void fc_openmp_region_body(void *data) {
+    fc_openmp_region *r = (fc_openmp_region *)data;
+    const fc_omp_runtime *outer = fc_region_openmp;
+    int caller = pthread_equal(pthread_self(), r->caller);
+    uint64_t start = caller ? fc_clock_ns(CLOCK_MONOTONIC) : 0;
+    fc_region_openmp = r->runtime;
+    r->fn(r->data);
+    fc_region_openmp = outer;
+    if (caller) r->caller_work = fc_clock_ns(CLOCK_MONOTONIC) - start;
+}
+
+/* Run fn(data) on a team of `num_threads` of `rt` (GOMP_parallel's contract). */
+static void fc_openmp_parallel(const fc_omp_runtime *rt, void (*fn)(void *), void *data, unsigned num_threads,
+                               unsigned flags) {
+    fc_openmp_region r = {fn, data, rt, pthread_self(), 0};
+    uint64_t start = fc_clock_ns(CLOCK_MONOTONIC);
+    rt->parallel(fc_openmp_region_body, &r, num_threads, flags);
+    fc_openmp_ended(rt, (int)num_threads, fc_clock_ns(CLOCK_MONOTONIC) - start, r.caller_work);
+}
+
+#define FC_HIDDEN __attribute__((visibility("hidden")))
+
+FC_HIDDEN void __wrap_GOMP_parallel(void (*fn)(void *), void *data, unsigned num_threads, unsigned flags) {
+    /* num_threads 0 (no clause) is the runtime's default: a team, for the choice */
+    fc_openmp_parallel(fc_openmp_runtime(num_threads ? (int)num_threads : 2), fn, data, num_threads, flags);
+}
+
+#define FC_IN_REGION (fc_region_openmp ? fc_region_openmp : &fc_own_openmp)
+FC_HIDDEN void __wrap_GOMP_barrier(void) { FC_IN_REGION->barrier(); }
+FC_HIDDEN bool __wrap_GOMP_loop_nonmonotonic_dynamic_start(long start, long end, long incr, long chunk,
+                                                           long *istart, long *iend) {
+    return FC_IN_REGION->loop_start(start, end, incr, chunk, istart, iend);
+}
+FC_HIDDEN bool __wrap_GOMP_loop_nonmonotonic_dynamic_next(long *istart, long *iend) {
+    return FC_IN_REGION->loop_next(istart, iend);
+}
+FC_HIDDEN void __wrap_GOMP_loop_end_nowait(void) { FC_IN_REGION->loop_end_nowait(); }
+FC_HIDDEN int __wrap_omp_get_thread_num(void) { return FC_IN_REGION->thread_num(); }
+FC_HIDDEN int __wrap_omp_get_num_threads(void) { return FC_IN_REGION->num_threads(); }
+#undef FC_IN_REGION
+
+/* Whether another runtime is loaded that regions may run on (tests). */
+static int fc_openmp_foreign(void) {
+    fc_openmp_runtime(1);
+    pthread_mutex_lock(&fc_openmp->lock);
+    int found = fc_openmp->found && !fc_openmp->forked;
+    pthread_mutex_unlock(&fc_openmp->lock);
+    return found;
+}
+
+/* How many of this module's regions (and pool jobs) ran on another runtime's team. */
+static uint64_t fc_openmp_foreign_regions(void) {
+    pthread_mutex_lock(&fc_openmp->lock);
+    uint64_t n = fc_openmp->foreign_regions;
+    pthread_mutex_unlock(&fc_openmp->lock);
+    return n;
+}
+
+#else
+#define FC_FOREIGN_OPENMP 0
+static int fc_openmp_foreign(void) { return 0; }
+static unsigned long long fc_openmp_foreign_regions(void) { return 0; }
+#endif
+
+#endif
