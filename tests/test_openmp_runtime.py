@@ -2,6 +2,8 @@
 short idle wait that no other library sees, the user's wait policy respected, and
 small work on one thread. Mechanism checks in fresh interpreters, not timings."""
 import os
+import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -227,3 +229,22 @@ if pid == 0:
 print(os.waitpid(pid, 0)[1] == 0)
 """)
     assert out.split() == ["True"] * 5
+
+
+@needs_openmp_threads
+def test_kernels_call_no_runtime_entry_point_that_is_not_forwarded():
+    # A region may run on another runtime's team or on one thread: every OpenMP entry
+    # point a kernel calls must go through openmp_runtime.h (a __wrap_ definition),
+    # but for those that only read settings outside regions.
+    if shutil.which("nm") is None:
+        pytest.skip("no nm")
+    outside_regions = {"omp_get_max_threads", "omp_get_num_procs"}
+    modules = [p for p in pathlib.Path(_kernels.__file__).parent.glob("*.so") if "gomp" not in p.name]
+    assert modules
+    for module in modules:
+        undefined = subprocess.run(["nm", "-D", "--undefined-only", str(module)], capture_output=True,
+                                   text=True, check=True).stdout.split()
+        called = {name.split("@")[0] for name in undefined if name.startswith(("GOMP_", "omp_"))}
+        defined = subprocess.run(["nm", str(module)], capture_output=True, text=True, check=True).stdout
+        wrapped = {name[len("__wrap_"):] for name in defined.split() if name.startswith("__wrap_")}
+        assert called - wrapped - outside_regions == set(), module.name

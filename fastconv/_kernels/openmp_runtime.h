@@ -91,6 +91,7 @@ static void fc_serial_loop_end_nowait(void) {}
 static int fc_serial_thread_num(void) { return 0; }
 static int fc_serial_num_threads(void) { return 1; }
 
+/* ... also every region of one thread: the same, without a runtime's bookkeeping. */
 static const fc_omp_runtime fc_serial_openmp = {
     fc_serial_parallel, fc_serial_barrier, fc_serial_loop_start, fc_serial_loop_next,
     fc_serial_loop_end_nowait, fc_serial_thread_num, fc_serial_num_threads};
@@ -275,6 +276,13 @@ static void fc_openmp_parallel(const fc_omp_runtime *rt, void (*fn)(void *), voi
 #define FC_HIDDEN __attribute__((visibility("hidden")))
 
 FC_HIDDEN void __wrap_GOMP_parallel(void (*fn)(void *), void *data, unsigned num_threads, unsigned flags) {
+    if (num_threads == 1 && !fc_region_openmp) {
+        /* one thread: no team to choose or wait for (small work, a few microseconds) */
+        fc_region_openmp = &fc_serial_openmp;
+        fn(data);
+        fc_region_openmp = NULL;
+        return;
+    }
     /* num_threads 0 (no clause) is the runtime's default: a team, for the choice */
     fc_openmp_parallel(fc_openmp_runtime(num_threads ? (int)num_threads : 2), fn, data, num_threads, flags);
 }
