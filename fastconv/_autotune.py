@@ -537,8 +537,9 @@ def _budget_slices(N, full, budget, g, dtype, num_threads, winograd):
     # fills a fraction of its chunks' lanes and times as if the whole call did
     fewest = step
     if winograd:
-        chunk = _winograd.kernel.chunk_tiles(np.dtype(dtype) == np.float64)
-        fewest = step * -(-2 * num_threads * chunk // -(-g.out_w // step))
+        row_tiles = -(-g.out_w // step)
+        chunk = _winograd.kernel.chunk_tiles(np.dtype(dtype) == np.float64, row_tiles)
+        fewest = step * -(-2 * num_threads * chunk // row_tiles)
         fewest = max(step, min(fewest, 2 * SLICE_MACS_MAX // per_row // step * step))
     rows = min(g.out_h, max(fewest, budget // per_row // step * step))
     quarter = max(fewest, rows // 4 // step * step)
