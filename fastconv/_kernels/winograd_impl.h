@@ -658,6 +658,23 @@ static void WG_FN(wg_forward_chunk)(const WG_T *x, ptrdiff_t C, ptrdiff_t H, ptr
         /* one block of WG_MR output channels at a time: its products at all points, then
          * their output transforms, while they are still in cache */
         for (kb = kb0; kb < kb1; kb++) {
+#if WG_PAIRS
+            /* a vector (two rows) at a time: its products at all points, WG_P * WG_MR * WG_L
+             * values, stay in L1 until their output transforms read them */
+            for (r = 0; r < nr; r += 2) {
+                const ptrdiff_t uA = first + r * tw, uB = uA + tw, imgA = uA / per_image, imgB = uB / per_image;
+                for (pt_i = 0; pt_i < WG_P; pt_i++)
+                    WG_FN(wg_gemm)(U + ((g * WG_P + pt_i) * Kp + kb * WG_MR) * Cg, V + pt_i * VS + r / 2 * WG_L, Cg,
+                                   TS, Mb + pt_i * WG_MR * T, T, 1);
+                for (k = kb * WG_MR; k < (kb + 1) * WG_MR && k < Kg; k++)
+                    WG_FN(wg_output_pair16)(Mb + (k - kb * WG_MR) * T, WG_MR * T, bias[g * Kg + k],
+                                            relu, out + (imgA * K + g * Kg + k) * Ho * Wo,
+                                            r + 1 < nr ? out + (imgB * K + g * Kg + k) * Ho * Wo : NULL, Ho, Wo,
+                                            uA % per_image / tw * WG_M, uB % per_image / tw * WG_M);
+            }
+            if (paired)
+                continue;
+#endif
             for (pt_i = 0; pt_i < WG_P; pt_i++) {
                 const WG_T *Ub = U + ((g * WG_P + pt_i) * Kp + kb * WG_MR) * Cg, *Vp = V + pt_i * VS;
                 WG_T *Mp = Mb + pt_i * WG_MR * T;
@@ -671,16 +688,6 @@ static void WG_FN(wg_forward_chunk)(const WG_T *x, ptrdiff_t C, ptrdiff_t H, ptr
                 for (k = kb * WG_MR; k < (kb + 1) * WG_MR && k < Kg; k++)
                     WG_FN(wg_output_tiles)(Mb + (k - kb * WG_MR) * T, WG_MR * T, bias[g * Kg + k], relu, out, K,
                                            g * Kg + k, Ho, Wo, first, count, tw, per_image, Y);
-#if WG_PAIRS
-            for (r = 0; r < nr; r += 2) {
-                const ptrdiff_t uA = first + r * tw, uB = uA + tw, imgA = uA / per_image, imgB = uB / per_image;
-                for (k = kb * WG_MR; k < (kb + 1) * WG_MR && k < Kg; k++)
-                    WG_FN(wg_output_pair16)(Mb + (k - kb * WG_MR) * T + r / 2 * WG_L, WG_MR * T, bias[g * Kg + k],
-                                            relu, out + (imgA * K + g * Kg + k) * Ho * Wo,
-                                            r + 1 < nr ? out + (imgB * K + g * Kg + k) * Ho * Wo : NULL, Ho, Wo,
-                                            uA % per_image / tw * WG_M, uB % per_image / tw * WG_M);
-            }
-#endif
             for (s = 0; s < count && !narrow && !paired;) {
                 const ptrdiff_t u = first + s, img = u / per_image, ty = u % per_image / tw, tx = u % tw;
                 const ptrdiff_t len = tw - tx < count - s ? tw - tx : count - s;
