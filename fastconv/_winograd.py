@@ -40,13 +40,17 @@ Speed: it pays for large images with many channels; by how much depends on the C
 (the direct tiles it competes with run near the FMA peak, so the gain is the multiplies
 it saves less the transforms). In the AVX-512 build, float32 reads each input row of
 16 tiles with masked loads and splits its columns by permutes in registers, and writes
-each output row the same way (rows of 5 tiles and more); rows of fewer tiles than that
-(than a vector in the other builds and in float64) take a per-tile path (scalar gathers
-and scatters). Where chunks are fewer than four per thread, their output channel blocks
+each output row the same way (rows of 5 tiles and more); rows of 5-8 tiles (17-32
+output columns) run two to a vector, so that no transform runs on half-empty vectors,
+in chunks of six whole rows whose products are computed a vector at a time, right
+before its output transforms (C1's forward: 0.7x the time of one row to a vector).
+Rows of fewer tiles than 5 (than a vector in the other builds and in float64) take a
+per-tile path (scalar gathers and scatters). Where chunks are fewer than four per thread, their output channel blocks
 are shared out over several tasks (each thread that runs a part transforms the chunk's
 input again) unless whole chunks balance better (`_splits`). Small images with many channels are dominated by the
 weight transform, n^2/9 times the weights' size per call (14x14x256, 7x7x512); with few
-channels the transforms, not the products, dominate (C1, 3 -> 32 channels). `"auto"`
+channels the transforms, not the products, dominate (C1, 3 -> 32 channels: on one
+thread the output transform about 35% of its time, the products 40%). `"auto"`
 picks it where it measures it faster (fastconv._autotune). Re-measure with
 ``python -m fastconv bench --sections direct``, which prints its effective GFLOP/s
 (direct-convolution FLOPs / time) against the cores' FMA peak.
