@@ -246,6 +246,25 @@ def test_row_pairs(build, rng, dtype, width, N, H, K, padding):
     assert_within_bound(got[~reached], want[~reached], magnitude, dtype)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("width", [18, 27, 32])
+@pytest.mark.parametrize("case", [(2, 6, 9, 6, 1, 2), (1, 4, 13, 4, 1, 4), (3, 9, 6, 12, "same", 3)])
+def test_row_pairs_groups(build, rng, dtype, width, case):
+    """Rows of 5-8 tiles with groups (depthwise included): each group's input rows paired
+    in turn, its outputs stored from its own products; forward and grad_x."""
+    N, C, H, K, p, groups = case
+    x, w, b, kw = make(rng, (N, C, H, width, K, p, groups), dtype)
+    x64, w64, b64 = f64(x, w, b)
+    y = fastconv.conv2d(x, w, b, algorithm="winograd", **kw)
+    assert_within_bound(y, reference.conv2d(x64, w64, b64, **kw),
+                        reference.conv2d(np.abs(x64), np.abs(w64), np.abs(b64), **kw), dtype)
+    go = rng.standard_normal(y.shape).astype(dtype)
+    gx = fastconv.conv2d_backward(go, x, w, algorithm="winograd", **kw)[0]
+    want = reference.conv2d_backward(go.astype(np.float64), x64, w64, **kw)[0]
+    magnitude = reference.conv2d_backward(np.abs(go).astype(np.float64), x64, np.abs(w64), **kw)[0]
+    assert_within_bound(gx, want, magnitude, dtype)
+
+
 def test_row_pairs_chunks(build):
     """Chunks of rows of 5-8 tiles hold whole rows (six, where two share a vector); other
     rows keep chunks of one register tile's width."""
