@@ -537,8 +537,9 @@ def _budget_slices(N, full, budget, g, dtype, num_threads, winograd):
     # fills a fraction of its chunks' lanes and times as if the whole call did
     fewest = step
     if winograd:
-        chunk = _winograd.kernel.chunk_tiles(np.dtype(dtype) == np.float64)
-        fewest = step * -(-2 * num_threads * chunk // -(-g.out_w // step))
+        row_tiles = -(-g.out_w // step)
+        chunk = _winograd.kernel.chunk_tiles(np.dtype(dtype) == np.float64, row_tiles)
+        fewest = step * -(-2 * num_threads * chunk // row_tiles)
         fewest = max(step, min(fewest, 2 * SLICE_MACS_MAX // per_row // step * step))
     rows = min(g.out_h, max(fewest, budget // per_row // step * step))
     quarter = max(fewest, rows // 4 // step * step)
@@ -571,8 +572,9 @@ def _problem(x_shape, weight_shape, g, dtype, images, rows):
 
 def _parts(pass_, names, x, weight, grad_output, gs, kw, groups, num_threads):
     """{part: zero-argument callable} timing the candidates on one slice problem. A part
-    is a candidate, except winograd's backward: its grad_x and either grad_weight, timed
-    apart (`_combine` adds them up)."""
+    is a candidate, except winograd's backward: its grad_x, either grad_weight and the
+    grad_bias sum (which the other candidates' backward calls include: 0.35 ms of C1's
+    2 ms), timed apart (`_combine` adds them up)."""
     import fastconv
 
     grad_weight = {
@@ -598,17 +600,18 @@ def _parts(pass_, names, x, weight, grad_output, gs, kw, groups, num_threads):
              for a in names if a != "winograd"}
     if "winograd" in names:
         calls["winograd grad_x"] = lambda: _winograd.grad_x(grad_output, weight, x.shape, gs, groups, num_threads)
+        calls["winograd grad_bias"] = lambda: grad_output.sum(axis=(0, 2, 3))
         calls.update({f"grad_weight {a}": fn for a, fn in grad_weight.items()})
     return calls
 
 
 def _combine(seconds):
     """{candidate: seconds} from {part: seconds}: winograd's backward is its grad_x plus
-    the faster grad_weight."""
+    the faster grad_weight plus the grad_bias sum."""
     out = {part: t for part, t in seconds.items() if " " not in part}
     grad_weight = [seconds[p] for p in ("grad_weight im2col", "grad_weight direct") if p in seconds]
     if "winograd grad_x" in seconds and grad_weight:
-        out["winograd"] = seconds["winograd grad_x"] + min(grad_weight)
+        out["winograd"] = seconds["winograd grad_x"] + min(grad_weight) + seconds.get("winograd grad_bias", 0.0)
     return out
 
 

@@ -40,13 +40,17 @@ Speed: it pays for large images with many channels; by how much depends on the C
 (the direct tiles it competes with run near the FMA peak, so the gain is the multiplies
 it saves less the transforms). In the AVX-512 build, float32 reads each input row of
 16 tiles with masked loads and splits its columns by permutes in registers, and writes
-each output row the same way (rows of 5 tiles and more); rows of fewer tiles than that
-(than a vector in the other builds and in float64) take a per-tile path (scalar gathers
-and scatters). Where chunks are fewer than four per thread, their output channel blocks
+each output row the same way (rows of 5 tiles and more); rows of 5-8 tiles (17-32
+output columns) run two to a vector, so that no transform runs on half-empty vectors,
+in chunks of six whole rows whose products are computed a vector at a time, right
+before its output transforms (C1's forward: 0.7x the time of one row to a vector).
+Rows of fewer tiles than 5 (than a vector in the other builds and in float64) take a
+per-tile path (scalar gathers and scatters). Where chunks are fewer than four per thread, their output channel blocks
 are shared out over several tasks (each thread that runs a part transforms the chunk's
 input again) unless whole chunks balance better (`_splits`). Small images with many channels are dominated by the
 weight transform, n^2/9 times the weights' size per call (14x14x256, 7x7x512); with few
-channels the transforms, not the products, dominate (C1, 3 -> 32 channels). `"auto"`
+channels the transforms, not the products, dominate (C1, 3 -> 32 channels: on one
+thread the output transform about 35% of its time, the products 40%). `"auto"`
 picks it where it measures it faster (fastconv._autotune). Re-measure with
 ``python -m fastconv bench --sections direct``, which prints its effective GFLOP/s
 (direct-convolution FLOPs / time) against the cores' FMA peak.
@@ -105,14 +109,14 @@ def workspace_values(Cg, Kp, dtype):
     return kernel.workspace_values(Cg, Kp, np.dtype(dtype) == np.float64)
 
 
-def _splits(tiles, Kp, dtype, num_threads):
+def _splits(tiles, row_tiles, Kp, dtype, num_threads):
     """Tasks per chunk of tiles: 1 where the chunks keep every thread busy (four per
     thread), else the chunks' output channel blocks shared out over up to that many,
     unless the chunks alone finish sooner: every thread that runs a part of a chunk
     transforms the chunk's input again, about 16 / Kp of its products' time (measured on
     AVX-512 in float32: 0.13 ms against 0.54 ms for one 56x56 image, 64 -> 64 channels,
     whose 5 chunks run faster whole, 0.39-0.49 ms against 0.44-0.57 ms split in 2)."""
-    T = kernel.chunk_tiles(np.dtype(dtype) == np.float64)
+    T = kernel.chunk_tiles(np.dtype(dtype) == np.float64, row_tiles)
     chunks = -(-tiles // T)
     if num_threads == 1 or chunks == 0 or chunks >= 4 * num_threads:
         return 1
@@ -149,9 +153,10 @@ def _forward_into(out, x, weight, bias, pad_top, pad_left, groups, num_threads, 
     U, Kp = transform_weights(weight, groups, num_threads) if prepared is None else prepared
     workspace = _aligned_workspace(num_threads, workspace_values(x.shape[1] // groups, Kp, x.dtype), x.dtype)
     m = tile_size(x.dtype)[0]
-    tiles = x.shape[0] * -(-out.shape[2] // m) * -(-out.shape[3] // m)
+    row_tiles = -(-out.shape[3] // m)
+    tiles = x.shape[0] * -(-out.shape[2] // m) * row_tiles
     kernel.conv2d_forward(x, U, Kp, bias, out, groups, pad_top, pad_left, workspace, num_threads,
-                          _splits(tiles, Kp, x.dtype, num_threads), relu)
+                          _splits(tiles, row_tiles, Kp, x.dtype, num_threads), relu)
 
 
 def prepare(weight, groups, num_threads=1):

@@ -208,6 +208,75 @@ def test_writes_only_its_output(build, rng, dtype, width):
 
 
 @pytest.mark.filterwarnings("ignore:invalid value encountered")
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("width", [17, 19, 22, 25, 28, 29, 31, 32])
+@pytest.mark.parametrize("N, H, K, padding", [(1, 32, 32, 1), (3, 9, 5, (2, 0)), (2, 14, 9, 0), (0, 8, 4, 1),
+                                              (1, 5, 17, (0, 3)), (5, 3, 3, 2)])
+def test_row_pairs(build, rng, dtype, width, N, H, K, padding):
+    """Rows of 5-8 tiles (17-32 output columns): float32's AVX-512 build runs two rows of
+    tiles to a vector (wg_input_pair16 / wg_output_pair16), chunks of six whole rows, so
+    that a vector's two rows may lie in different images, a chunk may end on a lone row
+    and its last tile row may be clipped. Every output written once (NaN guards around
+    the output), with and without the fused ReLU, at 1 and 2 threads (splits of small
+    maps' output channels over tasks), and NaN only where a tile reads one."""
+    C = 3
+    x, w, b, kw = make(rng, (N, C, H, width, K, padding, 1), dtype)
+    x64, w64, b64 = f64(x, w, b)
+    magnitude = reference.conv2d(np.abs(x64), np.abs(w64), np.abs(b64), **kw)
+    want = reference.conv2d(x64, w64, b64, **kw)
+    pt, pl = (padding, padding) if isinstance(padding, int) else padding
+    for threads in (1, 2):
+        for relu in (False, True):
+            guarded = np.full((want.shape[0] + 2,) + want.shape[1:], np.nan, dtype=dtype)
+            _winograd._forward_into(guarded[1:-1], x, w, b, pt, pl, 1, threads, relu=relu)
+            assert_within_bound(guarded[1:-1], np.maximum(want, 0) if relu else want, magnitude, dtype)
+            assert np.isnan(guarded[0]).all() and np.isnan(guarded[-1]).all()
+    if N == 0:
+        return
+    bad = [(N - 1, C - 1, H - 1, width - 1), (0, 0, 0, 0)]
+    for n, c, iy, ix in bad:
+        x[n, c, iy, ix] = np.nan
+    got = fastconv.conv2d(x, w, b, algorithm="winograd", **kw)
+    m = _winograd.tile_size(dtype)[0]
+    oy, ox = np.arange(want.shape[2]) // m * m - pt, np.arange(want.shape[3]) // m * m - pl  # tiles' first inputs
+    reached = np.zeros(want.shape, bool)
+    for n, _c, iy, ix in bad:
+        reached[n] |= ((oy <= iy) & (iy < oy + m + 2))[:, None] & ((ox <= ix) & (ix < ox + m + 2))[None, :]
+    assert np.isfinite(got[~reached]).all()
+    assert_within_bound(got[~reached], want[~reached], magnitude, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("width", [18, 27, 32])
+@pytest.mark.parametrize("case", [(2, 6, 9, 6, 1, 2), (1, 4, 13, 4, 1, 4), (3, 9, 6, 12, "same", 3)])
+def test_row_pairs_groups(build, rng, dtype, width, case):
+    """Rows of 5-8 tiles with groups (depthwise included): each group's input rows paired
+    in turn, its outputs stored from its own products; forward and grad_x."""
+    N, C, H, K, p, groups = case
+    x, w, b, kw = make(rng, (N, C, H, width, K, p, groups), dtype)
+    x64, w64, b64 = f64(x, w, b)
+    y = fastconv.conv2d(x, w, b, algorithm="winograd", **kw)
+    assert_within_bound(y, reference.conv2d(x64, w64, b64, **kw),
+                        reference.conv2d(np.abs(x64), np.abs(w64), np.abs(b64), **kw), dtype)
+    go = rng.standard_normal(y.shape).astype(dtype)
+    gx = fastconv.conv2d_backward(go, x, w, algorithm="winograd", **kw)[0]
+    want = reference.conv2d_backward(go.astype(np.float64), x64, w64, **kw)[0]
+    magnitude = reference.conv2d_backward(np.abs(go).astype(np.float64), x64, np.abs(w64), **kw)[0]
+    assert_within_bound(gx, want, magnitude, dtype)
+
+
+def test_row_pairs_chunks(build):
+    """Chunks of rows of 5-8 tiles hold whole rows (six, where two share a vector); other
+    rows keep chunks of one register tile's width."""
+    for double in (False, True):
+        widest = build.chunk_tiles(double)
+        assert widest == build.chunk_tiles(double, 0) == build.chunk_tiles(double, 9) == build.chunk_tiles(double, 4)
+        for row_tiles in range(5, 9):
+            T = build.chunk_tiles(double, row_tiles)
+            assert T == widest or (T == 6 * row_tiles and T <= widest)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered")
 @pytest.mark.parametrize("padding", [0, 1, 2, 3, (1, 0), (2, 3)])
 @pytest.mark.parametrize("width", [18, 20, 21, 34, 62, 63, 66, 67, 70, 130])
 def test_row_segments(build, rng, width, padding):

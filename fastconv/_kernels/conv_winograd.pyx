@@ -23,8 +23,8 @@ cdef extern from "winograd.h" nogil:
     int fc_cpu_isa()
     enum: WG_MR
     enum: WG_NV
-    Py_ssize_t wg_chunk_tiles_f()
-    Py_ssize_t wg_chunk_tiles_d()
+    Py_ssize_t wg_chunk_tiles_f(Py_ssize_t tw)
+    Py_ssize_t wg_chunk_tiles_d(Py_ssize_t tw)
     void wg_transform_filters_f(const float* w, Py_ssize_t wk, Py_ssize_t nr, const double* G, float* U,
                                 Py_ssize_t step)
     void wg_transform_filters_d(const double* w, Py_ssize_t wk, Py_ssize_t nr, const double* G, double* U,
@@ -60,9 +60,10 @@ def register_rows(bint double_precision):
     return WG_MR
 
 
-def chunk_tiles(bint double_precision):
-    """Output tiles per task (one register tile's width)."""
-    return wg_chunk_tiles_d() if double_precision else wg_chunk_tiles_f()
+def chunk_tiles(bint double_precision, Py_ssize_t row_tiles=0):
+    """Output tiles per task for rows of `row_tiles` tiles: one register tile's width (the
+    most, and the default), or whole rows where two rows of tiles share a vector."""
+    return wg_chunk_tiles_d(row_tiles) if double_precision else wg_chunk_tiles_f(row_tiles)
 
 
 def workspace_values(Py_ssize_t Cg, Py_ssize_t Kp, bint double_precision):
@@ -189,8 +190,9 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[::1] U, Py_ssi
     cdef Py_ssize_t K = out.shape[1], Ho = out.shape[2], Wo = out.shape[3]
     cdef bint dp = floating is double
     cdef Py_ssize_t m = 6 if dp else 4, n = m + 2
-    cdef Py_ssize_t T = wg_chunk_tiles_d() if dp else wg_chunk_tiles_f()
-    cdef Py_ssize_t tiles = N * ((Ho + m - 1) // m) * ((Wo + m - 1) // m)
+    cdef Py_ssize_t tw = (Wo + m - 1) // m
+    cdef Py_ssize_t T = wg_chunk_tiles_d(tw) if dp else wg_chunk_tiles_f(tw)
+    cdef Py_ssize_t tiles = N * ((Ho + m - 1) // m) * tw
     cdef Py_ssize_t chunks = (tiles + T - 1) // T, blocks = Kp // WG_MR
     if out.shape[0] != N or K % groups or C % groups or Kp % WG_MR or Kp < K // groups:
         raise ValueError("inconsistent shapes")

@@ -29,8 +29,22 @@ WG_INLINE void WG_FN(wg_store)(WG_T *p, WG_V v) { memcpy(p, &v, sizeof v); }
 /* s - 0 broadcasts (and folds); s + 0 would turn -0 into +0 */
 WG_INLINE WG_V WG_FN(wg_bcast)(WG_T s) { WG_V zero = {0}; return s - zero; }
 
-/* Tiles per chunk (one register tile's width). */
-static ptrdiff_t WG_FN(wg_chunk_tiles)(void) { return WG_NV * WG_L; }
+/* float's AVX-512 build runs rows of 5-8 tiles two to a vector (wg_input_pair16,
+ * wg_output_pair16): tile row 2v + h of a chunk at lanes 8h .. 8h + tw of its vector v. One
+ * row to a vector would leave half of every transform's lanes empty (C1: 32x32 images). */
+#undef WG_PAIRS /* defined for each dtype */
+#if WG_VECTORS && defined(__AVX512F__) && WG_M == 4
+#  define WG_PAIRS 1
+#else
+#  define WG_PAIRS 0
+#endif
+
+/* Whether rows of tw tiles run two to a vector. */
+WG_INLINE int WG_FN(wg_paired)(ptrdiff_t tw) { return WG_PAIRS && tw >= WG_NARROW_BELOW && 2 * tw <= WG_L; }
+
+/* Tiles per chunk for rows of tw tiles: one register tile's width, or, where rows run two
+ * to a vector, its 2 * WG_NV whole rows. */
+static ptrdiff_t WG_FN(wg_chunk_tiles)(ptrdiff_t tw) { return WG_FN(wg_paired)(tw) ? 2 * WG_NV * tw : WG_NV * WG_L; }
 
 /* Values between two transform points of V: Cg * TS and one vector more, so that the
  * points of one tile (stored together by the input transforms) fall in different sets
@@ -258,6 +272,80 @@ WG_NOINLINE void WG_FN(wg_input_segment16)(const WG_T *plane, ptrdiff_t H, ptrdi
         }
     }
 }
+
+/* Prefetch the cache lines of row[lo .. hi), clipped to [0, W). */
+WG_INLINE void WG_FN(wg_prefetch_cols)(const WG_T *row, ptrdiff_t lo, ptrdiff_t hi, ptrdiff_t W)
+{
+    lo = lo > 0 ? lo : 0;
+    hi = hi < W ? hi : W;
+    if (hi > lo) {
+        const char *first = (const char *)(row + lo), *last = (const char *)(row + hi) - 1;
+        for (; first <= last; first += 64)
+            WG_PREFETCH(first);
+        WG_PREFETCH(last);
+    }
+}
+
+/* wg_input_segment16 for two rows of 5-8 tiles (tw <= 8, so 4 * 8 + 2 input columns a row)
+ * in one vector: tile row A's tile l at lane l, row B's at lane 8 + l. Input rows iyA + i
+ * of planeA and iyB + i of planeB (NULL: no row B, zeros), columns ix0 + 4l + j; the
+ * transforms go to V[(a*WG_N + b)*vs + lane]. Each input row is read by two masked
+ * loads (and a pair of values past them), split by phase with the segments' permutes,
+ * and the two rows' halves joined by 128-bit shuffles. */
+WG_NOINLINE void WG_FN(wg_input_pair16)(const WG_T *planeA, const WG_T *planeB, ptrdiff_t H, ptrdiff_t W,
+                                   ptrdiff_t iyA, ptrdiff_t iyB, ptrdiff_t ix0, WG_T *P, WG_T *V, ptrdiff_t vs,
+                                   const WG_T *aheadA, const WG_T *aheadB)
+{
+    const __m512i even = _mm512_set_epi32(29, 25, 21, 17, 13, 9, 5, 1, 28, 24, 20, 16, 12, 8, 4, 0);
+    const __m512i odd = _mm512_set_epi32(31, 27, 23, 19, 15, 11, 7, 3, 30, 26, 22, 18, 14, 10, 6, 2);
+    /* lane l <- lane l + 1 of each half, the halves' last from lanes 0 (A) and 2 (B) of the
+     * values past the rows (next4), or 1 and 3 (next5) */
+    const __m512i next4 = _mm512_set_epi32(18, 15, 14, 13, 12, 11, 10, 9, 16, 7, 6, 5, 4, 3, 2, 1);
+    const __m512i next5 = _mm512_set_epi32(19, 15, 14, 13, 12, 11, 10, 9, 17, 7, 6, 5, 4, 3, 2, 1);
+    const __mmask16 m0 = WG_FN(wg_lanes)(-ix0, W - ix0), m1 = WG_FN(wg_lanes)(-(ix0 + 16), W - (ix0 + 16));
+    /* columns ix0 + 32, + 33: lanes 0, 1 of a load from there (A), lanes 2, 3 of one from two before (B) */
+    const __mmask16 mA = WG_FN(wg_lanes)(-(ix0 + 32), W - (ix0 + 32)) & 3;
+    const __mmask16 mB = WG_FN(wg_lanes)(-(ix0 + 30), W - (ix0 + 30)) & 0xC;
+    ptrdiff_t i, a, b;
+    for (i = 0; i < WG_N; i++) {
+        const int inA = iyA + i >= 0 && iyA + i < H, inB = planeB && iyB + i >= 0 && iyB + i < H;
+        /* a row outside its plane (or no row B): all lanes masked off (zeros), from a plane's start */
+        const WG_T *srcA = inA ? planeA + (iyA + i) * W + ix0 : planeA;
+        const WG_T *srcB = inB ? planeB + (iyB + i) * W + ix0 : planeA;
+        const __mmask16 onA = inA ? (__mmask16)0xFFFF : 0, onB = inB ? (__mmask16)0xFFFF : 0;
+        if (aheadA && inA)
+            WG_FN(wg_prefetch_cols)(aheadA + (iyA + i) * W, ix0, ix0 + 34, W);
+        if (aheadB && inB)
+            WG_FN(wg_prefetch_cols)(aheadB + (iyB + i) * W, ix0, ix0 + 34, W);
+        const __m512 A0 = _mm512_maskz_loadu_ps(m0 & onA, srcA), A1 = _mm512_maskz_loadu_ps(m1 & onA, srcA + 16);
+        const __m512 B0 = _mm512_maskz_loadu_ps(m0 & onB, srcB), B1 = _mm512_maskz_loadu_ps(m1 & onB, srcB + 16);
+        const __m512 X = _mm512_mask_loadu_ps(_mm512_maskz_loadu_ps(mA & onA, srcA + 32), mB & onB, srcB + 30);
+        const __m512 eA = _mm512_permutex2var_ps(A0, even, A1), eB = _mm512_permutex2var_ps(B0, even, B1);
+        const __m512 oA = _mm512_permutex2var_ps(A0, odd, A1), oB = _mm512_permutex2var_ps(B0, odd, B1);
+        WG_V d[WG_N], z[WG_N];
+        d[0] = (WG_V)_mm512_shuffle_f32x4(eA, eB, 0x44);
+        d[1] = (WG_V)_mm512_shuffle_f32x4(eA, eB, 0xEE);
+        d[2] = (WG_V)_mm512_shuffle_f32x4(oA, oB, 0x44);
+        d[3] = (WG_V)_mm512_shuffle_f32x4(oA, oB, 0xEE);
+        d[4] = (WG_V)_mm512_permutex2var_ps((__m512)d[0], next4, X);
+        d[5] = (WG_V)_mm512_permutex2var_ps((__m512)d[1], next5, X);
+        WG_BT(WG_V, WG_T, d, z);
+        WG_UNROLL
+        for (b = 0; b < WG_N; b++)
+            WG_FN(wg_store)(P + (i * WG_N + b) * 16, z[b]);
+    }
+    WG_UNROLL
+    for (b = 0; b < WG_N; b++) {
+        WG_V d[WG_N], z[WG_N];
+        WG_UNROLL
+        for (i = 0; i < WG_N; i++)
+            d[i] = WG_FN(wg_load)(P + (i * WG_N + b) * 16);
+        WG_BT(WG_V, WG_T, d, z);
+        WG_UNROLL
+        for (a = 0; a < WG_N; a++)
+            WG_FN(wg_store)(V + (a * WG_N + b) * vs, z[a]);
+    }
+}
 #endif
 
 #if WG_VECTORS
@@ -339,12 +427,36 @@ WG_NOINLINE void WG_FN(wg_output_segment)(const WG_T *Mk, ptrdiff_t ms, WG_T bia
 }
 
 #if WG_VECTORS && defined(__AVX512F__) && WG_M == 4
-/* wg_output_segment for F(4x4) in the AVX-512 build: each vector of 16 tiles' 4 x 4
- * outputs stay in registers, and each output row's 4 vectors (column s of the 16
- * tiles) are interleaved by permutes into the row's 64 contiguous values, stored
- * with masks that clip them to the tiles of the segment and to Wo. */
-WG_NOINLINE void WG_FN(wg_output_segment16)(const WG_T *Mk, ptrdiff_t ms, WG_T bias, int relu, WG_T *o, ptrdiff_t Ho,
-                                       ptrdiff_t Wo, ptrdiff_t oy0, ptrdiff_t ox0, ptrdiff_t len)
+/* y[r][s] = output (r, s) of the 16 tiles whose products are at Mk[point*ms + l], plus
+ * b (with `relu`: max(that, 0)), in registers. */
+WG_INLINE void WG_FN(wg_output_regs16)(const WG_T *Mk, ptrdiff_t ms, WG_V b, int relu, WG_V y[WG_M][WG_M])
+{
+    WG_V rows[WG_N][WG_M];
+    ptrdiff_t a, j, r, s;
+    WG_UNROLL
+    for (a = 0; a < WG_N; a++) {
+        WG_V m[WG_N];
+        WG_UNROLL
+        for (j = 0; j < WG_N; j++)
+            m[j] = WG_FN(wg_load)(Mk + (a * WG_N + j) * ms);
+        WG_AT(WG_V, WG_T, m, rows[a]);
+    }
+    WG_UNROLL
+    for (s = 0; s < WG_M; s++) {
+        WG_V col[WG_N], t[WG_M];
+        WG_UNROLL
+        for (a = 0; a < WG_N; a++)
+            col[a] = rows[a][s];
+        WG_AT(WG_V, WG_T, col, t);
+        WG_UNROLL
+        for (r = 0; r < WG_M; r++)
+            y[r][s] = relu ? WG_FN(wg_relu)(t[r] + b) : t[r] + b;
+    }
+}
+
+/* w[v] = values 16v .. 16v + 16 of one output row of 16 tiles, 4 values a tile, from
+ * yr[s] = column s of the tiles (lane l: tile l): tiles 0-7 in w[0], w[1], 8-15 in w[2], w[3]. */
+WG_INLINE void WG_FN(wg_interleave16)(const WG_V yr[WG_M], __m512 w[4])
 {
     /* lanes 2l, 2l + 1: lane l (l < 8; + 8 for hi) of the first and the second source */
     const __m512i pair_lo = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
@@ -353,46 +465,62 @@ WG_NOINLINE void WG_FN(wg_output_segment16)(const WG_T *Mk, ptrdiff_t ms, WG_T b
      * (t < 4; lanes 8 + 2t, ... for hi) */
     const __m512i quad_lo = _mm512_set_epi32(23, 22, 7, 6, 21, 20, 5, 4, 19, 18, 3, 2, 17, 16, 1, 0);
     const __m512i quad_hi = _mm512_set_epi32(31, 30, 15, 14, 29, 28, 13, 12, 27, 26, 11, 10, 25, 24, 9, 8);
+    const __m512 p0 = _mm512_permutex2var_ps((__m512)yr[0], pair_lo, (__m512)yr[1]);
+    const __m512 p1 = _mm512_permutex2var_ps((__m512)yr[0], pair_hi, (__m512)yr[1]);
+    const __m512 p2 = _mm512_permutex2var_ps((__m512)yr[2], pair_lo, (__m512)yr[3]);
+    const __m512 p3 = _mm512_permutex2var_ps((__m512)yr[2], pair_hi, (__m512)yr[3]);
+    w[0] = _mm512_permutex2var_ps(p0, quad_lo, p2);
+    w[1] = _mm512_permutex2var_ps(p0, quad_hi, p2);
+    w[2] = _mm512_permutex2var_ps(p1, quad_lo, p3);
+    w[3] = _mm512_permutex2var_ps(p1, quad_hi, p3);
+}
+
+/* wg_output_segment for F(4x4) in the AVX-512 build: each vector of 16 tiles' 4 x 4
+ * outputs stay in registers, and each output row's 4 vectors (column s of the 16
+ * tiles) are interleaved by permutes into the row's 64 contiguous values, stored
+ * with masks that clip them to the tiles of the segment and to Wo. */
+WG_NOINLINE void WG_FN(wg_output_segment16)(const WG_T *Mk, ptrdiff_t ms, WG_T bias, int relu, WG_T *o, ptrdiff_t Ho,
+                                       ptrdiff_t Wo, ptrdiff_t oy0, ptrdiff_t ox0, ptrdiff_t len)
+{
     const WG_V b = WG_FN(wg_bcast)(bias);
-    ptrdiff_t q, a, j, r, s, v;
+    ptrdiff_t q, r, v;
     for (q = 0; q < len; q += 16) {
-        WG_V rows[WG_N][WG_M], y[WG_M][WG_M];
-        WG_UNROLL
-        for (a = 0; a < WG_N; a++) {
-            WG_V m[WG_N];
-            WG_UNROLL
-            for (j = 0; j < WG_N; j++)
-                m[j] = WG_FN(wg_load)(Mk + q + (a * WG_N + j) * ms);
-            WG_AT(WG_V, WG_T, m, rows[a]);
-        }
-        WG_UNROLL
-        for (s = 0; s < WG_M; s++) {
-            WG_V col[WG_N], t[WG_M];
-            WG_UNROLL
-            for (a = 0; a < WG_N; a++)
-                col[a] = rows[a][s];
-            WG_AT(WG_V, WG_T, col, t);
-            WG_UNROLL
-            for (r = 0; r < WG_M; r++)
-                y[r][s] = relu ? WG_FN(wg_relu)(t[r] + b) : t[r] + b;
-        }
+        WG_V y[WG_M][WG_M];
+        WG_FN(wg_output_regs16)(Mk + q, ms, b, relu, y);
         const ptrdiff_t ox = ox0 + 4 * q;
         const ptrdiff_t n = 4 * (len - q) < Wo - ox ? 4 * (len - q) : Wo - ox; /* values in each row */
         for (r = 0; r < WG_M && oy0 + r < Ho; r++) {
             WG_T *orow = o + (oy0 + r) * Wo + ox;
-            const __m512 p0 = _mm512_permutex2var_ps((__m512)y[r][0], pair_lo, (__m512)y[r][1]);
-            const __m512 p1 = _mm512_permutex2var_ps((__m512)y[r][0], pair_hi, (__m512)y[r][1]);
-            const __m512 p2 = _mm512_permutex2var_ps((__m512)y[r][2], pair_lo, (__m512)y[r][3]);
-            const __m512 p3 = _mm512_permutex2var_ps((__m512)y[r][2], pair_hi, (__m512)y[r][3]);
             __m512 w[4];
-            w[0] = _mm512_permutex2var_ps(p0, quad_lo, p2);
-            w[1] = _mm512_permutex2var_ps(p0, quad_hi, p2);
-            w[2] = _mm512_permutex2var_ps(p1, quad_lo, p3);
-            w[3] = _mm512_permutex2var_ps(p1, quad_hi, p3);
+            WG_FN(wg_interleave16)(y[r], w);
             WG_UNROLL
             for (v = 0; v < 4; v++)
                 if (n > 16 * v)
                     _mm512_mask_storeu_ps(orow + 16 * v, WG_FN(wg_lanes)(0, n - 16 * v), w[v]);
+        }
+    }
+}
+
+/* wg_output_segment16 for two rows of 5-8 tiles in one vector (wg_input_pair16's lanes):
+ * row A's outputs to oA's rows oyA .. oyA + 4, row B's (oB NULL: none) to oB's rows oyB ..,
+ * each row's Wo <= 32 values by two masked stores. */
+WG_NOINLINE void WG_FN(wg_output_pair16)(const WG_T *Mk, ptrdiff_t ms, WG_T bias, int relu, WG_T *oA, WG_T *oB,
+                                    ptrdiff_t Ho, ptrdiff_t Wo, ptrdiff_t oyA, ptrdiff_t oyB)
+{
+    const __mmask16 lo = WG_FN(wg_lanes)(0, Wo), hi = WG_FN(wg_lanes)(0, Wo - 16);
+    WG_V y[WG_M][WG_M];
+    ptrdiff_t r;
+    WG_FN(wg_output_regs16)(Mk, ms, WG_FN(wg_bcast)(bias), relu, y);
+    for (r = 0; r < WG_M; r++) {
+        __m512 w[4];
+        WG_FN(wg_interleave16)(y[r], w);
+        if (oyA + r < Ho) {
+            _mm512_mask_storeu_ps(oA + (oyA + r) * Wo, lo, w[0]);
+            _mm512_mask_storeu_ps(oA + (oyA + r) * Wo + 16, hi, w[1]);
+        }
+        if (oB && oyB + r < Ho) {
+            _mm512_mask_storeu_ps(oB + (oyB + r) * Wo, lo, w[2]);
+            _mm512_mask_storeu_ps(oB + (oyB + r) * Wo + 16, hi, w[3]);
         }
     }
 }
@@ -463,7 +591,8 @@ WG_NOINLINE void WG_FN(wg_output_tiles)(const WG_T *Mk, ptrdiff_t ms, WG_T bias,
     }
 }
 
-/* One chunk: tiles first .. first + count (count <= WG_NV * WG_L) of the flattened
+/* One chunk: tiles first .. first + count (count <= wg_chunk_tiles(tw); where rows run two
+ * to a vector, whole tile rows) of the flattened
  * (image, tile row, tile column) grid of out (N, K, Ho, Wo) = conv2d(x, w) + bias (with
  * `relu`: max(that, 0), fused into the output transform's store),
  * x (N, C, H, W) read from offset (-pt, -pl), for every group, output channel blocks kb0 ..
@@ -480,19 +609,37 @@ static void WG_FN(wg_forward_chunk)(const WG_T *x, ptrdiff_t C, ptrdiff_t H, ptr
     const ptrdiff_t T = WG_NV * WG_L, TS = T + WG_L;
     const ptrdiff_t Cg = C / groups, Kg = K / groups;
     const ptrdiff_t tw = (Wo + WG_M - 1) / WG_M, per_image = (Ho + WG_M - 1) / WG_M * tw;
-    const int narrow = tw < WG_NARROW_BELOW;
-    const int nv = (int)((count + WG_L - 1) / WG_L); /* vectors of tiles this chunk fills */
+    const int narrow = tw < WG_NARROW_BELOW, paired = WG_FN(wg_paired)(tw);
+    const ptrdiff_t nr = paired ? (count + tw - 1) / tw : 0; /* tile rows, where two share a vector */
+    /* vectors of tiles this chunk fills */
+    const int nv = (int)(paired ? (nr + 1) / 2 : (count + WG_L - 1) / WG_L);
     const ptrdiff_t VS = WG_FN(wg_point_stride)(Cg);
     WG_T *V = work, *Mb = V + WG_P * VS, *P = Mb + WG_P * WG_MR * T, *Z = P + WG_P * TS;
     WG_T *Y = Z + WG_P * TS;
-    ptrdiff_t g, s, c, k, pt_i, kb;
+    ptrdiff_t g, s, c, k, pt_i, kb, r;
+    (void)nr;
+    (void)r;
     for (g = 0; g < groups; g++) {
         if (transform_input) {
+#if WG_PAIRS
+            for (r = 0; r < nr; r += 2) { /* rows r and r + 1 (if any) of the chunk in vector r / 2 */
+                const ptrdiff_t uA = first + r * tw, uB = uA + tw, imgA = uA / per_image, imgB = uB / per_image;
+                const ptrdiff_t iyA = uA % per_image / tw * WG_M - pt, iyB = uB % per_image / tw * WG_M - pt;
+                for (c = 0; c < Cg; c++) {
+                    const WG_T *planeA = x + (imgA * C + g * Cg + c) * H * W;
+                    const WG_T *planeB = r + 1 < nr ? x + (imgB * C + g * Cg + c) * H * W : NULL;
+                    const int ahead = c + WG_AHEAD < Cg;
+                    WG_FN(wg_input_pair16)(planeA, planeB, H, W, iyA, iyB, -pl, P, V + c * TS + r / 2 * WG_L, VS,
+                                           ahead ? planeA + WG_AHEAD * H * W : NULL,
+                                           ahead && planeB ? planeB + WG_AHEAD * H * W : NULL);
+                }
+            }
+#endif
             if (narrow)
                 for (c = 0; c < Cg; c++)
                     WG_FN(wg_input_tiles)(x, C, H, W, g * Cg + c, first, count, tw, per_image, pt, pl, P, Z,
                                           V + c * TS, VS);
-            for (s = 0; s < count && !narrow;) {
+            for (s = 0; s < count && !narrow && !paired;) {
                 const ptrdiff_t u = first + s, img = u / per_image, ty = u % per_image / tw, tx = u % tw;
                 const ptrdiff_t len = tw - tx < count - s ? tw - tx : count - s;
                 for (c = 0; c < Cg; c++) {
@@ -511,6 +658,23 @@ static void WG_FN(wg_forward_chunk)(const WG_T *x, ptrdiff_t C, ptrdiff_t H, ptr
         /* one block of WG_MR output channels at a time: its products at all points, then
          * their output transforms, while they are still in cache */
         for (kb = kb0; kb < kb1; kb++) {
+#if WG_PAIRS
+            /* a vector (two rows) at a time: its products at all points, WG_P * WG_MR * WG_L
+             * values, stay in L1 until their output transforms read them */
+            for (r = 0; r < nr; r += 2) {
+                const ptrdiff_t uA = first + r * tw, uB = uA + tw, imgA = uA / per_image, imgB = uB / per_image;
+                for (pt_i = 0; pt_i < WG_P; pt_i++)
+                    WG_FN(wg_gemm)(U + ((g * WG_P + pt_i) * Kp + kb * WG_MR) * Cg, V + pt_i * VS + r / 2 * WG_L, Cg,
+                                   TS, Mb + pt_i * WG_MR * T, T, 1);
+                for (k = kb * WG_MR; k < (kb + 1) * WG_MR && k < Kg; k++)
+                    WG_FN(wg_output_pair16)(Mb + (k - kb * WG_MR) * T, WG_MR * T, bias[g * Kg + k],
+                                            relu, out + (imgA * K + g * Kg + k) * Ho * Wo,
+                                            r + 1 < nr ? out + (imgB * K + g * Kg + k) * Ho * Wo : NULL, Ho, Wo,
+                                            uA % per_image / tw * WG_M, uB % per_image / tw * WG_M);
+            }
+            if (paired)
+                continue;
+#endif
             for (pt_i = 0; pt_i < WG_P; pt_i++) {
                 const WG_T *Ub = U + ((g * WG_P + pt_i) * Kp + kb * WG_MR) * Cg, *Vp = V + pt_i * VS;
                 WG_T *Mp = Mb + pt_i * WG_MR * T;
@@ -524,7 +688,7 @@ static void WG_FN(wg_forward_chunk)(const WG_T *x, ptrdiff_t C, ptrdiff_t H, ptr
                 for (k = kb * WG_MR; k < (kb + 1) * WG_MR && k < Kg; k++)
                     WG_FN(wg_output_tiles)(Mb + (k - kb * WG_MR) * T, WG_MR * T, bias[g * Kg + k], relu, out, K,
                                            g * Kg + k, Ho, Wo, first, count, tw, per_image, Y);
-            for (s = 0; s < count && !narrow;) {
+            for (s = 0; s < count && !narrow && !paired;) {
                 const ptrdiff_t u = first + s, img = u / per_image, ty = u % per_image / tw, tx = u % tw;
                 const ptrdiff_t len = tw - tx < count - s ? tw - tx : count - s;
                 for (k = kb * WG_MR; k < (kb + 1) * WG_MR && k < Kg; k++)
