@@ -12,7 +12,8 @@ few columns wide that streams all the weights for each image, and most of its
 column matrix is padding. Each tap that reaches the input is one GEMM over the
 whole batch (the input pixels under the tap's window, channels last, times the
 tap's K x C weights), added into the output pixels it reaches: only products of
-real pixels, in GEMMs as tall as the batch times the plane. Extra memory is the
+real pixels, in GEMMs as tall as the batch times the plane, all of them one job of
+the task pool (`kernel.matmul_groups`). Extra memory is the
 channels-last copies of the input and output (or their gradients) and the weights
 re-laid tap by tap. The products it leaves out are padding's zeros times weights
 (or output gradients): where one of those is inf or NaN the reference has NaN
@@ -144,7 +145,7 @@ def _gather(a, windows, side):
 def _products(a, b, c, blocks, shape, trans_a=False, trans_b=False, beta=0, num_threads=1):
     """One job of GEMMs (`kernel.matmul_groups`), one per (tap, first row, end) in `blocks`:
     `shape(tap, lo, hi)` gives its (m, n, k, a_offset, lda, b_offset, ldb, c_offset, ldc)."""
-    table = np.array([shape(tap, lo, hi) for tap, lo, hi in blocks], dtype=np.int64)
+    table = np.array([shape(tap, lo, hi) for tap, lo, hi in blocks], dtype=np.int64).reshape(-1, 9)
     kernel.matmul_groups(a.reshape(-1), b.reshape(-1), c.reshape(-1), table, trans_a, trans_b, beta, num_threads)
 
 

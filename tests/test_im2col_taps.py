@@ -1,5 +1,5 @@
 """im2col's tap-by-tap path for small output planes (fastconv._im2col.by_taps) and the
-threaded GEMM under it (fastconv._kernels.conv_gemm.matmul)."""
+GEMMs under it (fastconv._kernels.conv_gemm.matmul_groups)."""
 import numpy as np
 import pytest
 from conftest import DTYPES, TORCH, assert_close, numerical_gradient, requires_torch
@@ -115,37 +115,6 @@ def test_auto_considers_im2col_for_small_planes_backward():
     slices = _autotune._slices(x_shape, w_shape, small, np.float32, "backward", 2, ["im2col", "direct"])
     assert len(slices) == 1 and slices[0][0] >= 16
     assert _autotune._macs("backward", (slices[0][0],) + x_shape[1:], w_shape, small) <= 2 * _autotune.SLICE_MACS_MAX
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("trans_a", [False, True])
-@pytest.mark.parametrize("trans_b", [False, True])
-def test_matmul_matches_numpy(rng, dtype, trans_a, trans_b):
-    for m, n, k in [(1, 1, 1), (5, 300, 7), (40, 3, 9), (33, 257, 65), (300, 5, 7), (257, 33, 65)]:
-        a = rng.standard_normal((k, m) if trans_a else (m, k)).astype(dtype)
-        b = rng.standard_normal((n, k) if trans_b else (k, n)).astype(dtype)
-        c0 = rng.standard_normal((m, n)).astype(dtype)
-        want = (a.T if trans_a else a) @ (b.T if trans_b else b) + 0.5 * c0
-        for by_rows in (None, False, True):
-            c = c0.copy()
-            conv_gemm.matmul(a, b, c, trans_a, trans_b, 0.5, 3, by_rows)
-            assert_close(c, want)
-
-
-def test_matmul_takes_strided_rows_and_checks_its_arguments(rng):
-    taps = rng.standard_normal((6, 9, 4))          # (K, taps, C): a tap's K x C rows are strided
-    a = rng.standard_normal((5, 4))
-    c = np.zeros((5, 6))
-    conv_gemm.matmul(a, taps[:, 2, :], c, trans_b=True, num_threads=2)
-    assert_close(c, a @ taps[:, 2, :].T)
-    with pytest.raises(ValueError, match="b must have shape"):
-        conv_gemm.matmul(a, np.ones((3, 6)), c)
-    with pytest.raises(ValueError, match="c must have shape"):
-        conv_gemm.matmul(a, np.ones((4, 5)), c)
-    with pytest.raises(ValueError, match="dimensions"):
-        conv_gemm.matmul(np.ones((5, 0)), np.ones((0, 6)), c)
-    with pytest.raises(ValueError, match="contiguous rows"):
-        conv_gemm.matmul(a[:, ::2], np.ones((2, 6)), c)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
