@@ -342,9 +342,9 @@ def grad_x(grad_output, weight, x_shape, g, groups, num_threads):
 
 
 def backward(grad_output, x, weight, g, groups, num_threads):
-    """(grad_x, grad_weight, grad_bias) of conv2d."""
+    """(grad_x, grad_weight) of conv2d."""
     return (grad_x(grad_output, weight, x.shape, g, groups, num_threads),
-            grad_weight(grad_output, x, weight, g, groups, num_threads), grad_output.sum(axis=(0, 2, 3)))
+            grad_weight(grad_output, x, weight, g, groups, num_threads))
 
 
 def grad_weight(grad_output, x, weight, g, groups, num_threads):

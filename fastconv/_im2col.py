@@ -12,7 +12,8 @@ few columns wide that streams all the weights for each image, and most of its
 column matrix is padding. Each tap that reaches the input is one GEMM over the
 whole batch (the input pixels under the tap's window, channels last, times the
 tap's K x C weights), added into the output pixels it reaches: only products of
-real pixels, in GEMMs as tall as the batch times the plane. Extra memory is the
+real pixels, in GEMMs as tall as the batch times the plane, all of them one job of
+the task pool (`kernel.matmul_groups`). Extra memory is the
 channels-last copies of the input and output (or their gradients) and the weights
 re-laid tap by tap. The products it leaves out are padding's zeros times weights
 (or output gradients): where one of those is inf or NaN the reference has NaN
@@ -103,51 +104,99 @@ def _tap_windows(g, H, W):
     return windows
 
 
-def _rows(a, window):
-    """The pixels of channels-last `a` (N, H, W, C) under `window`, as a C-contiguous
-    (pixels, C) matrix (a view where the window is the whole plane)."""
-    part = a[:, window[0], window[1], :]
-    return np.ascontiguousarray(part).reshape(-1, a.shape[3])
+#: Values of the rows one batch chunk gathers (every tap's pixels, channels last, for
+#: the larger of C and K): larger batches run tap by tap in chunks of images.
+TAPS_VALUES = 1 << 22
 
 
-def _by_taps_weight(weight, num_threads):
-    """(K, kh*kw, C): [:, tap, :] is the tap's K x C weights (rows strided, as BLAS takes)."""
+def _batch_chunks(N, windows, channels):
+    """[(first image, end)] of the chunks of the batch whose gathered rows fit TAPS_VALUES."""
+    per_image = channels * sum(_pixels(w) for w in windows)
+    step = max(1, TAPS_VALUES // max(1, per_image))
+    return [(n, min(N, n + step)) for n in range(0, N, step)]
+
+
+def _pixels(window):
+    """Output pixels (= input pixels) under one tap's window."""
+    rows, cols = window[1]
+    return len(range(rows.start, rows.stop)) * len(range(cols.start, cols.stop))
+
+
+def _channels_last(x, windows):
+    """x (N, C, H, W) (or grad_output) as (N, H, W, C): a copy where several windows read
+    it, a view (the window's pixels copied from it alone) where one does (a 1x1 kernel
+    at stride > 1 reads a fraction of x)."""
+    xt = x.transpose(0, 2, 3, 1)
+    return xt if len(windows) == 1 else np.ascontiguousarray(xt)
+
+
+def _gather(a, windows, side):
+    """The pixels of channels-last `a` (N, H, W, C) under each window's `side` (1: its
+    output pixels, 2: its input pixels), one (pixels, C) block per window, stacked:
+    ((rows, C) array, offsets: block i is rows [offsets[i], offsets[i + 1]))."""
+    N, C = a.shape[0], a.shape[3]
+    offsets = np.cumsum([0] + [N * _pixels(w) for w in windows])
+    out = np.empty((offsets[-1], C), dtype=a.dtype)
+    for w, lo, hi in zip(windows, offsets, offsets[1:]):
+        part = a[:, w[side][0], w[side][1], :]
+        out[lo:hi].reshape(part.shape)[...] = part
+    return out, offsets
+
+
+def _products(a, b, c, blocks, shape, trans_a=False, trans_b=False, beta=0, num_threads=1):
+    """One job of GEMMs (`kernel.matmul_groups`), one per (tap, first row, end) in `blocks`:
+    `shape(tap, lo, hi)` gives its (m, n, k, a_offset, lda, b_offset, ldb, c_offset, ldc)."""
+    table = np.array([shape(tap, lo, hi) for tap, lo, hi in blocks], dtype=np.int64).reshape(-1, 9)
+    kernel.matmul_groups(a.reshape(-1), b.reshape(-1), c.reshape(-1), table, trans_a, trans_b, beta, num_threads)
+
+
+def taps_weight(weight, num_threads):
+    """(K, kh*kw, C): [:, tap, :] is the tap's K x C weights (rows strided, as BLAS takes).
+    The forward and the backward of a layer's training step share it (`taps=`): the
+    weights do not change in between, and at 3x3x512x512 it costs 0.3-0.7 ms a call."""
     K, C = weight.shape[:2]
     taps = np.empty((K, weight.shape[2] * weight.shape[3], C), dtype=weight.dtype)
     kernel.swap_last_axes(weight.reshape(taps.shape[0], C, taps.shape[1]), taps, num_threads)
     return taps
 
 
-def _forward_by_taps(x, weight, g, num_threads):
-    """The output, or None where the products left out may not be zeros."""
+def _forward_by_taps(x, weight, g, num_threads, taps=None):
+    """The output, or None where the products left out may not be zeros. `taps`:
+    `taps_weight(weight)`, else computed here. Every tap's GEMM runs in one job."""
     N, C, H, W = x.shape
     K = weight.shape[0]
     out = np.zeros((N, g.out_h, g.out_w, K), dtype=x.dtype)
     if N and C and K:
-        xt = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
-        taps = _by_taps_weight(weight, num_threads)
-        blas.pin_single_threaded()
-        part = np.empty(N * g.out_h * g.out_w * K, dtype=x.dtype)
         windows = _tap_windows(g, H, W)
-        for tap, out_window, in_window in windows:
-            a = _rows(xt, in_window)
-            product = part[:a.shape[0] * K].reshape(a.shape[0], K)
-            kernel.matmul(a, taps[:, tap, :], product, trans_b=True, num_threads=num_threads)
-            target = out[:, out_window[0], out_window[1], :]
-            target += product.reshape(target.shape)
+        xt = _channels_last(x, windows)
+        if taps is None:
+            taps = taps_weight(weight, num_threads)
+        T = taps.shape[1]
+        blas.pin_single_threaded()
+        for n0, n1 in _batch_chunks(N, windows, max(C, K)):
+            a, offsets = _gather(xt[n0:n1], windows, 2)
+            product = np.empty((offsets[-1], K), dtype=x.dtype)
+            blocks = [(w[0], lo, hi) for w, lo, hi in zip(windows, offsets, offsets[1:])]
+            _products(a, taps, product, blocks,
+                      lambda tap, lo, hi: (hi - lo, K, C, lo * C, C, tap * C, T * C, lo * K, K),
+                      trans_b=True, num_threads=num_threads)
+            for w, lo, hi in zip(windows, offsets, offsets[1:]):
+                target = out[n0:n1, w[1][0], w[1][1], :]
+                target += product[lo:hi].reshape(target.shape)
         # A non-finite weight of a tap that reaches the input makes some output
         # non-finite; one of a tap that never does, only the reference's 0 * w.
-        unreached = sorted(set(range(taps.shape[1])) - {w[0] for w in windows})
+        unreached = sorted(set(range(T)) - {w[0] for w in windows})
         if not (np.isfinite(out).all() and np.isfinite(taps[:, unreached, :]).all()):
             return None
     return np.ascontiguousarray(out.transpose(0, 3, 1, 2))
 
 
-def forward(x, weight, bias, g, groups, num_threads):
-    """(N, K, Ho, Wo) = conv2d(x, weight) + bias."""
+def forward(x, weight, bias, g, groups, num_threads, taps=None):
+    """(N, K, Ho, Wo) = conv2d(x, weight) + bias. `taps`: `taps_weight(weight)` where the
+    call runs by taps (`by_taps`), else computed here."""
     N, K = x.shape[0], weight.shape[0]
     v.allocatable((N, K, g.out_h, g.out_w), x.dtype, "output")
-    out = _forward_by_taps(x, weight, g, num_threads) if by_taps(g, groups, N) else None
+    out = _forward_by_taps(x, weight, g, num_threads, taps) if by_taps(g, groups, N) else None
     if out is not None:
         if bias is not None:
             out += bias[:, None, None]
@@ -165,7 +214,7 @@ def forward(x, weight, bias, g, groups, num_threads):
     return out
 
 
-def _backward_by_taps(grad_output, x, weight, g, num_threads, with_grad_x):
+def _backward_by_taps(grad_output, x, weight, g, num_threads, with_grad_x, taps):
     """The gradients, or None where the products left out (padding's zeros times
     grad_output) may not be zeros."""
     if not np.isfinite(grad_output).all():
@@ -176,31 +225,46 @@ def _backward_by_taps(grad_output, x, weight, g, num_threads, with_grad_x):
     grad_taps = np.empty((K, g.kernel_h * g.kernel_w, C), dtype=x.dtype)
     for tap in set(range(grad_taps.shape[1])) - {w[0] for w in windows}:
         grad_taps[:, tap, :] = 0         # a tap that never reaches the input
-    grad_xt = np.zeros((N, H, W, C), dtype=x.dtype) if with_grad_x else None
+    # one window (a 1x1 kernel at stride > 1): x's gradient is zero off it, written in place
+    grad_x = np.zeros_like(x) if with_grad_x else None
+    grad_xt = grad_x.transpose(0, 2, 3, 1) if len(windows) == 1 and with_grad_x else None
+    if grad_xt is None and with_grad_x:
+        grad_xt = np.zeros((N, H, W, C), dtype=x.dtype)
     if windows:
-        xt = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
-        gt = np.ascontiguousarray(grad_output.transpose(0, 2, 3, 1))
-        taps = _by_taps_weight(weight, num_threads) if with_grad_x else None
-        part = np.empty(N * H * W * C, dtype=x.dtype) if with_grad_x else None
+        xt = _channels_last(x, windows)
+        gt = _channels_last(grad_output, windows)
+        if with_grad_x and taps is None:
+            taps = taps_weight(weight, num_threads)
+        T = grad_taps.shape[1]
         blas.pin_single_threaded()
-        for tap, out_window, in_window in windows:
-            a, go = _rows(xt, in_window), _rows(gt, out_window)
-            kernel.matmul(go, a, grad_taps[:, tap, :], trans_a=True, num_threads=num_threads)
+        for n0, n1 in _batch_chunks(N, windows, max(C, K)):
+            a, offsets = _gather(xt[n0:n1], windows, 2)
+            go, _ = _gather(gt[n0:n1], windows, 1)
+            blocks = [(w[0], lo, hi) for w, lo, hi in zip(windows, offsets, offsets[1:])]
+            _products(go, a, grad_taps, blocks,
+                      lambda tap, lo, hi: (K, C, hi - lo, lo * K, K, lo * C, C, tap * C, T * C),
+                      trans_a=True, beta=0 if n0 == 0 else 1, num_threads=num_threads)
             if with_grad_x:
-                product = part[:a.size].reshape(a.shape)
-                kernel.matmul(go, taps[:, tap, :], product, num_threads=num_threads)
-                target = grad_xt[:, in_window[0], in_window[1], :]
-                target += product.reshape(target.shape)
+                product = np.empty((offsets[-1], C), dtype=x.dtype)
+                _products(go, taps, product, blocks,
+                          lambda tap, lo, hi: (hi - lo, C, K, lo * K, K, tap * C, T * C, lo * C, C),
+                          num_threads=num_threads)
+                for w, lo, hi in zip(windows, offsets, offsets[1:]):
+                    target = grad_xt[n0:n1, w[2][0], w[2][1], :]
+                    target += product[lo:hi].reshape(target.shape)
     grad_w = np.empty(weight.shape, dtype=x.dtype)
     kernel.swap_last_axes(grad_taps, grad_w.reshape(K, C, grad_taps.shape[1]), num_threads)
-    grad_x = np.ascontiguousarray(grad_xt.transpose(0, 3, 1, 2)) if with_grad_x else None
-    return grad_x, grad_w, grad_output.sum(axis=(0, 2, 3))
+    if with_grad_x and len(windows) != 1:
+        grad_x[...] = grad_xt.transpose(0, 3, 1, 2)
+    return grad_x, grad_w
 
 
-def backward(grad_output, x, weight, g, groups, num_threads, with_grad_x=True):
-    """(grad_x, grad_weight, grad_bias) of conv2d; grad_x is None without `with_grad_x`."""
+def backward(grad_output, x, weight, g, groups, num_threads, with_grad_x=True, taps=None):
+    """(grad_x, grad_weight) of conv2d; grad_x is None without `with_grad_x`. `taps`: as
+    in `forward`."""
     N, K = x.shape[0], weight.shape[0]
-    grads = _backward_by_taps(grad_output, x, weight, g, num_threads, with_grad_x) if by_taps(g, groups, N) else None
+    grads = (_backward_by_taps(grad_output, x, weight, g, num_threads, with_grad_x, taps)
+             if by_taps(g, groups, N) else None)
     if grads is not None:
         return grads
     _check_blas_limits(g)
@@ -214,7 +278,7 @@ def backward(grad_output, x, weight, g, groups, num_threads, with_grad_x=True):
                            grad_output.reshape(N, K, g.out_h * g.out_w), grad_x, grad_w_parts, workspace,
                            g.struct(), band_rows, num_threads, with_grad_x)
     grad_w = grad_w_parts.sum(axis=0).reshape(weight.shape)
-    return (grad_x if with_grad_x else None), grad_w, grad_output.sum(axis=(0, 2, 3))
+    return (grad_x if with_grad_x else None), grad_w
 
 
 def grad_weight(grad_output, x, weight, g, groups, num_threads):

@@ -1,5 +1,5 @@
 """im2col's tap-by-tap path for small output planes (fastconv._im2col.by_taps) and the
-threaded GEMM under it (fastconv._kernels.conv_gemm.matmul)."""
+GEMMs under it (fastconv._kernels.conv_gemm.matmul_groups)."""
 import numpy as np
 import pytest
 from conftest import DTYPES, TORCH, assert_close, numerical_gradient, requires_torch
@@ -22,6 +22,7 @@ CASES = [
     (0, 3, 2, 2, 4, 3, 1, 1, 1),            # empty batch
     (1, 4, 2, 2, 5, 3, 1, 1, 1),            # batch of one
     (2, 3, 1, 2, 2, 3, 1, 2, 1),            # padding wider than the input: some outputs see none of it
+    (2, 3, 5, 5, 4, 1, 2, 0, 1),            # 1x1 at stride 2 (ResNet's projections): one window
 ]
 
 
@@ -117,43 +118,15 @@ def test_auto_considers_im2col_for_small_planes_backward():
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("trans_a", [False, True])
-@pytest.mark.parametrize("trans_b", [False, True])
-def test_matmul_matches_numpy(rng, dtype, trans_a, trans_b):
-    for m, n, k in [(1, 1, 1), (5, 300, 7), (40, 3, 9), (33, 257, 65), (300, 5, 7), (257, 33, 65)]:
-        a = rng.standard_normal((k, m) if trans_a else (m, k)).astype(dtype)
-        b = rng.standard_normal((n, k) if trans_b else (k, n)).astype(dtype)
-        c0 = rng.standard_normal((m, n)).astype(dtype)
-        want = (a.T if trans_a else a) @ (b.T if trans_b else b) + 0.5 * c0
-        for by_rows in (None, False, True):
-            c = c0.copy()
-            conv_gemm.matmul(a, b, c, trans_a, trans_b, 0.5, 3, by_rows)
-            assert_close(c, want)
-
-
-def test_matmul_takes_strided_rows_and_checks_its_arguments(rng):
-    taps = rng.standard_normal((6, 9, 4))          # (K, taps, C): a tap's K x C rows are strided
-    a = rng.standard_normal((5, 4))
-    c = np.zeros((5, 6))
-    conv_gemm.matmul(a, taps[:, 2, :], c, trans_b=True, num_threads=2)
-    assert_close(c, a @ taps[:, 2, :].T)
-    with pytest.raises(ValueError, match="b must have shape"):
-        conv_gemm.matmul(a, np.ones((3, 6)), c)
-    with pytest.raises(ValueError, match="c must have shape"):
-        conv_gemm.matmul(a, np.ones((4, 5)), c)
-    with pytest.raises(ValueError, match="dimensions"):
-        conv_gemm.matmul(np.ones((5, 0)), np.ones((0, 6)), c)
-    with pytest.raises(ValueError, match="contiguous rows"):
-        conv_gemm.matmul(a[:, ::2], np.ones((2, 6)), c)
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
 def test_swap_last_axes(rng, dtype):
-    for shape in [(3, 5, 7), (2, 64, 9), (3, 130, 9), (2, 9, 130), (1, 1, 1), (0, 3, 4)]:
+    # the float kernel moves 4x4 blocks: sides below, at and past multiples of 4
+    for shape in [(3, 5, 7), (2, 64, 9), (3, 130, 9), (2, 9, 130), (1, 1, 1), (0, 3, 4), (5, 4, 4), (2, 8, 3),
+                  (9, 3, 8), (2, 3, 0), (2, 0, 3)]:
         src = rng.standard_normal(shape).astype(dtype)
-        dst = np.empty((shape[0], shape[2], shape[1]), dtype)
-        conv_gemm.swap_last_axes(src, dst, 2)
-        assert np.array_equal(dst, src.transpose(0, 2, 1))
+        for num_threads in (1, 2, 3):
+            dst = np.full((shape[0], shape[2], shape[1]), np.nan, dtype)
+            conv_gemm.swap_last_axes(src, dst, num_threads)
+            assert np.array_equal(dst, src.transpose(0, 2, 1))
     src = rng.standard_normal((3, 5, 7)).astype(np.float32)
     with pytest.raises(ValueError, match="dst must have shape"):
         conv_gemm.swap_last_axes(src, np.empty((3, 5, 7), np.float32), 2)
@@ -180,3 +153,76 @@ def test_taps_non_finite_values_as_the_reference(rng, dtype, bad):
     for a, want in zip(got, reference.conv2d_backward(go, x, w, **kw)):
         np.testing.assert_array_equal(np.isnan(a), np.isnan(want))
         assert_close(np.nan_to_num(a), np.nan_to_num(want))
+
+
+def _groups_case(rng, dtype, trans_a, trans_b, shapes):
+    """Flat a, b, c and a table placing one GEMM of each (m, n, k) in `shapes` at its own
+    offset, with rows a few values longer than the matrices (strided, as the taps' weights)."""
+    table, a_size, b_size, c_size = [], 0, 0, 0
+    for m, n, k in shapes:
+        a_rows, a_cols = (k, m) if trans_a else (m, k)
+        b_rows, b_cols = (n, k) if trans_b else (k, n)
+        lda, ldb, ldc = a_cols + 3, b_cols + 1, n + 2
+        table.append((m, n, k, a_size + 1, lda, b_size + 2, ldb, c_size, ldc))
+        a_size += 1 + a_rows * lda
+        b_size += 2 + b_rows * ldb
+        c_size += m * ldc
+    a, b, c = (rng.standard_normal(size).astype(dtype) for size in (a_size, b_size, c_size))
+    return a, b, c, np.array(table, dtype=np.int64)
+
+
+def _view(flat, offset, rows, cols, ld):
+    return np.lib.stride_tricks.as_strided(flat[offset:], (rows, cols), (ld * flat.itemsize, flat.itemsize))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("trans_a", [False, True])
+@pytest.mark.parametrize("trans_b", [False, True])
+def test_matmul_groups_matches_numpy(rng, dtype, trans_a, trans_b):
+    # one group split in chunks, a few of different sizes (largest first), more than four a thread
+    for shapes in ([(300, 5, 7)], [(1, 1, 1), (5, 300, 7), (40, 3, 9), (257, 33, 65)],
+                   [(9, 16, 4), (12, 16, 4), (16, 16, 4)] * 4):
+        a, b, c, table = _groups_case(rng, dtype, trans_a, trans_b, shapes)
+        for beta in (0.0, 0.5):
+            for num_threads in (1, 2, 3):
+                got = c.copy()
+                conv_gemm.matmul_groups(a, b, got, table, trans_a, trans_b, beta, num_threads)
+                want = c.copy()
+                for m, n, k, ao, lda, bo, ldb, co, ldc in table:
+                    op_a = _view(a, ao, *((k, m) if trans_a else (m, k)), lda)
+                    op_b = _view(b, bo, *((n, k) if trans_b else (k, n)), ldb)
+                    target = _view(want, co, m, n, ldc)
+                    target[...] = (op_a.T if trans_a else op_a) @ (op_b.T if trans_b else op_b) + beta * target
+                assert_close(got, want)        # the values between the rows untouched too
+
+
+def test_matmul_groups_checks_its_table(rng):
+    a, b, c, table = _groups_case(rng, np.float64, False, False, [(4, 5, 6), (3, 2, 1)])
+    conv_gemm.matmul_groups(a, b, c, table[:0])          # no groups: nothing to do
+    with pytest.raises(ValueError, match="9 columns"):
+        conv_gemm.matmul_groups(a, b, c, table[:, :8].copy())
+    for column, value, message in [(0, 0, "dimensions"), (2, 2**31, "dimensions"), (3, a.size, "a of group 1"),
+                                   (5, -1, "b of group 1"), (8, 1, "c of group 1"), (7, c.size - 1, "c of group 1")]:
+        bad = table.copy()
+        bad[1, column] = value
+        with pytest.raises(ValueError, match=message):
+            conv_gemm.matmul_groups(a, b, c, bad)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_taps_in_batch_chunks_match_one_chunk(rng, dtype, monkeypatch):
+    # a batch whose gathered rows exceed TAPS_VALUES runs in chunks of images; the weight
+    # gradient sums over them
+    x, w, b, kw = make(rng, CASES[2], dtype)
+    x = np.concatenate([x] * 3)
+    go = rng.standard_normal((6, 3, 4, 4)).astype(dtype)
+    whole = (fastconv.conv2d(x, w, b, algorithm="im2col", **kw),) + fastconv.conv2d_backward(
+        go, x, w, algorithm="im2col", **kw)
+    monkeypatch.setattr(_im2col, "TAPS_VALUES", 1)        # one image a chunk
+    chunked = (fastconv.conv2d(x, w, b, algorithm="im2col", **kw),) + fastconv.conv2d_backward(
+        go, x, w, algorithm="im2col", **kw)
+    for got, want in zip(chunked, whole):
+        assert_close(got, want)
+    assert_close(chunked[0], reference.conv2d(x, w, b, **kw))
+    for got, want in zip(chunked[1:], reference.conv2d_backward(go, x, w, **kw)):
+        assert_close(got, want)

@@ -10,6 +10,7 @@ unpadded convolution needs no columns: the input plane is the column matrix.
 Weights are (G, K/G, C/G*kh*kw); outputs and gradients are viewed as (N, K, Ho*Wo).
 """
 from cython cimport floating
+from libc.stdint cimport int64_t
 from cython.parallel cimport parallel, prange, threadid
 from fastconv._kernels._openmp cimport fc_openmp_adopt
 from scipy.linalg.cython_blas cimport dgemm, sgemm
@@ -19,6 +20,8 @@ from fastconv._kernels._geometry cimport Geometry, check_shape, check_workspace,
 from fastconv._kernels._tasks cimport openmp_state, run_tasks
 
 fc_openmp_adopt(openmp_state())   # one choice of runtime per process (openmp_runtime.h)
+
+import numpy as np
 
 
 cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k, floating alpha,
@@ -195,87 +198,178 @@ def conv2d_backward(const floating[:, :, :, ::1] x, const floating[:, :, ::1] we
                               r0, min(band_rows, out_h - r0), with_grad_x)
 
 
-cdef struct MatmulJob:
-    # matmul's operands (as floating*, by `double_precision`), shapes and column chunk
+cdef struct GroupsJob:
+    # matmul_groups's operands (as floating*, by `double_precision`), its table and tasks
     const void* a
     const void* b
     void* c
-    bint double_precision, trans_a, trans_b, by_rows
-    int m, n, k, lda, ldb, ldc, cols
+    bint double_precision, trans_a, trans_b
     double beta
+    const int64_t* table    # per group: m, n, k, a_offset, lda, b_offset, ldb, c_offset, ldc
+    const int64_t* tasks    # per task: group, by rows, first row (column), rows (columns)
 
 
-cdef void _matmul_task(void* job, Py_ssize_t task, int slot) noexcept nogil:
-    cdef MatmulJob* j = <MatmulJob*>job
+cdef void _groups_task(void* job, Py_ssize_t task, int slot) noexcept nogil:
+    cdef GroupsJob* j = <GroupsJob*>job
     if j.double_precision:
-        _matmul_columns(j, <double*>j.c, task)
+        _group_part(j, <double*>j.c, task)
     else:
-        _matmul_columns(j, <float*>j.c, task)
+        _group_part(j, <float*>j.c, task)
 
 
-cdef inline void _matmul_columns(MatmulJob* j, floating* c, Py_ssize_t task) noexcept nogil:
-    """Columns (or, by_rows, rows) [task * cols, + cols) of C = op(A) op(B) + beta C."""
-    cdef int i0 = <int>task * j.cols
-    cdef int size = min(j.cols, (j.m if j.by_rows else j.n) - i0)
-    cdef const floating* a = <const floating*>j.a
-    cdef const floating* b = <const floating*>j.b
-    if j.by_rows:
-        a += i0 if j.trans_a else <Py_ssize_t>i0 * j.lda
-        gemm(j.trans_a, j.trans_b, size, j.n, j.k, 1, a, j.lda, b, j.ldb, <floating>j.beta,
-             c + <Py_ssize_t>i0 * j.ldc, j.ldc)
+cdef inline void _group_part(GroupsJob* j, floating* c, Py_ssize_t task) noexcept nogil:
+    """Rows (or columns) [first, + size) of one group's product."""
+    cdef const int64_t* t = j.tasks + 4 * task
+    cdef const int64_t* g = j.table + 9 * t[0]
+    cdef int m = <int>g[0], n = <int>g[1], k = <int>g[2], lda = <int>g[4], ldb = <int>g[6], ldc = <int>g[8]
+    cdef int i0 = <int>t[2], size = <int>t[3]
+    cdef const floating* a = <const floating*>j.a + g[3]
+    cdef const floating* b = <const floating*>j.b + g[5]
+    c += g[7]
+    if t[1]:
+        a += i0 if j.trans_a else <Py_ssize_t>i0 * lda
+        gemm(j.trans_a, j.trans_b, size, n, k, 1, a, lda, b, ldb, <floating>j.beta, c + <Py_ssize_t>i0 * ldc, ldc)
     else:
-        b += <Py_ssize_t>i0 * j.ldb if j.trans_b else i0
-        gemm(j.trans_a, j.trans_b, j.m, size, j.k, 1, a, j.lda, b, j.ldb, <floating>j.beta, c + i0, j.ldc)
+        b += <Py_ssize_t>i0 * ldb if j.trans_b else i0
+        gemm(j.trans_a, j.trans_b, m, size, k, 1, a, lda, b, ldb, <floating>j.beta, c + i0, ldc)
 
 
-def matmul(const floating[:, :] a, const floating[:, :] b, floating[:, :] c, bint trans_a=False,
-           bint trans_b=False, double beta=0, int num_threads=1, by_rows=None):
-    """c (m, n) = op(a) @ op(b) + beta * c, row-major (rows may be strided, as a view of
-    every tap's weights in (K, kh*kw, C)), op transposing where asked: one
-    single-threaded BLAS GEMM per chunk of c's rows or columns (the longer side), the
-    chunks run on the task pool
-    (the kernels' BLAS stays at one thread, fastconv._threads). All dimensions must be
-    at least 1 and below 2**31; c must not overlap a or b. `by_rows` True/False forces the
-    split (tests, timings)."""
-    cdef Py_ssize_t m = a.shape[1] if trans_a else a.shape[0]
-    cdef Py_ssize_t k = a.shape[0] if trans_a else a.shape[1]
-    cdef Py_ssize_t n = b.shape[0] if trans_b else b.shape[1]
-    check_shape("b", (b.shape[1] if trans_b else b.shape[0],), (k,))
-    check_shape("c", shape(c.shape, 2), (m, n))
-    if min(m, n, k) < 1 or max(m, n, k, a.strides[0], b.strides[0], c.strides[0]) >= 2**31:
-        raise ValueError(f"matmul needs dimensions from 1 to 2**31 - 1, got m={m}, n={n}, k={k}")
-    for name, view in (("a", a), ("b", b), ("c", c)):
-        if (view.strides[1] != view.itemsize or view.strides[0] < view.shape[1] * view.itemsize
-                or view.strides[0] % view.itemsize):
-            raise ValueError(f"{name} must have contiguous rows that do not overlap, got strides {view.strides}")
-    cdef MatmulJob job
-    job.a, job.b, job.c = &a[0, 0], &b[0, 0], &c[0, 0]
-    job.double_precision, job.trans_a, job.trans_b = floating is double, trans_a, trans_b
-    job.m, job.n, job.k, job.beta = m, n, k, beta
-    job.lda, job.ldb, job.ldc = (max(1, a.strides[0] // sizeof(floating)), max(1, b.strides[0] // sizeof(floating)),
-                                 max(1, c.strides[0] // sizeof(floating)))
-    # chunks of the longer side of c, a few per thread (a thread held off its core costs
-    # one chunk), each a whole number of 64-byte lines and wide enough for BLAS's blocking
-    job.by_rows = m > n if by_rows is None else bool(by_rows)
-    cdef Py_ssize_t side = m if job.by_rows else n
+def _extent(name, int64_t offset, int64_t rows, int64_t cols, int64_t ld, Py_ssize_t size):
+    if offset < 0 or ld < cols or offset + (rows - 1) * ld + cols > size:
+        raise ValueError(f"{name}: a {rows} x {cols} matrix at offset {offset}, rows {ld} apart, does not "
+                         f"fit in {size} values")
+
+
+def matmul_groups(const floating[::1] a, const floating[::1] b, floating[::1] c, const int64_t[:, ::1] table,
+                  bint trans_a=False, bint trans_b=False, double beta=0, int num_threads=1):
+    """Several row-major GEMMs as one job on the task pool: for each row (m, n, k,
+    a_offset, lda, b_offset, ldb, c_offset, ldc) of `table`, C (m x n) = op(A) op(B) +
+    beta C, with A at a[a_offset:] (rows lda apart; k x m where trans_a), B at
+    b[b_offset:] (rows ldb apart; n x k where trans_b) and C at c[c_offset:] (rows ldc
+    apart). Each group is one single-threaded BLAS call, run whole where there are at
+    least four a thread, else in chunks of its longer side; the tasks run largest
+    first, so that the threads finish together (im2col's taps: one GEMM per kernel tap,
+    of different heights). Groups must not write to the same values of c, nor c
+    overlap a or b. All dimensions from 1 to 2**31 - 1."""
+    if table.shape[1] != 9:
+        raise ValueError(f"table must have 9 columns, got shape {tuple(table.shape)}")
+    cdef Py_ssize_t G = table.shape[0], i
+    cdef int64_t m, n, k
+    for i in range(G):
+        m, n, k = table[i, 0], table[i, 1], table[i, 2]
+        if min(m, n, k) < 1 or max(m, n, k, table[i, 4], table[i, 6], table[i, 8]) >= 2**31:
+            raise ValueError(f"matmul_groups needs dimensions from 1 to 2**31 - 1, got m={m}, n={n}, k={k} "
+                             f"(group {i})")
+        _extent(f"a of group {i}", table[i, 3], k if trans_a else m, m if trans_a else k, table[i, 4], a.shape[0])
+        _extent(f"b of group {i}", table[i, 5], n if trans_b else k, k if trans_b else n, table[i, 6], b.shape[0])
+        _extent(f"c of group {i}", table[i, 7], m, n, table[i, 8], c.shape[0])
+    if G == 0:
+        return
     num_threads = max(1, num_threads)
-    cdef Py_ssize_t per_chunk = (side + 2 * num_threads - 1) // (2 * num_threads)
-    job.cols = <int>(max(64, (per_chunk + 15) // 16 * 16) if num_threads > 1 else side)
-    cdef Py_ssize_t tasks = (side + job.cols - 1) // job.cols
+    t = np.asarray(table)
+    by_rows = t[:, 0] > t[:, 1]
+    side = np.where(by_rows, t[:, 0], t[:, 1])
+    pieces = 1 if num_threads == 1 or G >= 4 * num_threads else -(-4 * num_threads // G)
+    step = np.maximum(64, (-(-side // pieces) + 15) // 16 * 16) if pieces > 1 else side
+    parts = []
+    for i in range(G):
+        for first in range(0, side[i], step[i]):
+            size = min(step[i], side[i] - first)
+            parts.append((i, by_rows[i], first, size, size * t[i, 2] * (t[i, 1] if by_rows[i] else t[i, 0])))
+    parts.sort(key=lambda p: -p[4])
+    tasks = np.ascontiguousarray(np.array(parts, dtype=np.int64)[:, :4])
+    cdef const int64_t[:, ::1] task_view = tasks
+    cdef GroupsJob job
+    job.a, job.b, job.c = &a[0], &b[0], &c[0]
+    job.double_precision, job.trans_a, job.trans_b, job.beta = floating is double, trans_a, trans_b, beta
+    job.table, job.tasks = &table[0, 0], &task_view[0, 0]
     with nogil:
-        run_tasks(_matmul_task, &job, tasks, 1, num_threads)
+        run_tasks(_groups_task, &job, task_view.shape[0], 1, num_threads)
+
+
+cdef struct SwapJob:
+    # swap_last_axes's arrays (as floating*, by `double_precision`) and shapes
+    const void* src
+    void* dst
+    bint double_precision
+    Py_ssize_t rows, cols, per_task, count   # (I, J) of each matrix, matrices per task, K
+
+
+cdef void _swap_task(void* job, Py_ssize_t task, int slot) noexcept nogil:
+    cdef SwapJob* j = <SwapJob*>job
+    if j.double_precision:
+        _swap_matrices(j, <double*>j.dst, task)
+    else:
+        _swap_matrices(j, <float*>j.dst, task)
+
+
+cdef extern from *:
+    """
+    /* dst (J x I) = src (I x J)^T, float: 4x4 blocks transposed in SSE registers (the
+     * x86-64 baseline), the rest one value at a time. Elsewhere, one value at a time. */
+    #if defined(__SSE2__) || defined(_M_X64)
+    #include <xmmintrin.h>
+    static void fc_transpose_float(const float *src, float *dst, Py_ssize_t I, Py_ssize_t J) {
+        Py_ssize_t i, j, k;
+        for (i = 0; i + 4 <= I; i += 4) {
+            for (j = 0; j + 4 <= J; j += 4) {
+                __m128 r0 = _mm_loadu_ps(src + i * J + j), r1 = _mm_loadu_ps(src + (i + 1) * J + j);
+                __m128 r2 = _mm_loadu_ps(src + (i + 2) * J + j), r3 = _mm_loadu_ps(src + (i + 3) * J + j);
+                _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
+                _mm_storeu_ps(dst + j * I + i, r0);
+                _mm_storeu_ps(dst + (j + 1) * I + i, r1);
+                _mm_storeu_ps(dst + (j + 2) * I + i, r2);
+                _mm_storeu_ps(dst + (j + 3) * I + i, r3);
+            }
+            for (; j < J; j++)
+                for (k = 0; k < 4; k++) dst[j * I + i + k] = src[(i + k) * J + j];
+        }
+        for (; i < I; i++)
+            for (j = 0; j < J; j++) dst[j * I + i] = src[i * J + j];
+    }
+    #else
+    static void fc_transpose_float(const float *src, float *dst, Py_ssize_t I, Py_ssize_t J) {
+        Py_ssize_t i, j;
+        for (i = 0; i < I; i++)
+            for (j = 0; j < J; j++) dst[j * I + i] = src[i * J + j];
+    }
+    #endif
+    """
+    void fc_transpose_float(const float* src, float* dst, Py_ssize_t I, Py_ssize_t J) noexcept nogil
+
+
+cdef inline void _swap_matrices(SwapJob* job, floating* dst, Py_ssize_t task) noexcept nogil:
+    """Matrices [task * per_task, + per_task) of swap_last_axes."""
+    cdef Py_ssize_t I = job.rows, J = job.cols, k, i, j, i0, n
+    cdef const floating* s
+    cdef floating* d
+    for k in range(task * job.per_task, min((task + 1) * job.per_task, job.count)):
+        if floating is float:
+            fc_transpose_float(<const float*>job.src + k * I * J, dst + k * I * J, I, J)
+            continue
+        # blocks of 64 i: each j writes a run of 64 values, from src rows still in L1
+        for i0 in range(0, I, 64):
+            n = min(64, I - i0)
+            for j in range(J):
+                s = <const floating*>job.src + (k * I + i0) * J + j
+                d = dst + (k * J + j) * I + i0
+                for i in range(n):
+                    d[i] = s[i * J]
 
 
 def swap_last_axes(const floating[:, :, ::1] src, floating[:, :, ::1] dst, int num_threads=1):
     """dst[k, j, i] = src[k, i, j]: each of src's (I, J) matrices transposed (weights
-    between (K, C, kh*kw) and the taps' (K, kh*kw, C)), in parallel over k."""
-    cdef Py_ssize_t K = src.shape[0], I = src.shape[1], J = src.shape[2], k, i, j, i0, i1
+    between (K, C, kh*kw) and the taps' (K, kh*kw, C)), chunks of k on the task pool."""
+    cdef Py_ssize_t K = src.shape[0], I = src.shape[1], J = src.shape[2]
     check_shape("dst", shape(dst.shape, 3), (K, J, I))
+    if K == 0 or I == 0 or J == 0:
+        return
+    cdef SwapJob job
+    job.src, job.dst = &src[0, 0, 0], &dst[0, 0, 0]
+    job.double_precision = floating is double
+    job.rows, job.cols, job.count = I, J, K
+    num_threads = max(1, num_threads)
+    # a few chunks per thread (a thread held off its core costs one chunk)
+    job.per_task = max(1, (K + 4 * num_threads - 1) // (4 * num_threads))
     with nogil:
-        # blocks of 64 i: each j writes a run of 64 values, from src rows still in L1
-        for k in prange(K, num_threads=num_threads, schedule="static"):
-            for i0 in range(0, I, 64):
-                i1 = min(i0 + 64, I)
-                for j in range(J):
-                    for i in range(i0, i1):
-                        dst[k, j, i] = src[k, i, j]
+        run_tasks(_swap_task, &job, (K + job.per_task - 1) // job.per_task, 1, num_threads)

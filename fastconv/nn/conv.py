@@ -3,7 +3,7 @@ import numpy as np
 
 import fastconv
 from fastconv import _validation as v
-from fastconv.convolution import _conv2d_eval, _conv2d_param_grads
+from fastconv.convolution import _conv2d_eval, _conv2d_train, _conv2d_train_backward
 from fastconv.nn.base import Layer, _dtype, _initial_weight
 
 __all__ = ["Conv2D", "ConvTranspose2D"]
@@ -54,6 +54,7 @@ class Conv2D(Layer):
             self.params["bias"] = np.zeros(self.out_channels, dtype=self.dtype)
         self.grads = {k: np.zeros(p.shape, p.dtype) for k, p in self.params.items()}  # calloc: no pages touched
         self._prepared = {}
+        self._saved = {}
 
     def _args(self):
         return dict(stride=self.stride, padding=self.padding, dilation=self.dilation, groups=self.groups)
@@ -64,7 +65,11 @@ class Conv2D(Layer):
         self._prepared = {}          # the parameters are about to change
         x = self._weighted_input(x, 4)
         self._remember(training, x)
-        return self.backend.conv2d(x, self.params["weight"], self.params.get("bias"), **self._args())
+        if self.backend is not fastconv:
+            return self.backend.conv2d(x, self.params["weight"], self.params.get("bias"), **self._args())
+        # the weights as the backward will run them too, kept for it in _saved
+        return _conv2d_train(x, self.params["weight"], self.params.get("bias"), self.stride, self.padding,
+                             self.dilation, self.groups, self._saved)
 
     def _eval_forward(self, x, weight, bias, relu=False):
         """Eval forward with `weight` and `bias` (the layer's own, or batch norm folded
@@ -73,6 +78,7 @@ class Conv2D(Layer):
         the same (see `Layer.clear_eval_cache`)."""
         x = self._weighted_input(x, 4)
         self._cache = None
+        self._saved = {}
         if self.backend is not fastconv:      # another module's ops (fastconv.reference): unfused
             y = self.backend.conv2d(x, weight, bias, **self._args())
             return np.maximum(y, 0, out=y) if relu else y
@@ -83,19 +89,23 @@ class Conv2D(Layer):
         self._prepared = {}
 
     def backward(self, grad_output):
-        (x,) = self._recall()
-        grad_x, grad_w, grad_b = self.backend.conv2d_backward(grad_output, x, self.params["weight"],
-                                                              **self._args())
-        self._set_grads(weight=grad_w, bias=grad_b)
-        return grad_x
+        return self._gradients(grad_output, input_grad=True)
 
     def _backward_params(self, grad_output):
-        if self.backend is not fastconv:
-            self.backward(grad_output)
-            return
+        self._gradients(grad_output, input_grad=False)
+
+    def _gradients(self, grad_output, input_grad):
         (x,) = self._recall()
-        grad_w, grad_b = _conv2d_param_grads(grad_output, x, self.params["weight"], **self._args())
+        if self.backend is not fastconv:
+            grad_x, grad_w, grad_b = self.backend.conv2d_backward(grad_output, x, self.params["weight"],
+                                                                  **self._args())
+        else:
+            grad_x, grad_w, grad_b = _conv2d_train_backward(
+                grad_output, x, self.params["weight"], self.stride, self.padding, self.dilation, self.groups,
+                self._saved, input_grad=input_grad, bias_grad="bias" in self.params)
+        self._saved = {}
         self._set_grads(weight=grad_w, bias=grad_b)
+        return grad_x
 
     def output_shape(self, input_shape):
         N, C, H, W = input_shape
