@@ -56,6 +56,7 @@ processes):
   environment other libraries read.
 """
 import contextlib
+import os
 import contextvars
 import threading
 
@@ -152,6 +153,11 @@ class _KernelBlas:
         self._lock = threading.Lock()
         self._libraries = None
         self._pinned = False
+        if hasattr(os, "register_at_fork"):   # a fork while another thread held it
+            os.register_at_fork(after_in_child=self._after_fork)
+
+    def _after_fork(self):
+        self._lock = threading.Lock()
 
     def libraries(self):
         """The threadpoolctl controllers of the BLAS libraries the kernels call."""

@@ -25,6 +25,8 @@
  * land here; each forwards to the runtime the enclosing region runs on (a thread-local
  * set by the region's body), or to fastconv's own (`__real_SYMBOL`) outside any region.
  * A region's runtime is chosen when it starts and never changes under a running team.
+ * A forked child runs its regions inline if its parent's own runtime had run a team
+ * (that runtime would wait for the parent's threads), and never joins another's.
  */
 #ifndef FASTCONV_OPENMP_RUNTIME_H
 #define FASTCONV_OPENMP_RUNTIME_H
@@ -103,7 +105,9 @@ typedef struct {
     fc_omp_runtime foreign;
     int found;                        /* `foreign` is filled in */
     int any;                          /* FASTCONV_OPENMP_TEAM=any */
-    int forked;                       /* a forked child: libgomp's teams do not survive fork */
+    int forked;                       /* a forked child of a parent whose own runtime ran a team */
+    int own_teams;                    /* the own runtime has run a region of 2+ threads */
+    int forked_child;                 /* never join another runtime's team: its pool was the parent's */
     int hot;                          /* the last choice: the foreign team */
     int busy_gaps;                    /* gaps in a row in which the others were busy, up to 2 */
     int last_threads;                 /* the last region's team size */
@@ -150,7 +154,11 @@ static int fc_find_runtime(struct dl_phdr_info *info, size_t size, void *data) {
     fc_runtime_search *s = (fc_runtime_search *)data;
     const char *name = strrchr(info->dlpi_name, '/');
     name = name ? name + 1 : info->dlpi_name;
-    if (strncmp(name, "libgomp", 7) && strncmp(name, "libomp", 6) && strncmp(name, "libiomp", 7)) return 0;
+    /* libgomp.so.1 (or an auditwheel copy, libgomp-1a2b3c4d.so.1), libomp.so, libiomp5.so;
+     * not libomptarget or the like */
+    if (strncmp(name, "libgomp.", 8) && strncmp(name, "libgomp-", 8) && strncmp(name, "libomp.", 7)
+        && strncmp(name, "libiomp5.", 9))
+        return 0;
     if (strcmp(info->dlpi_name, s->own) == 0 || strlen(info->dlpi_name) >= sizeof s->path) return 0;
     strcpy(s->path, info->dlpi_name);
     return 1;                         /* the first in load order */
@@ -158,7 +166,10 @@ static int fc_find_runtime(struct dl_phdr_info *info, size_t size, void *data) {
 
 static void fc_openmp_after_fork(void) {
     pthread_mutex_init(&fc_openmp->lock, NULL);      /* another thread may have held it */
-    fc_openmp->forked = 1;
+    fc_openmp->forked = fc_openmp->own_teams;
+    fc_openmp->found = 0;                             /* nor does another runtime's team */
+    fc_openmp->adds = (unsigned long long)-1;         /* ... until it is looked for again */
+    fc_openmp->forked_child = 1;
 }
 
 /* At load: a module whose first region comes after a fork is a child too. */
@@ -173,7 +184,8 @@ static void fc_openmp_search(void) {
     fc_openmp->found = 0;
     const char *team = getenv("FASTCONV_OPENMP_TEAM");
     fc_openmp->any = team && strcmp(team, "any") == 0;
-    if (!team || (strcmp(team, "any") && strcmp(team, "hot")) || !dladdr((void *)__real_omp_get_thread_num, &own))
+    if (!team || (strcmp(team, "any") && strcmp(team, "hot")) || fc_openmp->forked_child
+        || !dladdr((void *)__real_omp_get_thread_num, &own))
         return;
     fc_runtime_search s = {own.dli_fname, {0}};
     dl_iterate_phdr(fc_find_runtime, &s);
@@ -244,6 +256,7 @@ static void fc_openmp_ended(const fc_omp_runtime *rt, int num_threads, uint64_t 
     fc_openmp->last_threads = num_threads;
     fc_openmp->last_region = total;
     fc_openmp->foreign_regions += rt == &fc_openmp->foreign;
+    fc_openmp->own_teams |= rt == &fc_own_openmp && num_threads > 1;
     uint64_t wait = total > own_work ? total - own_work : 0;
     if (rt == &fc_openmp->foreign && wait > FC_STALL_NS && 4 * wait > total) {
         fc_openmp->backoff_until = now + FC_BACKOFF_NS;
@@ -312,7 +325,7 @@ FC_HIDDEN int __wrap_omp_get_num_threads(void) { return FC_IN_REGION->num_thread
 static int fc_openmp_foreign(void) {
     fc_openmp_runtime(1);
     pthread_mutex_lock(&fc_openmp->lock);
-    int found = fc_openmp->found && !fc_openmp->forked;
+    int found = fc_openmp->found;
     pthread_mutex_unlock(&fc_openmp->lock);
     return found;
 }
@@ -329,6 +342,8 @@ static uint64_t fc_openmp_foreign_regions(void) {
 #define FC_FOREIGN_OPENMP 0
 static int fc_openmp_foreign(void) { return 0; }
 static unsigned long long fc_openmp_foreign_regions(void) { return 0; }
+static void *fc_openmp_state_of_module(void) { return NULL; }
+static void fc_openmp_adopt(void *state) { (void)state; }
 #endif
 
 #endif
