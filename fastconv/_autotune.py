@@ -80,7 +80,7 @@ import warnings
 
 import numpy as np
 
-from fastconv import __version__, _direct, _im2col, _threads, _winograd
+from fastconv import __version__, _direct, _im2col, _threads, _winograd, convolution
 from fastconv import _validation as v
 from fastconv._kernels import ISA_NAMES
 
@@ -600,7 +600,7 @@ def _parts(pass_, names, x, weight, grad_output, gs, kw, groups, num_threads):
              for a in names if a != "winograd"}
     if "winograd" in names:
         calls["winograd grad_x"] = lambda: _winograd.grad_x(grad_output, weight, x.shape, gs, groups, num_threads)
-        calls["winograd grad_bias"] = lambda: grad_output.sum(axis=(0, 2, 3))
+        calls["winograd grad_bias"] = lambda: convolution.grad_bias(grad_output)
         calls.update({f"grad_weight {a}": fn for a, fn in grad_weight.items()})
     return calls
 

@@ -38,9 +38,23 @@ MAX_CACHED_BYTES = 256 << 20
 
 _lock = threading.Lock()
 _cached = collections.OrderedDict()     # id(buffer) -> (size, buffer), oldest first, under _lock
-# Blocks whose arrays have all gone. Finalizers only append (atomic, never blocks), so a
-# result released inside `empty` itself (by the garbage collector) cannot deadlock it.
+_cached_bytes = 0                       # their sizes' sum, written under _lock
+# Blocks whose arrays have all gone. Finalizers only append and pop (atomic, never
+# block), so a result released inside `empty` itself (by the garbage collector)
+# cannot deadlock it.
 _released = collections.deque()
+
+
+def _release(buffer):
+    """Keep `buffer` for reuse (a finalizer), dropping the oldest released blocks beyond
+    `MAX_CACHED_BYTES` at once, not at the next `empty`."""
+    _released.append(buffer)
+    total = _cached_bytes + sum(b.size - HUGE_PAGE for b in list(_released))
+    while total > MAX_CACHED_BYTES:
+        try:
+            total -= _released.popleft().size - HUGE_PAGE
+        except IndexError:      # another thread's finalizer or `_take` emptied it
+            break
 
 
 def _after_fork_in_child():
@@ -55,9 +69,13 @@ if hasattr(os, "register_at_fork"):
 
 def _take(size):
     """A kept buffer for a block of `size` bytes, or None."""
+    global _cached_bytes
     with _lock:
         while _released:
-            buffer = _released.popleft()
+            try:
+                buffer = _released.popleft()
+            except IndexError:  # a finalizer in another thread took the last one
+                break
             _cached[id(buffer)] = (buffer.size - HUGE_PAGE, buffer)
         total = sum(s for s, _ in _cached.values())
         while total > MAX_CACHED_BYTES:
@@ -65,17 +83,21 @@ def _take(size):
         for key, (s, buffer) in reversed(_cached.items()):   # the most recently released
             if s == size:
                 del _cached[key]
+                total -= s
+                _cached_bytes = total
                 return buffer
+        _cached_bytes = total
     return None
 
 
 def release_cached():
     """Return every kept block to the system (what `empty` keeps, it keeps at most
     `MAX_CACHED_BYTES` of)."""
+    global _cached_bytes
     with _lock:
-        while _released:
-            _released.popleft()
+        _released.clear()
         _cached.clear()
+        _cached_bytes = 0
 
 
 def cached_bytes():
@@ -113,5 +135,5 @@ def empty(shape, dtype):
     # finalizer runs when the last one goes.
     owner = np.frombuffer(memoryview(buffer)[start:start + nbytes], dtype=dtype)
     if size <= MAX_CACHED_BYTES:
-        weakref.finalize(owner, _released.append, buffer).atexit = False
+        weakref.finalize(owner, _release, buffer).atexit = False
     return owner.reshape(shape)

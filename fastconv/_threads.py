@@ -40,13 +40,12 @@ processes):
   at once, other threads join when they get a core, and the caller waits only for
   chunks another thread is running, so a thread held off its core costs at most its
   current chunk.
-- Another runtime's hot team. Another runtime's idle threads (torch's and
-  scikit-learn's libgomp) spin about 6 ms after each of their calls and would hold
-  a core while fastconv's next op runs. While they are hot (other threads used at
-  least half a core since fastconv's last region), fastconv runs its regions and its
-  pool's jobs on that runtime's team instead (fastconv/_kernels/openmp_runtime.h),
-  and backs off for 0.1 s from a team that kept it waiting. ``FASTCONV_OPENMP_TEAM=own``
-  keeps it on its own threads. In a forked child the regions run on one thread.
+- Another runtime's team, on request. Another runtime's idle threads (torch's and
+  scikit-learn's libgomp) spin about 6 ms after each of their calls and hold a core
+  while fastconv's next op runs. ``FASTCONV_OPENMP_TEAM=hot`` runs fastconv's regions
+  and its pool's jobs on that runtime's team while its threads are hot, ``any``
+  whenever it is loaded (fastconv/_kernels/openmp_runtime.h); the default is
+  fastconv's own threads. In a forked child the regions run on one thread.
 - Fewer threads for small work: `num_threads_for` gives an op one thread per
   `WORK_PER_THREAD` elements, `num_threads_for_macs` a convolution one per
   `MACS_PER_THREAD` multiply-adds (about 0.2 ms of one core), so a small op runs
@@ -57,6 +56,7 @@ processes):
   environment other libraries read.
 """
 import contextlib
+import os
 import contextvars
 import threading
 
@@ -153,6 +153,11 @@ class _KernelBlas:
         self._lock = threading.Lock()
         self._libraries = None
         self._pinned = False
+        if hasattr(os, "register_at_fork"):   # a fork while another thread held it
+            os.register_at_fork(after_in_child=self._after_fork)
+
+    def _after_fork(self):
+        self._lock = threading.Lock()
 
     def libraries(self):
         """The threadpoolctl controllers of the BLAS libraries the kernels call."""

@@ -187,3 +187,12 @@ def test_pooling_writes_every_element_of_a_reused_block(dtype):
                             reference.global_avg_pool2d_backward(g[:, :, :1, :1], x.shape))]:
         poison(x.shape, dtype)
         assert_close(backward(), want)
+
+
+def test_released_blocks_beyond_the_cap_are_dropped_at_release():
+    _memory.release_cached()
+    size = 16 << 20
+    held = [_memory.empty((size // 8,), np.float64) for _ in range(_memory.MAX_CACHED_BYTES // size + 8)]
+    del held                    # no `empty` after: the cap holds all the same
+    assert _memory.cached_bytes() <= _memory.MAX_CACHED_BYTES
+    _memory.release_cached()

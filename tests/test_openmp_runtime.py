@@ -128,8 +128,9 @@ def test_kernels_bind_to_own_runtime_when_torch_is_imported_first():
     assert out.split() == ["3"]
 
 
-# While another runtime's threads are hot (torch's, right after one of its calls),
-# fastconv's regions and pool jobs run on that runtime's team (openmp_runtime.h).
+# FASTCONV_OPENMP_TEAM=hot / any: fastconv's regions and pool jobs run on another
+# runtime's team, while its threads are hot (torch's, right after one of its calls) or
+# whenever it is loaded (openmp_runtime.h).
 BESIDE_TORCH = """
 import numpy as np, torch, fastconv
 from fastconv import reference
@@ -187,15 +188,16 @@ def test_a_hot_foreign_team_is_joined():
                         "while _tasks.foreign_regions() == 0 and time.monotonic() < end:\n"
                         "    torch.nn.functional.conv2d(xt, wt, padding=1)\n"
                         "    fastconv.conv2d(x, w, padding=1, algorithm='direct')\n"
-                        "print(_tasks.foreign_regions() > 0)")
+                        "print(_tasks.foreign_regions() > 0)", FASTCONV_OPENMP_TEAM="hot")
     assert out.split() == ["True"]
 
 
 @needs_openmp_threads
-def test_own_runtime_only_when_asked():
+def test_own_runtime_unless_asked():
     pytest.importorskip("torch")
-    out, _ = run_python(BESIDE_TORCH, FASTCONV_OPENMP_TEAM="own")
-    assert out.split() == ["True", "False", "False", "False"]
+    for team in ("own", None):     # None: the default
+        out, _ = run_python(BESIDE_TORCH, **({"FASTCONV_OPENMP_TEAM": team} if team else {}))
+        assert out.split() == ["True", "False", "False", "False"]
 
 
 @needs_openmp_threads
@@ -208,7 +210,7 @@ def test_idle_foreign_runtime_is_not_used():
                         "x, w = np.ones((4, 17, 47, 45)), np.ones((32, 17, 3, 3))\n"
                         "for i in range(20):\n"
                         "    y = fastconv.conv2d(x, w, padding=1, algorithm='direct')\n"
-                        "print(_tasks.foreign_runtime(), _tasks.foreign_regions())")
+                        "print(_tasks.foreign_runtime(), _tasks.foreign_regions())", FASTCONV_OPENMP_TEAM="hot")
     assert out.split() == ["True", "0"]
 
 

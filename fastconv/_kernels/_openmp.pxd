@@ -5,15 +5,14 @@ cdef extern from *:
     """
     #ifdef _OPENMP
         #include <omp.h>
-        #include "openmp_runtime.h"
         #define FASTCONV_OPENMP 1
     #else
         #define FASTCONV_OPENMP 0
         static int omp_get_max_threads(void) { return 1; }
         static int omp_get_num_procs(void) { return 1; }
         static int omp_get_thread_num(void) { return 0; }
-        static void fc_openmp_adopt(void *state) { (void)state; }
     #endif
+    #include "openmp_runtime.h"
     """
     bint FASTCONV_OPENMP
     int omp_get_max_threads() noexcept nogil

@@ -1,33 +1,32 @@
 /* Which OpenMP runtime a kernel module's parallel regions run on.
  *
- * fastconv links its own copy of libgomp (setup.py: PRIVATE_GOMP), whose idle threads
- * spin briefly. Another runtime in the process (torch's or scikit-learn's libgomp, an
- * LLVM libomp) keeps its idle threads spinning for milliseconds after each of its own
- * regions (libgomp: 300,000 spins, ~6 ms), and a fastconv op run in that window shares
- * a core with a spinning thread: a 3.2 ms convolution run right after one of torch's
- * took 2.1x its time alone. So while that runtime's threads are hot, fastconv's
- * regions run on its team, and its spinning threads are the ones that take fastconv's
- * work; so do the task pool's jobs (task_pool.h).
- *
- * Hot: since this module's last region ended, threads other than the caller (and
- * beyond what fastconv's own idle threads spin) used at least half a core, measured
- * with the process's and the thread's CPU clocks. A team whose member is held off its
- * core stalls its region at the closing barrier (the task pool never waits for a
- * thread that has not started): a region on the other team that waited more than
- * FC_STALL_NS and a quarter of its time for its members sends the module back to its
- * own runtime for FC_BACKOFF_NS.
- *
- * FASTCONV_OPENMP_TEAM in the environment: "own" keeps fastconv on its own runtime,
- * "any" runs every region of two or more threads on the other team whenever one is
- * loaded, hot or not (the tests' way to run every kernel there); "hot" (the default)
- * is the rule above.
+ * By default fastconv's own copy of libgomp (setup.py: PRIVATE_GOMP), whose idle
+ * threads spin briefly; a region of one thread runs inline (fc_serial_openmp), and so
+ * does every region in a forked child. FASTCONV_OPENMP_TEAM in the environment can
+ * send regions of two or more threads, and the task pool's jobs (task_pool.h), to the
+ * team of another runtime loaded in the process (torch's or scikit-learn's libgomp, an
+ * LLVM libomp), whose idle threads spin for milliseconds after each of its own regions
+ * (libgomp: 300,000 spins, ~6 ms) and hold a core that fastconv's threads would share:
+ *   "hot"  while its threads are hot: in each of the last two gaps between fastconv's
+ *          regions (of 0.1 ms or more), threads other than the caller used at least
+ *          half a core beyond what fastconv's own threads may account for there (their
+ *          idle spin, and up to a tick of the region's work that the process's CPU
+ *          clock counts late). A region on that team that waited more than
+ *          FC_STALL_NS and a quarter of its time for a member held off its core sends
+ *          fastconv back to its own runtime for FC_BACKOFF_NS.
+ *   "any"  whenever one is loaded (the tests' way to run every kernel there).
+ *   "own"  never (the default).
+ * Measured beside torch (bench --sections neighbours, C1/C2 forwards interleaved with
+ * torch's on 2 vCPUs), neither rule beat fastconv's own runtime consistently: the
+ * ratios moved with the load more than with the rule.
  *
  * How: setup.py links every kernel module with `-Wl,--wrap=SYMBOL` for the runtime
  * entry points that the compiler's OpenMP code calls (WRAPPED_OPENMP), so those calls
  * land here; each forwards to the runtime the enclosing region runs on (a thread-local
  * set by the region's body), or to fastconv's own (`__real_SYMBOL`) outside any region.
  * A region's runtime is chosen when it starts and never changes under a running team.
- * In a forked child, regions run serially (fc_serial_openmp).
+ * A forked child runs its regions inline if its parent's own runtime had run a team
+ * (that runtime would wait for the parent's threads), and never joins another's.
  */
 #ifndef FASTCONV_OPENMP_RUNTIME_H
 #define FASTCONV_OPENMP_RUNTIME_H
@@ -68,6 +67,7 @@ static const fc_omp_runtime fc_own_openmp = {
 
 #define FC_OWN_SPIN_NS 250000        /* how long fastconv's idle threads spin, at most */
 #define FC_MIN_GAP_NS 100000         /* a shorter gap keeps the last choice */
+#define FC_TICK_NS 4000000          /* the scheduler's tick at 250 Hz */
 #define FC_STALL_NS 150000
 #define FC_BACKOFF_NS 100000000
 
@@ -105,10 +105,14 @@ typedef struct {
     fc_omp_runtime foreign;
     int found;                        /* `foreign` is filled in */
     int any;                          /* FASTCONV_OPENMP_TEAM=any */
-    int forked;                       /* a forked child: libgomp's teams do not survive fork */
+    int forked;                       /* a forked child of a parent whose own runtime ran a team */
+    int own_teams;                    /* the own runtime has run a region of 2+ threads */
+    int forked_child;                 /* never join another runtime's team: its pool was the parent's */
     int hot;                          /* the last choice: the foreign team */
+    int busy_gaps;                    /* gaps in a row in which the others were busy, up to 2 */
     int last_threads;                 /* the last region's team size */
     uint64_t last_end, last_other;    /* when the last region ended; others' CPU time then */
+    uint64_t last_region;             /* how long it took */
     uint64_t backoff_until;
     uint64_t foreign_regions;         /* regions (and pool jobs) run on the other team */
 } fc_openmp_state;
@@ -150,7 +154,11 @@ static int fc_find_runtime(struct dl_phdr_info *info, size_t size, void *data) {
     fc_runtime_search *s = (fc_runtime_search *)data;
     const char *name = strrchr(info->dlpi_name, '/');
     name = name ? name + 1 : info->dlpi_name;
-    if (strncmp(name, "libgomp", 7) && strncmp(name, "libomp", 6) && strncmp(name, "libiomp", 7)) return 0;
+    /* libgomp.so.1 (or an auditwheel copy, libgomp-1a2b3c4d.so.1), libomp.so, libiomp5.so;
+     * not libomptarget or the like */
+    if (strncmp(name, "libgomp.", 8) && strncmp(name, "libgomp-", 8) && strncmp(name, "libomp.", 7)
+        && strncmp(name, "libiomp5.", 9))
+        return 0;
     if (strcmp(info->dlpi_name, s->own) == 0 || strlen(info->dlpi_name) >= sizeof s->path) return 0;
     strcpy(s->path, info->dlpi_name);
     return 1;                         /* the first in load order */
@@ -158,7 +166,10 @@ static int fc_find_runtime(struct dl_phdr_info *info, size_t size, void *data) {
 
 static void fc_openmp_after_fork(void) {
     pthread_mutex_init(&fc_openmp->lock, NULL);      /* another thread may have held it */
-    fc_openmp->forked = 1;
+    fc_openmp->forked = fc_openmp->own_teams;
+    fc_openmp->found = 0;                             /* nor does another runtime's team */
+    fc_openmp->adds = (unsigned long long)-1;         /* ... until it is looked for again */
+    fc_openmp->forked_child = 1;
 }
 
 /* At load: a module whose first region comes after a fork is a child too. */
@@ -173,7 +184,8 @@ static void fc_openmp_search(void) {
     fc_openmp->found = 0;
     const char *team = getenv("FASTCONV_OPENMP_TEAM");
     fc_openmp->any = team && strcmp(team, "any") == 0;
-    if ((team && strcmp(team, "own") == 0) || !dladdr((void *)__real_omp_get_thread_num, &own))
+    if (!team || (strcmp(team, "any") && strcmp(team, "hot")) || fc_openmp->forked_child
+        || !dladdr((void *)__real_omp_get_thread_num, &own))
         return;
     fc_runtime_search s = {own.dli_fname, {0}};
     dl_iterate_phdr(fc_find_runtime, &s);
@@ -214,11 +226,17 @@ static const fc_omp_runtime *fc_openmp_runtime(int num_threads) {
         } else if (gap >= FC_MIN_GAP_NS) {
             uint64_t now_others = fc_others_cpu_ns();    /* the two clocks jitter by microseconds */
             uint64_t others = now_others > fc_openmp->last_other ? now_others - fc_openmp->last_other : 0;
-            /* after a region of its own, each of fastconv's idle threads (its runtime's
-             * and the task pool's) may spin for a while */
-            uint64_t idle = fc_openmp->last_threads > 1 ? 2 * (uint64_t)(fc_openmp->last_threads - 1) : 0;
-            uint64_t own_spin = fc_openmp->hot ? 0 : idle * (gap < FC_OWN_SPIN_NS ? gap : FC_OWN_SPIN_NS);
-            fc_openmp->hot = others > own_spin && 2 * (others - own_spin) >= gap;
+            /* After a region of its own, each of fastconv's idle threads (its runtime's
+             * and the task pool's) may spin for a while; and the process's clock counts
+             * a thread that is running on another core only up to its last tick, so up
+             * to a tick of the region's work can show up in the gap. */
+            uint64_t idle = fc_openmp->last_threads > 1 ? (uint64_t)(fc_openmp->last_threads - 1) : 0;
+            uint64_t late = fc_openmp->last_region < FC_TICK_NS ? fc_openmp->last_region : FC_TICK_NS;
+            uint64_t own_spin = fc_openmp->hot ? 0
+                                : idle * (2 * (gap < FC_OWN_SPIN_NS ? gap : FC_OWN_SPIN_NS) + late);
+            int busy = others > own_spin && 2 * (others - own_spin) >= gap;
+            fc_openmp->busy_gaps = busy ? fc_openmp->busy_gaps + (fc_openmp->busy_gaps < 2) : 0;
+            fc_openmp->hot = fc_openmp->busy_gaps >= 2;
         }
     }
     const fc_omp_runtime *rt = fc_openmp->hot ? &fc_openmp->foreign : &fc_own_openmp;
@@ -236,7 +254,9 @@ static void fc_openmp_ended(const fc_omp_runtime *rt, int num_threads, uint64_t 
     fc_openmp->last_end = now;
     fc_openmp->last_other = others;
     fc_openmp->last_threads = num_threads;
+    fc_openmp->last_region = total;
     fc_openmp->foreign_regions += rt == &fc_openmp->foreign;
+    fc_openmp->own_teams |= rt == &fc_own_openmp && num_threads > 1;
     uint64_t wait = total > own_work ? total - own_work : 0;
     if (rt == &fc_openmp->foreign && wait > FC_STALL_NS && 4 * wait > total) {
         fc_openmp->backoff_until = now + FC_BACKOFF_NS;
@@ -305,7 +325,7 @@ FC_HIDDEN int __wrap_omp_get_num_threads(void) { return FC_IN_REGION->num_thread
 static int fc_openmp_foreign(void) {
     fc_openmp_runtime(1);
     pthread_mutex_lock(&fc_openmp->lock);
-    int found = fc_openmp->found && !fc_openmp->forked;
+    int found = fc_openmp->found;
     pthread_mutex_unlock(&fc_openmp->lock);
     return found;
 }
@@ -322,6 +342,8 @@ static uint64_t fc_openmp_foreign_regions(void) {
 #define FC_FOREIGN_OPENMP 0
 static int fc_openmp_foreign(void) { return 0; }
 static unsigned long long fc_openmp_foreign_regions(void) { return 0; }
+static void *fc_openmp_state_of_module(void) { return NULL; }
+static void fc_openmp_adopt(void *state) { (void)state; }
 #endif
 
 #endif

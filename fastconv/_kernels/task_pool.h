@@ -22,9 +22,8 @@
  * the code that runs in between, e.g. another library's ops interleaved with
  * fastconv's; one long gap is the idle before a burst of calls).
  *
- * Where the process has loaded another OpenMP runtime, jobs run on its team instead
- * (openmp_runtime.h): its idle threads spin after each of its regions and would
- * otherwise hold a core beside fastconv's workers.
+ * With FASTCONV_OPENMP_TEAM=hot/any, jobs may run on another loaded OpenMP runtime's
+ * team instead (openmp_runtime.h); such a job ends at that runtime's closing barrier.
  *
  * Without pthreads (Windows) it is an OpenMP dynamic loop; without OpenMP, serial.
  */
