@@ -56,8 +56,8 @@ processes):
   environment other libraries read.
 """
 import contextlib
-import os
 import contextvars
+import os
 import threading
 
 from threadpoolctl import ThreadpoolController
