@@ -270,13 +270,14 @@ typedef struct {
     void *data;
     const fc_omp_runtime *runtime;
     pthread_t caller;
+    int timed;                        /* measure the caller's time in the body */
     uint64_t caller_work;             /* ns the caller spent in the body */
 } fc_openmp_region;
 
 static void fc_openmp_region_body(void *data) {
     fc_openmp_region *r = (fc_openmp_region *)data;
     const fc_omp_runtime *outer = fc_region_openmp;
-    int caller = pthread_equal(pthread_self(), r->caller);
+    int caller = r->timed && pthread_equal(pthread_self(), r->caller);
     uint64_t start = caller ? fc_clock_ns(CLOCK_MONOTONIC) : 0;
     fc_region_openmp = r->runtime;
     r->fn(r->data);
@@ -287,10 +288,12 @@ static void fc_openmp_region_body(void *data) {
 /* Run fn(data) on a team of `num_threads` of `rt` (GOMP_parallel's contract). */
 static void fc_openmp_parallel(const fc_omp_runtime *rt, void (*fn)(void *), void *data, unsigned num_threads,
                                unsigned flags) {
-    fc_openmp_region r = {fn, data, rt, pthread_self(), 0};
-    uint64_t start = fc_clock_ns(CLOCK_MONOTONIC);
+    /* the bookkeeping (clocks, the lock) is for choosing a team: none without another runtime */
+    int choosing = fc_openmp->found;
+    fc_openmp_region r = {fn, data, rt, pthread_self(), choosing, 0};
+    uint64_t start = choosing ? fc_clock_ns(CLOCK_MONOTONIC) : 0;
     rt->parallel(fc_openmp_region_body, &r, num_threads, flags);
-    fc_openmp_ended(rt, (int)num_threads, fc_clock_ns(CLOCK_MONOTONIC) - start, r.caller_work);
+    if (choosing) fc_openmp_ended(rt, (int)num_threads, fc_clock_ns(CLOCK_MONOTONIC) - start, r.caller_work);
 }
 
 #define FC_HIDDEN __attribute__((visibility("hidden")))
