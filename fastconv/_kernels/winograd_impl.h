@@ -210,6 +210,56 @@ WG_INLINE __mmask16 WG_FN(wg_lanes)(ptrdiff_t lo, ptrdiff_t hi)
     return hi > lo ? (__mmask16)((((uint32_t)1 << hi) - 1) & ~(((uint32_t)1 << lo) - 1)) : (__mmask16)0;
 }
 
+/* Prefetch the cache lines of row[lo .. hi), clipped to [0, W). */
+WG_INLINE void WG_FN(wg_prefetch_cols)(const WG_T *row, ptrdiff_t lo, ptrdiff_t hi, ptrdiff_t W)
+{
+    lo = lo > 0 ? lo : 0;
+    hi = hi < W ? hi : W;
+    if (hi > lo) {
+        const char *first = (const char *)(row + lo), *last = (const char *)(row + hi) - 1;
+        for (; first <= last; first += 64)
+            WG_PREFETCH(first);
+        WG_PREFETCH(last);
+    }
+}
+
+/* Row i of the input tiles' transform: columns 0-3 of the 16 tiles from two vectors'
+ * even (e0, e1) and odd (o0, o1) phases, columns 4 and 5 by the permutes idx4 and idx5
+ * of columns 0 and 1 with X (the values past them); B^T along the row, into Pi. */
+WG_INLINE void WG_FN(wg_row16)(__m512 e0, __m512 e1, __m512 o0, __m512 o1, __m512 X, __m512i idx4,
+                                __m512i idx5, WG_T *Pi)
+{
+    WG_V d[WG_N], z[WG_N];
+    ptrdiff_t b;
+    d[0] = (WG_V)_mm512_shuffle_f32x4(e0, e1, 0x44);
+    d[1] = (WG_V)_mm512_shuffle_f32x4(e0, e1, 0xEE);
+    d[2] = (WG_V)_mm512_shuffle_f32x4(o0, o1, 0x44);
+    d[3] = (WG_V)_mm512_shuffle_f32x4(o0, o1, 0xEE);
+    d[4] = (WG_V)_mm512_permutex2var_ps((__m512)d[0], idx4, X);
+    d[5] = (WG_V)_mm512_permutex2var_ps((__m512)d[1], idx5, X);
+    WG_BT(WG_V, WG_T, d, z);
+    WG_UNROLL
+    for (b = 0; b < WG_N; b++)
+        WG_FN(wg_store)(Pi + b * 16, z[b]);
+}
+
+/* The column transform of the rows in P: B^T down each column, into V[(a*WG_N + b)*vs]. */
+WG_INLINE void WG_FN(wg_columns16)(const WG_T *P, WG_T *V, ptrdiff_t vs)
+{
+    ptrdiff_t a, b, i;
+    WG_UNROLL
+    for (b = 0; b < WG_N; b++) {
+        WG_V d[WG_N], z[WG_N];
+        WG_UNROLL
+        for (i = 0; i < WG_N; i++)
+            d[i] = WG_FN(wg_load)(P + (i * WG_N + b) * 16);
+        WG_BT(WG_V, WG_T, d, z);
+        WG_UNROLL
+        for (a = 0; a < WG_N; a++)
+            WG_FN(wg_store)(V + (a * WG_N + b) * vs, z[a]);
+    }
+}
+
 WG_NOINLINE void WG_FN(wg_input_segment16)(const WG_T *plane, ptrdiff_t H, ptrdiff_t W, ptrdiff_t iy0, ptrdiff_t ix0,
                                       ptrdiff_t len, WG_T *P, WG_T *V, ptrdiff_t vs, const WG_T *ahead)
 {
@@ -220,7 +270,7 @@ WG_NOINLINE void WG_FN(wg_input_segment16)(const WG_T *plane, ptrdiff_t H, ptrdi
     /* lane l <- lane l + 1, the last from the second source's lane 0 (next0) or 1 (next1) */
     const __m512i next0 = _mm512_set_epi32(16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1);
     const __m512i next1 = _mm512_set_epi32(17, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1);
-    ptrdiff_t q, i, k, a, b;
+    ptrdiff_t q, i, k;
     for (q = 0; q < len; q += 16) {
         const ptrdiff_t c0 = ix0 + 4 * q;
         __mmask16 m[5];
@@ -233,56 +283,16 @@ WG_NOINLINE void WG_FN(wg_input_segment16)(const WG_T *plane, ptrdiff_t H, ptrdi
             /* a row outside the plane: all lanes masked off (zeros), from the plane's start */
             const WG_T *src = inside ? plane + iy * W + c0 : plane;
             const __mmask16 on = inside ? (__mmask16)0xFFFF : (__mmask16)0;
-            if (ahead && inside) {
-                const ptrdiff_t lo = c0 > 0 ? c0 : 0, hi = c0 + 66 < W ? c0 + 66 : W;
-                if (hi > lo) {
-                    const char *first = (const char *)(ahead + iy * W + lo), *last = (const char *)(ahead + iy * W + hi) - 1;
-                    for (; first <= last; first += 64)
-                        WG_PREFETCH(first);
-                    WG_PREFETCH(last);
-                }
-            }
+            if (ahead && inside)
+                WG_FN(wg_prefetch_cols)(ahead + iy * W, c0, c0 + 66, W);
             const __m512 A = _mm512_maskz_loadu_ps(m[0] & on, src), B = _mm512_maskz_loadu_ps(m[1] & on, src + 16);
             const __m512 C = _mm512_maskz_loadu_ps(m[2] & on, src + 32), D = _mm512_maskz_loadu_ps(m[3] & on, src + 48);
             const __m512 E = _mm512_maskz_loadu_ps(m[4] & on, src + 64);
             const __m512 e0 = _mm512_permutex2var_ps(A, even, B), e1 = _mm512_permutex2var_ps(C, even, D);
             const __m512 o0 = _mm512_permutex2var_ps(A, odd, B), o1 = _mm512_permutex2var_ps(C, odd, D);
-            WG_V d[WG_N], z[WG_N];
-            d[0] = (WG_V)_mm512_shuffle_f32x4(e0, e1, 0x44);
-            d[1] = (WG_V)_mm512_shuffle_f32x4(e0, e1, 0xEE);
-            d[2] = (WG_V)_mm512_shuffle_f32x4(o0, o1, 0x44);
-            d[3] = (WG_V)_mm512_shuffle_f32x4(o0, o1, 0xEE);
-            d[4] = (WG_V)_mm512_permutex2var_ps((__m512)d[0], next0, E);
-            d[5] = (WG_V)_mm512_permutex2var_ps((__m512)d[1], next1, E);
-            WG_BT(WG_V, WG_T, d, z);
-            WG_UNROLL
-            for (b = 0; b < WG_N; b++)
-                WG_FN(wg_store)(P + (i * WG_N + b) * 16, z[b]);
+            WG_FN(wg_row16)(e0, e1, o0, o1, E, next0, next1, P + i * WG_N * 16);
         }
-        WG_UNROLL
-        for (b = 0; b < WG_N; b++) {
-            WG_V d[WG_N], z[WG_N];
-            WG_UNROLL
-            for (i = 0; i < WG_N; i++)
-                d[i] = WG_FN(wg_load)(P + (i * WG_N + b) * 16);
-            WG_BT(WG_V, WG_T, d, z);
-            WG_UNROLL
-            for (a = 0; a < WG_N; a++)
-                WG_FN(wg_store)(V + (a * WG_N + b) * vs + q, z[a]);
-        }
-    }
-}
-
-/* Prefetch the cache lines of row[lo .. hi), clipped to [0, W). */
-WG_INLINE void WG_FN(wg_prefetch_cols)(const WG_T *row, ptrdiff_t lo, ptrdiff_t hi, ptrdiff_t W)
-{
-    lo = lo > 0 ? lo : 0;
-    hi = hi < W ? hi : W;
-    if (hi > lo) {
-        const char *first = (const char *)(row + lo), *last = (const char *)(row + hi) - 1;
-        for (; first <= last; first += 64)
-            WG_PREFETCH(first);
-        WG_PREFETCH(last);
+        WG_FN(wg_columns16)(P, V + q, vs);
     }
 }
 
@@ -306,7 +316,7 @@ WG_NOINLINE void WG_FN(wg_input_pair16)(const WG_T *planeA, const WG_T *planeB, 
     /* columns ix0 + 32, + 33: lanes 0, 1 of a load from there (A), lanes 2, 3 of one from two before (B) */
     const __mmask16 mA = WG_FN(wg_lanes)(-(ix0 + 32), W - (ix0 + 32)) & 3;
     const __mmask16 mB = WG_FN(wg_lanes)(-(ix0 + 30), W - (ix0 + 30)) & 0xC;
-    ptrdiff_t i, a, b;
+    ptrdiff_t i;
     for (i = 0; i < WG_N; i++) {
         const int inA = iyA + i >= 0 && iyA + i < H, inB = planeB && iyB + i >= 0 && iyB + i < H;
         /* a row outside its plane (or no row B): all lanes masked off (zeros), from a plane's start */
@@ -322,29 +332,9 @@ WG_NOINLINE void WG_FN(wg_input_pair16)(const WG_T *planeA, const WG_T *planeB, 
         const __m512 X = _mm512_mask_loadu_ps(_mm512_maskz_loadu_ps(mA & onA, srcA + 32), mB & onB, srcB + 30);
         const __m512 eA = _mm512_permutex2var_ps(A0, even, A1), eB = _mm512_permutex2var_ps(B0, even, B1);
         const __m512 oA = _mm512_permutex2var_ps(A0, odd, A1), oB = _mm512_permutex2var_ps(B0, odd, B1);
-        WG_V d[WG_N], z[WG_N];
-        d[0] = (WG_V)_mm512_shuffle_f32x4(eA, eB, 0x44);
-        d[1] = (WG_V)_mm512_shuffle_f32x4(eA, eB, 0xEE);
-        d[2] = (WG_V)_mm512_shuffle_f32x4(oA, oB, 0x44);
-        d[3] = (WG_V)_mm512_shuffle_f32x4(oA, oB, 0xEE);
-        d[4] = (WG_V)_mm512_permutex2var_ps((__m512)d[0], next4, X);
-        d[5] = (WG_V)_mm512_permutex2var_ps((__m512)d[1], next5, X);
-        WG_BT(WG_V, WG_T, d, z);
-        WG_UNROLL
-        for (b = 0; b < WG_N; b++)
-            WG_FN(wg_store)(P + (i * WG_N + b) * 16, z[b]);
+        WG_FN(wg_row16)(eA, eB, oA, oB, X, next4, next5, P + i * WG_N * 16);
     }
-    WG_UNROLL
-    for (b = 0; b < WG_N; b++) {
-        WG_V d[WG_N], z[WG_N];
-        WG_UNROLL
-        for (i = 0; i < WG_N; i++)
-            d[i] = WG_FN(wg_load)(P + (i * WG_N + b) * 16);
-        WG_BT(WG_V, WG_T, d, z);
-        WG_UNROLL
-        for (a = 0; a < WG_N; a++)
-            WG_FN(wg_store)(V + (a * WG_N + b) * vs, z[a]);
-    }
+    WG_FN(wg_columns16)(P, V, vs);
 }
 #endif
 
