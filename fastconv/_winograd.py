@@ -143,6 +143,18 @@ def _aligned_workspace(num_threads, values, dtype):
     return buf[start:start + num_threads * stride].reshape(num_threads, stride)
 
 
+#: Outputs from this size up, of convolutions with at most `STREAM_CHANNELS` input
+#: channels per group, are written past the caches (non-temporal stores; float32 AVX-512,
+#: rows of whole cache lines). With so few channels the op's time is mostly its stores,
+#: and a store through the caches first reads each line it writes; an output this far
+#: beyond the cores' L2 reaches the next op from L3 or memory either way. C1 (3 channels,
+#: 8 MiB): 0.50 -> 0.42 ms at 2 threads, and 1.38x -> 1.12x slower beside an op that
+#: writes 8 MiB of its own (Zen 4). With many channels the products dominate and the
+#: next op's reads from memory cost more than the stores save (VGG-16: 1-3% slower).
+STREAM_BYTES = 4 << 20
+STREAM_CHANNELS = 16
+
+
 def _forward_into(out, x, weight, bias, pad_top, pad_left, groups, num_threads, relu=False, prepared=None):
     """out (N, K, Ho, Wo) = conv2d(x, weight) + bias (with `relu`: max(that, 0)), 3x3
     stride 1, the input offset by (pad_top, pad_left) (negative: cropped); every element
@@ -156,7 +168,8 @@ def _forward_into(out, x, weight, bias, pad_top, pad_left, groups, num_threads, 
     row_tiles = -(-out.shape[3] // m)
     tiles = x.shape[0] * -(-out.shape[2] // m) * row_tiles
     kernel.conv2d_forward(x, U, Kp, bias, out, groups, pad_top, pad_left, workspace, num_threads,
-                          _splits(tiles, row_tiles, Kp, x.dtype, num_threads), relu)
+                          _splits(tiles, row_tiles, Kp, x.dtype, num_threads), relu,
+                          out.nbytes >= STREAM_BYTES and x.shape[1] // groups <= STREAM_CHANNELS)
 
 
 def prepare(weight, groups, num_threads=1):

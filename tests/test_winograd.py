@@ -311,6 +311,33 @@ def test_row_segments(build, rng, width, padding):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("width", [16, 20, 31, 32, 48, 64, 100, 128])
+@pytest.mark.parametrize("shift", [0, 1, 16])
+def test_streamed_outputs(build, rng, monkeypatch, dtype, width, shift):
+    """Outputs written past the caches (`STREAM_BYTES`: here every output): float32's
+    AVX-512 build streams the whole aligned cache lines of rows a multiple of 16 values
+    wide (wg_output_pair16 and wg_output_segment16) and stores the rest through the
+    caches. Output arrays starting on a cache line and off it (`shift` values), guarded
+    by NaN, with and without the fused ReLU, at 1 and 2 threads."""
+    monkeypatch.setattr(_winograd, "STREAM_BYTES", 0)
+    x, w, b, kw = make(rng, (3, 3, 13, width, 5, 1, 1), dtype)
+    x64, w64, b64 = f64(x, w, b)
+    magnitude = reference.conv2d(np.abs(x64), np.abs(w64), np.abs(b64), **kw)
+    want = reference.conv2d(x64, w64, b64, **kw)
+    line = 64 // np.dtype(dtype).itemsize
+    for threads in (1, 2):
+        for relu in (False, True):
+            buf = np.full(want.size + 2 * line + shift + 64, np.nan, dtype=dtype)
+            start = (-(buf.ctypes.data // buf.itemsize)) % line + line + shift
+            out = buf[start:start + want.size].reshape(want.shape)
+            _winograd._forward_into(out, x, w, b, 1, 1, 1, threads, relu=relu)
+            assert_within_bound(out, np.maximum(want, 0) if relu else want, magnitude, dtype)
+            assert np.isnan(buf[:start]).all() and np.isnan(buf[start + want.size:]).all()
+    got = fastconv.conv2d(x, w, b, algorithm="winograd", **kw)
+    assert_within_bound(got, want, magnitude, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("threads, values", [(1, 0), (1, 5), (2, 17), (3, 166976)])
 def test_workspace_rows_start_on_cache_lines(dtype, threads, values):
     for _ in range(4):      # whatever offset NumPy's allocation has

@@ -35,12 +35,12 @@ cdef extern from "winograd.h" nogil:
                             Py_ssize_t Kp, const float* bias, float* out, Py_ssize_t K, Py_ssize_t Ho,
                             Py_ssize_t Wo, Py_ssize_t groups, Py_ssize_t pt, Py_ssize_t pl,
                             Py_ssize_t first, Py_ssize_t count, Py_ssize_t kb0, Py_ssize_t kb1,
-                            int transform_input, int relu, float* work)
+                            int transform_input, int relu, int stream, float* work)
     void wg_forward_chunk_d(const double* x, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W, const double* U,
                             Py_ssize_t Kp, const double* bias, double* out, Py_ssize_t K, Py_ssize_t Ho,
                             Py_ssize_t Wo, Py_ssize_t groups, Py_ssize_t pt, Py_ssize_t pl,
                             Py_ssize_t first, Py_ssize_t count, Py_ssize_t kb0, Py_ssize_t kb1,
-                            int transform_input, int relu, double* work)
+                            int transform_input, int relu, int stream, double* work)
     float wg_fma_chains_f(Py_ssize_t iterations, float half)
     double wg_fma_chains_d(Py_ssize_t iterations, double half)
 
@@ -134,13 +134,13 @@ cdef inline void _chunk(const floating* x, Py_ssize_t C, Py_ssize_t H, Py_ssize_
                         Py_ssize_t Kp, const floating* bias, floating* out, Py_ssize_t K, Py_ssize_t Ho,
                         Py_ssize_t Wo, Py_ssize_t groups, Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t first,
                         Py_ssize_t count, Py_ssize_t kb0, Py_ssize_t kb1, int transform_input, int relu,
-                        floating* work) noexcept nogil:
+                        int stream, floating* work) noexcept nogil:
     if floating is float:
         wg_forward_chunk_f(x, C, H, W, U, Kp, bias, out, K, Ho, Wo, groups, pt, pl, first, count, kb0, kb1,
-                           transform_input, relu, work)
+                           transform_input, relu, stream, work)
     else:
         wg_forward_chunk_d(x, C, H, W, U, Kp, bias, out, K, Ho, Wo, groups, pt, pl, first, count, kb0, kb1,
-                           transform_input, relu, work)
+                           transform_input, relu, stream, work)
 
 
 cdef struct ForwardJob:
@@ -151,7 +151,7 @@ cdef struct ForwardJob:
     void* out
     void* workspace
     Py_ssize_t* done             # per slot: the chunk whose transformed input its workspace holds
-    bint double_precision, relu
+    bint double_precision, relu, stream
     Py_ssize_t work_stride, C, H, W, Kp, K, Ho, Wo, groups, pt, pl, T, tiles, splits, blocks
 
 
@@ -170,17 +170,19 @@ cdef inline void _forward_chunk(ForwardJob* j, floating* work, Py_ssize_t task, 
     _chunk(<const floating*>j.x, j.C, j.H, j.W, <const floating*>j.U, j.Kp, <const floating*>j.bias,
            <floating*>j.out, j.K, j.Ho, j.Wo, j.groups, j.pt, j.pl, first, min(j.T, j.tiles - first),
            part * j.blocks // j.splits, (part + 1) * j.blocks // j.splits, j.groups > 1 or j.done[slot] != q,
-           j.relu, work)
+           j.relu, j.stream, work)
     j.done[slot] = q
 
 
 def conv2d_forward(const floating[:, :, :, ::1] x, const floating[::1] U, Py_ssize_t Kp,
                    const floating[::1] bias, floating[:, :, :, ::1] out, int groups, Py_ssize_t pt,
                    Py_ssize_t pl, floating[:, ::1] workspace, int num_threads, Py_ssize_t splits=1,
-                   bint relu=False):
+                   bint relu=False, bint stream=False):
     """out (N, K, Ho, Wo) = the 3x3 stride-1 correlation of x (N, C, H, W) read from
     offset (-pt, -pl) (zero outside; negative: cropped) + bias (with `relu`: max(that,
-    0), fused into the output transform), every element written.
+    0), fused into the output transform), every element written. `stream`: the float32
+    AVX-512 build writes `out`'s whole aligned cache lines past the caches, where its
+    rows are whole lines (Wo a multiple of 16).
     U: fastconv._winograd.transform_weights(...) (groups * n*n * Kp * C/groups values);
     workspace (num_threads, workspace_values(C/groups, Kp, ...)). `splits`: each chunk's
     output channel blocks are shared out over that many tasks (small maps have fewer
@@ -211,6 +213,7 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[::1] U, Py_ssi
     job.C, job.H, job.W, job.Kp, job.K, job.Ho, job.Wo = C, H, W, Kp, K, Ho, Wo
     job.groups, job.pt, job.pl, job.T, job.tiles = groups, pt, pl, T, tiles
     job.splits, job.blocks, job.relu, job.done = splits, blocks, relu, &done[0]
+    job.stream = stream and Wo % 16 == 0
     # one part of a chunk of tiles per claim: a fraction of a millisecond, so a thread kept
     # off its core holds back little (the result does not depend on which thread runs it)
     with nogil:

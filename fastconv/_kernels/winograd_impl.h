@@ -465,12 +465,24 @@ WG_INLINE void WG_FN(wg_interleave16)(const WG_V yr[WG_M], __m512 w[4])
     w[3] = _mm512_permutex2var_ps(p1, quad_hi, p3);
 }
 
+/* One vector of output values at p, lanes m: streamed past the caches (a non-temporal
+ * store, no read for ownership) where `stream` is set and the vector is one whole aligned
+ * cache line, else stored through them. The callers stream only outputs of rows whole
+ * lines wide, so that a line is never part streamed, part stored. */
+WG_INLINE void WG_FN(wg_put16)(WG_T *p, __mmask16 m, __m512 v, int stream)
+{
+    if (stream && m == 0xFFFF && !((uintptr_t)p & 63))
+        _mm512_stream_ps(p, v);
+    else
+        _mm512_mask_storeu_ps(p, m, v);
+}
+
 /* wg_output_segment for F(4x4) in the AVX-512 build: each vector of 16 tiles' 4 x 4
  * outputs stay in registers, and each output row's 4 vectors (column s of the 16
  * tiles) are interleaved by permutes into the row's 64 contiguous values, stored
  * with masks that clip them to the tiles of the segment and to Wo. */
-WG_NOINLINE void WG_FN(wg_output_segment16)(const WG_T *Mk, ptrdiff_t ms, WG_T bias, int relu, WG_T *o, ptrdiff_t Ho,
-                                       ptrdiff_t Wo, ptrdiff_t oy0, ptrdiff_t ox0, ptrdiff_t len)
+WG_NOINLINE void WG_FN(wg_output_segment16)(const WG_T *Mk, ptrdiff_t ms, WG_T bias, int relu, int stream, WG_T *o,
+                                       ptrdiff_t Ho, ptrdiff_t Wo, ptrdiff_t oy0, ptrdiff_t ox0, ptrdiff_t len)
 {
     const WG_V b = WG_FN(wg_bcast)(bias);
     ptrdiff_t q, r, v;
@@ -486,7 +498,7 @@ WG_NOINLINE void WG_FN(wg_output_segment16)(const WG_T *Mk, ptrdiff_t ms, WG_T b
             WG_UNROLL
             for (v = 0; v < 4; v++)
                 if (n > 16 * v)
-                    _mm512_mask_storeu_ps(orow + 16 * v, WG_FN(wg_lanes)(0, n - 16 * v), w[v]);
+                    WG_FN(wg_put16)(orow + 16 * v, WG_FN(wg_lanes)(0, n - 16 * v), w[v], stream);
         }
     }
 }
@@ -494,8 +506,8 @@ WG_NOINLINE void WG_FN(wg_output_segment16)(const WG_T *Mk, ptrdiff_t ms, WG_T b
 /* wg_output_segment16 for two rows of 5-8 tiles in one vector (wg_input_pair16's lanes):
  * row A's outputs to oA's rows oyA .. oyA + 4, row B's (oB NULL: none) to oB's rows oyB ..,
  * each row's Wo <= 32 values by two masked stores. */
-WG_NOINLINE void WG_FN(wg_output_pair16)(const WG_T *Mk, ptrdiff_t ms, WG_T bias, int relu, WG_T *oA, WG_T *oB,
-                                    ptrdiff_t Ho, ptrdiff_t Wo, ptrdiff_t oyA, ptrdiff_t oyB)
+WG_NOINLINE void WG_FN(wg_output_pair16)(const WG_T *Mk, ptrdiff_t ms, WG_T bias, int relu, int stream, WG_T *oA,
+                                    WG_T *oB, ptrdiff_t Ho, ptrdiff_t Wo, ptrdiff_t oyA, ptrdiff_t oyB)
 {
     const __mmask16 lo = WG_FN(wg_lanes)(0, Wo), hi = WG_FN(wg_lanes)(0, Wo - 16);
     WG_V y[WG_M][WG_M];
@@ -505,12 +517,12 @@ WG_NOINLINE void WG_FN(wg_output_pair16)(const WG_T *Mk, ptrdiff_t ms, WG_T bias
         __m512 w[4];
         WG_FN(wg_interleave16)(y[r], w);
         if (oyA + r < Ho) {
-            _mm512_mask_storeu_ps(oA + (oyA + r) * Wo, lo, w[0]);
-            _mm512_mask_storeu_ps(oA + (oyA + r) * Wo + 16, hi, w[1]);
+            WG_FN(wg_put16)(oA + (oyA + r) * Wo, lo, w[0], stream);
+            WG_FN(wg_put16)(oA + (oyA + r) * Wo + 16, hi, w[1], stream);
         }
         if (oB && oyB + r < Ho) {
-            _mm512_mask_storeu_ps(oB + (oyB + r) * Wo, lo, w[2]);
-            _mm512_mask_storeu_ps(oB + (oyB + r) * Wo + 16, hi, w[3]);
+            WG_FN(wg_put16)(oB + (oyB + r) * Wo, lo, w[2], stream);
+            WG_FN(wg_put16)(oB + (oyB + r) * Wo + 16, hi, w[3], stream);
         }
     }
 }
@@ -594,7 +606,7 @@ static void WG_FN(wg_forward_chunk)(const WG_T *x, ptrdiff_t C, ptrdiff_t H, ptr
                                     ptrdiff_t Kp, const WG_T *bias, WG_T *out, ptrdiff_t K, ptrdiff_t Ho,
                                     ptrdiff_t Wo, ptrdiff_t groups, ptrdiff_t pt, ptrdiff_t pl,
                                     ptrdiff_t first, ptrdiff_t count, ptrdiff_t kb0, ptrdiff_t kb1,
-                                    int transform_input, int relu, WG_T *work)
+                                    int transform_input, int relu, int stream, WG_T *work)
 {
     const ptrdiff_t T = WG_NV * WG_L, TS = T + WG_L;
     const ptrdiff_t Cg = C / groups, Kg = K / groups;
@@ -658,7 +670,7 @@ static void WG_FN(wg_forward_chunk)(const WG_T *x, ptrdiff_t C, ptrdiff_t H, ptr
                                    TS, Mb + pt_i * WG_MR * T, T, 1);
                 for (k = kb * WG_MR; k < (kb + 1) * WG_MR && k < Kg; k++)
                     WG_FN(wg_output_pair16)(Mb + (k - kb * WG_MR) * T, WG_MR * T, bias[g * Kg + k],
-                                            relu, out + (imgA * K + g * Kg + k) * Ho * Wo,
+                                            relu, stream, out + (imgA * K + g * Kg + k) * Ho * Wo,
                                             r + 1 < nr ? out + (imgB * K + g * Kg + k) * Ho * Wo : NULL, Ho, Wo,
                                             uA % per_image / tw * WG_M, uB % per_image / tw * WG_M);
             }
@@ -684,7 +696,7 @@ static void WG_FN(wg_forward_chunk)(const WG_T *x, ptrdiff_t C, ptrdiff_t H, ptr
                 for (k = kb * WG_MR; k < (kb + 1) * WG_MR && k < Kg; k++)
 #if WG_VECTORS && defined(__AVX512F__) && WG_M == 4
                     WG_FN(wg_output_segment16)(Mb + (k - kb * WG_MR) * T + s, WG_MR * T, bias[g * Kg + k], relu,
-                                               out + (img * K + g * Kg + k) * Ho * Wo, Ho, Wo, ty * WG_M,
+                                               stream, out + (img * K + g * Kg + k) * Ho * Wo, Ho, Wo, ty * WG_M,
                                                tx * WG_M, len);
 #else
                     WG_FN(wg_output_segment)(Mb + (k - kb * WG_MR) * T + s, WG_MR * T, bias[g * Kg + k], relu,
@@ -695,6 +707,12 @@ static void WG_FN(wg_forward_chunk)(const WG_T *x, ptrdiff_t C, ptrdiff_t H, ptr
             }
         }
     }
+#if WG_PAIRS
+    if (stream)
+        _mm_sfence(); /* the streamed stores are seen before the task is marked done */
+#else
+    (void)stream;
+#endif
 }
 
 /* The FMA ceiling the register tiles above aim at: `iterations` steps of WG_MR * WG_NV
