@@ -26,7 +26,8 @@ NumPy emulation of the transforms in the working precision):
 
 B^T's rows are scaled to integers and A^T's entries are powers of two, so the
 data's transforms are exact in their constants; the weights are transformed in
-float64 and rounded once. Over 60 random shapes (1-117 channels per group,
+float64 and rounded once (float32's AVX-512 build: in float32, within 1e-7 of the
+largest transformed weight, with the same errors in the outputs). Over 60 random shapes (1-117 channels per group,
 scales 1e-3 to 1e3) the worst max |err| / max |ref| was 5.1e-6 (float32) and
 1.6e-14 (float64). The float32 error grows with the channels summed per transform
 point: on random normal data with 64 output channels it measured 8.0e-6 at 64 input
@@ -86,17 +87,21 @@ def check_geometry(g):
         raise ValueError("algorithm='winograd' needs " + ", ".join(reasons) + "; use algorithm='direct' or 'im2col'")
 
 
-def transform_weights(weight, groups, num_threads=1):
-    """The weights in the kernel's layout: U = G w G^T in float64, rounded once to
-    the dtype of `weight`, as (groups, n*n, Kp // MR, C/groups, MR) with each
-    group's K/groups output channels padded with zeros to Kp, a multiple of MR.
-    Returns (U flattened, Kp)."""
+def transform_weights(weight, groups, num_threads=1, flipped=False):
+    """The weights in the kernel's layout: U = G w G^T in float64 (float32's AVX-512
+    build: float32), rounded to the dtype of `weight`, as (groups, n*n, Kp // MR,
+    C/groups, MR) with each group's K/groups output channels padded with zeros to Kp, a
+    multiple of MR. `flipped`: those of conv2d's input gradient, the forward convolution
+    with each group's filters transposed (C/groups output, K/groups input channels) and
+    turned 180 degrees. Returns (U flattened, Kp)."""
     m, n = tile_size(weight.dtype)
     K, Cg = weight.shape[:2]
+    Kt, Ct = (Cg, K // groups) if flipped else (K // groups, Cg)
     mr = kernel.register_rows(weight.dtype == np.float64)
-    Kp = -(-(K // groups) // mr) * mr
-    U = np.empty(groups * n * n * Kp * Cg, dtype=weight.dtype)
-    kernel.transform_weights(weight, _G[weight.dtype], groups, Kp, U, num_threads)
+    Kp = -(-Kt // mr) * mr
+    size = groups * n * n * Kp * Ct
+    U = _aligned_workspace(1, size, weight.dtype)[0, :size]  # the kernel streams whole cache lines
+    kernel.transform_weights(weight, _G[weight.dtype], groups, Kp, U, num_threads, flipped)
     return U, Kp
 
 
@@ -159,7 +164,7 @@ def _forward_into(out, x, weight, bias, pad_top, pad_left, groups, num_threads, 
     """out (N, K, Ho, Wo) = conv2d(x, weight) + bias (with `relu`: max(that, 0)), 3x3
     stride 1, the input offset by (pad_top, pad_left) (negative: cropped); every element
     written. `prepared`: `prepare(weight, groups)` for these weights, else computed here."""
-    K = weight.shape[0]
+    K = out.shape[1]
     if bias is None:
         bias = np.zeros(K, dtype=x.dtype)
     U, Kp = transform_weights(weight, groups, num_threads) if prepared is None else prepared
@@ -192,15 +197,13 @@ def forward(x, weight, bias, g, groups, num_threads, relu=False, prepared=None):
 
 def grad_x(grad_output, weight, x_shape, g, groups, num_threads):
     """conv2d's input gradient: at stride 1 the forward convolution of grad_output
-    with each group's weights flipped and transposed (K/groups in, C/groups out),
-    padded by 2 - padding (negative: cropped)."""
+    with each group's weights turned 180 degrees and transposed (K/groups in, C/groups
+    out; transformed so, `transform_weights(..., flipped=True)`), padded by 2 - padding
+    (negative: cropped)."""
     check_geometry(g)
-    K, Cg, kh, kw = weight.shape
-    Kg = K // groups
-    flipped = np.ascontiguousarray(weight.reshape(groups, Kg, Cg, kh, kw)[..., ::-1, ::-1]
-                                   .transpose(0, 2, 1, 3, 4).reshape(groups * Cg, Kg, kh, kw))
     out = _memory.empty(x_shape, grad_output.dtype)
-    _forward_into(out, grad_output, flipped, None, kh - 1 - g.pad_top, kw - 1 - g.pad_left, groups, num_threads)
+    _forward_into(out, grad_output, None, None, 2 - g.pad_top, 2 - g.pad_left, groups, num_threads,
+                  prepared=transform_weights(weight, groups, num_threads, flipped=True))
     return out
 
 

@@ -311,6 +311,29 @@ def test_row_segments(build, rng, width, padding):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("K, Cg, groups", [(5, 3, 1), (16, 16, 1), (9, 2, 3), (4, 1, 4), (24, 7, 2), (1, 1, 1)])
+def test_flipped_weights_read_in_place(build, rng, dtype, K, Cg, groups):
+    """grad_x's transformed weights, read from the forward's filters in place, equal the
+    transform of the explicitly turned and transposed copy; and the transform of float64
+    filters matches G w G^T to rounding."""
+    w = rng.standard_normal((K, Cg, 3, 3)).astype(dtype)
+    copy = np.ascontiguousarray(w.reshape(groups, K // groups, Cg, 3, 3)[..., ::-1, ::-1]
+                                .transpose(0, 2, 1, 3, 4).reshape(groups * Cg, K // groups, 3, 3))
+    U, Kp = _winograd.transform_weights(w, groups, 2, flipped=True)
+    want, want_Kp = _winograd.transform_weights(copy, groups, 1)
+    assert Kp == want_Kp and (U == want).all()
+    G = _winograd._G[np.dtype(dtype)]
+    n = G.shape[0]
+    T = np.einsum("ia,kcab,jb->kcij", G, w.astype(np.float64), G)   # (K, Cg, n, n)
+    U, Kp = _winograd.transform_weights(w, groups, 2)
+    mr = build.register_rows(np.dtype(dtype) == np.float64)
+    blocks = U.reshape(groups, n, n, Kp // mr, Cg, mr).transpose(0, 3, 5, 4, 1, 2).reshape(groups, Kp, Cg, n, n)
+    assert (blocks[:, K // groups:] == 0).all()      # the padding output channels
+    got = blocks[:, :K // groups].reshape(K, Cg, n, n)
+    assert np.allclose(got, T, rtol=0, atol=4 * np.finfo(dtype).eps * np.abs(T).max())
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("width", [16, 20, 31, 32, 48, 64, 100, 128])
 @pytest.mark.parametrize("shift", [0, 1, 16])
 def test_streamed_outputs(build, rng, monkeypatch, dtype, width, shift):

@@ -25,10 +25,10 @@ cdef extern from "winograd.h" nogil:
     enum: WG_NV
     Py_ssize_t wg_chunk_tiles_f(Py_ssize_t tw)
     Py_ssize_t wg_chunk_tiles_d(Py_ssize_t tw)
-    void wg_transform_filters_f(const float* w, Py_ssize_t wk, Py_ssize_t nr, const double* G, float* U,
-                                Py_ssize_t step)
-    void wg_transform_filters_d(const double* w, Py_ssize_t wk, Py_ssize_t nr, const double* G, double* U,
-                                Py_ssize_t step)
+    void wg_transform_block_f(const float* w, Py_ssize_t rs, Py_ssize_t cs, int flip, Py_ssize_t Cg,
+                              Py_ssize_t nr, const double* G, float* U, Py_ssize_t step)
+    void wg_transform_block_d(const double* w, Py_ssize_t rs, Py_ssize_t cs, int flip, Py_ssize_t Cg,
+                              Py_ssize_t nr, const double* G, double* U, Py_ssize_t step)
     Py_ssize_t wg_workspace_f(Py_ssize_t Cg, Py_ssize_t Kp)
     Py_ssize_t wg_workspace_d(Py_ssize_t Cg, Py_ssize_t Kp)
     void wg_forward_chunk_f(const float* x, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W, const float* U,
@@ -71,21 +71,23 @@ def workspace_values(Py_ssize_t Cg, Py_ssize_t Kp, bint double_precision):
     return wg_workspace_d(Cg, Kp) if double_precision else wg_workspace_f(Cg, Kp)
 
 
-cdef inline void _transform_filters(const floating* w, Py_ssize_t wk, Py_ssize_t nr, const double* G,
-                                    floating* U, Py_ssize_t step) noexcept nogil:
+cdef inline void _transform_block(const floating* w, Py_ssize_t rs, Py_ssize_t cs, int flip, Py_ssize_t Cg,
+                                  Py_ssize_t nr, const double* G, floating* U, Py_ssize_t step) noexcept nogil:
     if floating is float:
-        wg_transform_filters_f(w, wk, nr, G, U, step)
+        wg_transform_block_f(w, rs, cs, flip, Cg, nr, G, U, step)
     else:
-        wg_transform_filters_d(w, wk, nr, G, U, step)
+        wg_transform_block_d(w, rs, cs, flip, Cg, nr, G, U, step)
 
 
 cdef struct WeightJob:
-    # transform_weights's arrays (as floating*, by `double_precision`) and shapes, for its tasks
+    # transform_weights's arrays (as floating*, by `double_precision`) and shapes, for its tasks:
+    # Kt output and Ct input channels per group of the transformed convolution, whose filter
+    # (k, c) of group grp is at weight + grp * gs + k * rs + c * cs (turned 180 degrees: flip)
     const void* weight
     const double* G
     void* U
-    bint double_precision
-    Py_ssize_t Kg, Cg, Kp, P
+    bint double_precision, flip
+    Py_ssize_t Kt, Ct, Kp, P, rs, cs, gs
 
 
 cdef void _weight_task(void* job, Py_ssize_t task, int slot) noexcept nogil:
@@ -98,34 +100,38 @@ cdef void _weight_task(void* job, Py_ssize_t task, int slot) noexcept nogil:
 
 cdef inline void _weight_block(WeightJob* j, const floating* weight, floating* U, Py_ssize_t task) noexcept nogil:
     """Block task % (Kp / WG_MR) of WG_MR output channels of group task // (Kp / WG_MR): it
-    writes WG_P runs of C/groups * WG_MR values."""
-    cdef Py_ssize_t blocks = j.Kp // WG_MR, grp = task // blocks, k = (task % blocks) * WG_MR, c
-    cdef Py_ssize_t base = (grp * j.P * j.Kp + k) * j.Cg
-    for c in range(j.Cg):
-        _transform_filters(weight + ((grp * j.Kg + min(k, j.Kg - 1)) * j.Cg + c) * 9, j.Cg * 9,
-                           min(WG_MR, max(j.Kg - k, 0)), j.G, U + base + c * WG_MR, j.Kp * j.Cg)
+    writes WG_P runs of Ct * WG_MR values."""
+    cdef Py_ssize_t blocks = j.Kp // WG_MR, grp = task // blocks, k = (task % blocks) * WG_MR
+    _transform_block(weight + grp * j.gs + min(k, j.Kt - 1) * j.rs, j.rs, j.cs, j.flip, j.Ct,
+                     min(WG_MR, max(j.Kt - k, 0)), j.G, U + (grp * j.P * j.Kp + k) * j.Ct, j.Kp * j.Ct)
 
 
 def transform_weights(const floating[:, :, :, ::1] weight, const double[:, ::1] G, int groups, Py_ssize_t Kp,
-                      floating[::1] U, int num_threads):
+                      floating[::1] U, int num_threads, bint flipped=False):
     """U = G w G^T of every filter, laid out (groups, n*n, Kp // MR, C/groups, MR) with
     each group's K/groups output channels padded with zeros to Kp (register_rows(...)
-    divides it). G (n, 3): F(4x4) in float32, F(6x6) in float64. One task per block of
-    MR output channels, on the task pool (an OpenMP region would wait for threads that
+    divides it). G (n, 3): F(4x4) in float32, F(6x6) in float64. `flipped`: the filters
+    of conv2d's input gradient instead, read in place: each group's transposed (C/groups
+    output, K/groups input channels) and turned 180 degrees. One task per block of MR
+    output channels, on the task pool (an OpenMP region would wait for threads that
     another runtime, e.g. torch's, keeps off the cores: 0.7 ms instead of 0.06 ms on C2)."""
     cdef Py_ssize_t K = weight.shape[0], Cg = weight.shape[1], n = G.shape[0], Kg = K // groups
+    cdef Py_ssize_t Kt = Cg if flipped else Kg, Ct = Kg if flipped else Cg
     cdef bint dp = floating is double
     cdef WeightJob job
     if (G.shape[0] != (8 if dp else 6) or G.shape[1] != 3 or weight.shape[2] != 3
-            or weight.shape[3] != 3 or Kp % WG_MR or Kp < Kg):
+            or weight.shape[3] != 3 or Kp % WG_MR or Kp < Kt):
         raise ValueError("transform_weights needs 3x3 filters, the dtype's G (n, 3) and Kp a multiple of "
                          "register_rows")
-    if U.shape[0] != groups * n * n * Kp * Cg:
-        raise ValueError(f"U must have {groups * n * n * Kp * Cg} values")
+    if U.shape[0] != groups * n * n * Kp * Ct:
+        raise ValueError(f"U must have {groups * n * n * Kp * Ct} values")
     if U.shape[0] == 0:
         return
     job.weight, job.G, job.U, job.double_precision = &weight[0, 0, 0, 0], &G[0, 0], &U[0], dp
-    job.Kg, job.Cg, job.Kp, job.P = Kg, Cg, Kp, n * n
+    job.Kt, job.Ct, job.Kp, job.P, job.flip = Kt, Ct, Kp, n * n, flipped
+    job.rs, job.cs, job.gs = Cg * 9, 9, Kg * Cg * 9
+    if flipped:
+        job.rs, job.cs = 9, Cg * 9
     with nogil:
         run_tasks(_weight_task, &job, groups * (Kp // WG_MR), 1, num_threads)
 
