@@ -234,6 +234,30 @@ print(os.waitpid(pid, 0)[1] == 0)
 
 
 @needs_openmp_threads
+def test_regions_give_way_when_a_member_is_kept_off_its_core():
+    # A process held to one CPU: each region's second member can only run when the
+    # caller waits at the closing barrier, so it is off its core for the caller's share.
+    # After two such regions in a row the regions run on the caller alone (for a while),
+    # with the same results; pool jobs (the convolutions) keep their threads.
+    out, _ = run_python("import os, numpy as np\n"
+                        "os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})\n"
+                        "import fastconv\n"
+                        "from fastconv import reference\n"
+                        "from fastconv._kernels import _tasks\n"
+                        "x = np.random.default_rng(0).standard_normal((32, 64, 56, 56)).astype(np.float32)\n"
+                        "rm, rv = np.zeros(64, np.float32), np.ones(64, np.float32)\n"
+                        "want = reference.batch_norm2d(x, rm, rv)\n"
+                        "ok = True\n"
+                        "with fastconv.threads(2):\n"
+                        "    for i in range(6):\n"
+                        "        ok &= np.allclose(fastconv.batch_norm2d(x, rm, rv), want, atol=1e-5)\n"
+                        "        ok &= np.allclose(fastconv.adaptive_avg_pool2d(x, 3), reference.adaptive_avg_pool2d(x, 3),\n"
+                        "                          atol=1e-5)\n"
+                        "print(ok, _tasks.serial_regions() > 0)")
+    assert out.split() == ["True", "True"]
+
+
+@needs_openmp_threads
 def test_kernels_call_no_runtime_entry_point_that_is_not_forwarded():
     # A region may run on another runtime's team or on one thread: every OpenMP entry
     # point a kernel calls must go through openmp_runtime.h (a __wrap_ definition),

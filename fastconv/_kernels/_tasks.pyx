@@ -23,6 +23,7 @@ cdef extern from *:
     void fc_pool_set_generation(uint64_t g) nogil
     int fc_openmp_foreign() nogil
     unsigned long long fc_openmp_foreign_regions() nogil
+    unsigned long long fc_openmp_serial_regions() nogil
     void* fc_openmp_state_of_module() nogil
 
 cdef extern from *:
@@ -64,6 +65,13 @@ def foreign_regions():
     """How many of the kernels' OpenMP regions and the pool's jobs ran on another
     runtime's team (tests)."""
     return fc_openmp_foreign_regions()
+
+
+def serial_regions():
+    """How many of the kernels' OpenMP regions ran on the calling thread alone because one
+    of fastconv's own teams had kept its caller waiting for a member held off its core
+    (openmp_runtime.h; tests)."""
+    return fc_openmp_serial_regions()
 
 
 cdef void* openmp_state() noexcept nogil:

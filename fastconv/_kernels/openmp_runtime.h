@@ -2,7 +2,8 @@
  *
  * By default fastconv's own copy of libgomp (setup.py: PRIVATE_GOMP), whose idle
  * threads spin briefly; a region of one thread runs inline (fc_serial_openmp), and so
- * does every region in a forked child. FASTCONV_OPENMP_TEAM in the environment can
+ * does every region in a forked child, and every region for FC_SERIAL_NS after two of
+ * its team's regions in a row had a thread kept off its core (fc_openmp_ended). FASTCONV_OPENMP_TEAM in the environment can
  * send regions of two or more threads, and the task pool's jobs (task_pool.h), to the
  * team of another runtime loaded in the process (torch's or scikit-learn's libgomp, an
  * LLVM libomp), whose idle threads spin for milliseconds after each of its own regions
@@ -70,6 +71,7 @@ static const fc_omp_runtime fc_own_openmp = {
 #define FC_TICK_NS 4000000          /* the scheduler's tick at 250 Hz */
 #define FC_STALL_NS 150000
 #define FC_BACKOFF_NS 100000000
+#define FC_SERIAL_NS 100000000
 
 /* A forked child has only the forking thread, but a runtime that ran a region in the
  * parent still counts the parent's team as its own and waits for it at the next region:
@@ -114,7 +116,10 @@ typedef struct {
     uint64_t last_end, last_other;    /* when the last region ended; others' CPU time then */
     uint64_t last_region;             /* how long it took */
     uint64_t backoff_until;
+    uint64_t serial_until;            /* own regions run on the caller alone until then */
+    int stalls;                       /* own regions in a row with a member long off its core */
     uint64_t foreign_regions;         /* regions (and pool jobs) run on the other team */
+    uint64_t serial_regions;          /* regions run on the caller alone after a stall */
 } fc_openmp_state;
 
 static fc_openmp_state fc_openmp_own_state = {PTHREAD_MUTEX_INITIALIZER};
@@ -244,12 +249,44 @@ static const fc_omp_runtime *fc_openmp_runtime(int num_threads) {
     return rt;
 }
 
+/* The runtime a region of `num_threads` starting now runs on: fc_openmp_runtime's
+ * choice, except that fastconv's own team gives way to the caller alone for
+ * FC_SERIAL_NS after one of its regions stalled (fc_openmp_ended). */
+static const fc_omp_runtime *fc_openmp_region_runtime(int num_threads) {
+    const fc_omp_runtime *rt = fc_openmp_runtime(num_threads);
+    if (rt == &fc_own_openmp && fc_clock_ns(CLOCK_MONOTONIC) < fc_openmp->serial_until) {
+        pthread_mutex_lock(&fc_openmp->lock);
+        fc_openmp->serial_regions++;
+        pthread_mutex_unlock(&fc_openmp->lock);
+        return &fc_serial_openmp;
+    }
+    return rt;
+}
+
 /* After a region (or pool job) of `num_threads` on `rt` that took `total` ns, of which
- * the caller spent `own_work` in its body: note when it ended, and back off from a
- * team that kept the caller waiting. */
-static void fc_openmp_ended(const fc_omp_runtime *rt, int num_threads, uint64_t total, uint64_t own_work) {
+ * the caller spent `own_work` in its body and a thread at most `off_core` off its core
+ * while it had work (preempted in the body; a member: or not yet begun): note when it
+ * ended, and back off from a team that kept the caller waiting. Two regions in a row
+ * of fastconv's own team with a thread off its core that long (not ones that only had
+ * more work: waiting at the barrier does not count) send the next regions to the
+ * caller alone for FC_SERIAL_NS: another thread holds the core the member needs (another runtime's idle threads spin for milliseconds after their
+ * calls, OpenBLAS's up to 0.1 s after a threaded GEMM; another process may run there),
+ * and a region's closing barrier waits for the member until the scheduler gives it a
+ * core. One such region alone is as likely a member waking on an idle core. */
+static void fc_openmp_ended(const fc_omp_runtime *rt, int num_threads, uint64_t total, uint64_t own_work,
+                            uint64_t off_core) {
     if (fc_region_openmp) return;
-    uint64_t others = fc_others_cpu_ns(), now = fc_clock_ns(CLOCK_MONOTONIC);
+    uint64_t wait = total > own_work ? total - own_work : 0, now = fc_clock_ns(CLOCK_MONOTONIC);
+    if (rt == &fc_own_openmp && num_threads > 1) {
+        int stalled = off_core > FC_STALL_NS && 4 * off_core > total;
+        fc_openmp->stalls = stalled ? fc_openmp->stalls + 1 : 0;
+        if (fc_openmp->stalls >= 2) {
+            fc_openmp->serial_until = now + FC_SERIAL_NS;
+            fc_openmp->stalls = 0;
+        }
+    }
+    if (!fc_openmp->found) return;        /* the rest is for choosing another runtime's team */
+    uint64_t others = fc_others_cpu_ns();
     pthread_mutex_lock(&fc_openmp->lock);
     fc_openmp->last_end = now;
     fc_openmp->last_other = others;
@@ -257,7 +294,6 @@ static void fc_openmp_ended(const fc_omp_runtime *rt, int num_threads, uint64_t 
     fc_openmp->last_region = total;
     fc_openmp->foreign_regions += rt == &fc_openmp->foreign;
     fc_openmp->own_teams |= rt == &fc_own_openmp && num_threads > 1;
-    uint64_t wait = total > own_work ? total - own_work : 0;
     if (rt == &fc_openmp->foreign && wait > FC_STALL_NS && 4 * wait > total) {
         fc_openmp->backoff_until = now + FC_BACKOFF_NS;
         fc_openmp->hot = 0;
@@ -270,30 +306,43 @@ typedef struct {
     void *data;
     const fc_omp_runtime *runtime;
     pthread_t caller;
-    int timed;                        /* measure the caller's time in the body */
+    int timed;                        /* measure the caller's time in the body, the members' starts */
+    uint64_t start;                   /* when the caller started the region */
     uint64_t caller_work;             /* ns the caller spent in the body */
+    uint64_t off_core;                /* the most ns a thread spent off its core while it had work */
 } fc_openmp_region;
 
 static void fc_openmp_region_body(void *data) {
     fc_openmp_region *r = (fc_openmp_region *)data;
     const fc_omp_runtime *outer = fc_region_openmp;
     int caller = r->timed && pthread_equal(pthread_self(), r->caller);
-    uint64_t start = caller ? fc_clock_ns(CLOCK_MONOTONIC) : 0;
+    uint64_t start = r->timed ? fc_clock_ns(CLOCK_MONOTONIC) : 0;
+    uint64_t cpu = r->timed ? fc_clock_ns(CLOCK_THREAD_CPUTIME_ID) : 0;
     fc_region_openmp = r->runtime;
     r->fn(r->data);
     fc_region_openmp = outer;
-    if (caller) r->caller_work = fc_clock_ns(CLOCK_MONOTONIC) - start;
+    if (r->timed) {   /* off its core while it had work (a member: and before it began) */
+        uint64_t end = fc_clock_ns(CLOCK_MONOTONIC), ran = fc_clock_ns(CLOCK_THREAD_CPUTIME_ID) - cpu;
+        uint64_t wall = end - (caller ? start : r->start);
+        uint64_t off = wall > ran ? wall - ran : 0, seen = __atomic_load_n(&r->off_core, __ATOMIC_RELAXED);
+        if (caller) r->caller_work = end - start;
+        while (off > seen && !__atomic_compare_exchange_n(&r->off_core, &seen, off, 1, __ATOMIC_RELAXED,
+                                                          __ATOMIC_RELAXED)) {
+        }
+    }
 }
 
 /* Run fn(data) on a team of `num_threads` of `rt` (GOMP_parallel's contract). */
 static void fc_openmp_parallel(const fc_omp_runtime *rt, void (*fn)(void *), void *data, unsigned num_threads,
                                unsigned flags) {
-    /* the bookkeeping (clocks, the lock) is for choosing a team: none without another runtime */
-    int choosing = fc_openmp->found;
-    fc_openmp_region r = {fn, data, rt, pthread_self(), choosing, 0};
-    uint64_t start = choosing ? fc_clock_ns(CLOCK_MONOTONIC) : 0;
+    /* timed where a team may keep the caller waiting: its own (a stall), another runtime's */
+    int timed = rt != &fc_serial_openmp;
+    uint64_t start = timed ? fc_clock_ns(CLOCK_MONOTONIC) : 0;
+    fc_openmp_region r = {fn, data, rt, pthread_self(), timed, start, 0, 0};
     rt->parallel(fc_openmp_region_body, &r, num_threads, flags);
-    if (choosing) fc_openmp_ended(rt, (int)num_threads, fc_clock_ns(CLOCK_MONOTONIC) - start, r.caller_work);
+    if (timed)
+        fc_openmp_ended(rt, (int)num_threads, fc_clock_ns(CLOCK_MONOTONIC) - start, r.caller_work,
+                        __atomic_load_n(&r.off_core, __ATOMIC_RELAXED));
 }
 
 #define FC_HIDDEN __attribute__((visibility("hidden")))
@@ -307,7 +356,7 @@ FC_HIDDEN void __wrap_GOMP_parallel(void (*fn)(void *), void *data, unsigned num
         return;
     }
     /* num_threads 0 (no clause) is the runtime's default: a team, for the choice */
-    fc_openmp_parallel(fc_openmp_runtime(num_threads ? (int)num_threads : 2), fn, data, num_threads, flags);
+    fc_openmp_parallel(fc_openmp_region_runtime(num_threads ? (int)num_threads : 2), fn, data, num_threads, flags);
 }
 
 #define FC_IN_REGION (fc_region_openmp ? fc_region_openmp : &fc_own_openmp)
@@ -333,6 +382,14 @@ static int fc_openmp_foreign(void) {
     return found;
 }
 
+/* How many regions ran on the caller alone after a stall of fastconv's own team. */
+static uint64_t fc_openmp_serial_regions(void) {
+    pthread_mutex_lock(&fc_openmp->lock);
+    uint64_t n = fc_openmp->serial_regions;
+    pthread_mutex_unlock(&fc_openmp->lock);
+    return n;
+}
+
 /* How many of this module's regions (and pool jobs) ran on another runtime's team. */
 static uint64_t fc_openmp_foreign_regions(void) {
     pthread_mutex_lock(&fc_openmp->lock);
@@ -345,6 +402,7 @@ static uint64_t fc_openmp_foreign_regions(void) {
 #define FC_FOREIGN_OPENMP 0
 static int fc_openmp_foreign(void) { return 0; }
 static unsigned long long fc_openmp_foreign_regions(void) { return 0; }
+static unsigned long long fc_openmp_serial_regions(void) { return 0; }
 static void *fc_openmp_state_of_module(void) { return NULL; }
 static void fc_openmp_adopt(void *state) { (void)state; }
 #endif
