@@ -150,6 +150,25 @@ def test_every_algorithm_agrees(rng, case, algorithm):
         assert_close(got, want)
 
 
+@pytest.mark.parametrize("waste", [-1, 2])       # every phase shape apart / one common window
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", [
+    (2, 5, 9, 8, 6, 3, 2, 1, 1, 1),      # 3x3 stride 2: sub-kernels 2x2, 2x1, 1x2, 1x1
+    (1, 4, 11, 10, 3, 5, 3, 2, 1, 1),    # 5x5 stride 3, uneven taps
+    (2, 6, 10, 9, 4, 3, 2, 1, 2, 2),     # dilation 2, groups
+    (1, 3, 12, 13, 5, (3, 4), (2, 3), (1, 0), 1, 1),
+])
+def test_grad_x_phases_apart_or_together(build, rng, monkeypatch, case, dtype, waste):
+    """grad_x at stride > 1 runs its phases in one common window, or those of each
+    sub-kernel shape apart (`PHASE_WASTE`): the same values either way."""
+    monkeypatch.setattr(_direct, "PHASE_WASTE", waste)
+    x, w, _, kw = make(rng, case, dtype)
+    y = reference.conv2d(x, w, **kw)
+    go = rng.standard_normal(y.shape).astype(dtype)
+    got = convolution.conv2d_backward(go, x, w, algorithm="direct", **kw)[0]
+    assert_close(got, reference.conv2d_backward(go, x, w, **kw)[0])
+
+
 @pytest.mark.parametrize("band_bytes", [1, 1 << 30])
 def test_channel_chunks_and_small_workspace(build, rng, monkeypatch, band_bytes):
     # A tiny row budget forces one packed channel per pass (the accumulate paths);
