@@ -24,6 +24,7 @@ cdef extern from *:
     int fc_openmp_foreign() nogil
     unsigned long long fc_openmp_foreign_regions() nogil
     unsigned long long fc_openmp_serial_regions() nogil
+    void fc_openmp_note_region(int num_threads, uint64_t total, uint64_t off_core) nogil
     void* fc_openmp_state_of_module() nogil
 
 cdef extern from *:
@@ -72,6 +73,12 @@ def serial_regions():
     of fastconv's own teams had kept its caller waiting for a member held off its core
     (openmp_runtime.h; tests)."""
     return fc_openmp_serial_regions()
+
+
+def note_region(int num_threads, uint64_t total_ns, uint64_t off_core_ns):
+    """Tests: account for a region of fastconv's own team of `num_threads` that took
+    `total_ns` with a thread `off_core_ns` off its core, as the runtime does after each."""
+    fc_openmp_note_region(num_threads, total_ns, off_core_ns)
 
 
 cdef void* openmp_state() noexcept nogil:

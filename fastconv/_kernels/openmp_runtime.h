@@ -3,8 +3,8 @@
  * By default fastconv's own copy of libgomp (setup.py: PRIVATE_GOMP), whose idle
  * threads spin briefly; a region of one thread runs inline (fc_serial_openmp), and so
  * does every region in a forked child, and every region for FC_SERIAL_NS after two of
- * its team's regions in a row had a thread kept off its core (fc_openmp_ended). FASTCONV_OPENMP_TEAM in the environment can
- * send regions of two or more threads, and the task pool's jobs (task_pool.h), to the
+ * its team's regions in a row had a thread kept off its core (fc_openmp_ended).
+ * FASTCONV_OPENMP_TEAM in the environment can send regions of two or more threads, and the task pool's jobs (task_pool.h), to the
  * team of another runtime loaded in the process (torch's or scikit-learn's libgomp, an
  * LLVM libomp), whose idle threads spin for milliseconds after each of its own regions
  * (libgomp: 300,000 spins, ~6 ms) and hold a core that fastconv's threads would share:
@@ -142,6 +142,11 @@ static inline uint64_t fc_others_cpu_ns(void) {
 
 /* The runtime of the region this thread is running, NULL outside any. */
 static __thread const fc_omp_runtime *fc_region_openmp;
+/* Whether that region is timed (fc_openmp_region_body), and the ns this thread has
+ * spent off its core waiting at the region's barriers: a thread that only finished
+ * first sleeps there, which is not being kept off its core while it had work. */
+static __thread int fc_region_timed;
+static __thread uint64_t fc_barrier_waited;
 
 static int fc_loader_adds(struct dl_phdr_info *info, size_t size, void *adds) {
     (void)size;
@@ -251,10 +256,11 @@ static const fc_omp_runtime *fc_openmp_runtime(int num_threads) {
 
 /* The runtime a region of `num_threads` starting now runs on: fc_openmp_runtime's
  * choice, except that fastconv's own team gives way to the caller alone for
- * FC_SERIAL_NS after one of its regions stalled (fc_openmp_ended). */
+ * FC_SERIAL_NS after two of its regions in a row stalled (fc_openmp_ended). */
 static const fc_omp_runtime *fc_openmp_region_runtime(int num_threads) {
     const fc_omp_runtime *rt = fc_openmp_runtime(num_threads);
-    if (rt == &fc_own_openmp && fc_clock_ns(CLOCK_MONOTONIC) < fc_openmp->serial_until) {
+    if (rt == &fc_own_openmp
+        && fc_clock_ns(CLOCK_MONOTONIC) < __atomic_load_n(&fc_openmp->serial_until, __ATOMIC_RELAXED)) {
         pthread_mutex_lock(&fc_openmp->lock);
         fc_openmp->serial_regions++;
         pthread_mutex_unlock(&fc_openmp->lock);
@@ -263,27 +269,33 @@ static const fc_omp_runtime *fc_openmp_region_runtime(int num_threads) {
     return rt;
 }
 
-/* After a region (or pool job) of `num_threads` on `rt` that took `total` ns, of which
- * the caller spent `own_work` in its body and a thread at most `off_core` off its core
- * while it had work (preempted in the body; a member: or not yet begun): note when it
- * ended, and back off from a team that kept the caller waiting. Two regions in a row
- * of fastconv's own team with a thread off its core that long (not ones that only had
- * more work: waiting at the barrier does not count) send the next regions to the
- * caller alone for FC_SERIAL_NS: another thread holds the core the member needs (another runtime's idle threads spin for milliseconds after their
- * calls, OpenBLAS's up to 0.1 s after a threaded GEMM; another process may run there),
- * and a region's closing barrier waits for the member until the scheduler gives it a
- * core. One such region alone is as likely a member waking on an idle core. */
-static void fc_openmp_ended(const fc_omp_runtime *rt, int num_threads, uint64_t total, uint64_t own_work,
-                            uint64_t off_core) {
+/* After a region (`region`) or pool job of `num_threads` on `rt` that took `total` ns,
+ * of which the caller spent `own_work` in its body and a thread at most `off_core` off
+ * its core while it had work (preempted in the body, not while waiting at a barrier;
+ * a member: or not yet begun): note when it ended, and back off from a team that kept
+ * the caller waiting. Two regions in a row of fastconv's own team with a thread off
+ * its core that long (not ones that only had more work) send the next regions to the
+ * caller alone for FC_SERIAL_NS: another thread holds the core the member needs
+ * (another runtime's idle threads spin for milliseconds after their calls, OpenBLAS's
+ * up to 0.1 s after a threaded GEMM; another process may run there), and a region's
+ * closing barrier waits for the member until the scheduler gives it a core. One such
+ * region alone is as likely a member waking on an idle core. */
+static void fc_openmp_ended(const fc_omp_runtime *rt, int region, int num_threads, uint64_t total,
+                            uint64_t own_work, uint64_t off_core) {
     if (fc_region_openmp) return;
     uint64_t wait = total > own_work ? total - own_work : 0, now = fc_clock_ns(CLOCK_MONOTONIC);
     if (rt == &fc_own_openmp && num_threads > 1) {
-        int stalled = off_core > FC_STALL_NS && 4 * off_core > total;
-        fc_openmp->stalls = stalled ? fc_openmp->stalls + 1 : 0;
-        if (fc_openmp->stalls >= 2) {
-            fc_openmp->serial_until = now + FC_SERIAL_NS;
-            fc_openmp->stalls = 0;
+        pthread_mutex_lock(&fc_openmp->lock);
+        if (region) {
+            fc_openmp->own_teams = 1;     /* a forked child must not wait for this team */
+            int stalled = off_core > FC_STALL_NS && 4 * off_core > total;
+            fc_openmp->stalls = stalled ? fc_openmp->stalls + 1 : 0;
+            if (fc_openmp->stalls >= 2) {
+                __atomic_store_n(&fc_openmp->serial_until, now + FC_SERIAL_NS, __ATOMIC_RELAXED);
+                fc_openmp->stalls = 0;
+            }
         }
+        pthread_mutex_unlock(&fc_openmp->lock);
     }
     if (!fc_openmp->found) return;        /* the rest is for choosing another runtime's team */
     uint64_t others = fc_others_cpu_ns();
@@ -293,7 +305,6 @@ static void fc_openmp_ended(const fc_omp_runtime *rt, int num_threads, uint64_t 
     fc_openmp->last_threads = num_threads;
     fc_openmp->last_region = total;
     fc_openmp->foreign_regions += rt == &fc_openmp->foreign;
-    fc_openmp->own_teams |= rt == &fc_own_openmp && num_threads > 1;
     if (rt == &fc_openmp->foreign && wait > FC_STALL_NS && 4 * wait > total) {
         fc_openmp->backoff_until = now + FC_BACKOFF_NS;
         fc_openmp->hot = 0;
@@ -318,13 +329,21 @@ static void fc_openmp_region_body(void *data) {
     int caller = r->timed && pthread_equal(pthread_self(), r->caller);
     uint64_t start = r->timed ? fc_clock_ns(CLOCK_MONOTONIC) : 0;
     uint64_t cpu = r->timed ? fc_clock_ns(CLOCK_THREAD_CPUTIME_ID) : 0;
+    int outer_timed = fc_region_timed;
+    uint64_t outer_waited = fc_barrier_waited;
     fc_region_openmp = r->runtime;
+    fc_region_timed = r->timed;
+    fc_barrier_waited = 0;
     r->fn(r->data);
+    uint64_t waited = fc_barrier_waited;
     fc_region_openmp = outer;
-    if (r->timed) {   /* off its core while it had work (a member: and before it began) */
+    fc_region_timed = outer_timed;
+    fc_barrier_waited = outer_waited;
+    if (r->timed) {   /* off its core while it had work, or before it began */
         uint64_t end = fc_clock_ns(CLOCK_MONOTONIC), ran = fc_clock_ns(CLOCK_THREAD_CPUTIME_ID) - cpu;
-        uint64_t wall = end - (caller ? start : r->start);
+        uint64_t wall = end - r->start;    /* the caller too: a member it woke may run first */
         uint64_t off = wall > ran ? wall - ran : 0, seen = __atomic_load_n(&r->off_core, __ATOMIC_RELAXED);
+        off = off > waited ? off - waited : 0;
         if (caller) r->caller_work = end - start;
         while (off > seen && !__atomic_compare_exchange_n(&r->off_core, &seen, off, 1, __ATOMIC_RELAXED,
                                                           __ATOMIC_RELAXED)) {
@@ -341,7 +360,7 @@ static void fc_openmp_parallel(const fc_omp_runtime *rt, void (*fn)(void *), voi
     fc_openmp_region r = {fn, data, rt, pthread_self(), timed, start, 0, 0};
     rt->parallel(fc_openmp_region_body, &r, num_threads, flags);
     if (timed)
-        fc_openmp_ended(rt, (int)num_threads, fc_clock_ns(CLOCK_MONOTONIC) - start, r.caller_work,
+        fc_openmp_ended(rt, 1, (int)num_threads, fc_clock_ns(CLOCK_MONOTONIC) - start, r.caller_work,
                         __atomic_load_n(&r.off_core, __ATOMIC_RELAXED));
 }
 
@@ -360,7 +379,17 @@ FC_HIDDEN void __wrap_GOMP_parallel(void (*fn)(void *), void *data, unsigned num
 }
 
 #define FC_IN_REGION (fc_region_openmp ? fc_region_openmp : &fc_own_openmp)
-FC_HIDDEN void __wrap_GOMP_barrier(void) { FC_IN_REGION->barrier(); }
+FC_HIDDEN void __wrap_GOMP_barrier(void) {
+    if (!fc_region_timed) {
+        FC_IN_REGION->barrier();
+        return;
+    }
+    uint64_t wall = fc_clock_ns(CLOCK_MONOTONIC), cpu = fc_clock_ns(CLOCK_THREAD_CPUTIME_ID);
+    FC_IN_REGION->barrier();
+    wall = fc_clock_ns(CLOCK_MONOTONIC) - wall;
+    cpu = fc_clock_ns(CLOCK_THREAD_CPUTIME_ID) - cpu;
+    fc_barrier_waited += wall > cpu ? wall - cpu : 0;
+}
 FC_HIDDEN bool __wrap_GOMP_loop_nonmonotonic_dynamic_start(long start, long end, long incr, long chunk,
                                                            long *istart, long *iend) {
     return FC_IN_REGION->loop_start(start, end, incr, chunk, istart, iend);
@@ -380,6 +409,12 @@ static int fc_openmp_foreign(void) {
     int found = fc_openmp->found;
     pthread_mutex_unlock(&fc_openmp->lock);
     return found;
+}
+
+/* Tests: fc_openmp_ended's account of a region of fastconv's own team of `num_threads`
+ * that took `total` ns with a thread `off_core` ns off its core. */
+static void fc_openmp_note_region(int num_threads, uint64_t total, uint64_t off_core) {
+    fc_openmp_ended(&fc_own_openmp, 1, num_threads, total, total, off_core);
 }
 
 /* How many regions ran on the caller alone after a stall of fastconv's own team. */
@@ -403,6 +438,9 @@ static uint64_t fc_openmp_foreign_regions(void) {
 static int fc_openmp_foreign(void) { return 0; }
 static unsigned long long fc_openmp_foreign_regions(void) { return 0; }
 static unsigned long long fc_openmp_serial_regions(void) { return 0; }
+static void fc_openmp_note_region(int num_threads, uint64_t total, uint64_t off_core) {
+    (void)num_threads; (void)total; (void)off_core;
+}
 static void *fc_openmp_state_of_module(void) { return NULL; }
 static void fc_openmp_adopt(void *state) { (void)state; }
 #endif

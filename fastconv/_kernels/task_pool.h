@@ -285,7 +285,7 @@ static void fc_run_tasks(fc_task_fn fn, void *ctx, Py_ssize_t n_tasks, Py_ssize_
     fc_pool.last_end = fc_now_ns();
 #if FC_FOREIGN_OPENMP
     if (fc_openmp->found)
-        fc_openmp_ended(&fc_own_openmp, num_threads, fc_pool.last_end - job_start, fc_pool.last_end - job_start, 0);
+        fc_openmp_ended(&fc_own_openmp, 0, num_threads, fc_pool.last_end - job_start, fc_pool.last_end - job_start, 0);
 #endif
     pthread_mutex_unlock(&fc_pool.owner);
 }

@@ -86,9 +86,8 @@ static void WG_FN(wg_transform_filters)(const WG_T *w, ptrdiff_t wk, int flip, p
 #if WG_PAIRS
 /* One vector of values at p, lanes m: streamed past the caches (a non-temporal
  * store, no read for ownership) where `stream` is set and the vector is one whole aligned
- * cache line, else stored through them. The callers stream only runs of whole lines
- * (output rows, the transformed weights' runs), so that a line is never part streamed,
- * part stored. */
+ * cache line, else stored through them. The callers stream only output rows of whole
+ * lines, so that a line is never part streamed, part stored. */
 WG_INLINE void WG_FN(wg_put16)(WG_T *p, __mmask16 m, __m512 v, int stream)
 {
     if (stream && m == 0xFFFF && !((uintptr_t)p & 63))
@@ -101,11 +100,11 @@ WG_INLINE void WG_FN(wg_put16)(WG_T *p, __mmask16 m, __m512 v, int stream)
 /* wg_transform_filters for channels 0 .. Cg of one block of output channels, filter
  * (r, c) at w + r*rs + c*cs (turned 180 degrees with `flip`): U[point*step + c*WG_MR + r].
  * float's AVX-512 build transforms two channels' 16 filters at once, a filter to a lane,
- * in float (taps gathered, the products in registers, a point's 16 values streamed as one
- * cache line: `step` apart, a multiple of 4 KiB whenever Kp * Cg is, the points' stores
- * fell in one cache set). The double arithmetic one value at a time took 1.4 ms for 256
- * x 256 filters on one core (Zen 4), as long as that layer's products on 4 x 4 maps; this
- * 0.5 ms. Its rounding (1e-7 of the largest transformed weight) is far inside RTOL. */
+ * in float (taps gathered, the products in registers, a point's 16 values one store).
+ * The double arithmetic one value at a time, through a stack array, took 1.4 ms for
+ * 256 x 256 filters on one core (Zen 4), as long as that layer's products on 4 x 4
+ * maps; this takes 0.3 ms on two. Its rounding (1e-7 of the largest transformed
+ * weight) is far inside RTOL. */
 static void WG_FN(wg_transform_block)(const WG_T *w, ptrdiff_t rs, ptrdiff_t cs, int flip, ptrdiff_t Cg,
                                       ptrdiff_t nr, const double *G, WG_T *U, ptrdiff_t step)
 {
@@ -129,13 +128,11 @@ static void WG_FN(wg_transform_block)(const WG_T *w, ptrdiff_t rs, ptrdiff_t cs,
                 t[j] = _mm512_fmadd_ps(g[i * 3], f[j], _mm512_fmadd_ps(g[i * 3 + 1], f[3 + j],
                                                                      _mm512_mul_ps(g[i * 3 + 2], f[6 + j])));
             for (j = 0; j < WG_N; j++)
-                WG_FN(wg_put16)(U + (i * WG_N + j) * step + c * WG_MR, 0xFFFF,
-                                _mm512_fmadd_ps(t[0], g[j * 3], _mm512_fmadd_ps(t[1], g[j * 3 + 1],
-                                                                               _mm512_mul_ps(t[2], g[j * 3 + 2]))),
-                                1);
+                _mm512_storeu_ps(U + (i * WG_N + j) * step + c * WG_MR,
+                                 _mm512_fmadd_ps(t[0], g[j * 3], _mm512_fmadd_ps(t[1], g[j * 3 + 1],
+                                                                                _mm512_mul_ps(t[2], g[j * 3 + 2]))));
         }
     }
-    _mm_sfence();
 #endif
     for (; c < Cg; c++)
         WG_FN(wg_transform_filters)(w + c * cs, rs, flip, nr, G, U + c * WG_MR, step);
