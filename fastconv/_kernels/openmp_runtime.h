@@ -117,6 +117,7 @@ typedef struct {
     uint64_t last_region;             /* how long it took */
     uint64_t backoff_until;
     uint64_t serial_until;            /* own regions run on the caller alone until then */
+    uint64_t pool_end;                /* when the task pool's last job ended (its idle threads spin) */
     int stalls;                       /* own regions in a row with a member long off its core */
     uint64_t foreign_regions;         /* regions (and pool jobs) run on the other team */
     uint64_t serial_regions;          /* regions run on the caller alone after a stall */
@@ -275,7 +276,8 @@ static const fc_omp_runtime *fc_openmp_region_runtime(int num_threads) {
  * a member: or not yet begun): note when it ended, and back off from a team that kept
  * the caller waiting. Two regions in a row of fastconv's own team with a thread off
  * its core that long (not ones that only had more work) send the next regions to the
- * caller alone for FC_SERIAL_NS: another thread holds the core the member needs
+ * caller alone for FC_SERIAL_NS (not regions that start while the task pool's threads
+ * may still spin after a job): another thread holds the core the member needs
  * (another runtime's idle threads spin for milliseconds after their calls, OpenBLAS's
  * up to 0.1 s after a threaded GEMM; another process may run there), and a region's
  * closing barrier waits for the member until the scheduler gives it a core. One such
@@ -288,7 +290,12 @@ static void fc_openmp_ended(const fc_omp_runtime *rt, int region, int num_thread
         pthread_mutex_lock(&fc_openmp->lock);
         if (region) {
             fc_openmp->own_teams = 1;     /* a forked child must not wait for this team */
-            int stalled = off_core > FC_STALL_NS && 4 * off_core > total;
+            /* not within the pool's idle spin after its last job: those are fastconv's own
+             * threads holding the cores for a moment (a training step's convolutions
+             * between its batch norms), not something to give way to */
+            uint64_t pool_end = __atomic_load_n(&fc_openmp->pool_end, __ATOMIC_RELAXED);
+            int own_spin = now - total < pool_end + FC_OWN_SPIN_NS;
+            int stalled = !own_spin && off_core > FC_STALL_NS && 4 * off_core > total;
             fc_openmp->stalls = stalled ? fc_openmp->stalls + 1 : 0;
             if (fc_openmp->stalls >= 2) {
                 __atomic_store_n(&fc_openmp->serial_until, now + FC_SERIAL_NS, __ATOMIC_RELAXED);
