@@ -49,7 +49,7 @@ processes):
 - Regions that give way: after two OpenMP regions in a row in which a thread of
   fastconv's team was kept off its core for more than a quarter of the region
   (another runtime's or OpenBLAS's spinning threads, another process), the regions
-  run on the calling thread alone for 0.1 s (fastconv/_kernels/openmp_runtime.h).
+  run on the calling thread alone for 20 ms (fastconv/_kernels/openmp_runtime.h).
 - Fewer threads for small work: `num_threads_for` gives an op one thread per
   `WORK_PER_THREAD` elements, `num_threads_for_macs` a convolution one per
   `MACS_PER_THREAD` multiply-adds (about 0.2 ms of one core), so a small op runs

@@ -71,7 +71,7 @@ static const fc_omp_runtime fc_own_openmp = {
 #define FC_TICK_NS 4000000          /* the scheduler's tick at 250 Hz */
 #define FC_STALL_NS 150000
 #define FC_BACKOFF_NS 100000000
-#define FC_SERIAL_NS 100000000
+#define FC_SERIAL_NS 20000000       /* torch's idle threads spin ~6 ms; OpenBLAS's ~0.1 s re-enter it */
 
 /* A forked child has only the forking thread, but a runtime that ran a region in the
  * parent still counts the parent's team as its own and waits for it at the next region:
