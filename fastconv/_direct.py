@@ -256,8 +256,8 @@ def _phase(size, stride, dilation, kernel, pad, r):
 #: The share of a common window's products that may be zeros (taps a phase does not
 #: have) before grad_x's phases of different sub-kernel shapes run as separate
 #: convolutions, each reading grad_output again. conv_transpose2d of (8, 128, 14, 14)
-#: by 3x3 at stride 2 (7 zeros in 16): 0.57x (float32) and 0.70x (float64) the time
-#: of the common window; C4's 11x11 at stride 4 (23 in 144) keeps it.
+#: by 3x3 at stride 2 (7 zeros in 16): 0.54-0.62x (float32) and 0.48-0.70x (float64)
+#: the time of the common window; C4's 11x11 at stride 4 (23 in 144) keeps it.
 PHASE_WASTE = 1 / 3
 
 

@@ -27,8 +27,8 @@ NumPy emulation of the transforms in the working precision):
 B^T's rows are scaled to integers and A^T's entries are powers of two, so the
 data's transforms are exact in their constants; the weights are transformed in
 float64 and rounded once (float32's AVX-512 build: in float32, within 1e-7 of the
-largest transformed weight, with the same errors in the outputs). Over 60 random shapes (1-117 channels per group,
-scales 1e-3 to 1e3) the worst max |err| / max |ref| was 5.1e-6 (float32) and
+largest transformed weight, with the same errors in the outputs). Over 60 random
+shapes (1-117 channels per group, scales 1e-3 to 1e3) the worst max |err| / max |ref| was 5.1e-6 (float32) and
 1.6e-14 (float64). The float32 error grows with the channels summed per transform
 point: on random normal data with 64 output channels it measured 8.0e-6 at 64 input
 channels (56x56), 1.3e-5 at 256 (14x14), 1.9-2.0e-5 at 512 (7x7, 14x14), 2.3e-5 at
@@ -153,7 +153,7 @@ def _aligned_workspace(num_threads, values, dtype):
 #: rows of whole cache lines). With so few channels the op's time is mostly its stores,
 #: and a store through the caches first reads each line it writes; an output this far
 #: beyond the cores' L2 reaches the next op from L3 or memory either way. C1 (3 channels,
-#: 8 MiB): 0.50 -> 0.42 ms at 2 threads, and 1.38x -> 1.12x slower beside an op that
+#: 8 MiB): 0.51 -> 0.44 ms at 2 threads, and 1.38x -> 1.12x slower beside an op that
 #: writes 8 MiB of its own (Zen 4). With many channels the products dominate and the
 #: next op's reads from memory cost more than the stores save (VGG-16: 1-3% slower).
 STREAM_BYTES = 4 << 20

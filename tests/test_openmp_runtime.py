@@ -290,7 +290,7 @@ def test_kernels_call_no_runtime_entry_point_that_is_not_forwarded():
     # point a kernel calls must go through openmp_runtime.h (a __wrap_ definition),
     # but for those that only read settings outside regions.
     if shutil.which("nm") is None:
-        pytest.skip("no nm")
+        pytest.skip("nm (binutils) is not installed: the kernels' OpenMP symbols cannot be listed")
     outside_regions = {"omp_get_max_threads", "omp_get_num_procs"}
     modules = [p for p in pathlib.Path(_kernels.__file__).parent.glob("*.so") if "gomp" not in p.name]
     assert modules

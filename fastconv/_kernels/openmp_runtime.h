@@ -4,10 +4,11 @@
  * threads spin briefly; a region of one thread runs inline (fc_serial_openmp), and so
  * does every region in a forked child, and every region for FC_SERIAL_NS after two of
  * its team's regions in a row had a thread kept off its core (fc_openmp_ended).
- * FASTCONV_OPENMP_TEAM in the environment can send regions of two or more threads, and the task pool's jobs (task_pool.h), to the
- * team of another runtime loaded in the process (torch's or scikit-learn's libgomp, an
- * LLVM libomp), whose idle threads spin for milliseconds after each of its own regions
- * (libgomp: 300,000 spins, ~6 ms) and hold a core that fastconv's threads would share:
+ * FASTCONV_OPENMP_TEAM in the environment can send regions of two or more threads,
+ * and the task pool's jobs (task_pool.h), to the team of another runtime loaded in
+ * the process (torch's or scikit-learn's libgomp, an LLVM libomp), whose idle threads
+ * spin for milliseconds after each of its own regions (libgomp: 300,000 spins, ~6 ms)
+ * and hold a core that fastconv's threads would share:
  *   "hot"  while its threads are hot: in each of the last two gaps between fastconv's
  *          regions (of 0.1 ms or more), threads other than the caller used at least
  *          half a core beyond what fastconv's own threads may account for there (their
