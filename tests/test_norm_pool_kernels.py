@@ -282,3 +282,28 @@ def test_adaptive_same_result_at_any_thread_count():
     for other in results[1:]:
         for a, e in zip(other, results[0]):
             np.testing.assert_array_equal(a, e)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("hw", [(1, 1), (1, 7), (2, 4), (3, 3), (4, 4), (7, 7), (5, 13)])
+def test_adaptive_average_to_one_pixel(hw, dtype):
+    """Output 1x1 runs global pooling's kernel (8 running sums per plane, then the values
+    past the last multiple of 8): planes shorter than, equal to and past 8 values, a NaN
+    and an infinity kept in their planes, the same bits as global_avg_pool2d and at every
+    thread count, batched and unbatched."""
+    from fastconv._kernels import pooling
+
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(13)
+    x = rng.standard_normal((5, 3) + hw).astype(dtype)
+    x[0, 1, 0, 0], x[2, 2, -1, -1] = np.nan, np.inf
+    avg, _, _ = check_adaptive(x, 1, torch=torch, avg_reference=False)
+    finite = np.isfinite(x).all(axis=(2, 3))
+    assert_close(avg[finite], reference.adaptive_avg_pool2d(x, 1)[finite])
+    assert np.isnan(avg[0, 1]).all() and np.isposinf(avg[2, 2]).all() and np.isfinite(avg[finite]).all()
+    np.testing.assert_array_equal(avg, fastconv.global_avg_pool2d(x))
+    np.testing.assert_array_equal(fastconv.adaptive_avg_pool2d(x[1], (1, 1)), avg[1])
+    for n in (1, 3):      # the kernel itself: the op gives small work one thread
+        out = np.empty(15, dtype)
+        pooling.global_avg_pool2d(x.reshape(15, -1), out, n)
+        np.testing.assert_array_equal(out, avg.reshape(-1))
