@@ -253,6 +253,13 @@ def _phase(size, stride, dilation, kernel, pad, r):
     return taps, first, count, step, offset
 
 
+def _reversed(taps):
+    """`taps` (ascending, evenly spaced: _phase's) reversed, as a slice: a view, where
+    indexing by the list would copy (0.16 against 0.06 ms at 3x3x128x64)."""
+    step = taps[1] - taps[0] if len(taps) > 1 else 1
+    return slice(taps[-1], taps[0] - 1 if taps[0] else None, -step)
+
+
 #: The share of a common window's products that may be zeros (taps a phase does not
 #: have) before grad_x's phases of different sub-kernel shapes run as separate
 #: convolutions, each reading grad_output again. conv_transpose2d of (8, 128, 14, 14)
@@ -321,7 +328,7 @@ def _grad_x_phase_run(grad_output, weight, grad_x, phases, g, groups, num_thread
     for i, (ph, pw) in enumerate(phases):
         # the phase's reversed taps, m steps from its offset, (offset - lo) / step into the window
         y0, x0 = (ph[4] - lo_h) // step_h, (pw[4] - lo_w) // step_w
-        sub[:, i, :, :, y0:y0 + len(ph[0]), x0:x0 + len(pw[0])] = w[:, :, :, ph[0][::-1]][..., pw[0][::-1]]
+        sub[:, i, :, :, y0:y0 + len(ph[0]), x0:x0 + len(pw[0])] = w[:, :, :, _reversed(ph[0]), _reversed(pw[0])]
         place[:, i, :, 0] = np.arange(groups)[:, None] * Cg + np.arange(Cg)
         place[:, i, :, 1:] = (ph[1], ph[2], pw[1], pw[2])
     Kout = groups * P * Cg
