@@ -54,6 +54,14 @@ def interleaved_medians(impls, repeats=7):
 #: than the idle threads of torch's libgomp spin (~6 ms) before they sleep.
 SETTLE_SECONDS = 0.01
 
+#: ... and after a call of one of BLAS_SPINNERS: longer than OpenBLAS's idle threads
+#: spin after a threaded GEMM (about 0.1 s: a conv_transpose2d forward right after a
+#: 512x512 NumPy matmul took 1.5-2.3x its time for 100 ms, its own time from 150 ms).
+BLAS_SPIN_SECONDS = 0.15
+
+#: The callables whose threaded BLAS calls leave OpenBLAS's threads spinning.
+BLAS_SPINNERS = ("reference",)
+
 
 def settled_medians(impls, repeats):
     """Median seconds per callable, in rounds of a new (seeded) order each as
@@ -63,9 +71,10 @@ def settled_medians(impls, repeats):
     them on a shared core. So each timed call follows untimed calls of the same callable
     for at least SETTLE_SECONDS (idle instead would let the cores' wake-up costs into
     the small calls): it runs as it would in a process of its own, as a training loop's
-    steps or a server's forwards do. The warm-up runs each
-    callable until auto's choices are final (calibrated and rechecked), so that no timed
-    call includes a calibration."""
+    steps or a server's forwards do. After one of BLAS_SPINNERS (the NumPy reference)
+    the settling lasts BLAS_SPIN_SECONDS, past OpenBLAS's spinning threads. The warm-up
+    runs each callable until auto's choices are final (calibrated and rechecked), so
+    that no timed call includes a calibration."""
     from fastconv._autotune import RECHECK_CALLS
 
     names = list(impls)
@@ -74,16 +83,19 @@ def settled_medians(impls, repeats):
         for _ in range(1 + RECHECK_CALLS):
             fn()
     order = np.random.default_rng(0)
+    previous = names[-1] if names else None
     for _ in range(repeats):
         for name in order.permutation(names):
+            settle = BLAS_SPIN_SECONDS if previous in BLAS_SPINNERS and name != previous else SETTLE_SECONDS
             start = time.perf_counter()
             while True:
                 impls[name]()
-                if time.perf_counter() - start >= SETTLE_SECONDS:
+                if time.perf_counter() - start >= settle:
                     break
             t0 = time.perf_counter()
             impls[name]()
             samples[name].append(time.perf_counter() - t0)
+            previous = name
     return {name: statistics.median(s) for name, s in samples.items()}
 
 
@@ -186,9 +198,11 @@ def conv_cases(torch, dtypes=("float32", "float64"), with_reference=True):
 DEPTHWISE_CASE = (8, 64, 56, 64, 3, 1, 1)   # groups = C
 
 
-SETTLED_NOTE = ("fwd/bwd auto=: each timed call follows untimed calls of the same callable for at least 10 ms "
-                "(torch's idle threads spin ~6 ms after its call and would share a core with the "
-                "next; the neighbours section measures that)")
+SETTLED_NOTE = ("fwd/bwd auto=: each timed call follows untimed calls of the same callable for at least 10 ms, "
+                "0.15 s after the reference (torch's idle threads spin ~6 ms after its call, OpenBLAS's ~0.1 s "
+                "after the reference's GEMMs, and would share a core with the next; the neighbours section "
+                "measures that)")
+OPS_NOTE = "ops: timed as the direct section's rows" + SETTLED_NOTE[SETTLED_NOTE.index(":"):]
 
 
 def direct_cases(torch, dtypes=("float32", "float64"), with_reference=True):
@@ -426,7 +440,8 @@ def ops_cases(torch, dtypes=("float32", "float64"), with_reference=True):
     """batch_norm2d (training and eval, forward and backward) on (32, 64, 56, 56) and adaptive
     pooling: memory-bound, so each case carries the bytes it must move (training forward:
     x read twice, out written; backward: x and grad_output read twice, grad_x written);
-    and conv_transpose2d forward and backward (all three gradients), with GFLOP/s."""
+    and conv_transpose2d forward and backward (all three gradients), with GFLOP/s. Timed
+    settled (`settled_medians`), as the direct section."""
     rng = np.random.default_rng(0)
     for dtype in dtypes:
         x = rng.standard_normal(BN_SHAPE).astype(dtype)
@@ -459,9 +474,9 @@ def ops_cases(torch, dtypes=("float32", "float64"), with_reference=True):
             cases["bn train bwd"][0]["torch"] = lambda: torch.ops.aten.native_batch_norm_backward(
                 tg, tx, tw, None, None, tmean, tinvstd, True, 1e-5, [True, True, True])
         for op, (impls, nbytes) in cases.items():
-            note = ("torch bn train bwd: aten.native_batch_norm_backward given the forward's saved mean and "
-                    "invstd" if "torch" in impls and op == "bn train bwd" else "")
-            yield Case(op, label, dtype, impls, bytes=nbytes, note=note)
+            note = {"bn train fwd": OPS_NOTE, "bn train bwd": "torch bn train bwd: aten.native_batch_norm_backward "
+                    "given the forward's saved mean and invstd" if "torch" in impls else ""}.get(op, "")
+            yield Case(op, label, dtype, impls, bytes=nbytes, note=note, timer=settled_medians)
         for name, (shape, size) in ADAPTIVE_CASES.items():
             xa = rng.standard_normal(shape).astype(dtype)
             ya, ia = fastconv.adaptive_max_pool2d(xa, size, return_indices=True)
@@ -488,7 +503,7 @@ def ops_cases(torch, dtypes=("float32", "float64"), with_reference=True):
                 cases["adapt_avg bwd"][0]["torch"] = lambda: torch.ops.aten._adaptive_avg_pool2d_backward(
                     tga, txa)
             for op, (impls, nbytes) in cases.items():
-                yield Case(op, label, dtype, impls, bytes=nbytes)
+                yield Case(op, label, dtype, impls, bytes=nbytes, timer=settled_medians)
         yield from _conv_transpose_cases(torch, dtype, rng, with_reference)
 
 
@@ -506,9 +521,7 @@ def _conv_transpose_cases(torch, dtype, rng, with_reference):
         tx, tw = torch.from_numpy(x), torch.from_numpy(w)
         fwd["torch"] = lambda: torch.nn.functional.conv_transpose2d(tx, tw, **kw)
     label = f"{xs}x{ws[2]}x{ws[3]}s2".replace(" ", "")
-    note = ("convT: each timed call follows untimed calls of the same callable for at least 10 ms, as "
-            "in the direct section (the reference's threaded BLAS and torch leave threads spinning)")
-    yield Case("convT fwd", label, dtype, fwd, flops=flops, timer=settled_medians, note=note)
+    yield Case("convT fwd", label, dtype, fwd, flops=flops, timer=settled_medians)
     yield Case("convT bwd", label, dtype, bwd, flops=2 * flops, timer=settled_medians)
 
 
