@@ -101,7 +101,7 @@ def _residual_class(torch):
 
 #: The table's note on how whole networks are timed.
 NET_NOTE = ("net eval fwd, net train step: each timed call follows untimed calls of the same library for at "
-            "least 10 ms (torch's idle threads spin ~6 ms after its last op and would share a core with "
+            "least 30 ms (torch's idle threads spin 6-14 ms after its last op and would share the cores with "
             "fastconv's next call); fastconv's eval "
             "forward folds batch norm into the convolutions, fuses ReLU into their store and keeps their "
             "prepared weights (docs/performance.rst)")

@@ -51,8 +51,10 @@ def interleaved_medians(impls, repeats=7):
 
 
 #: How long `settled_medians` runs a callable untimed before its timed call: longer
-#: than the idle threads of torch's libgomp spin (~6 ms) before they sleep.
-SETTLE_SECONDS = 0.01
+#: than the idle threads of torch's libgomp spin before they sleep. They spin a count,
+#: not a time: ~6 ms on idle cores, 12-14 ms while fastconv's threads share the cores
+#: (conv_transpose2d's forward took 2.5-6 ms against 2.2 ms 10-14 ms after torch's).
+SETTLE_SECONDS = 0.03
 
 #: ... and after a call of one of BLAS_SPINNERS: longer than OpenBLAS's idle threads
 #: spin after a threaded GEMM (about 0.1 s: a conv_transpose2d forward right after a
@@ -66,7 +68,7 @@ BLAS_SPINNERS = ("reference",)
 def settled_medians(impls, repeats):
     """Median seconds per callable, in rounds of a new (seeded) order each as
     `interleaved_medians`, but each callable settled before its timed call: a library's
-    idle OpenMP threads spin for a while after its last op (torch's libgomp ~6 ms,
+    idle OpenMP threads spin for a while after its last op (torch's libgomp 6-14 ms,
     fastconv's ~0.2 ms, fastconv._threads), and a call timed in that window runs beside
     them on a shared core. So each timed call follows untimed calls of the same callable
     for at least SETTLE_SECONDS (idle instead would let the cores' wake-up costs into
@@ -198,9 +200,9 @@ def conv_cases(torch, dtypes=("float32", "float64"), with_reference=True):
 DEPTHWISE_CASE = (8, 64, 56, 64, 3, 1, 1)   # groups = C
 
 
-SETTLED_NOTE = ("fwd/bwd auto=: each timed call follows untimed calls of the same callable for at least 10 ms, "
-                "0.15 s after the reference (torch's idle threads spin ~6 ms after its call, OpenBLAS's ~0.1 s "
-                "after the reference's GEMMs, and would share a core with the next; the neighbours section "
+SETTLED_NOTE = ("fwd/bwd auto=: each timed call follows untimed calls of the same callable for at least 30 ms, "
+                "0.15 s after the reference (torch's idle threads spin 6-14 ms after its call, OpenBLAS's ~0.1 s "
+                "after the reference's GEMMs, and would share the cores with the next; the neighbours section "
                 "measures that)")
 OPS_NOTE = "ops: timed as the direct section's rows" + SETTLED_NOTE[SETTLED_NOTE.index(":"):]
 
