@@ -10,22 +10,19 @@ import numpy as np
 
 from fastconv import _memory
 from fastconv import _validation as v
+from fastconv._kernels import adaptive_pool as _kernel
+from fastconv._kernels import widest_build
 from fastconv._threads import num_threads_for
 from fastconv.pooling import global_avg_pool2d
 
-try:
-    from fastconv._kernels import adaptive_pool as _kernel
-    from fastconv._kernels import widest_build
-    #: The max pooling's build: AVX + FMA where the CPU runs it (an AVX-512 build was no
-    #: faster). On the Zen 4 VM (one thread, interleaved) it took 0.71-0.87x the portable
-    #: build's time in float64 (the 14->5, 13->6 and 7->1 cases of `bench --sections ops`),
-    #: whose column pass the portable build did not vectorise, and 0.93-0.99x in float32.
-    #: A max is exact, so every build returns the same values and indices. The averages
-    #: stay on the portable build: no faster with AVX, and their sums would round
-    #: differently with the vector width.
-    _max_kernel = widest_build("adaptive_pool")
-except ImportError:     # not built yet: the NumPy loops below
-    _kernel = _max_kernel = None
+#: The max pooling's build: AVX + FMA where the CPU runs it (an AVX-512 build was no
+#: faster). On the Zen 4 VM (one thread, interleaved) it took 0.71-0.87x the portable
+#: build's time in float64 (the 14->5, 13->6 and 7->1 cases of `bench --sections ops`),
+#: whose column pass the portable build did not vectorise, and 0.93-0.99x in float32.
+#: A max is exact, so every build returns the same values and indices. The averages
+#: stay on the portable build: no faster with AVX, and their sums would round
+#: differently with the vector width.
+_max_kernel = widest_build("adaptive_pool")
 
 
 def _output_hw(output_size, in_hw):
@@ -39,12 +36,6 @@ def _output_hw(output_size, in_hw):
         return tuple(in_hw)
     o = v.integer(output_size, "output_size", 0, v.MAX_SIZE)
     return (o, o)
-
-
-def windows(n, out):
-    """(starts, ends) of torch's adaptive windows of an axis of length n pooled to out."""
-    i = np.arange(out, dtype=np.int64)
-    return (i * n) // out, -((-(i + 1) * n) // out)
 
 
 def _planes(a):
@@ -74,14 +65,7 @@ def adaptive_avg_pool2d(x, output_size):
         out = global_avg_pool2d(xb)
         return out[0] if unbatched else out
     out = _memory.empty((N, C, Ho, Wo), xb.dtype)
-    if _kernel is not None:
-        _kernel.adaptive_avg_pool2d(_planes(xb), _planes(out), num_threads_for(xb.size + out.size))
-    else:
-        hs, he = windows(H, Ho)
-        ws, we = windows(W, Wo)
-        for i in range(Ho):
-            for j in range(Wo):
-                out[:, :, i, j] = xb[:, :, hs[i]:he[i], ws[j]:we[j]].mean(axis=(2, 3))
+    _kernel.adaptive_avg_pool2d(_planes(xb), _planes(out), num_threads_for(xb.size + out.size))
     return out[0] if unbatched else out
 
 
@@ -99,20 +83,9 @@ def adaptive_avg_pool2d_backward(grad_output, input_shape):
     grad_input : ndarray, shape `input_shape`, dtype of `grad_output`
     """
     gob, shape, unbatched = v.pool_grad_output(grad_output, input_shape)
-    H, W = shape[2:]
-    Ho, Wo = gob.shape[2:]
     v.allocatable(shape, gob.dtype, "grad_input")
-    if _kernel is not None:
-        grad = _memory.empty(shape, gob.dtype)   # the kernel overwrites every element
-        _kernel.adaptive_avg_pool2d_backward(_planes(gob), _planes(grad), num_threads_for(grad.size + gob.size))
-    else:
-        grad = np.zeros(shape, dtype=gob.dtype)
-        hs, he = windows(H, Ho)
-        ws, we = windows(W, Wo)
-        for i in range(Ho):
-            for j in range(Wo):
-                area = (he[i] - hs[i]) * (we[j] - ws[j])
-                grad[:, :, hs[i]:he[i], ws[j]:we[j]] += (gob[:, :, i, j] / area)[:, :, None, None]
+    grad = _memory.empty(shape, gob.dtype)   # the kernel overwrites every element
+    _kernel.adaptive_avg_pool2d_backward(_planes(gob), _planes(grad), num_threads_for(grad.size + gob.size))
     return grad[0] if unbatched else grad
 
 
@@ -139,21 +112,7 @@ def adaptive_max_pool2d(x, output_size, return_indices=False):
     Ho, Wo = _output_hw(output_size, (H, W))
     out = _memory.empty((N, C, Ho, Wo), xb.dtype)
     indices = _memory.empty(out.shape, np.int64)
-    if _kernel is not None:
-        _max_kernel.adaptive_max_pool2d(_planes(xb), _planes(out), _planes(indices), num_threads_for(xb.size))
-    else:
-        hs, he = windows(H, Ho)
-        ws, we = windows(W, Wo)
-        for i in range(Ho):
-            for j in range(Wo):
-                win = xb[:, :, hs[i]:he[i], ws[j]:we[j]].reshape(N, C, (he[i] - hs[i]) * (we[j] - ws[j]))
-                nan = np.isnan(win)
-                # torch keeps the last NaN, else the first maximum
-                last_nan = win.shape[2] - 1 - np.argmax(nan[:, :, ::-1], axis=2)
-                k = np.where(nan.any(axis=2), last_nan, np.argmax(win, axis=2))
-                out[:, :, i, j] = np.take_along_axis(win, k[:, :, None], axis=2)[:, :, 0]
-                ww = we[j] - ws[j]
-                indices[:, :, i, j] = (hs[i] + k // ww) * W + ws[j] + k % ww
+    _max_kernel.adaptive_max_pool2d(_planes(xb), _planes(out), _planes(indices), num_threads_for(xb.size))
     if unbatched:
         out, indices = out[0], indices[0]
     return (out, indices) if return_indices else out

@@ -3,7 +3,7 @@ non-contiguous and read-only inputs, NaN, float32 statistics of large values, pl
 split into several parallel segments, and results independent of the thread count."""
 import numpy as np
 import pytest
-from conftest import DTYPES, assert_close
+from conftest import DTYPES, TORCH, assert_close
 
 import fastconv
 from fastconv import reference
@@ -290,14 +290,13 @@ def test_adaptive_average_to_one_pixel(hw, dtype):
     """Output 1x1 runs global pooling's kernel (8 running sums per plane, then the values
     past the last multiple of 8): planes shorter than, equal to and past 8 values, a NaN
     and an infinity kept in their planes, the same bits as global_avg_pool2d and at every
-    thread count, batched and unbatched."""
+    thread count, batched and unbatched (and torch's values, where it is installed)."""
     from fastconv._kernels import pooling
 
-    torch = pytest.importorskip("torch")
     rng = np.random.default_rng(13)
     x = rng.standard_normal((5, 3) + hw).astype(dtype)
     x[0, 1, 0, 0], x[2, 2, -1, -1] = np.nan, np.inf
-    avg, _, _ = check_adaptive(x, 1, torch=torch, avg_reference=False)
+    avg, _, _ = check_adaptive(x, 1, torch=TORCH, avg_reference=False)
     finite = np.isfinite(x).all(axis=(2, 3))
     assert_close(avg[finite], reference.adaptive_avg_pool2d(x, 1)[finite])
     assert np.isnan(avg[0, 1]).all() and np.isposinf(avg[2, 2]).all() and np.isfinite(avg[finite]).all()
