@@ -41,8 +41,9 @@ processes):
   chunks another thread is running, so a thread held off its core costs at most its
   current chunk.
 - Another runtime's team, on request. Another runtime's idle threads (torch's and
-  scikit-learn's libgomp) spin about 6 ms after each of their calls and hold a core
-  while fastconv's next op runs. ``FASTCONV_OPENMP_TEAM=hot`` runs fastconv's regions
+  scikit-learn's libgomp) spin after each of their calls (about 6 ms on idle cores,
+  12-14 ms while fastconv's threads share them) and hold a core while fastconv's
+  next op runs. ``FASTCONV_OPENMP_TEAM=hot`` runs fastconv's regions
   and its pool's jobs on that runtime's team while its threads are hot, ``any``
   whenever it is loaded (fastconv/_kernels/openmp_runtime.h); the default is
   fastconv's own threads. In a forked child the regions run on one thread.
