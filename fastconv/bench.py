@@ -176,6 +176,17 @@ def torch_conv2d(torch, x, w, grad_output, **kw):
     return forward, backward
 
 
+def settled_note(rows):
+    """The table's footnote on how `rows` are timed (`settled_medians`)."""
+    return (f"{rows}: each timed call follows untimed calls of the same callable for at least 30 ms, 0.15 s "
+            "after the reference (torch's idle threads spin 6-14 ms after its call, OpenBLAS's ~0.1 s after "
+            "the reference's GEMMs, and would share the cores with the next; the neighbours section measures "
+            "that)")
+
+
+SETTLED_NOTE = settled_note("fwd/bwd auto=")
+
+
 def conv_cases(torch, dtypes=("float32", "float64"), with_reference=True):
     rng = np.random.default_rng(0)
     for dtype in dtypes:
@@ -193,18 +204,14 @@ def conv_cases(torch, dtypes=("float32", "float64"), with_reference=True):
                 bwd["reference"] = lambda: reference.conv2d_backward(go, x, w, stride=s, padding=p)
             if torch is not None:
                 fwd["torch"], bwd["torch"] = torch_conv2d(torch, x, w, go, stride=s, padding=p)
-            yield Case("conv2d fwd", label, dtype, fwd, flops=flops)
-            yield Case("conv2d bwd", label, dtype, bwd, flops=2 * flops)
+            yield Case("conv2d fwd", label, dtype, fwd, flops=flops, timer=settled_medians,
+                       note=settled_note("conv2d fwd/bwd"))
+            yield Case("conv2d bwd", label, dtype, bwd, flops=2 * flops, timer=settled_medians)
 
 
 DEPTHWISE_CASE = (8, 64, 56, 64, 3, 1, 1)   # groups = C
 
 
-SETTLED_NOTE = ("fwd/bwd auto=: each timed call follows untimed calls of the same callable for at least 30 ms, "
-                "0.15 s after the reference (torch's idle threads spin 6-14 ms after its call, OpenBLAS's ~0.1 s "
-                "after the reference's GEMMs, and would share the cores with the next; the neighbours section "
-                "measures that)")
-OPS_NOTE = "ops: timed as the direct section's rows" + SETTLED_NOTE[SETTLED_NOTE.index(":"):]
 
 
 def direct_cases(torch, dtypes=("float32", "float64"), with_reference=True):
@@ -346,7 +353,7 @@ def pool_cases(torch, dtypes=("float32", "float64"), with_reference=True):
                     tgo, tx, [k, k], [s, s], [p, p], False, True, 1)
             for op, (impls, nbytes) in cases.items():
                 note = TORCH_BWD_NOTE if op.endswith("bwd") and "torch" in impls else ""
-                yield Case(op, label, dtype, impls, bytes=nbytes, note=note)
+                yield Case(op, label, dtype, impls, bytes=nbytes, note=note, timer=settled_medians)
         label = f"global {POOL_SHAPE}".replace(" ", "")
         io = x.nbytes + x.nbytes // (POOL_SHAPE[2] * POOL_SHAPE[3])
         g_avg = {"fastconv": lambda: fastconv.global_avg_pool2d(x)}
@@ -357,8 +364,9 @@ def pool_cases(torch, dtypes=("float32", "float64"), with_reference=True):
         if torch is not None:
             g_avg["torch"] = lambda: torch.nn.functional.adaptive_avg_pool2d(tx, 1)
             g_max["torch"] = lambda: torch.nn.functional.adaptive_max_pool2d(tx, 1)
-        yield Case("global_avg fwd", label, dtype, g_avg, bytes=io)
-        yield Case("global_max fwd", label, dtype, g_max, bytes=io)
+        yield Case("global_avg fwd", label, dtype, g_avg, bytes=io, timer=settled_medians,
+                   note=settled_note("pooling"))
+        yield Case("global_max fwd", label, dtype, g_max, bytes=io, timer=settled_medians)
 
 
 def concurrency_cases(torch, dtypes=("float32", "float64"), with_reference=True):
@@ -476,7 +484,7 @@ def ops_cases(torch, dtypes=("float32", "float64"), with_reference=True):
             cases["bn train bwd"][0]["torch"] = lambda: torch.ops.aten.native_batch_norm_backward(
                 tg, tx, tw, None, None, tmean, tinvstd, True, 1e-5, [True, True, True])
         for op, (impls, nbytes) in cases.items():
-            note = {"bn train fwd": OPS_NOTE, "bn train bwd": "torch bn train bwd: aten.native_batch_norm_backward "
+            note = {"bn train fwd": settled_note("ops"), "bn train bwd": "torch bn train bwd: aten.native_batch_norm_backward "
                     "given the forward's saved mean and invstd" if "torch" in impls else ""}.get(op, "")
             yield Case(op, label, dtype, impls, bytes=nbytes, note=note, timer=settled_medians)
         for name, (shape, size) in ADAPTIVE_CASES.items():
