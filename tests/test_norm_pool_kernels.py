@@ -285,10 +285,11 @@ def test_adaptive_same_result_at_any_thread_count():
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("hw", [(1, 1), (1, 7), (2, 4), (3, 3), (4, 4), (7, 7), (5, 13)])
+@pytest.mark.parametrize("hw", [(1, 1), (1, 7), (2, 4), (3, 3), (4, 4), (7, 7), (5, 13), (16, 32), (23, 23)])
 def test_adaptive_average_to_one_pixel(hw, dtype):
-    """Output 1x1 runs global pooling's kernel (8 running sums per plane, then the values
-    past the last multiple of 8): planes shorter than, equal to and past 8 values, a NaN
+    """Output 1x1 runs global pooling's kernel (8 running sums per plane, 32 from 512
+    values on, then the values past the last multiple): planes shorter than, equal to
+    and past 8 values, at and past 512 values (and 32 * 16 + 17), a NaN
     and an infinity kept in their planes, the same bits as global_avg_pool2d and at every
     thread count, batched and unbatched (and torch's values, where it is installed)."""
     from fastconv._kernels import pooling
