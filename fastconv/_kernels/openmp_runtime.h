@@ -3,7 +3,7 @@
  * By default fastconv's own copy of libgomp (setup.py: PRIVATE_GOMP), whose idle
  * threads spin briefly; a region of one thread runs inline (fc_serial_openmp), and so
  * does every region in a forked child, and every region for FC_SERIAL_NS after two of
- * its team's regions in a row had a thread kept off its core (fc_openmp_ended).
+ * its team's regions in a row had a thread kept off its core (fc_openmp_own_region_ended).
  * FASTCONV_OPENMP_TEAM in the environment can send regions of two or more threads,
  * and the task pool's jobs (task_pool.h), to the team of another runtime loaded in
  * the process (torch's or scikit-learn's libgomp, an LLVM libomp), whose idle threads
@@ -258,7 +258,7 @@ static const fc_omp_runtime *fc_openmp_runtime(int num_threads) {
 
 /* The runtime a region of `num_threads` starting now runs on: fc_openmp_runtime's
  * choice, except that fastconv's own team gives way to the caller alone for
- * FC_SERIAL_NS after two of its regions in a row stalled (fc_openmp_ended). */
+ * FC_SERIAL_NS after two of its regions in a row stalled (fc_openmp_own_region_ended). */
 static const fc_omp_runtime *fc_openmp_region_runtime(int num_threads) {
     const fc_omp_runtime *rt = fc_openmp_runtime(num_threads);
     if (rt == &fc_own_openmp
@@ -271,42 +271,43 @@ static const fc_omp_runtime *fc_openmp_region_runtime(int num_threads) {
     return rt;
 }
 
-/* After a region (`region`) or pool job of `num_threads` on `rt` that took `total` ns,
- * of which the caller spent `own_work` in its body and a thread at most `off_core` off
- * its core while it had work (preempted in the body, not while waiting at a barrier;
- * a member: or not yet begun): note when it ended, and back off from a team that kept
- * the caller waiting. Two regions in a row of fastconv's own team with a thread off
- * its core that long (not ones that only had more work) send the next regions to the
- * caller alone for FC_SERIAL_NS (not regions that start while the task pool's threads
- * may still spin after a job): another thread holds the core the member needs
- * (another runtime's idle threads spin for milliseconds after their calls, OpenBLAS's
- * up to 0.1 s after a threaded GEMM; another process may run there), and a region's
- * closing barrier waits for the member until the scheduler gives it a core. One such
- * region alone is as likely a member waking on an idle core. */
-static void fc_openmp_ended(const fc_omp_runtime *rt, int region, int num_threads, uint64_t total,
-                            uint64_t own_work, uint64_t off_core) {
-    if (fc_region_openmp) return;
-    uint64_t wait = total > own_work ? total - own_work : 0, now = fc_clock_ns(CLOCK_MONOTONIC);
-    if (rt == &fc_own_openmp && num_threads > 1) {
-        pthread_mutex_lock(&fc_openmp->lock);
-        if (region) {
-            fc_openmp->own_teams = 1;     /* a forked child must not wait for this team */
-            /* not within the pool's idle spin after its last job: those are fastconv's own
-             * threads holding the cores for a moment (a training step's convolutions
-             * between its batch norms), not something to give way to */
-            uint64_t pool_end = __atomic_load_n(&fc_openmp->pool_end, __ATOMIC_RELAXED);
-            int own_spin = now - total < pool_end + FC_OWN_SPIN_NS;
-            int stalled = !own_spin && off_core > FC_STALL_NS && 4 * off_core > total;
-            fc_openmp->stalls = stalled ? fc_openmp->stalls + 1 : 0;
-            if (fc_openmp->stalls >= 2) {
-                __atomic_store_n(&fc_openmp->serial_until, now + FC_SERIAL_NS, __ATOMIC_RELAXED);
-                fc_openmp->stalls = 0;
-            }
-        }
-        pthread_mutex_unlock(&fc_openmp->lock);
+/* After a region of fastconv's own team of `num_threads` that took `total` ns, ending at
+ * `now`, with a thread at most `off_core` off its core while it had work (preempted in
+ * the body, not while waiting at a barrier; a member: or not yet begun). Two such
+ * regions in a row with a thread off its core that long (not ones that only had more
+ * work) send the next regions to the caller alone for FC_SERIAL_NS (not regions that
+ * start while the task pool's threads may still spin after a job): another thread
+ * holds the core the member needs (another runtime's idle threads spin for
+ * milliseconds after their calls, OpenBLAS's up to 0.1 s after a threaded GEMM;
+ * another process may run there), and a region's closing barrier waits for the member
+ * until the scheduler gives it a core. One such region alone is as likely a member
+ * waking on an idle core. */
+static void fc_openmp_own_region_ended(int num_threads, uint64_t total, uint64_t off_core, uint64_t now) {
+    if (num_threads < 2) return;
+    pthread_mutex_lock(&fc_openmp->lock);
+    fc_openmp->own_teams = 1;     /* a forked child must not wait for this team */
+    /* not within the pool's idle spin after its last job: those are fastconv's own
+     * threads holding the cores for a moment (a training step's convolutions between
+     * its batch norms), not something to give way to */
+    uint64_t pool_end = __atomic_load_n(&fc_openmp->pool_end, __ATOMIC_RELAXED);
+    int own_spin = now - total < pool_end + FC_OWN_SPIN_NS;
+    int stalled = !own_spin && off_core > FC_STALL_NS && 4 * off_core > total;
+    fc_openmp->stalls = stalled ? fc_openmp->stalls + 1 : 0;
+    if (fc_openmp->stalls >= 2) {
+        __atomic_store_n(&fc_openmp->serial_until, now + FC_SERIAL_NS, __ATOMIC_RELAXED);
+        fc_openmp->stalls = 0;
     }
-    if (!fc_openmp->found) return;        /* the rest is for choosing another runtime's team */
-    uint64_t others = fc_others_cpu_ns();
+    pthread_mutex_unlock(&fc_openmp->lock);
+}
+
+/* After a region or pool job of `num_threads` on `rt` that took `total` ns, ending at
+ * `now`, of which the caller spent `own_work` in its body: note when it ended, for the
+ * choice of another runtime's team, and back off from such a team that kept the
+ * caller waiting. */
+static void fc_openmp_ended(const fc_omp_runtime *rt, int num_threads, uint64_t total, uint64_t own_work,
+                            uint64_t now) {
+    if (fc_region_openmp || !fc_openmp->found) return;     /* nested in a region; no other runtime */
+    uint64_t wait = total > own_work ? total - own_work : 0, others = fc_others_cpu_ns();
     pthread_mutex_lock(&fc_openmp->lock);
     fc_openmp->last_end = now;
     fc_openmp->last_other = others;
@@ -367,9 +368,13 @@ static void fc_openmp_parallel(const fc_omp_runtime *rt, void (*fn)(void *), voi
     uint64_t start = timed ? fc_clock_ns(CLOCK_MONOTONIC) : 0;
     fc_openmp_region r = {fn, data, rt, pthread_self(), timed, start, 0, 0};
     rt->parallel(fc_openmp_region_body, &r, num_threads, flags);
-    if (timed)
-        fc_openmp_ended(rt, 1, (int)num_threads, fc_clock_ns(CLOCK_MONOTONIC) - start, r.caller_work,
-                        __atomic_load_n(&r.off_core, __ATOMIC_RELAXED));
+    if (timed) {
+        uint64_t now = fc_clock_ns(CLOCK_MONOTONIC);
+        if (rt == &fc_own_openmp && !fc_region_openmp)     /* not a region nested in another */
+            fc_openmp_own_region_ended((int)num_threads, now - start, __atomic_load_n(&r.off_core, __ATOMIC_RELAXED),
+                                       now);
+        fc_openmp_ended(rt, (int)num_threads, now - start, r.caller_work, now);
+    }
 }
 
 #define FC_HIDDEN __attribute__((visibility("hidden")))
@@ -419,10 +424,10 @@ static int fc_openmp_foreign(void) {
     return found;
 }
 
-/* Tests: fc_openmp_ended's account of a region of fastconv's own team of `num_threads`
- * that took `total` ns with a thread `off_core` ns off its core. */
+/* Tests: fc_openmp_own_region_ended's account of a region of fastconv's own team of
+ * `num_threads` that took `total` ns with a thread `off_core` ns off its core. */
 static void fc_openmp_note_region(int num_threads, uint64_t total, uint64_t off_core) {
-    fc_openmp_ended(&fc_own_openmp, 1, num_threads, total, total, off_core);
+    fc_openmp_own_region_ended(num_threads, total, off_core, fc_clock_ns(CLOCK_MONOTONIC));
 }
 
 /* How many regions ran on the caller alone after a stall of fastconv's own team. */

@@ -285,8 +285,8 @@ static void fc_run_tasks(fc_task_fn fn, void *ctx, Py_ssize_t n_tasks, Py_ssize_
     fc_pool.last_end = fc_now_ns();
 #if FC_FOREIGN_OPENMP
     __atomic_store_n(&fc_openmp->pool_end, fc_pool.last_end, __ATOMIC_RELAXED);
-    if (fc_openmp->found)
-        fc_openmp_ended(&fc_own_openmp, 0, num_threads, fc_pool.last_end - job_start, fc_pool.last_end - job_start, 0);
+    fc_openmp_ended(&fc_own_openmp, num_threads, fc_pool.last_end - job_start, fc_pool.last_end - job_start,
+                    fc_clock_ns(CLOCK_MONOTONIC));
 #endif
     pthread_mutex_unlock(&fc_pool.owner);
 }
