@@ -531,44 +531,32 @@ cdef enum:
 
 
 cdef inline floating _plane_sum(const floating* src, Py_ssize_t L) noexcept nogil:
-    # Eight partial sums: a reduction the compiler vectorises without -ffast-math. Long
-    # planes take 32 (_long_plane_sum). The order is fixed by L alone: every call on a
-    # plane of L values rounds alike.
+    # Eight partial sums: a reduction the compiler vectorises without -ffast-math. A long
+    # plane's whole blocks of 32 go to 32 sums first, folded into the eight: eight
+    # independent vector chains in the portable (SSE2) float32 build, where eight sums
+    # are two and each add waits for the last (the (8, 64, 112, 112) global average read
+    # 57 GB/s on two threads, torch's 78). The order is fixed by L alone: every call on
+    # a plane of L values rounds alike.
     cdef floating acc[8]
-    cdef Py_ssize_t i, k, blocks = L // 8
+    cdef floating wide[32]
+    cdef Py_ssize_t i, k, start = 0
     cdef floating s
+    for k in range(8):
+        acc[k] = 0
     if L >= LONG_PLANE:
-        return _long_plane_sum(src, L)
-    for k in range(8):
-        acc[k] = 0
-    for i in range(blocks):
-        for k in range(8):
-            acc[k] = acc[k] + src[8 * i + k]
-    s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
-    for i in range(8 * blocks, L):
-        s = s + src[i]
-    return s
-
-
-cdef inline floating _long_plane_sum(const floating* src, Py_ssize_t L) noexcept nogil:
-    # 32 partial sums, folded to 8 and summed as _plane_sum's: eight independent vector
-    # chains in the portable (SSE2) float32 build, where eight sums are two and each add
-    # waits for the last (the (8, 64, 112, 112) global average read 57 GB/s on two
-    # threads, torch's 78).
-    cdef floating acc[32]
-    cdef Py_ssize_t i, k, blocks = L // 32
-    cdef floating s
-    for k in range(32):
-        acc[k] = 0
-    for i in range(blocks):
         for k in range(32):
-            acc[k] = acc[k] + src[32 * i + k]
-    for k in range(16):
-        acc[k] = acc[k] + acc[k + 16]
-    for k in range(8):
-        acc[k] = acc[k] + acc[k + 8]
+            wide[k] = 0
+        for i in range(L // 32):
+            for k in range(32):
+                wide[k] = wide[k] + src[32 * i + k]
+        for k in range(8):
+            acc[k] = (wide[k] + wide[k + 16]) + (wide[k + 8] + wide[k + 24])
+        start = 32 * (L // 32)
+    for i in range((L - start) // 8):
+        for k in range(8):
+            acc[k] = acc[k] + src[start + 8 * i + k]
     s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
-    for i in range(32 * blocks, L):
+    for i in range(start + 8 * ((L - start) // 8), L):
         s = s + src[i]
     return s
 
