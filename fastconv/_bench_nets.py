@@ -99,12 +99,9 @@ def _residual_class(torch):
     return Residual
 
 
-#: The table's note on how whole networks are timed.
-NET_NOTE = ("net eval fwd, net train step: each timed call follows untimed calls of the same library for at "
-            "least 30 ms (torch's idle threads spin 6-14 ms after its last op and would share the cores with "
-            "fastconv's next call); fastconv's eval "
-            "forward folds batch norm into the convolutions, fuses ReLU into their store and keeps their "
-            "prepared weights (docs/performance.rst)")
+#: The table's note on what fastconv's eval forward does (how it is timed: bench.settled_note).
+EVAL_NOTE = ("fastconv's eval forward folds batch norm into the convolutions, fuses ReLU into their store "
+             "and keeps their prepared weights (docs/performance.rst)")
 
 
 def model_flops(model, input_shape):
@@ -123,7 +120,7 @@ def net_cases(torch, dtypes=("float32", "float64"), with_reference=True):
     """ResNet-18 and VGG-16 eval forwards and a ResNet-18 training step (forward,
     loss, backward), float32, against torch with the same weights; no reference
     column (the pure-NumPy ops would take minutes per network)."""
-    from fastconv.bench import Case, settled_medians
+    from fastconv.bench import Case, settled_medians, settled_note
 
     if "float32" not in dtypes:
         return
@@ -170,5 +167,6 @@ def net_cases(torch, dtypes=("float32", "float64"), with_reference=True):
                         twin(tx)
 
                 impls["torch"] = torch_eval
-            yield Case("net eval fwd", label, "float32", impls, flops=flops, note=NET_NOTE,
+            yield Case("net eval fwd", label, "float32", impls, flops=flops,
+                       note=settled_note("net eval fwd, net train step") + "; " + EVAL_NOTE,
                        timer=settled_medians)

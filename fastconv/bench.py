@@ -178,10 +178,10 @@ def torch_conv2d(torch, x, w, grad_output, **kw):
 
 def settled_note(rows):
     """The table's footnote on how `rows` are timed (`settled_medians`)."""
-    return (f"{rows}: each timed call follows untimed calls of the same callable for at least 30 ms, 0.15 s "
-            "after the reference (torch's idle threads spin 6-14 ms after its call, OpenBLAS's ~0.1 s after "
-            "the reference's GEMMs, and would share the cores with the next; the neighbours section measures "
-            "that)")
+    return (f"{rows}: each timed call follows untimed calls of the same callable for at least "
+            f"{SETTLE_SECONDS * 1e3:g} ms, {BLAS_SPIN_SECONDS:g} s after the reference (torch's idle threads spin "
+            "6-14 ms after its call, OpenBLAS's ~0.1 s after the reference's GEMMs, and would share the cores "
+            "with the next; the neighbours section measures that)")
 
 
 SETTLED_NOTE = settled_note("fwd/bwd auto=")
@@ -210,8 +210,6 @@ def conv_cases(torch, dtypes=("float32", "float64"), with_reference=True):
 
 
 DEPTHWISE_CASE = (8, 64, 56, 64, 3, 1, 1)   # groups = C
-
-
 
 
 def direct_cases(torch, dtypes=("float32", "float64"), with_reference=True):
