@@ -183,7 +183,8 @@ def conv2d_backward(const floating[:, :, :, ::1] x, const floating[:, :, ::1] we
     if out_h > band_rows and band_rows * g.sh < g.dh * (g.kh - 1) + 1 - g.sh:
         raise ValueError(f"band_rows must be at least {-(-(g.dh * (g.kh - 1) + 1 - g.sh) // g.sh)}, got {band_rows}")
     cdef Py_ssize_t n_bands = (out_h + band_rows - 1) // band_rows
-    cdef Py_ssize_t parity, per_image, task, n, r0, tid
+    cdef Py_ssize_t parity, per_image, task, n, r0
+    cdef Py_ssize_t tid = 0      # set in the region; initialised for its firstprivate copy
     if N == 0 or L == 0:
         return
     for parity in range(2):
@@ -346,15 +347,15 @@ cdef inline void _swap_matrices(SwapJob* job, floating* dst, Py_ssize_t task) no
     for k in range(task * job.per_task, min((task + 1) * job.per_task, job.count)):
         if floating is float:
             fc_transpose_float(<const float*>job.src + k * I * J, dst + k * I * J, I, J)
-            continue
-        # blocks of 64 i: each j writes a run of 64 values, from src rows still in L1
-        for i0 in range(0, I, 64):
-            n = min(64, I - i0)
-            for j in range(J):
-                s = <const floating*>job.src + (k * I + i0) * J + j
-                d = dst + (k * J + j) * I + i0
-                for i in range(n):
-                    d[i] = s[i * J]
+        else:
+            # blocks of 64 i: each j writes a run of 64 values, from src rows still in L1
+            for i0 in range(0, I, 64):
+                n = min(64, I - i0)
+                for j in range(J):
+                    s = <const floating*>job.src + (k * I + i0) * J + j
+                    d = dst + (k * J + j) * I + i0
+                    for i in range(n):
+                        d[i] = s[i * J]
 
 
 def swap_last_axes(const floating[:, :, ::1] src, floating[:, :, ::1] dst, int num_threads=1):
