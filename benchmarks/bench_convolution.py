@@ -1,5 +1,6 @@
 """conv2d forward and backward per algorithm over the standard cases C1-C5 and the
-depthwise DW, and conv1d forward and backward."""
+depthwise DW, conv_transpose2d forward per algorithm and backward, and conv1d
+forward and backward."""
 import fastconv
 from fastconv import reference
 
@@ -8,6 +9,7 @@ from .common import (
     CONV1D_CASES,
     CONV_CASES,
     CONV_GROUPS,
+    CONVT_CASES,
     DTYPES,
     SKIP_SLOW,
     SLOW_REFERENCE_CASES,
@@ -100,6 +102,61 @@ class Conv2dBackward(_Conv2dBase):
             self.impls["reference"] = lambda: reference.conv2d_backward(go, x, w, **kw)
         if with_torch:
             self.impls["torch"] = _torch_backward(self.torch, self.torch.nn.functional.conv2d, x, w, go, kw)
+
+
+class _ConvTranspose2dBase(_OpBenchmark):
+    def arrays(self, case, dtype):
+        if not hasattr(fastconv, "conv_transpose2d"):
+            skip("fastconv.conv_transpose2d is not in this version")
+        N, C, H, K, k, s, p, op = CONVT_CASES[case]
+        self.x = random_array((N, C, H, H), dtype, 0)
+        self.w = random_array((C, K, k, k), dtype, 1)
+        self.kw = dict(stride=s, padding=p, output_padding=op)
+
+
+class ConvTranspose2dForward(_ConvTranspose2dBase):
+    """Per algorithm of conv2d's input gradient, which it runs ("auto": the one measured
+    fastest, fastconv._autotune's "grad_x" pass)."""
+    params = [list(CONVT_CASES), ["im2col", "direct", "auto"], DTYPES, THREADS]
+    param_names = ["case", "algorithm", "dtype", "threads"]
+
+    def prepare(self, case, algorithm, dtype, threads):
+        self.arrays(case, dtype)
+        x, w, kw = self.x, self.w, self.kw
+        try:
+            fastconv.conv_transpose2d(x[:1], w, algorithm=algorithm, **kw)
+        except TypeError:
+            skip("conv_transpose2d has no algorithm argument in this version")
+        self.impls["fastconv"] = lambda: fastconv.conv_transpose2d(x, w, algorithm=algorithm, **kw)
+        self.impls["fastconv"]()        # "auto" calibrates the class here, not in the timing
+        self.tracks_only = algorithm != "im2col"
+        self.impls["reference"] = lambda: reference.conv_transpose2d(x, w, **kw)
+        if self.torch is not None:
+            torch = self.torch
+            tx, tw = torch.from_numpy(x), torch.from_numpy(w)
+
+            def torch_forward():
+                with torch.no_grad():
+                    torch.nn.functional.conv_transpose2d(tx, tw, **kw)
+
+            self.impls["torch"] = torch_forward
+
+
+class ConvTranspose2dBackward(_ConvTranspose2dBase):
+    """All three gradients; torch's figure is forward + backward, as for conv2d."""
+    params = [list(CONVT_CASES), DTYPES, THREADS]
+    param_names = ["case", "dtype", "threads"]
+
+    def prepare(self, case, dtype, threads):
+        self.arrays(case, dtype)
+        x, w, kw = self.x, self.w, self.kw
+        go = random_array(fastconv.conv_transpose2d(x, w, **kw).shape, dtype, 2)
+        self.impls["fastconv"] = lambda: fastconv.conv_transpose2d_backward(go, x, w, **kw)
+        self.impls["fastconv"]()
+        self.impls["reference"] = lambda: reference.conv_transpose2d_backward(go, x, w, **kw)
+        if self.torch is not None:
+            self.impls["torch"] = _torch_backward(self.torch, self.torch.nn.functional.conv_transpose2d, x, w, go,
+                                                  kw)
 
 
 def _torch_backward(torch, conv, x, w, go, kw):

@@ -48,6 +48,11 @@ CONV_GROUPS = {"DW": 64}                # cases not listed: groups = 1
 #: skipped, so an algorithm still to come (e.g. "winograd") can be listed here.
 ALGORITHMS = ["im2col", "direct", "winograd", "auto"]
 
+CONVT_CASES = {  # name: (N, C, H=W, K, kernel, stride, padding, output_padding): 2x upsamplings
+    "T1": (8, 128, 14, 64, 3, 2, 1, 1),
+    "T2": (8, 256, 7, 128, 4, 2, 1, 0),     # a DCGAN generator's
+}
+
 CONV1D_CASES = {  # name: (N, C, L, K, kernel, stride, padding)
     "L1": (16, 64, 4096, 64, 9, 1, 4),
     "L2": (8, 1, 16000, 32, 101, 4, 50),

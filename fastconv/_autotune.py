@@ -12,8 +12,8 @@ when a cache file is named, for later processes on the same machine.
 Shape classes. A class is what decides the speed and what real networks repeat:
 the pass (forward; eval, the layers' eval forwards, whose weights are prepared once
 and kept, so that a candidate's per-call weight transform or packing is not timed;
-backward; or grad_weight alone for winograd's backward), the
-dtype, dense / depthwise / grouped, channels per group in and out (power-of-two
+backward; grad_x alone, conv_transpose2d's forward; or grad_weight alone for
+winograd's backward), the dtype, dense / depthwise / grouped, channels per group in and out (power-of-two
 buckets), the kernel, stride, dilation and padding kind (none, "same"-style,
 other), the output plane's pixels and the batch (power-of-two buckets) and the
 thread count the op runs on. A ResNet-18 or VGG-16 forward falls into about a
@@ -120,7 +120,7 @@ RECHECK_CALLS = 3
 #: sweeps shapes does not grow the cache without bound).
 MAX_CLASSES = 4096
 
-PASSES = ("forward", "eval", "backward", "grad_weight")
+PASSES = ("forward", "eval", "backward", "grad_x", "grad_weight")
 
 _lock = threading.RLock()
 _choices = {}            # class key -> {"choice": name, "seconds": {name: predicted time}}
@@ -306,7 +306,8 @@ def rule(pass_, x_shape, weight_shape, g, groups, dtype):
     except a pointwise convolution, two plain GEMMs, small output planes, which im2col
     runs tap by tap over the whole batch (`fastconv._im2col.by_taps`: backward 5.7x faster
     than direct's tiles on 2x2 planes, 1.35x on 4x4; the tiles span rows of a few pixels), and geometries whose planes
-    would not fit, all im2col. Never winograd: where it pays depends most on the CPU.
+    would not fit, all im2col. grad_x alone likewise, but for small planes (im2col has no
+    taps for it). Never winograd: where it pays depends most on the CPU.
     Re-measure with ``python -m fastconv bench --sections direct``.
     """
     dtype = np.dtype(dtype)
@@ -314,6 +315,8 @@ def rule(pass_, x_shape, weight_shape, g, groups, dtype):
         return "direct"
     if not _direct.planes_fit(x_shape[1], g, dtype.itemsize):
         return "im2col"
+    if pass_ == "grad_x":       # im2col's bands, not its taps
+        return "im2col" if _im2col.pointwise(g) else "direct"
     if pass_ not in ("forward", "eval"):
         return "im2col" if _im2col.pointwise(g) or _im2col.by_taps(g, groups, x_shape[0]) else "direct"
     if _im2col.pointwise(g):
@@ -596,6 +599,10 @@ def _parts(pass_, names, x, weight, grad_output, gs, kw, groups, num_threads):
         return calls
     if pass_ == "grad_weight":
         return grad_weight
+    if pass_ == "grad_x":
+        modules = {"im2col": _im2col, "direct": _direct, "winograd": _winograd}
+        return {a: (lambda m=modules[a]: m.grad_x(grad_output, weight, x.shape, gs, groups, num_threads))
+                for a in names}
     calls = {a: (lambda a=a: fastconv.conv2d_backward(grad_output, x, weight, groups=groups, algorithm=a, **kw))
              for a in names if a != "winograd"}
     if "winograd" in names:

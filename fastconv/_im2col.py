@@ -281,6 +281,24 @@ def backward(grad_output, x, weight, g, groups, num_threads, with_grad_x=True, t
     return (grad_x if with_grad_x else None), grad_w
 
 
+def grad_x(grad_output, weight, x_shape, g, groups, num_threads):
+    """conv2d's input gradient alone, of shape x_shape (conv_transpose2d's forward): for
+    each band of grad_output's rows, weight^T @ band in the thread's column band, summed
+    into grad_x by col2im (even bands, then odd ones, as `backward`'s)."""
+    N, C = x_shape[:2]
+    K = weight.shape[0]
+    _check_blas_limits(g)
+    col_rows = C * g.kernel_h * g.kernel_w
+    band_rows = _band_rows(col_rows, g, grad_output.dtype.itemsize)
+    workspace = _workspace(num_threads, col_rows, band_rows, g, grad_output.dtype)
+    out = np.zeros(x_shape, dtype=grad_output.dtype)
+    blas.pin_single_threaded()
+    kernel.conv2d_grad_x(weight.reshape(groups, K // groups, col_rows // groups),
+                         grad_output.reshape(N, K, g.out_h * g.out_w), out, workspace, g.struct(), band_rows,
+                         num_threads)
+    return out
+
+
 def grad_weight(grad_output, x, weight, g, groups, num_threads):
     """conv2d's weight gradient (K, C/groups, kh, kw), from the same bands without grad_x."""
     return backward(grad_output, x, weight, g, groups, num_threads, with_grad_x=False)[1]

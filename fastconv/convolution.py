@@ -185,6 +185,17 @@ def _weight_gradient(grad_output, x, weight, g, groups, num_threads):
     return _MODULES[algorithm].grad_weight(grad_output, x, weight, g, groups, num_threads)
 
 
-#: The module of each algorithm: forward(x, weight, bias, g, groups, num_threads) and
-#: backward(grad_output, x, weight, g, groups, num_threads) -> (grad_x, grad_weight, grad_bias).
+def _input_gradient(grad_output, weight, x_shape, g, groups, num_threads, algorithm="auto"):
+    """grad_x alone (conv_transpose2d's forward) by `algorithm`; "auto": the one measured
+    fastest for it (fastconv._autotune's "grad_x" pass): im2col's GEMMs and col2im,
+    direct's tiles (over the stride phases) or, for 3x3 at stride 1, winograd's."""
+    if algorithm == "auto":
+        algorithm = _autotune.choose("grad_x", x_shape, weight.shape, g, groups, grad_output.dtype)
+    return _MODULES[algorithm].grad_x(grad_output, weight, x_shape, g, groups, num_threads)
+
+
+#: The module of each algorithm: forward(x, weight, bias, g, groups, num_threads),
+#: backward(grad_output, x, weight, g, groups, num_threads) -> (grad_x, grad_weight),
+#: grad_x(grad_output, weight, x_shape, g, groups, num_threads) and
+#: grad_weight(grad_output, x, weight, g, groups, num_threads) (not winograd).
 _MODULES = {"im2col": _im2col, "direct": _direct, "winograd": _winograd}

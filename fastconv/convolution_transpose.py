@@ -1,17 +1,18 @@
 """2-D transposed convolution, forward and backward.
 
 ``conv_transpose2d(x, w)`` is the gradient of ``conv2d(y, w)`` with respect to
-its input ``y``, so it runs on conv2d's grad_x (fastconv._direct.grad_x: the
-forward's tiles, at stride > 1 over its stride phases) with no grad_weight
-computed; its backward runs conv2d's forward (grad_x) and conv2d's weight
+its input ``y``, so it runs on conv2d's grad_x with no grad_weight computed, by the
+algorithm "auto" measures fastest for it (fastconv.convolution._input_gradient:
+im2col's GEMMs and col2im, direct's tiles over the stride phases, winograd at 3x3
+stride 1); its backward runs conv2d's forward (grad_x) and conv2d's weight
 gradient with the roles of input and output swapped.
 """
 import numpy as np
 
-from fastconv import _direct
 from fastconv import _validation as v
+from fastconv import _winograd
 from fastconv._threads import num_threads_for_macs
-from fastconv.convolution import _weight_gradient, conv2d
+from fastconv.convolution import ALL_ALGORITHMS, _input_gradient, _weight_gradient, conv2d
 
 
 def _args(x, weight, bias, stride, padding, output_padding, groups, dilation):
@@ -63,7 +64,8 @@ def _extend(a, g):
     return out
 
 
-def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1, *,
+                     algorithm="auto"):
     """2-D transposed convolution, as ``torch.nn.functional.conv_transpose2d`` (NCHW).
 
     Parameters
@@ -77,6 +79,13 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
         Rows/columns added at the bottom/right of the output; smaller than
         either the stride or the dilation along each axis.
     groups : int
+    algorithm : {"auto", "im2col", "direct", "winograd"}
+        How conv2d's input gradient is computed: ``"im2col"``, one BLAS GEMM per
+        band of x's rows, summed into the output by col2im; ``"direct"``, the
+        forward's register tiles over the output's stride phases; ``"winograd"``
+        (3x3 kernels, stride 1, dilation 1 only), within ``fastconv._winograd.RTOL``
+        of the largest output; ``"auto"``: the one measured fastest on this CPU for
+        the call's shape class (as `fastconv.conv2d`'s).
 
     Returns
     -------
@@ -86,10 +95,14 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
     """
     x, weight, bias, groups, out_shape, g = _args(x, weight, bias, stride, padding, output_padding,
                                                   groups, dilation)
+    v.choice(algorithm, "algorithm", ALL_ALGORITHMS)
+    if algorithm == "winograd":
+        _winograd.check_geometry(g)
     v.allocatable(out_shape, x.dtype, "output")
     gy = _extend(x, g)
     if gy.size and weight.size:
-        out = _direct.grad_x(gy, weight, out_shape, g, groups, num_threads_for_macs(2 * gy.size * weight[0].size))
+        out = _input_gradient(gy, weight, out_shape, g, groups, num_threads_for_macs(2 * gy.size * weight[0].size),
+                              algorithm)
     else:
         out = np.zeros(out_shape, dtype=x.dtype)
     if bias is not None:

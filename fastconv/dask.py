@@ -49,7 +49,7 @@ import threading
 import numpy as np
 
 import fastconv as _fc
-from fastconv import _memory
+from fastconv import _autotune, _memory
 from fastconv import _validation as v
 from fastconv.convolution import _choose_algorithm
 from fastconv.signal import _correlate_into, _mode_window, _rows_per_pass
@@ -399,8 +399,8 @@ def _window(a, axis, start, size):
 
 
 @_on_worker_threads
-def _conv_transpose2d_block(x, weight, bias, *, stride, groups, dilation, local, out_chunks, block_id):
-    out = _fc.conv_transpose2d(x, weight, None, stride, 0, 0, groups, dilation)
+def _conv_transpose2d_block(x, weight, bias, *, stride, groups, dilation, algorithm, local, out_chunks, block_id):
+    out = _fc.conv_transpose2d(x, weight, None, stride, 0, 0, groups, dilation, algorithm=algorithm)
     for axis in (2, 3):
         j = block_id[axis]
         out = _window(out, axis, local[axis][j], out_chunks[axis][j])
@@ -410,7 +410,8 @@ def _conv_transpose2d_block(x, weight, bias, *, stride, groups, dilation, local,
     return out
 
 
-def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1, *,
+                     algorithm="auto"):
     """`fastconv.conv_transpose2d` of a dask array.
 
     Parameters
@@ -419,8 +420,9 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
         Any chunking; channel chunks are merged.
     weight : ndarray, shape (C, K // groups, kh, kw), same dtype as `x`
     bias : ndarray, shape (K,), optional
-    stride, padding, output_padding, groups, dilation
-        As in `fastconv.conv_transpose2d`.
+    stride, padding, output_padding, groups, dilation, algorithm
+        As in `fastconv.conv_transpose2d`; ``"auto"`` picks the algorithm from the whole
+        array's shapes, so every block runs the one the in-memory op would.
 
     Returns
     -------
@@ -432,8 +434,12 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
     x = _dask_input(x)
     weight = _in_memory(weight, "weight", 4, x.dtype if x.dtype in v.FLOAT_DTYPES else None)
     bias = _in_memory(bias, "bias", 1, weight.dtype)
+    _fc.conv_transpose2d(_meta(x), weight, bias, stride, padding, output_padding, groups, dilation,
+                         algorithm=algorithm)
     _, _, _, groups, out_shape, g = _args(_meta(x), weight, bias, stride, padding, output_padding, groups,
                                           dilation)
+    if algorithm == "auto":
+        algorithm = _autotune.choose("grad_x", out_shape, weight.shape, g, groups, x.dtype)
     axes = {2: _TransposedAxis(x.shape[2], g.kernel_h, g.stride_h, g.pad_top, g.dilation_h, out_shape[2]),
             3: _TransposedAxis(x.shape[3], g.kernel_w, g.stride_w, g.pad_left, g.dilation_w, out_shape[3])}
     chunks = list(x.chunks)
@@ -449,7 +455,7 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
     b = None if bias is None else dask.delayed(bias, pure=True)
     return da.map_blocks(
         _conv_transpose2d_block, blocks, w, b, stride=(g.stride_h, g.stride_w), groups=groups,
-        dilation=(g.dilation_h, g.dilation_w), local=local, out_chunks=out_chunks,
+        dilation=(g.dilation_h, g.dilation_w), algorithm=algorithm, local=local, out_chunks=out_chunks,
         chunks=_output_chunks(blocks, out_chunks, {1: (out_shape[1],)}), dtype=x.dtype,
         meta=np.empty((0, 0, 0, 0), dtype=x.dtype))
 

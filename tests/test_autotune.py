@@ -95,7 +95,7 @@ def test_auto_matches_the_reference_within_the_bound(rng, shape, dtype):
         assert_bound(got, want)
 
 
-@pytest.mark.parametrize("pass_", ["forward", "backward"])
+@pytest.mark.parametrize("pass_", ["forward", "backward", "grad_x"])
 @pytest.mark.parametrize("shape", SHAPES)
 def test_calibration_picks_among_the_algorithms_that_run_the_geometry(shape, pass_):
     N, C, H, W, K, k, s, p, d, groups = shape

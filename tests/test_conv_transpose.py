@@ -1,10 +1,11 @@
 """conv_transpose2d and its backward: against the reference and torch autograd."""
 import numpy as np
 import pytest
-from conftest import DTYPES, assert_close
+from conftest import DTYPES, assert_close, assert_within_winograd_bound
 
 import fastconv
-from fastconv import reference
+from fastconv import _autotune, reference
+from fastconv.convolution_transpose import _args
 
 # (N, C, H, W, K/groups, kh, kw, stride, padding, output_padding, groups, dilation)
 CASES = [
@@ -49,6 +50,51 @@ def test_against_reference_and_torch(case, dtype):
     y.backward(torch.tensor(gy))
     for got, t in zip(grads, (xt, wt, bt)):
         assert_close(got, t.grad.numpy())
+
+
+# CASES and geometries where the forward's algorithms differ most: 4x4 at stride 2 (a
+# DCGAN's upsampling), 3x3 at stride 1 (winograd runs it too), 1x1 (im2col's plain GEMM)
+ALGORITHM_CASES = CASES + [
+    (2, 6, 4, 5, 3, 4, 4, 2, 1, 0, 1, 1),
+    (2, 5, 6, 7, 4, 3, 3, 1, 1, 0, 1, 1),
+    (1, 8, 5, 5, 6, 1, 1, 1, 0, 0, 2, 1),
+    (3, 4, 3, 3, 2, 3, 3, 3, 2, 2, 2, 2),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", ALGORITHM_CASES)
+@pytest.mark.parametrize("algorithm", ["im2col", "direct", "winograd"])
+def test_the_forward_by_each_algorithm(monkeypatch, case, dtype, algorithm):
+    """The forward is conv2d's grad_x by the algorithm "auto" measures fastest for it:
+    each one that runs the geometry gives the reference's result (winograd within its
+    bound), and calibration offers winograd only where it runs."""
+    N, C, H, W, Kg, kh, kw_, s, p, op, groups, d = case
+    monkeypatch.setattr(_autotune, "_choices", {})
+    monkeypatch.setattr(_autotune, "get_autotune", lambda: True)
+    offered = []
+
+    def calibrate(pass_, *args):
+        offered.extend(args[-1])
+        return {name: float(name != algorithm) for name in args[-1]}
+
+    monkeypatch.setattr(_autotune, "calibrate", calibrate)
+    x, w, b, kw = make(case, dtype)
+    copies = x.copy(), w.copy(), b.copy()
+    out = fastconv.conv_transpose2d(x, w, b, **kw)
+    winograd = (kh, kw_, s, d) == (3, 3, 1, 1)
+    if N:
+        assert set(offered) == {"im2col", "direct"} | ({"winograd"} if winograd else set())
+        g = _args(x, w, None, s, p, op, groups, d)[-1]
+        prior = _autotune.rule("grad_x", out.shape, w.shape, g, groups, dtype)
+        chosen = [rec["choice"] for rec in _autotune.autotune_choices()]
+        assert chosen == [algorithm if algorithm in offered else prior]
+    if algorithm == "winograd" and winograd:
+        assert_within_winograd_bound(out, reference.conv_transpose2d(x, w, b, **kw))
+    else:
+        assert_close(out, reference.conv_transpose2d(x, w, b, **kw))
+    for a, c in zip((x, w, b), copies):
+        np.testing.assert_array_equal(a, c)
 
 
 @pytest.mark.parametrize("kwargs, error", [

@@ -19,6 +19,7 @@ import fastconv.dask as fd  # noqa: E402
 from fastconv import _autotune, _memory  # noqa: E402
 from fastconv import _validation as v  # noqa: E402
 from fastconv.convolution import _choose_algorithm  # noqa: E402
+from fastconv.convolution_transpose import _args as _transposed_args  # noqa: E402
 
 DTYPES = (np.float32, np.float64)
 SYNC = dict(scheduler="synchronous")
@@ -146,19 +147,33 @@ def test_conv2d_same_and_groups(data, k, seed):
                          dx, x, exact=_comparison(x, w, 1, "same", 1, "auto", groups), padding="same", groups=groups)
 
 
+def _transposed_comparison(x, w, algorithm, **kw):
+    """`_comparison` for conv_transpose2d, whose algorithm "auto" picks for conv2d's grad_x."""
+    if algorithm == "auto":
+        try:
+            _, _, _, groups, out_shape, g = _transposed_args(x, w, None, kw["stride"], kw["padding"],
+                                                             kw["output_padding"], kw["groups"], kw["dilation"])
+        except (ValueError, TypeError):
+            return assert_same
+        algorithm = _autotune.choose("grad_x", out_shape, w.shape, g, groups, x.dtype)
+    return _comparison(x, w, 1, 0, 1, algorithm)
+
+
 @EXAMPLES
 @given(data=dask_images(), k=pairs(1, 4), stride=pairs(1, 3), padding=pairs(0, 2), dilation=pairs(1, 2),
-       output_padding=pairs(0, 1), groups=st.sampled_from([1, 2]), seed=st.integers(0, 99))
-def test_conv_transpose2d(data, k, stride, padding, dilation, output_padding, groups, seed):
+       output_padding=pairs(0, 1), groups=st.sampled_from([1, 2]),
+       algorithm=st.sampled_from(["auto", "im2col", "direct", "winograd"]), seed=st.integers(0, 99))
+def test_conv_transpose2d(data, k, stride, padding, dilation, output_padding, groups, algorithm, seed):
     x, dx = data
     assume(x.shape[1] % groups == 0)
     kh, kw = (k, k) if isinstance(k, int) else k
     rng = np.random.default_rng(seed)
     w = rng.standard_normal((x.shape[1], 3, kh, kw)).astype(x.dtype)
     b = rng.standard_normal(3 * groups).astype(x.dtype)
+    kw_ = dict(stride=stride, padding=padding, output_padding=output_padding, groups=groups, dilation=dilation)
     check_against_memory(lambda a, **kw_: fd.conv_transpose2d(a, w, b, **kw_),
-                         lambda a, **kw_: fastconv.conv_transpose2d(a, w, b, **kw_), dx, x, stride=stride,
-                         padding=padding, output_padding=output_padding, groups=groups, dilation=dilation)
+                         lambda a, **kw_: fastconv.conv_transpose2d(a, w, b, **kw_), dx, x,
+                         exact=_transposed_comparison(x, w, algorithm, **kw_), algorithm=algorithm, **kw_)
 
 
 pool_args = dict(k=pairs(1, 4), stride=st.one_of(st.none(), pairs(1, 3)), padding=pairs(0, 2),
@@ -374,11 +389,14 @@ def test_every_op_on_the_cluster(client):
     for dtype in DTYPES:
         x = np.random.default_rng(3).standard_normal((3, 2, 45, 38)).astype(dtype)
         dx = da.from_array(x, chunks=(3, 2, 23, 20))
-        conv = _comparison(x, np.empty((4, x.shape[1], 3, 3), dtype), 2, 1, 1, "auto")
+        compare = {"conv2d": _comparison(x, np.empty((4, x.shape[1], 3, 3), dtype), 2, 1, 1, "auto"),
+                   "conv_transpose2d": _transposed_comparison(x, np.empty((x.shape[1], 2, 3, 3), dtype), "auto",
+                                                              stride=2, padding=1, output_padding=1, groups=1,
+                                                              dilation=1),
+                   "convolve2d": assert_close}
         for name, op in _all_ops(x, dtype).items():
             lazy.append(op(fd, dx))
-            expected.append((name, op(fastconv, x),
-                             assert_close if name == "convolve2d" else conv if name == "conv2d" else assert_same))
+            expected.append((name, op(fastconv, x), compare.get(name, assert_same)))
     for got, (_name, want, compare) in zip(client.compute(lazy, sync=True), expected):
         compare(got, want)
 

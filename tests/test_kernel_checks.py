@@ -122,12 +122,18 @@ def test_conv_gemm_checks():
         conv_gemm.conv2d_backward(x, w, out, np.zeros_like(x), parts[:1], ws, g.struct(), rows, 2)
     with pytest.raises(ValueError, match="grad_x must have shape"):
         conv_gemm.conv2d_backward(x, w, out, np.zeros_like(x[:1]), parts, ws, g.struct(), rows, 2)
+    with pytest.raises(ValueError, match="grad_out must have shape"):
+        conv_gemm.conv2d_grad_x(w, out[:1], np.zeros_like(x), ws, g.struct(), rows, 2)
+    with pytest.raises(ValueError, match="workspace must be at least"):
+        conv_gemm.conv2d_grad_x(w, out, np.zeros_like(x), ws[:1], g.struct(), rows, 2)
     # bands too short: bands two apart would scatter into the same input rows
     tall = geometry(k=7, padding=3)
     ws = _im2col._workspace(2, 4 * 49, 1, tall, F32)
     with pytest.raises(ValueError, match="band_rows must be at least"):
         conv_gemm.conv2d_backward(x, np.zeros((1, 6, 4 * 49), F32), out, np.zeros_like(x),
                                   np.zeros((2, 1, 6, 4 * 49), F32), ws, tall.struct(), 1, 2)
+    with pytest.raises(ValueError, match="band_rows must be at least"):
+        conv_gemm.conv2d_grad_x(np.zeros((1, 6, 4 * 49), F32), out, np.zeros_like(x), ws, tall.struct(), 1, 2)
 
 
 def test_winograd_checks_its_workspace():

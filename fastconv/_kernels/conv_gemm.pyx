@@ -130,21 +130,25 @@ cdef inline void backward_band(const floating* image, const floating* weight, co
                                Py_ssize_t C, Py_ssize_t H, Py_ssize_t W, Py_ssize_t G, Py_ssize_t Kg,
                                Py_ssize_t CKg, Py_ssize_t L, Geometry g, Py_ssize_t r0,
                                Py_ssize_t rows, bint with_grad_x) noexcept nogil:
-    """One band: grad_w += gout_band @ cols^T, then (with_grad_x) grad_image += col2im(weight^T @ gout_band)."""
+    """One band: grad_w += gout_band @ cols^T (unless grad_w is NULL: the input gradient
+    alone, and `image` is not read), then (with_grad_x) grad_image += col2im(weight^T @ gout_band)."""
     cdef Py_ssize_t grp, c, tap, kk = g.kh * g.kw, ld = rows * g.out_w
     cdef const floating* go = gout + r0 * g.out_w
     if is_pointwise(g):
         for grp in range(G):
-            gemm(False, True, Kg, CKg, ld, 1, go + grp * Kg * L, L, image + grp * CKg * L + r0 * g.out_w, L,
-                 1, grad_w + grp * Kg * CKg, CKg)
+            if grad_w != NULL:
+                gemm(False, True, Kg, CKg, ld, 1, go + grp * Kg * L, L, image + grp * CKg * L + r0 * g.out_w, L,
+                     1, grad_w + grp * Kg * CKg, CKg)
             if with_grad_x:
                 gemm(True, False, CKg, ld, Kg, 1, weight + grp * Kg * CKg, CKg, go + grp * Kg * L, L,
                      1, grad_image + grp * CKg * L + r0 * g.out_w, L)
         return
-    fill_columns(image, C, H, W, g, r0, rows, cols)
+    if grad_w != NULL:
+        fill_columns(image, C, H, W, g, r0, rows, cols)
     for grp in range(G):
-        gemm(False, True, Kg, CKg, ld, 1, go + grp * Kg * L, L, cols + grp * CKg * ld, ld,
-             1, grad_w + grp * Kg * CKg, CKg)
+        if grad_w != NULL:
+            gemm(False, True, Kg, CKg, ld, 1, go + grp * Kg * L, L, cols + grp * CKg * ld, ld,
+                 1, grad_w + grp * Kg * CKg, CKg)
         if with_grad_x:
             gemm(True, False, CKg, ld, Kg, 1, weight + grp * Kg * CKg, CKg, go + grp * Kg * L, L,
                  0, cols + grp * CKg * ld, ld)
@@ -154,6 +158,44 @@ cdef inline void backward_band(const floating* image, const floating* weight, co
         for tap in range(kk):
             col2im_row(cols + (c * kk + tap) * ld, H, W, g, tap // g.kw, tap % g.kw, r0, rows,
                        grad_image + c * H * W)
+
+
+cdef void backward_bands(const floating* x, const floating* weight, const floating* grad_out,
+                         floating* grad_x, floating* grad_w_parts, floating* workspace,
+                         Py_ssize_t work_stride, Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
+                         Py_ssize_t G, Py_ssize_t Kg, Py_ssize_t CKg, Py_ssize_t L, Geometry g,
+                         Py_ssize_t band_rows, int num_threads, bint with_grad_x) noexcept nogil:
+    """backward_band over every band of every image: even bands in parallel, then odd
+    ones. grad_w_parts: a part of G * Kg * CKg per thread, or NULL (no weight gradient)."""
+    cdef Py_ssize_t n_bands = (g.out_h + band_rows - 1) // band_rows
+    cdef Py_ssize_t parity, per_image, task, n, r0
+    # set in the region; initialised for their firstprivate copies
+    cdef Py_ssize_t tid = 0
+    cdef floating* part = NULL
+    cdef const floating* image = NULL
+    for parity in range(2):
+        per_image = (n_bands - parity + 1) // 2
+        with parallel(num_threads=num_threads):
+            tid = threadid()
+            part = NULL
+            if grad_w_parts != NULL:
+                part = grad_w_parts + tid * G * Kg * CKg
+            for task in prange(N * per_image, schedule="static"):
+                n = task // per_image
+                r0 = (2 * (task % per_image) + parity) * band_rows
+                image = NULL
+                if x != NULL:
+                    image = x + n * C * H * W
+                backward_band(image, weight, grad_out + n * G * Kg * L, grad_x + n * C * H * W, part,
+                              workspace + tid * work_stride, C, H, W, G, Kg, CKg, L, g, r0,
+                              min(band_rows, g.out_h - r0), with_grad_x)
+
+
+cdef int check_bands(Py_ssize_t band_rows, Geometry g) except -1:
+    # bands two apart must not scatter into the same input rows
+    if g.out_h > band_rows and band_rows * g.sh < g.dh * (g.kh - 1) + 1 - g.sh:
+        raise ValueError(f"band_rows must be at least {-(-(g.dh * (g.kh - 1) + 1 - g.sh) // g.sh)}, got {band_rows}")
+    return 0
 
 
 def conv2d_backward(const floating[:, :, :, ::1] x, const floating[:, :, ::1] weight,
@@ -170,7 +212,7 @@ def conv2d_backward(const floating[:, :, :, ::1] x, const floating[:, :, ::1] we
     """
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t G = weight.shape[0], Kg = weight.shape[1], CKg = weight.shape[2]
-    cdef Py_ssize_t L = grad_out.shape[2], out_h = g.out_h
+    cdef Py_ssize_t L = grad_out.shape[2]
     check_arrays(x, weight, grad_out.shape[1], L, workspace, g, band_rows, num_threads)
     check_shape("grad_out", (grad_out.shape[0],), (N,))
     if with_grad_x:
@@ -179,24 +221,32 @@ def conv2d_backward(const floating[:, :, :, ::1] x, const floating[:, :, ::1] we
     if grad_w_parts.shape[0] < num_threads:
         raise ValueError(f"grad_w_parts must have a part for each of {num_threads} threads, "
                          f"got {grad_w_parts.shape[0]}")
-    # bands two apart must not scatter into the same input rows
-    if out_h > band_rows and band_rows * g.sh < g.dh * (g.kh - 1) + 1 - g.sh:
-        raise ValueError(f"band_rows must be at least {-(-(g.dh * (g.kh - 1) + 1 - g.sh) // g.sh)}, got {band_rows}")
-    cdef Py_ssize_t n_bands = (out_h + band_rows - 1) // band_rows
-    cdef Py_ssize_t parity, per_image, task, n, r0
-    cdef Py_ssize_t tid = 0      # set in the region; initialised for its firstprivate copy
+    check_bands(band_rows, g)
     if N == 0 or L == 0:
         return
-    for parity in range(2):
-        per_image = (n_bands - parity + 1) // 2
-        with nogil, parallel(num_threads=num_threads):
-            tid = threadid()
-            for task in prange(N * per_image, schedule="static"):
-                n = task // per_image
-                r0 = (2 * (task % per_image) + parity) * band_rows
-                backward_band(&x[n, 0, 0, 0], &weight[0, 0, 0], &grad_out[n, 0, 0], &grad_x[n, 0, 0, 0],
-                              &grad_w_parts[tid, 0, 0, 0], &workspace[tid, 0], C, H, W, G, Kg, CKg, L, g,
-                              r0, min(band_rows, out_h - r0), with_grad_x)
+    with nogil:
+        backward_bands(&x[0, 0, 0, 0], &weight[0, 0, 0], &grad_out[0, 0, 0], &grad_x[0, 0, 0, 0],
+                       &grad_w_parts[0, 0, 0, 0], &workspace[0, 0], workspace.shape[1], N, C, H, W, G, Kg, CKg,
+                       L, g, band_rows, num_threads, with_grad_x)
+
+
+def conv2d_grad_x(const floating[:, :, ::1] weight, const floating[:, :, ::1] grad_out,
+                  floating[:, :, :, ::1] grad_x, floating[:, ::1] workspace, Geometry g,
+                  Py_ssize_t band_rows, int num_threads):
+    """grad_x (N, C, H, W; zero on entry) alone from grad_out (N, K, Ho*Wo): each band's
+    weight^T @ grad_out_band summed in by col2im, as conv2d_backward's, with no weight
+    gradient (conv_transpose2d's forward). workspace: as conv2d_forward's."""
+    cdef Py_ssize_t N = grad_x.shape[0], C = grad_x.shape[1], H = grad_x.shape[2], W = grad_x.shape[3]
+    cdef Py_ssize_t G = weight.shape[0], Kg = weight.shape[1], CKg = weight.shape[2]
+    cdef Py_ssize_t L = grad_out.shape[2]
+    check_arrays(grad_x, weight, grad_out.shape[1], L, workspace, g, band_rows, num_threads)
+    check_shape("grad_out", (grad_out.shape[0],), (N,))
+    check_bands(band_rows, g)
+    if N == 0 or L == 0:
+        return
+    with nogil:
+        backward_bands(NULL, &weight[0, 0, 0], &grad_out[0, 0, 0], &grad_x[0, 0, 0, 0], NULL, &workspace[0, 0],
+                       workspace.shape[1], N, C, H, W, G, Kg, CKg, L, g, band_rows, num_threads, True)
 
 
 cdef struct GroupsJob:
