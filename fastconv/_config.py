@@ -32,12 +32,15 @@ def build_info():
     }
 
 
-def numpy_blas_build():
-    """The BLAS NumPy was built against (fastconv's GEMMs are NumPy's): name and version."""
+def kernel_blas_build():
+    """The BLAS SciPy was built against, which the kernels' GEMMs call (through
+    scipy.linalg.cython_blas): name and version."""
     try:
-        dep = np.__config__.CONFIG["Build Dependencies"]["blas"]
+        import scipy
+
+        dep = scipy.show_config(mode="dicts")["Build Dependencies"]["blas"]
         return {"name": dep.get("name"), "version": dep.get("version")}
-    except (AttributeError, KeyError, TypeError):  # NumPy < 1.26 has no CONFIG dict
+    except (AttributeError, KeyError, TypeError, ValueError):  # an older SciPy: no such dicts
         return {"name": "unknown", "version": None}
 
 
@@ -60,7 +63,7 @@ def config():
         "num_threads": get_num_threads(),
         "num_procs": _openmp.num_procs(),
         "build": build_info(),
-        "blas_build": numpy_blas_build(),
+        "blas_build": kernel_blas_build(),
         "openmp_runtime": openmp_runtime(),
         "blas": blas.info(),
         "direct_kernels": ISA_NAMES[widest_build("conv_direct").compiled_isa()],
@@ -69,7 +72,8 @@ def config():
 
 def show_config():
     """Print fastconv's version, how it was built (compiler, OpenMP flags, the BLAS
-    NumPy was built with), and what it runs with (threads, OpenMP and BLAS libraries)."""
+    SciPy was built with, which the kernels call), and what it runs with (threads,
+    OpenMP and BLAS libraries)."""
     c = config()
     b = c["build"]
     print(f"fastconv {c['fastconv']}  (python {c['python']}, numpy {c['numpy']}, {c['platform']})")
@@ -86,7 +90,7 @@ def show_config():
     print(f"  threads:     {c['num_threads']} of {c['num_procs']} processors")
     print(f"  direct conv: {c['direct_kernels']} build")
     bb = c["blas_build"]
-    print(f"  BLAS built:  {bb['name']} {bb['version'] or ''} (NumPy's, which runs fastconv's GEMMs)")
+    print(f"  BLAS built:  {bb['name']} {bb['version'] or ''} (SciPy's, which runs fastconv's GEMMs)")
     for lib in c["blas"] or [{"library": "none found"}]:
         details = ", ".join(f"{k} {lib[k]}" for k in ("version", "threading", "num_threads") if lib.get(k))
         print(f"  BLAS:        {lib['library']} ({details})")

@@ -58,7 +58,7 @@ def col2im(cols, output_size, kernel_size, stride=1, padding=0, dilation=1):
     return _scatter_windows(win_grad, g, H, W)
 
 
-def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, algorithm="auto"):
+def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, algorithm="auto"):
     """`fastconv.conv2d` in plain NumPy: same arguments, same results."""
     x, weight, bias, g, groups = v.conv2d_args(x, weight, bias, stride, padding, dilation, groups)
     N, C = x.shape[:2]
@@ -71,7 +71,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, algo
     return np.ascontiguousarray(out, dtype=x.dtype)
 
 
-def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, groups=1, algorithm="auto"):
+def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, groups=1, *, algorithm="auto"):
     """`fastconv.conv2d_backward` in plain NumPy: same arguments, same results."""
     x, weight, _, g, groups = v.conv2d_args(x, weight, None, stride, padding, dilation, groups)
     N, C, H, W = x.shape
@@ -94,7 +94,7 @@ def _conv1d_as_2d(stride, padding, dilation):
     return (1, one(stride)), padding, (1, one(dilation))
 
 
-def conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, algorithm="auto"):
+def conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, algorithm="auto"):
     """`fastconv.conv1d` in plain NumPy: same arguments, same results."""
     s, p, d = _conv1d_as_2d(stride, padding, dilation)
     x = v.float_array(x, "x", ndim=3)
@@ -102,7 +102,8 @@ def conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, algo
     return conv2d(x[:, :, None], weight[:, :, None], bias, s, p, d, groups)[:, :, 0]
 
 
-def conv1d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, groups=1, algorithm="auto"):
+def conv1d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, groups=1, *,
+                    algorithm="auto"):
     """`fastconv.conv1d_backward` in plain NumPy: same arguments, same results."""
     s, p, d = _conv1d_as_2d(stride, padding, dilation)
     x = v.float_array(x, "x", ndim=3)
@@ -299,8 +300,10 @@ def global_max_pool2d_backward(grad_output, indices, input_shape):
     return max_pool2d_backward(go.reshape(lead), np.asarray(indices).reshape(lead), shape)
 
 
-def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
-    """`fastconv.conv_transpose2d` in plain NumPy: same arguments, same results."""
+def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1, *,
+                     algorithm="auto"):
+    """`fastconv.conv_transpose2d` in plain NumPy: same arguments (`algorithm` is
+    ignored), same results."""
     from fastconv.convolution_transpose import _args
     x, weight, bias, groups, out_shape, g = _args(x, weight, bias, stride, padding, output_padding,
                                                   groups, dilation)
