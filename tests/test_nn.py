@@ -541,3 +541,74 @@ def test_backward_without_the_input_gradient(rng, dtype, backend, first):
     assert full.keys() == model.grads.keys()
     for k in full:      # to rounding: grad_weight alone may run another algorithm
         assert_close(model.grads[k], full[k])
+
+
+class _ReturnsItsInput(nn.Layer):
+    """A user's layer whose forward hands on its input (or a view of it)."""
+
+    def forward(self, x, training=True):
+        return x[...]
+
+
+@pytest.mark.parametrize("first", [nn.Layer, _ReturnsItsInput, Identity, Flatten, lambda: nn.Dropout(0.5),
+                                   lambda: AdaptiveAvgPool2D(2)])
+@pytest.mark.parametrize("then", [ReLU, LeakyReLU, lambda: BatchNorm2D(2), lambda: Residual(Identity())])
+def test_an_eval_forward_never_writes_into_the_callers_array(first, then):
+    """Layers that hand on their input (or a view of it) leave it the caller's: the
+    in-place ReLU, LeakyReLU, batch norm and residual sum after them copy first."""
+    layer = then()
+    if isinstance(layer, BatchNorm2D) and first is Flatten:
+        return
+    x = np.arange(-8, 8, dtype=np.float32).reshape(2, 2, 2, 2)
+    before = x.copy()
+    model = Sequential(first(), layer)
+    want = Sequential(first(), then()).forward(x.copy(), training=False)
+    got = model.forward(x, training=False)
+    np.testing.assert_array_equal(x, before)
+    close(got, want)
+    if first is not Flatten:        # the others hand on x itself: the block doubles it
+        np.testing.assert_array_equal(Residual(first()).forward(x, training=False), 2 * before)
+        np.testing.assert_array_equal(x, before)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_residual_branches_must_give_one_shape(training):
+    block = Residual(Conv2D(3, 1, 1))
+    with pytest.raises(ValueError, match=r"main branch gives shape \(1, 1, 4, 4\) but the shortcut gives"):
+        block.forward(np.ones((1, 3, 4, 4), np.float32), training=training)
+
+
+def test_batch_norm_counts_only_the_batches_that_went_in():
+    bn = BatchNorm2D(2, momentum=None)
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        bn.forward(np.ones((1, 2, 1, 1), np.float32))
+    assert bn.buffers["num_batches_tracked"] == 0
+    bn.forward(np.array([1, 1, 3, 3], np.float32).reshape(2, 2, 1, 1))
+    np.testing.assert_array_equal(bn.buffers["running_mean"], [2, 2])
+    assert bn.buffers["num_batches_tracked"] == 1
+
+
+@pytest.mark.parametrize("layer", [AdaptiveAvgPool2D(4), AdaptiveMaxPool2D((4, None))])
+@pytest.mark.parametrize("shape", [(4, 4), (2, 1, 3, 4, 4)])
+def test_adaptive_pooling_checks_its_input_in_a_container_too(layer, shape):
+    for training in (True, False):
+        with pytest.raises(ValueError, match="x must be 3-D"):
+            Sequential(layer).forward(np.ones(shape, np.float32), training=training)
+
+
+@pytest.mark.parametrize("layer", [ReLU, LeakyReLU, nn.Sigmoid, Tanh, lambda: nn.Dropout(0.5, rng=0),
+                                   lambda: nn.Dropout(0.0)])
+def test_activations_check_the_gradient_against_their_output(layer):
+    a = layer()
+    a.forward(np.ones((2, 3, 4, 4), np.float32))
+    with pytest.raises(ValueError, match="grad_output must be 4-D"):
+        a.backward(np.ones(4, np.float32))
+    with pytest.raises(ValueError, match=r"grad_output must have shape \(2, 3, 4, 4\)"):
+        a.backward(np.ones((1, 3, 4, 4), np.float32))
+    assert a.backward(np.ones((2, 3, 4, 4), np.float32)).shape == (2, 3, 4, 4)
+
+
+def test_leaky_relu_of_a_scalar():
+    layer = LeakyReLU(0.5)
+    assert layer.forward(np.float32(-2)) == np.float32(-1)
+    assert layer.backward(np.ones((), np.float32)) == np.float32(0.5)

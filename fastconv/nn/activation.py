@@ -95,8 +95,7 @@ class ReLU(Layer):
 
     def backward(self, grad_output):
         (y,) = self._recall()
-        grad_output = v.float_array(grad_output, "grad_output")
-        return relu_backward(grad_output, y)
+        return relu_backward(self._grad_output(grad_output, y), y)
 
 
 class LeakyReLU(Layer):
@@ -119,8 +118,7 @@ class LeakyReLU(Layer):
     def forward(self, x, training=True):
         x = v.float_array(x, "x")
         positive = x > 0
-        y = np.multiply(x, x.dtype.type(self.negative_slope))
-        np.copyto(y, x, where=positive)
+        y = np.where(positive, x, x * x.dtype.type(self.negative_slope))   # an array, 0-d too
         self._remember(training, positive)
         return y
 
@@ -133,7 +131,7 @@ class LeakyReLU(Layer):
 
     def backward(self, grad_output):
         (positive,) = self._recall()
-        grad_output = v.float_array(grad_output, "grad_output")
+        grad_output = self._grad_output(grad_output, positive)
         return np.where(positive, grad_output, grad_output * grad_output.dtype.type(self.negative_slope))
 
     def __repr__(self):
@@ -151,7 +149,7 @@ class Sigmoid(Layer):
 
     def backward(self, grad_output):
         (y,) = self._recall()
-        return v.float_array(grad_output, "grad_output") * (y * (1 - y))
+        return self._grad_output(grad_output, y) * (y * (1 - y))
 
 
 class Tanh(Layer):
@@ -165,4 +163,4 @@ class Tanh(Layer):
 
     def backward(self, grad_output):
         (y,) = self._recall()
-        return v.float_array(grad_output, "grad_output") * (1 - y * y)
+        return self._grad_output(grad_output, y) * (1 - y * y)

@@ -93,10 +93,6 @@ def _as_array(value, key):
 class Layer:
     """Base class: a layer without parameters whose forward is the identity."""
 
-    #: Whether the eval-mode output may be the input itself or a view of it
-    #: (then the caller's array must not be written in place downstream).
-    _returns_view = False
-
     def __init__(self, backend=None):
         self.params = {}
         self.grads = {}
@@ -142,9 +138,20 @@ class Layer:
 
     def _infer(self, x, owned):
         """Eval-mode forward for containers: ``(y, owned)``, where `owned` says that
-        the array is a temporary of this forward, free to be overwritten in place."""
+        the array is a temporary of this forward, free to be overwritten in place: a
+        fresh result is; one that may share the input's memory (the input itself, a
+        view of it: an identity, a reshape, a subclass's forward) only if the input was."""
         y = self.forward(x, training=False)
-        return y, (owned if self._returns_view else True)
+        return y, (owned if np.may_share_memory(y, x) else True)
+
+    def _grad_output(self, grad_output, like):
+        """`grad_output` checked against `like`, the forward's output (or an array of its
+        shape): a float array of the same shape (either float dtype: an elementwise
+        layer's gradient keeps the dtype it comes in)."""
+        grad_output = v.float_array(grad_output, "grad_output", ndim=like.ndim)
+        if grad_output.shape != like.shape:
+            raise ValueError(f"grad_output must have shape {like.shape}, got {grad_output.shape}")
+        return grad_output
 
     def _weighted_input(self, x, ndim):
         """`x` checked against a layer with weights: `ndim`-D, of the weights' dtype."""
@@ -385,7 +392,6 @@ class Layer:
 class Identity(Layer):
     """Returns its input unchanged (as ``torch.nn.Identity``), any shape."""
 
-    _returns_view = True
     _in_place = True
 
     def forward(self, x, training=True):

@@ -187,6 +187,14 @@ class Sequential(_Container):
         return f"Sequential({inner}\n)"
 
 
+def _same_shapes(main, shortcut, input_shape):
+    """ValueError unless a residual block's two branches give the same shape (a sum
+    that broadcast one over the other would be no residual, and its backward would fail)."""
+    if tuple(main) != tuple(shortcut):
+        raise ValueError(f"the main branch gives shape {tuple(main)} but the shortcut gives {tuple(shortcut)} "
+                         f"for input shape {tuple(input_shape)}")
+
+
 class Residual(_Container):
     """A residual block: ``activation(main(x) + shortcut(x))`` (as in ResNet).
 
@@ -230,6 +238,7 @@ class Residual(_Container):
         self._folded = {}
         y = self.main.forward(x, True)
         s = x if self.shortcut is None else self.shortcut.forward(x, True)
+        _same_shapes(np.shape(y), np.shape(s), np.shape(x))
         forward_sum = getattr(self.activation, "_forward_sum", None)
         if forward_sum is not None and np.shape(y) == np.shape(s):
             y = forward_sum(y, s, True)      # ReLU of the sum in one pass
@@ -247,9 +256,10 @@ class Residual(_Container):
             s, s_owned = x, False
         else:
             s, s_owned = self.shortcut._infer(x, False)
-        if y_owned and y.shape == np.broadcast_shapes(y.shape, s.shape):
+        _same_shapes(y.shape, s.shape, np.shape(x))
+        if y_owned:
             y += s
-        elif s_owned and s.shape == np.broadcast_shapes(y.shape, s.shape):
+        elif s_owned:
             s += y
             y = s
         else:
@@ -278,9 +288,7 @@ class Residual(_Container):
     def output_shape(self, input_shape):
         out = self.main.output_shape(input_shape)
         short = tuple(input_shape) if self.shortcut is None else self.shortcut.output_shape(input_shape)
-        if tuple(out) != tuple(short):
-            raise ValueError(f"the main branch gives shape {tuple(out)} but the shortcut gives {tuple(short)} "
-                             f"for input shape {tuple(input_shape)}")
+        _same_shapes(out, short, input_shape)
         return tuple(out)
 
     def _summary(self, shape, name):

@@ -114,7 +114,6 @@ class Linear(Layer):
 class Flatten(Layer):
     """(N, d1, d2, ...) -> (N, d1*d2*...)."""
 
-    _returns_view = True
     _in_place = True
 
     def forward(self, x, training=True):
@@ -153,7 +152,8 @@ class Dropout(Layer):
     def forward(self, x, training=True):
         x = v.float_array(x, "x")
         if not training or self.p == 0:
-            self._cache = None if not training else (None,)
+            # no mask: the identity; the backward checks its gradient against x's shape
+            self._cache = None if not training else (np.broadcast_to(np.ones((), x.dtype), x.shape),)
             return x.copy()
         keep = self.rng.random(x.shape) >= self.p
         scale = np.zeros((), x.dtype) if self.p == 1 else x.dtype.type(1 / (1 - self.p))
@@ -168,8 +168,8 @@ class Dropout(Layer):
 
     def backward(self, grad_output):
         (mask,) = self._recall()
-        grad_output = v.float_array(grad_output, "grad_output")
-        return grad_output.copy() if mask is None else grad_output * mask
+        grad_output = self._grad_output(grad_output, mask)
+        return grad_output.copy() if mask.strides == (0,) * mask.ndim else grad_output * mask
 
     def __repr__(self):
         return f"Dropout(p={self.p})"

@@ -76,10 +76,10 @@ class BatchNorm2D(Layer):
         mean, var = self.buffers.get("running_mean"), self.buffers.get("running_var")
         if training and self.track_running_stats:
             count = self.buffers["num_batches_tracked"]
-            count += 1
-            factor = 1.0 / float(count) if self.momentum is None else self.momentum
+            factor = 1.0 / (float(count) + 1) if self.momentum is None else self.momentum
             y = self.backend.batch_norm2d(x, mean, var, weight, bias, training=True, momentum=factor,
                                           eps=self.eps)
+            count += 1          # counted once the batch went in (an error leaves all as it was)
         else:
             # eval with running statistics, or batch statistics without them
             batch = mean is None
