@@ -25,13 +25,8 @@ def softmax_cross_entropy(logits, labels):
         ``(softmax(logits) - onehot(labels)) / N``.
     """
     logits = v.float_array(logits, "logits", ndim=2)
-    labels = np.asarray(labels)
-    N, K = logits.shape
-    if labels.shape != (N,) or not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"labels must be {N} integers (one per row of logits), got {labels.dtype} array "
-                         f"of shape {labels.shape}")
-    if N and (labels.min() < 0 or labels.max() >= K):
-        raise ValueError(f"labels must lie in [0, {K}), got values in [{labels.min()}, {labels.max()}]")
+    labels = class_labels(labels, *logits.shape, "logits")
+    N = logits.shape[0]
     if N == 0:
         return 0.0, np.zeros_like(logits)
     shifted = logits - logits.max(axis=1, keepdims=True)
@@ -42,6 +37,17 @@ def softmax_cross_entropy(logits, labels):
     grad[rows, labels] -= 1
     grad /= N
     return loss, grad
+
+
+def class_labels(labels, N, K, scores="logits"):
+    """`labels` checked: N integers in [0, K), one per row of the (N, K) `scores`."""
+    labels = np.asarray(labels)
+    if labels.shape != (N,) or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"labels must be {N} integers (one per row of {scores}), got {labels.dtype} array "
+                         f"of shape {labels.shape}")
+    if N and (labels.min() < 0 or labels.max() >= K):
+        raise ValueError(f"labels must lie in [0, {K}), got values in [{labels.min()}, {labels.max()}]")
+    return labels
 
 
 def binary_log_loss(y, targets, *, from_logits=False, eps=1e-12):
@@ -68,7 +74,12 @@ def binary_log_loss(y, targets, *, from_logits=False, eps=1e-12):
         or ``(sigmoid(y) - t) / y.size`` from logits.
     """
     y = v.float_array(y, "y")
+    if isinstance(eps, (bool, np.bool_)) or not isinstance(eps, (int, float, np.integer, np.floating)) \
+            or not 0 <= eps < 0.5:
+        raise ValueError(f"eps must be a number in [0, 0.5), got {eps!r}")
     targets = np.asarray(targets)
+    if targets.dtype.kind not in "biuf":
+        raise TypeError(f"targets must be an array of real numbers, got dtype {targets.dtype}")
     if targets.shape != y.shape:
         raise ValueError(f"targets must have the shape of y {y.shape}, got {targets.shape}")
     if targets.size and (targets.min() < 0 or targets.max() > 1):

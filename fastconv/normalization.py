@@ -81,7 +81,7 @@ def _channels_first(a):
     if planes.shape[2] >= SMALL_PLANE or planes.shape[0] <= 1:
         return planes
     C = planes.shape[1]
-    return np.ascontiguousarray(planes.transpose(1, 0, 2)).reshape(1, C, -1)
+    return np.ascontiguousarray(planes.transpose(1, 0, 2)).reshape(1, C, planes.shape[0] * planes.shape[2])
 
 
 def _batch_stats(x):

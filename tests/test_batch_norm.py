@@ -117,3 +117,13 @@ def test_nan_reaches_the_running_statistics(shape, dtype):
     for got, want in zip(stats[fastconv], stats[reference]):
         np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
     assert np.isnan(stats[fastconv][2][1]) and not np.isnan(stats[fastconv][2][[0, 2]]).any()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_zero_channels(dtype):
+    x = np.zeros((2, 0, 3, 3), dtype)
+    for training in (True, False):
+        kw = {} if training else dict(running_mean=np.zeros(0, dtype), running_var=np.ones(0, dtype))
+        assert fastconv.batch_norm2d(x, training=training, **kw).shape == x.shape
+        grads = fastconv.batch_norm2d_backward(x, x, training=training, **kw)
+        assert [g.shape for g in grads] == [x.shape, (0,), (0,)]

@@ -766,3 +766,40 @@ class TestAgainstTorch:
         x = rng.standard_normal((3, 2, 7, 6))
         unfold = self.torch.nn.functional.unfold(self.torch.from_numpy(x), (3, 2), padding=1, stride=2).numpy()
         assert_close(im2col_cython(x, 3, 2, 1, 2), unfold.transpose(1, 2, 0).reshape(unfold.shape[1], -1))
+
+
+@pytest.mark.parametrize("call, error, name", [
+    (lambda: cs231n.conv_forward_fast(np.ones((1, 1, 3, 3)) * 1j, np.ones((1, 1, 3, 3)), np.zeros(1),
+                                      {"stride": 1, "pad": 0}), TypeError, "x must be an array of real"),
+    (lambda: cs231n.conv_forward_fast(np.ones((1, 1, 3, 3)), np.ones((1, 1, 3, 3)).astype(object), np.zeros(1),
+                                      {"stride": 1, "pad": 0}), TypeError, "w must be an array of real"),
+    (lambda: cs231n.max_pool_forward_fast(np.array([["a"]]), {"pool_height": 1, "pool_width": 1, "stride": 1}),
+     TypeError, "x must be an array of real"),
+    (lambda: cs231n.svm_loss(np.array([[1.0, 2, 3], [3, 2, 1]]), np.array([-1, 0])), ValueError, r"labels must lie"),
+    (lambda: cs231n.svm_loss(np.ones((2, 3)), np.array([0.0, 1.0])), ValueError, "labels must be 2 integers"),
+    (lambda: cs231n.affine_forward(np.zeros((3, 4)), np.ones((5, 2)), np.zeros(2)), ValueError, r"w must have shape \(4, M\)"),
+    (lambda: cs231n.affine_forward(np.zeros((3, 4)), np.ones((4, 2)), np.zeros(3)), ValueError, r"b must have shape \(2,\)"),
+    (lambda: cs231n.affine_backward(np.ones(2), cs231n.affine_forward(np.zeros((3, 4)), np.ones((4, 2)), np.zeros(2))[1]),
+     ValueError, r"dout must have shape \(3, 2\)"),
+    (lambda: cs231n.relu_backward(np.ones(3), np.ones((2, 3))), ValueError, r"dout must have shape \(2, 3\)"),
+    (lambda: cs231n.batchnorm_forward(np.zeros((0, 3)), np.ones(3), np.zeros(3), {"mode": "train"}), ValueError,
+     "at least one example"),
+    (lambda: cs231n.im2col_cython(np.ones((2, 6, 6)), 3, 3, 1, 1), ValueError, "x must be 4-D"),
+    (lambda: cs231n.col2im_cython(np.ones((9, 4)), 2.0, 1, 3, 3, 3, 3, 1, 1), TypeError, "N must be an int"),
+    (lambda: cs231n.col2im_6d_cython(np.ones((1, 3, 3, 1, 3, 3)), 1, True, 3, 3, 3, 3, 1, 1), TypeError,
+     "C must be an int"),
+    (lambda: cs231n.get_im2col_indices((2, -3, 6, 6), 3, 3), ValueError, "x_shape"),
+    (lambda: cs231n.get_im2col_indices((6, 6), 3, 3), ValueError, r"x_shape must be \(N, C, H, W\)"),
+])
+def test_bad_input_is_named_not_cast_or_wrapped(call, error, name):
+    with pytest.raises(error, match=name):
+        call()
+
+
+def test_affine_and_batchnorm_of_empty_or_featureless_batches():
+    out, cache = cs231n.affine_forward(np.zeros((0, 2, 2)), np.ones((4, 3)), np.zeros(3))
+    assert out.shape == (0, 3)
+    dx, dw, db = cs231n.affine_backward(np.zeros((0, 3)), cache)
+    assert dx.shape == (0, 2, 2) and dw.shape == (4, 3) and db.shape == (3,)
+    out, cache = cs231n.batchnorm_forward(np.ones((4, 0)), np.ones(0), np.zeros(0), {"mode": "train"})
+    assert [a.shape for a in cs231n.batchnorm_backward(np.zeros((4, 0)), cache)] == [(4, 0), (0,), (0,)]

@@ -474,3 +474,17 @@ class TestAgainstTorch:
             topt.step()
         for p, k in zip(tp, ("a", "b")):
             assert_close(ours.params[k], p.detach().numpy())
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(eps=0.7), ValueError, "eps must be"), (dict(eps=-1.0), ValueError, "eps must be"),
+    (dict(eps="a"), ValueError, "eps must be"), (dict(eps=True), ValueError, "eps must be"),
+])
+def test_binary_log_loss_checks_eps(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        binary_log_loss(np.array([0.9, 0.1], np.float32), np.array([1, 0]), **kwargs)
+
+
+def test_binary_log_loss_checks_the_targets_dtype():
+    with pytest.raises(TypeError, match="targets must be an array of real numbers"):
+        binary_log_loss(np.array([0.9, 0.1], np.float32), np.array(["a", "b"], object))

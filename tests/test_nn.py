@@ -612,3 +612,47 @@ def test_leaky_relu_of_a_scalar():
     layer = LeakyReLU(0.5)
     assert layer.forward(np.float32(-2)) == np.float32(-1)
     assert layer.backward(np.ones((), np.float32)) == np.float32(0.5)
+
+
+@pytest.mark.parametrize("make, error, match", [
+    (lambda: Conv2D(1, 1, 1, bias=np.array([1, 2])), TypeError, "bias must be a bool"),
+    (lambda: Linear(2, 3, bias="yes"), TypeError, "bias must be a bool"),
+    (lambda: Linear(2, 3, rng="abc"), TypeError, "rng must be"),
+    (lambda: nn.Dropout(0.5, rng=[1.5]), TypeError, "rng must be"),
+    (lambda: MaxPool2D(2, ceil_mode="no"), TypeError, "ceil_mode must be a bool"),
+    (lambda: nn.AvgPool2D(2, count_include_pad=0), TypeError, "count_include_pad must be a bool"),
+    (lambda: BatchNorm2D(3, affine="no"), TypeError, "affine must be a bool"),
+    (lambda: BatchNorm2D(3, track_running_stats=1), TypeError, "track_running_stats must be a bool"),
+])
+def test_layer_arguments_are_checked(make, error, match):
+    with pytest.raises(error, match=match):
+        make()
+
+
+def test_summary_names_the_layer_that_needs_nchw():
+    with pytest.raises(ValueError, match=r"Conv2D\(1, 6.*expects input of shape \(N, C, H, W\), got \(1, 8, 8\)"):
+        nn.models.lenet5().summary((8, 8))
+
+
+def test_load_state_dict_takes_a_mapping_of_values_that_fit():
+    model = nn.models.lenet5()
+    for bad in ([1], None, "weights"):
+        with pytest.raises(TypeError, match="state_dict must be a mapping"):
+            model.load_state_dict(bad)
+    bn = BatchNorm2D(2)
+    state = bn.state_dict()
+    state["num_batches_tracked"] = np.uint64(2**64 - 1)
+    with pytest.raises(ValueError, match="'num_batches_tracked' holds 18446744073709551615, outside"):
+        bn.load_state_dict(state)
+    assert bn.buffers["num_batches_tracked"] == 0
+
+
+def test_flatten_checks_its_input_and_gradient():
+    f = Flatten()
+    with pytest.raises(ValueError, match="x must have a batch axis"):
+        f.forward(np.float32(3))
+    with pytest.raises(TypeError, match="x must be an array"):
+        f.forward(None)
+    f.forward(np.ones((2, 3, 4), np.float32))
+    with pytest.raises(ValueError, match=r"grad_output must have shape \(2, 12\)"):
+        f.backward(np.ones((2, 11), np.float32))

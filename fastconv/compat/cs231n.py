@@ -43,7 +43,9 @@ Differences from the originals, all where the originals fail:
 import numpy as np
 
 import fastconv
+from fastconv import _validation as v
 from fastconv import normalization
+from fastconv.losses import class_labels
 
 __all__ = [
     "conv_forward_fast", "conv_backward_fast",
@@ -65,10 +67,21 @@ __all__ = [
 ]
 
 
-def _float(a):
-    """`a` as float32/float64 (its own dtype when it is one of those, else float64)."""
+def _float(a, name):
+    """`a` as float32/float64: its own dtype when it is one of those; bools, integers and
+    other real floats (the course's arrays) as float64; anything else (complex, object,
+    strings) a TypeError naming it, not a silent cast."""
     a = np.asarray(a)
-    return a if a.dtype in (np.float32, np.float64) else a.astype(np.float64)
+    if a.dtype in (np.float32, np.float64):
+        return a
+    if a.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must be an array of real numbers, got dtype {a.dtype}")
+    return a.astype(np.float64)
+
+
+def _like(a, x, name):
+    """`a` as a real array of x's dtype (`_float`'s checks)."""
+    return _float(a, name).astype(x.dtype, copy=False)
 
 
 def _conv_args(conv_param):
@@ -97,9 +110,9 @@ def conv_forward_fast(x, w, b, conv_param):
     out : ndarray, shape (N, F, H', W'), ``H' = 1 + (H + 2*pad - HH) // stride``
     cache : tuple, for `conv_backward_fast`
     """
-    x = _float(x)
-    w = np.asarray(w).astype(x.dtype, copy=False)
-    b = np.asarray(b).astype(x.dtype, copy=False)
+    x = _float(x, "x")
+    w = _like(w, x, "w")
+    b = _like(b, x, "b")
     out = fastconv.conv2d(x, w, b, **_conv_args(conv_param))
     return out, (x, w, b, conv_param, None)
 
@@ -119,7 +132,7 @@ def conv_backward_fast(dout, cache):
     db : ndarray, shape (F,)
     """
     x, w, _, conv_param, _ = cache
-    dout = np.asarray(dout).astype(x.dtype, copy=False)
+    dout = _like(dout, x, "dout")
     return fastconv.conv2d_backward(dout, x, w, **_conv_args(conv_param))
 
 
@@ -144,7 +157,7 @@ def max_pool_forward_fast(x, pool_param):
     out : ndarray, shape (N, C, H', W'), ``H' = 1 + (H - pool_height) // stride``
     cache : tuple, for `max_pool_backward_fast`
     """
-    x = _float(x)
+    x = _float(x, "x")
     kernel, stride = _pool_args(pool_param)
     out, indices = fastconv.max_pool2d(x, kernel, stride=stride, return_indices=True)
     return out, (x, indices, pool_param)
@@ -165,7 +178,7 @@ def max_pool_backward_fast(dout, cache):
     dx : ndarray, shape (N, C, H, W)
     """
     x, indices = _pool_cache(cache)
-    dout = np.asarray(dout).astype(x.dtype, copy=False)
+    dout = _like(dout, x, "dout")
     return fastconv.max_pool2d_backward(dout, indices, x.shape)
 
 
@@ -187,7 +200,7 @@ def _pool_cache(cache):
         else:
             holds = "(x, x_reshaped, out)" if method == "reshape" else "(x, x_cols, x_cols_argmax, pool_param)"
             raise ValueError(f"a ({method!r}, ...) max pool cache of the original fast_layers must hold {holds}")
-        x = _float(x)
+        x = _float(x, "x")
         kernel, stride = _pool_args(pool_param)
         return x, fastconv.max_pool2d(x, kernel, stride=stride, return_indices=True)[1]
     raise ValueError("cache must be what a max pool forward returned: (x, indices, pool_param) from this module, "
@@ -224,7 +237,7 @@ def im2col_cython(x, field_height, field_width, padding, stride):
         index varies fastest along a row (unlike `fastconv.im2col`, which is
         (N, C*kh*kw, Ho*Wo)).
     """
-    x = _float(x)
+    x = v.float_array(_float(x, "x"), "x", ndim=4)
     cols = fastconv.im2col(x, (field_height, field_width), stride=stride, padding=padding)
     return np.ascontiguousarray(cols.transpose(1, 2, 0)).reshape(cols.shape[1], -1)
 
@@ -241,7 +254,8 @@ def col2im_cython(cols, N, C, H, W, field_height, field_width, padding, stride):
     -------
     x : ndarray, shape (N, C, H, W), dtype of `cols`
     """
-    cols = _float(cols)
+    cols = _float(cols, "cols")
+    N, C = v.integer(N, "N", minimum=0), v.integer(C, "C", minimum=0)
     out_h = fastconv.output_size(H, field_height, stride, padding)
     out_w = fastconv.output_size(W, field_width, stride, padding)
     expected = (C * field_height * field_width, N * out_h * out_w)
@@ -268,7 +282,8 @@ def col2im_6d_cython(cols, N, C, H, W, HH, WW, pad, stride):
     x : ndarray, shape (N, C, H, W), dtype of `cols`
         The sum of the columns over every position they cover, padding dropped.
     """
-    cols = _float(cols)
+    cols = _float(cols, "cols")
+    N, C = v.integer(N, "N", minimum=0), v.integer(C, "C", minimum=0)
     out_h = fastconv.output_size(H, HH, stride, pad)
     out_w = fastconv.output_size(W, WW, stride, pad)
     expected = (C, HH, WW, N, out_h, out_w)
@@ -297,7 +312,10 @@ def get_im2col_indices(x_shape, field_height, field_width, padding=1, stride=1):
     i, j : ndarray of int, shape (C*field_height*field_width, Ho*Wo)
         The padded row and column each entry reads.
     """
-    _, C, H, W = x_shape
+    shape = tuple(x_shape) if isinstance(x_shape, (tuple, list)) else None
+    if shape is None or len(shape) != 4:
+        raise ValueError(f"x_shape must be (N, C, H, W), got {x_shape!r}")
+    _, C, H, W = (v.integer(n, "x_shape", minimum=0) for n in shape)
     out_height = fastconv.output_size(H, field_height, stride, padding)
     out_width = fastconv.output_size(W, field_width, stride, padding)
     i0 = np.tile(np.repeat(np.arange(field_height), field_width), C)
@@ -348,31 +366,42 @@ def affine_forward(x, w, b):
     out : ndarray, shape (N, M)
     cache : ``(x, w, b)``
     """
-    x = _float(x)
-    w = np.asarray(w).astype(x.dtype, copy=False)
-    b = np.asarray(b).astype(x.dtype, copy=False)
-    return x.reshape(x.shape[0], -1) @ w + b, (x, w, b)
+    x = _float(x, "x")
+    w = _like(w, x, "w")
+    b = _like(b, x, "b")
+    if x.ndim < 1:
+        raise ValueError(f"x must have a batch axis, got shape {x.shape}")
+    D = int(np.prod(x.shape[1:], dtype=np.int64))
+    if w.ndim != 2 or w.shape[0] != D:
+        raise ValueError(f"w must have shape ({D}, M) for x of shape {x.shape}, got {w.shape}")
+    if b.shape != (w.shape[1],):
+        raise ValueError(f"b must have shape ({w.shape[1]},), got {b.shape}")
+    return x.reshape(x.shape[0], D) @ w + b, (x, w, b)
 
 
 def affine_backward(dout, cache):
     """Backward of `affine_forward`; returns ``(dx, dw, db)`` shaped as ``(x, w, b)``."""
     x, w, _ = cache
-    dout = np.asarray(dout).astype(x.dtype, copy=False)
+    dout = _like(dout, x, "dout")
+    if dout.shape != (x.shape[0], w.shape[1]):
+        raise ValueError(f"dout must have shape {(x.shape[0], w.shape[1])}, got {dout.shape}")
     dx = (dout @ w.T).reshape(x.shape)
-    dw = x.reshape(x.shape[0], -1).T @ dout
+    dw = x.reshape(x.shape[0], w.shape[0]).T @ dout
     return dx, dw, dout.sum(axis=0)
 
 
 def relu_forward(x):
     """``max(x, 0)``; returns ``(out, cache)``."""
-    x = _float(x)
+    x = _float(x, "x")
     return np.maximum(x, 0), x
 
 
 def relu_backward(dout, cache):
     """Backward of `relu_forward`: `dout` where the input was positive, else 0."""
     x = cache
-    dout = np.asarray(dout).astype(x.dtype, copy=False)
+    dout = _like(dout, x, "dout")
+    if dout.shape != x.shape:
+        raise ValueError(f"dout must have shape {x.shape}, got {dout.shape}")
     return np.where(x > 0, dout, x.dtype.type(0))
 
 
@@ -385,8 +414,8 @@ def _bn_setup(x, gamma, beta, bn_param, C):
     running_var = bn_param.get("running_var", np.zeros(C, dtype=x.dtype))
     if mode not in ("train", "test"):
         raise ValueError(f'Invalid forward batchnorm mode "{mode}"')
-    gamma = np.asarray(gamma).astype(x.dtype, copy=False)
-    beta = np.asarray(beta).astype(x.dtype, copy=False)
+    gamma = _like(gamma, x, "gamma")
+    beta = _like(beta, x, "beta")
     for name, a in (("gamma", gamma), ("beta", beta), ("running_mean", running_mean),
                     ("running_var", running_var)):
         if np.shape(a) != (C,):
@@ -422,12 +451,14 @@ def batchnorm_forward(x, gamma, beta, bn_param):
     out : ndarray, shape (N, D), dtype of `x`
     cache : for `batchnorm_backward`
     """
-    x = _float(x)
+    x = _float(x, "x")
     if x.ndim != 2:
         raise ValueError(f"x must have shape (N, D), got {x.shape}")
     mode, eps, momentum, running_mean, running_var, gamma, beta = _bn_setup(x, gamma, beta, bn_param,
                                                                             x.shape[1])
     if mode == "train":
+        if x.shape[0] == 0:
+            raise ValueError("training needs at least one example, got x of shape (0, D)")
         xd = x.astype(np.float64, copy=False)
         mean = xd.mean(axis=0)
         var = np.square(xd - mean).mean(axis=0)
@@ -443,7 +474,7 @@ def batchnorm_forward(x, gamma, beta, bn_param):
 def _bn_backward(dout, cache, axes):
     """Gradients of batch norm over `axes` from its cache ``(mode, x, gamma, mean, invstd)``."""
     mode, x, gamma, mean, invstd = cache
-    dout = np.asarray(dout).astype(x.dtype, copy=False)
+    dout = _like(dout, x, "dout")
     if dout.shape != x.shape:
         raise ValueError(f"dout must have shape {x.shape}, got {dout.shape}")
     shape = [1] * x.ndim
@@ -454,7 +485,7 @@ def _bn_backward(dout, cache, axes):
     dgamma = (dout * x_hat).sum(axis=axes, dtype=np.float64)
     k = gamma.reshape(shape) * invstd
     if mode == "train":
-        M = x.size // x.shape[1]
+        M = int(np.prod([x.shape[a] for a in np.atleast_1d(axes)]))   # values per feature
         dx = k * (dout - (dbeta.reshape(shape) + x_hat * dgamma.reshape(shape)) / M)
     else:     # the running statistics are constants
         dx = k * dout
@@ -490,7 +521,7 @@ def spatial_batchnorm_forward(x, gamma, beta, bn_param):
     out : ndarray, shape (N, C, H, W), dtype of `x`
     cache : for `spatial_batchnorm_backward`
     """
-    x = _float(x)
+    x = _float(x, "x")
     if x.ndim != 4:
         raise ValueError(f"x must have shape (N, C, H, W), got {x.shape}")
     x = np.ascontiguousarray(x)
@@ -514,7 +545,7 @@ def spatial_batchnorm_backward(dout, cache):
     ``dx`` of shape (N, C, H, W), ``dgamma`` and ``dbeta`` of shape (C,)."""
     mode, x, gamma, mean, invstd, eps = cache
     if mode == "train":
-        dout = np.asarray(dout).astype(x.dtype, copy=False)
+        dout = _like(dout, x, "dout")
         return fastconv.batch_norm2d_backward(dout, x, gamma, eps, training=True)
     return _bn_backward(dout, cache[:5], axes=(0, 2, 3))
 
@@ -527,7 +558,7 @@ def softmax_loss(x, y):
     loss : float
     dx : ndarray, shape (N, C), dtype of `x`
     """
-    return fastconv.softmax_cross_entropy(_float(x), y)
+    return fastconv.softmax_cross_entropy(_float(x, "x"), y)
 
 
 def svm_loss(x, y):
@@ -538,7 +569,8 @@ def svm_loss(x, y):
     loss : float
     dx : ndarray, shape (N, C), dtype of `x`
     """
-    x = _float(x)
+    x = v.float_array(_float(x, "x"), "x", ndim=2)
+    y = class_labels(y, *x.shape, "x")
     N = x.shape[0]
     rows = np.arange(N)
     margins = np.maximum(0, x - x[rows, y][:, None] + 1)

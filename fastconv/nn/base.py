@@ -18,6 +18,8 @@ the same functions, e.g. `fastconv.reference` (pure NumPy) to compare speeds::
     from fastconv import reference
     model.set_backend(reference)
 """
+import collections.abc
+
 import numpy as np
 
 import fastconv
@@ -88,6 +90,21 @@ def _as_array(value, key):
     if a.dtype.kind not in "biuf":
         raise TypeError(f"state_dict entry {key!r} must be numeric, got dtype {a.dtype}")
     return a
+
+
+def _rng(rng):
+    """`numpy.random.default_rng(rng)`: a seed, a SeedSequence, a Generator or None."""
+    try:
+        return np.random.default_rng(rng)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"rng must be None, an int seed or a numpy.random.Generator, got {rng!r}") from e
+
+
+def _nchw(layer, input_shape):
+    """`input_shape` as (N, C, H, W), or a ValueError naming `layer`."""
+    if len(input_shape) != 4:
+        raise ValueError(f"{layer!r} expects input of shape (N, C, H, W), got {tuple(input_shape)}")
+    return tuple(input_shape)
 
 
 class Layer:
@@ -247,6 +264,8 @@ class Layer:
             Naming the missing, unexpected or wrongly shaped keys; nothing is
             copied then.
         """
+        if not isinstance(state_dict, collections.abc.Mapping) and not hasattr(state_dict, "keys"):
+            raise TypeError(f"state_dict must be a mapping of names to arrays, got {type(state_dict).__name__}")
         own = self.state_dict()
         given = set(state_dict.keys())
         # as torch for a plain dict: checkpoints from before batch norm counted its
@@ -266,6 +285,11 @@ class Layer:
             if not np.can_cast(a.dtype, target.dtype, casting="same_kind"):
                 raise TypeError(f"state_dict entry {key!r} has dtype {a.dtype}, which does not convert "
                                 f"to the model's {target.dtype}")
+            if target.dtype.kind in "iu" and a.size:
+                info = np.iinfo(target.dtype)
+                if a.min() < info.min or a.max() > info.max:
+                    raise ValueError(f"state_dict entry {key!r} holds {a.max() if a.max() > info.max else a.min()}, "
+                                     f"outside the model's {target.dtype}")
             values[key] = a
         for key, a in values.items():
             np.copyto(own[key], a, casting="same_kind")

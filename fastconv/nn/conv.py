@@ -4,7 +4,7 @@ import numpy as np
 import fastconv
 from fastconv import _validation as v
 from fastconv.convolution import _conv2d_eval, _conv2d_train, _conv2d_train_backward
-from fastconv.nn.base import Layer, _dtype, _initial_weight
+from fastconv.nn.base import Layer, _dtype, _initial_weight, _nchw, _rng
 
 __all__ = ["Conv2D", "ConvTranspose2D"]
 
@@ -48,9 +48,9 @@ class Conv2D(Layer):
         shape = (self.out_channels, self.in_channels // self.groups, kh, kw)
         fan_in = shape[1] * kh * kw
         fan_out = self.out_channels // self.groups * kh * kw
-        self.params["weight"] = _initial_weight(np.random.default_rng(rng), shape, fan_in, fan_out, init,
+        self.params["weight"] = _initial_weight(_rng(rng), shape, fan_in, fan_out, init,
                                                 self.dtype)
-        if bias:
+        if v._flag(bias, "bias"):
             self.params["bias"] = np.zeros(self.out_channels, dtype=self.dtype)
         self.grads = {k: np.zeros(p.shape, p.dtype) for k, p in self.params.items()}  # calloc: no pages touched
         self._prepared = {}
@@ -108,7 +108,7 @@ class Conv2D(Layer):
         return grad_x
 
     def output_shape(self, input_shape):
-        N, C, H, W = input_shape
+        N, C, H, W = _nchw(self, input_shape)
         if C != self.in_channels:
             raise ValueError(f"{self!r} expects {self.in_channels} input channels, got input shape {input_shape}")
         g = v.conv_geometry((H, W), self.kernel_size, self.stride, self.padding, self.dilation)
@@ -165,9 +165,9 @@ class ConvTranspose2D(Layer):
         shape = (self.in_channels, self.out_channels // self.groups, kh, kw)
         fan_in = shape[1] * kh * kw          # torch's fan_in for this weight layout
         fan_out = self.in_channels // self.groups * kh * kw
-        self.params["weight"] = _initial_weight(np.random.default_rng(rng), shape, fan_in, fan_out, init,
+        self.params["weight"] = _initial_weight(_rng(rng), shape, fan_in, fan_out, init,
                                                 self.dtype)
-        if bias:
+        if v._flag(bias, "bias"):
             self.params["bias"] = np.zeros(self.out_channels, dtype=self.dtype)
         self.grads = {k: np.zeros(p.shape, p.dtype) for k, p in self.params.items()}  # calloc: no pages touched
 
@@ -190,7 +190,7 @@ class ConvTranspose2D(Layer):
         return grad_x
 
     def output_shape(self, input_shape):
-        N, C, H, W = input_shape
+        N, C, H, W = _nchw(self, input_shape)
         if C != self.in_channels:
             raise ValueError(f"{self!r} expects {self.in_channels} input channels, got input shape {input_shape}")
         out = tuple((n - 1) * s - 2 * p + d * (k - 1) + op + 1 for n, s, p, d, k, op in zip(

@@ -6,7 +6,7 @@ import numpy as np
 from threadpoolctl import ThreadpoolController
 
 from fastconv import _validation as v
-from fastconv.nn.base import Layer, _dtype, _initial_weight
+from fastconv.nn.base import Layer, _dtype, _initial_weight, _rng
 
 __all__ = ["Linear", "Flatten", "Dropout"]
 
@@ -70,9 +70,9 @@ class Linear(Layer):
         self.in_features = v.integer(in_features, "in_features", minimum=1)
         self.out_features = v.integer(out_features, "out_features", minimum=1)
         self.dtype = _dtype(dtype)
-        self.params["weight"] = _initial_weight(np.random.default_rng(rng), (self.out_features, self.in_features),
+        self.params["weight"] = _initial_weight(_rng(rng), (self.out_features, self.in_features),
                                                 self.in_features, self.out_features, init, self.dtype)
-        if bias:
+        if v._flag(bias, "bias"):
             self.params["bias"] = np.zeros(self.out_features, dtype=self.dtype)
         self.grads = {k: np.zeros(p.shape, p.dtype) for k, p in self.params.items()}  # calloc: no pages touched
 
@@ -117,13 +117,15 @@ class Flatten(Layer):
     _in_place = True
 
     def forward(self, x, training=True):
-        x = np.asarray(x)
+        x = v.float_array(x, "x")
+        if x.ndim < 1:
+            raise ValueError(f"x must have a batch axis, got shape {x.shape}")
         self._remember(training, x.shape)
         return x.reshape(self.output_shape(x.shape))
 
     def backward(self, grad_output):
         (shape,) = self._recall()
-        return np.asarray(grad_output).reshape(shape)
+        return self._grad_output(grad_output, np.empty(self.output_shape(shape), np.uint8)).reshape(shape)
 
     def output_shape(self, input_shape):
         return (input_shape[0], int(np.prod(input_shape[1:], dtype=np.int64)))
@@ -147,7 +149,7 @@ class Dropout(Layer):
                 or not 0 <= p <= 1:
             raise ValueError(f"p must be a probability in [0, 1], got {p!r}")
         self.p = float(p)
-        self.rng = np.random.default_rng(rng)
+        self.rng = _rng(rng)
 
     def forward(self, x, training=True):
         x = v.float_array(x, "x")

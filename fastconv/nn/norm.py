@@ -52,8 +52,8 @@ class BatchNorm2D(Layer):
                 raise ValueError(f"momentum must be a number or None, got {momentum!r}")
             momentum = float(momentum)
         self.momentum = momentum
-        self.affine = bool(affine)
-        self.track_running_stats = bool(track_running_stats)
+        self.affine = v._flag(affine, "affine")
+        self.track_running_stats = v._flag(track_running_stats, "track_running_stats")
         self.dtype = _dtype(dtype)
         if self.affine:
             self.params["weight"] = np.ones(C, dtype=self.dtype)

@@ -2,7 +2,7 @@
 import numpy as np
 
 from fastconv import _validation as v
-from fastconv.nn.base import Layer
+from fastconv.nn.base import Layer, _nchw
 
 __all__ = ["MaxPool2D", "AvgPool2D", "AdaptiveAvgPool2D", "AdaptiveMaxPool2D"]
 
@@ -22,10 +22,10 @@ class _Pool2D(Layer):
         self.stride = self.kernel_size if stride is None else v.pair(stride, "stride", minimum=1)
         self.padding = v.pair(padding, "padding", minimum=0)
         self.dilation = v.pair(dilation, "dilation", minimum=1)
-        self.ceil_mode = bool(ceil_mode)
+        self.ceil_mode = v._flag(ceil_mode, "ceil_mode")
 
     def output_shape(self, input_shape):
-        N, C, H, W = input_shape
+        N, C, H, W = _nchw(self, input_shape)
         return (N, C) + tuple(_pool_size(n, k, s, p, d, self.ceil_mode, axis) for n, k, s, p, d, axis in zip(
             (H, W), self.kernel_size, self.stride, self.padding, self.dilation, ("height", "width")))
 
@@ -89,7 +89,7 @@ class AvgPool2D(_Pool2D):
     def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
                  divisor_override=None, *, backend=None):
         super().__init__(kernel_size, stride, padding, 1, ceil_mode, backend)
-        self.count_include_pad = bool(count_include_pad)
+        self.count_include_pad = v._flag(count_include_pad, "count_include_pad")
         self.divisor_override = (None if divisor_override is None
                                  else v.integer(divisor_override, "divisor_override", minimum=1))
 
