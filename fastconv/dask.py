@@ -24,9 +24,9 @@ the halos from the op's geometry (kernel, stride, padding, dilation, ceil_mode):
 
 Each output pixel is then computed from the same values in the same order as in memory,
 so results are bitwise equal to the in-memory ops (tests/test_dask.py checks this), except
-where the order depends on a block's size: conv2d's im2col algorithm (BLAS blocks its
-GEMM by the matrix sizes), its winograd algorithm (tiles start at each block's first
-output row) and `convolve2d` (the kernel's vector body and scalar tail round
+where the order depends on a block's size: the im2col algorithm of conv2d and
+conv_transpose2d (BLAS blocks its GEMM by the matrix sizes), their winograd algorithm
+(tiles start at each block's first output row) and `convolve2d` (the kernel's vector body and scalar tail round
 differently, and a block's columns fall in them as its width decides) agree to rounding.
 `conv_transpose2d`, whose halo lies before each block in the input, keeps its own helper
 (`_TransposedAxis`, with dask's overlap).
