@@ -465,7 +465,8 @@ def _slices(x_shape, weight_shape, g, dtype, pass_, num_threads, names):
     # weights once a call: a few images time them far slower per image than the call
     # runs (ResNet-18's 2x2 backward at batch 32: predicted 3.5x its time from 1 and 4
     # images), so one slice of as many images as the bound allows
-    if _im2col.by_taps(g, x_shape[1] // max(1, weight_shape[1]), N) and per_image <= SLICE_MACS_MAX:
+    if pass_ != "grad_x" and _im2col.by_taps(g, x_shape[1] // max(1, weight_shape[1]), N) \
+            and per_image <= SLICE_MACS_MAX:
         return [(min(N, 2 * SLICE_MACS_MAX // per_image), g.out_h)]
     slices = _budget_slices(N, full, budget, g, dtype, num_threads, "winograd" in names)
     if "im2col" not in names or num_threads < 2:

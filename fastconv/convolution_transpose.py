@@ -101,7 +101,7 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
     v.allocatable(out_shape, x.dtype, "output")
     gy = _extend(x, g)
     if gy.size and weight.size:
-        out = _input_gradient(gy, weight, out_shape, g, groups, num_threads_for_macs(2 * gy.size * weight[0].size),
+        out = _input_gradient(gy, weight, out_shape, g, groups, num_threads_for_macs(gy.size * weight[0].size),
                               algorithm)
     else:
         out = np.zeros(out_shape, dtype=x.dtype)
@@ -140,7 +140,7 @@ def conv_transpose2d_backward(grad_output, x, weight, stride=1, padding=0, outpu
     gy = _extend(x, g)
     if gy.size and grad_output.size:
         grad_w = _weight_gradient(gy, grad_output, weight, g, groups,
-                                  num_threads_for_macs(2 * gy.size * weight[0].size))
+                                  num_threads_for_macs(gy.size * weight[0].size))
     else:
         grad_w = np.zeros_like(weight)
     return grad_x, grad_w, grad_output.sum(axis=(0, 2, 3))

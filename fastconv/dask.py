@@ -438,8 +438,8 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
                          algorithm=algorithm)
     _, _, _, groups, out_shape, g = _args(_meta(x), weight, bias, stride, padding, output_padding, groups,
                                           dilation)
-    if algorithm == "auto":
-        algorithm = _autotune.choose("grad_x", out_shape, weight.shape, g, groups, x.dtype)
+    if algorithm == "auto":     # the in-memory op's choice: its class has the whole batch
+        algorithm = _autotune.choose("grad_x", (x.shape[0],) + out_shape[1:], weight.shape, g, groups, x.dtype)
     axes = {2: _TransposedAxis(x.shape[2], g.kernel_h, g.stride_h, g.pad_top, g.dilation_h, out_shape[2]),
             3: _TransposedAxis(x.shape[3], g.kernel_w, g.stride_w, g.pad_left, g.dilation_w, out_shape[3])}
     chunks = list(x.chunks)

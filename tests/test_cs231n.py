@@ -781,7 +781,7 @@ class TestAgainstTorch:
     (lambda: cs231n.affine_forward(np.zeros((3, 4)), np.ones((4, 2)), np.zeros(3)), ValueError, r"b must have shape \(2,\)"),
     (lambda: cs231n.affine_backward(np.ones(2), cs231n.affine_forward(np.zeros((3, 4)), np.ones((4, 2)), np.zeros(2))[1]),
      ValueError, r"dout must have shape \(3, 2\)"),
-    (lambda: cs231n.relu_backward(np.ones(3), np.ones((2, 3))), ValueError, r"dout must have shape \(2, 3\)"),
+    (lambda: cs231n.relu_backward(np.ones(4), np.ones((2, 3))), ValueError, r"dout must have shape \(2, 3\)"),
     (lambda: cs231n.batchnorm_forward(np.zeros((0, 3)), np.ones(3), np.zeros(3), {"mode": "train"}), ValueError,
      "at least one example"),
     (lambda: cs231n.im2col_cython(np.ones((2, 6, 6)), 3, 3, 1, 1), ValueError, "x must be 4-D"),

@@ -176,6 +176,27 @@ def test_conv_transpose2d(data, k, stride, padding, dilation, output_padding, gr
                          exact=_transposed_comparison(x, w, algorithm, **kw_), algorithm=algorithm, **kw_)
 
 
+def test_conv_transpose2d_auto_runs_the_in_memory_choice(monkeypatch):
+    """"auto" is resolved on the whole array, batch included, so the blocks run what
+    the in-memory op runs: here calibration makes im2col the faster (rule: direct)."""
+    from fastconv import _direct, _im2col
+
+    monkeypatch.setattr(_autotune, "_choices", {})
+    monkeypatch.setattr(_autotune, "get_autotune", lambda: True)
+    monkeypatch.setattr(_autotune, "calibrate", lambda pass_, *args: {n: float(n != "im2col") for n in args[-1]})
+    ran = []
+    for module in (_im2col, _direct):
+        real = module.grad_x
+        monkeypatch.setattr(module, "grad_x", lambda *a, real=real, name=module.__name__: ran.append(name) or real(*a))
+    x = np.random.default_rng(0).standard_normal((2, 4, 9, 9)).astype(np.float32)
+    w = np.random.default_rng(1).standard_normal((4, 3, 3, 3)).astype(np.float32)
+    want = fastconv.conv_transpose2d(x, w, padding=1)
+    assert ran == ["fastconv._im2col"]
+    got = fd.conv_transpose2d(da.from_array(x, chunks=(1, 4, 5, 9)), w, padding=1).compute(**SYNC)
+    assert set(ran) == {"fastconv._im2col"} and len(ran) > 2
+    assert_close(got, want)
+
+
 pool_args = dict(k=pairs(1, 4), stride=st.one_of(st.none(), pairs(1, 3)), padding=pairs(0, 2),
                  ceil_mode=st.booleans())
 

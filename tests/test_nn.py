@@ -651,8 +651,16 @@ def test_flatten_checks_its_input_and_gradient():
     f = Flatten()
     with pytest.raises(ValueError, match="x must have a batch axis"):
         f.forward(np.float32(3))
-    with pytest.raises(TypeError, match="x must be an array"):
-        f.forward(None)
+    for bad in (None, "abc"):
+        with pytest.raises(TypeError, match="x must be a numeric array"):
+            f.forward(bad)
+    assert f.forward(np.ones((2, 3), np.int64)).shape == (2, 3)
     f.forward(np.ones((2, 3, 4), np.float32))
     with pytest.raises(ValueError, match=r"grad_output must have shape \(2, 12\)"):
         f.backward(np.ones((2, 11), np.float32))
+
+
+def test_dropout_of_a_scalar_keeps_its_mask():
+    layer = nn.Dropout(0.5, rng=1)
+    y = layer.forward(np.array(3.0, np.float32))
+    assert layer.backward(np.array(1.0, np.float32)) == y / 3

@@ -95,7 +95,7 @@ class ReLU(Layer):
 
     def backward(self, grad_output):
         (y,) = self._recall()
-        return relu_backward(self._grad_output(grad_output, y), y)
+        return relu_backward(self._grad_output(grad_output, y.shape), y)
 
 
 class LeakyReLU(Layer):
@@ -131,7 +131,7 @@ class LeakyReLU(Layer):
 
     def backward(self, grad_output):
         (positive,) = self._recall()
-        grad_output = self._grad_output(grad_output, positive)
+        grad_output = self._grad_output(grad_output, positive.shape)
         return np.where(positive, grad_output, grad_output * grad_output.dtype.type(self.negative_slope))
 
     def __repr__(self):
@@ -149,7 +149,7 @@ class Sigmoid(Layer):
 
     def backward(self, grad_output):
         (y,) = self._recall()
-        return self._grad_output(grad_output, y) * (y * (1 - y))
+        return self._grad_output(grad_output, y.shape) * (y * (1 - y))
 
 
 class Tanh(Layer):
@@ -163,4 +163,4 @@ class Tanh(Layer):
 
     def backward(self, grad_output):
         (y,) = self._recall()
-        return self._grad_output(grad_output, y) * (1 - y * y)
+        return self._grad_output(grad_output, y.shape) * (1 - y * y)

@@ -97,7 +97,7 @@ def _rng(rng):
     try:
         return np.random.default_rng(rng)
     except (TypeError, ValueError) as e:
-        raise TypeError(f"rng must be None, an int seed or a numpy.random.Generator, got {rng!r}") from e
+        raise type(e)(f"rng must be None, a non-negative int seed or a numpy.random.Generator, got {rng!r}") from e
 
 
 def _nchw(layer, input_shape):
@@ -161,13 +161,13 @@ class Layer:
         y = self.forward(x, training=False)
         return y, (owned if np.may_share_memory(y, x) else True)
 
-    def _grad_output(self, grad_output, like):
-        """`grad_output` checked against `like`, the forward's output (or an array of its
-        shape): a float array of the same shape (either float dtype: an elementwise
-        layer's gradient keeps the dtype it comes in)."""
-        grad_output = v.float_array(grad_output, "grad_output", ndim=like.ndim)
-        if grad_output.shape != like.shape:
-            raise ValueError(f"grad_output must have shape {like.shape}, got {grad_output.shape}")
+    def _grad_output(self, grad_output, shape):
+        """`grad_output` checked against `shape`, the forward's output's: a float array
+        of that shape (either float dtype: an elementwise layer's gradient keeps the
+        dtype it comes in)."""
+        grad_output = v.float_array(grad_output, "grad_output", ndim=len(shape))
+        if grad_output.shape != tuple(shape):
+            raise ValueError(f"grad_output must have shape {tuple(shape)}, got {grad_output.shape}")
         return grad_output
 
     def _weighted_input(self, x, ndim):

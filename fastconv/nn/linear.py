@@ -117,7 +117,9 @@ class Flatten(Layer):
     _in_place = True
 
     def forward(self, x, training=True):
-        x = v.float_array(x, "x")
+        x = np.asarray(x)
+        if x.dtype.kind not in "biuf":
+            raise TypeError(f"x must be a numeric array, got dtype {x.dtype}")
         if x.ndim < 1:
             raise ValueError(f"x must have a batch axis, got shape {x.shape}")
         self._remember(training, x.shape)
@@ -125,7 +127,7 @@ class Flatten(Layer):
 
     def backward(self, grad_output):
         (shape,) = self._recall()
-        return self._grad_output(grad_output, np.empty(self.output_shape(shape), np.uint8)).reshape(shape)
+        return self._grad_output(grad_output, self.output_shape(shape)).reshape(shape)
 
     def output_shape(self, input_shape):
         return (input_shape[0], int(np.prod(input_shape[1:], dtype=np.int64)))
@@ -154,13 +156,12 @@ class Dropout(Layer):
     def forward(self, x, training=True):
         x = v.float_array(x, "x")
         if not training or self.p == 0:
-            # no mask: the identity; the backward checks its gradient against x's shape
-            self._cache = None if not training else (np.broadcast_to(np.ones((), x.dtype), x.shape),)
+            self._cache = None if not training else (None, x.shape)     # no mask: the identity
             return x.copy()
         keep = self.rng.random(x.shape) >= self.p
         scale = np.zeros((), x.dtype) if self.p == 1 else x.dtype.type(1 / (1 - self.p))
         mask = keep * scale
-        self._remember(training, mask)
+        self._remember(training, mask, x.shape)
         return x * mask
 
     def _infer(self, x, owned):
@@ -169,9 +170,9 @@ class Dropout(Layer):
         return v.float_array(x, "x"), owned
 
     def backward(self, grad_output):
-        (mask,) = self._recall()
-        grad_output = self._grad_output(grad_output, mask)
-        return grad_output.copy() if mask.strides == (0,) * mask.ndim else grad_output * mask
+        mask, shape = self._recall()
+        grad_output = self._grad_output(grad_output, shape)
+        return grad_output.copy() if mask is None else grad_output * mask
 
     def __repr__(self):
         return f"Dropout(p={self.p})"
