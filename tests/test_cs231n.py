@@ -803,3 +803,15 @@ def test_affine_and_batchnorm_of_empty_or_featureless_batches():
     assert dx.shape == (0, 2, 2) and dw.shape == (4, 3) and db.shape == (3,)
     out, cache = cs231n.batchnorm_forward(np.ones((4, 0)), np.ones(0), np.zeros(0), {"mode": "train"})
     assert [a.shape for a in cs231n.batchnorm_backward(np.zeros((4, 0)), cache)] == [(4, 0), (0,), (0,)]
+
+
+def test_parameter_dicts_and_legacy_caches_are_checked():
+    x = np.ones((1, 1, 4, 4))
+    with pytest.raises(TypeError, match="conv_param must be a dict"):
+        cs231n.conv_forward_fast(x, np.ones((1, 1, 3, 3)), np.zeros(1), None)
+    with pytest.raises(TypeError, match="pool_param must be a dict"):
+        cs231n.max_pool_backward_fast(np.ones((1, 1, 2, 2)), ("im2col", (x, None, None, None)))
+    with pytest.raises(ValueError, match=r"must hold \(x, x_reshaped, out\)"):
+        cs231n.max_pool_backward_fast(np.ones((1, 1, 2, 2)), ("reshape", (x, np.zeros(3), None)))
+    with pytest.raises(KeyError, match="pad"):           # a missing key, as in the course
+        cs231n.conv_forward_fast(x, np.ones((1, 1, 3, 3)), np.zeros(1), {"stride": 1})

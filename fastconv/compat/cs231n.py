@@ -40,6 +40,8 @@ Differences from the originals, all where the originals fail:
   the biased batch variance and stored back as new arrays); its cache is its
   own, as every student's is.
 """
+import collections.abc
+
 import numpy as np
 
 import fastconv
@@ -84,12 +86,21 @@ def _like(a, x, name):
     return _float(a, name).astype(x.dtype, copy=False)
 
 
+def _param(value, name, keys):
+    """The course's parameter dict `value` (a missing key is a KeyError, as in the course)."""
+    if not isinstance(value, collections.abc.Mapping):
+        raise TypeError(f"{name} must be a dict with {', '.join(map(repr, keys))}, got {type(value).__name__}")
+    return [value[k] for k in keys]
+
+
 def _conv_args(conv_param):
-    return dict(stride=conv_param["stride"], padding=conv_param["pad"])
+    stride, pad = _param(conv_param, "conv_param", ("stride", "pad"))
+    return dict(stride=stride, padding=pad)
 
 
 def _pool_args(pool_param):
-    return (pool_param["pool_height"], pool_param["pool_width"]), pool_param["stride"]
+    height, width, stride = _param(pool_param, "pool_param", ("pool_height", "pool_width", "stride"))
+    return (height, width), stride
 
 
 # ---------------------------------------------------------------------------
@@ -188,7 +199,7 @@ def _pool_cache(cache):
         return cache[0], cache[1]
     if isinstance(cache, tuple) and len(cache) == 2 and isinstance(cache[0], str):
         method, inner = cache
-        if method == "reshape" and isinstance(inner, tuple) and len(inner) == 3:
+        if method == "reshape" and isinstance(inner, tuple) and len(inner) == 3 and np.ndim(inner[1]) == 6:
             x, x_reshaped, _ = inner     # x_reshaped: (N, C, H/ph, ph, W/pw, pw), stride == ph == pw
             pool_param = {"pool_height": x_reshaped.shape[3], "pool_width": x_reshaped.shape[5],
                           "stride": x_reshaped.shape[3]}
