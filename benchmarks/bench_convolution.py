@@ -77,14 +77,7 @@ class Conv2dForward(_Conv2dBase):
         if with_ref:
             self.impls["reference"] = lambda: reference.conv2d(x, w, **kw)
         if with_torch:
-            torch = self.torch
-            tx, tw = torch.from_numpy(x), torch.from_numpy(w)
-
-            def torch_forward():
-                with torch.no_grad():
-                    torch.nn.functional.conv2d(tx, tw, **kw)
-
-            self.impls["torch"] = torch_forward
+            self.impls["torch"] = _torch_forward(self.torch, self.torch.nn.functional.conv2d, x, w, kw)
 
 
 class Conv2dBackward(_Conv2dBase):
@@ -132,14 +125,7 @@ class ConvTranspose2dForward(_ConvTranspose2dBase):
         self.tracks_only = algorithm != "im2col"
         self.impls["reference"] = lambda: reference.conv_transpose2d(x, w, **kw)
         if self.torch is not None:
-            torch = self.torch
-            tx, tw = torch.from_numpy(x), torch.from_numpy(w)
-
-            def torch_forward():
-                with torch.no_grad():
-                    torch.nn.functional.conv_transpose2d(tx, tw, **kw)
-
-            self.impls["torch"] = torch_forward
+            self.impls["torch"] = _torch_forward(self.torch, self.torch.nn.functional.conv_transpose2d, x, w, kw)
 
 
 class ConvTranspose2dBackward(_ConvTranspose2dBase):
@@ -157,6 +143,16 @@ class ConvTranspose2dBackward(_ConvTranspose2dBase):
         if self.torch is not None:
             self.impls["torch"] = _torch_backward(self.torch, self.torch.nn.functional.conv_transpose2d, x, w, go,
                                                   kw)
+
+
+def _torch_forward(torch, conv, x, w, kw):
+    tx, tw = torch.from_numpy(x), torch.from_numpy(w)
+
+    def torch_forward():
+        with torch.no_grad():
+            conv(tx, tw, **kw)
+
+    return torch_forward
 
 
 def _torch_backward(torch, conv, x, w, go, kw):
@@ -193,14 +189,7 @@ class Conv1dForward(_Conv1dBase):
         if self.with_ref:
             self.impls["reference"] = lambda: reference.conv1d(x, w, **kw)
         if self.torch is not None:
-            torch = self.torch
-            tx, tw = torch.from_numpy(x), torch.from_numpy(w)
-
-            def torch_forward():
-                with torch.no_grad():
-                    torch.nn.functional.conv1d(tx, tw, **kw)
-
-            self.impls["torch"] = torch_forward
+            self.impls["torch"] = _torch_forward(self.torch, self.torch.nn.functional.conv1d, x, w, kw)
 
 
 class Conv1dBackward(_Conv1dBase):
