@@ -29,6 +29,13 @@ class _Optimizer:
             if key not in grads:
                 raise KeyError(f"parameter {key!r} has no gradient in model.grads")
             g = grads[key]
+            if np.shape(g) != p.shape:
+                raise ValueError(f"the gradient of {key!r} has shape {np.shape(g)}, its parameter {p.shape}")
+            state = self.state.get(key)         # SGD: the velocity; Adam: (m, s)
+            kept = () if state is None else state if isinstance(state, tuple) else (state,)
+            if any(a.shape != p.shape for a in kept):
+                raise ValueError(f"parameter {key!r} has shape {p.shape} now, unlike its state from earlier steps; "
+                                 f"a new optimizer starts afresh")
             if self.weight_decay:
                 g = g + self.weight_decay * p
             yield key, p, g

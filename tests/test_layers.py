@@ -488,3 +488,19 @@ def test_binary_log_loss_checks_eps(kwargs, error, match):
 def test_binary_log_loss_checks_the_targets_dtype():
     with pytest.raises(TypeError, match="targets must be an array of real numbers"):
         binary_log_loss(np.array([0.9, 0.1], np.float32), np.array(["a", "b"], object))
+
+
+@pytest.mark.parametrize("make", [lambda m: fastconv.SGD(m, lr=0.1, momentum=0.9), lambda m: fastconv.Adam(m)])
+def test_optimisers_name_a_parameter_whose_shape_changed(make):
+    model = fastconv.Sequential(fastconv.Linear(2, 2))
+    opt = make(model)
+    model.forward(np.ones((1, 2), np.float32))
+    model.backward(np.ones((1, 2), np.float32))
+    opt.step()
+    layer = model.layers[0]
+    layer.params["weight"] = np.zeros((3, 3), np.float32)
+    with pytest.raises(ValueError, match=r"the gradient of '0.weight' has shape \(2, 2\), its parameter \(3, 3\)"):
+        opt.step()
+    layer.grads["weight"] = np.zeros((3, 3), np.float32)
+    with pytest.raises(ValueError, match=r"'0.weight' has shape \(3, 3\) now, unlike its state"):
+        opt.step()
