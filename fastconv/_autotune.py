@@ -601,8 +601,8 @@ def _parts(pass_, names, x, weight, grad_output, gs, kw, groups, num_threads):
     if pass_ == "grad_weight":
         return grad_weight
     if pass_ == "grad_x":
-        modules = {"im2col": _im2col, "direct": _direct, "winograd": _winograd}
-        return {a: (lambda m=modules[a]: m.grad_x(grad_output, weight, x.shape, gs, groups, num_threads))
+        return {a: (lambda m=convolution._MODULES[a]: m.grad_x(grad_output, weight, x.shape, gs, groups,
+                                                                num_threads))
                 for a in names}
     calls = {a: (lambda a=a: fastconv.conv2d_backward(grad_output, x, weight, groups=groups, algorithm=a, **kw))
              for a in names if a != "winograd"}

@@ -291,7 +291,8 @@ def grad_x(grad_output, weight, x_shape, g, groups, num_threads):
     col_rows = C * g.kernel_h * g.kernel_w
     band_rows = _band_rows(col_rows, g, grad_output.dtype.itemsize)
     workspace = _workspace(num_threads, col_rows, band_rows, g, grad_output.dtype)
-    out = np.zeros(x_shape, dtype=grad_output.dtype)
+    out = _memory.empty(x_shape, grad_output.dtype)     # a released result's block, as the others'
+    out.fill(0)                                         # col2im adds into it
     blas.pin_single_threaded()
     kernel.conv2d_grad_x(weight.reshape(groups, K // groups, col_rows // groups),
                          grad_output.reshape(N, K, g.out_h * g.out_w), out, workspace, g.struct(), band_rows,

@@ -118,7 +118,8 @@ class LeakyReLU(Layer):
     def forward(self, x, training=True):
         x = v.float_array(x, "x")
         positive = x > 0
-        y = np.where(positive, x, x * x.dtype.type(self.negative_slope))   # an array, 0-d too
+        y = np.multiply(x, x.dtype.type(self.negative_slope), out=np.empty_like(x))   # an array, 0-d too
+        np.copyto(y, x, where=positive)
         self._remember(training, positive)
         return y
 

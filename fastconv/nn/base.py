@@ -165,10 +165,7 @@ class Layer:
         """`grad_output` checked against `shape`, the forward's output's: a float array
         of that shape (either float dtype: an elementwise layer's gradient keeps the
         dtype it comes in)."""
-        grad_output = v.float_array(grad_output, "grad_output", ndim=len(shape))
-        if grad_output.shape != tuple(shape):
-            raise ValueError(f"grad_output must have shape {tuple(shape)}, got {grad_output.shape}")
-        return grad_output
+        return v.grad_output_array(grad_output, shape, None)
 
     def _weighted_input(self, x, ndim):
         """`x` checked against a layer with weights: `ndim`-D, of the weights' dtype."""

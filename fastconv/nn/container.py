@@ -240,7 +240,7 @@ class Residual(_Container):
         s = x if self.shortcut is None else self.shortcut.forward(x, True)
         _same_shapes(np.shape(y), np.shape(s), np.shape(x))
         forward_sum = getattr(self.activation, "_forward_sum", None)
-        if forward_sum is not None and np.shape(y) == np.shape(s):
+        if forward_sum is not None:
             y = forward_sum(y, s, True)      # ReLU of the sum in one pass
         else:
             y = y + s
