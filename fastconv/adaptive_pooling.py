@@ -19,9 +19,10 @@ from fastconv.pooling import global_avg_pool2d
 #: faster). On the Zen 4 VM (one thread, interleaved) it took 0.71-0.87x the portable
 #: build's time in float64 (the 14->5, 13->6 and 7->1 cases of `bench --sections ops`),
 #: whose column pass the portable build did not vectorise, and 0.93-0.99x in float32.
-#: A max is exact, so every build returns the same values and indices. The averages
-#: stay on the portable build: no faster with AVX, and their sums would round
-#: differently with the vector width.
+#: A max is exact, so every build returns the same values and indices. The windowed
+#: averages stay on the portable build: no faster with AVX, and their sums would round
+#: differently with the vector width (the 1x1 average, `global_avg_pool2d`, runs on the
+#: widest build).
 _max_kernel = widest_build("adaptive_pool")
 
 

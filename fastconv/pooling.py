@@ -12,6 +12,7 @@ import numpy as np
 from fastconv import _memory
 from fastconv import _validation as v
 from fastconv._kernels import pooling as _kernel
+from fastconv._kernels import widest_build
 from fastconv._threads import num_threads_for
 
 _NO_INDICES = np.zeros((1, 1, 1), dtype=np.int64)
@@ -229,6 +230,12 @@ def _global_shape(shape, keepdims):
     return tuple(shape[:-2]) + (1, 1) if keepdims else tuple(shape[:-2])
 
 
+#: The global average's build: the widest. With AVX it sums groups of planes at once
+#: (adaptive_pool.h): ResNet's (32, 512, 7, 7) in 0.6-0.7x the portable build's time on
+#: one thread, in another order (both fixed by the plane's size alone).
+_mean_kernel = widest_build("adaptive_pool")
+
+
 def global_avg_pool2d(x, keepdims=True):
     """Mean over each (H, W) plane, as ``torch.nn.functional.adaptive_avg_pool2d(x, 1)``.
 
@@ -246,7 +253,7 @@ def global_avg_pool2d(x, keepdims=True):
     keepdims = v._flag(keepdims, "keepdims")
     N, C, H, W = xb.shape
     out = np.empty(N * C, dtype=xb.dtype)
-    _kernel.global_avg_pool2d(xb.reshape(N * C, H * W), out, num_threads_for(xb.size))
+    _mean_kernel.global_avg_pool2d(xb.reshape(N * C, H * W), out, num_threads_for(xb.size))
     return out.reshape(_global_shape(xb.shape[unbatched:], keepdims))
 
 

@@ -285,14 +285,15 @@ def test_adaptive_same_result_at_any_thread_count():
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("hw", [(1, 1), (1, 7), (2, 4), (3, 3), (4, 4), (7, 7), (5, 13), (16, 32), (23, 23)])
+@pytest.mark.parametrize("hw", [(1, 1), (1, 3), (1, 7), (2, 4), (3, 3), (4, 4), (5, 5), (7, 7), (5, 13), (16, 32), (23, 23)])
 def test_adaptive_average_to_one_pixel(hw, dtype):
-    """Output 1x1 runs global pooling's kernel (8 running sums per plane, 32 from 512
-    values on, then the values past the last multiple): planes shorter than, equal to
-    and past 8 values, at and past 512 values (and 32 * 16 + 17), a NaN
-    and an infinity kept in their planes, the same bits as global_avg_pool2d and at every
-    thread count, batched and unbatched (and torch's values, where it is installed)."""
-    from fastconv._kernels import pooling
+    """Output 1x1 runs global pooling's kernel: planes shorter than, equal to and past
+    one, two and four vectors of lanes and 512 values, a NaN and an infinity kept in
+    their planes, the same bits as global_avg_pool2d; in every build (the AVX build
+    sums groups of planes, the portable one plane by plane), the same bits at every
+    thread count and for every plane count of the last group, batched and unbatched
+    (and torch's values, where it is installed)."""
+    from fastconv._kernels import runnable_builds
 
     rng = np.random.default_rng(13)
     x = rng.standard_normal((5, 3) + hw).astype(dtype)
@@ -303,7 +304,13 @@ def test_adaptive_average_to_one_pixel(hw, dtype):
     assert np.isnan(avg[0, 1]).all() and np.isposinf(avg[2, 2]).all() and np.isfinite(avg[finite]).all()
     np.testing.assert_array_equal(avg, fastconv.global_avg_pool2d(x))
     np.testing.assert_array_equal(fastconv.adaptive_avg_pool2d(x[1], (1, 1)), avg[1])
-    for n in (1, 3):      # the kernel itself: the op gives small work one thread
-        out = np.empty(15, dtype)
-        pooling.global_avg_pool2d(x.reshape(15, -1), out, n)
-        np.testing.assert_array_equal(out, avg.reshape(-1))
+    planes = x.reshape(15, -1)
+    for build in runnable_builds("adaptive_pool"):
+        whole = np.empty(15, dtype)
+        build.global_avg_pool2d(planes, whole, 2)
+        assert_close(whole.reshape(5, 3)[finite], reference.adaptive_avg_pool2d(x, 1)[finite][:, 0, 0])
+        for n in (1, 3):      # the kernel itself: the op gives small work one thread
+            for count in (1, 7, 9, 15):      # groups of 4 or 8 planes, the last one short
+                out = np.empty(count, dtype)
+                build.global_avg_pool2d(planes[:count], out, n)
+                np.testing.assert_array_equal(out, whole[:count])

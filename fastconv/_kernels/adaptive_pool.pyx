@@ -55,6 +55,8 @@ cdef extern from "adaptive_pool.h" nogil:
                              Py_ssize_t w1, int64_t* idx)
     double fc_ap_window_max_d(const double* plane, Py_ssize_t W, Py_ssize_t h0, Py_ssize_t h1, Py_ssize_t w0,
                               Py_ssize_t w1, int64_t* idx)
+    void fc_ap_plane_means_f(const float* x, Py_ssize_t L, Py_ssize_t count, float* dst)
+    void fc_ap_plane_means_d(const double* x, Py_ssize_t L, Py_ssize_t count, double* dst)
     void fc_ap_avg_row_f(const float* plane, Py_ssize_t W, Py_ssize_t h0, Py_ssize_t h1, const Py_ssize_t* ws,
                          const Py_ssize_t* we, Py_ssize_t Wo, float* col_sum, float* dst)
     void fc_ap_avg_row_d(const double* plane, Py_ssize_t W, Py_ssize_t h0, Py_ssize_t h1, const Py_ssize_t* ws,
@@ -105,6 +107,24 @@ cdef void _max_row_scan(const floating* plane, floating* dst, int64_t* idx, Py_s
             dst[j] = fc_ap_window_max_f(plane, W, h0, h1, ws[j], we[j], idx + j)
         else:
             dst[j] = fc_ap_window_max_d(plane, W, h0, h1, ws[j], we[j], idx + j)
+
+
+def global_avg_pool2d(const floating[:, ::1] x, floating[::1] out, int num_threads):
+    """out[p] = mean of x[p, :] (NaN for L = 0), summed in an order fixed by L alone
+    (adaptive_pool.h): tasks of whole groups of 8 planes."""
+    cdef Py_ssize_t P = x.shape[0], L = x.shape[1]
+    if out.shape[0] != P:
+        raise ValueError(f"out must have shape ({P},), got ({out.shape[0]},)")
+    if P == 0:
+        return
+    cdef Py_ssize_t per = (_chunk(P, num_threads) + 7) // 8 * 8
+    cdef Py_ssize_t t, p
+    for t in prange((P + per - 1) // per, nogil=True, num_threads=num_threads, schedule="dynamic"):
+        p = t * per
+        if floating is float:
+            fc_ap_plane_means_f(&x[p, 0], L, min(per, P - p), &out[p])
+        else:
+            fc_ap_plane_means_d(&x[p, 0], L, min(per, P - p), &out[p])
 
 
 def adaptive_avg_pool2d(const floating[:, :, ::1] x, floating[:, :, ::1] out, int num_threads):

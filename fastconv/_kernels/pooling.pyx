@@ -522,44 +522,10 @@ def avg_pool2d_backward(const floating[:, :, ::1] grad_output, floating[:, :, ::
 
 
 # ---------------------------------------------------------------------------
-# Global pooling: one value per plane. The per-plane work sits in helpers so
-# their lane arrays are per call (a C array declared in the prange function
-# would be shared between the threads).
-
-cdef enum:
-    LONG_PLANE = 512    # planes of at least this many values: 32 partial sums, not 8
-
-
-cdef inline floating _plane_sum(const floating* src, Py_ssize_t L) noexcept nogil:
-    # Eight partial sums: a reduction the compiler vectorises without -ffast-math. A long
-    # plane's whole blocks of 32 go to 32 sums first, folded into the eight: eight
-    # independent vector chains in the portable (SSE2) float32 build, where eight sums
-    # are two and each add waits for the last (the (8, 64, 112, 112) global average read
-    # 57 GB/s on two threads, torch's 78). The order is fixed by L alone: every call on
-    # a plane of L values rounds alike.
-    cdef floating acc[8]
-    cdef floating wide[32]
-    cdef Py_ssize_t i, k, start = 0
-    cdef floating s
-    for k in range(8):
-        acc[k] = 0
-    if L >= LONG_PLANE:
-        for k in range(32):
-            wide[k] = 0
-        for i in range(L // 32):
-            for k in range(32):
-                wide[k] = wide[k] + src[32 * i + k]
-        for k in range(8):
-            acc[k] = (wide[k] + wide[k + 16]) + (wide[k + 8] + wide[k + 24])
-        start = 32 * (L // 32)
-    for i in range((L - start) // 8):
-        for k in range(8):
-            acc[k] = acc[k] + src[start + 8 * i + k]
-    s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
-    for i in range(start + 8 * ((L - start) // 8), L):
-        s = s + src[i]
-    return s
-
+# Global pooling: one value per plane (the average's forward is in adaptive_pool.pyx,
+# built per instruction set). The per-plane work sits in helpers so their lane
+# arrays are per call (a C array declared in the prange function would be shared
+# between the threads).
 
 cdef inline floating _plane_max(const floating* src, Py_ssize_t L) noexcept nogil:
     if floating is float:
@@ -581,17 +547,6 @@ cdef inline int64_t _plane_argmax(const floating* src, Py_ssize_t L) noexcept no
         if src[i] == m:
             return i
     return 0
-
-
-def global_avg_pool2d(const floating[:, ::1] x, floating[::1] out, int num_threads):
-    """out[p] = mean of x[p, :] (L >= 1)."""
-    cdef Py_ssize_t P = x.shape[0], L = x.shape[1]
-    check_shape("out", (out.shape[0],), (P,))
-    cdef Py_ssize_t p
-    if P == 0:
-        return
-    for p in prange(P, nogil=True, schedule="static", num_threads=num_threads):
-        out[p] = _plane_sum(&x[p, 0], L) / <floating> L
 
 
 def global_avg_pool2d_backward(const floating[::1] grad_output, floating[:, ::1] grad_input,
