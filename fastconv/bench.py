@@ -534,6 +534,8 @@ def _conv_transpose_cases(torch, dtype, rng, with_reference):
 
 
 NEIGHBOUR_CASES = ("C1", "C2")
+#: Timed epochs of the main job at each thread count beside the busy core (~0.1 s each).
+MAIN_JOB_EPOCHS = 5
 #: Seconds the busy neighbour process may run at most (it is stopped sooner).
 BUSY_SECONDS = 120
 BUSY_LOOP = "import time\nend = time.monotonic() + {seconds}\nwhile time.monotonic() < end:\n    pass\n"
@@ -640,7 +642,9 @@ def neighbour_cases(torch, dtypes=("float32",), with_reference=True):
         return
     rates = {1: [], 2: []}
     with busy_neighbour():
-        for _ in range(2):
+        for n in (1, 2):    # untimed: the first epoch at each count also calibrates `auto`
+            main_job_images_per_second(n)
+        for _ in range(MAIN_JOB_EPOCHS):
             for n in (1, 2):
                 rates[n].append(main_job_images_per_second(n))
     case = Case("main job", "busy core, 1 vs 2 thr", "float32", {},
