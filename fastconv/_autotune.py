@@ -306,8 +306,8 @@ def rule(pass_, x_shape, weight_shape, g, groups, dtype):
     except a pointwise convolution, two plain GEMMs, small output planes, which im2col
     runs tap by tap over the whole batch (`fastconv._im2col.by_taps`: backward 5.7x faster
     than direct's tiles on 2x2 planes, 1.35x on 4x4; the tiles span rows of a few pixels), and geometries whose planes
-    would not fit, all im2col. grad_x alone likewise, but for small planes (im2col has no
-    taps for it). Never winograd: where it pays depends most on the CPU.
+    would not fit, all im2col. grad_x alone likewise. Never winograd: where it pays
+    depends most on the CPU.
     Re-measure with ``python -m fastconv bench --sections direct``.
     """
     dtype = np.dtype(dtype)
@@ -315,8 +315,6 @@ def rule(pass_, x_shape, weight_shape, g, groups, dtype):
         return "direct"
     if not _direct.planes_fit(x_shape[1], g, dtype.itemsize):
         return "im2col"
-    if pass_ == "grad_x":       # im2col's bands, not its taps
-        return "im2col" if _im2col.pointwise(g) else "direct"
     if pass_ not in ("forward", "eval"):
         return "im2col" if _im2col.pointwise(g) or _im2col.by_taps(g, groups, x_shape[0]) else "direct"
     if _im2col.pointwise(g):
@@ -465,8 +463,7 @@ def _slices(x_shape, weight_shape, g, dtype, pass_, num_threads, names):
     # weights once a call: a few images time them far slower per image than the call
     # runs (ResNet-18's 2x2 backward at batch 32: predicted 3.5x its time from 1 and 4
     # images), so one slice of as many images as the bound allows
-    if pass_ != "grad_x" and _im2col.by_taps(g, x_shape[1] // max(1, weight_shape[1]), N) \
-            and per_image <= SLICE_MACS_MAX:
+    if _im2col.by_taps(g, x_shape[1] // max(1, weight_shape[1]), N) and per_image <= SLICE_MACS_MAX:
         return [(min(N, 2 * SLICE_MACS_MAX // per_image), g.out_h)]
     slices = _budget_slices(N, full, budget, g, dtype, num_threads, "winograd" in names)
     if "im2col" not in names or num_threads < 2:

@@ -214,6 +214,42 @@ def forward(x, weight, bias, g, groups, num_threads, taps=None):
     return out
 
 
+def _add_input_gradient(go, offsets, windows, taps, grad_xt, num_threads):
+    """grad_xt (images, H, W, C) += each tap's gathered output gradients (`go`, blocks at
+    `offsets`, `_gather`'s) times its K x C weights, at the input pixels under its window."""
+    K, T, C = taps.shape
+    product = np.empty((offsets[-1], C), dtype=go.dtype)
+    blocks = [(w[0], lo, hi) for w, lo, hi in zip(windows, offsets, offsets[1:])]
+    _products(go, taps, product, blocks, lambda tap, lo, hi: (hi - lo, C, K, lo * K, K, tap * C, T * C, lo * C, C),
+              num_threads=num_threads)
+    for w, lo, hi in zip(windows, offsets, offsets[1:]):
+        target = grad_xt[:, w[2][0], w[2][1], :]
+        target += product[lo:hi].reshape(target.shape)
+
+
+def _grad_x_by_taps(grad_output, weight, x_shape, g, num_threads):
+    """conv2d's input gradient tap by tap. Unlike the forward's and the weight
+    gradient's, it leaves out no product that reaches an input pixel (the bands' col2im
+    drops the padding's too), so every call can run so."""
+    N, C, H, W = x_shape
+    K = weight.shape[0]
+    grad_x = np.zeros(x_shape, dtype=grad_output.dtype)
+    windows = _tap_windows(g, H, W) if N and C and K else []
+    if not windows:
+        return grad_x
+    # one window (a 1x1 kernel at stride > 1): written in place, zero off it
+    grad_xt = grad_x.transpose(0, 2, 3, 1) if len(windows) == 1 else np.zeros((N, H, W, C), grad_x.dtype)
+    gt = _channels_last(grad_output, windows)
+    taps = taps_weight(weight, num_threads)
+    blas.pin_single_threaded()
+    for n0, n1 in _batch_chunks(N, windows, max(C, K)):
+        go, offsets = _gather(gt[n0:n1], windows, 1)
+        _add_input_gradient(go, offsets, windows, taps, grad_xt[n0:n1], num_threads)
+    if len(windows) != 1:
+        grad_x[...] = grad_xt.transpose(0, 3, 1, 2)
+    return grad_x
+
+
 def _backward_by_taps(grad_output, x, weight, g, num_threads, with_grad_x, taps):
     """The gradients, or None where the products left out (padding's zeros times
     grad_output) may not be zeros."""
@@ -245,13 +281,7 @@ def _backward_by_taps(grad_output, x, weight, g, num_threads, with_grad_x, taps)
                       lambda tap, lo, hi: (K, C, hi - lo, lo * K, K, lo * C, C, tap * C, T * C),
                       trans_a=True, beta=0 if n0 == 0 else 1, num_threads=num_threads)
             if with_grad_x:
-                product = np.empty((offsets[-1], C), dtype=x.dtype)
-                _products(go, taps, product, blocks,
-                          lambda tap, lo, hi: (hi - lo, C, K, lo * K, K, tap * C, T * C, lo * C, C),
-                          num_threads=num_threads)
-                for w, lo, hi in zip(windows, offsets, offsets[1:]):
-                    target = grad_xt[n0:n1, w[2][0], w[2][1], :]
-                    target += product[lo:hi].reshape(target.shape)
+                _add_input_gradient(go, offsets, windows, taps, grad_xt[n0:n1], num_threads)
     grad_w = np.empty(weight.shape, dtype=x.dtype)
     kernel.swap_last_axes(grad_taps, grad_w.reshape(K, C, grad_taps.shape[1]), num_threads)
     if with_grad_x and len(windows) != 1:
@@ -284,9 +314,12 @@ def backward(grad_output, x, weight, g, groups, num_threads, with_grad_x=True, t
 def grad_x(grad_output, weight, x_shape, g, groups, num_threads):
     """conv2d's input gradient alone, of shape x_shape (conv_transpose2d's forward): for
     each band of grad_output's rows, weight^T @ band in the thread's column band, summed
-    into grad_x by col2im (even bands, then odd ones, as `backward`'s)."""
+    into grad_x by col2im (even bands, then odd ones, as `backward`'s); small output
+    planes tap by tap (`by_taps`)."""
     N, C = x_shape[:2]
     K = weight.shape[0]
+    if by_taps(g, groups, N):
+        return _grad_x_by_taps(grad_output, weight, x_shape, g, num_threads)
     _check_blas_limits(g)
     col_rows = C * g.kernel_h * g.kernel_w
     band_rows = _band_rows(col_rows, g, grad_output.dtype.itemsize)

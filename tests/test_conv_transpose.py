@@ -16,6 +16,10 @@ CASES = [
     (1, 3, 3, 4, 2, 3, 2, (3, 2), (2, 1), (2, 1), 1, (2, 1)),
     (0, 2, 4, 4, 2, 3, 3, 2, 0, 1, 1, 1),        # empty batch
     (1, 6, 1, 1, 1, 1, 1, 1, 0, 0, 6, 1),        # depthwise 1x1
+    # x planes of at most 16 pixels: im2col's grad_x tap by tap (`_im2col.by_taps`)
+    (3, 6, 2, 3, 4, 4, 4, 2, 1, 0, 1, 1),        # a DCGAN's 4x4 upsampling
+    (2, 5, 3, 3, 3, 1, 1, 2, 0, 1, 1, 1),        # 1x1 at stride 2: one tap, gaps between
+    (2, 3, 4, 4, 2, 3, 3, 2, 2, 1, 1, 2),        # dilated: taps that land in the padding
 ]
 
 
