@@ -316,7 +316,7 @@ def rule(pass_, x_shape, weight_shape, g, groups, dtype):
     if not _direct.planes_fit(x_shape[1], g, dtype.itemsize):
         return "im2col"
     if pass_ not in ("forward", "eval"):
-        return "im2col" if _im2col.pointwise(g) or _im2col.by_taps(g, groups, x_shape[0]) else "direct"
+        return "im2col" if _im2col.pointwise(g) or _im2col.by_taps(g, groups, x_shape) else "direct"
     if _im2col.pointwise(g):
         covered = _direct.channel_tiles_cover(g, weight_shape[0] // groups, math.prod(weight_shape[1:]), dtype)
         return "direct" if dtype == np.float64 and covered else "im2col"
@@ -463,7 +463,7 @@ def _slices(x_shape, weight_shape, g, dtype, pass_, num_threads, names):
     # weights once a call: a few images time them far slower per image than the call
     # runs (ResNet-18's 2x2 backward at batch 32: predicted 3.5x its time from 1 and 4
     # images), so one slice of as many images as the bound allows
-    if _im2col.by_taps(g, x_shape[1] // max(1, weight_shape[1]), N) and per_image <= SLICE_MACS_MAX:
+    if _im2col.by_taps(g, x_shape[1] // max(1, weight_shape[1]), x_shape) and per_image <= SLICE_MACS_MAX:
         return [(min(N, 2 * SLICE_MACS_MAX // per_image), g.out_h)]
     slices = _budget_slices(N, full, budget, g, dtype, num_threads, "winograd" in names)
     if "im2col" not in names or num_threads < 2:

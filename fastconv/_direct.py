@@ -367,7 +367,10 @@ def grad_x(grad_output, weight, x_shape, g, groups, num_threads):
     forward's tiles; the row kernels where the planes would not fit."""
     out = _memory.empty(x_shape, grad_output.dtype)
     transposed = _transposed(g, x_shape)
-    if not planes_fit(weight.shape[0], transposed, out.dtype.itemsize):
+    # The tiles run over grad_output's zero-padded planes: the padding's zeros times the
+    # weights are products the input gradient has not (the reference's col2im drops
+    # them), NaN where a weight is inf or NaN. The row kernels form only real products.
+    if not planes_fit(weight.shape[0], transposed, out.dtype.itemsize) or not np.isfinite(weight).all():
         _grad_x_strided(grad_output, weight, out, g, groups, num_threads)
     elif g.stride_h == g.stride_w == 1:
         _grad_x_as_forward(grad_output, weight, out, transposed, groups, num_threads)
@@ -385,10 +388,17 @@ def backward(grad_output, x, weight, g, groups, num_threads):
 def grad_weight(grad_output, x, weight, g, groups, num_threads):
     """conv2d's weight gradient (K, C/groups, kh, kw)."""
     kh, kw = weight.shape[2:]
+    grad_w = None
     if weight.shape[1] == 1 and planes_fit(1, g, x.dtype.itemsize):
-        return _grad_weight_planes(grad_output, x, weight, g, groups, num_threads)
-    if planes_fit(x.shape[1], g, x.dtype.itemsize):
-        return _grad_weight_tiles(grad_output, x, weight, g, groups, num_threads)
+        grad_w = _grad_weight_planes(grad_output, x, weight, g, groups, num_threads)
+    elif planes_fit(x.shape[1], g, x.dtype.itemsize):
+        grad_w = _grad_weight_tiles(grad_output, x, weight, g, groups, num_threads)
+    # The planes' lanes past the output's width, and their padding, multiply x by zeros
+    # in products the weight gradient has not: NaN where x is inf or NaN there. Such a
+    # gradient is not finite (a check of the small result, not of x), and comes again
+    # from the row kernels, which form only real products.
+    if grad_w is not None and np.isfinite(grad_w).all():
+        return grad_w
     grad_w = np.empty_like(weight)
     row_len = kernel.packed_row_len(g.stride_w, g.out_w, kw, g.dilation_w)
     size = kernel.grad_weight_workspace(kh, kw, row_len, x.dtype == np.float64)

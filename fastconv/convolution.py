@@ -133,7 +133,7 @@ def _conv2d_train(x, weight, bias, stride, padding, dilation, groups, saved):
     algorithm = _choose_algorithm(x.shape, weight.shape, g, groups, x.dtype)
     work = x.shape[0] * weight.shape[0] * g.out_h * g.out_w * weight[0].size
     num_threads = num_threads_for_macs(work)
-    if algorithm == "im2col" and _im2col.by_taps(g, groups, x.shape[0]) and x.size and weight.size:
+    if algorithm == "im2col" and _im2col.by_taps(g, groups, x.shape) and x.size and weight.size:
         taps = _im2col.taps_weight(weight, num_threads)
         saved["taps"] = (weight, _sample(weight), taps)
         return _im2col.forward(x, weight, bias, g, groups, num_threads, taps=taps)

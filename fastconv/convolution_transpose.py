@@ -81,7 +81,8 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
     groups : int
     algorithm : {"auto", "im2col", "direct", "winograd"}
         How conv2d's input gradient is computed: ``"im2col"``, one BLAS GEMM per
-        band of x's rows, summed into the output by col2im; ``"direct"``, the
+        band of x's rows, summed into the output by col2im (x planes of at most 16
+        pixels: one GEMM per kernel tap over the whole batch); ``"direct"``, the
         forward's register tiles over the output's stride phases; ``"winograd"``
         (3x3 kernels, stride 1, dilation 1 only), within ``fastconv._winograd.RTOL``
         of the largest output; ``"auto"``: the one measured fastest on this CPU for

@@ -40,7 +40,7 @@ def make(rng, case, dtype):
 def test_taps_match_the_reference(rng, case, dtype):
     x, w, b, kw = make(rng, case, dtype)
     g = v.conv_geometry(x.shape[2:], w.shape[2:], kw["stride"], kw["padding"], kw["dilation"])
-    assert _im2col.by_taps(g, 1)
+    assert _im2col.by_taps(g, 1, x.shape)
     y = fastconv.conv2d(x, w, b, algorithm="im2col", **kw)
     assert y.dtype == dtype and y.flags.c_contiguous
     assert_close(y, reference.conv2d(x, w, b, **kw))
@@ -99,12 +99,15 @@ def test_taps_do_not_depend_on_the_thread_count(rng):
 
 def test_grouped_and_large_planes_keep_the_bands():
     g = v.conv_geometry((2, 2), (3, 3), 1, 1, 1)
-    assert _im2col.by_taps(g, 1) and not _im2col.by_taps(g, 2)
-    assert not _im2col.by_taps(v.conv_geometry((8, 8), (3, 3), 1, 1, 1), 1)
-    assert not _im2col.by_taps(v.conv_geometry((2, 2), (1, 1), 1, 0, 1), 1)      # pointwise: a plain GEMM
+    assert _im2col.by_taps(g, 1, (1, 1, 2, 2)) and not _im2col.by_taps(g, 2, (1, 2, 2, 2))
+    assert not _im2col.by_taps(v.conv_geometry((8, 8), (3, 3), 1, 1, 1), 1, (1, 1, 8, 8))
+    assert not _im2col.by_taps(v.conv_geometry((2, 2), (1, 1), 1, 0, 1), 1, (1, 1, 2, 2))    # pointwise: a plain GEMM
+    # a large stride or dilation skips most of the plane: the bands, but for one tap (a view)
+    assert not _im2col.by_taps(v.conv_geometry((27, 27), (3, 3), 8, 0, 1), 1, (1, 1, 27, 27))
+    assert _im2col.by_taps(v.conv_geometry((27, 27), (1, 1), 8, 0, 1), 1, (1, 1, 27, 27))
     big = v.conv_geometry((66, 66), (64, 64), 1, 0, 1)                     # 3x3 plane, 4096 taps
-    assert not _im2col.by_taps(big, 1)
-    assert not _im2col.by_taps(g, 1, batch=2**31 // (g.out_h * g.out_w) + 1)   # beyond BLAS's ints
+    assert not _im2col.by_taps(big, 1, (1, 1, 66, 66))
+    assert not _im2col.by_taps(g, 1, (2**31 // (g.out_h * g.out_w) + 1, 1, 2, 2))   # beyond BLAS's ints
 
 
 def test_auto_considers_im2col_for_small_planes_backward_and_grad_x():

@@ -45,6 +45,7 @@ static T FC_AP_FN(fc_ap_window_max)(const T *plane, ptrdiff_t W, ptrdiff_t h0, p
     return m;
 }
 
+#if !FC_AP_GROUPED
 /* The mean of the plane r[0 : L], portable: eight running sums, vectorised without
  * -ffast-math; from 512 values on, whole blocks of 32 go to 32 sums first, folded into
  * the eight (eight independent vector chains in the SSE2 float32 build, where eight
@@ -72,6 +73,7 @@ static T FC_AP_FN(fc_ap_plane_mean)(const T *r, ptrdiff_t L)
         s += r[i];
     return s / (T)L;
 }
+#endif
 
 /* dst[p] = mean of the plane x[p*L : (p+1)*L] for p < count (global average pooling):
  * by groups of planes where the build has AVX (adaptive_pool.h), else plane by plane. */
