@@ -79,6 +79,35 @@ def test_non_finite_values_stay_where_the_reference_has_them(build, rng, case, v
         np.testing.assert_allclose(a, e, rtol=1e-9, atol=1e-9)    # equal_nan: NaN where the reference's
 
 
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("height", [1, 2, 3, 4, 5, 6, 9, 13])
+@pytest.mark.parametrize("width", [1, 2, 7, 8, 15, 16, 17, 31, 32, 33, 47, 56])
+def test_depthwise_3x3_tiles(build, rng, relu, dtype, height, width):
+    """Depthwise 3x3 at stride 1 and dilation 1 runs its own tiles (fc_dw3_block: 4 rows
+    by 2 vectors of pixels): bands of every height around the tile's rows and rows of
+    every width around its vectors, padding 0 to 2 (an output larger than the input),
+    bias and a fused ReLU: each output written once, with its value, nothing around it."""
+    C = 5
+    for padding in (0, 1, 2):
+        x = rng.standard_normal((2, C, height + 2 - 2 * padding + 2, width + 2 - 2 * padding + 2)).astype(dtype)
+        x = x[:, :, 1:-1, 1:-1].copy()        # H, W = height/width + 2 - 2 * padding
+        if min(x.shape[2:]) < 1:
+            continue
+        w = rng.standard_normal((C, 1, 3, 3)).astype(dtype)
+        b = rng.standard_normal(C).astype(dtype)
+        kw = dict(stride=1, padding=padding, groups=C)
+        want = reference.conv2d(x, w, b, **kw)
+        if relu:
+            want = np.maximum(want, 0)
+        assert want.shape[2:] == (height, width)
+        guarded = np.full((want.shape[0] + 2,) + want.shape[1:], np.nan, dtype=dtype)
+        g = v.conv_geometry(x.shape[2:], w.shape[2:], 1, padding, 1)
+        _direct._forward_into(guarded[1:-1], x, w, b, g, C, 2, relu)
+        assert_close(guarded[1:-1], want)
+        assert np.isnan(guarded[0]).all() and np.isnan(guarded[-1]).all()
+
+
 @pytest.mark.parametrize("tiles", ["pixel", "channel"])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("dilation", [1, 30])

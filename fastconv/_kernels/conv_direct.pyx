@@ -58,6 +58,10 @@ cdef extern from "conv_direct_rows.h" nogil:
                     Py_ssize_t Wo, int relu, fc_prefetch* pf)
     Py_ssize_t fc_channel_block_f()
     Py_ssize_t fc_channel_block_d()
+    void fc_dw3_block_f(const float* src, Py_ssize_t Wq, const float* w, float bias, float* out, Py_ssize_t rows,
+                        Py_ssize_t Wo, int relu)
+    void fc_dw3_block_d(const double* src, Py_ssize_t Wq, const double* w, double bias, double* out, Py_ssize_t rows,
+                        Py_ssize_t Wo, int relu)
     void fc_channel_tiles_f(const float* src, const Py_ssize_t* off, Py_ssize_t taps, const float* w,
                             const float* bias, float* out, Py_ssize_t out_k, Py_ssize_t rows, Py_ssize_t Wq,
                             Py_ssize_t Wo, int relu, fc_prefetch* pf)
@@ -291,6 +295,7 @@ cdef struct ForwardJob:
     const Py_ssize_t* off
     Py_ssize_t* copied           # per slot: the band whose planes its workspace holds
     bint double_precision, relu
+    bint dw3                     # depthwise 3x3 at stride 1, dilation 1: fc_dw3_block
     Py_ssize_t C, H, W, K, Kg, taps, Ho, Wo, R, Wq, Hb, n_bands, n_tasks, group_planes, B, full, blocks
     Py_ssize_t splits, work_stride
     int sh, sw, pt, pl, groups
@@ -324,6 +329,15 @@ cdef inline void _forward_band(ForwardJob* j, floating* workspace, Py_ssize_t ta
     if j.copied[slot] != band:      # a slot that runs the next part of its band skips the copy
         _fill_planes(x + n * image, j.C, j.H, j.W, oy0, j.sh, j.sw, j.pt, j.pl, j.Hb, j.Wq, planes)
         j.copied[slot] = band
+    if j.dw3:
+        for grp in range(j.groups):
+            if floating is float:
+                fc_dw3_block_f(planes + grp * j.group_planes, j.Wq, weight + grp * 9, bias[grp],
+                               out + ((n * j.K + grp) * j.Ho + oy0) * j.Wo, rows, j.Wo, j.relu)
+            else:
+                fc_dw3_block_d(planes + grp * j.group_planes, j.Wq, weight + grp * 9, bias[grp],
+                               out + ((n * j.K + grp) * j.Ho + oy0) * j.Wo, rows, j.Wo, j.relu)
+        return
     # the input rows of the next band (most often this slot's next task: tasks are claimed
     # in chunks), prefetched while this band's last part runs
     nxt = band + 1 if part == j.splits - 1 and band + 1 < bands else band
@@ -392,6 +406,8 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight
     job.n_tasks = N * job.n_bands * splits
     job.group_planes = C // groups * g.sh * g.sw * plan.plane
     job.sh, job.sw, job.pt, job.pl, job.groups = g.sh, g.sw, g.pt, g.pl, groups
+    job.dw3 = (groups == C == K and (g.kh, g.kw, g.sh, g.sw, g.dh, g.dw) == (3, 3, 1, 1, 1, 1)
+               and splits == 1 and job.full == 0)
     with nogil:
         for t in range(num_threads):    # the zeros the last tile reads past the planes
             memset(&workspace[t, plan.filled], 0, (plan.size - plan.filled) * sizeof(floating))

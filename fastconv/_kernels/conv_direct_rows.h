@@ -24,6 +24,8 @@
 #define FC_NV1 8 /* vectors per strip for one channel (no channel block to hide FMA latency) */
 #define FC_MR 4 /* channels per forward tile (fc_tiles' switch has a case for each size up to it) */
 #define FC_TV 3 /* vectors of pixels per forward tile: FC_MR x FC_TV accumulators */
+#define FC_DW_ROWS 4 /* output rows per depthwise 3x3 tile (fc_dw3_block's switch has a case for each) */
+#define FC_DW_VECTORS 2 /* vectors of pixels per depthwise 3x3 tile row: 8 accumulators */
 #define FC_CP 12 /* most output pixels per channel tile (fc_channel_tiles' switch has a case for each count) */
 #if FC_CP != 12
 #  error "fc_channel_tiles' switch covers tiles of 1..12 pixels (and fc_scatter's masks up to 16)"

@@ -166,6 +166,79 @@ static void FC_FN(fc_tiles)(const T *src, const ptrdiff_t *off, ptrdiff_t taps, 
     }
 }
 
+/* One tile of a depthwise 3x3 convolution at stride 1 and dilation 1 (fc_dw3_block): output
+ * rows y < nr (<= FC_DW_ROWS) by FC_DW_VECTORS vectors of pixels from ox, of one channel whose
+ * plane (Wq wide, its band's rows from `src`) holds the zero-padded input:
+ *     out[y*Wo + ox + p] = b + sum_{i, j < 3} w[3i + j] * src[(y + i)*Wq + ox + p + j]
+ * (with `relu`: max(that, 0)), stored for ox + p < Wo. Each input row's three shifted loads
+ * feed every output row of the tile that reads it (up to three). */
+FC_INLINE void FC_FN(fc_dw3_tile)(const T *src, ptrdiff_t Wq, const FC_TVEC *w, FC_TVEC b, T *out,
+        ptrdiff_t Wo, ptrdiff_t ox, int relu, const int nr)
+{
+    const ptrdiff_t L = FC_TILE_LANES(T);
+    FC_TVEC acc[FC_DW_ROWS][FC_DW_VECTORS];
+    int y, v, r, i, j;
+    for (y = 0; y < nr; y++)
+        FC_UNROLL
+        for (v = 0; v < FC_DW_VECTORS; v++)
+            acc[y][v] = b;
+    FC_UNROLL
+    for (r = 0; r < nr + 2; r++) {
+        FC_UNROLL
+        for (j = 0; j < 3; j++) {
+            FC_TVEC x[FC_DW_VECTORS];
+            FC_UNROLL
+            for (v = 0; v < FC_DW_VECTORS; v++)
+                x[v] = FC_FN(fc_tload)(src + r * Wq + ox + j + v * L);
+            FC_UNROLL
+            for (i = 0; i < 3; i++)
+                if (r - i >= 0 && r - i < nr) {
+                    FC_UNROLL
+                    for (v = 0; v < FC_DW_VECTORS; v++)
+                        acc[r - i][v] += w[3 * i + j] * x[v];
+                }
+        }
+    }
+    FC_UNROLL /* acc stays in registers only if every index is a constant */
+    for (y = 0; y < nr; y++) {
+        FC_UNROLL
+        for (v = 0; v < FC_DW_VECTORS; v++) {
+            const ptrdiff_t px = ox + v * L;
+            FC_TVEC a = relu ? FC_FN(fc_relu)(acc[y][v]) : acc[y][v];
+            if (px + L <= Wo)
+                FC_FN(fc_tstore)(out + y * Wo + px, a);
+            else if (px < Wo)
+                FC_FN(fc_store_lanes)(out + y * Wo + px, a, 0, Wo - px);
+        }
+    }
+}
+
+/* A depthwise 3x3 convolution at stride 1 and dilation 1 over one channel's band of `rows`
+ * output rows (the forward's plane at `src`, Wq wide, and its weights w[0..8]), tile by
+ * tile of FC_DW_ROWS rows: the pixel tiles (fc_tiles), one channel over a run of pixels,
+ * loaded each input vector for a single tap. */
+static void FC_FN(fc_dw3_block)(const T *src, ptrdiff_t Wq, const T *w, T bias, T *out, ptrdiff_t rows,
+        ptrdiff_t Wo, int relu)
+{
+    const ptrdiff_t S = FC_DW_VECTORS * FC_TILE_LANES(T);
+    FC_TVEC wv[9], b = FC_FN(fc_tbcast)(bias);
+    ptrdiff_t y0, ox;
+    int t;
+    for (t = 0; t < 9; t++)
+        wv[t] = FC_FN(fc_tbcast)(w[t]);
+    for (y0 = 0; y0 < rows; y0 += FC_DW_ROWS) {
+        const T *s = src + y0 * Wq;
+        T *o = out + y0 * Wo;
+        for (ox = 0; ox < Wo; ox += S)
+            switch (rows - y0 < FC_DW_ROWS ? rows - y0 : FC_DW_ROWS) { /* literal heights: unrolled bodies */
+            case 4: FC_FN(fc_dw3_tile)(s, Wq, wv, b, o, Wo, ox, relu, 4); break;
+            case 3: FC_FN(fc_dw3_tile)(s, Wq, wv, b, o, Wo, ox, relu, 3); break;
+            case 2: FC_FN(fc_dw3_tile)(s, Wq, wv, b, o, Wo, ox, relu, 2); break;
+            default: FC_FN(fc_dw3_tile)(s, Wq, wv, b, o, Wo, ox, relu, 1);
+            }
+    }
+}
+
 /* dst[c*dst_c + ow] += sum_{k < Kg} w[k*w_k + c*w_c] * go[k*go_k + ow], c < nc, ow < Wo. */
 FC_INLINE void FC_FN(fc_grad_x_strip)(const T *go, ptrdiff_t go_k, const T *w, ptrdiff_t w_k,
         ptrdiff_t w_c, ptrdiff_t Kg, T *dst, ptrdiff_t dst_c, const int nc, ptrdiff_t skip)
