@@ -367,12 +367,15 @@ def grad_x(grad_output, weight, x_shape, g, groups, num_threads):
     forward's tiles; the row kernels where the planes would not fit."""
     out = _memory.empty(x_shape, grad_output.dtype)
     transposed = _transposed(g, x_shape)
-    # The tiles run over grad_output's zero-padded planes: the padding's zeros times the
-    # weights are products the input gradient has not (the reference's col2im drops
-    # them), NaN where a weight is inf or NaN. The row kernels form only real products.
-    if not planes_fit(weight.shape[0], transposed, out.dtype.itemsize) or not np.isfinite(weight).all():
+    strided = g.stride_h != 1 or g.stride_w != 1
+    # The tiles form products the input gradient has not (the reference's col2im drops
+    # them): grad_output's zero padding times the weights, and at stride > 1 grad_output
+    # times the zeros of a phase's common window, NaN where the other factor is inf or
+    # NaN. The row kernels form only the real products.
+    if (not planes_fit(weight.shape[0], transposed, out.dtype.itemsize) or not np.isfinite(weight).all()
+            or strided and not np.isfinite(grad_output).all()):
         _grad_x_strided(grad_output, weight, out, g, groups, num_threads)
-    elif g.stride_h == g.stride_w == 1:
+    elif not strided:
         _grad_x_as_forward(grad_output, weight, out, transposed, groups, num_threads)
     else:
         _grad_x_phases(grad_output, weight, out, g, groups, num_threads)
@@ -393,11 +396,13 @@ def grad_weight(grad_output, x, weight, g, groups, num_threads):
         grad_w = _grad_weight_planes(grad_output, x, weight, g, groups, num_threads)
     elif planes_fit(x.shape[1], g, x.dtype.itemsize):
         grad_w = _grad_weight_tiles(grad_output, x, weight, g, groups, num_threads)
-    # The planes' lanes past the output's width, and their padding, multiply x by zeros
-    # in products the weight gradient has not: NaN where x is inf or NaN there. Such a
-    # gradient is not finite (a check of the small result, not of x), and comes again
-    # from the row kernels, which form only real products.
-    if grad_w is not None and np.isfinite(grad_w).all():
+    # The planes' lanes past the output's width multiply x by zeros in products the weight
+    # gradient has not: NaN where x is inf or NaN there. Such a gradient is not finite
+    # (a check of the small result, not of x), and, where grad_output is finite, comes
+    # again from the row kernels, which form none of those. (They leave out products of
+    # grad_output with the padding's zeros, which the reference has: where grad_output is
+    # not finite, the tiles' gradient is the reference's.)
+    if grad_w is not None and (np.isfinite(grad_w).all() or not np.isfinite(grad_output).all()):
         return grad_w
     grad_w = np.empty_like(weight)
     row_len = kernel.packed_row_len(g.stride_w, g.out_w, kw, g.dilation_w)

@@ -57,21 +57,22 @@ def test_direct_matches_reference(build, rng, case, dtype):
         assert_close(g, want)
 
 
-@pytest.mark.parametrize("where", ["weight", "x"])
+@pytest.mark.parametrize("where", ["weight", "x", "grad_output"])
 @pytest.mark.parametrize("value", [np.inf, -np.inf, np.nan])
 @pytest.mark.parametrize("case", [BENCH_LIKE[1], BENCH_LIKE[5], CASES[0], EDGE[0], EDGE[3],
                                   (2, 3, 9, 8, 4, 3, 2, 1, 1, 1), (2, 1, 6, 6, 4, 3, 1, 1, 2, 1),
-                                  (1, 1, 6, 4, 2, 3, 2, 0, 1, 1)])
+                                  (1, 1, 6, 4, 2, 3, 2, 0, 1, 1), (2, 2, 6, 7, 3, 2, 2, 1, 1, 1)])
 def test_non_finite_values_stay_where_the_reference_has_them(build, rng, case, value, where):
-    """The tiles multiply the planes' padding (and grad_weight's lanes past the output)
-    by zeros in products the reference has not: an inf or NaN weight (grad_x) or input
-    (grad_weight) must still give the reference's inf, -inf and NaN, and its numbers."""
+    """The tiles multiply the planes' padding, the zeros of grad_x's phase windows and
+    grad_weight's lanes past the output by the other factor in products the reference
+    has not: an inf or NaN weight, input or output gradient must still give the
+    reference's inf, -inf and NaN, and its numbers."""
     x, w, b, kw = make(rng, case, np.float64)
-    target = w if where == "weight" else x
+    go = rng.standard_normal(reference.conv2d(x, w, b, **kw).shape)
+    target = {"weight": w, "x": x, "grad_output": go}[where]
     target.flat[rng.integers(target.size, size=2)] = value
     with np.errstate(invalid="ignore"):
         y = fastconv.conv2d(x, w, b, algorithm="direct", **kw)
-        go = rng.standard_normal(y.shape)
         got = fastconv.conv2d_backward(go, x, w, algorithm="direct", **kw)
         want = reference.conv2d_backward(go, x, w, **kw)
         np.testing.assert_allclose(y, reference.conv2d(x, w, b, **kw), rtol=1e-9, atol=1e-9)
