@@ -234,18 +234,28 @@ def _add_input_gradient(go, offsets, windows, taps, grad_xt, num_threads):
         target += product[lo:hi].reshape(target.shape)
 
 
+def _input_gradient_arrays(x_shape, windows, dtype):
+    """(grad_x, grad_xt): the input gradient and the channels-last array the taps add
+    into. One window (a 1x1 kernel at stride > 1): grad_xt is a view of grad_x, zero off
+    the window; else a zeroed (N, H, W, C) array, which the caller copies into grad_x."""
+    N, C, H, W = x_shape
+    grad_x = _memory.empty(x_shape, dtype)
+    if len(windows) == 1:
+        grad_x.fill(0)
+        return grad_x, grad_x.transpose(0, 2, 3, 1)
+    return grad_x, np.zeros((N, H, W, C), dtype)
+
+
 def _grad_x_by_taps(grad_output, weight, x_shape, g, num_threads):
     """conv2d's input gradient tap by tap. Unlike the forward's and the weight
     gradient's, it leaves out no product that reaches an input pixel (the bands' col2im
     drops the padding's too), so every call can run so."""
     N, C, H, W = x_shape
     K = weight.shape[0]
-    grad_x = np.zeros(x_shape, dtype=grad_output.dtype)
     windows = _tap_windows(g, H, W) if N and C and K else []
     if not windows:
-        return grad_x
-    # one window (a 1x1 kernel at stride > 1): written in place, zero off it
-    grad_xt = grad_x.transpose(0, 2, 3, 1) if len(windows) == 1 else np.zeros((N, H, W, C), grad_x.dtype)
+        return np.zeros(x_shape, dtype=grad_output.dtype)
+    grad_x, grad_xt = _input_gradient_arrays(x_shape, windows, grad_output.dtype)
     gt = _channels_last(grad_output, windows)
     taps = taps_weight(weight, num_threads)
     blas.pin_single_threaded()
@@ -268,11 +278,7 @@ def _backward_by_taps(grad_output, x, weight, g, num_threads, with_grad_x, taps)
     grad_taps = np.empty((K, g.kernel_h * g.kernel_w, C), dtype=x.dtype)
     for tap in set(range(grad_taps.shape[1])) - {w[0] for w in windows}:
         grad_taps[:, tap, :] = 0         # a tap that never reaches the input
-    # one window (a 1x1 kernel at stride > 1): x's gradient is zero off it, written in place
-    grad_x = np.zeros_like(x) if with_grad_x else None
-    grad_xt = grad_x.transpose(0, 2, 3, 1) if len(windows) == 1 and with_grad_x else None
-    if grad_xt is None and with_grad_x:
-        grad_xt = np.zeros((N, H, W, C), dtype=x.dtype)
+    grad_x, grad_xt = _input_gradient_arrays(x.shape, windows, x.dtype) if with_grad_x else (None, None)
     if windows:
         xt = _channels_last(x, windows)
         gt = _channels_last(grad_output, windows)

@@ -13,6 +13,7 @@ the first, the last NaN wins), indices are flat positions in the plane.
 """
 from cython cimport floating
 from cython.parallel cimport parallel, prange
+from fastconv._kernels._geometry cimport check_shape
 from fastconv._kernels._openmp cimport fc_openmp_adopt
 from fastconv._kernels._tasks cimport openmp_state
 from libc.stdint cimport int32_t, int64_t
@@ -113,8 +114,7 @@ def global_avg_pool2d(const floating[:, ::1] x, floating[::1] out, int num_threa
     """out[p] = mean of x[p, :] (NaN for L = 0), summed in an order fixed by L alone
     (adaptive_pool.h): tasks of whole groups of 8 planes."""
     cdef Py_ssize_t P = x.shape[0], L = x.shape[1]
-    if out.shape[0] != P:
-        raise ValueError(f"out must have shape ({P},), got ({out.shape[0]},)")
+    check_shape("out", (out.shape[0],), (P,))
     if P == 0:
         return
     cdef Py_ssize_t per = (_chunk(P, num_threads) + 7) // 8 * 8

@@ -75,6 +75,61 @@ static T FC_AP_FN(fc_ap_plane_mean)(const T *r, ptrdiff_t L)
 }
 #endif
 
+#if FC_AP_GROUPED
+/* The lanes of the plane r[0 : L] (adaptive_pool.h; the masked load adds +0.0 past the
+ * plane, which changes no sum: sums from +0.0 are never -0.0). */
+static inline FC_AP_V FC_AP_FN(fc_ap_lanes)(const T *r, ptrdiff_t L)
+{
+    enum { VL = 32 / sizeof(T) };
+    FC_AP_V a = FC_AP_OP(setzero)(), b = a, c = a, d = a;
+    ptrdiff_t i = 0;
+    for (; i + 4 * VL <= L; i += 4 * VL) {
+        a = FC_AP_OP(add)(a, FC_AP_OP(loadu)(r + i));
+        b = FC_AP_OP(add)(b, FC_AP_OP(loadu)(r + i + VL));
+        c = FC_AP_OP(add)(c, FC_AP_OP(loadu)(r + i + 2 * VL));
+        d = FC_AP_OP(add)(d, FC_AP_OP(loadu)(r + i + 3 * VL));
+    }
+    if (i + 2 * VL <= L) {
+        a = FC_AP_OP(add)(a, FC_AP_OP(loadu)(r + i));
+        b = FC_AP_OP(add)(b, FC_AP_OP(loadu)(r + i + VL));
+        i += 2 * VL;
+    }
+    if (i + VL <= L) {
+        a = FC_AP_OP(add)(a, FC_AP_OP(loadu)(r + i));
+        i += VL;
+    }
+    if (i < L)
+        b = FC_AP_OP(add)(b, FC_AP_OP(maskload)(r + i, _mm256_loadu_si256(
+            (const __m256i *)(fc_ap_tail_mask + 8 - FC_AP_MASK_PER * (L - i)))));
+    return FC_AP_OP(add)(FC_AP_OP(add)(a, b), FC_AP_OP(add)(c, d));
+}
+
+/* dst[q] = mean of plane q (x + q*L) for q < n <= the lanes of a vector: neighbouring
+ * lanes summed pairwise ((l0 + l1) + (l2 + l3)) + ..., each plane's vectors in turn
+ * (hadd), the two halves added last (permute2f128). */
+static void FC_AP_FN(fc_ap_group_means)(const T *x, ptrdiff_t L, ptrdiff_t n, T *dst)
+{
+    enum { VL = 32 / sizeof(T) };
+    FC_AP_V v[VL];
+    T t[VL];
+    int q, m;
+    for (q = 0; q < VL; q++)
+        v[q] = q < n ? FC_AP_FN(fc_ap_lanes)(x + q * L, L) : FC_AP_OP(setzero)();
+    for (m = VL; m > 2; m /= 2)
+        for (q = 0; q < m / 2; q++)
+            v[q] = FC_AP_OP(hadd)(v[2 * q], v[2 * q + 1]);
+    FC_AP_V s = FC_AP_OP(add)(FC_AP_OP(permute2f128)(v[0], v[1], 0x20), FC_AP_OP(permute2f128)(v[0], v[1], 0x31));
+    s = FC_AP_OP(div)(s, FC_AP_OP(set1)((T)L));
+    if (n == VL) {
+        FC_AP_OP(storeu)(dst, s);
+        return;
+    }
+    FC_AP_OP(storeu)(t, s);
+    for (q = 0; q < n; q++)
+        dst[q] = t[q];
+}
+#endif
+
 /* dst[p] = mean of the plane x[p*L : (p+1)*L] for p < count (global average pooling):
  * by groups of planes where the build has AVX (adaptive_pool.h), else plane by plane. */
 static void FC_AP_FN(fc_ap_plane_means)(const T *x, ptrdiff_t L, ptrdiff_t count, T *dst)

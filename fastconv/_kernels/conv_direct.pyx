@@ -406,8 +406,8 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight
     job.n_tasks = N * job.n_bands * splits
     job.group_planes = C // groups * g.sh * g.sw * plan.plane
     job.sh, job.sw, job.pt, job.pl, job.groups = g.sh, g.sw, g.pt, g.pl, groups
-    job.dw3 = (groups == C == K and (g.kh, g.kw, g.sh, g.sw, g.dh, g.dw) == (3, 3, 1, 1, 1, 1)
-               and splits == 1 and job.full == 0)
+    # (one channel per group: no channel tiles and no splits, which need whole blocks)
+    job.dw3 = groups == C == K and (g.kh, g.kw, g.sh, g.sw, g.dh, g.dw) == (3, 3, 1, 1, 1, 1)
     with nogil:
         for t in range(num_threads):    # the zeros the last tile reads past the planes
             memset(&workspace[t, plan.filled], 0, (plan.size - plan.filled) * sizeof(floating))
