@@ -15,8 +15,8 @@ def make(shape, dtype, seed=0):
             rng.standard_normal(C).astype(dtype), rng.standard_normal(C).astype(dtype))
 
 
-# planes below normalization.SMALL_PLANE values (gathered by channel) and at or above it
-SHAPES = [(3, 4, 5, 6), (1, 3, 7, 1), (2, 1, 1, 2), (4, 2, 3, 3), (2, 3, 9, 8), (5, 6, 1, 1)]
+# planes below FC_BN_SMALL_PLANE (64) values (gathered by channel) and at or above it
+SHAPES = [(3, 4, 5, 6), (1, 3, 7, 1), (2, 1, 1, 2), (4, 2, 3, 3), (2, 3, 9, 8), (5, 6, 1, 1), (6, 37, 3, 3)]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -149,11 +149,12 @@ def test_batch_norm_float32_variance_of_large_values():
 
 
 @pytest.mark.parametrize("training", [True, False])
-def test_batch_norm_same_result_at_any_thread_count(training):
+@pytest.mark.parametrize("shape", [(3, 2, 90, 100), (2500, 37, 2, 2)])   # large planes; small ones, gathered
+def test_batch_norm_same_result_at_any_thread_count(training, shape):
     rng = np.random.default_rng(7)
-    x = rng.standard_normal((3, 2, 90, 100)).astype(np.float32)
+    x = rng.standard_normal(shape).astype(np.float32)
     gy = rng.standard_normal(x.shape).astype(np.float32)
-    rm, rv, w, b = channel_vectors(2, np.float32)
+    rm, rv, w, b = channel_vectors(shape[1], np.float32)
     results = []
     for n in (1, 2, 3):
         with fastconv.threads(n):

@@ -22,8 +22,9 @@
 #define FC_BN_SEGMENT 8192
 #define FC_BN_HEAD 128
 /* Planes of fewer values than this run the elementwise passes image by image, all
- * of an image's planes in one task: a task (and a call) per plane of a few values
- * costs more than its values (ResNet-18's 2x2 and 4x4 maps). */
+ * of an image's planes in one loop, with the per-channel coefficients spread to
+ * every value: a task (or a loop) per plane of a few values costs more than its
+ * values (ResNet-18's 2x2 and 4x4 maps). */
 #define FC_BN_SMALL_PLANE 64
 /* Independent partial sums per reduction: 4 SSE2 registers of doubles. */
 #define FC_BN_LANES 8

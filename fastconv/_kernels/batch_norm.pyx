@@ -58,12 +58,16 @@ cdef extern from "batch_norm.h" nogil:
                            float bias)
     void fc_bn_normalize_d(const double* x, double* out, Py_ssize_t n, double mean_hi, double mean_lo,
                            double scale, double bias)
-    void fc_bn_normalize_image_f(const float* x, float* out, Py_ssize_t C, Py_ssize_t L, const float* coef)
-    void fc_bn_normalize_image_d(const double* x, double* out, Py_ssize_t C, Py_ssize_t L, const double* coef)
-    void fc_bn_backward_input_image_f(const float* g, const float* x, float* gx, Py_ssize_t C, Py_ssize_t L,
-                                      const double* k, const double* c1, const double* mean, const double* b)
-    void fc_bn_backward_input_image_d(const double* g, const double* x, double* gx, Py_ssize_t C, Py_ssize_t L,
-                                      const double* k, const double* c1, const double* mean, const double* b)
+    void fc_bn_by_channel_f(const float* x, float* out, Py_ssize_t N, Py_ssize_t C, Py_ssize_t L, Py_ssize_t c0,
+                            Py_ssize_t c1)
+    void fc_bn_by_channel_d(const double* x, double* out, Py_ssize_t N, Py_ssize_t C, Py_ssize_t L,
+                            Py_ssize_t c0, Py_ssize_t c1)
+    void fc_bn_normalize_spread_f(const float* x, float* out, Py_ssize_t n, const float* coef)
+    void fc_bn_normalize_spread_d(const double* x, double* out, Py_ssize_t n, const double* coef)
+    void fc_bn_backward_input_spread_f(const float* g, const float* x, float* gx, Py_ssize_t n,
+                                       const double* coef)
+    void fc_bn_backward_input_spread_d(const double* g, const double* x, double* gx, Py_ssize_t n,
+                                       const double* coef)
     void fc_bn_backward_input_f(const float* g, const float* x, float* gx, Py_ssize_t n, double k, double c1,
                                 double mean, double b)
     void fc_bn_backward_input_d(const double* g, const double* x, double* gx, Py_ssize_t n, double k,
@@ -171,8 +175,37 @@ cdef void _combine(const double* parts, Geometry geo, double* mean, double* var,
         _combine_channel(parts, geo, c, mean, var, sum_g, dot)
 
 
+#: Channels per task of `_by_channel`: each image's runs are read 16 planes at a time.
+cdef Py_ssize_t _GATHER_CHANNELS = 16
+
+
+def _by_channel(const floating[:, :, ::1] x, int num_threads):
+    """The statistics' input: (N, C, L) `x` itself, or for planes of fewer than
+    FC_BN_SMALL_PLANE values from several images a (1, C, N * L) copy, each channel's
+    values in one run. A segment per plane of a few values would cost more in calls
+    and merges than its values (channel_stats on (32, 512, 4): 0.39 ms so, 0.11 ms
+    gathered by NumPy)."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], L = x.shape[2], t
+    if L >= FC_BN_SMALL_PLANE or N <= 1:
+        return x
+    out = np.empty((1, C, N * L), dtype=np.asarray(x).dtype)
+    cdef floating[:, :, ::1] o = out
+    cdef Py_ssize_t tasks = (C + _GATHER_CHANNELS - 1) // _GATHER_CHANNELS
+    if tasks == 0 or N * L == 0:
+        return out
+    for t in prange(tasks, nogil=True, schedule="static", num_threads=num_threads):
+        if floating is float:
+            fc_bn_by_channel_f(&x[0, 0, 0], &o[0, 0, 0], N, C, L, t * _GATHER_CHANNELS,
+                               min(C, (t + 1) * _GATHER_CHANNELS))
+        else:
+            fc_bn_by_channel_d(&x[0, 0, 0], &o[0, 0, 0], N, C, L, t * _GATHER_CHANNELS,
+                               min(C, (t + 1) * _GATHER_CHANNELS))
+    return out
+
+
 def channel_stats(const floating[:, :, ::1] x, double[::1] mean, double[::1] var, int num_threads):
     """mean[c], var[c] = mean and biased variance of x[:, c, :] (x of shape (N, C, L), N*L > 0)."""
+    x = _by_channel(x, num_threads)
     cdef Geometry geo = _geometry(x.shape[0], x.shape[1], x.shape[2])
     if mean.shape[0] != geo.C or var.shape[0] != geo.C:
         raise ValueError("mean and var must have one value per channel")
@@ -188,9 +221,10 @@ def backward_stats(const floating[:, :, ::1] g, const floating[:, :, ::1] x, dou
                    double[::1] sum_g, double[::1] dot, int num_threads):
     """As `channel_stats`, and in the same pass sum_g[c] = sum(g[:, c]) and
     dot[c] = sum(g[:, c] * (x[:, c] - mean[c])) (g shaped as x)."""
-    cdef Geometry geo = _geometry(x.shape[0], x.shape[1], x.shape[2])
     if not _same_shape(g.shape, x.shape):
         raise ValueError("g and x must have the same shape")
+    g, x = _by_channel(g, num_threads), _by_channel(x, num_threads)
+    cdef Geometry geo = _geometry(x.shape[0], x.shape[1], x.shape[2])
     if mean.shape[0] != geo.C or var.shape[0] != geo.C or sum_g.shape[0] != geo.C or dot.shape[0] != geo.C:
         raise ValueError("mean, var, sum_g and dot must have one value per channel")
     if _tasks(geo) == 0:
@@ -199,6 +233,13 @@ def backward_stats(const floating[:, :, ::1] g, const floating[:, :, ::1] x, dou
     with nogil:
         _segment_sums(&x[0, 0, 0], &g[0, 0, 0], geo, &parts[0, 0], num_threads)
         _combine(&parts[0, 0], geo, &mean[0], &var[0], &sum_g[0], &dot[0], num_threads)
+
+
+def _spread(coefficients, L):
+    """(4, C * L): the four rows of per-channel `coefficients` (4, C), each value
+    repeated L times, for the elementwise passes over small planes, which run over an
+    image's C * L values in one loop."""
+    return np.repeat(coefficients, L, axis=1)
 
 
 def normalize(const floating[:, :, ::1] x, const floating[:, ::1] coefficients, floating[:, :, ::1] out,
@@ -215,12 +256,14 @@ def normalize(const floating[:, :, ::1] x, const floating[:, ::1] coefficients, 
     if _tasks(geo) == 0:
         return
     cdef Py_ssize_t n
+    cdef floating[:, ::1] spread
     if geo.L < FC_BN_SMALL_PLANE:
+        spread = _spread(np.asarray(coefficients).T, geo.L)
         for n in prange(geo.N, nogil=True, schedule="dynamic", num_threads=num_threads):
             if floating is float:
-                fc_bn_normalize_image_f(&x[n, 0, 0], &out[n, 0, 0], geo.C, geo.L, &coefficients[0, 0])
+                fc_bn_normalize_spread_f(&x[n, 0, 0], &out[n, 0, 0], geo.C * geo.L, &spread[0, 0])
             else:
-                fc_bn_normalize_image_d(&x[n, 0, 0], &out[n, 0, 0], geo.C, geo.L, &coefficients[0, 0])
+                fc_bn_normalize_spread_d(&x[n, 0, 0], &out[n, 0, 0], geo.C * geo.L, &spread[0, 0])
         return
     cdef Py_ssize_t chunk = _chunk(geo, num_threads)
     for t in prange(_tasks(geo), nogil=True, schedule="dynamic", chunksize=chunk, num_threads=num_threads):
@@ -245,14 +288,16 @@ def backward_input(const floating[:, :, ::1] g, const floating[:, :, ::1] x, con
     if _tasks(geo) == 0:
         return
     cdef Py_ssize_t n
+    cdef double[:, ::1] spread
     if geo.L < FC_BN_SMALL_PLANE:
+        spread = _spread(np.stack([k, c1, mean, b]), geo.L)
         for n in prange(geo.N, nogil=True, schedule="dynamic", num_threads=num_threads):
             if floating is float:
-                fc_bn_backward_input_image_f(&g[n, 0, 0], &x[n, 0, 0], &grad_x[n, 0, 0], geo.C, geo.L, &k[0],
-                                             &c1[0], &mean[0], &b[0])
+                fc_bn_backward_input_spread_f(&g[n, 0, 0], &x[n, 0, 0], &grad_x[n, 0, 0], geo.C * geo.L,
+                                              &spread[0, 0])
             else:
-                fc_bn_backward_input_image_d(&g[n, 0, 0], &x[n, 0, 0], &grad_x[n, 0, 0], geo.C, geo.L, &k[0],
-                                             &c1[0], &mean[0], &b[0])
+                fc_bn_backward_input_spread_d(&g[n, 0, 0], &x[n, 0, 0], &grad_x[n, 0, 0], geo.C * geo.L,
+                                              &spread[0, 0])
         return
     cdef Py_ssize_t chunk = _chunk(geo, num_threads)
     for t in prange(_tasks(geo), nogil=True, schedule="dynamic", chunksize=chunk, num_threads=num_threads):
