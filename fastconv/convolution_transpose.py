@@ -6,11 +6,18 @@ algorithm "auto" measures fastest for it (fastconv.convolution._input_gradient:
 im2col's GEMMs and col2im, direct's tiles over the stride phases, winograd at 3x3
 stride 1); its backward runs conv2d's forward (grad_x) and conv2d's weight
 gradient with the roles of input and output swapped.
+
+Where output_padding reaches a whole stride, that conv2d's output grid has a row
+(or column) more than x: x is zero-extended (`_extend`). The extension's zeros
+form products that the transposed convolution does not, NaN with an inf or NaN
+weight (forward) or output gradient (weight gradient), so such calls run the
+scatter form of fastconv.reference instead: both factors are needed to be
+non-finite and the geometry needs a dilation above the stride.
 """
 import numpy as np
 
 from fastconv import _validation as v
-from fastconv import _winograd
+from fastconv import _winograd, reference
 from fastconv._threads import num_threads_for_macs
 from fastconv.convolution import ALL_ALGORITHMS, _input_gradient, _weight_gradient, conv2d
 
@@ -101,6 +108,8 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
         _winograd.check_geometry(g)
     v.allocatable(out_shape, x.dtype, "output")
     gy = _extend(x, g)
+    if gy is not x and not np.isfinite(weight).all():
+        return reference.conv_transpose2d(x, weight, bias, stride, padding, output_padding, groups, dilation)
     if gy.size and weight.size:
         out = _input_gradient(gy, weight, out_shape, g, groups, num_threads_for_macs(gy.size * weight[0].size),
                               algorithm)
@@ -139,7 +148,10 @@ def conv_transpose2d_backward(grad_output, x, weight, stride=1, padding=0, outpu
     # conv2d's weight gradient with x's gradient role and grad_output's input role (not
     # conv2d_backward, which would also form an input gradient that nobody reads)
     gy = _extend(x, g)
-    if gy.size and grad_output.size:
+    if gy is not x and not np.isfinite(grad_output).all():
+        grad_w = reference.conv_transpose2d_backward(grad_output, x, weight, stride, padding, output_padding,
+                                                     groups, dilation)[1]
+    elif gy.size and grad_output.size:
         grad_w = _weight_gradient(gy, grad_output, weight, g, groups,
                                   num_threads_for_macs(gy.size * weight[0].size))
     else:

@@ -101,6 +101,34 @@ def test_the_forward_by_each_algorithm(monkeypatch, case, dtype, algorithm):
         np.testing.assert_array_equal(a, c)
 
 
+@pytest.mark.parametrize("algorithm", ["im2col", "direct"])
+@pytest.mark.parametrize("where", ["x", "weight", "grad_output"])
+@pytest.mark.parametrize("value", [np.inf, -np.inf, np.nan])
+@pytest.mark.parametrize("case", [CASES[3], CASES[4], CASES[9], (2, 3, 4, 3, 2, 3, 2, 1, 1, 2, 1, 3)])
+def test_non_finite_values_stay_where_the_reference_has_them(rng, case, value, where, algorithm):
+    """Where output_padding reaches a whole stride, x is zero-extended to conv2d's grid;
+    the extension's zeros times an inf or NaN weight (or output gradient, in the weight
+    gradient) are products the transposed convolution never forms: the results must
+    still have the reference's inf, -inf and NaN, and its numbers, as torch's."""
+    x, w, b, kw = make(case, np.float64)
+    go = rng.standard_normal(reference.conv_transpose2d(x, w, b, **kw).shape)
+    target = {"weight": w, "x": x, "grad_output": go}[where]
+    target.flat[rng.integers(target.size, size=2)] = value
+    with np.errstate(invalid="ignore"):
+        out = fastconv.conv_transpose2d(x, w, b, **kw, algorithm=algorithm)
+        got = fastconv.conv_transpose2d_backward(go, x, w, **kw)
+        want = reference.conv_transpose2d(x, w, b, **kw), *reference.conv_transpose2d_backward(go, x, w, **kw)
+    for a, e in zip((out, *got), want):
+        np.testing.assert_allclose(a, e, rtol=1e-9, atol=1e-9)    # equal_nan: NaN where the reference's
+    torch = pytest.importorskip("torch")
+    tx, tw = torch.tensor(x, requires_grad=True), torch.tensor(w, requires_grad=True)
+    y = torch.nn.functional.conv_transpose2d(tx, tw, torch.tensor(b), **kw)
+    y.backward(torch.tensor(go))
+    for a, t in zip(want[:3], (y.detach(), tx.grad, tw.grad)):
+        np.testing.assert_array_equal(np.isfinite(a), np.isfinite(t.numpy()))
+        np.testing.assert_array_equal(np.isnan(a), np.isnan(t.numpy()))
+
+
 @pytest.mark.parametrize("kwargs, error", [
     ({"output_padding": 2, "stride": 2}, ValueError),
     ({"padding": "same"}, TypeError),
