@@ -59,7 +59,7 @@ picks it where it measures it faster (fastconv._autotune). Re-measure with
 
 import numpy as np
 
-from fastconv import _memory
+from fastconv import _direct, _im2col, _memory
 from fastconv import _validation as v
 from fastconv._kernels import widest_build
 from fastconv._winograd_math import POINTS, matrices, tile_size  # noqa: F401 (re-exported)
@@ -178,32 +178,58 @@ def _forward_into(out, x, weight, bias, pad_top, pad_left, groups, num_threads, 
 
 
 def prepare(weight, groups, num_threads=1):
-    """The transformed weights `transform_weights(weight, groups)`: (U, Kp). The layers
-    keep them between eval forwards while their weights do not change (the transform
-    is n^2/9 times the weights' size: at 7x7x512 it costs more than the products)."""
-    return transform_weights(weight, groups, num_threads)
+    """The transformed weights `transform_weights(weight, groups)` and whether they are
+    finite: (U, Kp, finite). The layers keep them between eval forwards while their
+    weights do not change (the transform is n^2/9 times the weights' size: at 7x7x512
+    it costs more than the products)."""
+    U, Kp = transform_weights(weight, groups, num_threads)
+    return U, Kp, bool(np.isfinite(U).all())
+
+
+def _tiles_not_finite(out, x, groups, relu, weights_finite):
+    """Whether a Winograd output `out` may hold inf or NaN where the reference has
+    numbers: its transforms mix the values of a tile, so one inf or NaN in the input
+    (or the weights) gives the whole tile's outputs inf or NaN. Each reaches every
+    output channel of its group (or, from a weight, every tile of its channel), before
+    a ReLU: the first channel of each group and the first tile of each channel are
+    enough, a fraction of the output (C2: 1/64). Behind a fused ReLU, which turns -inf
+    into 0, x (and the weights) themselves are checked."""
+    if relu:
+        return not (weights_finite and np.isfinite(x).all())
+    m = tile_size(out.dtype)[0]
+    return not (np.isfinite(out[:, ::out.shape[1] // groups]).all() and np.isfinite(out[:1, :, :m, :m]).all())
 
 
 def forward(x, weight, bias, g, groups, num_threads, relu=False, prepared=None):
     """(N, K, Ho, Wo) = conv2d(x, weight) + bias (with `relu`: max(that, 0)) for a
-    checked 3x3 stride-1 geometry."""
+    checked 3x3 stride-1 geometry. Where `_tiles_not_finite`, by direct instead (im2col
+    where direct's planes would not fit), which keeps the reference's inf and NaN."""
     check_geometry(g)
     N, K = x.shape[0], weight.shape[0]
     v.allocatable((N, K, g.out_h, g.out_w), x.dtype, "output")
     out = _memory.empty((N, K, g.out_h, g.out_w), x.dtype)
-    _forward_into(out, x, weight, bias, g.pad_top, g.pad_left, groups, num_threads, relu, prepared)
-    return out
+    _forward_into(out, x, weight, bias, g.pad_top, g.pad_left, groups, num_threads, relu,
+                  None if prepared is None else prepared[:2])
+    weights_finite = prepared[2] if prepared is not None else (not relu or np.isfinite(weight).all())
+    if not _tiles_not_finite(out, x, groups, relu, weights_finite):
+        return out
+    if not _direct.planes_fit(x.shape[1], g, x.dtype.itemsize):
+        out = _im2col.forward(x, weight, bias, g, groups, num_threads)
+        return np.maximum(out, 0, out=out) if relu else out
+    return _direct.forward(x, weight, bias, g, groups, num_threads, relu=relu)
 
 
 def grad_x(grad_output, weight, x_shape, g, groups, num_threads):
     """conv2d's input gradient: at stride 1 the forward convolution of grad_output
     with each group's weights turned 180 degrees and transposed (K/groups in, C/groups
     out; transformed so, `transform_weights(..., flipped=True)`), padded by 2 - padding
-    (negative: cropped)."""
+    (negative: cropped). Where `_tiles_not_finite`, direct's instead."""
     check_geometry(g)
     out = _memory.empty(x_shape, grad_output.dtype)
     _forward_into(out, grad_output, None, None, 2 - g.pad_top, 2 - g.pad_left, groups, num_threads,
                   prepared=transform_weights(weight, groups, num_threads, flipped=True))
+    if _tiles_not_finite(out, grad_output, groups, False, True):
+        return _direct.grad_x(grad_output, weight, x_shape, g, groups, num_threads)
     return out
 
 

@@ -109,23 +109,30 @@ def test_random_shapes(build):
 @pytest.mark.filterwarnings("ignore:invalid value encountered")
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
-def test_non_finite_inputs(build, rng, dtype, bad):
-    """Outputs the reference makes NaN are NaN, and those it makes non-finite are
-    non-finite (a tile may spread them wider: its transforms mix all its inputs)."""
-    x, w, b, kw = make(rng, (2, 5, 13, 11, 6, 1, 1), dtype)
-    x[0, 2, 3, 4] = bad
-    x[1, 0, 12, 10] = bad
-    want = reference.conv2d(*f64(x, w, b), **kw)
-    got = fastconv.conv2d(x, w, b, algorithm="winograd", **kw)
-    assert (~np.isfinite(want)).any()
-    assert np.isnan(got[np.isnan(want)]).all()
-    assert not np.isfinite(got[~np.isfinite(want)]).any()
-    go = rng.standard_normal(want.shape).astype(dtype)
-    go[1, 3, 5, 5] = bad
-    want_gx = reference.conv2d_backward(*f64(go, x, w), **kw)[0]
-    gx = fastconv.conv2d_backward(go, x, w, algorithm="winograd", **kw)[0]
-    assert np.isnan(gx[np.isnan(want_gx)]).all()
-    assert not np.isfinite(gx[~np.isfinite(want_gx)]).any()
+@pytest.mark.parametrize("where", ["x", "weight", "grad_output"])
+@pytest.mark.parametrize("case", [(2, 5, 13, 11, 6, 1, 1), (2, 6, 13, 11, 4, "same", 2), (1, 4, 6, 5, 6, 3, 2),
+                                  (2, 4, 9, 40, 3, 0, 1)])
+def test_non_finite_values_are_the_references(build, rng, dtype, bad, where, case):
+    """A tile's transforms mix all its inputs, so an inf or NaN makes the whole tile inf
+    or NaN; such calls run by direct instead (`_winograd._tiles_not_finite`), with the
+    reference's inf, -inf and NaN and its numbers: forward (also with the fused ReLU of
+    the layers' eval forward) and grad_x."""
+    x, w, b, kw = make(rng, case, dtype)
+    go = rng.standard_normal(reference.conv2d(x, w, b, **kw).shape).astype(dtype)
+    target = {"x": x, "weight": w, "grad_output": go}[where]
+    target.flat[rng.integers(target.size, size=2)] = bad
+    x64, w64, b64, go64 = f64(x, w, b, go)
+    want = reference.conv2d(x64, w64, b64, **kw)
+    want_gx = reference.conv2d_backward(go64, x64, w64, **kw)[0]
+    g = fastconv._validation.conv2d_args(x, w, b, 1, kw["padding"], 1, kw["groups"])[3]
+    for got, expected in [(fastconv.conv2d(x, w, b, algorithm="winograd", **kw), want),
+                          (_winograd.forward(x, w, b, g, kw["groups"], 2, relu=True,
+                                             prepared=_winograd.prepare(w, kw["groups"])), np.maximum(want, 0)),
+                          (fastconv.conv2d_backward(go, x, w, algorithm="winograd", **kw)[0], want_gx)]:
+        finite = np.isfinite(expected)
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
+        np.testing.assert_array_equal(got[np.isinf(expected)], expected[np.isinf(expected)])
+        assert_close(got[finite], expected[finite].astype(dtype))
 
 
 def test_inputs_untouched(rng):
@@ -236,7 +243,8 @@ def test_row_pairs(build, rng, dtype, width, N, H, K, padding):
     bad = [(N - 1, C - 1, H - 1, width - 1), (0, 0, 0, 0)]
     for n, c, iy, ix in bad:
         x[n, c, iy, ix] = np.nan
-    got = fastconv.conv2d(x, w, b, algorithm="winograd", **kw)
+    got = np.empty_like(want, dtype=dtype)        # the kernel's own NaN (fastconv.conv2d reruns by direct)
+    _winograd._forward_into(got, x, w, b, pt, pl, 1, 2)
     m = _winograd.tile_size(dtype)[0]
     oy, ox = np.arange(want.shape[2]) // m * m - pt, np.arange(want.shape[3]) // m * m - pl  # tiles' first inputs
     reached = np.zeros(want.shape, bool)
@@ -301,7 +309,8 @@ def test_row_segments(build, rng, width, padding):
     bad = [(0, 1, 2, 0), (1, 2, 9, width - 1)]
     for n, c, iy, ix in bad:
         x[n, c, iy, ix] = np.nan
-    got = fastconv.conv2d(x, w, b, algorithm="winograd", **kw)
+    got = np.empty_like(want, dtype=dtype)        # the kernel's own NaN (fastconv.conv2d reruns by direct)
+    _winograd._forward_into(got, x, w, b, pt, pl, 1, 2)
     oy, ox = np.arange(want.shape[2]) // 4 * 4 - pt, np.arange(want.shape[3]) // 4 * 4 - pl  # tiles' first inputs
     reached = np.zeros(want.shape, bool)
     for n, _c, iy, ix in bad:
