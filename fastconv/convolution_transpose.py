@@ -149,8 +149,7 @@ def conv_transpose2d_backward(grad_output, x, weight, stride=1, padding=0, outpu
     # conv2d_backward, which would also form an input gradient that nobody reads)
     gy = _extend(x, g)
     if gy is not x and not np.isfinite(grad_output).all():
-        grad_w = reference.conv_transpose2d_backward(grad_output, x, weight, stride, padding, output_padding,
-                                                     groups, dilation)[1]
+        grad_w = reference._conv_transpose2d_grad_weight(grad_output, x, weight, g, groups)
     elif gy.size and grad_output.size:
         grad_w = _weight_gradient(gy, grad_output, weight, g, groups,
                                   num_threads_for_macs(gy.size * weight[0].size))

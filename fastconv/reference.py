@@ -334,13 +334,20 @@ def conv_transpose2d_backward(grad_output, x, weight, stride=1, padding=0, outpu
     x, weight, _, groups, out_shape, g = _args(x, weight, None, stride, padding, output_padding,
                                                groups, dilation)
     gout = v.grad_output_array(grad_output, out_shape, x.dtype)
-    N, C, H, W = x.shape
-    K, Ho, Wo = out_shape[1:]
-    kh, kw = weight.shape[2:]
+    H, W = x.shape[2:]
     args = ((g.stride_h, g.stride_w), (g.pad_top, g.pad_left), (g.dilation_h, g.dilation_w), groups)
     grad_x = conv2d(gout, weight, None, *args)[:, :, :H, :W]
-    # the adjoint of the forward's scatter: each tap's products of x's pixels with the
-    # output gradient where that tap put them (padding's zeros around the output)
+    grad_w = _conv_transpose2d_grad_weight(gout, x, weight, g, groups)
+    return np.ascontiguousarray(grad_x), grad_w, gout.sum(axis=(0, 2, 3))
+
+
+def _conv_transpose2d_grad_weight(gout, x, weight, g, groups):
+    """conv_transpose2d's weight gradient as the adjoint of the forward's scatter: each
+    tap's products of x's pixels with the output gradient where that tap put them
+    (zeros around the output for its padding)."""
+    N, C, H, W = x.shape
+    K, Ho, Wo = gout.shape[1:]
+    kh, kw = weight.shape[2:]
     rows = max((H - 1) * g.stride_h + g.dilation_h * (kh - 1) + 1, g.pad_top + Ho)
     cols = max((W - 1) * g.stride_w + g.dilation_w * (kw - 1) + 1, g.pad_left + Wo)
     full = np.zeros((N, K, rows, cols))
@@ -352,8 +359,7 @@ def conv_transpose2d_backward(grad_output, x, weight, stride=1, padding=0, outpu
             taps = full[:, :, i * g.dilation_h:i * g.dilation_h + (H - 1) * g.stride_h + 1:g.stride_h,
                         j * g.dilation_w:j * g.dilation_w + (W - 1) * g.stride_w + 1:g.stride_w]
             grad_w[..., i, j] = np.einsum("ngchw,ngkhw->gck", xg, taps.reshape(N, groups, K // groups, H, W))
-    return (np.ascontiguousarray(grad_x), grad_w.reshape(weight.shape).astype(x.dtype),
-            gout.sum(axis=(0, 2, 3)))
+    return grad_w.reshape(weight.shape).astype(x.dtype)
 
 
 def batch_norm2d(x, running_mean=None, running_var=None, weight=None, bias=None, training=False,

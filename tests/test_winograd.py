@@ -135,6 +135,13 @@ def test_non_finite_values_are_the_references(build, rng, dtype, bad, where, cas
         assert_close(got[finite], expected[finite].astype(dtype))
 
 
+def test_zero_input_channels():
+    """grad_x of an input with no channels is empty (the finiteness check reads none)."""
+    x, w = np.ones((2, 0, 5, 5), np.float32), np.ones((3, 0, 3, 3), np.float32)
+    gx, gw, gb = fastconv.conv2d_backward(np.ones((2, 3, 5, 5), np.float32), x, w, padding=1, algorithm="winograd")
+    assert gx.shape == x.shape and gw.shape == w.shape and gb.shape == (3,)
+
+
 def test_inputs_untouched(rng):
     x, w, b, kw = make(rng, (2, 6, 9, 10, 4, "same", 2), np.float32)
     go = rng.standard_normal((2, 4, 9, 10)).astype(np.float32)
