@@ -13,7 +13,7 @@ from fastconv import _validation as v
 from fastconv._kernels import adaptive_pool as _kernel
 from fastconv._kernels import widest_build
 from fastconv._threads import num_threads_for
-from fastconv.pooling import global_avg_pool2d
+from fastconv.pooling import global_avg_pool2d, global_max_pool2d
 
 #: The max pooling's build: AVX + FMA where the CPU runs it (an AVX-512 build was no
 #: faster). On the Zen 4 VM (one thread, interleaved) it took 0.71-0.87x the portable
@@ -111,6 +111,9 @@ def adaptive_max_pool2d(x, output_size, return_indices=False):
     return_indices = v._flag(return_indices, "return_indices")
     N, C, H, W = xb.shape
     Ho, Wo = _output_hw(output_size, (H, W))
+    if (Ho, Wo) == (1, 1):
+        # one max per plane: global pooling's tasks of planes (here a task per output row)
+        return global_max_pool2d(xb[0] if unbatched else xb, return_indices=return_indices)
     out = _memory.empty((N, C, Ho, Wo), xb.dtype)
     indices = _memory.empty(out.shape, np.int64)
     _max_kernel.adaptive_max_pool2d(_planes(xb), _planes(out), _planes(indices), num_threads_for(xb.size))

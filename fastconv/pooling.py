@@ -230,10 +230,11 @@ def _global_shape(shape, keepdims):
     return tuple(shape[:-2]) + (1, 1) if keepdims else tuple(shape[:-2])
 
 
-#: The global average's build: the widest. With AVX it sums groups of planes at once
-#: (adaptive_pool.h): ResNet's (32, 512, 7, 7) in 0.6-0.7x the portable build's time on
-#: one thread, in another order (both fixed by the plane's size alone).
-_mean_kernel = widest_build("adaptive_pool")
+#: Global pooling's build: the widest. With AVX the average sums groups of planes at
+#: once (adaptive_pool.h): ResNet's (32, 512, 7, 7) in 0.6-0.7x the portable build's
+#: time on one thread, in another order (both fixed by the plane's size alone); the max
+#: is exact, the same in every build.
+_global_kernel = widest_build("adaptive_pool")
 
 
 def global_avg_pool2d(x, keepdims=True):
@@ -253,7 +254,7 @@ def global_avg_pool2d(x, keepdims=True):
     keepdims = v._flag(keepdims, "keepdims")
     N, C, H, W = xb.shape
     out = np.empty(N * C, dtype=xb.dtype)
-    _mean_kernel.global_avg_pool2d(xb.reshape(N * C, H * W), out, num_threads_for(xb.size))
+    _global_kernel.global_avg_pool2d(xb.reshape(N * C, H * W), out, num_threads_for(xb.size))
     return out.reshape(_global_shape(xb.shape[unbatched:], keepdims))
 
 
@@ -311,8 +312,8 @@ def global_max_pool2d(x, keepdims=True, return_indices=False):
     N, C, H, W = xb.shape
     out = np.empty(N * C, dtype=xb.dtype)
     indices = np.empty(N * C, dtype=np.int64)
-    _kernel.global_max_pool2d(xb.reshape(N * C, H * W), out, indices, return_indices,
-                              num_threads_for(xb.size))
+    _global_kernel.global_max_pool2d(xb.reshape(N * C, H * W), out, indices, return_indices,
+                                     num_threads_for(xb.size))
     shape = _global_shape(xb.shape[unbatched:], keepdims)
     return (out.reshape(shape), indices.reshape(shape)) if return_indices else out.reshape(shape)
 

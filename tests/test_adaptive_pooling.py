@@ -69,6 +69,38 @@ def test_bad_arguments():
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("special", ["none", "nan", "inf", "-inf", "zeros"])
+def test_every_build_finds_torchs_plane_max(rng, dtype, special):
+    """Global max (and adaptive max to 1x1) by each build: planes of 1 to 70 values, so
+    shorter than a vector, whole vectors, an overlapping last vector and the portable
+    lanes' tails; ties keep the first maximum, a NaN makes the plane NaN (the last NaN's
+    index), an infinity wins, and a zero maximum keeps the first zero's sign."""
+    from fastconv._kernels import runnable_builds
+
+    for L in range(1, 71):
+        x = rng.integers(-3, 4, size=(24, L)).astype(dtype)
+        if special == "zeros":
+            x = -np.abs(x)
+            x[rng.random(x.shape) < 0.3] = 0.0
+            x[rng.random(x.shape) < 0.5] *= -1.0     # -0.0 where a zero is negated
+        elif special != "none":
+            value = {"nan": np.nan, "inf": np.inf, "-inf": -np.inf}[special]
+            x[rng.random(x.shape) < 2.0 / L] = value
+        want, want_idx = reference.global_max_pool2d(x.reshape(24, 1, 1, L), keepdims=False, return_indices=True)
+        want, want_idx = want[:, 0], want_idx[:, 0]
+        first = x[np.arange(24), want_idx]       # torch's value: the first maximum's, sign of a zero included
+        for kernel in runnable_builds("adaptive_pool"):
+            mx, idx = np.empty(24, dtype), np.empty(24, np.int64)
+            kernel.global_max_pool2d(x, mx, idx, True, 2)
+            np.testing.assert_array_equal(idx, want_idx, err_msg=f"L={L} {kernel.__name__}")
+            np.testing.assert_array_equal(mx, want)
+            np.testing.assert_array_equal(np.signbit(mx), np.signbit(first))
+            kernel.global_max_pool2d(x, mx, idx, False, 1)
+            np.testing.assert_array_equal(mx, want)
+            np.testing.assert_array_equal(np.signbit(mx), np.signbit(first))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape, size", [((2, 3, 14, 14), 5), ((3, 5, 13, 13), 6), ((1, 2, 7, 7), 1),
                                          ((2, 2, 5, 31), (9, 4)), ((1, 1, 1, 1), 3)])
 def test_every_build_returns_the_same_max(rng, shape, size, dtype):

@@ -56,6 +56,8 @@ cdef extern from "adaptive_pool.h" nogil:
                              Py_ssize_t w1, int64_t* idx)
     double fc_ap_window_max_d(const double* plane, Py_ssize_t W, Py_ssize_t h0, Py_ssize_t h1, Py_ssize_t w0,
                               Py_ssize_t w1, int64_t* idx)
+    float fc_ap_plane_max_f(const float* r, Py_ssize_t L, int64_t* idx)
+    double fc_ap_plane_max_d(const double* r, Py_ssize_t L, int64_t* idx)
     void fc_ap_plane_means_f(const float* x, Py_ssize_t L, Py_ssize_t count, float* dst)
     void fc_ap_plane_means_d(const double* x, Py_ssize_t L, Py_ssize_t count, double* dst)
     void fc_ap_avg_row_f(const float* plane, Py_ssize_t W, Py_ssize_t h0, Py_ssize_t h1, const Py_ssize_t* ws,
@@ -125,6 +127,25 @@ def global_avg_pool2d(const floating[:, ::1] x, floating[::1] out, int num_threa
             fc_ap_plane_means_f(&x[p, 0], L, min(per, P - p), &out[p])
         else:
             fc_ap_plane_means_d(&x[p, 0], L, min(per, P - p), &out[p])
+
+
+def global_max_pool2d(const floating[:, ::1] x, floating[::1] out, int64_t[::1] indices,
+                      bint with_indices, int num_threads):
+    """out[p] = torch's max of x[p, :] (the first maximum, or the last NaN; L >= 1);
+    indices[p] its position when `with_indices`."""
+    cdef Py_ssize_t P = x.shape[0], L = x.shape[1], p
+    check_shape("out", (out.shape[0],), (P,))
+    if with_indices:
+        check_shape("indices", (indices.shape[0],), (P,))
+    if P == 0 or L == 0:
+        return
+    cdef int64_t* idx = &indices[0] if with_indices else NULL
+    cdef Py_ssize_t chunk = _chunk(P, num_threads)
+    for p in prange(P, nogil=True, num_threads=num_threads, schedule="dynamic", chunksize=chunk):
+        if floating is float:
+            out[p] = fc_ap_plane_max_f(&x[p, 0], L, idx + p if with_indices else NULL)
+        else:
+            out[p] = fc_ap_plane_max_d(&x[p, 0], L, idx + p if with_indices else NULL)
 
 
 def adaptive_avg_pool2d(const floating[:, :, ::1] x, floating[:, :, ::1] out, int num_threads):

@@ -144,6 +144,121 @@ static void FC_AP_FN(fc_ap_plane_means)(const T *x, ptrdiff_t L, ptrdiff_t count
 #endif
 }
 
+/* The first k with r[k] == m (one exists): by vectors (AVX) or blocks of 8 whose
+ * equality flags are or-ed (portable), then the last few values one by one. A scan
+ * value by value, one branch each, took longer than the max itself. */
+static ptrdiff_t FC_AP_FN(fc_ap_find)(const T *r, ptrdiff_t L, T m)
+{
+    ptrdiff_t k = 0;
+#if FC_AP_GROUPED
+    enum { VL = 32 / sizeof(T) };
+    const FC_AP_V mv = FC_AP_OP(set1)(m);
+    for (; k + VL <= L; k += VL) {
+        const int bits = FC_AP_OP(movemask)(FC_AP_OP(cmp)(FC_AP_OP(loadu)(r + k), mv, _CMP_EQ_OQ));
+        if (bits)
+            return k + __builtin_ctz((unsigned)bits);
+    }
+#else
+    for (; k + 8 <= L; k += 8) {
+        int any = 0;
+        for (int j = 0; j < 8; j++)
+            any |= r[k + j] == m;
+        if (any)
+            break;
+    }
+#endif
+    while (!(r[k] == m))
+        k++;
+    return k;
+}
+
+/* torch's max of the plane r[0 : L] (L >= 1): the first maximum in order, or the
+ * last NaN; *idx (when idx is not NULL) its position. A vectorised pass takes the
+ * max with a flag, z += v - v, that stays 0 unless an inf or a NaN went in (AVX: two
+ * vector accumulators and an overlapping last vector, a max being indifferent to
+ * values seen twice; portable: eight lanes), then a scan finds the first value equal
+ * to it, which also gives a zero its sign; a flagged plane takes torch's scan
+ * (fc_ap_window_max). The pass it replaced, 64 lanes and a scalar tail, took 13x the
+ * global average's time on 7x7 planes. */
+static T FC_AP_FN(fc_ap_plane_max)(const T *r, ptrdiff_t L, int64_t *idx)
+{
+    T m, zz;
+    ptrdiff_t i = 0, k;
+#if FC_AP_GROUPED
+    enum { VL = 32 / sizeof(T) };
+    if (L >= VL) {
+        FC_AP_V a = FC_AP_OP(loadu)(r), b = a, za = FC_AP_OP(sub)(a, a), zb = FC_AP_OP(setzero)();
+        T t[VL], z[VL];
+        for (i = VL; i + 2 * VL <= L; i += 2 * VL) {
+            const FC_AP_V u = FC_AP_OP(loadu)(r + i), w = FC_AP_OP(loadu)(r + i + VL);
+            a = FC_AP_OP(max)(u, a);
+            b = FC_AP_OP(max)(w, b);
+            za = FC_AP_OP(add)(za, FC_AP_OP(sub)(u, u));
+            zb = FC_AP_OP(add)(zb, FC_AP_OP(sub)(w, w));
+        }
+        if (i + VL <= L) {
+            const FC_AP_V u = FC_AP_OP(loadu)(r + i);
+            a = FC_AP_OP(max)(u, a);
+            za = FC_AP_OP(add)(za, FC_AP_OP(sub)(u, u));
+            i += VL;
+        }
+        if (i < L) {
+            const FC_AP_V w = FC_AP_OP(loadu)(r + L - VL);
+            b = FC_AP_OP(max)(w, b);
+            zb = FC_AP_OP(add)(zb, FC_AP_OP(sub)(w, w));
+        }
+        FC_AP_OP(storeu)(t, FC_AP_OP(max)(a, b));
+        FC_AP_OP(storeu)(z, FC_AP_OP(add)(za, zb));
+        m = t[0];
+        zz = z[0];
+        for (k = 1; k < VL; k++) {
+            m = t[k] > m ? t[k] : m;
+            zz += z[k];
+        }
+        i = L;
+    } else
+#endif
+    {
+        T lane[8], z[8];
+        const ptrdiff_t blocks = L / 8;     /* counted, as fc_ap_plane_mean's */
+        for (k = 0; k < 8; k++) {
+            lane[k] = r[0];
+            z[k] = 0;
+        }
+        for (ptrdiff_t j = 0; j < blocks; j++)
+            for (k = 0; k < 8; k++) {
+                const T v = r[8 * j + k];
+                lane[k] = v > lane[k] ? v : lane[k];
+                z[k] += v - v;
+            }
+        m = lane[0];
+        zz = z[0];
+        for (k = 1; k < 8; k++) {
+            m = lane[k] > m ? lane[k] : m;
+            zz += z[k];
+        }
+        i = 8 * blocks;
+    }
+    for (; i < L; i++) {
+        m = r[i] > m ? r[i] : m;
+        zz += r[i] - r[i];
+    }
+    if (zz != zz) {
+        int64_t at;
+        m = FC_AP_FN(fc_ap_window_max)(r, L, 0, 1, 0, L, &at);
+        if (idx)
+            *idx = at;
+        return m;
+    }
+    if (idx || m == 0) {
+        k = FC_AP_FN(fc_ap_find)(r, L, m);
+        if (idx)
+            *idx = (int64_t)k;
+        m = r[k];
+    }
+    return m;
+}
+
 /* One output row of the average, separable as the max below: the column sums
  * down the rows [h0, h1) (a vectorised pass over whole rows, into col_sum, W
  * values), then each window's sum of its columns, divided once by its area. A
@@ -188,81 +303,67 @@ static void FC_AP_FN(fc_ap_max_row)(const T *plane, ptrdiff_t W, ptrdiff_t h0, p
                                     int32_t *restrict col_row, T *dst, int64_t *idx)
 {
     int nan = 0;
-    if (Wo == 1 && ws[0] == 0 && we[0] == W) {
+    if (Wo == 1 && ws[0] == 0 && we[0] == W) {     /* whole rows: global pooling's plane max */
+        dst[0] = FC_AP_FN(fc_ap_plane_max)(plane + h0 * W, (h1 - h0) * W, idx);
+        idx[0] += (int64_t)(h0 * W);
+        return;
+    }
+    for (ptrdiff_t w = 0; w < W; w++) {
+        col_max[w] = -INFINITY;
+        col_row[w] = (int32_t)h0;
+    }
+    /* For float, the NaN check is a loop of its own over the rows' one
+     * contiguous run, which the compiler vectorises with the flag in a
+     * register: as an `omp simd reduction` in the column pass, the flag's
+     * vector was spilled and reloaded after a narrower store, a
+     * store-forwarding stall per row (a quarter of the time on 14x14
+     * planes). The double build has no such stall and the extra pass
+     * cost it 5%, so it keeps the check in the column pass. */
+    const int nan_pass = sizeof(T) == sizeof(float);
+    if (nan_pass) {
         const T *run = plane + h0 * W;
-        T m = -INFINITY;
-        FC_AP_SIMD("omp simd reduction(max:m) reduction(|:nan)")
-        for (ptrdiff_t i = 0; i < (h1 - h0) * W; i++) {
-            T v = run[i];
-            m = v > m ? v : m;
-            nan |= v != v;
-        }
-        if (!nan) {
-            ptrdiff_t k = 0;
-            while (!(run[k] == m))      /* m is one of the values: the scan stops */
-                k++;
-            dst[0] = run[k];            /* not m: keeps the sign of a zero */
-            idx[0] = (int64_t)(h0 * W + k);
-            return;
-        }
-    } else {
-        for (ptrdiff_t w = 0; w < W; w++) {
-            col_max[w] = -INFINITY;
-            col_row[w] = (int32_t)h0;
-        }
-        /* For float, the NaN check is a loop of its own over the rows' one
-         * contiguous run, which the compiler vectorises with the flag in a
-         * register: as an `omp simd reduction` in the column pass, the flag's
-         * vector was spilled and reloaded after a narrower store, a
-         * store-forwarding stall per row (a quarter of the time on 14x14
-         * planes). The double build has no such stall and the extra pass
-         * cost it 5%, so it keeps the check in the column pass. */
-        const int nan_pass = sizeof(T) == sizeof(float);
+        for (ptrdiff_t i = 0; i < (h1 - h0) * W; i++)
+            nan |= run[i] != run[i];
+    }
+    for (ptrdiff_t h = h0; h < h1; h++) {
+        const T *restrict row = plane + h * W;
+        const int32_t hh = (int32_t)h;
         if (nan_pass) {
-            const T *run = plane + h0 * W;
-            for (ptrdiff_t i = 0; i < (h1 - h0) * W; i++)
-                nan |= run[i] != run[i];
-        }
-        for (ptrdiff_t h = h0; h < h1; h++) {
-            const T *restrict row = plane + h * W;
-            const int32_t hh = (int32_t)h;
-            if (nan_pass) {
-                FC_AP_SIMD("omp simd")
-                for (ptrdiff_t w = 0; w < W; w++) {
-                    T v = row[w], m = col_max[w];
-                    int32_t r = col_row[w];
-                    int32_t larger = -(int32_t)(v > m);     /* a mask, not a branch: vectorises */
-                    col_max[w] = v > m ? v : m;
-                    col_row[w] = (hh & larger) | (r & ~larger);
-                }
-            } else {
-                FC_AP_SIMD("omp simd reduction(|:nan)")
-                for (ptrdiff_t w = 0; w < W; w++) {
-                    T v = row[w], m = col_max[w];
-                    int32_t r = col_row[w];
-                    int32_t larger = -(int32_t)(v > m);
-                    col_max[w] = v > m ? v : m;
-                    col_row[w] = (hh & larger) | (r & ~larger);
-                    nan |= v != v;
-                }
+            FC_AP_SIMD("omp simd")
+            for (ptrdiff_t w = 0; w < W; w++) {
+                T v = row[w], m = col_max[w];
+                int32_t r = col_row[w];
+                int32_t larger = -(int32_t)(v > m);     /* a mask, not a branch: vectorises */
+                col_max[w] = v > m ? v : m;
+                col_row[w] = (hh & larger) | (r & ~larger);
+            }
+        } else {
+            FC_AP_SIMD("omp simd reduction(|:nan)")
+            for (ptrdiff_t w = 0; w < W; w++) {
+                T v = row[w], m = col_max[w];
+                int32_t r = col_row[w];
+                int32_t larger = -(int32_t)(v > m);
+                col_max[w] = v > m ? v : m;
+                col_row[w] = (hh & larger) | (r & ~larger);
+                nan |= v != v;
             }
         }
-        if (!nan) {
-            for (ptrdiff_t j = 0; j < Wo; j++) {
-                const ptrdiff_t w0 = ws[j], w1 = we[j];
-                T m = col_max[w0];
-                for (ptrdiff_t w = w0 + 1; w < w1; w++)
-                    m = col_max[w] > m ? col_max[w] : m;
-                int64_t pos = INT64_MAX;
-                for (ptrdiff_t w = w0; w < w1; w++) {
-                    int64_t k = (int64_t)col_row[w] * W + w;
-                    pos = (col_max[w] == m) & (k < pos) ? k : pos;
-                }
-                dst[j] = plane[pos];
-                idx[j] = pos;
+    }
+    if (!nan) {
+        for (ptrdiff_t j = 0; j < Wo; j++) {
+            const ptrdiff_t w0 = ws[j], w1 = we[j];
+            T m = col_max[w0];
+            for (ptrdiff_t w = w0 + 1; w < w1; w++)
+                m = col_max[w] > m ? col_max[w] : m;
+            int64_t pos = INT64_MAX;
+            for (ptrdiff_t w = w0; w < w1; w++) {
+                int64_t k = (int64_t)col_row[w] * W + w;
+                pos = (col_max[w] == m) & (k < pos) ? k : pos;
             }
-            return;
+            dst[j] = plane[pos];
+            idx[j] = pos;
         }
+        return;
     }
     for (ptrdiff_t j = 0; j < Wo; j++)
         dst[j] = FC_AP_FN(fc_ap_window_max)(plane, W, h0, h1, ws[j], we[j], idx + j);

@@ -71,7 +71,6 @@ cdef extern from "pooling.h" nogil:
     void fastconv_spread_2s2_d(double* row, const double* g, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil
     void fastconv_spread_3s2_f(float* row, const float* g, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil
     void fastconv_spread_3s2_d(double* row, const double* g, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil
-    float fastconv_plane_max_f(const float* src, Py_ssize_t L) noexcept nogil
     void fastconv_max_2x2s2_idx_f(float* dst, int64_t* idx, const float* r0, const float* r1,
                                   Py_ssize_t lo, Py_ssize_t hi, int64_t base, int64_t W) noexcept nogil
     void fastconv_max_2x2s2_idx_d(double* dst, int64_t* idx, const double* r0, const double* r1,
@@ -82,7 +81,6 @@ cdef extern from "pooling.h" nogil:
     void fastconv_max_3x3s2_idx_d(double* dst, int64_t* idx, const double* r0, const double* r1,
                                   const double* r2, Py_ssize_t lo, Py_ssize_t hi, int64_t base,
                                   int64_t W) noexcept nogil
-    double fastconv_plane_max_d(const double* src, Py_ssize_t L) noexcept nogil
 
 
 cdef inline void _max_2x2s2(floating* dst, const floating* r0, const floating* r1,
@@ -522,31 +520,8 @@ def avg_pool2d_backward(const floating[:, :, ::1] grad_output, floating[:, :, ::
 
 
 # ---------------------------------------------------------------------------
-# Global pooling: one value per plane (the average's forward is in adaptive_pool.pyx,
-# built per instruction set). The per-plane work sits in helpers so their lane
-# arrays are per call (a C array declared in the prange function would be shared
-# between the threads).
-
-cdef inline floating _plane_max(const floating* src, Py_ssize_t L) noexcept nogil:
-    if floating is float:
-        return fastconv_plane_max_f(src, L)
-    else:
-        return fastconv_plane_max_d(src, L)
-
-
-cdef inline int64_t _plane_argmax(const floating* src, Py_ssize_t L) noexcept nogil:
-    """torch's index: the first maximum, or the last NaN. The max comes from the
-    vectorised pass; finding it again is a short scan of a plane still in cache."""
-    cdef floating m = _plane_max(src, L)
-    cdef Py_ssize_t i
-    if m != m:
-        for i in range(L - 1, -1, -1):
-            if src[i] != src[i]:
-                return i
-    for i in range(L):
-        if src[i] == m:
-            return i
-    return 0
+# Global pooling's backward of the average (its forward and the max are in
+# adaptive_pool.pyx, built per instruction set).
 
 
 def global_avg_pool2d_backward(const floating[::1] grad_output, floating[:, ::1] grad_input,
@@ -564,23 +539,3 @@ def global_avg_pool2d_backward(const floating[::1] grad_output, floating[:, ::1]
         dst = &grad_input[p, 0]
         for i in range(L):
             dst[i] = g
-
-
-def global_max_pool2d(const floating[:, ::1] x, floating[::1] out, int64_t[::1] indices,
-                      bint with_indices, int num_threads):
-    """out[p] = max of x[p, :] (NaN propagates); indices[p] its position when `with_indices`."""
-    cdef Py_ssize_t P = x.shape[0], L = x.shape[1]
-    check_shape("out", (out.shape[0],), (P,))
-    if with_indices:
-        check_shape("indices", (indices.shape[0],), (P,))
-    cdef Py_ssize_t p
-    cdef int64_t k
-    if P == 0 or L == 0:
-        return
-    for p in prange(P, nogil=True, schedule="static", num_threads=num_threads):
-        if with_indices:
-            k = _plane_argmax(&x[p, 0], L)
-            indices[p] = k
-            out[p] = x[p, k]
-        else:
-            out[p] = _plane_max(&x[p, 0], L)

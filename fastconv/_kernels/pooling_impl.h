@@ -111,31 +111,3 @@ static void FC_POOL_FN(fastconv_max_3x3s2_idx)(T *dst, int64_t *idx, const T *r0
         idx[ow] = base + 2 * ow + (nan ? last : first);
     }
 }
-/* acc[k] = max(acc[k], s[k]); z[k] += s[k] - s[k], which stays 0 unless s[k] is */
-/* NaN or infinite: a vectorisable stand-in for "saw a NaN". */
-static void FC_POOL_FN(fastconv_max_into)(T *restrict acc, T *restrict z, const T *restrict s,
-                                          ptrdiff_t n) {
-    for (ptrdiff_t k = 0; k < n; k++) {
-        acc[k] = FASTCONV_MAX(s[k], acc[k]);
-        z[k] = z[k] + (s[k] - s[k]);
-    }
-}
-/* Max of src[0:L] (L >= 1), NaN propagating, over 64 lanes; when a NaN or an */
-/* infinity shows up, an exact scalar pass decides. */
-static T FC_POOL_FN(fastconv_plane_max)(const T *src, ptrdiff_t L) {
-    T lane[64], z[64], m = src[0], zz = 0;
-    ptrdiff_t i, k, blocks = L / 64;
-    for (k = 0; k < 64; k++) { lane[k] = m; z[k] = 0; }
-    for (i = 0; i < blocks; i++) FC_POOL_FN(fastconv_max_into)(lane, z, src + 64 * i, 64);
-    for (k = 0; k < 64; k++) { m = FASTCONV_MAX(lane[k], m); zz = zz + z[k]; }
-    for (i = 64 * blocks; i < L; i++) {
-        m = FASTCONV_MAX(src[i], m);
-        zz = zz + (src[i] - src[i]);
-    }
-    if (zz != zz) {
-        m = src[0];
-        for (i = 1; i < L; i++)
-            if (src[i] > m || src[i] != src[i]) m = src[i];
-    }
-    return m;
-}
