@@ -350,16 +350,16 @@ def _conv_transpose2d_grad_weight(gout, x, weight, g, groups):
     kh, kw = weight.shape[2:]
     rows = max((H - 1) * g.stride_h + g.dilation_h * (kh - 1) + 1, g.pad_top + Ho)
     cols = max((W - 1) * g.stride_w + g.dilation_w * (kw - 1) + 1, g.pad_left + Wo)
-    full = np.zeros((N, K, rows, cols))
+    full = np.zeros((N, K, rows, cols), dtype=x.dtype)
     full[:, :, g.pad_top:g.pad_top + Ho, g.pad_left:g.pad_left + Wo] = gout
-    xg = x.reshape(N, groups, C // groups, H, W)
-    grad_w = np.empty((groups, C // groups, K // groups, kh, kw))
-    for i in range(kh):
-        for j in range(kw):
-            taps = full[:, :, i * g.dilation_h:i * g.dilation_h + (H - 1) * g.stride_h + 1:g.stride_h,
-                        j * g.dilation_w:j * g.dilation_w + (W - 1) * g.stride_w + 1:g.stride_w]
-            grad_w[..., i, j] = np.einsum("ngchw,ngkhw->gck", xg, taps.reshape(N, groups, K // groups, H, W))
-    return grad_w.reshape(weight.shape).astype(x.dtype)
+    sn, sk, sr, sc = full.strides
+    # taps[n, k, h, w, i, j] = full[n, k, h*stride + i*dilation, w*stride + j*dilation]
+    taps = np.lib.stride_tricks.as_strided(
+        full, (N, groups, K // groups, H, W, kh, kw),
+        (sn, sk * (K // groups), sk, sr * g.stride_h, sc * g.stride_w, sr * g.dilation_h, sc * g.dilation_w),
+        writeable=False)
+    grad_w = np.einsum("ngchw,ngkhwij->gckij", x.reshape(N, groups, C // groups, H, W), taps, optimize=True)
+    return grad_w.reshape(weight.shape).astype(x.dtype, copy=False)
 
 
 def batch_norm2d(x, running_mean=None, running_var=None, weight=None, bias=None, training=False,
