@@ -300,6 +300,16 @@ def global_max_pool2d_backward(grad_output, indices, input_shape):
     return max_pool2d_backward(go.reshape(lead), np.asarray(indices).reshape(lead), shape)
 
 
+def _scatter_canvas(x_shape, out_shape, kernel, g, dtype):
+    """Zeros (N, K, rows, cols) for conv_transpose2d's scatter: every tap's products of
+    x's pixels land in it, and the output is its window at (pad_top, pad_left)."""
+    N, _, H, W = x_shape
+    K, Ho, Wo = out_shape[1:]
+    rows = max((H - 1) * g.stride_h + g.dilation_h * (kernel[0] - 1) + 1, g.pad_top + Ho)
+    cols = max((W - 1) * g.stride_w + g.dilation_w * (kernel[1] - 1) + 1, g.pad_left + Wo)
+    return np.zeros((N, K, rows, cols), dtype=dtype)
+
+
 def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1, *,
                      algorithm="auto"):
     """`fastconv.conv_transpose2d` in plain NumPy: same arguments (`algorithm` is
@@ -310,10 +320,7 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
     N, C, H, W = x.shape
     K, Ho, Wo = out_shape[1:]
     kh, kw = weight.shape[2:]
-    # scatter every tap into a buffer that also holds the padding, then crop it
-    rows = max((H - 1) * g.stride_h + g.dilation_h * (kh - 1) + 1, g.pad_top + Ho)
-    cols = max((W - 1) * g.stride_w + g.dilation_w * (kw - 1) + 1, g.pad_left + Wo)
-    full = np.zeros((N, K, rows, cols))
+    full = _scatter_canvas(x.shape, out_shape, (kh, kw), g, np.float64)
     xg = x.reshape(N, groups, C // groups, H, W)
     wg = weight.reshape(groups, C // groups, K // groups, kh, kw)
     for i in range(kh):
@@ -348,9 +355,7 @@ def _conv_transpose2d_grad_weight(gout, x, weight, g, groups):
     N, C, H, W = x.shape
     K, Ho, Wo = gout.shape[1:]
     kh, kw = weight.shape[2:]
-    rows = max((H - 1) * g.stride_h + g.dilation_h * (kh - 1) + 1, g.pad_top + Ho)
-    cols = max((W - 1) * g.stride_w + g.dilation_w * (kw - 1) + 1, g.pad_left + Wo)
-    full = np.zeros((N, K, rows, cols), dtype=x.dtype)
+    full = _scatter_canvas(x.shape, gout.shape, (kh, kw), g, x.dtype)
     full[:, :, g.pad_top:g.pad_top + Ho, g.pad_left:g.pad_left + Wo] = gout
     sn, sk, sr, sc = full.strides
     # taps[n, k, h, w, i, j] = full[n, k, h*stride + i*dilation, w*stride + j*dilation]
