@@ -12,8 +12,8 @@ when a cache file is named, for later processes on the same machine.
 Shape classes. A class is what decides the speed and what real networks repeat:
 the pass (forward; eval, the layers' eval forwards, whose weights are prepared once
 and kept, so that a candidate's per-call weight transform or packing is not timed;
-backward; grad_x alone, conv_transpose2d's forward; or grad_weight alone for
-winograd's backward), the dtype, dense / depthwise / grouped, channels per group in and out (power-of-two
+grad_x, also conv_transpose2d's forward; grad_weight: the backward takes each
+gradient from the algorithm fastest for it), the dtype, dense / depthwise / grouped, channels per group in and out (power-of-two
 buckets), the kernel, stride, dilation and padding kind (none, "same"-style,
 other), the output plane's pixels and the batch (power-of-two buckets) and the
 thread count the op runs on. A ResNet-18 or VGG-16 forward falls into about a
@@ -120,7 +120,7 @@ RECHECK_CALLS = 3
 #: sweeps shapes does not grow the cache without bound).
 MAX_CLASSES = 4096
 
-PASSES = ("forward", "eval", "backward", "grad_x", "grad_weight")
+PASSES = ("forward", "eval", "grad_x", "grad_weight")
 
 _lock = threading.RLock()
 _choices = {}            # class key -> {"choice": name, "seconds": {name: predicted time}}
@@ -299,15 +299,15 @@ def rule(pass_, x_shape, weight_shape, g, groups, dtype):
     BLAS's packing does as well in float32; in float64 direct's channel tiles beat
     BLAS where they run (AVX-512 builds) and cover at least three quarters of the
     channels; and im2col where one output row's input planes would not fit direct's
-    bound. Backward and grad_weight: direct for one-channel groups (depthwise), where
+    bound. grad_x and grad_weight: direct for one-channel groups (depthwise), where
     the GEMMs are degenerate, and elsewhere too: its grad_weight runs on register tiles
     over the forward's planes and grad_x on the forward's tiles (one stride phase at a
     time at stride > 1), so that no BLAS and no BLAS configuration sets its speed;
     except a pointwise convolution, two plain GEMMs, small output planes, which im2col
     runs tap by tap over the whole batch (`fastconv._im2col.by_taps`: backward 5.7x faster
-    than direct's tiles on 2x2 planes, 1.35x on 4x4; the tiles span rows of a few pixels), and geometries whose planes
-    would not fit, all im2col. grad_x alone likewise. Never winograd: where it pays
-    depends most on the CPU.
+    than direct's tiles on 2x2 planes, 1.35x on 4x4; the tiles span rows of a few
+    pixels), and geometries whose planes would not fit, all im2col. Never winograd:
+    where it pays depends most on the CPU.
     Re-measure with ``python -m fastconv bench --sections direct``.
     """
     dtype = np.dtype(dtype)
@@ -330,10 +330,10 @@ def _winograd_runs(g):
 def candidates(pass_, x_shape, weight_shape, g, groups, dtype):
     """The algorithms that run this call: im2col and direct (direct's forward only where its
     planes fit), and winograd for 3x3, stride 1, dilation 1 (grad_weight: im2col, direct).
-    The backward's im2col is timed too: on small maps it beats direct's tiles (C1's
-    backward at about 0.8x direct's time in float32; planes small enough for its taps,
-    `fastconv._im2col.by_taps`, by far more); where the two are near-equal the rule's
-    direct stays (MARGIN), as BLAS's speed hangs on its build and settings."""
+    The gradients' im2col is timed too: on small maps it beats direct's tiles (C1's
+    grad_weight at about 0.75x direct's time in float32; planes small enough for its
+    taps, `fastconv._im2col.by_taps`, by far more); where the two are near-equal the
+    rule's direct stays (MARGIN), as BLAS's speed hangs on its build and settings."""
     names = ["im2col", "direct"]
     if pass_ in ("forward", "eval") and not _direct.planes_fit(x_shape[1], g, np.dtype(dtype).itemsize):
         names.remove("direct")
@@ -356,7 +356,7 @@ def _padding_kind(g):
 
 def _macs(pass_, x_shape, weight_shape, g):
     N = x_shape[0]
-    return (2 if pass_ == "backward" else 1) * N * weight_shape[0] * g.out_h * g.out_w * math.prod(weight_shape[1:])
+    return N * weight_shape[0] * g.out_h * g.out_w * math.prod(weight_shape[1:])
 
 
 def class_key(pass_, x_shape, weight_shape, g, groups, dtype):
@@ -506,7 +506,7 @@ def _slices(x_shape, weight_shape, g, dtype, pass_, num_threads, names):
 def _busiest(pass_, band, num_threads, images, rows):
     """The busiest thread's rows over an even split's, for im2col's bands of `band` rows on
     `images` images of `rows` rows: the forward's task pool hands them out in turn to the
-    first free thread; the backward runs even bands, then odd ones, each split into
+    first free thread; the gradients run even bands, then odd ones, each split into
     contiguous blocks of tasks (a static schedule)."""
     tasks = images * -(-rows // band)
     if tasks > 32 * num_threads:
@@ -572,17 +572,9 @@ def _problem(x_shape, weight_shape, g, dtype, images, rows):
 
 
 def _parts(pass_, names, x, weight, grad_output, gs, kw, groups, num_threads):
-    """{part: zero-argument callable} timing the candidates on one slice problem. A part
-    is a candidate, except winograd's backward: its grad_x, either grad_weight and the
-    grad_bias sum (which the other candidates' backward calls include: 0.35 ms of C1's
-    2 ms), timed apart (`_combine` adds them up)."""
+    """{candidate: zero-argument callable} timing the candidates on one slice problem."""
     import fastconv
 
-    grad_weight = {
-        "im2col": lambda: _im2col.grad_weight(grad_output, x, weight, gs, groups, num_threads),
-        "direct": lambda: _direct.grad_weight(grad_output, x, weight, gs, groups, num_threads),
-    }
-    grad_weight = {a: grad_weight[a] for a in candidates("grad_weight", x.shape, weight.shape, gs, groups, x.dtype)}
     if pass_ == "forward":
         return {a: (lambda a=a: fastconv.conv2d(x, weight, None, groups=groups, algorithm=a, **kw)) for a in names}
     if pass_ == "eval":      # the layers' eval forwards: weights prepared once, outside the timing
@@ -596,32 +588,10 @@ def _parts(pass_, names, x, weight, grad_output, gs, kw, groups, num_threads):
                                                           prepared=prepared)
         return calls
     if pass_ == "grad_weight":
-        return grad_weight
-    if pass_ == "grad_x":
-        return {a: (lambda m=convolution._MODULES[a]: m.grad_x(grad_output, weight, x.shape, gs, groups,
-                                                                num_threads))
+        return {a: (lambda m=convolution._MODULES[a]: m.grad_weight(grad_output, x, weight, gs, groups, num_threads))
                 for a in names}
-    calls = {a: (lambda a=a: fastconv.conv2d_backward(grad_output, x, weight, groups=groups, algorithm=a, **kw))
-             for a in names if a != "winograd"}
-    if "winograd" in names:
-        calls["winograd grad_x"] = lambda: _winograd.grad_x(grad_output, weight, x.shape, gs, groups, num_threads)
-        calls["winograd grad_bias"] = lambda: convolution.grad_bias(grad_output)
-        calls.update({f"grad_weight {a}": fn for a, fn in grad_weight.items()})
-    return calls
-
-
-def _combine(seconds):
-    """{candidate: seconds} from {part: seconds}: winograd's backward is its grad_x plus
-    the faster grad_weight plus the grad_bias sum."""
-    out = {part: t for part, t in seconds.items() if " " not in part}
-    grad_weight = [seconds[p] for p in ("grad_weight im2col", "grad_weight direct") if p in seconds]
-    if "winograd grad_x" in seconds and grad_weight:
-        out["winograd"] = seconds["winograd grad_x"] + min(grad_weight) + seconds.get("winograd grad_bias", 0.0)
-    return out
-
-
-def _candidate_of(part):
-    return "winograd" if " " in part else part
+    return {a: (lambda m=convolution._MODULES[a]: m.grad_x(grad_output, weight, x.shape, gs, groups, num_threads))
+            for a in names}
 
 
 def _time_round_robin(calls, repeats):
@@ -663,43 +633,27 @@ def calibrate(pass_, x_shape, weight_shape, g, groups, dtype, names):
     last = len(slices) - 1
     with _threads.threads(num_threads):
         problems = [_problem(x_shape, weight_shape, g, dtype, images, rows) for images, rows in slices]
-        calls = {(part, i): fn for i, problem in enumerate(problems)
-                 for part, fn in _parts(pass_, names, *problem, groups, num_threads).items()}
+        calls = {(name, i): fn for i, problem in enumerate(problems)
+                 for name, fn in _parts(pass_, names, *problem, groups, num_threads).items()}
         warm = {}
         t0 = time.perf_counter()
-        for part_i in list(calls) + list(calls)[::-1]:     # twice: a disturbed call prunes nothing
-            if part_i not in calls:
+        for name_i in list(calls) + list(calls)[::-1]:     # twice: a disturbed call prunes nothing
+            if name_i not in calls:
                 continue
             t1 = time.perf_counter()
             try:
-                calls[part_i]()
+                calls[name_i]()
             except (MemoryError, ValueError):
-                del calls[part_i]
+                del calls[name_i]
                 continue
-            warm[part_i] = min(warm.get(part_i, math.inf), time.perf_counter() - t1)
+            warm[name_i] = min(warm.get(name_i, math.inf), time.perf_counter() - t1)
         # the warm-up sizes the rounds, and rules out candidates far behind the fastest
-        rough = _combine({part: t for (part, i), t in warm.items() if i == last})
+        rough = {name: t for (name, i), t in warm.items() if i == last}
         keep = {name for name, t in rough.items() if t <= PRUNE * min(rough.values())}
-        calls = {(part, i): fn for (part, i), fn in calls.items() if _candidate_of(part) in keep}
+        calls = {(name, i): fn for (name, i), fn in calls.items() if name in keep}
         repeats = max(1, min(REPEATS, int(CLASS_SECONDS / max(time.perf_counter() - t0, 1e-9))))
         best = _time_round_robin(calls, repeats)
-        best = {part_i: min(t, warm[part_i]) for part_i, t in best.items()}
+        best = {name_i: min(t, warm[name_i]) for name_i, t in best.items()}
     rows = [x.shape[0] * gs.out_h for x, _, _, gs, _ in problems]     # output rows of each slice
-    parts = {part: _extrapolate([(rows[i], best[part, i]) for i in range(len(problems))], x_shape[0] * g.out_h)
-             for part in dict.fromkeys(part for part, _ in calls)
-             if all((part, i) in best for i in range(len(problems)))}
-    if pass_ == "backward" and "winograd grad_x" in parts:
-        _remember_grad_weight(x_shape, weight_shape, g, groups, dtype,
-                              {a: parts[f"grad_weight {a}"] for a in ("im2col", "direct")
-                               if f"grad_weight {a}" in parts})
-    seconds = _combine(parts)
-    return {name: seconds[name] for name in names if name in seconds}
-
-
-def _remember_grad_weight(x_shape, weight_shape, g, groups, dtype, seconds):
-    """Keep the grad_weight choice measured with a backward's candidates for the same shapes."""
-    key = class_key("grad_weight", x_shape, weight_shape, g, groups, dtype)
-    if len(seconds) == 2 and key not in _choices and len(_choices) < MAX_CLASSES:
-        prior = rule("grad_weight", x_shape, weight_shape, g, groups, dtype)
-        _choices[key] = {"choice": _pick(prior, seconds), "seconds": seconds}
-        _save_cache(key)
+    return {name: _extrapolate([(rows[i], best[name, i]) for i in range(len(problems))], x_shape[0] * g.out_h)
+            for name in names if all((name, i) in best for i in range(len(problems)))}

@@ -246,7 +246,7 @@ def _input_gradient_arrays(x_shape, windows, dtype):
     return grad_x, np.zeros((N, H, W, C), dtype)
 
 
-def _grad_x_by_taps(grad_output, weight, x_shape, g, num_threads):
+def _grad_x_by_taps(grad_output, weight, x_shape, g, num_threads, taps=None):
     """conv2d's input gradient tap by tap. Unlike the forward's and the weight
     gradient's, it leaves out no product that reaches an input pixel (the bands' col2im
     drops the padding's too), so every call can run so."""
@@ -257,7 +257,8 @@ def _grad_x_by_taps(grad_output, weight, x_shape, g, num_threads):
         return np.zeros(x_shape, dtype=grad_output.dtype)
     grad_x, grad_xt = _input_gradient_arrays(x_shape, windows, grad_output.dtype)
     gt = _channels_last(grad_output, windows)
-    taps = taps_weight(weight, num_threads)
+    if taps is None:
+        taps = taps_weight(weight, num_threads)
     blas.pin_single_threaded()
     for n0, n1 in _batch_chunks(N, windows, max(C, K)):
         go, offsets = _gather(gt[n0:n1], windows, 1)
@@ -324,15 +325,15 @@ def backward(grad_output, x, weight, g, groups, num_threads, with_grad_x=True, t
     return (grad_x if with_grad_x else None), grad_w
 
 
-def grad_x(grad_output, weight, x_shape, g, groups, num_threads):
+def grad_x(grad_output, weight, x_shape, g, groups, num_threads, taps=None):
     """conv2d's input gradient alone, of shape x_shape (conv_transpose2d's forward): for
     each band of grad_output's rows, weight^T @ band in the thread's column band, summed
     into grad_x by col2im (even bands, then odd ones, as `backward`'s); small output
-    planes tap by tap (`by_taps`)."""
+    planes tap by tap (`by_taps`; `taps`: as in `forward`)."""
     N, C = x_shape[:2]
     K = weight.shape[0]
     if by_taps(g, groups, x_shape):
-        return _grad_x_by_taps(grad_output, weight, x_shape, g, num_threads)
+        return _grad_x_by_taps(grad_output, weight, x_shape, g, num_threads, taps)
     _check_blas_limits(g)
     col_rows = C * g.kernel_h * g.kernel_w
     band_rows = _band_rows(col_rows, g, grad_output.dtype.itemsize)

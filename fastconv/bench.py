@@ -218,7 +218,7 @@ def direct_cases(torch, dtypes=("float32", "float64"), with_reference=True):
     convolve/convolve2d against NumPy/SciPy."""
     from fastconv import _autotune
     from fastconv._validation import conv_geometry
-    from fastconv.convolution import _choose_algorithm
+    from fastconv.convolution import _backward_algorithms, _choose_algorithm
 
     rng = np.random.default_rng(0)
     cases = [(name, shape, 1) for name, shape in CONV_CASES.items()] + [("DW", DEPTHWISE_CASE, DEPTHWISE_CASE[1])]
@@ -232,7 +232,8 @@ def direct_cases(torch, dtypes=("float32", "float64"), with_reference=True):
             geometry = conv_geometry((H, H), k, s, p, 1)
             for _ in range(1 + _autotune.RECHECK_CALLS):    # calibrated and rechecked: the final choice
                 auto = _choose_algorithm(x.shape, w.shape, geometry, groups, x.dtype)
-                auto_bwd = _choose_algorithm(x.shape, w.shape, geometry, groups, x.dtype, backward=True)
+                # grad_x's / grad_weight's, one name where they agree
+                auto_bwd = "/".join(dict.fromkeys(_backward_algorithms(x.shape, w.shape, geometry, groups, x.dtype)))
             label = f"{name} {(N, C, H, K, k, s, p)}".replace(" ", "") + (f"g{groups}" if groups > 1 else "")
             flops = 2.0 * y.size * (C // groups) * k * k
             fwd = {"fastconv": lambda: fastconv.conv2d(x, w, **kw)}
@@ -668,12 +669,13 @@ SECTIONS = {"conv": conv_cases, "columns": column_cases, "pool": pool_cases, "di
 
 def format_table(cases, ceilings):
     fma = ceilings.get("fma", {})
+    op_width = max([16] + [len(c.op) + 1 for c in cases])       # "bwd auto=winograd/direct"
     peaks = ", ".join(f"{dtype} {rate:.0f}" for dtype, rate in fma.items())
     lines = [
         f"ceilings: float32 GEMM {ceilings['gemm']:.0f} GFLOP/s, FMA peak {peaks or '-'} GFLOP/s, "
         f"copy {ceilings['copy']:.1f} GB/s (read + write); {fastconv.get_num_threads()} threads",
         "",
-        f"{'op':<16}{'case':<30}{'dtype':<9}{'fastconv':>10}{'reference':>11}{'torch':>10}"
+        f"{'op':<{op_width}}{'case':<30}{'dtype':<9}{'fastconv':>10}{'reference':>11}{'torch':>10}"
         f"{'rate':>14}{'vs torch':>10}{'vs ref':>9}",
     ]
     for c in cases:
@@ -697,7 +699,7 @@ def format_table(cases, ceilings):
                          + (f" {t[name] / t['torch']:.2f}x torch" if "torch" in t else "")
                          + (f", {x_peak(t[name])}" if peak else "")
                          for name in t if name not in ("fastconv", "reference", "torch"))
-        lines.append(f"{c.op:<16}{c.label:<30}{c.dtype:<9}{ms('fastconv')}{ms('reference'):>11}{ms('torch')}"
+        lines.append(f"{c.op:<{op_width}}{c.label:<30}{c.dtype:<9}{ms('fastconv')}{ms('reference'):>11}{ms('torch')}"
                      f"{rate:>14}{vs_torch}{vs_ref}{floor}{others}")
     lines.append("")
     lines.append("vs torch: fastconv time / torch time (< 1 is faster); vs ref: reference time / fastconv time.")

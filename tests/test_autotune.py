@@ -11,7 +11,7 @@ import pytest
 from conftest import DTYPES
 
 import fastconv
-from fastconv import _autotune, _im2col, _winograd, reference
+from fastconv import _autotune, _im2col, _winograd, convolution, reference
 from fastconv import _validation as v
 
 #: The calibration itself (conftest's FASTCONV_TEST_AUTO replaces it in the other tests).
@@ -95,13 +95,13 @@ def test_auto_matches_the_reference_within_the_bound(rng, shape, dtype):
         assert_bound(got, want)
 
 
-@pytest.mark.parametrize("pass_", ["forward", "backward", "grad_x"])
+@pytest.mark.parametrize("pass_", ["forward", "grad_x", "grad_weight"])
 @pytest.mark.parametrize("shape", SHAPES)
 def test_calibration_picks_among_the_algorithms_that_run_the_geometry(shape, pass_):
     N, C, H, W, K, k, s, p, d, groups = shape
     g = geometry(H, W, k, s, p, d)
     names = _autotune.candidates(pass_, (N, C, H, W), (K, C // groups, k, k), g, groups, np.float32)
-    assert ("winograd" in names) == ((k, s, d) == (3, 1, 1))
+    assert ("winograd" in names) == ((k, s, d) == (3, 1, 1) and pass_ != "grad_weight")
     assert "direct" in names and "im2col" in names
     choice = _autotune.choose(pass_, (N, C, H, W), (K, C // groups, k, k), g, groups, np.float32)
     assert choice in names
@@ -190,25 +190,40 @@ def test_batches_of_zero_and_one(monkeypatch, rng, dtype):
     assert_bound(y, reference.conv2d(x[:1], w, b, **kw))
 
 
-def test_winograd_backward_takes_the_faster_grad_weight(monkeypatch, rng):
-    # auto's backward calibration times winograd's grad_x with either grad_weight, and
-    # keeps the faster grad_weight for the same shapes (the grad_weight class)
-    counting = Counting(monkeypatch)
+def test_the_backward_takes_each_gradient_from_its_fastest(monkeypatch, rng):
+    # auto's backward calibrates grad_x (winograd among its candidates) and grad_weight
+    # apart, and runs each by its own choice
     x, w, b, kw = make(rng, SHAPES[0], np.float32)
     go = rng.standard_normal((2, 8, 12, 12)).astype(np.float32)
     g = geometry(12, 12, 3, padding=1)
     assert _autotune.candidates("grad_weight", x.shape, w.shape, g, 1, np.float32) == ["im2col", "direct"]
-    fastconv.conv2d_backward(go, x, w, **kw)
-    assert [c[0] for c in counting.calls] == ["backward"]
-    assert counting.calls[0][2] == ("im2col", "direct", "winograd")
-    passes = {rec["class"].split()[0]: rec for rec in _autotune.autotune_choices()}
-    assert set(passes) == {"backward", "grad_weight"}
-    assert set(passes["grad_weight"]["seconds"]) == {"im2col", "direct"}
-    counting.calls.clear()
-    got = fastconv.conv2d_backward(go, x, w, algorithm="winograd", **kw)
-    assert counting.calls == []              # its grad_weight class was measured with the backward
+    fastest = {"grad_x": "winograd", "grad_weight": "im2col"}
+    calls, ran = [], []
+    monkeypatch.setattr(_autotune, "calibrate", lambda pass_, *a: calls.append((pass_, tuple(a[-1]))) or {
+        name: 1.0 if name == fastest[pass_] else 2.0 for name in a[-1]})
+    for name, module in convolution._MODULES.items():
+        for fn in ("grad_x", "grad_weight", "backward"):
+            if hasattr(module, fn):
+                real = getattr(module, fn)
+                monkeypatch.setattr(module, fn, lambda *a, real=real, key=(name, fn), **k: ran.append(key) or real(*a, **k))
+    got = fastconv.conv2d_backward(go, x, w, **kw)
+    assert calls == [("grad_x", ("im2col", "direct", "winograd")), ("grad_weight", ("im2col", "direct"))]
+    # (im2col's grad_weight is its backward without grad_x)
+    assert ran == [("winograd", "grad_x"), ("im2col", "grad_weight"), ("im2col", "backward")]
     for a, want in zip(got, reference.conv2d_backward(go, x, w, **kw)):
         assert_bound(a, want)
+    # where both take the same algorithm, its backward computes the two in one call
+    _autotune.clear()
+    fastest["grad_x"] = "im2col"
+    calls.clear(), ran.clear()
+    got = fastconv.conv2d_backward(go, x, w, **kw)
+    assert ran == [("im2col", "backward")]
+    for a, want in zip(got, reference.conv2d_backward(go, x, w, **kw)):
+        assert_bound(a, want)
+    # winograd's own backward takes the grad_weight class's choice, without timing again
+    calls.clear()
+    fastconv.conv2d_backward(go, x, w, algorithm="winograd", **kw)
+    assert calls == []
 
 
 def test_threads_calibrate_each_class_once(monkeypatch, rng):
@@ -343,7 +358,7 @@ def test_extrapolation_through_two_slices():
 def test_slices_are_bounded(shape, names):
     N, C, H, W, K = shape
     g = geometry(H, W, 3, padding=1)
-    for pass_ in ("forward", "backward"):
+    for pass_ in ("forward", "grad_x"):
         slices = _autotune._slices((N, C, H, W), (K, C, 3, 3), g, np.float32, pass_, 2, names)
         for images, rows in slices:
             macs = _autotune._macs(pass_, (images, C, H, W), (K, C, 3, 3), g) * rows // g.out_h
@@ -359,11 +374,11 @@ def test_busiest_thread_of_im2col_bands():
     assert _autotune._busiest("forward", 18, 2, 1, 28) == pytest.approx(18 / 14)
     assert _autotune._busiest("forward", 18, 2, 2, 28) == 1.0
     assert _autotune._busiest("forward", 8, 2, 1, 56) == pytest.approx(32 / 28)
-    # backward: even bands, then odd ones, each in contiguous blocks
-    assert _autotune._busiest("backward", 28, 2, 2, 28) == 1.0
-    assert _autotune._busiest("backward", 14, 2, 1, 28) == 2.0      # one band a phase
-    assert _autotune._busiest("backward", 7, 2, 1, 28) == 1.0
-    assert _autotune._busiest("backward", 4, 1, 3, 13) == 1.0
+    # the gradients: even bands, then odd ones, each in contiguous blocks
+    assert _autotune._busiest("grad_x", 28, 2, 2, 28) == 1.0
+    assert _autotune._busiest("grad_weight", 14, 2, 1, 28) == 2.0      # one band a phase
+    assert _autotune._busiest("grad_x", 7, 2, 1, 28) == 1.0
+    assert _autotune._busiest("grad_weight", 4, 1, 3, 13) == 1.0
 
 
 # (N, C, H=W, K, kernel, stride, padding): pointwise on small maps (one im2col band an
@@ -373,7 +388,7 @@ EVEN_SHAPES = [(8, 256, 28, 512, 1, 1, 0), (8, 3, 227, 96, 11, 4, 0), (8, 64, 56
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("pass_", ["forward", "backward"])
+@pytest.mark.parametrize("pass_", ["forward", "grad_x"])
 @pytest.mark.parametrize("shape", EVEN_SHAPES)
 def test_slices_keep_im2col_threads_as_busy_as_the_call(shape, pass_, dtype):
     N, C, H, K, k, s, p = shape

@@ -343,7 +343,7 @@ def test_unknown_algorithm_lists_the_valid_ones(rng):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_auto_rule_on_the_benchmark_cases(build, dtype):
     # The rule auto follows without calibration (and takes as its prior): direct forward
-    # except the pointwise C5 (there too in float64 on channel tiles); direct backward
+    # except the pointwise C5 (there too in float64 on channel tiles); direct gradients
     # except the dense pointwise C5 (BLAS needed for nothing else).
     from fastconv import _autotune
     from fastconv._validation import conv_geometry
@@ -354,7 +354,7 @@ def test_auto_rule_on_the_benchmark_cases(build, dtype):
         for groups in (1, C):
             shapes = (N, C, H, H), (K, C // groups, k, k)
             forward = _autotune.rule("forward", *shapes, g, groups, dtype)
-            backward = _autotune.rule("backward", *shapes, g, groups, dtype)
+            backward = _autotune.rule("grad_x", *shapes, g, groups, dtype)
             direct_c5 = dtype == np.float64 and groups == 1 and build.compiled_isa() == 2
             assert forward == ("im2col" if name == "C5" and not direct_c5 else "direct"), name
             assert backward == ("im2col" if name == "C5" and groups == 1 else "direct"), name

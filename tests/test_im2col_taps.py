@@ -110,16 +110,16 @@ def test_grouped_and_large_planes_keep_the_bands():
     assert not _im2col.by_taps(g, 1, (2**31 // (g.out_h * g.out_w) + 1, 1, 2, 2))   # beyond BLAS's ints
 
 
-def test_auto_considers_im2col_for_small_planes_backward_and_grad_x():
+def test_auto_considers_im2col_for_the_gradients_of_small_planes():
     small = v.conv_geometry((2, 2), (3, 3), 1, 1, 1)
     large = v.conv_geometry((16, 16), (3, 3), 1, 1, 1)
-    assert "im2col" in _autotune.candidates("backward", (32, 64, 2, 2), (64, 64, 3, 3), small, 1, np.float32)
-    assert _autotune.rule("backward", (32, 64, 16, 16), (64, 64, 3, 3), large, 1, np.float32) == "direct"
-    assert _autotune.rule("backward", (32, 64, 2, 2), (64, 64, 3, 3), small, 1, np.float32) == "im2col"
-    assert _autotune.rule("grad_x", (32, 64, 2, 2), (64, 64, 3, 3), small, 1, np.float32) == "im2col"
+    for pass_ in ("grad_x", "grad_weight"):
+        assert "im2col" in _autotune.candidates(pass_, (32, 64, 2, 2), (64, 64, 3, 3), small, 1, np.float32)
+        assert _autotune.rule(pass_, (32, 64, 16, 16), (64, 64, 3, 3), large, 1, np.float32) == "direct"
+        assert _autotune.rule(pass_, (32, 64, 2, 2), (64, 64, 3, 3), small, 1, np.float32) == "im2col"
     # the small plane is timed on one slice of many whole images, within the bound
     x_shape, w_shape = (256, 512, 2, 2), (512, 512, 3, 3)
-    for pass_ in ("backward", "grad_x"):
+    for pass_ in ("grad_x", "grad_weight"):
         slices = _autotune._slices(x_shape, w_shape, small, np.float32, pass_, 2, ["im2col", "direct"])
         assert len(slices) == 1 and slices[0][0] >= 16
         assert _autotune._macs(pass_, (slices[0][0],) + x_shape[1:], w_shape, small) <= 2 * _autotune.SLICE_MACS_MAX
