@@ -239,8 +239,8 @@ def grad_x(grad_output, weight, x_shape, g, groups, num_threads):
 
 def backward(grad_output, x, weight, g, groups, num_threads):
     """(grad_x, grad_weight) of conv2d: grad_x by Winograd (at stride 1 a 3x3
-    convolution of grad_output), grad_weight by the algorithm "auto" picks for the
-    backward pass (Winograd has no weight gradient of its own)."""
+    convolution of grad_output), grad_weight by the algorithm "auto" picks for it
+    (Winograd has no weight gradient of its own)."""
     from fastconv.convolution import _weight_gradient  # the dispatch, which imports this module
 
     gx = grad_x(grad_output, weight, x.shape, g, groups, num_threads)
