@@ -361,6 +361,8 @@ def _macs(pass_, x_shape, weight_shape, g):
 
 def class_key(pass_, x_shape, weight_shape, g, groups, dtype):
     """The shape class of a call, as a readable string (the cache's key)."""
+    if pass_ not in PASSES:
+        raise ValueError(f"pass_ must be one of {PASSES}, got {pass_!r}")
     K, Cg = weight_shape[:2]
     kind = "dense" if groups == 1 else "depthwise" if Cg == 1 else "grouped"
     threads = _threads.num_threads_for_macs(_macs(pass_, x_shape, weight_shape, g))

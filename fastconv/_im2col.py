@@ -268,9 +268,9 @@ def _grad_x_by_taps(grad_output, weight, x_shape, g, num_threads, taps=None):
     return grad_x
 
 
-def _backward_by_taps(grad_output, x, weight, g, num_threads, with_grad_x, taps):
-    """The gradients, or None where the products left out (padding's zeros times
-    grad_output) may not be zeros."""
+def _grad_weight_by_taps(grad_output, x, weight, g, num_threads):
+    """conv2d's weight gradient tap by tap, or None where the products left out
+    (padding's zeros times grad_output) may not be zeros."""
     if not np.isfinite(grad_output).all():
         return None
     N, C, H, W = x.shape
@@ -279,12 +279,9 @@ def _backward_by_taps(grad_output, x, weight, g, num_threads, with_grad_x, taps)
     grad_taps = np.empty((K, g.kernel_h * g.kernel_w, C), dtype=x.dtype)
     for tap in set(range(grad_taps.shape[1])) - {w[0] for w in windows}:
         grad_taps[:, tap, :] = 0         # a tap that never reaches the input
-    grad_x, grad_xt = _input_gradient_arrays(x.shape, windows, x.dtype) if with_grad_x else (None, None)
     if windows:
         xt = _channels_last(x, windows)
         gt = _channels_last(grad_output, windows)
-        if with_grad_x and taps is None:
-            taps = taps_weight(weight, num_threads)
         T = grad_taps.shape[1]
         blas.pin_single_threaded()
         for n0, n1 in _batch_chunks(N, windows, max(C, K)):
@@ -294,23 +291,23 @@ def _backward_by_taps(grad_output, x, weight, g, num_threads, with_grad_x, taps)
             _products(go, a, grad_taps, blocks,
                       lambda tap, lo, hi: (K, C, hi - lo, lo * K, K, lo * C, C, tap * C, T * C),
                       trans_a=True, beta=0 if n0 == 0 else 1, num_threads=num_threads)
-            if with_grad_x:
-                _add_input_gradient(go, offsets, windows, taps, grad_xt[n0:n1], num_threads)
     grad_w = np.empty(weight.shape, dtype=x.dtype)
     kernel.swap_last_axes(grad_taps, grad_w.reshape(K, C, grad_taps.shape[1]), num_threads)
-    if with_grad_x and len(windows) != 1:
-        grad_x[...] = grad_xt.transpose(0, 3, 1, 2)
-    return grad_x, grad_w
+    return grad_w
 
 
 def backward(grad_output, x, weight, g, groups, num_threads, with_grad_x=True, taps=None):
     """(grad_x, grad_weight) of conv2d; grad_x is None without `with_grad_x`. `taps`: as
-    in `forward`."""
+    in `forward`. Small output planes (`by_taps`): each gradient by its own taps' GEMMs,
+    as `grad_x` and `grad_weight` run them (one loop over the batch for both, sharing
+    the gathered grad_output, took 0.95-1.15x as long on ResNet-18's 3x3 layers of 4x4
+    and 2x2 outputs, 0.88x on its 1x1 projection to (32, 512, 2, 2))."""
     N, K = x.shape[0], weight.shape[0]
-    grads = (_backward_by_taps(grad_output, x, weight, g, num_threads, with_grad_x, taps)
-             if by_taps(g, groups, x.shape) else None)
-    if grads is not None:
-        return grads
+    if by_taps(g, groups, x.shape):
+        grad_w = _grad_weight_by_taps(grad_output, x, weight, g, num_threads)
+        if grad_w is not None:
+            return (_grad_x_by_taps(grad_output, weight, x.shape, g, num_threads, taps) if with_grad_x else None,
+                    grad_w)
     _check_blas_limits(g)
     col_rows = x.shape[1] * g.kernel_h * g.kernel_w
     band_rows = _band_rows(col_rows, g, x.dtype.itemsize)

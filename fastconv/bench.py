@@ -737,17 +737,18 @@ def run(sections=None, repeats=7, num_threads=None, with_reference=True, dtypes=
 
 def format_scaling(cases, counts):
     lo, hi = counts
+    op_width = max([16] + [len(c.op) + 1 for c in cases])
     lines = [
         f"thread scaling: fastconv at {lo} and {hi} threads, timed interleaved in one process",
         "",
-        f"{'op':<16}{'case':<30}{'dtype':<9}{f'{lo} thread':>11}{f'{hi} threads':>12}{'speed-up':>10}"
+        f"{'op':<{op_width}}{'case':<30}{'dtype':<9}{f'{lo} thread':>11}{f'{hi} threads':>12}{'speed-up':>10}"
         f"{'copy':>8}{'vs copy':>9}",
     ]
     for c in cases:
         t_lo, t_hi = c.times[lo], c.times[hi]
         copy = (f"{c.times['copy', lo] / c.times['copy', hi]:7.2f}x{t_lo / c.times['copy', lo]:8.2f}x"
                 if ("copy", lo) in c.times else "")
-        lines.append(f"{c.op:<16}{c.label:<30}{c.dtype:<9}{t_lo * 1e3:9.2f}ms{t_hi * 1e3:10.2f}ms"
+        lines.append(f"{c.op:<{op_width}}{c.label:<30}{c.dtype:<9}{t_lo * 1e3:9.2f}ms{t_hi * 1e3:10.2f}ms"
                      f"{t_lo / t_hi:9.2f}x{copy}")
     speedups = [c.times[lo] / c.times[hi] for c in cases]
     if speedups:

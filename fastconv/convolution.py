@@ -27,9 +27,10 @@ def _choose_algorithm(x_shape, weight_shape, geometry, groups, dtype, pass_="for
 
 def _backward_algorithms(x_shape, weight_shape, geometry, groups, dtype):
     """(grad_x's, grad_weight's) algorithm under "auto": each gradient chosen apart, as
-    the one measured fastest for it alone (winograd has no weight gradient; on a
-    ResNet-18 stride-2 layer, (32, 128, 8, 8) to 256 channels, grad_x by im2col and
-    grad_weight by direct took 4.7 ms where either's backward took 5.6 or more)."""
+    the one measured fastest for it alone, and run alone (`_auto_backward`): winograd
+    has no weight gradient, and no algorithm's backward ran both faster than its two
+    gradients did apart (ResNet-18's (32, 128, 8, 8) to 256 channels at stride 2:
+    grad_x by im2col and grad_weight by direct 4.7 ms, direct's backward 5.6)."""
     return (_choose_algorithm(x_shape, weight_shape, geometry, groups, dtype, "grad_x"),
             _choose_algorithm(x_shape, weight_shape, geometry, groups, dtype, "grad_weight"))
 
@@ -124,17 +125,11 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
 
 
 def _auto_backward(grad_output, x, weight, g, groups, taps=None):
-    """(grad_x, grad_weight) under "auto" (`_backward_algorithms`): one call of the
-    algorithm's backward where both gradients take the same one (im2col's small planes
-    then gather grad_output once), else each by its own. `taps`: im2col's re-laid
-    weights, where the layer's forward kept them."""
+    """(grad_x, grad_weight) under "auto": each by the algorithm `_backward_algorithms`
+    picks for it, as calibrated. `taps`: im2col's re-laid weights, where the layer's
+    forward kept them."""
     gx_algorithm, gw_algorithm = _backward_algorithms(x.shape, weight.shape, g, groups, x.dtype)
-    work = grad_output.size * weight[0].size
-    if gx_algorithm == gw_algorithm == "im2col":
-        return _im2col.backward(grad_output, x, weight, g, groups, num_threads_for_macs(2 * work), taps=taps)
-    if gx_algorithm == gw_algorithm:
-        return _MODULES[gx_algorithm].backward(grad_output, x, weight, g, groups, num_threads_for_macs(2 * work))
-    num_threads = num_threads_for_macs(work)
+    num_threads = num_threads_for_macs(grad_output.size * weight[0].size)
     grad_x = (_im2col.grad_x(grad_output, weight, x.shape, g, groups, num_threads, taps=taps)
               if gx_algorithm == "im2col" else
               _MODULES[gx_algorithm].grad_x(grad_output, weight, x.shape, g, groups, num_threads))

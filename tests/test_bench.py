@@ -25,6 +25,8 @@ def test_scaling_table_shows_the_copy_beside_cases_that_move_bytes():
     assert row_a.split()[-3:] == ["1.60x", "1.25x", "2.00x"]   # speed-up, copy's speed-up, vs copy
     assert row_b.split()[-1] == "2.00x"
     assert any(line.startswith("copy:") for line in lines)
+    computed.op = "bwd auto=winograd/direct"         # a long op name keeps a space before the case's
+    assert "bwd auto=winograd/direct case b " in bench.format_scaling([computed], (1, 2))
 
 
 def test_neighbours_section_is_registered_and_its_helpers_run():
