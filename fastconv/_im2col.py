@@ -134,7 +134,11 @@ def _channels_last(x, windows):
     it, a view (the window's pixels copied from it alone) where one does (a 1x1 kernel
     at stride > 1 reads a fraction of x)."""
     xt = x.transpose(0, 2, 3, 1)
-    return xt if len(windows) == 1 else np.ascontiguousarray(xt)
+    if len(windows) == 1:
+        return xt
+    out = _memory.scratch(xt.shape, x.dtype)
+    out[...] = xt
+    return out
 
 
 def _gather(a, windows, side):
@@ -143,7 +147,7 @@ def _gather(a, windows, side):
     ((rows, C) array, offsets: block i is rows [offsets[i], offsets[i + 1]))."""
     N, C = a.shape[0], a.shape[3]
     offsets = np.cumsum([0] + [N * _pixels(w) for w in windows])
-    out = np.empty((offsets[-1], C), dtype=a.dtype)
+    out = _memory.scratch((offsets[-1], C), a.dtype)
     for w, lo, hi in zip(windows, offsets, offsets[1:]):
         part = a[:, w[side][0], w[side][1], :]
         out[lo:hi].reshape(part.shape)[...] = part
@@ -162,7 +166,7 @@ def taps_weight(weight, num_threads):
     The forward and the backward of a layer's training step share it (`taps=`): the
     weights do not change in between, and at 3x3x512x512 it costs 0.3-0.7 ms a call."""
     K, C = weight.shape[:2]
-    taps = np.empty((K, weight.shape[2] * weight.shape[3], C), dtype=weight.dtype)
+    taps = _memory.scratch((K, weight.shape[2] * weight.shape[3], C), weight.dtype)
     kernel.swap_last_axes(weight.reshape(taps.shape[0], C, taps.shape[1]), taps, num_threads)
     return taps
 
@@ -172,7 +176,8 @@ def _forward_by_taps(x, weight, g, num_threads, taps=None):
     `taps_weight(weight)`, else computed here. Every tap's GEMM runs in one job."""
     N, C, H, W = x.shape
     K = weight.shape[0]
-    out = np.zeros((N, g.out_h, g.out_w, K), dtype=x.dtype)
+    out = _memory.scratch((N, g.out_h, g.out_w, K), x.dtype)
+    out.fill(0)
     if N and C and K:
         windows = _tap_windows(g, H, W)
         xt = _channels_last(x, windows)
@@ -182,7 +187,7 @@ def _forward_by_taps(x, weight, g, num_threads, taps=None):
         blas.pin_single_threaded()
         for n0, n1 in _batch_chunks(N, windows, max(C, K)):
             a, offsets = _gather(xt[n0:n1], windows, 2)
-            product = np.empty((offsets[-1], K), dtype=x.dtype)
+            product = _memory.scratch((offsets[-1], K), x.dtype)
             blocks = [(w[0], lo, hi) for w, lo, hi in zip(windows, offsets, offsets[1:])]
             _products(a, taps, product, blocks,
                       lambda tap, lo, hi: (hi - lo, K, C, lo * C, C, tap * C, T * C, lo * K, K),
@@ -195,7 +200,9 @@ def _forward_by_taps(x, weight, g, num_threads, taps=None):
         unreached = sorted(set(range(T)) - {w[0] for w in windows})
         if not (np.isfinite(out).all() and np.isfinite(taps[:, unreached, :]).all()):
             return None
-    return np.ascontiguousarray(out.transpose(0, 3, 1, 2))
+    result = _memory.empty((N, K, g.out_h, g.out_w), x.dtype)
+    result[...] = out.transpose(0, 3, 1, 2)
+    return result
 
 
 def forward(x, weight, bias, g, groups, num_threads, taps=None):
@@ -225,7 +232,7 @@ def _add_input_gradient(go, offsets, windows, taps, grad_xt, num_threads):
     """grad_xt (images, H, W, C) += each tap's gathered output gradients (`go`, blocks at
     `offsets`, `_gather`'s) times its K x C weights, at the input pixels under its window."""
     K, T, C = taps.shape
-    product = np.empty((offsets[-1], C), dtype=go.dtype)
+    product = _memory.scratch((offsets[-1], C), go.dtype)
     blocks = [(w[0], lo, hi) for w, lo, hi in zip(windows, offsets, offsets[1:])]
     _products(go, taps, product, blocks, lambda tap, lo, hi: (hi - lo, C, K, lo * K, K, tap * C, T * C, lo * C, C),
               num_threads=num_threads)
@@ -243,7 +250,9 @@ def _input_gradient_arrays(x_shape, windows, dtype):
     if len(windows) == 1:
         grad_x.fill(0)
         return grad_x, grad_x.transpose(0, 2, 3, 1)
-    return grad_x, np.zeros((N, H, W, C), dtype)
+    grad_xt = _memory.scratch((N, H, W, C), dtype)
+    grad_xt.fill(0)
+    return grad_x, grad_xt
 
 
 def _grad_x_by_taps(grad_output, weight, x_shape, g, num_threads, taps=None):
@@ -276,7 +285,7 @@ def _grad_weight_by_taps(grad_output, x, weight, g, num_threads):
     N, C, H, W = x.shape
     K = weight.shape[0]
     windows = _tap_windows(g, H, W) if N and C and K else []
-    grad_taps = np.empty((K, g.kernel_h * g.kernel_w, C), dtype=x.dtype)
+    grad_taps = _memory.scratch((K, g.kernel_h * g.kernel_w, C), x.dtype)
     for tap in set(range(grad_taps.shape[1])) - {w[0] for w in windows}:
         grad_taps[:, tap, :] = 0         # a tap that never reaches the input
     if windows:

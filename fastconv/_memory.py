@@ -1,4 +1,4 @@
-"""The memory of large results: whole huge pages, reused once the caller lets go.
+"""The memory of large results (whole huge pages) and of temporaries, reused once let go.
 
 A large result from ``np.empty`` is fresh memory: above glibc's mmap threshold (at
 most 32 MiB) every call maps new pages, which the operating system zeroes at their
@@ -12,6 +12,18 @@ huge-page boundary and keeps the blocks of released results, up to
 `MAX_CACHED_BYTES`, for the next result of the same size.
 
 Re-measured by ``python -m fastconv bench --sections ops`` (the float64 "bn" rows).
+
+Temporaries, which a call drops before it returns (`scratch`), are kept the same way
+from `SCRATCH_MIN` bytes up: malloc serves those from fresh memory too, mapped for
+each (at most 32 MiB: glibc's threshold only rises to the largest block freed), or
+from a heap it trims as soon as they are freed. im2col's taps, on ResNet-18's (32,
+128, 8, 8) to 256 channels at stride 2, faulted 1,900 heap growths back in over four
+timings: grad_x and grad_weight 6.5-8.8 ms each, 2.2-3.6 ms with glibc told not to
+trim (``GLIBC_TUNABLES``, which fastconv leaves alone: it would change the whole
+process's malloc), 2.5-4.1 ms from kept blocks. A temporary takes a kept block up to
+`SCRATCH_FIT` times its size, as malloc's free lists would hand it: with blocks of
+its own size only, temporaries of different sizes stayed in different memory, and
+Winograd's grad_x then im2col's weight gradient took 1.13-1.19x as long.
 """
 import collections
 import math
@@ -24,35 +36,43 @@ import numpy as np
 #: Transparent huge pages' size on x86-64 and most arm64 kernels.
 HUGE_PAGE = 2 << 20
 
-#: Results from this size up come from `empty`'s blocks; smaller ones from ``np.empty``,
-#: which malloc mostly serves from memory it has touched before, and which would spend
-#: a larger share of a block on the alignment.
+#: Results from this size up come from `empty`'s blocks; smaller ones from ``np.empty``
+#: (a block of whole huge pages would back a small result with a 2 MiB page).
 LARGE = 4 * HUGE_PAGE
 
 # Fewer elements than this are fewer than LARGE bytes in any dtype (16 bytes at most).
 _SMALL_ITEMS = LARGE // 16
+
+#: Temporaries (`scratch`) from this size up (glibc's first mmap threshold) come from
+#: kept blocks, in steps of SCRATCH_STEP bytes, starting on a cache line (ALIGN).
+SCRATCH_MIN = 1 << 17
+SCRATCH_STEP = 1 << 16
+ALIGN = 64
+#: A temporary may take a kept block up to this many times its size, as malloc's free
+#: lists would: temporaries of different sizes then share memory that stays in cache.
+SCRATCH_FIT = 4
 
 #: The most bytes of released blocks kept for reuse (the oldest go first); a block
 #: larger than this is never kept.
 MAX_CACHED_BYTES = 256 << 20
 
 _lock = threading.Lock()
-_cached = collections.OrderedDict()     # id(buffer) -> (size, buffer), oldest first, under _lock
+_cached = collections.OrderedDict()     # id(buffer) -> ((size, align), buffer), oldest first, under _lock
 _cached_bytes = 0                       # their sizes' sum, written under _lock
-# Blocks whose arrays have all gone. Finalizers only append and pop (atomic, never
-# block), so a result released inside `empty` itself (by the garbage collector)
-# cannot deadlock it.
+# (key, buffer) of blocks whose arrays have all gone. Finalizers only append and pop
+# (atomic, never block), so a result released inside `empty` itself (by the garbage
+# collector) cannot deadlock it.
 _released = collections.deque()
 
 
-def _release(buffer):
-    """Keep `buffer` for reuse (a finalizer), dropping the oldest released blocks beyond
-    `MAX_CACHED_BYTES` at once, not at the next `empty`."""
-    _released.append(buffer)
-    total = _cached_bytes + sum(b.size - HUGE_PAGE for b in list(_released))
+def _release(key, buffer):
+    """Keep `buffer`, a block of key = (size, align), for reuse (a finalizer), dropping
+    the oldest released blocks beyond `MAX_CACHED_BYTES` at once, not at the next `empty`."""
+    _released.append((key, buffer))
+    total = _cached_bytes + sum(k[0] for k, _ in list(_released))
     while total > MAX_CACHED_BYTES:
         try:
-            total -= _released.popleft().size - HUGE_PAGE
+            total -= _released.popleft()[0][0]
         except IndexError:      # another thread's finalizer or `_take` emptied it
             break
 
@@ -67,25 +87,31 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def _take(size):
-    """A kept buffer for a block of `size` bytes, or None."""
+def _take(key, fit=1):
+    """A kept buffer for a block of key = (size, align), or None; with `fit` > 1, the
+    smallest kept block of that alignment and of size to `fit` times larger."""
     global _cached_bytes
     with _lock:
         while _released:
             try:
-                buffer = _released.popleft()
+                k, buffer = _released.popleft()
             except IndexError:  # a finalizer in another thread took the last one
                 break
-            _cached[id(buffer)] = (buffer.size - HUGE_PAGE, buffer)
-        total = sum(s for s, _ in _cached.values())
+            _cached[id(buffer)] = (k, buffer)
+        total = sum(k[0] for k, _ in _cached.values())
         while total > MAX_CACHED_BYTES:
-            total -= _cached.popitem(last=False)[1][0]
-        for key, (s, buffer) in reversed(_cached.items()):   # the most recently released
-            if s == size:
-                del _cached[key]
-                total -= s
-                _cached_bytes = total
-                return buffer
+            total -= _cached.popitem(last=False)[1][0][0]
+        best = None
+        for ident, (k, _) in reversed(_cached.items()):   # the most recently released
+            if k == key:
+                best = ident
+                break
+            if k[1] == key[1] and key[0] < k[0] <= fit * key[0] and (best is None or k[0] < _cached[best][0][0]):
+                best = ident
+        if best is not None:
+            k, buffer = _cached.pop(best)
+            _cached_bytes = total - k[0]
+            return buffer
         _cached_bytes = total
     return None
 
@@ -104,8 +130,7 @@ def cached_bytes():
     """Bytes of released blocks kept for reuse (those released since the last `empty`
     included)."""
     with _lock:
-        return (sum(s for s, _ in _cached.values())
-                + sum(buffer.size - HUGE_PAGE for buffer in list(_released)))
+        return sum(k[0] for k, _ in _cached.values()) + sum(k[0] for k, _ in list(_released))
 
 
 def empty(shape, dtype):
@@ -125,15 +150,38 @@ def empty(shape, dtype):
     nbytes = count * dtype.itemsize
     if nbytes < LARGE:
         return np.empty(shape, dtype)
-    size = -(-nbytes // HUGE_PAGE) * HUGE_PAGE
-    buffer = _take(size) if size <= MAX_CACHED_BYTES else None
+    return _kept(shape, dtype, nbytes, HUGE_PAGE, HUGE_PAGE)
+
+
+def scratch(shape, dtype):
+    """``np.empty(shape, dtype)`` starting on a cache line (`ALIGN` bytes), for a
+    temporary that the caller drops before it returns (never for a result: a result's
+    block is only `empty`'s): from `SCRATCH_MIN` bytes up, in a block that an earlier,
+    released temporary of about its size may have used (module docstring)."""
+    dtype = np.dtype(dtype)
+    nbytes = math.prod(shape) * dtype.itemsize
+    if nbytes >= SCRATCH_MIN:
+        return _kept(shape, dtype, nbytes, SCRATCH_STEP, ALIGN, SCRATCH_FIT)
+    buffer = np.empty(nbytes + ALIGN, dtype=np.uint8)
+    start = -buffer.ctypes.data % ALIGN
+    return buffer[start:start + nbytes].view(dtype).reshape(shape)
+
+
+def _kept(shape, dtype, nbytes, step, align, fit=1):
+    """An array of `nbytes` in a block of whole `step`s starting on an `align` boundary:
+    a released one of that key (or up to `fit` times larger) where one is kept, else a
+    new one (`align` bytes longer), kept for reuse once no array views it."""
+    size = -(-nbytes // step) * step
+    buffer = _take((size, align), fit) if size <= MAX_CACHED_BYTES else None
     if buffer is None:
-        buffer = np.empty(size + HUGE_PAGE, dtype=np.uint8)
-    start = -buffer.ctypes.data % HUGE_PAGE
+        buffer = np.empty(size + align, dtype=np.uint8)
+    size = buffer.size - align
+    key = (size, align)
+    start = -buffer.ctypes.data % align
     # The owner of the block's views: an array over a memoryview, where NumPy's chain of
     # bases stops, so every view of the result keeps it (not `buffer`) alive, and its
     # finalizer runs when the last one goes.
     owner = np.frombuffer(memoryview(buffer)[start:start + nbytes], dtype=dtype)
     if size <= MAX_CACHED_BYTES:
-        weakref.finalize(owner, _release, buffer).atexit = False
+        weakref.finalize(owner, _release, key, buffer).atexit = False
     return owner.reshape(shape)

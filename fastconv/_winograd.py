@@ -139,13 +139,9 @@ def _aligned_workspace(num_threads, values, dtype):
     """An empty (num_threads, >= values) workspace whose rows start on 64-byte
     boundaries, as the kernel's vectors of transformed tiles do then (NumPy aligns to
     16 bytes: each 64-byte vector the products load would straddle two cache lines;
-    C2, float32: 1-3% of the kernel's time)."""
-    itemsize = np.dtype(dtype).itemsize
-    per_line = 64 // itemsize
-    stride = -(-values // per_line) * per_line
-    buf = np.empty(num_threads * stride + per_line, dtype=dtype)
-    start = (-(buf.ctypes.data // itemsize)) % per_line
-    return buf[start:start + num_threads * stride].reshape(num_threads, stride)
+    C2, float32: 1-3% of the kernel's time), from `fastconv._memory.scratch`."""
+    per_line = _memory.ALIGN // np.dtype(dtype).itemsize
+    return _memory.scratch((num_threads, -(-values // per_line) * per_line), dtype)
 
 
 #: Outputs from this size up, of convolutions with at most `STREAM_CHANNELS` input

@@ -81,7 +81,7 @@ def test_the_cache_keeps_at_most_max_cached_bytes(monkeypatch):
     blocks = [_memory.empty((_memory.LARGE,), np.uint8) for _ in range(5)]
     big = _memory.empty((4 * _memory.LARGE,), np.uint8)      # above the cap: never kept
     del blocks, big
-    _memory._take(0)                                           # takes in the released ones
+    _memory._take((0, 0))                                      # takes in the released ones
     assert _memory.cached_bytes() == 3 * _memory.LARGE
 
 
@@ -196,3 +196,53 @@ def test_released_blocks_beyond_the_cap_are_dropped_at_release():
     del held                    # no `empty` after: the cap holds all the same
     assert _memory.cached_bytes() <= _memory.MAX_CACHED_BYTES
     _memory.release_cached()
+
+
+@pytest.mark.parametrize("dtype", DTYPES + [np.int64, np.uint8])
+@pytest.mark.parametrize("count", [0, 1, 7, 1000, _memory.SCRATCH_MIN // 8 - 1, _memory.SCRATCH_MIN // 8 + 3, 300_001])
+def test_scratch_is_an_empty_array_on_a_cache_line(count, dtype):
+    a = _memory.scratch((count,), dtype)
+    assert type(a) is np.ndarray and a.shape == (count,) and a.dtype == dtype
+    assert a.flags.c_contiguous and a.flags.writeable and (count == 0 or a.ctypes.data % _memory.ALIGN == 0)
+    a[...] = 3
+    assert (a == 3).all()
+    b = _memory.scratch((2, 3, count), dtype)
+    assert b.shape == (2, 3, count) and (count == 0 or b.ctypes.data % _memory.ALIGN == 0)
+
+
+def test_scratch_reuses_released_blocks_of_its_size_or_somewhat_larger():
+    n = 16 * _memory.SCRATCH_MIN
+    a = _memory.scratch((n,), np.uint8)
+    address = a.ctypes.data
+    b = _memory.scratch((n,), np.uint8)                       # `a` alive: another block
+    assert b.ctypes.data != address
+    del a
+    d = _memory.scratch((n // (2 * _memory.SCRATCH_FIT),), np.uint8)    # far smaller: not a's block
+    assert d.ctypes.data not in (address, b.ctypes.data)
+    c = _memory.scratch((n // 12,), np.float32)               # a third of it, within SCRATCH_FIT: a's
+    assert c.ctypes.data == address
+    c[...] = 1
+    del b, c, d
+    assert _memory.empty((n,), np.uint8).ctypes.data != address      # results never take a temporary's
+    big = _memory.empty((_memory.LARGE,), np.uint8)
+    big_address = big.ctypes.data
+    del big
+    assert _memory.scratch((_memory.LARGE,), np.uint8).ctypes.data != big_address   # nor the converse
+
+
+def test_threads_never_share_a_scratch_block():
+    errors = []
+
+    def work(value):
+        for _ in range(50):
+            a = _memory.scratch((_memory.SCRATCH_MIN,), np.float32)
+            a[...] = value
+            if not (a == value).all():
+                errors.append(value)
+
+    threads = [threading.Thread(target=work, args=(v,)) for v in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
