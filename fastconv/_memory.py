@@ -52,9 +52,12 @@ ALIGN = 64
 #: lists would: temporaries of different sizes then share memory that stays in cache.
 SCRATCH_FIT = 4
 
-#: The most bytes of released blocks kept for reuse (the oldest go first); a block
-#: larger than this is never kept.
+#: The most bytes of released blocks kept for reuse, results' and temporaries'
+#: together (the oldest go first); a block larger than this is never kept.
 MAX_CACHED_BYTES = 256 << 20
+
+#: The most released blocks kept: each `empty` or `scratch` looks through them.
+MAX_CACHED_BLOCKS = 64
 
 _lock = threading.Lock()
 _cached = collections.OrderedDict()     # id(buffer) -> ((size, align), buffer), oldest first, under _lock
@@ -67,7 +70,8 @@ _released = collections.deque()
 
 def _release(key, buffer):
     """Keep `buffer`, a block of key = (size, align), for reuse (a finalizer), dropping
-    the oldest released blocks beyond `MAX_CACHED_BYTES` at once, not at the next `empty`."""
+    the oldest released blocks beyond `MAX_CACHED_BYTES` at once, not at the next
+    `empty` or `scratch`."""
     _released.append((key, buffer))
     total = _cached_bytes + sum(k[0] for k, _ in list(_released))
     while total > MAX_CACHED_BYTES:
@@ -99,7 +103,7 @@ def _take(key, fit=1):
                 break
             _cached[id(buffer)] = (k, buffer)
         total = sum(k[0] for k, _ in _cached.values())
-        while total > MAX_CACHED_BYTES:
+        while total > MAX_CACHED_BYTES or len(_cached) > MAX_CACHED_BLOCKS:
             total -= _cached.popitem(last=False)[1][0][0]
         best = None
         for ident, (k, _) in reversed(_cached.items()):   # the most recently released
@@ -117,8 +121,8 @@ def _take(key, fit=1):
 
 
 def release_cached():
-    """Return every kept block to the system (what `empty` keeps, it keeps at most
-    `MAX_CACHED_BYTES` of)."""
+    """Return every kept block to the system (what `empty` and `scratch` keep, they
+    keep at most `MAX_CACHED_BYTES` of)."""
     global _cached_bytes
     with _lock:
         _released.clear()
@@ -128,7 +132,7 @@ def release_cached():
 
 def cached_bytes():
     """Bytes of released blocks kept for reuse (those released since the last `empty`
-    included)."""
+    or `scratch` included)."""
     with _lock:
         return sum(k[0] for k, _ in _cached.values()) + sum(k[0] for k, _ in list(_released))
 
@@ -153,15 +157,18 @@ def empty(shape, dtype):
     return _kept(shape, dtype, nbytes, HUGE_PAGE, HUGE_PAGE)
 
 
-def scratch(shape, dtype):
+def scratch(shape, dtype, kept=False):
     """``np.empty(shape, dtype)`` starting on a cache line (`ALIGN` bytes), for a
-    temporary that the caller drops before it returns (never for a result: a result's
-    block is only `empty`'s): from `SCRATCH_MIN` bytes up, in a block that an earlier,
-    released temporary of about its size may have used (module docstring)."""
+    temporary (never for a result: a result's block is only `empty`'s): from
+    `SCRATCH_MIN` bytes up, in a block that an earlier, released temporary of about its
+    size may have used (module docstring). `kept`: the array may outlive the call (a
+    layer keeps im2col's weights by tap from its forward to its backward, Winograd's
+    transformed weights between eval calls): a block of its own size only, so that it
+    never holds a larger one."""
     dtype = np.dtype(dtype)
     nbytes = math.prod(shape) * dtype.itemsize
     if nbytes >= SCRATCH_MIN:
-        return _kept(shape, dtype, nbytes, SCRATCH_STEP, ALIGN, SCRATCH_FIT)
+        return _kept(shape, dtype, nbytes, SCRATCH_STEP, ALIGN, 1 if kept else SCRATCH_FIT)
     buffer = np.empty(nbytes + ALIGN, dtype=np.uint8)
     start = -buffer.ctypes.data % ALIGN
     return buffer[start:start + nbytes].view(dtype).reshape(shape)

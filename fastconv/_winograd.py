@@ -100,7 +100,7 @@ def transform_weights(weight, groups, num_threads=1, flipped=False):
     mr = kernel.register_rows(weight.dtype == np.float64)
     Kp = -(-Kt // mr) * mr
     size = groups * n * n * Kp * Ct
-    U = _aligned_workspace(1, size, weight.dtype)[0, :size]  # whole cache lines per point's run
+    U = _memory.scratch((size,), weight.dtype, kept=True)    # whole cache lines per point's run
     kernel.transform_weights(weight, _G[weight.dtype], groups, Kp, U, num_threads, flipped)
     return U, Kp
 

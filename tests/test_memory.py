@@ -216,18 +216,59 @@ def test_scratch_reuses_released_blocks_of_its_size_or_somewhat_larger():
     address = a.ctypes.data
     b = _memory.scratch((n,), np.uint8)                       # `a` alive: another block
     assert b.ctypes.data != address
+    view = a[10:20]
     del a
+    e = _memory.scratch((n,), np.uint8)                       # a view keeps a's block
+    assert e.ctypes.data not in (address, b.ctypes.data)
+    del view
     d = _memory.scratch((n // (2 * _memory.SCRATCH_FIT),), np.uint8)    # far smaller: not a's block
     assert d.ctypes.data not in (address, b.ctypes.data)
+    k = _memory.scratch((n // 3,), np.uint8, kept=True)      # kept: a block of its own size only
+    assert k.ctypes.data != address
     c = _memory.scratch((n // 12,), np.float32)               # a third of it, within SCRATCH_FIT: a's
     assert c.ctypes.data == address
     c[...] = 1
-    del b, c, d
-    assert _memory.empty((n,), np.uint8).ctypes.data != address      # results never take a temporary's
-    big = _memory.empty((_memory.LARGE,), np.uint8)
-    big_address = big.ctypes.data
-    del big
-    assert _memory.scratch((_memory.LARGE,), np.uint8).ctypes.data != big_address   # nor the converse
+    del b, c, d, e, k
+    _memory.release_cached()
+    assert _memory.cached_bytes() == 0
+
+
+def test_scratch_takes_its_own_size_else_the_smallest_that_fits():
+    n = 8 * _memory.SCRATCH_MIN
+    sizes = [4 * n, 2 * n, n, 3 * n]
+    blocks = [_memory.scratch((m,), np.uint8) for m in sizes]
+    address = {m: blk.ctypes.data for m, blk in zip(sizes, blocks)}
+    del blocks
+    first, second, third = (_memory.scratch((m,), np.uint8) for m in (n, n + 1, n + 1))
+    assert (first.ctypes.data, second.ctypes.data, third.ctypes.data) == (address[n], address[2 * n], address[3 * n])
+
+
+def test_results_and_temporaries_never_take_each_others_blocks():
+    _memory.empty((_memory.LARGE,), np.uint8)                 # a result's block, released: kept
+    temporary = _memory.scratch((_memory.LARGE // 2,), np.uint8)    # would fit it
+    assert _memory.cached_bytes() == _memory.LARGE             # still kept: not taken
+    del temporary
+    _memory.release_cached()
+    _memory.scratch((_memory.LARGE,), np.uint8)               # a temporary's block, released: kept
+    result = _memory.empty((_memory.LARGE,), np.uint8)
+    assert _memory.cached_bytes() == _memory.LARGE and result.ctypes.data % _memory.HUGE_PAGE == 0
+
+
+def test_a_block_taken_larger_comes_back_under_its_own_size():
+    n = 8 * _memory.SCRATCH_MIN
+    _memory.scratch((n,), np.uint8)                           # released at once: kept
+    c = _memory.scratch((n // 3,), np.uint8)                  # takes the n-byte block
+    assert _memory.cached_bytes() == 0
+    del c
+    assert _memory.cached_bytes() == n
+
+
+def test_the_cache_keeps_at_most_max_cached_blocks(monkeypatch):
+    monkeypatch.setattr(_memory, "MAX_CACHED_BLOCKS", 3)
+    blocks = [_memory.scratch((_memory.SCRATCH_MIN * (i + 1),), np.uint8) for i in range(6)]
+    del blocks
+    _memory._take((0, 0))                                      # takes in the released ones
+    assert len(_memory._cached) == 3
 
 
 def test_threads_never_share_a_scratch_block():
