@@ -218,7 +218,7 @@ def direct_cases(torch, dtypes=("float32", "float64"), with_reference=True):
     convolve/convolve2d against NumPy/SciPy."""
     from fastconv import _autotune
     from fastconv._validation import conv_geometry
-    from fastconv.convolution import _backward_algorithms, _choose_algorithm
+    from fastconv.convolution import _choose_algorithm
 
     rng = np.random.default_rng(0)
     cases = [(name, shape, 1) for name, shape in CONV_CASES.items()] + [("DW", DEPTHWISE_CASE, DEPTHWISE_CASE[1])]
@@ -233,7 +233,8 @@ def direct_cases(torch, dtypes=("float32", "float64"), with_reference=True):
             for _ in range(1 + _autotune.RECHECK_CALLS):    # calibrated and rechecked: the final choice
                 auto = _choose_algorithm(x.shape, w.shape, geometry, groups, x.dtype)
                 # grad_x's / grad_weight's, one name where they agree
-                auto_bwd = "/".join(dict.fromkeys(_backward_algorithms(x.shape, w.shape, geometry, groups, x.dtype)))
+                auto_bwd = "/".join(dict.fromkeys(_choose_algorithm(x.shape, w.shape, geometry, groups, x.dtype, p)
+                                                  for p in ("grad_x", "grad_weight")))
             label = f"{name} {(N, C, H, K, k, s, p)}".replace(" ", "") + (f"g{groups}" if groups > 1 else "")
             flops = 2.0 * y.size * (C // groups) * k * k
             fwd = {"fastconv": lambda: fastconv.conv2d(x, w, **kw)}
@@ -667,9 +668,14 @@ SECTIONS = {"conv": conv_cases, "columns": column_cases, "pool": pool_cases, "di
 
 # ---------------------------------------------------------------------------
 
+def _op_width(cases):
+    """The op column's width: 16, or wider for a longer name ("bwd auto=winograd/direct")."""
+    return max([16] + [len(c.op) + 1 for c in cases])
+
+
 def format_table(cases, ceilings):
     fma = ceilings.get("fma", {})
-    op_width = max([16] + [len(c.op) + 1 for c in cases])       # "bwd auto=winograd/direct"
+    op_width = _op_width(cases)
     peaks = ", ".join(f"{dtype} {rate:.0f}" for dtype, rate in fma.items())
     lines = [
         f"ceilings: float32 GEMM {ceilings['gemm']:.0f} GFLOP/s, FMA peak {peaks or '-'} GFLOP/s, "
@@ -737,7 +743,7 @@ def run(sections=None, repeats=7, num_threads=None, with_reference=True, dtypes=
 
 def format_scaling(cases, counts):
     lo, hi = counts
-    op_width = max([16] + [len(c.op) + 1 for c in cases])
+    op_width = _op_width(cases)
     lines = [
         f"thread scaling: fastconv at {lo} and {hi} threads, timed interleaved in one process",
         "",

@@ -21,18 +21,8 @@ def _choose_algorithm(x_shape, weight_shape, geometry, groups, dtype, pass_="for
     """The algorithm `"auto"` runs: the one measured fastest on this CPU for the call's
     shape class, or without calibration a fixed rule (fastconv._autotune). `pass_`
     "eval": for the layers' eval forwards, which keep their prepared weights; "grad_x"
-    and "grad_weight": each gradient of the backward (`_backward_algorithms`)."""
+    and "grad_weight": each gradient of the backward (`_auto_backward`)."""
     return _autotune.choose(pass_, x_shape, weight_shape, geometry, groups, dtype)
-
-
-def _backward_algorithms(x_shape, weight_shape, geometry, groups, dtype):
-    """(grad_x's, grad_weight's) algorithm under "auto": each gradient chosen apart, as
-    the one measured fastest for it alone, and run alone (`_auto_backward`): winograd
-    has no weight gradient, and no algorithm's backward ran both faster than its two
-    gradients did apart (ResNet-18's (32, 128, 8, 8) to 256 channels at stride 2:
-    grad_x by im2col and grad_weight by direct 4.7 ms, direct's backward 5.6)."""
-    return (_choose_algorithm(x_shape, weight_shape, geometry, groups, dtype, "grad_x"),
-            _choose_algorithm(x_shape, weight_shape, geometry, groups, dtype, "grad_weight"))
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, algorithm="auto"):
@@ -125,15 +115,15 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
 
 
 def _auto_backward(grad_output, x, weight, g, groups, taps=None):
-    """(grad_x, grad_weight) under "auto": each by the algorithm `_backward_algorithms`
-    picks for it, as calibrated. `taps`: im2col's re-laid weights, where the layer's
-    forward kept them."""
-    gx_algorithm, gw_algorithm = _backward_algorithms(x.shape, weight.shape, g, groups, x.dtype)
+    """(grad_x, grad_weight) under "auto": each by the algorithm measured fastest for it
+    alone (`_input_gradient`, `_weight_gradient`), and run alone: winograd has no
+    weight gradient, and no algorithm's backward ran both faster than its two gradients
+    did apart (ResNet-18's (32, 128, 8, 8) to 256 channels at stride 2: grad_x by im2col
+    and grad_weight by direct 4.7 ms, direct's backward 5.6). `taps`: im2col's re-laid
+    weights, where the layer's forward kept them."""
     num_threads = num_threads_for_macs(grad_output.size * weight[0].size)
-    grad_x = (_im2col.grad_x(grad_output, weight, x.shape, g, groups, num_threads, taps=taps)
-              if gx_algorithm == "im2col" else
-              _MODULES[gx_algorithm].grad_x(grad_output, weight, x.shape, g, groups, num_threads))
-    return grad_x, _MODULES[gw_algorithm].grad_weight(grad_output, x, weight, g, groups, num_threads)
+    return (_input_gradient(grad_output, weight, x.shape, g, groups, num_threads, taps=taps),
+            _weight_gradient(grad_output, x, weight, g, groups, num_threads))
 
 
 def grad_bias(grad_output):
@@ -198,16 +188,19 @@ def _conv2d_train_backward(grad_output, x, weight, stride, padding, dilation, gr
 def _weight_gradient(grad_output, x, weight, g, groups, num_threads):
     """grad_weight by im2col or direct, whichever "auto" measures faster for it (also
     Winograd's backward's, which has no weight gradient of its own; fastconv._autotune)."""
-    algorithm = _autotune.choose("grad_weight", x.shape, weight.shape, g, groups, x.dtype)
+    algorithm = _choose_algorithm(x.shape, weight.shape, g, groups, x.dtype, "grad_weight")
     return _MODULES[algorithm].grad_weight(grad_output, x, weight, g, groups, num_threads)
 
 
-def _input_gradient(grad_output, weight, x_shape, g, groups, num_threads, algorithm="auto"):
+def _input_gradient(grad_output, weight, x_shape, g, groups, num_threads, algorithm="auto", taps=None):
     """grad_x alone (conv_transpose2d's forward) by `algorithm`; "auto": the one measured
     fastest for it (fastconv._autotune's "grad_x" pass): im2col's GEMMs and col2im,
-    direct's tiles (over the stride phases) or, for 3x3 at stride 1, winograd's."""
+    direct's tiles (over the stride phases) or, for 3x3 at stride 1, winograd's.
+    `taps`: im2col's re-laid weights, where a layer kept them."""
     if algorithm == "auto":
-        algorithm = _autotune.choose("grad_x", x_shape, weight.shape, g, groups, grad_output.dtype)
+        algorithm = _choose_algorithm(x_shape, weight.shape, g, groups, grad_output.dtype, "grad_x")
+    if algorithm == "im2col":
+        return _im2col.grad_x(grad_output, weight, x_shape, g, groups, num_threads, taps)
     return _MODULES[algorithm].grad_x(grad_output, weight, x_shape, g, groups, num_threads)
 
 
