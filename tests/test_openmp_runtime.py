@@ -44,6 +44,27 @@ def test_environment_is_as_before_after_import():
 
 
 @needs_private
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="CPU affinity: Linux with 2+ CPUs")
+@pytest.mark.parametrize("binding", [dict(OMP_PROC_BIND="true"), dict(OMP_PLACES="cores", OMP_PROC_BIND="close")])
+def test_import_and_ops_leave_the_threads_cpus_alone(binding):
+    # libgomp binds the thread that loads it when asked to; the importing thread, and
+    # the threads started from it later (the pool's workers included), keep their CPUs.
+    out, _ = run_python("import os, threading, numpy as np\n"
+                        "before = os.sched_getaffinity(0)\n"
+                        "import fastconv\n"
+                        "x = np.ones((8, 16, 32, 32), np.float32); w = np.ones((16, 16, 3, 3), np.float32)\n"
+                        "with fastconv.threads(2):\n"
+                        "    fastconv.conv2d(x, w, padding=1, algorithm='direct')\n"
+                        "    fastconv.batch_norm2d(np.ones((64, 64, 32, 32), np.float32), training=True)\n"
+                        "seen = []\n"
+                        "t = threading.Thread(target=lambda: seen.append(os.sched_getaffinity(0)))\n"
+                        "t.start(); t.join()\n"
+                        "print(os.sched_getaffinity(0) == before == seen[0])", **binding)
+    assert out.split() == ["True"]
+
+
+@needs_private
 def test_kernels_link_fastconv_own_runtime():
     # Beside the kernels (an in-place build, a plain wheel) or in fastconv.libs (auditwheel).
     out, _ = run_python("import os, fastconv\n"

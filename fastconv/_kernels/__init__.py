@@ -62,8 +62,27 @@ def bind_to_own_runtime():
             ctypes.CDLL(path, mode=os.RTLD_NOW | os.RTLD_LOCAL | os.RTLD_DEEPBIND)
 
 
+@contextlib.contextmanager
+def affinity_kept():
+    """The calling thread's CPU affinity as it was before the block. libgomp binds the
+    thread that loads it to its first place when the user's environment asks for
+    binding (``OMP_PROC_BIND``, ``OMP_PLACES``): loading fastconv's private runtime
+    would move the importing thread (the main one) onto one CPU, and every thread
+    started from it later (the task pool's workers, torch's, the user's own) with it.
+    That binding is meant for the runtime's own teams, which it still gets."""
+    if not (private_runtime() and hasattr(os, "sched_getaffinity")):
+        yield
+        return
+    cpus = os.sched_getaffinity(0)
+    try:
+        yield
+    finally:
+        if os.sched_getaffinity(0) != cpus:
+            os.sched_setaffinity(0, cpus)
+
+
 try:
-    with own_runtime_environment():
+    with own_runtime_environment(), affinity_kept():
         if private_runtime() and hasattr(os, "RTLD_DEEPBIND"):
             bind_to_own_runtime()
         from fastconv._kernels import _openmp  # noqa: F401  (the first compiled module imported)
