@@ -158,7 +158,9 @@ def _products(a, b, c, blocks, shape, trans_a=False, trans_b=False, beta=0, num_
     """One job of GEMMs (`kernel.matmul_groups`), one per (tap, first row, end) in `blocks`:
     `shape(tap, lo, hi)` gives its (m, n, k, a_offset, lda, b_offset, ldb, c_offset, ldc)."""
     table = np.array([shape(tap, lo, hi) for tap, lo, hi in blocks], dtype=np.int64).reshape(-1, 9)
-    kernel.matmul_groups(a.reshape(-1), b.reshape(-1), c.reshape(-1), table, trans_a, trans_b, beta, num_threads)
+    with blas.single_threaded():
+        kernel.matmul_groups(a.reshape(-1), b.reshape(-1), c.reshape(-1), table, trans_a, trans_b, beta,
+                             num_threads)
 
 
 def taps_weight(weight, num_threads):
@@ -184,7 +186,6 @@ def _forward_by_taps(x, weight, g, num_threads, taps=None):
         if taps is None:
             taps = taps_weight(weight, num_threads)
         T = taps.shape[1]
-        blas.pin_single_threaded()
         for n0, n1 in _batch_chunks(N, windows, max(C, K)):
             a, offsets = _gather(xt[n0:n1], windows, 2)
             product = _memory.scratch((offsets[-1], K), x.dtype)
@@ -220,9 +221,9 @@ def forward(x, weight, bias, g, groups, num_threads, taps=None):
     _check_blas_limits(g)
     band_rows = _band_rows(col_rows, g, x.dtype.itemsize)
     workspace = _workspace(num_threads, col_rows, band_rows, g, x.dtype)
-    blas.pin_single_threaded()
-    kernel.conv2d_forward(x, weight.reshape(groups, K // groups, col_rows // groups),
-                          out.reshape(N, K, g.out_h * g.out_w), workspace, g.struct(), band_rows, num_threads)
+    with blas.single_threaded():
+        kernel.conv2d_forward(x, weight.reshape(groups, K // groups, col_rows // groups),
+                              out.reshape(N, K, g.out_h * g.out_w), workspace, g.struct(), band_rows, num_threads)
     if bias is not None:
         out += bias[:, None, None]
     return out
@@ -268,7 +269,6 @@ def _grad_x_by_taps(grad_output, weight, x_shape, g, num_threads, taps=None):
     gt = _channels_last(grad_output, windows)
     if taps is None:
         taps = taps_weight(weight, num_threads)
-    blas.pin_single_threaded()
     for n0, n1 in _batch_chunks(N, windows, max(C, K)):
         go, offsets = _gather(gt[n0:n1], windows, 1)
         _add_input_gradient(go, offsets, windows, taps, grad_xt[n0:n1], num_threads)
@@ -292,7 +292,6 @@ def _grad_weight_by_taps(grad_output, x, weight, g, num_threads):
         xt = _channels_last(x, windows)
         gt = _channels_last(grad_output, windows)
         T = grad_taps.shape[1]
-        blas.pin_single_threaded()
         for n0, n1 in _batch_chunks(N, windows, max(C, K)):
             a, offsets = _gather(xt[n0:n1], windows, 2)
             go, _ = _gather(gt[n0:n1], windows, 1)
@@ -323,10 +322,10 @@ def backward(grad_output, x, weight, g, groups, num_threads, with_grad_x=True, t
     workspace = _workspace(num_threads, col_rows, band_rows, g, x.dtype)
     grad_x = np.zeros_like(x) if with_grad_x else np.empty((N, 1, 1, 1), dtype=x.dtype)  # never written
     grad_w_parts = np.zeros((num_threads, groups, K // groups, col_rows // groups), dtype=x.dtype)
-    blas.pin_single_threaded()
-    kernel.conv2d_backward(x, weight.reshape(groups, K // groups, col_rows // groups),
-                           grad_output.reshape(N, K, g.out_h * g.out_w), grad_x, grad_w_parts, workspace,
-                           g.struct(), band_rows, num_threads, with_grad_x)
+    with blas.single_threaded():
+        kernel.conv2d_backward(x, weight.reshape(groups, K // groups, col_rows // groups),
+                               grad_output.reshape(N, K, g.out_h * g.out_w), grad_x, grad_w_parts, workspace,
+                               g.struct(), band_rows, num_threads, with_grad_x)
     grad_w = grad_w_parts.sum(axis=0).reshape(weight.shape)
     return (grad_x if with_grad_x else None), grad_w
 
@@ -346,10 +345,10 @@ def grad_x(grad_output, weight, x_shape, g, groups, num_threads, taps=None):
     workspace = _workspace(num_threads, col_rows, band_rows, g, grad_output.dtype)
     out = _memory.empty(x_shape, grad_output.dtype)     # a released result's block, as the others'
     out.fill(0)                                         # col2im adds into it
-    blas.pin_single_threaded()
-    kernel.conv2d_grad_x(weight.reshape(groups, K // groups, col_rows // groups),
-                         grad_output.reshape(N, K, g.out_h * g.out_w), out, workspace, g.struct(), band_rows,
-                         num_threads)
+    with blas.single_threaded():
+        kernel.conv2d_grad_x(weight.reshape(groups, K // groups, col_rows // groups),
+                             grad_output.reshape(N, K, g.out_h * g.out_w), out, workspace, g.struct(), band_rows,
+                             num_threads)
     return out
 
 

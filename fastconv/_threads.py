@@ -5,7 +5,7 @@ is changed by `set_num_threads`; `threads(n)` overrides it for the calling
 thread (a context variable), so one thread's override never leaks into
 another's computation. Every op reads the count once, passes it to its kernel
 as `num_threads`. Kernels that call BLAS do so from inside their OpenMP
-threads, one single-threaded GEMM per thread (`blas.pin_single_threaded()`), so
+threads, one single-threaded GEMM per thread (`blas.single_threaded()`), so
 BLAS threads and OpenMP threads never run on the same cores at once.
 
 What fastconv does to threads, and why (beside torch, scikit-learn and other
@@ -56,9 +56,9 @@ processes):
   `MACS_PER_THREAD` multiply-adds (about 0.2 ms of one core), so a small op runs
   on the calling thread alone and never waits for a team member that another
   process holds off its core.
-- BLAS is held at one thread where the kernels call it (`blas`), and nothing
-  else: fastconv never changes torch's or NumPy's thread counts or the
-  environment other libraries read.
+- BLAS is held at one thread while the kernels call it (`blas`), and given back
+  its count after: fastconv never changes torch's, NumPy's or SciPy's thread
+  counts between its calls, nor the environment other libraries read.
 """
 import contextlib
 import contextvars
@@ -142,50 +142,85 @@ def threads(n):
         _override.reset(token)
 
 
-class _KernelBlas:
-    """The BLAS the kernels call (SciPy's, through scipy.linalg.cython_blas), held at
-    one thread: the kernels call it from inside their own OpenMP threads, so a
-    threaded BLAS would compete with them for the cores.
+def _count_functions(library):
+    """(get, set) of a threadpoolctl BLAS controller's thread count. OpenBLAS's own
+    functions, called through ctypes: 0.2 us a call against 1 us through threadpoolctl,
+    which (from 3.6) also lets only the first Python thread that set OpenBLAS's count
+    change it, and ignores the others; `_Blas` counts its holds itself, and a hold
+    from any thread must take effect. Other libraries' through threadpoolctl."""
+    if library.internal_api == "openblas":
+        import ctypes
 
-    It is set once, on first use, and left so: switching it per call and back made
-    two Python threads calling conv2d together 4x slower than one after the other
-    (OpenBLAS reconfigures its pool on each change). NumPy's BLAS is left alone
-    where it is a separate library (pip wheels); where both share one library
-    (e.g. conda), that library is held at one thread.
+        dll = ctypes.CDLL(library.filepath)
+        for prefix, suffix in (("", ""), ("scipy_", ""), ("scipy_", "64_")):
+            get = getattr(dll, f"{prefix}openblas_get_num_threads{suffix}", None)
+            set_ = getattr(dll, f"{prefix}openblas_set_num_threads{suffix}", None)
+            if get is not None and set_ is not None:
+                get.argtypes, get.restype = [], ctypes.c_int
+                set_.argtypes, set_.restype = [ctypes.c_int], None
+                return get, set_
+    return (lambda: library.num_threads), library.set_num_threads
+
+
+class _Blas:
+    """The process's BLAS libraries (NumPy's and SciPy's; the kernels call SciPy's,
+    through scipy.linalg.cython_blas), held at one thread inside
+    ``with blas.single_threaded():``. The kernels call BLAS from inside their own
+    threads, and the layers' small matmuls run right after them, so a threaded BLAS
+    would compete with fastconv's threads for the cores (or wait for its own, spinning
+    beside them). Between fastconv's calls the libraries run at the counts they had:
+    the user's NumPy and ``scipy.linalg`` keep their threads.
+
+    The holds are counted across Python threads: the counts go back only when the last
+    hold ends (putting them back while another thread's GEMMs ran made two Python
+    threads calling conv2d together 4x slower than one after the other). A hold and
+    its release cost about 2 us.
     """
 
     def __init__(self):
         self._lock = threading.Lock()
         self._libraries = None
-        self._pinned = False
+        self._counts = None           # (get, set) of each library's thread count
+        self._holders = 0
+        self._held = []               # (set, the count before the first hold)
         if hasattr(os, "register_at_fork"):   # a fork while another thread held it
             os.register_at_fork(after_in_child=self._after_fork)
 
     def _after_fork(self):
         self._lock = threading.Lock()
+        self._holders = 0
+        self._held = []
 
     def libraries(self):
-        """The threadpoolctl controllers of the BLAS libraries the kernels call."""
+        """The threadpoolctl controllers of the process's BLAS libraries."""
         if self._libraries is None:
-            import os
-
-            import scipy
             import scipy.linalg.cython_blas  # noqa: F401  (loads the BLAS the kernels call)
 
-            every = ThreadpoolController().select(user_api="blas").lib_controllers
-            scipy_root = os.path.dirname(os.path.realpath(scipy.__file__))
-            own = [c for c in every if os.path.realpath(c.filepath).startswith(scipy_root)]
-            self._libraries = own or every
+            self._libraries = ThreadpoolController().select(user_api="blas").lib_controllers
         return self._libraries
 
-    def pin_single_threaded(self):
-        if self._pinned:
-            return
+    def single_threaded(self):
+        """A context manager: every BLAS library at one thread inside the block; as
+        before the first block once the last one (of any Python thread) has ended."""
+        if self._counts is None:
+            self._counts = [_count_functions(lib) for lib in self.libraries()]
+        return self
+
+    def __enter__(self):
         with self._lock:
-            for lib in self.libraries():
-                if lib.num_threads != 1:
-                    lib.set_num_threads(1)
-            self._pinned = True
+            if self._holders == 0:
+                self._held = [(set_, n) for set_, n in ((set_, get()) for get, set_ in self._counts) if n != 1]
+                for set_, _ in self._held:
+                    set_(1)
+            self._holders += 1
+
+    def __exit__(self, *exc):
+        with self._lock:
+            self._holders -= 1
+            if self._holders == 0:
+                for set_, n in self._held:
+                    set_(n)
+                self._held = []
 
     def info(self):
         return [
@@ -195,4 +230,4 @@ class _KernelBlas:
         ]
 
 
-blas = _KernelBlas()
+blas = _Blas()

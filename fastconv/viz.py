@@ -581,7 +581,7 @@ def _axis_steps(windows, sizes, start, length):
 
 def _occlusion_windowed(local, rest, x, target, patch, stride, fill, batch_bytes):
     """`occlusion` through the window of each local layer (see above); `local` has a windowed layer."""
-    from fastconv.nn.linear import _one_blas_thread
+    from fastconv._threads import blas
 
     N, C = x.shape[:2]
     # The first image alone: its activations give the shapes (and raise the model's own
@@ -634,7 +634,7 @@ def _occlusion_windowed(local, rest, x, target, patch, stride, fill, batch_bytes
 
     # BLAS (the classifier's matmuls) at one thread throughout: the threads here are
     # the workers, and holding the setting once spares a switch per call.
-    with _one_blas_thread:
+    with blas.single_threaded():
         for first in [0] + list(range(1, N, per_chunk)):
             if first:
                 maps = _base_maps(local, x[first:first + per_chunk])

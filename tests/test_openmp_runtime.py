@@ -322,3 +322,86 @@ def test_kernels_call_no_runtime_entry_point_that_is_not_forwarded():
         defined = subprocess.run(["nm", str(module)], capture_output=True, text=True, check=True).stdout
         wrapped = {name[len("__wrap_"):] for name in defined.split() if name.startswith("__wrap_")}
         assert called - wrapped - outside_regions == set(), module.name
+
+
+# -- BLAS: one thread inside the kernels, the user's count outside ---------------------
+def blas_counts():
+    from threadpoolctl import threadpool_info
+
+    return {i["filepath"]: i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+
+
+@pytest.fixture
+def blas_at_three_threads():
+    """Every BLAS library at 3 threads (a count fastconv never sets), as a user may have it."""
+    import scipy.linalg.cython_blas  # noqa: F401  (loads the BLAS the kernels call)
+    from threadpoolctl import threadpool_limits
+    with threadpool_limits(limits=3, user_api="blas"):
+        yield blas_counts()
+
+
+class RecordingKernels:
+    """im2col's kernel module, noting the BLAS counts inside each of its BLAS calls."""
+
+    def __init__(self, kernel):
+        self.kernel, self.seen = kernel, []
+
+    def __getattr__(self, name):
+        fn = getattr(self.kernel, name)
+        if name not in ("conv2d_forward", "conv2d_backward", "conv2d_grad_x", "matmul_groups"):
+            return fn
+
+        def recorded(*args, **kwargs):
+            self.seen.append((name, set(blas_counts().values())))
+            return fn(*args, **kwargs)
+        return recorded
+
+
+@pytest.mark.parametrize("shape", [(2, 8, 12, 12), (4, 8, 3, 3)], ids=["bands", "taps"])
+def test_kernels_hold_blas_at_one_thread_only_while_they_call_it(monkeypatch, blas_at_three_threads, shape):
+    from fastconv import _im2col
+
+    recording = RecordingKernels(_im2col.kernel)
+    monkeypatch.setattr(_im2col, "kernel", recording)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(shape)
+    w = rng.standard_normal((6, 8, 3, 3))
+    with fastconv.threads(2):
+        y = fastconv.conv2d(x, w, padding=1, algorithm="im2col")
+        fastconv.conv2d_backward(np.ones_like(y), x, w, padding=1, algorithm="im2col")
+    assert {name for name, _ in recording.seen} >= ({"matmul_groups"} if shape[2] == 3 else
+                                                    {"conv2d_forward", "conv2d_backward"})
+    assert all(counts == {1} for _, counts in recording.seen), recording.seen
+    assert blas_counts() == blas_at_three_threads
+
+
+def test_blas_counts_come_back_after_concurrent_calls(monkeypatch, blas_at_three_threads):
+    # held for as long as any thread is inside: one thread's release must not give
+    # BLAS its threads back under another's GEMMs
+    import threading
+
+    from fastconv import _im2col
+
+    recording = RecordingKernels(_im2col.kernel)
+    monkeypatch.setattr(_im2col, "kernel", recording)
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 8, 12, 12)).astype(np.float32)
+    w = rng.standard_normal((6, 8, 3, 3)).astype(np.float32)
+    expected = fastconv.reference.conv2d(x, w, padding=1)
+    failures = []
+
+    def work():
+        for _ in range(20):
+            with fastconv.threads(1):
+                y = fastconv.conv2d(x, w, padding=1, algorithm="im2col")
+            if not np.allclose(y, expected, rtol=1e-4, atol=1e-4):
+                failures.append(y)
+
+    workers = [threading.Thread(target=work) for _ in range(3)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+    assert not failures
+    assert len(recording.seen) == 60 and all(counts == {1} for _, counts in recording.seen)
+    assert blas_counts() == blas_at_three_threads

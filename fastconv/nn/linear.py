@@ -1,11 +1,10 @@
 """The classifier head: `Linear`, `Flatten`, `Dropout`."""
 import contextlib
-import threading
 
 import numpy as np
-from threadpoolctl import ThreadpoolController
 
 from fastconv import _validation as v
+from fastconv._threads import blas
 from fastconv.nn.base import Layer, _dtype, _initial_weight, _rng
 
 __all__ = ["Linear", "Flatten", "Dropout"]
@@ -17,37 +16,8 @@ __all__ = ["Linear", "Flatten", "Dropout"]
 _SMALL_PRODUCT = 1 << 24
 
 
-class _OneBlasThread:
-    """BLAS held at one thread while any caller is inside (counted, so that
-    concurrent callers restore the setting once, when the last one leaves)."""
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._depth = 0
-        self._limit = None
-        self._controller = None
-
-    def __enter__(self):
-        with self._lock:
-            if self._depth == 0:
-                if self._controller is None:
-                    self._controller = ThreadpoolController().select(user_api="blas")
-                self._limit = self._controller.limit(limits=1)
-            self._depth += 1
-
-    def __exit__(self, *exc):
-        with self._lock:
-            self._depth -= 1
-            if self._depth == 0:
-                self._limit.restore_original_limits()
-                self._limit = None
-
-
-_one_blas_thread = _OneBlasThread()
-
-
 def _blas_for(flops):
-    return _one_blas_thread if flops < _SMALL_PRODUCT else contextlib.nullcontext()
+    return blas.single_threaded() if flops < _SMALL_PRODUCT else contextlib.nullcontext()
 
 
 class Linear(Layer):
