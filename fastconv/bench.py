@@ -10,6 +10,7 @@ the machine's measured ceilings (BLAS GEMM rate, the cores' FMA peak, copy bandw
 import contextlib
 import statistics
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -614,6 +615,11 @@ def neighbour_cases(torch, dtypes=("float32",), with_reference=True):
     threads while another process keeps one core busy."""
     rng = np.random.default_rng(0)
     sk = sklearn_openmp_call()
+    missing = [f"the runs beside {name}" for name, lib in (("torch", torch), ("scikit-learn", sk)) if lib is None]
+    missing += ["the main job (its digits come from scikit-learn)"] if sk is None else []
+    if missing:
+        warnings.warn(f"bench neighbours: not installed, so left out: {', '.join(missing)} "
+                      f"(pip install 'fastconv[bench]')", stacklevel=2)
     explained = False
     for dtype in dtypes:
         for name in NEIGHBOUR_CASES:
@@ -636,11 +642,7 @@ def neighbour_cases(torch, dtypes=("float32",), with_reference=True):
                               f"{other} beside": t["b beside a"]}
                 explained = True
                 yield case
-    try:
-        from fastconv import training
-
-        training.load_digits()
-    except ImportError:
+    if sk is None:
         return
     rates = {1: [], 2: []}
     with busy_neighbour():

@@ -40,6 +40,13 @@ def test_neighbours_section_is_registered_and_its_helpers_run():
     assert proc.poll() is not None                  # stopped after it
 
 
+def test_neighbours_section_says_what_it_leaves_out(monkeypatch):
+    # without torch and scikit-learn nothing can run beside them, nor the main job
+    monkeypatch.setattr(bench, "sklearn_openmp_call", lambda: None)
+    with pytest.warns(UserWarning, match="beside torch, the runs beside scikit-learn, the main job"):
+        assert list(bench.neighbour_cases(None)) == []
+
+
 def test_neighbours_table_shows_both_slowdowns():
     case = bench.Case("beside torch", "C1", "float32", {}, note="C1 float32 beside torch: fastconv 1.10x")
     case.times = {"fastconv": 1e-3, "torch": 2e-3, "fastconv beside": 1.1e-3, "torch beside": 2.4e-3}
