@@ -7,7 +7,6 @@ warmed by `fastconv.bench.load_torch` (one autograd backward) before timing.
 """
 import numpy as np
 
-from fastconv.losses import softmax_cross_entropy
 from fastconv.nn import (
     AdaptiveAvgPool2D,
     AdaptiveMaxPool2D,
@@ -28,6 +27,7 @@ from fastconv.nn import (
     Tanh,
 )
 from fastconv.nn import models as zoo
+from fastconv.nn.losses import softmax_cross_entropy
 
 #: (builder, batch, image side, training step): the issue's cases.
 NET_CASES = [

@@ -17,8 +17,8 @@ from threadpoolctl import threadpool_limits
 import fastconv
 from fastconv import reference
 from fastconv.layers import Conv2D, Flatten, Linear, MaxPool2D, ReLU, Sequential
-from fastconv.losses import softmax_cross_entropy
-from fastconv.optim import Adam
+from fastconv.nn.losses import softmax_cross_entropy
+from fastconv.nn.optim import Adam
 
 
 class MissingScikitLearn(ImportError):

@@ -10,7 +10,7 @@ from fastconv import _direct, _validation, _winograd, convolution, reference
 from fastconv._kernels import runnable_builds
 from fastconv.convolution import _conv2d_eval
 from fastconv.nn import BatchNorm2D, Conv2D, ReLU, Sequential
-from fastconv.optim import SGD
+from fastconv.nn.optim import SGD
 
 # (N, C, H, W, K, kernel, stride, padding, groups)
 CASES = [

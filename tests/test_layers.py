@@ -15,8 +15,8 @@ from fastconv.layers import (
     Sequential,
     Sigmoid,
 )
-from fastconv.losses import binary_log_loss, softmax_cross_entropy
-from fastconv.optim import SGD, Adam
+from fastconv.nn.losses import binary_log_loss, softmax_cross_entropy
+from fastconv.nn.optim import SGD, Adam
 
 F64 = np.float64
 

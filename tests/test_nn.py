@@ -415,8 +415,9 @@ def test_summary_rows_of_a_residual_network(capsys):
 
 
 def test_old_import_paths_still_work():
-    from fastconv import layers
+    from fastconv import layers, losses, optim
     assert fastconv.Conv2D is nn.Conv2D is layers.Conv2D and fastconv.Sequential is nn.Sequential
+    assert losses.softmax_cross_entropy is nn.losses.softmax_cross_entropy and optim.Adam is nn.optim.Adam
     assert nn.models.resnet18 is __import__("fastconv.nn.models", fromlist=["x"]).resnet18
     assert nn.SGD is fastconv.SGD and nn.softmax_cross_entropy is fastconv.softmax_cross_entropy
     assert MaxPool2D(2).named_children is not None and list(Linear(2, 3).state_dict()) == ["weight", "bias"]

@@ -47,7 +47,7 @@ import numpy as np
 import fastconv
 from fastconv import _validation as v
 from fastconv import normalization
-from fastconv.losses import class_labels
+from fastconv.nn.losses import class_labels
 
 __all__ = [
     "conv_forward_fast", "conv_backward_fast",

@@ -6,15 +6,15 @@ Layers work on NumPy arrays in NCHW layout: ``forward(x, training=True)``,
 torch's dotted names, so weights move between torch and fastconv with
 ``model.load_state_dict(torch_model.state_dict())``.
 """
-from fastconv.losses import binary_log_loss, softmax_cross_entropy
 from fastconv.nn.activation import LeakyReLU, ReLU, Sigmoid, Tanh
 from fastconv.nn.base import Identity, Layer
 from fastconv.nn.container import Residual, Sequential
 from fastconv.nn.conv import Conv2D, ConvTranspose2D
 from fastconv.nn.linear import Dropout, Flatten, Linear
+from fastconv.nn.losses import binary_log_loss, softmax_cross_entropy
 from fastconv.nn.norm import BatchNorm2D
+from fastconv.nn.optim import SGD, Adam
 from fastconv.nn.pool import AdaptiveAvgPool2D, AdaptiveMaxPool2D, AvgPool2D, MaxPool2D
-from fastconv.optim import SGD, Adam
 
 __all__ = ["Layer", "Conv2D", "ConvTranspose2D", "Linear", "MaxPool2D", "AvgPool2D", "AdaptiveAvgPool2D",
            "AdaptiveMaxPool2D", "BatchNorm2D", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Identity", "Flatten",
