@@ -211,6 +211,9 @@ def test_vgg16_summary_reproduces_the_course_accounting(vgg16, capsys):
     # the course's rows (input, convs, pools, fcs) add up to 15,237,608 values stored by a forward
     assert "138,357,544" in text and "3,211,264" in text and "15,237,608 values (58.1 MiB) stored" in text
     assert "training adds: a gradient for every parameter" in text and "Adam" in text
+    # the course's weights per row (3*3*3*64 = 1,728 ... 7*7*512*4096), the biases beside them
+    for row in ("1,728 + 64", "36,864 + 64", "2,359,296 + 512", "102,760,448 + 4,096", "4,096,000 + 1,000"):
+        assert row in text
 
 
 # -- against torch ----------------------------------------------------------------

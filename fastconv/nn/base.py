@@ -375,22 +375,25 @@ class Layer:
         name_w = max(12, max(len(r[0]) for r in rows) + 2)
         kinds = [("" if r[4] is None else repr(r[4]).split("\n")[0]) for r in rows]
         kind_w = max(8, max(len(k) for k in kinds) + 2)
-        header = (f"{'layer':<{name_w}}{'kind':<{kind_w}}{'output shape':<18}{'parameters':>14}"
+        counts = [_weights_and_biases(r[4], r[2]) for r in rows]
+        count_w = max(14, max(len(c) for c in counts) + 2)
+        header = (f"{'layer':<{name_w}}{'kind':<{kind_w}}{'output shape':<18}{'parameters':>{count_w}}"
                   f"{'activations':>14}{'memory':>12}")
         lines = [header]
         stored = 0
-        for (name, shape, n_params, n_act, _, keeps), kind in zip(rows, kinds):
+        for (name, shape, _, n_act, _, keeps), kind, count in zip(rows, kinds, counts):
             stored += n_act if keeps else 0
             memory = _bytes(n_act * itemsize) if keeps else "in place"
-            lines.append(f"{name:<{name_w}}{kind:<{kind_w}}{str(shape):<18}{n_params:>14,}{n_act:>14,}"
+            lines.append(f"{name:<{name_w}}{kind:<{kind_w}}{str(shape):<18}{count:>{count_w}}{n_act:>14,}"
                          f"{memory:>12}")
         total_params = sum(r[2] for r in rows)
         total_act = sum(r[3] for r in rows)
         lines.append("-" * len(header))
-        lines.append(f"{'total stored':<{name_w}}{'':<{kind_w}}{'':<18}{total_params:>14,}{stored:>14,}"
+        lines.append(f"{'total stored':<{name_w}}{'':<{kind_w}}{'':<18}{total_params:>{count_w},}{stored:>14,}"
                      f"{_bytes(stored * itemsize):>12}")
         name = np.dtype(dtype).name
-        lines.append(f"parameters: {total_params:,} ({_bytes(total_params * itemsize)} in {name}); "
+        lines.append(f"parameters: {total_params:,} ({_bytes(total_params * itemsize)} in {name}; a row shows "
+                     f"weights + biases where its layer has both); "
                      f"activations per example: {total_act:,} values ({_bytes(total_act * itemsize)}) over all "
                      f"rows, {stored:,} values ({_bytes(stored * itemsize)}) stored by a forward")
         lines.append(f"training adds: a gradient for every parameter ({_bytes(total_params * itemsize)}) and for "
@@ -408,6 +411,14 @@ class Layer:
 
     def __repr__(self):
         return f"{type(self).__name__}()"
+
+
+def _weights_and_biases(layer, n_params):
+    """A summary row's parameter count, as "weights + biases" where the layer has both."""
+    params = getattr(layer, "params", {})
+    if "weight" in params and "bias" in params and n_params == params["weight"].size + params["bias"].size:
+        return f"{params['weight'].size:,} + {params['bias'].size:,}"
+    return f"{n_params:,}"
 
 
 class Identity(Layer):
