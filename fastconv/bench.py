@@ -702,6 +702,8 @@ def format_table(cases, ceilings):
         x_peak = lambda seconds: f"{c.flops / seconds / 1e9 / peak:.2f}x peak"  # noqa: E731
         if peak and "fastconv" in t:
             floor += f"  {x_peak(t['fastconv'])}"
+        if c.flops and "torch" in t:
+            floor += f"  torch {c.flops / t['torch'] / 1e9:.1f} GFLOP/s"
         # Other implementations timed beside fastconv (the direct section's algorithms, NumPy, SciPy).
         others = "".join(f"  {name} {t[name] * 1e3:.2f}ms = {t[name] / t['fastconv']:.2f}x fastconv"
                          + (f" {t[name] / t['torch']:.2f}x torch" if "torch" in t else "")
@@ -714,8 +716,8 @@ def format_table(cases, ceilings):
     if any(set(c.times) - {"fastconv", "reference", "torch"} for c in cases):
         lines.append("further columns: other implementations' times as multiples of fastconv's (and torch's).")
     if fma and any(c.flops for c in cases):
-        lines.append("GFLOP/s: the direct convolution's FLOPs (2 per multiply-add) / time; x peak: that rate / "
-                     "the FMA peak (Winograd does fewer multiplies, so it can pass 1x).")
+        lines.append("GFLOP/s: the direct convolution's FLOPs (2 per multiply-add) / time (fastconv's, and torch's "
+                     "beside); x peak: that rate / the FMA peak (Winograd does fewer multiplies, so it can pass 1x).")
     if any(c.bytes for c in cases):
         lines.append("GB/s: bytes read + written / fastconv time; floor: those bytes at the copy bandwidth "
                      "(and fastconv time / floor).")

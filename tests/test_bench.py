@@ -69,6 +69,7 @@ def test_conv_table_shows_the_rate_against_the_fma_peak():
     text = bench.format_table([case], {"gemm": 100.0, "copy": 10.0, "fma": {"float32": 100.0}})
     assert "FMA peak float32 100 GFLOP/s" in text
     assert "2.00x peak" in text and "direct 40.00ms = 4.00x fastconv 2.00x torch, 0.50x peak" in text
+    assert "torch 100.0 GFLOP/s" in text                 # torch's rate beside fastconv's 200
     # a long op name keeps a space before the case's
     case.op = "bwd auto=winograd/direct"
     assert "bwd auto=winograd/direct C2 " in bench.format_table([case], {"gemm": 100.0, "copy": 10.0})
