@@ -487,6 +487,8 @@ def test_reference_backend_runs_the_new_layers_too(rng):
     y = [m.forward(x) for m in up]
     close(y[0], y[1])
     close(*(m.backward(np.ones_like(y[0])) for m in up))
+    # every layer takes the keyword, those without a compiled op too
+    assert all(layer(backend=reference).backend is reference for layer in (ReLU, LeakyReLU, Tanh, Identity))
 
 
 def test_small_linear_products_leave_the_blas_setting_as_found(rng):

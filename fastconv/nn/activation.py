@@ -104,12 +104,13 @@ class LeakyReLU(Layer):
     Parameters
     ----------
     negative_slope : float
+    backend : as in `Conv2D` (accepted for uniformity; the layer is NumPy either way)
     """
 
     _in_place = True
 
-    def __init__(self, negative_slope=0.01):
-        super().__init__()
+    def __init__(self, negative_slope=0.01, *, backend=None):
+        super().__init__(backend)
         if isinstance(negative_slope, (bool, np.bool_)) or not isinstance(negative_slope, numbers.Real) \
                 or not np.isfinite(negative_slope):
             raise ValueError(f"negative_slope must be a finite number, got {negative_slope!r}")
