@@ -5,7 +5,10 @@ Each op is one `OpSpec` in `OPS`: the function, its reference, a strategy of
 random *valid* calls (shapes with 0 and 1 sizes, strides, every padding form,
 dilation, groups, both dtypes, C/F-ordered, strided, reversed and read-only
 arrays) and the kind of each argument, from which random *invalid* calls are
-made by breaking one argument at a time. Adding an op is one entry in `OPS`.
+made by breaking one argument at a time. Adding an op is one entry in `OPS`
+(batch norm has one per mode: training and eval). An entry's `updates` names the
+arrays the op updates in place as documented (batch norm's running statistics),
+the one exception to "inputs untouched".
 """
 import re
 from dataclasses import dataclass, field
@@ -62,10 +65,13 @@ def relayout(a, layout):
 
 
 @st.composite
-def arrays(draw, shape, dtype):
+def arrays(draw, shape, dtype, low=None, layouts=LAYOUTS):
+    """Standard normal values (`low` + their magnitudes, with `low`) in one of `layouts`."""
     seed = draw(st.integers(0, 2**32 - 1))
-    a = np.random.default_rng(seed).standard_normal(shape).astype(dtype)
-    return relayout(a, draw(st.sampled_from(LAYOUTS)))
+    a = np.random.default_rng(seed).standard_normal(shape)
+    if low is not None:
+        a = low + np.abs(a)
+    return relayout(a.astype(dtype), draw(st.sampled_from(layouts)))
 
 
 @st.composite
@@ -338,6 +344,107 @@ def convolve2d_call(draw):
     return Call(dict(in1=draw(arrays(s1, dtype)), in2=draw(arrays(s2, dtype)), mode=mode))
 
 
+def _count(hi=3):
+    """A count from 1 to `hi`, sometimes 0 (mostly non-empty arrays)."""
+    return st.sampled_from(list(range(1, hi + 1)) * 2 + [0])
+
+
+@st.composite
+def conv_transpose_call(draw, backward=False):
+    """conv_transpose2d's geometry: output_padding below the stride or the dilation per axis,
+    padding that leaves an output of at least one row and column."""
+    dtype = draw(st.sampled_from(DTYPES))
+    groups = draw(st.integers(1, 3))
+    Cg, Kg = draw(_count()), draw(st.integers(1, 3))
+    N = draw(_count())
+    kernel = draw(_pairs(1, 4))
+    stride = draw(st.one_of(st.just((1, 1)), _pairs(1, 3)))
+    dilation = draw(st.one_of(st.just((1, 1)), _pairs(1, 3)))
+    out_pad = tuple(draw(st.integers(0, max(s, d) - 1)) for s, d in zip(stride, dilation))
+    H, W = draw(st.integers(1, 5)), draw(st.integers(1, 5))
+    room = [(n - 1) * s + d * (k - 1) + op for n, s, d, k, op in zip((H, W), stride, dilation, kernel, out_pad)]
+    pad = tuple(draw(st.integers(0, min(3, r // 2))) for r in room)
+    out_hw = tuple(r - 2 * p + 1 for r, p in zip(room, pad))
+    x = draw(arrays((N, Cg * groups, H, W), dtype))
+    weight = draw(arrays((Cg * groups, Kg) + kernel, dtype))
+    kw = dict(x=x, weight=weight)
+    if backward:
+        kw = dict(grad_output=draw(arrays((N, Kg * groups) + out_hw, dtype)), **kw)
+    else:
+        kw["bias"] = draw(st.one_of(st.none(), arrays((Kg * groups,), dtype)))
+    kw.update(stride=draw(int_arg(*stride)), padding=draw(int_arg(*pad)),
+              output_padding=draw(int_arg(*out_pad)), groups=draw(st.sampled_from([groups, np.int32(groups)])),
+              dilation=draw(int_arg(*dilation)))
+    if not backward:
+        kw["algorithm"] = draw(st.sampled_from(fastconv.convolution.ALGORITHMS))
+    return Call(kw)
+
+
+#: Writable layouts: running statistics are updated in place in training.
+WRITABLE = tuple(lay for lay in LAYOUTS if lay != "readonly")
+
+
+@st.composite
+def batch_norm_call(draw, training, backward=False):
+    """Training (more than one value per channel) or eval (running statistics required);
+    running statistics in training and the affine weight/bias each given or not."""
+    dtype = draw(st.sampled_from(DTYPES))
+    training = draw(st.sampled_from([training, np.bool_(training)]))
+    N, C, H, W = draw(_count()), draw(_count()), draw(st.integers(1, 5)), draw(st.integers(1, 5))
+    if training and N * H * W < 2:
+        N = 2
+    x = draw(arrays((N, C, H, W), dtype))
+    # running statistics: read in eval (any layout); in the forward's training written (writable layouts),
+    # in the backward's training ignored
+    layouts = WRITABLE if training and not backward else LAYOUTS
+    stats = draw(st.sampled_from(["both", "mean", "var", "none"])) if training else "both"
+    rm = draw(arrays((C,), dtype, layouts=layouts)) if stats in ("both", "mean") else None
+    rv = draw(arrays((C,), dtype, low=0.1, layouts=layouts)) if stats in ("both", "var") else None
+    weight = draw(st.one_of(st.none(), arrays((C,), dtype)))
+    eps = draw(st.sampled_from([1e-5, 1e-5, 1e-3, 0.5, 1, 0.0, np.float32(1e-3), np.float64(1e-5)]))
+    if backward:
+        return Call(dict(grad_output=draw(arrays((N, C, H, W), dtype)), x=x, weight=weight, eps=eps,
+                         training=training, running_mean=rm, running_var=rv))
+    momentum = draw(st.one_of(st.floats(0, 1), st.sampled_from([0, 1, 0.1, np.float32(0.5), np.float64(0.9)])))
+    return Call(dict(x=x, running_mean=rm, running_var=rv, weight=weight,
+                     bias=draw(st.one_of(st.none(), arrays((C,), dtype))), training=training,
+                     momentum=momentum, eps=eps))
+
+
+@st.composite
+def adaptive_size(draw, hw):
+    """(Ho, Wo), each 0 to 8 (may exceed the input's), and an output_size that spells it:
+    an int, a NumPy int, a tuple or a list (whose None elements keep the input's size)."""
+    o = (draw(_count(8)), draw(_count(8)))
+    form = draw(st.sampled_from(["int", "npint", "tuple", "list", "none"]))
+    if form in ("int", "npint"):
+        o = (o[0], o[0])
+        return o, (o[0] if form == "int" else np.int64(o[0]))
+    spelled = [None if draw(st.booleans()) and form == "none" else n for n in o]
+    o = tuple(n if s is not None else h for n, s, h in zip(o, spelled, hw))
+    return o, (tuple(spelled) if form != "list" else spelled)
+
+
+@st.composite
+def adaptive_pool_call(draw, kind, backward=False):
+    dtype = draw(st.sampled_from(DTYPES))
+    hw = (draw(st.integers(1, 9)), draw(st.integers(1, 9)))
+    shape = (draw(_count()),) + hw if draw(st.booleans()) else (draw(_count()), draw(_count())) + hw
+    out_hw, output_size = draw(adaptive_size(hw))
+    if not backward:
+        kw = dict(x=draw(arrays(shape, dtype)), output_size=output_size)
+        if kind == "max":
+            kw["return_indices"] = draw(st.booleans())
+        return Call(kw)
+    go = draw(arrays(shape[:-2] + out_hw, dtype))
+    if kind == "avg":
+        return Call(dict(grad_output=go, input_shape=_spell_shape(draw, shape)))
+    x = np.random.default_rng(draw(st.integers(0, 2**32 - 1))).standard_normal(shape).astype(dtype)
+    _, indices = reference.adaptive_max_pool2d(x, output_size, return_indices=True)
+    return Call(dict(grad_output=go, indices=relayout(indices, draw(st.sampled_from(LAYOUTS))),
+                     input_shape=_spell_shape(draw, shape)))
+
+
 # ---------------------------------------------------------------------------
 # References (where fastconv.reference takes a different form)
 
@@ -398,6 +505,13 @@ BAD = {
               (1.0, 1, 4, 4), ("1", 1, 4, 4), (True, 1, 4, 4), [None, 1, 4, 4], {1, 2, 3}],
 }
 BAD["optsize"] = [b for b in BAD["size"] if b is not None]
+# batch norm's momentum (any finite real) and eps (finite, >= 0)
+BAD["real"] = [float("nan"), float("inf"), -float("inf"), np.float64("nan"), np.float32("inf"), "0.1", b"1", None,
+               True, False, np.bool_(True), 1 + 0j, (0.1,), [0.1], np.array([0.1]), object()]
+BAD["real0"] = BAD["real"] + [-1e-5, -1, np.float32(-0.5)]
+# adaptive pooling's output_size: an int >= 0, or a pair of them and None
+BAD["osize"] = [b for b in NOT_INT if b is not None] + [b for b in BAD_PAIR if not (isinstance(b, tuple) and None in b)] + \
+    [-1, -2**63, -10**30, MAX + 1, 2**63, 2**100, np.int8(-1), (1, -1), (-1, None), (None, MAX + 1), [2, 2**64]]
 
 
 def _one_length(value, minimum):
@@ -444,6 +558,7 @@ class OpSpec:
     kinds: dict                         # argument -> "array:<ndims>" / "size" / "padding" / "groups" / ...
     exact: bool = False                 # compare with == (copies) rather than allclose (sums)
     mismatches: list = field(default_factory=list)   # (name, fn(Call) -> (kwargs, allowed names) or None)
+    updates: tuple = ()                 # arrays the op updates in place, as documented (the only ones)
 
     def arrays(self):
         return [n for n, k in self.kinds.items() if k.startswith("array") or k.startswith("optarray")]
@@ -597,6 +712,99 @@ def _signal_mismatches(first, second, ndim):
     return out
 
 
+def _conv_transpose_mismatches(backward):
+    def weight_channels(call):
+        return dict(weight=_grow(call.kwargs["weight"], 0)), ("x",)
+
+    def no_outputs_per_group(call):
+        wt = call.kwargs["weight"]
+        return dict(weight=np.zeros((wt.shape[0], 0) + wt.shape[2:], wt.dtype)), ()
+
+    def empty_image(call):
+        x = call.kwargs["x"]
+        return dict(x=np.zeros(x.shape[:2] + (x.shape[2], 0), x.dtype)), ()
+
+    def groups_not_dividing(call):
+        C = call.kwargs["x"].shape[1]
+        return (dict(groups=C + 1), ("x", "weight")) if C else None
+
+    def same_padding(call):
+        return dict(padding="same"), ()
+
+    def output_padding_too_large(call):
+        return dict(stride=(2, 1), dilation=(1, 3), output_padding=(2, 0)), ("stride", "dilation")
+
+    def no_output(call):
+        return dict(padding=(0, 10**6)), ("stride", "dilation", "output_padding", "x")
+
+    out = [("weight", weight_channels), ("weight", no_outputs_per_group), ("x", empty_image),
+           ("groups", groups_not_dividing), ("padding", same_padding), ("output_padding", output_padding_too_large),
+           ("padding", no_output)]
+    if backward:
+        def grad_shape(call):
+            go = call.kwargs["grad_output"]
+            return dict(grad_output=_grow(go, int(np.argmin(go.shape[1:])) + 1)), ()
+        out.append(("grad_output", grad_shape))
+    else:
+        def bias_length(call):
+            return dict(bias=np.zeros(call.kwargs["weight"].shape[1] * int(call.kwargs["groups"]) + 1,
+                                      call.kwargs["x"].dtype)), ()
+        out.append(("bias", bias_length))
+    return out
+
+
+def _batch_norm_mismatches(backward):
+    def shape(call):
+        return call.kwargs["x"].shape, call.kwargs["x"].dtype
+
+    def vector_length(name):
+        def broken(call):
+            (_, C, _, _), dtype = shape(call)
+            return {name: np.zeros(C + 1, dtype)}, ()
+        return broken
+
+    def one_value_per_channel(call):
+        (_, C, _, _), dtype = shape(call)
+        x = np.zeros((1, C, 1, 1), dtype)
+        return dict(x=x, training=True, **(dict(grad_output=x.copy()) if backward else {})), ("training",)
+
+    def eval_without_statistics(call):
+        return dict(training=False, running_mean=None), ("running_var",)
+
+    out = [("running_mean", vector_length("running_mean")), ("running_var", vector_length("running_var")),
+           ("weight", vector_length("weight")), ("x", one_value_per_channel),
+           ("running_mean", eval_without_statistics)]
+    if backward:
+        def grad_shape(call):
+            return dict(grad_output=_grow(call.kwargs["grad_output"], 3)), ()
+        return out + [("grad_output", grad_shape)]
+
+    def training_with(name, make):
+        def broken(call):
+            (N, C, H, W), dtype = shape(call)
+            # (the other running statistic, given in eval, may be read-only: the error may name it)
+            return ({"training": True, name: make(C, dtype)}, ("running_mean", "running_var")) \
+                if N * H * W > 1 else None
+        return broken
+
+    def readonly(C, dtype):
+        a = np.zeros(C, dtype)
+        a.flags.writeable = False
+        return a
+    return out + [("bias", vector_length("bias")),
+                  ("running_mean", training_with("running_mean", readonly)),         # updated in place
+                  ("running_var", training_with("running_var", readonly)),
+                  ("running_var", training_with("running_var", lambda C, dtype: [1.0] * C)),  # not an ndarray
+                  ("running_mean", training_with("running_mean", lambda C, dtype: np.zeros(C, _other(dtype))))]
+
+
+def _adaptive_mismatches(image=None):
+    def empty_image(call):
+        x = call.kwargs[image]
+        return {image: np.zeros(x.shape[:-1] + (0,), x.dtype)}, ()
+    return [(image, empty_image)]
+
+
 _WINDOW_KINDS = dict(kernel_size="size", stride="size", padding="padding", dilation="size")
 _CONV1D_KINDS = dict(stride="length", padding="length_padding", dilation="length", groups="groups",
                      algorithm="choice")
@@ -680,6 +888,44 @@ if hasattr(fastconv, "max_pool2d"):
                dict(grad_output="array:1234", indices="indices", input_shape="shape")),
     ]
 
+_CONV_TRANSPOSE_KINDS = dict(x="array:4", weight="array:4", stride="size", padding="padding",
+                             output_padding="padding", groups="groups", dilation="size")
+_BN_VECTORS = dict(running_mean="optarray:1", running_var="optarray:1", weight="optarray:1")
+
+OPS += [
+    OpSpec("conv_transpose2d", fastconv.conv_transpose2d, reference.conv_transpose2d, conv_transpose_call(),
+           dict(_CONV_TRANSPOSE_KINDS, bias="optarray:1", algorithm="choice"),
+           mismatches=_conv_transpose_mismatches(False)),
+    OpSpec("conv_transpose2d_backward", fastconv.conv_transpose2d_backward, reference.conv_transpose2d_backward,
+           conv_transpose_call(backward=True), dict(grad_output="array:4", **_CONV_TRANSPOSE_KINDS),
+           mismatches=_conv_transpose_mismatches(True)),
+] + [
+    # batch norm: one entry per mode, so that each runs on every test's examples
+    OpSpec(f"batch_norm2d_{mode}", fastconv.batch_norm2d, reference.batch_norm2d, batch_norm_call(mode == "train"),
+           dict(x="array:4", **_BN_VECTORS, bias="optarray:1", training="flag", momentum="real", eps="real0"),
+           mismatches=_batch_norm_mismatches(False), updates=("running_mean", "running_var"))
+    for mode in ("train", "eval")
+] + [
+    OpSpec(f"batch_norm2d_backward_{mode}", fastconv.batch_norm2d_backward, reference.batch_norm2d_backward,
+           batch_norm_call(mode == "train", backward=True),
+           dict(grad_output="array:4", x="array:4", eps="real0", training="flag", **_BN_VECTORS),
+           mismatches=_batch_norm_mismatches(True))
+    for mode in ("train", "eval")
+] + [
+    OpSpec("adaptive_avg_pool2d", fastconv.adaptive_avg_pool2d, reference.adaptive_avg_pool2d,
+           adaptive_pool_call("avg"), dict(x="array:34", output_size="osize"), mismatches=_adaptive_mismatches("x")),
+    OpSpec("adaptive_avg_pool2d_backward", fastconv.adaptive_avg_pool2d_backward,
+           reference.adaptive_avg_pool2d_backward, adaptive_pool_call("avg", backward=True),
+           dict(grad_output="array:34", input_shape="shape"), mismatches=_pool_mismatches(True, True)[1:]),
+    OpSpec("adaptive_max_pool2d", fastconv.adaptive_max_pool2d, reference.adaptive_max_pool2d,
+           adaptive_pool_call("max"), dict(x="array:34", output_size="osize", return_indices="flag"), exact=True,
+           mismatches=_adaptive_mismatches("x")),
+    OpSpec("adaptive_max_pool2d_backward", fastconv.adaptive_max_pool2d_backward,
+           reference.adaptive_max_pool2d_backward, adaptive_pool_call("max", backward=True),
+           dict(grad_output="array:34", indices="indices", input_shape="shape"),
+           mismatches=_pool_mismatches(True, True)[:1]),
+]
+
 OPS_BY_NAME = {spec.name: spec for spec in OPS}
 
 
@@ -691,9 +937,11 @@ def snapshot(call):
     return {k: a.tobytes() for k, a in call.kwargs.items() if isinstance(a, np.ndarray) and a.dtype != object}
 
 
-def assert_untouched(call, before):
+def assert_untouched(call, before, skip=()):
+    """Every array of the snapshot `before` as it was, but those named in `skip`."""
     for k, old in before.items():
-        assert call.kwargs[k].tobytes() == old, f"{k} was modified"
+        if k not in skip:
+            assert call.kwargs[k].tobytes() == old, f"{k} was modified"
 
 
 def assert_matches(spec, result, expected, call):
@@ -719,11 +967,34 @@ def assert_matches(spec, result, expected, call):
 
 
 def check_valid(spec, call):
-    """fastconv == reference, fresh C-contiguous results of the input dtype, inputs untouched."""
+    """fastconv == reference, fresh C-contiguous results of the input dtype, inputs untouched
+    but the arrays in `spec.updates`, which must end as the reference leaves copies of them
+    (and byte for byte as they were where it leaves them so, as batch norm's in eval)."""
     before = snapshot(call)
+    updated = [n for n in spec.updates if isinstance(call.kwargs.get(n), np.ndarray)]
+    ref_kwargs = {**call.kwargs, **{n: call.kwargs[n].copy() for n in updated}}
     result = spec.fn(**call.kwargs)
-    assert_untouched(call, before)
-    assert_matches(spec, result, spec.ref(**call.kwargs), call)
+    assert_untouched(call, before, skip=updated)
+    assert_matches(spec, result, spec.ref(**ref_kwargs), call)
+    for n in updated:
+        got, want = call.kwargs[n], ref_kwargs[n]
+        if want.tobytes() == before[n]:
+            assert got.tobytes() == before[n], f"{n} was modified"
+        else:
+            np.testing.assert_allclose(got, want, **TOL[want.dtype], err_msg=f"{n} updated wrongly")
+
+
+def on_copies(spec):
+    """`spec.fn` on copies of the arrays it updates in place (returned after its result):
+    one call that may run many times, at once too, with the same results."""
+    if not spec.updates:
+        return spec.fn
+
+    def call(**kwargs):
+        own = {n: np.array(kwargs[n]) for n in spec.updates if isinstance(kwargs.get(n), np.ndarray)}
+        result = spec.fn(**{**kwargs, **own})
+        return (result, *own.values()) if own else result
+    return call
 
 
 #: Argument names that are also English words: named only as the subject of the message

@@ -52,7 +52,11 @@ def test_ragged_and_zero_d_arguments_are_named():
     lambda: fastconv.conv2d(X, W, padding=2**31 - 1),
     lambda: fastconv.conv2d(X, W, padding=(2**20, 2**20)),
     lambda: fastconv.col2im(np.zeros((2, 18, 1), np.float32), 2**31 - 1, 3, stride=2**31 - 1),
-], ids=["im2col-pib", "im2col-too-big", "conv2d-too-big", "conv2d-tib", "col2im-too-big"])
+    lambda: fastconv.conv_transpose2d(X, W.swapaxes(0, 1), stride=2**31 - 1),
+    lambda: fastconv.adaptive_avg_pool2d(X, 2**31 - 1),
+    lambda: fastconv.adaptive_max_pool2d(X, (2**31 - 1, 2**31 - 1)),
+], ids=["im2col-pib", "im2col-too-big", "conv2d-too-big", "conv2d-tib", "col2im-too-big", "conv-transpose-too-big",
+        "adaptive-avg-too-big", "adaptive-max-too-big"])
 def test_outputs_that_cannot_be_allocated_raise_memory_error(call):
     with pytest.raises(MemoryError):
         call()
