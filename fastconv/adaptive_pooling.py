@@ -28,6 +28,8 @@ _max_kernel = widest_build("adaptive_pool")
 
 def _output_hw(output_size, in_hw):
     """(Ho, Wo) from an int or a pair whose None elements keep the input's size."""
+    if isinstance(output_size, np.ndarray) and output_size.ndim == 1:
+        output_size = output_size.tolist()
     if isinstance(output_size, (tuple, list)):
         if len(output_size) != 2:
             raise ValueError(f"output_size must be an int or a pair, got {output_size!r}")
@@ -65,6 +67,7 @@ def adaptive_avg_pool2d(x, output_size):
         # here, a task and a call per output row, took 3x as long at ResNet's 32x512x7x7)
         out = global_avg_pool2d(xb)
         return out[0] if unbatched else out
+    v.allocatable((N, C, Ho, Wo), xb.dtype, "output")
     out = _memory.empty((N, C, Ho, Wo), xb.dtype)
     _kernel.adaptive_avg_pool2d(_planes(xb), _planes(out), num_threads_for(xb.size + out.size))
     return out[0] if unbatched else out
@@ -114,6 +117,7 @@ def adaptive_max_pool2d(x, output_size, return_indices=False):
     if (Ho, Wo) == (1, 1):
         # one max per plane: global pooling's tasks of planes (here a task per output row)
         return global_max_pool2d(xb[0] if unbatched else xb, return_indices=return_indices)
+    v.allocatable((N, C, Ho, Wo), np.int64, "indices")
     out = _memory.empty((N, C, Ho, Wo), xb.dtype)
     indices = _memory.empty(out.shape, np.int64)
     _max_kernel.adaptive_max_pool2d(_planes(xb), _planes(out), _planes(indices), num_threads_for(xb.size))

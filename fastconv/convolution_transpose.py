@@ -36,6 +36,8 @@ def _args(x, weight, bias, stride, padding, output_padding, groups, dilation):
     if Kg == 0 or kh == 0 or kw == 0:
         raise ValueError(f"weight must have non-zero K // groups, kh and kw, got shape {weight.shape}")
     groups = v.groups_of(groups, C, C)
+    if C == 0 and groups != 1:     # every groups divides 0, and K = K // groups * groups grows with it
+        raise ValueError(f"groups must be 1 when x has no channels (C=0), got {groups}")
     K = Kg * groups
     if bias is not None:
         bias = v.float_array(bias, "bias", ndim=1, dtype=x.dtype)
@@ -139,6 +141,8 @@ def conv_transpose2d_backward(grad_output, x, weight, stride=1, padding=0, outpu
     x, weight, _, groups, out_shape, g = _args(x, weight, None, stride, padding, output_padding,
                                                groups, dilation)
     grad_output = v.grad_output_array(grad_output, out_shape, x.dtype)
+    if x.shape[1] == 0:     # no input channels: the forward was its bias alone
+        return np.zeros(x.shape, x.dtype), np.zeros_like(weight), grad_output.sum(axis=(0, 2, 3))
     H, W = x.shape[2:]
     pad = (g.pad_top, g.pad_left)
     dil = (g.dilation_h, g.dilation_w)

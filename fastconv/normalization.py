@@ -53,7 +53,8 @@ def _real(value, name, minimum=None):
         raise TypeError(f"{name} must be a real number, got {value!r}")
     value = float(value)
     if not np.isfinite(value) or (minimum is not None and value < minimum):
-        raise ValueError(f"{name} must be a finite number >= {minimum}, got {value}")
+        bound = "" if minimum is None else f" >= {minimum}"
+        raise ValueError(f"{name} must be a finite number{bound}, got {value}")
     return value
 
 

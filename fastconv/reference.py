@@ -341,6 +341,8 @@ def conv_transpose2d_backward(grad_output, x, weight, stride=1, padding=0, outpu
     x, weight, _, groups, out_shape, g = _args(x, weight, None, stride, padding, output_padding,
                                                groups, dilation)
     gout = v.grad_output_array(grad_output, out_shape, x.dtype)
+    if x.shape[1] == 0:     # no input channels: the forward was its bias alone
+        return np.zeros(x.shape, x.dtype), np.zeros_like(weight), gout.sum(axis=(0, 2, 3))
     H, W = x.shape[2:]
     args = ((g.stride_h, g.stride_w), (g.pad_top, g.pad_left), (g.dilation_h, g.dilation_w), groups)
     grad_x = conv2d(gout, weight, None, *args)[:, :, :H, :W]

@@ -354,8 +354,8 @@ def conv_transpose_call(draw, backward=False):
     """conv_transpose2d's geometry: output_padding below the stride or the dilation per axis,
     padding that leaves an output of at least one row and column."""
     dtype = draw(st.sampled_from(DTYPES))
-    groups = draw(st.integers(1, 3))
     Cg, Kg = draw(_count()), draw(st.integers(1, 3))
+    groups = draw(st.integers(1, 3)) if Cg else 1     # no channels: one group (K would grow with it)
     N = draw(_count())
     kernel = draw(_pairs(1, 4))
     stride = draw(st.one_of(st.just((1, 1)), _pairs(1, 3)))
@@ -728,6 +728,9 @@ def _conv_transpose_mismatches(backward):
         C = call.kwargs["x"].shape[1]
         return (dict(groups=C + 1), ("x", "weight")) if C else None
 
+    def groups_without_channels(call):     # any groups divides C=0; K would grow with it
+        return None if call.kwargs["x"].shape[1] else (dict(groups=2), ())
+
     def same_padding(call):
         return dict(padding="same"), ()
 
@@ -738,7 +741,7 @@ def _conv_transpose_mismatches(backward):
         return dict(padding=(0, 10**6)), ("stride", "dilation", "output_padding", "x")
 
     out = [("weight", weight_channels), ("weight", no_outputs_per_group), ("x", empty_image),
-           ("groups", groups_not_dividing), ("padding", same_padding), ("output_padding", output_padding_too_large),
+           ("groups", groups_not_dividing), ("groups", groups_without_channels), ("padding", same_padding), ("output_padding", output_padding_too_large),
            ("padding", no_output)]
     if backward:
         def grad_shape(call):

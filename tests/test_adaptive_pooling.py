@@ -52,6 +52,13 @@ def test_nan_propagates():
     assert np.isnan(out[0, 0, 0, 0]) and idx[0, 0, 0, 0] == 5
 
 
+def test_output_size_as_an_array():
+    x = np.random.default_rng(0).standard_normal((1, 2, 5, 5))
+    for op in (fastconv.adaptive_avg_pool2d, fastconv.adaptive_max_pool2d):
+        np.testing.assert_array_equal(op(x, np.array([2, 3])), op(x, (2, 3)))
+        np.testing.assert_array_equal(op(x, np.int64(2)), op(x, 2))
+
+
 def test_bad_arguments():
     x = np.zeros((1, 2, 4, 4))
     with pytest.raises(ValueError, match="output_size"):

@@ -152,3 +152,23 @@ def test_bad_shapes():
         fastconv.conv_transpose2d(x, w.astype(np.float32))
     with pytest.raises(ValueError, match="grad_output"):
         fastconv.conv_transpose2d_backward(np.zeros((2, 3, 1, 1)), x, w)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_no_input_channels(dtype):
+    # The forward is its bias; the backward gives empty gradients for x and the weight,
+    # and the bias's. Any groups divides C=0, so only groups=1 is taken (K grows with it).
+    x, w = np.zeros((2, 0, 3, 3), dtype), np.zeros((0, 4, 2, 2), dtype)
+    b = np.arange(4, dtype=dtype)
+    y = fastconv.conv_transpose2d(x, w, b, stride=2)
+    np.testing.assert_array_equal(y, np.broadcast_to(b[:, None, None], (2, 4, 6, 6)))
+    g = np.ones_like(y)
+    for grads in (fastconv.conv_transpose2d_backward(g, x, w, stride=2),
+                  reference.conv_transpose2d_backward(g, x, w, stride=2)):
+        assert [a.shape for a in grads] == [x.shape, w.shape, b.shape]
+        assert [a.dtype for a in grads] == [np.dtype(dtype)] * 3
+        np.testing.assert_array_equal(grads[2], np.full(4, 72, dtype))
+    for op in (lambda: fastconv.conv_transpose2d(x, w, groups=2),
+               lambda: fastconv.conv_transpose2d_backward(g, x, w, stride=2, groups=2 ** 64 + 1)):
+        with pytest.raises(ValueError, match="groups must be 1"):
+            op()
