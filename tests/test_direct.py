@@ -344,7 +344,10 @@ def test_unknown_algorithm_lists_the_valid_ones(rng):
 def test_auto_rule_on_the_benchmark_cases(build, dtype):
     # The rule auto follows without calibration (and takes as its prior): direct forward
     # except the pointwise C5 (there too in float64 on channel tiles); direct gradients
-    # except the dense pointwise C5 (BLAS needed for nothing else).
+    # except the dense pointwise C5. Off these cases the rule also takes im2col (BLAS)
+    # for dense layers whose output planes have at most 16 pixels (its taps' GEMMs:
+    # ResNet-18's 4x4 layer's weight gradient 3.9 ms against direct's 5.1) and where
+    # direct's planes do not fit its workspace.
     from fastconv import _autotune
     from fastconv._validation import conv_geometry
     from fastconv.bench import CONV_CASES
