@@ -390,7 +390,10 @@ def test_readme_networks_snippet_runs_as_written(monkeypatch):
     whose ``models.resnet18(weights=...)`` gives the torch twin with random weights
     (nothing downloaded): the classes it prints are the twin's. A snippet that asks the
     stand-in for anything else fails here, and should be run against it again."""
-    readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    path = pathlib.Path(__file__).resolve().parents[1] / "README.md"
+    if not path.exists():  # tests copied elsewhere without it (CI copies it beside the wheel's tests)
+        pytest.skip("README.md is not beside the tests")
+    readme = path.read_text(encoding="utf-8")
     section = re.search(r"^## Networks\n(.*?)^## ", readme, re.M | re.S)
     assert section, "README.md has no section \"## Networks\""
     blocks = re.findall(r"^```python\n(.*?)^```", section.group(1), re.M | re.S)
