@@ -605,6 +605,12 @@ def _grow(a, axis, by=1):
     return np.zeros(shape, a.dtype)
 
 
+def _grad_output_grown(call):
+    """A backward's grad_output one longer along its shortest spatial or channel axis."""
+    go = call.kwargs["grad_output"]
+    return dict(grad_output=_grow(go, int(np.argmin(go.shape[1:])) + 1)), ()
+
+
 def _conv_mismatches(backward):
     def weight_channels(call):
         wt = call.kwargs["weight"]
@@ -623,10 +629,7 @@ def _conv_mismatches(backward):
 
     out = [("weight", weight_channels), ("weight", huge_weight), ("x", empty_image), ("padding", same_with_stride)]
     if backward:
-        def grad_shape(call):
-            go = call.kwargs["grad_output"]
-            return dict(grad_output=_grow(go, int(np.argmin(go.shape[1:])) + 1)), ()
-        out.append(("grad_output", grad_shape))
+        out.append(("grad_output", _grad_output_grown))
     else:
         def bias_length(call):
             return dict(bias=np.zeros(call.kwargs["weight"].shape[0] + 1, call.kwargs["x"].dtype)), ()
@@ -741,13 +744,10 @@ def _conv_transpose_mismatches(backward):
         return dict(padding=(0, 10**6)), ("stride", "dilation", "output_padding", "x")
 
     out = [("weight", weight_channels), ("weight", no_outputs_per_group), ("x", empty_image),
-           ("groups", groups_not_dividing), ("groups", groups_without_channels), ("padding", same_padding), ("output_padding", output_padding_too_large),
-           ("padding", no_output)]
+           ("groups", groups_not_dividing), ("groups", groups_without_channels), ("padding", same_padding),
+           ("output_padding", output_padding_too_large), ("padding", no_output)]
     if backward:
-        def grad_shape(call):
-            go = call.kwargs["grad_output"]
-            return dict(grad_output=_grow(go, int(np.argmin(go.shape[1:])) + 1)), ()
-        out.append(("grad_output", grad_shape))
+        out.append(("grad_output", _grad_output_grown))
     else:
         def bias_length(call):
             return dict(bias=np.zeros(call.kwargs["weight"].shape[1] * int(call.kwargs["groups"]) + 1,
