@@ -145,8 +145,8 @@ def threads(n):
 def _count_functions(library):
     """(get, set) of a threadpoolctl BLAS controller's thread count. OpenBLAS's own
     functions, called through ctypes: 0.2 us a call against 1 us through threadpoolctl,
-    which (from 3.6) also lets only the first Python thread that set OpenBLAS's count
-    change it, and ignores the others; `_Blas` counts its holds itself, and a hold
+    which (3.8 here, not 3.5) also lets only the first Python thread that set OpenBLAS's
+    count change it, and ignores the others; `_Blas` counts its holds itself, and a hold
     from any thread must take effect. Other libraries' through threadpoolctl."""
     if library.internal_api == "openblas":
         import ctypes
@@ -174,7 +174,7 @@ class _Blas:
     The holds are counted across Python threads: the counts go back only when the last
     hold ends (putting them back while another thread's GEMMs ran made two Python
     threads calling conv2d together 4x slower than one after the other). A hold and
-    its release cost about 2 us.
+    its release cost about 3 us.
     """
 
     def __init__(self):
